@@ -1,0 +1,3 @@
+from immutdock.cli import main
+
+main()

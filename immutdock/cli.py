@@ -1,0 +1,330 @@
+"""The `immutdock` command. The only module that prints or chooses an exit code.
+
+Exit codes: 0 success (or nothing to do), 1 the operation failed and the previous release
+is still serving, 2 bad input and nothing changed, 3 another release holds the lock."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from immutdock import __version__
+from immutdock.errors import ConfigError, ImmutdockError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_STEP = re.compile(r"#\d+ (\[|ERROR|CACHED)")
+
+EPILOG = """\b
+Exit codes: 0 ok, 1 failed (the previous release still serves), 2 bad input
+(nothing changed), 3 another release holds the lock."""
+
+
+class Ctx:
+    def __init__(self, file: Path | None, as_json: bool, verbose: bool) -> None:
+        self.file = file
+        self.as_json = as_json
+        self.verbose = verbose
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
+        click.echo(f"[{time.monotonic() - self.started:6.1f}s] {message}", err=True)
+
+    def progress(self, line: str) -> None:
+        """Progress with BuildKit's output cut to its step headers, unless --verbose."""
+        _service, _, rest = line.partition(": ")
+        if self.verbose or (rest.strip() and (not rest.startswith("#") or _STEP.match(rest))):
+            self.say(line)
+
+    def warn(self, message: str) -> None:
+        click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
+
+    def load(self):  # -> App
+        from immutdock import config
+
+        return config.load(Path.cwd(), self.file)
+
+    def deployer(self, app):  # -> Deployer
+        from immutdock.compose import Compose
+        from immutdock.engine import Engine
+        from immutdock.release import Deployer
+
+        return Deployer(app, Engine(), Compose(), self.progress, self.warn)
+
+    def emit(self, data: Any, human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            human()
+
+
+def common(fn: F) -> F:
+    """-f/--file, --json and --verbose on every command; errors become messages and exit codes."""
+
+    @click.option("-f", "--file", "file", type=click.Path(path_type=Path), default=None,
+                  help="Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or "
+                       "docker-compose.yml in the current folder).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
+    @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and full build output.")
+    @functools.wraps(fn)
+    def wrapper(file: Path | None, as_json: bool, verbose: bool, **kwargs: Any) -> None:
+        ctx = Ctx(file, as_json, verbose)
+        try:
+            fn(ctx, **kwargs)
+        except ImmutdockError as exc:
+            if verbose:
+                traceback.print_exc()
+            _fail(ctx, exc)
+        except KeyboardInterrupt:
+            _fail(ctx, ImmutdockError("interrupted", None), code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
+    code = exc.exit_code if code is None else code
+    if ctx.as_json:
+        click.echo(json.dumps({"outcome": "error", "exit_code": code, "error": exc.message, "hint": exc.hint,
+                               "details": exc.details}, indent=2))
+    click.echo(click.style(f"error: {exc.one_line()}", fg="red"), err=True)
+    if exc.details:
+        click.echo(exc.details.rstrip(), err=True)
+    sys.exit(code)
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="immutdock")
+def main() -> None:
+    """Immutable, zero-downtime releases of a Docker Compose app.
+
+    \b
+    immutdock reads your compose file plus an `x-immutdock:` block, builds every
+    image and tags it by the hash of its content, starts the new version beside the
+    live one (blue/green), gates it on health, switches traffic in an HAProxy router
+    without dropping a request, and records the release on the engine so rollback
+    is instant.
+
+    \b
+    Typical use:
+      immutdock plan          # what a release would do; changes nothing
+      immutdock release       # build, start, gate, switch, retire
+      immutdock status        # live color and release, health, router
+      immutdock rollback      # back to the previous release, no rebuild
+    """
+
+
+@main.command(epilog=EPILOG)
+@common
+def build(ctx: Ctx) -> None:
+    """Build every service's image, tagged by the hash of its inputs.
+
+    Same inputs, same tag: an image already on the engine is reused ("cached").
+    The hash covers the build context after .dockerignore (paths, bytes, executable
+    bits, symlinks), the Dockerfile, build args, target, additional contexts and the
+    image IDs of the FROM images - not modification times or where the checkout is.
+    """
+    from immutdock.build import apply_images, plan_images
+    from immutdock.compose import Compose
+    from immutdock.engine import Engine
+
+    app = ctx.load()
+    engine = Engine()
+    specs = {s.name: s.build for s in app.services.values() if s.build}
+    plans = plan_images(app.name, specs, engine)
+    compose = Compose()
+    try:
+        done = apply_images(app.name, plans, app.project_dir, engine, compose, ctx.progress)
+    finally:
+        compose.close()
+
+    def human() -> None:
+        for item in done:
+            state = "cached" if item.cached else "built"
+            click.echo(f"{item.service:<16} {item.image:<40} {state}")
+        if not done:
+            click.echo("no service has build:; nothing to build")
+
+    ctx.emit([i.as_json() for i in done], human)
+
+
+@main.command(epilog=EPILOG)
+@common
+def plan(ctx: Ctx) -> None:
+    """Show what a release would do, changing nothing.
+
+    Lists the images to build or reuse, which color starts, which one stops, and
+    whether the release would be a no-op.
+    """
+    app = ctx.load()
+    deployer = ctx.deployer(app)
+    if app.settings.router is None:
+        from immutdock.build import plan_images
+
+        images = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, deployer.engine)
+        ctx.emit({"images": [i.as_json() for i in images]},
+                 lambda: [click.echo(f"{i.service:<16} {i.image:<40} {'reuse' if i.cached else 'build'}")
+                          for i in images])
+        return
+    release_plan, _router, _state = deployer.plan()
+
+    def human() -> None:
+        p = release_plan
+        for i in p.images:
+            click.echo(f"image  {i.service:<14} {i.image:<40} {'reuse' if i.cached else 'build'}")
+        if p.noop:
+            click.echo(f"no-op: {p.reason}; {p.color} keeps serving {p.release}")
+            return
+        click.echo(f"start  {p.release} as {app.name}-{p.color} ({p.reason})")
+        for c in p.cleanup:
+            click.echo(f"remove half-made {app.name}-{c}")
+        if p.create_router:
+            click.echo(f"create router {app.name}-router on {app.settings.router.publish}")
+        if p.stateful:
+            click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state (recreated only if changed)")
+        click.echo(f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else ""))
+
+    ctx.emit(release_plan.as_json(), human)
+
+
+@main.command(epilog=EPILOG)
+@common
+def release(ctx: Ctx) -> None:
+    """Build, start the new color, gate it on health, switch traffic, retire the old.
+
+    A no-op when content and config are unchanged. On any failure before the switch
+    the new color is removed and the live release keeps serving (exit 1).
+    """
+    app = ctx.load()
+    deployer = ctx.deployer(app)
+    try:
+        outcome = deployer.release()
+    finally:
+        deployer.compose.close()
+
+    def human() -> None:
+        if outcome.outcome == "noop":
+            click.echo(f"nothing to release: {outcome.message}; {outcome.color} is serving at {outcome.url}")
+        else:
+            click.echo(f"{outcome.release} is live on {outcome.color} at {outcome.url}")
+
+    ctx.emit(outcome.as_json(), human)
+
+
+@main.command(epilog=EPILOG)
+@click.option("--to", "to", default=None, metavar="RELEASE", help="Release id to go back to (e.g. r3).")
+@common
+def rollback(ctx: Ctx, to: str | None) -> None:
+    """Go back to the previous (or the named) release, without rebuilding.
+
+    The old release's images and recorded compose project are started as the idle
+    color and pass the same health gate and switch as a release. Stateful services
+    are left as they are.
+    """
+    app = ctx.load()
+    deployer = ctx.deployer(app)
+    try:
+        outcome = deployer.rollback(to)
+    finally:
+        deployer.compose.close()
+    ctx.emit(outcome.as_json(), lambda: click.echo(f"{outcome.message} at {outcome.url}"))
+
+
+@main.command(epilog=EPILOG)
+@common
+def status(ctx: Ctx) -> None:
+    """Live color and release, image tags, health of every container, router state.
+
+    Also removes a half-made color left by a killed release (when no release runs).
+    """
+    from immutdock.observe import observe
+    from immutdock.status import describe
+
+    app = ctx.load()
+    deployer = ctx.deployer(app)
+    state = observe(deployer.engine, app.name)
+    reaped = deployer.reap_half_made(state)
+    for color in reaped:
+        ctx.warn(f"removed half-made {app.name}-{color} left by an interrupted release")
+    if reaped:
+        state = observe(deployer.engine, app.name)
+    report = describe(app, state, deployer.engine)
+    ctx.emit(report, lambda: click.echo(_status_text(report)))
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    lines = [f"app           {report['app']}",
+             f"live          {report['live_release'] or '-'} on {report['live_color'] or '-'}",
+             f"url           {report['url'] or '-'}",
+             f"router        {report['router']['status']}"
+             + (f", {report['router']['up']} server(s) up" if report['router'].get('up') is not None else "")]
+    for c in report["containers"]:
+        lines.append(f"  {c['role']:<6} {c['name']:<32} {c['status']:<8} {c['health'] or '-':<10} {c['image']}")
+    return "\n".join(lines)
+
+
+@main.command(epilog=EPILOG)
+@common
+def history(ctx: Ctx) -> None:
+    """Every release and rollback: id, time, image tags, git revision, outcome."""
+    from immutdock import ledger
+    from immutdock.engine import Engine
+
+    app = ctx.load()
+    records = ledger.history(Engine(), app.name)
+    rows = [r.summary() for r in records]
+
+    def human() -> None:
+        if not rows:
+            click.echo(f"{app.name} has no releases yet")
+        for r in rows:
+            images = " ".join(sorted(r["images"].values()))
+            extra = f" -> {r['source']}" if r["source"] else ""
+            click.echo(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {r['outcome']:<12} "
+                       f"{(r['git'] or '-')[:12]:<13} {images}")
+
+    ctx.emit(rows, human)
+
+
+@main.command(epilog=EPILOG)
+@click.option("--keep", type=click.IntRange(min=2), default=None,
+              help="Releases whose images stay (default: x-immutdock.keep).")
+@common
+def prune(ctx: Ctx, keep: int | None) -> None:
+    """Remove release images beyond --keep. Never a volume; never the live or previous release."""
+    from immutdock.engine import Engine
+    from immutdock.observe import observe
+    from immutdock.prune import apply_prune, plan_prune
+
+    app = ctx.load()
+    engine = Engine()
+    state = observe(engine, app.name)
+    result = plan_prune(state, keep or app.settings.keep)
+    removed = apply_prune(engine, app.name, result)
+    ctx.emit({"kept_releases": list(result.keep), "removed_images": removed},
+             lambda: click.echo("\n".join([f"removed {r}" for r in removed] or ["nothing to prune"])))
+
+
+@main.command(epilog=EPILOG)
+@common
+def unlock(ctx: Ctx) -> None:
+    """Release the app's release lock after saying who held it (use when a holder died)."""
+    from immutdock import lock
+    from immutdock.engine import Engine
+
+    app = ctx.load()
+    holder = lock.force_unlock(Engine(), app.name)
+    data = {"app": app.name, "held_by": holder.describe() if holder else None}
+    ctx.emit(data, lambda: click.echo(f"released the lock held by {holder.describe()}" if holder
+                                      else f"{app.name} was not locked"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

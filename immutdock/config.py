@@ -1,0 +1,164 @@
+"""Load the user's compose file into a validated, frozen `App`.
+
+Compose itself interprets the file (`docker compose config`: interpolation, `.env`,
+`extends`, short syntaxes); immutdock then checks what a blue/green release needs.
+All checks run before anything touches the engine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from immutdock.errors import ConfigError
+from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
+from immutdock.settings import BLOCK, parse_settings
+
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASS", "PWD", "TOKEN", "SECRET", "SECRETS", "KEY", "APIKEY",
+                 "CREDENTIAL", "CREDENTIALS", "PRIVATE", "AUTH"}
+
+
+def find_compose_file(cwd: Path, explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        path = (explicit if explicit.is_absolute() else cwd / explicit).absolute()
+        if not path.is_file():
+            raise ConfigError(str(explicit), "no such compose file", "check the path given to -f")
+        return path
+    for name in COMPOSE_FILE_NAMES:
+        if (cwd / name).is_file():
+            return (cwd / name).absolute()
+    raise ConfigError(str(cwd), "no compose file here",
+                      f"run in the app's folder or pass -f FILE (looked for {', '.join(COMPOSE_FILE_NAMES)})")
+
+
+def read_yaml(path: Path) -> Mapping[str, Any]:
+    """Parse the file ourselves first, so malformed YAML is reported with its line."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ConfigError(path.name, f"{line}{problem}", "fix the YAML syntax at that line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path.name, f"cannot read: {exc}", "check the file's permissions and encoding") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(path.name, "is not a compose file (top level must be a mapping)",
+                          "start it with `services:`")
+    return data
+
+
+def looks_secret(arg_name: str) -> bool:
+    parts = re.split(r"[^A-Z0-9]+", arg_name.upper())
+    return any(p in _SECRET_WORDS for p in parts) or arg_name.upper().endswith(("PASSWORD", "TOKEN", "SECRET"))
+
+
+def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any]) -> BuildSpec:
+    path = f"services.{name}.build"
+    if "dockerfile_inline" in build:
+        raise ConfigError(f"{path}.dockerfile_inline", "is not supported", "put the Dockerfile in a file")
+    context_text = str(build.get("context", "."))
+    if "://" in context_text or context_text.startswith("git@"):
+        raise ConfigError(f"{path}.context", f"remote build context {context_text!r} is not supported",
+                          "check the sources out and point context at the folder")
+    context = Path(context_text)
+    if not context.is_dir():
+        raise ConfigError(f"{path}.context", f"build context {context_text} does not exist",
+                          "create the folder or fix the path")
+    dockerfile = context / str(build.get("dockerfile") or "Dockerfile")
+    if not dockerfile.is_file():
+        raise ConfigError(f"{path}.dockerfile", f"Dockerfile {dockerfile} does not exist",
+                          "create it or set build.dockerfile to its path inside the context")
+    args: dict[str, str] = {}
+    for key, value in (build.get("args") or {}).items():
+        if looks_secret(key):
+            raise ConfigError(f"{path}.args.{key}", "looks like a secret, and build args stay readable in the image",
+                              "pass it as a build secret (build.secrets) and read it with RUN --mount=type=secret")
+        if value is not None:
+            args[key] = str(value)
+    extra: dict[str, str] = {}
+    for key, value in (build.get("additional_contexts") or {}).items():
+        text = str(value)
+        if "://" not in text:
+            resolved = (context / text).resolve()
+            if not resolved.is_dir():
+                raise ConfigError(f"{path}.additional_contexts.{key}", f"{text} does not exist",
+                                  "create the folder or fix the path")
+            text = str(resolved)
+        extra[key] = text
+    build_secrets = []
+    for i, item in enumerate(build.get("secrets") or []):
+        source = item.get("source") if isinstance(item, Mapping) else str(item)
+        top = secrets.get(source)
+        if top is None:
+            raise ConfigError(f"{path}.secrets[{i}]", f"secret {source!r} is not defined",
+                              "declare it under the top-level secrets: with file: or environment:")
+        if top.get("file"):
+            spec = f"src={top['file']}"
+        elif top.get("environment"):
+            spec = f"env={top['environment']}"
+        else:
+            raise ConfigError(f"secrets.{source}", "a build secret needs file: or environment:",
+                              "set one of them")
+        build_secrets.append(BuildSecret(id=str(item.get("target") or source) if isinstance(item, Mapping) else source,
+                                         source=spec))
+    return BuildSpec(context=context.resolve(), dockerfile=dockerfile.resolve(), args=frozen_mapping(args),
+                     target=build.get("target") or None, additional_contexts=frozen_mapping(extra),
+                     secrets=tuple(build_secrets))
+
+
+def _check_swapped(name: str, svc: Mapping[str, Any]) -> None:
+    """Rules for services that run twice during a release (once per color)."""
+    path = f"services.{name}"
+    if svc.get("container_name"):
+        raise ConfigError(f"{path}.container_name", "two colors cannot share one container name",
+                          f"remove container_name, or list {name} under x-immutdock.stateful")
+    if svc.get("ports"):
+        raise ConfigError(f"{path}.ports", "two colors cannot publish the same host port",
+                          "remove ports: the router publishes x-immutdock.router.publish")
+    for i, mount in enumerate(svc.get("volumes") or []):
+        kind = mount.get("type")
+        if kind == "bind" and not mount.get("read_only"):
+            raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')}",
+                              f"keep writable state in a named volume, mount it :ro, or list {name} as stateful")
+        if kind == "volume" and not mount.get("source"):
+            raise ConfigError(f"{path}.volumes[{i}]", f"anonymous volume at {mount.get('target')} is lost on every release",
+                              "give it a name under the top-level volumes: and mount it by that name")
+
+
+def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path) -> App:
+    """Pure: compose's normalized model (+ the x-immutdock block) -> App."""
+    services_raw: Mapping[str, Any] = model.get("services") or {}
+    if not services_raw:
+        raise ConfigError("services", "no services defined", "add at least one service")
+    settings = parse_settings(raw_block, set(services_raw))
+    secrets = model.get("secrets") or {}
+    services: dict[str, Service] = {}
+    for name, svc in services_raw.items():
+        stateful = name in settings.stateful
+        if not stateful:
+            _check_swapped(name, svc)
+        build = _build_spec(name, svc["build"], secrets) if svc.get("build") else None
+        if build is None and not svc.get("image"):
+            raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
+        services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
+                                 definition=frozen_mapping(svc))
+    if settings.router and services[settings.router.service].definition.get("network_mode"):
+        raise ConfigError(f"services.{settings.router.service}.network_mode", "the routed service must join networks",
+                          "remove network_mode")
+    return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
+               services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
+               secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
+               settings=settings)
+
+
+def load(cwd: Path, explicit: Path | None = None) -> App:
+    from immutdock import compose  # the compose CLI gateway
+
+    path = find_compose_file(cwd, explicit)
+    raw = read_yaml(path)  # malformed YAML is reported with its line before compose runs
+    model = compose.normalized_model(path)
+    return validate(model, model.get(BLOCK, raw.get(BLOCK)), path)

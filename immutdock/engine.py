@@ -1,0 +1,259 @@
+"""The docker-py gateway: inspection, health, containers, volumes, networks, images.
+
+Every engine call of immutdock that is not compose or buildx goes through here, and
+every docker-py exception is translated into an `EngineError` with a hint."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from immutdock import labels as L
+from immutdock.errors import EngineError
+
+if TYPE_CHECKING:  # docker-py is imported lazily: start-up time matters for no-op releases
+    import docker
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    status: str  # created | running | exited | ...
+    health: str | None  # starting | healthy | unhealthy | None when no HEALTHCHECK
+    exit_code: int | None
+    image: str
+    stop_timeout: int
+
+    @property
+    def service(self) -> str:
+        return self.labels.get(L.COMPOSE_SERVICE, "")
+
+    @property
+    def project(self) -> str:
+        return self.labels.get(L.COMPOSE_PROJECT, "")
+
+
+class Engine:
+    """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._client: docker.DockerClient | None = None
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def client(self) -> "docker.DockerClient":
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.DockerClient(base_url=self.base_url, timeout=120)
+                self._client.ping()
+            except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
+                self._client = None
+                raise EngineError(f"cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
+                                  "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        import docker.errors
+
+        try:
+            return fn()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"{what}: {exc.explanation or exc}", "see the engine's log for more") from None
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"{what}: {_short(exc)}", "check that the engine is running") from None
+
+    def version(self) -> Mapping[str, Any]:
+        return self._call("engine version", self.client.version)
+
+    # -- images ---------------------------------------------------------------------------
+    def image_id(self, ref: str) -> str | None:
+        import docker.errors
+
+        try:
+            return self.client.api.inspect_image(ref)["Id"]
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise EngineError(f"inspect image {ref}: {exc.explanation}") from None
+
+    def image_labels(self, ref: str) -> Mapping[str, str]:
+        data = self._call(f"inspect image {ref}", lambda: self.client.api.inspect_image(ref))
+        return (data.get("Config") or {}).get("Labels") or {}
+
+    def resolve_image(self, ref: str) -> str:
+        """The local image ID of `ref`, pulling it once when the engine lacks it."""
+        found = self.image_id(ref)
+        if found:
+            return found
+        import docker.errors
+
+        try:
+            self.client.images.pull(ref)
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
+                              f"load it (docker load) or build it, then retry") from None
+        found = self.image_id(ref)
+        if not found:
+            raise EngineError(f"image {ref} was pulled but cannot be found")
+        return found
+
+    def images(self, **label_values: str) -> list[Mapping[str, Any]]:
+        return self._call("list images", lambda: self.client.api.images(filters={"label": L.selector(**label_values)}))
+
+    def tag(self, source: str, repository: str, tag: str) -> None:
+        self._call(f"tag {source} as {repository}:{tag}", lambda: self.client.api.tag(source, repository, tag))
+
+    def remove_image(self, ref: str) -> None:
+        self._call(f"remove image {ref}", lambda: self.client.api.remove_image(ref, noprune=False))
+
+    # -- containers -----------------------------------------------------------------------
+    def containers(self, **label_values: str) -> list[ContainerState]:
+        def run() -> list[ContainerState]:
+            found = self.client.api.containers(all=True, filters={"label": L.selector(**label_values)})
+            return [self._state(c["Id"]) for c in found]
+
+        return self._call("list containers", run)
+
+    def project_containers(self, project: str) -> list[ContainerState]:
+        return self._call("list containers", lambda: [self._state(c["Id"]) for c in self.client.api.containers(
+            all=True, filters={"label": [f"{L.COMPOSE_PROJECT}={project}"]})])
+
+    def _state(self, cid: str) -> ContainerState:
+        data = self.client.api.inspect_container(cid)
+        state = data["State"]
+        config = data["Config"]
+        return ContainerState(
+            id=data["Id"], name=data["Name"].lstrip("/"), labels=config.get("Labels") or {},
+            status=state["Status"], health=(state.get("Health") or {}).get("Status"),
+            exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
+            image=config.get("Image", ""), stop_timeout=int(config.get("StopTimeout") or 10))
+
+    def logs(self, cid: str, tail: int = 20) -> str:
+        import docker.errors
+
+        try:
+            raw = self.client.api.logs(cid, stdout=True, stderr=True, tail=tail)
+        except docker.errors.DockerException:
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    def exec(self, cid: str, argv: list[str]) -> tuple[int, str]:
+        def run() -> tuple[int, str]:
+            exec_id = self.client.api.exec_create(cid, argv, stdout=True, stderr=True)["Id"]
+            out = self.client.api.exec_start(exec_id).decode("utf-8", "replace")
+            code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+            return int(code if code is not None else 1), out
+
+        return self._call(f"exec {' '.join(argv)}", run)
+
+    def remove_containers(self, found: list[ContainerState]) -> None:
+        """Stop (each with its own grace period) and remove, in parallel."""
+        import docker.errors
+
+        def one(c: ContainerState) -> None:
+            try:
+                if c.status in ("running", "restarting", "paused"):
+                    self.client.api.stop(c.id, timeout=c.stop_timeout)
+                self.client.api.remove_container(c.id, force=True)
+            except docker.errors.NotFound:
+                pass
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(found)))) as pool:
+            for fut in [pool.submit(one, c) for c in found]:
+                self._call("remove container", fut.result)
+
+    def remove_project(self, project: str) -> int:
+        """What `compose down` does, found by label, so it works without the project's file."""
+        found = self.project_containers(project)
+        self.remove_containers(found)
+        nets = self._call("list networks", lambda: self.client.api.networks(
+            filters={"label": [f"{L.COMPOSE_PROJECT}={project}"]}))
+        for net in nets:
+            self._call(f"remove network {net['Name']}", lambda n=net: self.client.api.remove_network(n["Id"]))
+        return len(found)
+
+    # -- volumes and networks -------------------------------------------------------------
+    def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
+                      driver_opts: Mapping[str, str] | None = None) -> bool:
+        """Create the volume once; True when it was created now. Never removes or changes one."""
+        import docker.errors
+
+        try:
+            self.client.api.inspect_volume(name)
+            return False
+        except docker.errors.NotFound:
+            pass
+        self._call(f"create volume {name}", lambda: self.client.api.create_volume(
+            name, driver=driver or "local", driver_opts=dict(driver_opts or {}), labels=dict(labels)))
+        return True
+
+    def volumes(self, **label_values: str) -> list[Mapping[str, Any]]:
+        data = self._call("list volumes", lambda: self.client.api.volumes(filters={"label": L.selector(**label_values)}))
+        return data.get("Volumes") or []
+
+    def volume_names(self) -> set[str]:
+        data = self._call("list volumes", lambda: self.client.api.volumes())
+        return {v["Name"] for v in data.get("Volumes") or []}
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self._call(f"create volume {name}", lambda: self.client.api.create_volume(name, labels=dict(labels)))
+
+    def remove_volume(self, name: str) -> None:
+        self._call(f"remove volume {name}", lambda: self.client.api.remove_volume(name))
+
+    def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        existing = self._call("list networks", lambda: self.client.api.networks(names=[name]))
+        if any(n["Name"] == name for n in existing):
+            return
+        self._call(f"create network {name}", lambda: self.client.api.create_network(
+            name, driver="bridge", labels=dict(labels), check_duplicate=True))
+
+    # -- the lock: a never-started container, whose name the engine keeps unique ---------
+    def create_marker(self, name: str, image: str, labels: Mapping[str, str]) -> bool:
+        """Create a stopped container named `name`; False when one exists (someone holds it)."""
+        import docker.errors
+
+        try:
+            self.client.api.create_container(image, command=["immutdock-lock"], name=name, labels=dict(labels))
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise EngineError(f"create {name}: {exc.explanation}") from None
+
+    def marker_labels(self, name: str) -> Mapping[str, str] | None:
+        import docker.errors
+
+        try:
+            return self.client.api.inspect_container(name)["Config"].get("Labels") or {}
+        except docker.errors.NotFound:
+            return None
+
+    def remove_marker(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> None:
+        repo, _, tag = ref.partition(":")
+        self._call(f"import {ref}", lambda: self.client.api.import_image_from_data(
+            tar_bytes, repository=repo, tag=tag or "latest", changes=changes))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__

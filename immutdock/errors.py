@@ -1,0 +1,58 @@
+"""The project's own exceptions. Gateways translate engine/CLI failures into these;
+only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class ImmutdockError(Exception):
+    """Base: a one-line message naming the problem, and a hint naming the fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, *, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details  # e.g. last log lines; printed after the message
+
+    def one_line(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class ConfigError(ImmutdockError):
+    """Bad input: the compose file, x-immutdock block or command line. Nothing changed."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, message: str, hint: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{message}", hint)
+        self.path = path
+
+
+class EngineError(ImmutdockError):
+    """The Docker engine, compose or buildx refused or failed an operation."""
+
+    exit_code = 1
+
+
+class BuildError(EngineError):
+    """An image build failed."""
+
+
+class ReleaseFailed(ImmutdockError):
+    """A release or rollback failed; the previous release is still serving."""
+
+    exit_code = 1
+
+
+class LockHeld(ImmutdockError):
+    """Another release holds the app's lock on the engine."""
+
+    exit_code = 3
+
+
+class Interrupted(ImmutdockError):
+    """Ctrl-C or SIGTERM arrived; what was half made has been undone."""
+
+    exit_code = 130

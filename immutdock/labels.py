@@ -1,0 +1,25 @@
+"""Label keys: the engine is the ledger, and these are its columns."""
+
+from __future__ import annotations
+
+PREFIX = "io.immutdock"
+APP = f"{PREFIX}.app"
+ROLE = f"{PREFIX}.role"  # image | color | state | router | volume | network | record | lock
+RELEASE = f"{PREFIX}.release"
+COLOR = f"{PREFIX}.color"
+SERVICE = f"{PREFIX}.service"
+CONTENT_HASH = f"{PREFIX}.content-hash"
+CONFIG_HASH = f"{PREFIX}.config-hash"
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+OCI_REVISION = "org.opencontainers.image.revision"
+OCI_CREATED = "org.opencontainers.image.created"
+OCI_SOURCE = "org.opencontainers.image.source"
+OCI_VERSION = "org.opencontainers.image.version"
+
+
+def selector(**labels: str) -> list[str]:
+    """docker-py `filters={'label': [...]}` entries for the given label values."""
+    return [f"{k}={v}" for k, v in labels.items()]

@@ -1,0 +1,75 @@
+"""Observe: what the engine says about one app, read by label (no decisions here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from immutdock import labels as L
+from immutdock import ledger
+from immutdock.engine import ContainerState, Engine
+from immutdock.errors import EngineError
+from immutdock.router import Router
+
+
+@dataclass(frozen=True)
+class AppState:
+    app: str
+    records: tuple[ledger.Record, ...]
+    router: ContainerState | None
+    live_color: str | None  # what the router sends traffic to
+    colors: dict[str, tuple[ContainerState, ...]] = field(default_factory=dict)
+    state: tuple[ContainerState, ...] = ()
+
+    def color_release(self, color: str | None) -> str | None:
+        found = {c.labels.get(L.RELEASE) for c in self.colors.get(color or "", ())}
+        found.discard(None)
+        return sorted(found)[-1] if found else None
+
+    def color_config_hash(self, color: str | None) -> str | None:
+        found = {c.labels.get(L.CONFIG_HASH) for c in self.colors.get(color or "", ())}
+        return found.pop() if len(found) == 1 else None
+
+    @property
+    def live_release(self) -> str | None:
+        return self.color_release(self.live_color)
+
+    def color_running(self, color: str | None) -> bool:
+        cs = self.colors.get(color or "", ())
+        return bool(cs) and all(c.status == "running" or (c.status == "exited" and c.exit_code == 0) for c in cs)
+
+    @property
+    def half_made(self) -> list[str]:
+        """Colors that exist but do not serve: left by a failed or killed release."""
+        return [c for c in ("blue", "green") if self.colors.get(c) and c != self.live_color]
+
+    def highest_release_number(self) -> int:
+        numbers = [r.number for r in self.records]
+        for cs in self.colors.values():
+            for c in cs:
+                n = ledger.parse_release_id(c.labels.get(L.RELEASE, ""))
+                if n is not None:
+                    numbers.append(n)
+        return max(numbers, default=0)
+
+
+def observe(engine: Engine, app: str) -> AppState:
+    containers = engine.containers(**{L.APP: app})
+    colors: dict[str, list[ContainerState]] = {"blue": [], "green": []}
+    state: list[ContainerState] = []
+    router = None
+    for c in containers:
+        role = c.labels.get(L.ROLE)
+        if role == "color" and c.labels.get(L.COLOR) in colors:
+            colors[c.labels[L.COLOR]].append(c)
+        elif role == "state":
+            state.append(c)
+        elif role == "router":
+            router = c
+    live = None
+    if router is not None and router.status == "running":
+        try:
+            live = Router(engine, router).live()
+        except EngineError:
+            live = None
+    return AppState(app=app, records=tuple(ledger.history(engine, app)), router=router, live_color=live,
+                    colors={k: tuple(v) for k, v in colors.items()}, state=tuple(state))

@@ -1,0 +1,72 @@
+"""Plan (pure): from the App, its image plans and the observed AppState to a ReleasePlan.
+
+`immutdock plan` prints exactly this; `immutdock release` applies it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from immutdock import render
+from immutdock.build import ImagePlan
+from immutdock.model import App
+from immutdock.observe import AppState
+
+
+def image_refs(app: App, images: Sequence[ImagePlan]) -> dict[str, str]:
+    """service -> the image reference it runs (built tag, or the file's image:)."""
+    built = {i.service: i.image for i in images}
+    return {name: built.get(name) or str(svc.image) for name, svc in app.services.items()}
+
+
+def config_hash(app: App, refs: Mapping[str, str], router_image: str | None) -> str:
+    """Identity of a release: everything rendered, minus what differs per color or release id."""
+    color = render.color_project(app, "blue", refs, release="-", config_hash="-")
+    state = render.state_project(app, refs)
+    router = render.router_project(app, router_image or "-", "blue") if app.settings.router else None
+    blob = json.dumps({"color": color, "state": state, "router": router}, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    app: str
+    release: str
+    noop: bool
+    reason: str
+    color: str  # the color that starts
+    retire: str | None  # the color that stops after the switch
+    cleanup: tuple[str, ...]  # half-made colors removed first
+    images: tuple[ImagePlan, ...]
+    config_hash: str
+    create_router: bool
+    stateful: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"app": self.app, "release": self.release, "noop": self.noop, "reason": self.reason,
+                "color": self.color, "retire": self.retire, "cleanup": list(self.cleanup),
+                "images": [i.as_json() for i in self.images], "config_hash": self.config_hash,
+                "create_router": self.create_router, "stateful": list(self.stateful)}
+
+
+def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str) -> ReleasePlan:
+    live = state.live_color
+    live_ok = live is not None and state.color_running(live)
+    stateful = tuple(s.name for s in app.stateful)
+    if live_ok and state.color_config_hash(live) == new_hash and not state.half_made:
+        return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
+                           reason=f"content and config unchanged since {state.live_release}", color=str(live),
+                           retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
+                           create_router=False, stateful=stateful)
+    target = render.other(live) if live else "blue"
+    old = render.other(target)
+    reason = "first release" if not state.records and live is None else \
+        "the live color is not running" if not live_ok else "content or config changed"
+    return ReleasePlan(app=app.name, release=f"r{state.highest_release_number() + 1}", noop=False, reason=reason,
+                       color=target, retire=old if state.colors.get(old) else None,
+                       cleanup=(target,) if state.colors.get(target) else (),
+                       images=tuple(images), config_hash=new_hash,
+                       create_router=state.router is None or state.router.status != "running",
+                       stateful=stateful)

@@ -1,0 +1,347 @@
+"""Apply: build, start the idle color, gate on health, switch, drain, retire, record.
+
+New before old, and undo on failure: until the switch, any failure or interrupt removes
+the new color and leaves the live one serving untouched."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from immutdock import labels as L
+from immutdock import ledger, lock, render
+from immutdock.build import ImagePlan, apply_images, git_revision, plan_image, plan_images
+from immutdock.compose import Compose
+from immutdock.engine import Engine
+from immutdock.errors import ConfigError, EngineError, Interrupted, ReleaseFailed
+from immutdock.health import wait_ready
+from immutdock.model import App, BuildSpec
+from immutdock.observe import AppState, observe
+from immutdock.plan import ReleasePlan, config_hash, decide, image_refs
+from immutdock.router import Router
+
+Say = Callable[[str], None]
+ROUTER_IMAGES = render.COMPOSE_TEMPLATES.parent / "images" / "router"
+
+
+@dataclass
+class Outcome:
+    release: str
+    color: str
+    outcome: str  # ok | noop
+    kind: str = "release"
+    images: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"release": self.release, "color": self.color, "outcome": self.outcome, "kind": self.kind,
+                "images": self.images, "url": self.url, "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "message": self.message}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so the same undo as Ctrl-C runs."""
+
+
+def _on_sigterm(_sig: int, _frame: Any) -> None:
+    raise _Terminated()
+
+
+class Deployer:
+    def __init__(self, app: App, engine: Engine, compose: Compose, say: Say, warn: Say) -> None:
+        self.app = app
+        self.engine = engine
+        self.compose = compose
+        self.say = say
+        self.warn = warn
+
+    # -- images -----------------------------------------------------------------------------
+    def _router_image_plan(self) -> ImagePlan | None:
+        router = self.app.settings.router
+        if router is None or router.image:
+            return None
+        spec = BuildSpec(context=ROUTER_IMAGES, dockerfile=ROUTER_IMAGES / "Dockerfile")
+        return plan_image("router", "immutdock-router", spec, self.engine)
+
+    def router_image(self, plan: ImagePlan | None) -> str | None:
+        router = self.app.settings.router
+        if router is None:
+            return None
+        return router.image or (plan.image if plan else None)
+
+    def plan(self) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
+        if self.app.settings.router is None:
+            raise ConfigError("x-immutdock.router", "missing",
+                              "add router: {service: web, port: 8000} naming the service that receives traffic")
+        images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
+                             self.engine)
+        router_plan = self._router_image_plan()
+        state = observe(self.engine, self.app.name)
+        refs = image_refs(self.app, images)
+        return decide(self.app, images, state, config_hash(self.app, refs, self.router_image(router_plan))), \
+            router_plan, state
+
+    # -- release ------------------------------------------------------------------------------
+    def release(self) -> Outcome:
+        t0 = time.monotonic()
+        plan, router_plan, state = self.plan()
+        if plan.noop:
+            return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
+                           images=image_refs(self.app, plan.images), url=self._url(),
+                           timings={"total": time.monotonic() - t0})
+        with self._locked("release"):
+            # Observe again under the lock: another release may have finished meanwhile.
+            plan, router_plan, state = self.plan()
+            if plan.noop:
+                return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
+                               images=image_refs(self.app, plan.images), url=self._url())
+            timings: dict[str, float] = {}
+            t = time.monotonic()
+            to_build = list(plan.images) + ([router_plan] if router_plan else [])
+            if any(not i.cached for i in to_build):
+                self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
+            apply_images(self.app.name, plan.images, self.app.project_dir, self.engine, self.compose, self.say)
+            if router_plan:
+                apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+            timings["build"] = time.monotonic() - t
+            refs = image_refs(self.app, plan.images)
+            model = render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash)
+            self._pre_release_test(refs, plan)
+            outcome = self._go_live(plan, state, model, refs, self.router_image(router_plan), kind="release",
+                                    timings=timings)
+            outcome.timings["total"] = time.monotonic() - t0
+            return outcome
+
+    def rollback(self, to: str | None) -> Outcome:
+        if self.app.settings.router is None:
+            raise ConfigError("x-immutdock.router", "missing", "add router: {service: web, port: 8000}")
+        t0 = time.monotonic()
+        with self._locked("rollback"):
+            state = observe(self.engine, self.app.name)
+            target = self._rollback_target(state, to)
+            missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
+            if missing:
+                raise ReleaseFailed(f"cannot roll back to {target.id}: image {missing[0]} is gone (pruned)",
+                                    "release that version again instead")
+            live = state.live_color
+            color = render.other(live) if live else "blue"
+            number = state.highest_release_number() + 1
+            release_id = f"r{number}"
+            model = render.with_color(target.model, self.app.name, color, release_id)
+            for svc in model["services"].values():
+                svc["labels"][L.CONFIG_HASH] = target.config_hash
+            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False, reason=f"rollback to {target.id}",
+                               color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
+                               cleanup=(color,) if state.colors.get(color) else (), images=(),
+                               config_hash=target.config_hash, create_router=state.router is None,
+                               stateful=tuple(s.name for s in self.app.stateful))
+            router_plan = self._router_image_plan()
+            if router_plan and not router_plan.cached:
+                apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+            outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
+                                    kind="rollback", source=target.id, timings={})
+            outcome.timings["total"] = time.monotonic() - t0
+            return outcome
+
+    def _rollback_target(self, state: AppState, to: str | None) -> ledger.Record:
+        ok = [r for r in state.records if r.outcome == "ok"]
+        if to is not None:
+            number = ledger.parse_release_id(to)
+            found = [r for r in ok if r.number == number]
+            if not found:
+                known = ", ".join(r.id for r in ok) or "none"
+                raise ConfigError("--to", f"{to!r} is not a successful release of {self.app.name}",
+                                  f"pick one of: {known}")
+            return found[0]
+        live_hash = state.color_config_hash(state.live_color)
+        older = [r for r in ok if r.config_hash != live_hash and r.id != state.live_release]
+        if not older:
+            raise ConfigError("rollback", "there is no earlier release to roll back to",
+                              "see `immutdock history`")
+        return older[-1]
+
+    # -- the shared flow ---------------------------------------------------------------------
+    def _go_live(self, plan: ReleasePlan, state: AppState, model: Mapping[str, Any], refs: Mapping[str, str],
+                 router_image: str | None, *, kind: str, timings: dict[str, float],
+                 source: str | None = None) -> Outcome:
+        app = self.app
+        router_cfg = app.settings.router
+        assert router_cfg is not None and router_image is not None
+        project = render.project_name(app.name, plan.color)
+        switched = False
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            for color in plan.cleanup:
+                self.say(f"removing half-made {color} color left by an earlier release")
+                self.engine.remove_project(render.project_name(app.name, color))
+            self._ensure_shared(plan, state, router_image, refs if kind == "release" else None)
+            router = self._router()
+            self.say(f"starting {plan.release} as {project}")
+            t = time.monotonic()
+            self.compose.up(project, model)
+            gate = wait_ready(self.engine, project, router, plan.color, router_cfg.service,
+                              router_cfg.health.timeout, tick=lambda m: self.say(f"health: {m}"))
+            timings["health"] = time.monotonic() - t
+            if not gate.ok:
+                logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
+                self._undo(plan, project, kind, refs, source, f"health gate failed: {gate.reason}")
+                raise ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",
+                                    f"the previous release is still serving"
+                                    + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
+                                    details=logs)
+            t = time.monotonic()
+            router.switch(plan.color)
+            switched = True
+            timings["cutover"] = time.monotonic() - t
+            self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
+            self._write_record(plan, kind, refs, "ok", source, model)
+            if plan.retire:
+                t = time.monotonic()
+                self._drain(router, plan.retire, state)
+                timings["drain"] = time.monotonic() - t
+                self.say(f"retiring {plan.retire}")
+                self.engine.remove_project(render.project_name(app.name, plan.retire))
+        except (KeyboardInterrupt, _Terminated):
+            if not switched:
+                self._undo(plan, project, kind, refs, source, "interrupted")
+                raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
+                                  "the previous release is still serving") from None
+            raise Interrupted(f"{kind} {plan.release} interrupted after the switch; it is serving",
+                              f"the next release or `immutdock status` retires the old color") from None
+        except EngineError as exc:
+            if switched:
+                raise
+            self._undo(plan, project, kind, refs, source, exc.message)
+            raise ReleaseFailed(f"{plan.release} failed: {exc.message}", "the previous release is still serving",
+                                details=exc.details) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
+                       url=self._url(), timings=timings,
+                       message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
+
+    def _ensure_shared(self, plan: ReleasePlan, state: AppState, router_image: str,
+                       state_refs: Mapping[str, str] | None) -> None:
+        """Edge network, named volumes (created once, never removed), state project, router.
+
+        A rollback passes no `state_refs`: it leaves running stateful services as they are."""
+        app = self.app
+        self.engine.ensure_network(render.edge_network(app.name), {L.APP: app.name, L.ROLE: "network"})
+        for key, spec in app.volumes.items():
+            if spec.get("external"):
+                continue
+            created = self.engine.ensure_volume(app.volume_name(key), {L.APP: app.name, L.ROLE: "volume",
+                                                                       **(spec.get("labels") or {})},
+                                                driver=spec.get("driver"), driver_opts=spec.get("driver_opts"))
+            if created:
+                self.say(f"created volume {app.volume_name(key)}")
+        state_model = render.state_project(app, state_refs) if state_refs is not None else None
+        if state_refs is None and app.stateful and not all(c.status == "running" for c in state.state):
+            raise ReleaseFailed("stateful services are not running",
+                                "run `immutdock release` to start them; rollback never changes them")
+        if state_model is not None:
+            self.say("stateful services: " + ", ".join(plan.stateful) + " (recreated only if changed)")
+            self.compose.up(render.project_name(app.name, "state"), state_model, wait=True,
+                            timeout=int(app.settings.router.health.timeout) if app.settings.router else 120)
+        self._ensure_router(state, router_image, state.live_color or plan.color)
+
+    def _ensure_router(self, state: AppState, image: str, live: str) -> None:
+        """Create the router, or recreate it only when its image or settings changed."""
+        identity = render.router_identity(self.app, image)
+        current = state.router
+        if current is not None and current.status == "running" and current.labels.get(L.CONFIG_HASH) == identity:
+            return
+        if current is not None:
+            self.warn("the router's image or settings changed: recreating it (open connections are cut)")
+        model = render.router_project(self.app, image, live)
+        model["services"]["router"]["labels"][L.CONFIG_HASH] = identity
+        self.say(f"starting router {render.project_name(self.app.name, 'router')} on {self.app.settings.router.publish}")
+        self.compose.up(render.project_name(self.app.name, "router"), model)
+
+    def _router(self) -> Router:
+        found = [c for c in self.engine.containers(**{L.APP: self.app.name, L.ROLE: "router"}) if c.status == "running"]
+        if not found:
+            raise EngineError("the router is not running", "see `docker logs` of the router container")
+        return Router(self.engine, found[0])
+
+    def _drain(self, router: Router, color: str, state: AppState) -> None:
+        """Wait for requests in flight on the old color, up to its longest stop grace period."""
+        limit = max([c.stop_timeout for c in state.colors.get(color, ())] or [10])
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if router.stats().sessions.get(color, 0) == 0:
+                return
+            time.sleep(0.1)
+        self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")
+
+    def _undo(self, plan: ReleasePlan, project: str, kind: str, refs: Mapping[str, str], source: str | None,
+              why: str) -> None:
+        self.say(f"removing {project}: {why}")
+        try:
+            self.engine.remove_project(project)
+        finally:
+            self._write_record(plan, kind, refs, "interrupted" if why == "interrupted" else "failed", source, {},
+                               message=why)
+
+    def _write_record(self, plan: ReleasePlan, kind: str, refs: Mapping[str, str], outcome: str,
+                      source: str | None, model: Mapping[str, Any], message: str = "") -> None:
+        number = ledger.parse_release_id(plan.release) or 0
+        ledger.write(self.engine, self.app.name, ledger.Record(
+            number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
+            created=_now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
+            source=source, model=dict(model)))
+
+    def _pre_release_test(self, refs: Mapping[str, str], plan: ReleasePlan) -> None:
+        test = self.app.settings.test
+        if test is None:
+            return
+        self.say(f"pre-release test in {test.service}: {' '.join(test.command)}")
+        model = render.color_project(self.app, "test", refs, plan.release, plan.config_hash)
+        self.engine.ensure_network(render.edge_network(self.app.name), {L.APP: self.app.name, L.ROLE: "network"})
+        ok, output = self.compose.run_once(render.project_name(self.app.name, "test"), model, test.service,
+                                           list(test.command))
+        if not ok:
+            tail = "\n".join(output.strip().splitlines()[-20:])
+            raise ReleaseFailed(f"pre-release test failed in {test.service}; nothing was started",
+                                "fix the test or the code; the previous release is still serving", details=tail)
+
+    # -- lock and cleanup --------------------------------------------------------------------
+    def _locked(self, command: str) -> "_Lock":
+        return _Lock(self, command)
+
+    def reap_half_made(self, state: AppState) -> list[str]:
+        """Remove colors left by a killed release, when no release holds the lock."""
+        if not state.half_made or state.live_color is None:
+            return []
+        try:
+            with self._locked("status"):
+                fresh = observe(self.engine, self.app.name)
+                for color in fresh.half_made:
+                    self.engine.remove_project(render.project_name(self.app.name, color))
+                return list(fresh.half_made)
+        except Exception:  # noqa: BLE001 - a busy lock just means "not now"
+            return []
+
+    def _url(self) -> str | None:
+        return self.app.settings.router.url if self.app.settings.router else None
+
+
+class _Lock:
+    def __init__(self, deployer: Deployer, command: str) -> None:
+        self.d = deployer
+        self.command = command
+
+    def __enter__(self) -> None:
+        lock.acquire(self.d.engine, self.d.app.name, self.command, self.d.warn)
+
+    def __exit__(self, *_exc: object) -> None:
+        lock.release(self.d.engine, self.d.app.name)

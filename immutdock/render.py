@@ -1,0 +1,156 @@
+"""Render the compose projects immutdock runs (pure: App + decisions in, compose models out).
+
+- `<app>-blue` / `<app>-green`: the swapped services, images pinned, named volumes external.
+- `<app>-state`: the stateful services (never doubled).
+- `<app>-router`: HAProxy, from compose/router.yaml.
+All of them join the app's edge network `<app>_immutdock`."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from immutdock import labels as L
+from immutdock.model import App, Service
+
+COLORS = ("blue", "green")
+COMPOSE_TEMPLATES = Path(__file__).resolve().parent.parent / "compose"
+EDGE = "immutdock-edge"  # the edge network's key inside rendered files
+# The color's own networks win name lookups over the edge network (libnetwork picks by priority),
+# so `web` asked from inside blue is blue's web, not green's.
+OWN_NETWORK_PRIORITY = 100
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def project_name(app: str, role: str) -> str:
+    return f"{app}-{role}"
+
+
+def edge_network(app: str) -> str:
+    return f"{app}_immutdock"
+
+
+def routed_alias(color: str) -> str:
+    return f"routed-{color}"
+
+
+def _named_volumes(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
+    used = {m.get("source") for s in services for m in s.definition.get("volumes") or [] if m.get("type") == "volume"}
+    return {key: {"external": True, "name": app.volume_name(key)} for key in sorted(k for k in used if k)}
+
+
+def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str],
+             aliases: list[str], local: set[str]) -> dict[str, Any]:
+    out = {k: copy.deepcopy(v) for k, v in svc.definition.items() if not k.startswith("x-")}
+    out.pop("build", None)
+    out["image"] = image
+    out["pull_policy"] = "never" if svc.build else out.get("pull_policy", "missing")
+    deps = out.get("depends_on")
+    if isinstance(deps, Mapping):  # stateful services live in another project
+        kept = {k: v for k, v in deps.items() if k in local}
+        if kept:
+            out["depends_on"] = kept
+        else:
+            out.pop("depends_on")
+    if "network_mode" not in out:
+        networks = dict(out.get("networks") or {"default": None})
+        for key in networks:
+            networks[key] = {**(networks[key] or {}), "priority": OWN_NETWORK_PRIORITY}
+        networks[EDGE] = {"aliases": aliases} if aliases else None
+        out["networks"] = networks
+    labels = dict(out.get("labels") or {})
+    labels.update(extra_labels)
+    labels[L.SERVICE] = svc.name
+    out["labels"] = labels
+    return out
+
+
+def _networks(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
+    """The user's networks, scoped to this project (compose names them), plus the edge network."""
+    used = {key for svc in services for key in svc.definition.get("networks") or {}}
+    nets: dict[str, Any] = {}
+    for key in sorted(used - {"default"}):
+        spec = dict(app.networks.get(key) or {})
+        if not spec.get("external"):
+            spec.pop("name", None)  # compose names it per project: <app>-<color>_<key>
+        nets[key] = spec
+    nets[EDGE] = {"external": True, "name": edge_network(app.name)}
+    return nets
+
+
+def _top_level(app: App, services: tuple[Service, ...], name: str, rendered: dict[str, Any]) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": name, "services": rendered, "networks": _networks(app, services)}
+    volumes = _named_volumes(app, services)
+    if volumes:
+        model["volumes"] = volumes
+    used_secrets = {s.get("source") for svc in services for s in svc.definition.get("secrets") or []}
+    secrets = {k: dict(v) for k, v in app.secrets.items() if k in used_secrets}
+    if secrets:
+        model["secrets"] = secrets
+    return model
+
+
+def color_project(app: App, color: str, images: Mapping[str, str], release: str,
+                  config_hash: str) -> dict[str, Any]:
+    """The compose model of one color: every swapped service, images pinned."""
+    local = {s.name for s in app.swapped}
+    router = app.settings.router
+    rendered = {}
+    for svc in app.swapped:
+        aliases = [routed_alias(color)] if router and svc.name == router.service else []
+        extra = {L.APP: app.name, L.ROLE: "color", L.COLOR: color, L.RELEASE: release, L.CONFIG_HASH: config_hash}
+        rendered[svc.name] = _service(app, svc, images.get(svc.name) or str(svc.image), extra, aliases, local)
+    return _top_level(app, app.swapped, project_name(app.name, color), rendered)
+
+
+def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
+    """The compose model of the stateful services, or None when there are none."""
+    if not app.stateful:
+        return None
+    local = {s.name for s in app.stateful}
+    rendered = {svc.name: _service(app, svc, images.get(svc.name) or str(svc.image),
+                                   {L.APP: app.name, L.ROLE: "state"}, [], local) for svc in app.stateful}
+    return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)
+
+
+def router_identity(app: App, image: str) -> str:
+    """What the router is made from, apart from the color it starts on (a label on it)."""
+    model = router_project(app, image, "-")
+    model["services"]["router"]["labels"].pop(L.CONFIG_HASH, None)
+    return "sha256:" + hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+
+
+def router_project(app: App, image: str, live_color: str) -> dict[str, Any]:
+    router = app.settings.router
+    assert router is not None
+    model = yaml.safe_load((COMPOSE_TEMPLATES / "router.yaml").read_text())
+    svc = model["services"]["router"]
+    svc["image"] = image
+    svc["environment"] = {"IMMUTDOCK_TARGET_PORT": str(router.port), "IMMUTDOCK_HEALTH_PATH": router.health.path,
+                          "IMMUTDOCK_LIVE": live_color}
+    svc["ports"] = [f"{router.publish}:8080"]
+    svc["labels"] = {L.APP: app.name, L.ROLE: "router"}
+    model["name"] = project_name(app.name, "router")
+    model["networks"]["edge"]["name"] = edge_network(app.name)
+    return model
+
+
+def with_color(model: Mapping[str, Any], app_name: str, color: str, release: str) -> dict[str, Any]:
+    """A recorded color model re-targeted at another color (rollback re-runs a past release)."""
+    out = copy.deepcopy(dict(model))
+    out["name"] = project_name(app_name, color)
+    for svc in out["services"].values():
+        svc["labels"][L.COLOR] = color
+        svc["labels"][L.RELEASE] = release
+        edge = (svc.get("networks") or {}).get(EDGE)
+        if edge and edge.get("aliases"):
+            edge["aliases"] = [routed_alias(color)]
+    return out

@@ -1,0 +1,78 @@
+"""The router gateway: HAProxy's runtime API, reached with `docker exec router-ctl ...`.
+
+Nothing here is published on the host; the admin socket lives inside the container."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from immutdock.engine import ContainerState, Engine
+from immutdock.errors import EngineError
+
+
+@dataclass(frozen=True)
+class Server:
+    backend: str  # blue | green
+    name: str
+    status: str  # UP | DOWN | MAINT (resolution) | ...
+    sessions: int
+    address: str
+
+    @property
+    def resolved(self) -> bool:
+        return "resolution" not in self.status.lower()
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    servers: tuple[Server, ...]
+    sessions: dict[str, int]  # backend -> current sessions (requests in flight)
+
+    def up(self, color: str) -> list[Server]:
+        return [s for s in self.servers if s.backend == color and s.status.startswith("UP")]
+
+    def resolved(self, color: str) -> list[Server]:
+        return [s for s in self.servers if s.backend == color and s.resolved]
+
+
+def parse_stat(csv_text: str) -> BackendStats:
+    """Parse HAProxy's `show stat` CSV (pure)."""
+    text = csv_text.lstrip("# ")
+    servers: list[Server] = []
+    sessions: dict[str, int] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        backend, name = row.get("pxname", ""), row.get("svname", "")
+        if backend not in ("blue", "green"):
+            continue
+        scur = int(row.get("scur") or 0)
+        if name == "BACKEND":
+            sessions[backend] = scur
+        elif name != "FRONTEND":
+            servers.append(Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
+                                  address=row.get("addr", "")))
+    return BackendStats(servers=tuple(servers), sessions=sessions)
+
+
+class Router:
+    def __init__(self, engine: Engine, container: ContainerState) -> None:
+        self.engine = engine
+        self.container = container
+
+    def _ctl(self, *args: str) -> str:
+        code, out = self.engine.exec(self.container.id, ["router-ctl", *args])
+        if code != 0:
+            raise EngineError(f"router-ctl {' '.join(args)} failed: {out.strip()[-300:]}",
+                              "check the router with `docker logs` on its container")
+        return out
+
+    def live(self) -> str | None:
+        color = self._ctl("live").strip()
+        return color if color in ("blue", "green") else None
+
+    def switch(self, color: str) -> None:
+        self._ctl("switch", color)
+
+    def stats(self) -> BackendStats:
+        return parse_stat(self._ctl("stat"))

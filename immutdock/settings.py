@@ -1,0 +1,132 @@
+"""Validation of the `x-immutdock:` block into `Settings` (pure; no I/O).
+
+Every error names the key path and the fix."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Mapping
+
+from immutdock.errors import ConfigError
+from immutdock.model import Health, PreReleaseTest, Router, Settings
+
+BLOCK = "x-immutdock"
+_KEYS = {"router", "stateful", "keep", "test"}
+_ROUTER_KEYS = {"service", "port", "publish", "health", "image"}
+_HEALTH_KEYS = {"path", "timeout"}
+_TEST_KEYS = {"service", "command"}
+DEFAULT_PUBLISH = "127.0.0.1:8080"
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a mapping, not {type(value).__name__}", "write it as `key: value` lines")
+    return value
+
+
+def _no_unknown(block: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    for key in block:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"{path}.{key}", "unknown key", f"known keys here: {known}")
+
+
+def _port(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit() \
+            or not 1 <= int(value) <= 65535:
+        raise ConfigError(path, f"{value!r} is not a port", "use a number from 1 to 65535")
+    return int(value)
+
+
+def parse_publish(value: Any, path: str) -> tuple[str, int]:
+    """`"8080"`, `8080` or `"IP:PORT"` -> (ip, port); ip "" means all interfaces."""
+    text = str(value).strip()
+    ip, sep, port = text.rpartition(":")
+    if not sep:
+        return "", _port(text, path)
+    ip = ip.strip("[]")
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ConfigError(path, f"{value!r} is not PORT or IP:PORT", 'write e.g. "127.0.0.1:8080" or "8080"') from None
+    return ip, _port(port, path)
+
+
+def _health(value: Any, path: str) -> Health:
+    block = _mapping(value, path)
+    _no_unknown(block, _HEALTH_KEYS, path)
+    hpath = block.get("path", "/")
+    if not isinstance(hpath, str) or not hpath.startswith("/"):
+        raise ConfigError(f"{path}.path", f"{hpath!r} is not a URL path", "write a path starting with /, e.g. /healthz")
+    timeout = block.get("timeout", 60)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"{path}.timeout", f"{timeout!r} is not a positive number of seconds", "e.g. timeout: 60")
+    return Health(path=hpath, timeout=float(timeout))
+
+
+def _router(value: Any, path: str, services: set[str]) -> Router:
+    block = _mapping(value, path)
+    _no_unknown(block, _ROUTER_KEYS, path)
+    service = block.get("service")
+    if service is None:
+        raise ConfigError(f"{path}.service", "missing", "name the service that receives traffic, e.g. service: web")
+    if service not in services:
+        raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
+                          f"use one of: {', '.join(sorted(services))}")
+    if "port" not in block:
+        raise ConfigError(f"{path}.port", "missing", f"set the container port {service} listens on, e.g. port: 8000")
+    port = _port(block["port"], f"{path}.port")
+    ip, pport = parse_publish(block.get("publish", DEFAULT_PUBLISH), f"{path}.publish")
+    image = block.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise ConfigError(f"{path}.image", f"{image!r} is not an image reference", "e.g. image: registry/haproxy-router:1")
+    return Router(service=service, port=port, publish_ip=ip, publish_port=pport,
+                  health=_health(block.get("health"), f"{path}.health"), image=image)
+
+
+def _stateful(value: Any, path: str, services: set[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(path, "must be a list of service names", "e.g. stateful: [db]")
+    for i, name in enumerate(value):
+        if name not in services:
+            raise ConfigError(f"{path}[{i}]", f"{name!r} is not a service in this file",
+                              f"use one of: {', '.join(sorted(services))}")
+    return tuple(dict.fromkeys(value))
+
+
+def _test(value: Any, path: str, services: set[str]) -> PreReleaseTest | None:
+    if value is None:
+        return None
+    block = _mapping(value, path)
+    _no_unknown(block, _TEST_KEYS, path)
+    service = block.get("service")
+    if service not in services:
+        raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
+                          f"use one of: {', '.join(sorted(services))}")
+    command = block.get("command")
+    if isinstance(command, str):
+        command = ["sh", "-c", command]
+    if not isinstance(command, list) or not command or not all(isinstance(c, (str, int, float)) for c in command):
+        raise ConfigError(f"{path}.command", "must be a command list or string", 'e.g. command: ["pytest", "-q"]')
+    return PreReleaseTest(service=service, command=tuple(str(c) for c in command))
+
+
+def parse_settings(raw: Any, services: set[str]) -> Settings:
+    """Validate the raw `x-immutdock` value against the file's service names."""
+    block = _mapping(raw, BLOCK)
+    _no_unknown(block, _KEYS, BLOCK)
+    keep = block.get("keep", 5)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
+        raise ConfigError(f"{BLOCK}.keep", f"{keep!r} is not a whole number of at least 2",
+                          "keep at least the live and the previous release, e.g. keep: 5")
+    router = _router(block["router"], f"{BLOCK}.router", services) if "router" in block else None
+    stateful = _stateful(block.get("stateful"), f"{BLOCK}.stateful", services)
+    if router and router.service in stateful:
+        raise ConfigError(f"{BLOCK}.router.service", f"{router.service!r} is stateful and is never doubled",
+                          "route traffic to a swapped (non-stateful) service")
+    test = _test(block.get("test"), f"{BLOCK}.test", services)
+    return Settings(router=router, stateful=stateful, keep=keep, test=test)

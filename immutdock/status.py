@@ -1,0 +1,36 @@
+"""Status report (pure apart from reading router stats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from immutdock import labels as L
+from immutdock.engine import Engine
+from immutdock.errors import EngineError
+from immutdock.model import App
+from immutdock.observe import AppState
+from immutdock.router import Router
+
+
+def describe(app: App, state: AppState, engine: Engine) -> dict[str, Any]:
+    router: dict[str, Any] = {"status": state.router.status if state.router else "absent", "live": state.live_color}
+    if state.router is not None and state.router.status == "running" and state.live_color:
+        try:
+            stats = Router(engine, state.router).stats()
+            router["up"] = len(stats.up(state.live_color))
+            router["servers"] = [{"color": s.backend, "name": s.name, "status": s.status, "address": s.address}
+                                 for s in stats.servers if s.resolved]
+        except EngineError as exc:
+            router["error"] = exc.message
+    containers = []
+    groups = [("router", [state.router] if state.router else []), ("state", list(state.state))] + \
+        [(color, list(cs)) for color, cs in state.colors.items()]
+    for role, cs in groups:
+        for c in cs:
+            containers.append({"role": role, "name": c.name, "service": c.service, "status": c.status,
+                               "health": c.health, "image": c.image, "release": c.labels.get(L.RELEASE)})
+    live_images = {c.service: c.image for c in state.colors.get(state.live_color or "", ())}
+    return {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
+            "url": app.settings.router.url if app.settings.router else None, "images": live_images,
+            "router": router, "containers": containers,
+            "releases": len(state.records)}
