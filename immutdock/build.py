@@ -68,8 +68,9 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine) -
         raise ConfigError(f"services.{service}.build", f"cannot read the build context: {exc}",
                           "check the files' permissions") from None
     tag = tag_for(digest)
-    image_id = engine.image_id(f"{repository}:{tag}")
-    cached = image_id is not None and engine.image_labels(image_id).get(L.CONTENT_HASH) == digest
+    found = engine.inspect_image(f"{repository}:{tag}")
+    image_id = found["Id"] if found else None
+    cached = found is not None and ((found.get("Config") or {}).get("Labels") or {}).get(L.CONTENT_HASH) == digest
     return ImagePlan(service=service, repository=repository, tag=tag, content_hash=digest,
                      cached=cached, image_id=image_id if cached else None, spec=spec)
 

@@ -15,9 +15,10 @@ context do not affect the digest.
 The walk uses ``os.scandir`` and prunes excluded directories unless an exception
 pattern could re-include something inside them (as BuildKit does). Excluded
 directories that are walked anyway appear in the digest only if something inside them
-is included, because that is when BuildKit sends them. File contents are hashed in
-parallel by a thread pool (hashlib and file reads release the GIL); small files are
-batched per task and read in one call, large ones are streamed in 1 MiB chunks.
+is included, because that is when BuildKit sends them. Big files are hashed in
+parallel by a thread pool (hashlib and file reads release the GIL) while the walking
+thread hashes the small ones itself; files up to 1 MiB are read in one call, bigger ones
+in 1 MiB chunks.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ __all__ = ["ALGORITHM_VERSION", "ContextDigest", "ContextReadError", "hash_conte
 
 ALGORITHM_VERSION = 1
 
-CHUNK_SIZE = 1 << 20  # large files are streamed in 1 MiB reads
-LARGE_FILE = 4 << 20  # smaller files are read in one call
-BATCH_FILES = 64  # files per thread-pool task
+CHUNK_SIZE = 1 << 20  # files up to 1 MiB are read in one call, bigger ones in 1 MiB reads
+OFFLOAD_SIZE = 128 << 10  # files this big are hashed on the thread pool
 
 _HEADER = b"immutdock-context\0%d\0" % ALGORITHM_VERSION
 # O_NONBLOCK: a file swapped for a FIFO after the walk must not hang the open.
@@ -63,12 +63,14 @@ class ContextReadError(OSError):
 
 @dataclass
 class _Dir:
-    """A directory on the walk stack. `listed` is False for an excluded directory that
-    is walked only because an exception may re-include something below it."""
+    """A directory on the walk stack. An `excluded` one is walked only because an
+    exception pattern may re-include something below it; it is `listed` (recorded)
+    only once something below it is."""
 
     path: str
     rel: str
     state: MatchState | None
+    excluded: bool
     listed: bool
     parent: _Dir | None
 
@@ -79,7 +81,8 @@ class _Dir:
 def hash_context(context: Path, dockerfile: Path, *, workers: int | None = None) -> ContextDigest:
     """Hash the build context `context` as filtered by the ignore file for `dockerfile`.
 
-    `workers` threads hash file contents (default: ``os.cpu_count()``). Raises
+    `workers` threads hash file contents (default: ``os.cpu_count()``): the calling
+    thread plus a pool of ``workers - 1``. Raises
     ``FileNotFoundError`` / ``NotADirectoryError`` for a bad context directory and
     :class:`ContextReadError` (an ``OSError``) naming any entry that cannot be read.
     """
@@ -110,7 +113,7 @@ def _walk(root: str, matcher: IgnoreMatcher, records: list[tuple[bytes, bytes]],
           hasher: _Hasher) -> None:
     """Depth-first walk of `root` applying `matcher` (pruning excluded directories):
     directories, symlinks and special files go to `records`, regular files to `hasher`."""
-    stack = [_Dir(path=root, rel="", state=None, listed=True, parent=None)]
+    stack = [_Dir(path=root, rel="", state=None, excluded=False, listed=True, parent=None)]
     while stack:
         directory = stack.pop()
         prefix = directory.rel + "/" if directory.rel else ""
@@ -118,6 +121,8 @@ def _walk(root: str, matcher: IgnoreMatcher, records: list[tuple[bytes, bytes]],
             rel = prefix + entry.name
             try:
                 _visit(entry, rel, directory, matcher, records, hasher, stack)
+            except ContextReadError:
+                raise
             except OSError as exc:
                 raise _read_error(rel, entry.path, exc) from None
 
@@ -126,12 +131,10 @@ def _list_dir(directory: _Dir) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(directory.path) as it:
             return list(it)
-    except PermissionError:
-        if not directory.listed:  # like BuildKit: an excluded, unreadable dir is skipped
-            return []
-        raise _read_error(directory.rel or ".", directory.path) from None
-    except OSError:
-        raise _read_error(directory.rel or ".", directory.path) from None
+    except OSError as exc:
+        if directory.excluded and isinstance(exc, PermissionError):
+            return []  # like BuildKit: an excluded directory that cannot be read is skipped
+        raise _read_error(directory.rel or ".", directory.path, exc) from None
 
 
 def _visit(entry: os.DirEntry[str], rel: str, parent: _Dir, matcher: IgnoreMatcher,
@@ -146,16 +149,18 @@ def _visit(entry: os.DirEntry[str], rel: str, parent: _Dir, matcher: IgnoreMatch
         if not excluded:
             _list_parents(parent, records)
             records.append(_record(_DIR, rel))
-        stack.append(_Dir(path=entry.path, rel=rel, state=state, listed=not excluded, parent=parent))
+        stack.append(_Dir(path=entry.path, rel=rel, state=state, excluded=excluded,
+                          listed=not excluded, parent=parent))
         return
     if excluded:
         return
-    if not parent.listed:
-        _list_parents(parent, records)
-    if entry.is_file(follow_symlinks=False):  # from d_type: no stat() here
-        hasher.add(os.fsencode(rel), entry.path)
-    elif entry.is_symlink():
+    _list_parents(parent, records)
+    if entry.is_symlink():
         records.append(_record(_SYMLINK, rel, os.fsencode(os.readlink(entry.path)) + b"\0"))
+        return
+    st = entry.stat(follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode):
+        hasher.add(os.fsencode(rel), entry.path, st)
     else:  # fifo, socket, device: present in the context, but without content to hash
         records.append(_record(_OTHER, rel))
 
@@ -173,26 +178,30 @@ def _record(kind: bytes, rel: str, payload: bytes = b"") -> tuple[bytes, bytes]:
     return path, kind + b"\0" + path + b"\0" + payload
 
 
-def _read_error(rel: str, path: str, exc: OSError | None = None) -> ContextReadError:
-    code = exc.errno if exc is not None else None
-    reason = exc.strerror if exc is not None and exc.strerror else "cannot be listed"
-    return ContextReadError(code, f"cannot read build-context entry {rel!r}: {reason}", path)
+def _read_error(rel: str, path: str, exc: OSError) -> ContextReadError:
+    reason = exc.strerror or str(exc)
+    return ContextReadError(exc.errno, f"cannot read build-context entry {rel!r}: {reason}", path)
 
 
 # --------------------------------------------------------------------------- hashing
 
-_Batch = list[tuple[bytes, str]]  # (relative path, absolute path) of regular files
-_Hashed = list[tuple[bytes, bool, int]]  # (sha256, owner-executable, bytes read) per file
-
 
 class _Hasher:
-    """Hashes regular files in batches on a thread pool while the walk goes on."""
+    """Hashes regular files: small ones at once on the calling (walking) thread, big
+    ones on a pool of ``workers - 1`` threads while the walk goes on.
+
+    Small files are mostly syscalls, each of which hands the GIL over: spread across
+    threads they run slower than on one. Big files spend nearly all their time in
+    reads and hashing with the GIL released, so they do run in parallel.
+    """
 
     def __init__(self, workers: int) -> None:
-        self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="immutdock-hash")
+        self._pool = (ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="immutdock-hash")
                       if workers > 1 else None)
-        self._batch: _Batch = []
-        self._done: list[tuple[_Batch, Future[_Hashed] | _Hashed]] = []
+        self._done: list[tuple[bytes, bytes]] = []
+        self._pending: list[tuple[bytes, bool, Future[tuple[bytes, int]]]] = []
+        self._buffer = bytearray(CHUNK_SIZE)
+        self.total = 0
 
     def __enter__(self) -> _Hasher:
         return self
@@ -201,84 +210,60 @@ class _Hasher:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def add(self, rel: bytes, path: str) -> None:
-        self._batch.append((rel, path))
-        if len(self._batch) >= BATCH_FILES:
-            self._submit()
-
-    def _submit(self) -> None:
-        batch, self._batch = self._batch, []
-        if batch:
-            work = self._pool.submit(_hash_batch, batch) if self._pool else _hash_batch(batch)
-            self._done.append((batch, work))
+    def add(self, rel: bytes, path: str, st: os.stat_result) -> None:
+        executable = bool(st.st_mode & stat.S_IXUSR)
+        if self._pool is not None and st.st_size >= OFFLOAD_SIZE:
+            future = self._pool.submit(_hash_file, rel, path, st.st_size, None)
+            self._pending.append((rel, executable, future))
+            return
+        digest, size = _hash_file(rel, path, st.st_size, self._buffer)
+        self._done.append((rel, _file_record(rel, executable, digest)))
+        self.total += size
 
     def finish(self, records: list[tuple[bytes, bytes]]) -> tuple[int, int]:
-        """Wait for all digests, append the file records; return (files, bytes)."""
-        self._submit()
-        files = total = 0
-        for batch, work in self._done:
-            hashed = work.result() if isinstance(work, Future) else work
-            for (rel, _), (digest, executable, size) in zip(batch, hashed):
-                records.append((rel, _FILE + b"\0" + rel + b"\0" + (b"x" if executable else b"-")
-                                + digest))
-                total += size
-            files += len(batch)
-        return files, total
+        """Wait for the pool, append every file's record; return (files, bytes)."""
+        for rel, executable, future in self._pending:
+            digest, size = future.result()
+            self._done.append((rel, _file_record(rel, executable, digest)))
+            self.total += size
+        records.extend(self._done)
+        return len(self._done), self.total
 
 
-def _hash_batch(batch: _Batch) -> _Hashed:
-    buffer = bytearray()
-    return [_hash_file(rel, path, buffer) for rel, path in batch]
+def _file_record(rel: bytes, executable: bool, digest: bytes) -> bytes:
+    return _FILE + b"\0" + rel + b"\0" + (b"x" if executable else b"-") + digest
 
 
-def _hash_file(rel: bytes, path: str, buffer: bytearray) -> tuple[bytes, bool, int]:
+def _hash_file(rel: bytes, path: str, size: int, buffer: bytearray | None) -> tuple[bytes, int]:
+    """(sha256, bytes read) of a regular file of `size` bytes (as listed)."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise _read_error(os.fsdecode(rel), path, exc) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "changed into a non-regular file while hashing")
-        executable = bool(st.st_mode & stat.S_IXUSR)
-        if st.st_size < LARGE_FILE:
-            digest, size = _hash_small(fd, st.st_size, buffer)
+        if size <= CHUNK_SIZE:
+            data = os.read(fd, size + 1)  # one read; the extra byte shows the end of file
+            if len(data) <= size:
+                return hashlib.sha256(data).digest(), len(data)
+            h = hashlib.sha256(data)  # the file grew since it was listed: read on
+            total = len(data)
         else:
-            digest, size = _hash_large(fd, buffer)
-        return digest, executable, size
+            h, total = hashlib.sha256(), 0
+        total += _drain(fd, h, buffer if buffer is not None else bytearray(CHUNK_SIZE))
+        return h.digest(), total
     except OSError as exc:
         raise _read_error(os.fsdecode(rel), path, exc) from None
     finally:
         os.close(fd)
 
 
-def _hash_small(fd: int, size: int, buffer: bytearray) -> tuple[bytes, int]:
-    """One read of the whole file (asking one byte more to see the end of file)."""
-    data = os.read(fd, size + 1)
-    if len(data) <= size:
-        return hashlib.sha256(data).digest(), len(data)
-    h = hashlib.sha256(data)  # the file grew since its size was read: read on to the end
-    return h.digest(), len(data) + _drain(fd, h, buffer)
-
-
-def _hash_large(fd: int, buffer: bytearray) -> tuple[bytes, int]:
-    h = hashlib.sha256()
-    size = _drain(fd, h, buffer)
-    return h.digest(), size
-
-
 def _drain(fd: int, h: "hashlib._Hash", buffer: bytearray) -> int:
-    """Feed the rest of `fd` to `h` in 1 MiB reads; return the bytes read."""
-    if len(buffer) < CHUNK_SIZE:
-        buffer.extend(bytes(CHUNK_SIZE - len(buffer)))
-    view = memoryview(buffer)
-    total = 0
-    try:
+    """Feed the rest of `fd` to `h` in reads of len(buffer) (1 MiB); return the bytes read."""
+    with memoryview(buffer) as view:
+        total = 0
         while True:
             n = os.readv(fd, [buffer])
             if not n:
                 return total
             h.update(view[:n])
             total += n
-    finally:
-        view.release()

@@ -75,17 +75,21 @@ class Engine:
         return self._call("engine version", self.client.version)
 
     # -- images ---------------------------------------------------------------------------
-    def image_id(self, ref: str) -> str | None:
+    def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
         import docker.errors
 
         try:
-            return self.client.api.inspect_image(ref)["Id"]
+            return self.client.api.inspect_image(ref)
         except docker.errors.ImageNotFound:
             return None
         except docker.errors.APIError as exc:
             if exc.status_code == 404:
                 return None
             raise EngineError(f"inspect image {ref}: {exc.explanation}") from None
+
+    def image_id(self, ref: str) -> str | None:
+        found = self.inspect_image(ref)
+        return found["Id"] if found else None
 
     def image_labels(self, ref: str) -> Mapping[str, str]:
         data = self._call(f"inspect image {ref}", lambda: self.client.api.inspect_image(ref))
@@ -147,6 +151,24 @@ class Engine:
         except docker.errors.DockerException:
             return ""
         return raw.decode("utf-8", "replace")
+
+    def read_file(self, cid: str, path: str) -> bytes | None:
+        """One file out of a container (one API call, no process started in it)."""
+        import tarfile
+        import io
+        import docker.errors
+
+        try:
+            stream, _stat = self.client.api.get_archive(cid, path)
+            data = b"".join(stream)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"read {path} from {cid[:12]}: {_short(exc)}") from None
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member else None
+            return handle.read() if handle else None
 
     def exec(self, cid: str, argv: list[str]) -> tuple[int, str]:
         def run() -> tuple[int, str]:

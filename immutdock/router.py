@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
 
+MAP_FILE = "/var/lib/router/color.map"  # "live <color>", kept in step with HAProxy's map by router-ctl
+
 
 @dataclass(frozen=True)
 class Server:
@@ -68,7 +70,9 @@ class Router:
         return out
 
     def live(self) -> str | None:
-        color = self._ctl("live").strip()
+        raw = self.engine.read_file(self.container.id, MAP_FILE)
+        color = (raw or b"").decode().split()[-1:] or [""]
+        color = color[0]
         return color if color in ("blue", "green") else None
 
     def switch(self, color: str) -> None:

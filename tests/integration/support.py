@@ -1,0 +1,212 @@
+"""Helpers for integration tests: tiny busybox apps, the CLI as a user types it, cleanup."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IMMUTDOCK = [sys.executable, "-m", "immutdock"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IMMUTDOCK, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.stdout.strip(), f"no JSON on stdout; stderr:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def get(url: str, path: str, timeout: float = 5) -> tuple[int, str]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+WEB_DOCKERFILE = """\
+ARG BASE=busybox:latest
+FROM ${BASE}
+COPY . /www
+RUN chmod +x /www/cgi-bin/* /www/start
+CMD ["/www/start"]
+"""
+# start: optional delay before serving (a slow start keeps a release mid-way for tests)
+WEB_START = """\
+#!/bin/sh
+sleep "$(cat /www/startdelay 2>/dev/null || echo 0)"
+exec httpd -f -p 8000 -h /www
+"""
+VISIT_CGI = """\
+#!/bin/sh
+echo "Content-Type: text/plain"; echo
+echo "$(cat /www/version) $(wget -q -O- http://db:9000/cgi-bin/incr)"
+"""
+DB_DOCKERFILE = """\
+FROM busybox:latest
+COPY cgi-bin /www/cgi-bin
+RUN chmod +x /www/cgi-bin/*
+CMD ["httpd", "-f", "-p", "9000", "-h", "/www"]
+"""
+INCR_CGI = """\
+#!/bin/sh
+echo "Content-Type: text/plain"; echo
+n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo $n
+"""
+
+
+def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: str = "") -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        services:
+          web:
+            build: ./web
+            init: true
+            stop_grace_period: 5s
+            healthcheck:
+              test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8000/healthz"]
+              interval: 1s
+              retries: 2
+              start_period: 10s
+          db:
+            build: ./db
+            init: true
+            volumes: ["data:/data"]
+        volumes:
+          data: {{}}
+        x-immutdock:
+          router:
+            service: web
+            port: 8000
+            publish: "127.0.0.1:{port}"
+            health: {{path: /healthz, timeout: {health_timeout}}}
+          stateful: [db]
+          keep: 3
+        """) + extra_block
+
+
+@dataclass
+class TinyApp:
+    """A busybox web service (CGI) plus a stateful busybox 'db' keeping a counter in a volume."""
+
+    root: Path
+    name: str
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, version: str = "v1", health_timeout: int = 30) -> "TinyApp":
+        web, db = self.root / "web", self.root / "db"
+        (web / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        (db / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        (web / "Dockerfile").write_text(WEB_DOCKERFILE)
+        (web / "start").write_text(WEB_START)
+        (web / "cgi-bin" / "visit").write_text(VISIT_CGI)
+        (web / "healthz").write_text("ok\n")
+        (web / "version").write_text(version + "\n")
+        (db / "Dockerfile").write_text(DB_DOCKERFILE)
+        (db / "cgi-bin" / "incr").write_text(INCR_CGI)
+        (self.root / "compose.yaml").write_text(compose_yaml(self.name, self.port, health_timeout))
+        return self
+
+    def set_version(self, version: str) -> None:
+        (self.root / "web" / "version").write_text(version + "\n")
+
+    def set_start_delay(self, seconds: float) -> None:
+        (self.root / "web" / "startdelay").write_text(f"{seconds}\n")
+
+    def break_health(self) -> None:
+        (self.root / "web" / "healthz").unlink()  # httpd then answers 404
+
+    def fix_health(self) -> None:
+        (self.root / "web" / "healthz").write_text("ok\n")
+
+    def visit(self) -> str:
+        status, body = get(self.url, "/cgi-bin/visit")
+        assert status == 200, (status, body)
+        return body.strip()
+
+
+class Load:
+    """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks)."""
+
+    def __init__(self, url: str, clients: int = 3, path: str = "/version") -> None:
+        self.url, self.path = url, path
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, _ = get(self.url, self.path)
+                result = None if status == 200 else f"status {status}"
+            except OSError as exc:
+                result = type(exc).__name__
+            with self._lock:
+                if result is None:
+                    self.ok += 1
+                else:
+                    self.failures.append(result)
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+
+
+def cleanup(app: str) -> None:
+    """Remove everything the app made, found by label (and compose's project labels)."""
+    import docker
+
+    client = docker.from_env()
+    label = f"io.immutdock.app={app}"
+    projects = [f"{app}-{role}" for role in ("blue", "green", "state", "router", "test")]
+    containers = client.containers.list(all=True, filters={"label": label})
+    for project in projects:
+        containers += client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    for c in {c.id: c for c in containers}.values():
+        c.remove(force=True)
+    for project in projects:
+        for net in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):
+            net.remove()
+    for net in client.networks.list(filters={"label": label}):
+        net.remove()
+    for vol in client.volumes.list(filters={"label": label}):
+        vol.remove(force=True)
+    for image in client.images.list(filters={"label": label}):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+    client.close()

@@ -1,0 +1,204 @@
+"""Blue/green releases on a real engine, driven through the `immutdock` command.
+
+The tests in this module share one app and run in order, like an operator's day:
+release, change, rollback, a broken release, a concurrent one, a killed one, prune."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .support import IMMUTDOCK, Load, TinyApp, cleanup, get, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+
+class StateWatch(threading.Thread):
+    """Counts running containers of the stateful `db` service, the whole module long."""
+
+    def __init__(self, engine, app: str) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.app = engine, app
+        self.most = 0
+        self.ids: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
+        while not self.stop.is_set():
+            found = self.engine.containers.list(filters=flt)
+            self.most = max(self.most, len(found))
+            self.ids.update(c.id for c in found)
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[TinyApp]:
+    import uuid
+
+    name = f"itrel{uuid.uuid4().hex[:6]}"
+    tiny = TinyApp(tmp_path_factory.mktemp("release") / "app", name).write()
+    watch = StateWatch(engine, name)
+    watch.start()
+    tiny.watch = watch  # type: ignore[attr-defined]
+    yield tiny
+    watch.stop.set()
+    watch.join()
+    cleanup(name)
+
+
+def release(app: TinyApp, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(app.root, "release", *args)
+
+
+def test_first_release_serves_v1(app: TinyApp) -> None:
+    proc = release(app, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json_out(proc)
+    assert out["outcome"] == "ok" and out["release"] == "r1" and out["color"] == "blue"
+    assert set(out["images"]) == {"web", "db"}
+    assert app.visit() == "v1 1"
+
+
+def test_unchanged_release_is_a_noop(app: TinyApp) -> None:
+    proc = release(app, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json_out(proc)
+    assert out["outcome"] == "noop" and out["release"] == "r1"
+    plan = json_out(run_cli(app.root, "plan", "--json"))
+    assert plan["noop"] is True
+
+
+def test_code_change_serves_v2_with_data_kept_and_no_failed_request(app: TinyApp) -> None:
+    app.set_version("v2")
+    plan = json_out(run_cli(app.root, "plan", "--json"))
+    assert plan["noop"] is False and plan["color"] == "green" and plan["retire"] == "blue"
+    with Load(app.url) as load:
+        time.sleep(0.5)
+        proc = release(app, "--json")
+        time.sleep(0.5)
+    assert proc.returncode == 0, proc.stderr
+    out = json_out(proc)
+    assert out["color"] == "green" and out["release"] == "r2"
+    assert load.ok > 20 and load.failures == [], load.failures[:5]
+    assert app.visit() == "v2 2"
+    status = json_out(run_cli(app.root, "status", "--json"))
+    assert status["live_color"] == "green" and status["live_release"] == "r2"
+    assert {c["role"] for c in status["containers"]} == {"router", "state", "green"}
+
+
+def test_rollback_serves_v1_with_the_same_data_without_building(app: TinyApp, engine) -> None:
+    images_before = {i.id for i in engine.images.list()}
+    proc = run_cli(app.root, "rollback", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json_out(proc)
+    assert out["kind"] == "rollback" and out["color"] == "blue"
+    assert app.visit() == "v1 3"
+    assert {i.id for i in engine.images.list()} == images_before, "rollback must not build"
+    assert "building" not in proc.stderr
+
+
+def test_broken_health_check_exits_1_and_v1_keeps_serving(app: TinyApp) -> None:
+    app.set_version("v3-broken")
+    app.break_health()
+    with Load(app.url) as load:
+        proc = release(app)
+    assert proc.returncode == 1, proc.stderr
+    assert "health" in proc.stderr and "previous release is still serving" in proc.stderr
+    assert "last log lines" in proc.stderr
+    assert load.failures == [], load.failures[:5]
+    assert app.visit() == "v1 4"
+    status = json_out(run_cli(app.root, "status", "--json"))
+    assert status["live_color"] == "blue"
+    assert {c["role"] for c in status["containers"]} == {"router", "state", "blue"}, "the failed color is removed"
+    history = json_out(run_cli(app.root, "history", "--json"))
+    assert history[-1]["outcome"] == "failed"
+    app.fix_health()
+
+
+def test_concurrent_release_is_refused_with_exit_3(app: TinyApp) -> None:
+    app.set_version("v4")
+    app.set_start_delay(4)
+    first = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _lock_taken(app), 60)
+        second = release(app)
+        assert second.returncode == 3, second.stderr
+        assert "another release" in second.stderr
+    finally:
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert app.visit().startswith("v4 ")
+
+
+def test_release_after_kill_9_mid_release_succeeds(app: TinyApp, engine) -> None:
+    app.set_version("v5")
+    app.set_start_delay(30)
+    victim = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    idle = "blue"  # v4 is live on green
+    _wait_for(lambda: bool(engine.containers.list(
+        filters={"label": [f"io.immutdock.app={app.name}", f"io.immutdock.color={idle}"]})), 120)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert app.visit().startswith("v4 "), "the live color keeps serving after the kill"
+    app.set_start_delay(0)
+    proc = release(app, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "taking over the lock" in proc.stderr
+    assert app.visit().startswith("v5 ")
+    status = json_out(run_cli(app.root, "status", "--json"))
+    assert {c["role"] for c in status["containers"]} == {"router", "state", json_out(proc)["color"]}
+
+
+def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) -> None:
+    volumes = {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
+    assert f"{app.name}_data" in volumes
+    history = json_out(run_cli(app.root, "history", "--json"))
+    ok = [r for r in history if r["outcome"] == "ok"]
+    proc = run_cli(app.root, "prune", "--keep", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    removed = json_out(proc)["removed_images"]
+    assert volumes == {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
+    protected = {ref for r in ok[-2:] for ref in r["images"].values()}
+    assert not protected & set(removed)
+    for ref in protected:
+        engine.images.get(ref)  # still there
+    assert any(":" in r for r in removed), "older release images were removed"
+    count = app.visit().split()[1]
+    assert int(count) >= 5, "the counter kept in the named volume survived everything"
+
+
+def test_stateful_service_was_never_doubled(app: TinyApp) -> None:
+    watch = app.watch  # type: ignore[attr-defined]
+    assert watch.most == 1
+    assert len(watch.ids) == 1, "db was never recreated: its definition never changed"
+
+
+def _lock_taken(app: TinyApp) -> bool:
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.containers.get(f"immutdock.{app.name}.lock")
+        return True
+    except docker.errors.NotFound:
+        return False
+    finally:
+        client.close()
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
