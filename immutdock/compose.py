@@ -35,9 +35,10 @@ def _compose_argv() -> list[str]:
     raise ConfigError("", "docker compose v2 is not installed", "run bash .ci/engine, or install the compose plugin")
 
 
-def normalized_model(path: Path) -> dict[str, Any]:
-    """`docker compose config --format json`: compose's interpretation of the user's file."""
-    argv = _compose_argv() + ["-f", str(path), "config", "--format", "json"]
+def normalized_model(files: list[Path]) -> dict[str, Any]:
+    """`docker compose config --format json`: compose's interpretation of the user's files."""
+    path = files[0]
+    argv = _compose_argv() + [a for f in files for a in ("-f", str(f))] + ["config", "--format", "json"]
     proc = subprocess.run(argv, cwd=path.parent, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

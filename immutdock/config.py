@@ -17,8 +17,17 @@ from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASS", "PWD", "TOKEN", "SECRET", "SECRETS", "KEY", "APIKEY",
-                 "CREDENTIAL", "CREDENTIALS", "PRIVATE", "AUTH"}
+OVERRIDE_FILE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
+                       "docker-compose.override.yml")
+# Words that make a build arg name look like a secret ("DB_PASSWORD", "apiToken", "SECRET_KEY").
+_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "SECRET", "SECRETS", "APIKEY", "CREDENTIAL",
+                 "CREDENTIALS"}
+# KEY is a secret unless it is qualified as something public ("GPG_KEY", "CACHE_KEY", "KEY_ID").
+_PUBLIC_KEY_WORDS = {"PUBLIC", "PUB", "GPG", "CACHE", "ID", "FINGERPRINT"}
+# AUTH is a secret ("GH_AUTH") unless it names a setting about auth ("AUTH_URL").
+_AUTH_SETTINGS = {"URL", "HOST", "ENDPOINT", "TYPE", "METHOD", "MODE", "ENABLED", "PROVIDER"}
+# A name for where a secret is ("DB_PASSWORD_FILE") is not the secret itself.
+_REFERENCE_SUFFIXES = ("FILE", "PATH")
 
 
 def find_compose_file(cwd: Path, explicit: Path | None = None) -> Path:
@@ -40,6 +49,8 @@ def read_yaml(path: Path) -> Mapping[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and exc.context_mark is not None and mark.line >= len(path.read_text().splitlines()):
+            mark = exc.context_mark  # an error found at the end of the file started where the context did
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "malformed YAML"
         raise ConfigError(path.name, f"{line}{problem}", "fix the YAML syntax at that line") from None
@@ -52,8 +63,16 @@ def read_yaml(path: Path) -> Mapping[str, Any]:
 
 
 def looks_secret(arg_name: str) -> bool:
-    parts = re.split(r"[^A-Z0-9]+", arg_name.upper())
-    return any(p in _SECRET_WORDS for p in parts) or arg_name.upper().endswith(("PASSWORD", "TOKEN", "SECRET"))
+    """True for build arg names that probably carry a secret (build args stay in the image)."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", arg_name)  # camelCase -> camel_Case
+    parts = [p for p in re.split(r"[^A-Z0-9]+", words.upper()) if p]
+    if not parts or parts[-1] in _REFERENCE_SUFFIXES:
+        return False
+    if any(p in _SECRET_WORDS for p in parts):
+        return True
+    if "AUTH" in parts and parts[-1] not in _AUTH_SETTINGS:
+        return True
+    return "KEY" in parts and not _PUBLIC_KEY_WORDS & set(parts)
 
 
 def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any]) -> BuildSpec:
@@ -116,6 +135,9 @@ def _check_swapped(name: str, svc: Mapping[str, Any]) -> None:
     if svc.get("container_name"):
         raise ConfigError(f"{path}.container_name", "two colors cannot share one container name",
                           f"remove container_name, or list {name} under x-immutdock.stateful")
+    if str(svc.get("network_mode", "")) == "host":
+        raise ConfigError(f"{path}.network_mode", "two colors on the host network would bind the same ports",
+                          f"remove network_mode: host, or list {name} under x-immutdock.stateful")
     if svc.get("ports"):
         raise ConfigError(f"{path}.ports", "two colors cannot publish the same host port",
                           "remove ports: the router publishes x-immutdock.router.publish")
@@ -159,6 +181,10 @@ def load(cwd: Path, explicit: Path | None = None) -> App:
     from immutdock import compose  # the compose CLI gateway
 
     path = find_compose_file(cwd, explicit)
-    raw = read_yaml(path)  # malformed YAML is reported with its line before compose runs
-    model = compose.normalized_model(path)
-    return validate(model, model.get(BLOCK, raw.get(BLOCK)), path)
+    files = [path]
+    if explicit is None:  # like compose: a found file is merged with its override file
+        files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
+    for file in files:  # malformed YAML is reported with its line before compose runs
+        read_yaml(file)
+    model = compose.normalized_model(files)
+    return validate(model, model.get(BLOCK), path)

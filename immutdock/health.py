@@ -26,7 +26,9 @@ def container_verdict(containers: list[ContainerState]) -> tuple[bool | None, st
         return None, "no containers yet", None
     waiting = None
     for c in containers:
-        if c.status in ("exited", "dead") and c.exit_code not in (0, None):
+        if c.status == "dead":
+            return False, f"{c.name} is dead (the engine could not stop or remove it)", c
+        if c.status == "exited" and c.exit_code not in (0, None):
             return False, f"{c.name} exited with code {c.exit_code}", c
         if c.status == "restarting":
             return False, f"{c.name} keeps restarting", c

@@ -49,7 +49,7 @@ def volume_name(app: str, number: int) -> str:
 def parse_release_id(text: str) -> int | None:
     text = text.strip().lower()
     text = text[1:] if text.startswith("r") else text
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdecimal() and text.isascii() else None
 
 
 def _pack(model: Mapping[str, Any]) -> str:

@@ -29,12 +29,16 @@ class Router:
     image: str | None = None  # a prebuilt router image instead of building images/router
 
     @property
+    def _host(self) -> str:
+        return f"[{self.publish_ip}]" if ":" in self.publish_ip else self.publish_ip
+
+    @property
     def publish(self) -> str:
-        return f"{self.publish_ip}:{self.publish_port}" if self.publish_ip else str(self.publish_port)
+        return f"{self._host}:{self.publish_port}" if self.publish_ip else str(self.publish_port)
 
     @property
     def url(self) -> str:
-        host = self.publish_ip if self.publish_ip not in ("", "0.0.0.0") else "127.0.0.1"
+        host = self._host if self.publish_ip not in ("", "0.0.0.0", "::") else "127.0.0.1"
         return f"http://{host}:{self.publish_port}"
 
 

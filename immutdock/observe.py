@@ -22,8 +22,8 @@ class AppState:
 
     def color_release(self, color: str | None) -> str | None:
         found = {c.labels.get(L.RELEASE) for c in self.colors.get(color or "", ())}
-        found.discard(None)
-        return sorted(found)[-1] if found else None
+        numbered = [(ledger.parse_release_id(r) or 0, r) for r in found if r]
+        return max(numbered)[1] if numbered else None
 
     def color_config_hash(self, color: str | None) -> str | None:
         found = {c.labels.get(L.CONFIG_HASH) for c in self.colors.get(color or "", ())}
@@ -65,11 +65,15 @@ def observe(engine: Engine, app: str) -> AppState:
             state.append(c)
         elif role == "router":
             router = c
+    records = tuple(ledger.history(engine, app))
     live = None
-    if router is not None and router.status == "running":
+    if router is not None:  # its map file is readable even while it is stopped
         try:
             live = Router(engine, router).live()
         except EngineError:
             live = None
-    return AppState(app=app, records=tuple(ledger.history(engine, app)), router=router, live_color=live,
+    if live is None:  # no router: the last good release's color, if it still exists
+        last = ledger.last_ok(list(records))
+        live = last.color if last is not None and colors.get(last.color) else None
+    return AppState(app=app, records=records, router=router, live_color=live,
                     colors={k: tuple(v) for k, v in colors.items()}, state=tuple(state))

@@ -75,13 +75,14 @@ def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str]
 
 def _networks(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
     """The user's networks, scoped to this project (compose names them), plus the edge network."""
-    used = {key for svc in services for key in svc.definition.get("networks") or {}}
+    used = {key for svc in services for key in svc.definition.get("networks") or {"default": None}}
     nets: dict[str, Any] = {}
-    for key in sorted(used - {"default"}):
+    for key in sorted(used):
         spec = dict(app.networks.get(key) or {})
         if not spec.get("external"):
             spec.pop("name", None)  # compose names it per project: <app>-<color>_<key>
-        nets[key] = spec
+        if key != "default" or any(spec.values()):  # a plain default network needs no entry
+            nets[key] = spec
     nets[EDGE] = {"external": True, "name": edge_network(app.name)}
     return nets
 

@@ -34,7 +34,7 @@ def _no_unknown(block: Mapping[str, Any], allowed: set[str], path: str) -> None:
 
 
 def _port(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit() \
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdecimal() \
             or not 1 <= int(value) <= 65535:
         raise ConfigError(path, f"{value!r} is not a port", "use a number from 1 to 65535")
     return int(value)
@@ -72,7 +72,7 @@ def _router(value: Any, path: str, services: set[str]) -> Router:
     service = block.get("service")
     if service is None:
         raise ConfigError(f"{path}.service", "missing", "name the service that receives traffic, e.g. service: web")
-    if service not in services:
+    if not isinstance(service, str) or service not in services:
         raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
                           f"use one of: {', '.join(sorted(services))}")
     if "port" not in block:
@@ -104,7 +104,9 @@ def _test(value: Any, path: str, services: set[str]) -> PreReleaseTest | None:
     block = _mapping(value, path)
     _no_unknown(block, _TEST_KEYS, path)
     service = block.get("service")
-    if service not in services:
+    if service is None:
+        raise ConfigError(f"{path}.service", "missing", "name the service whose image runs the test")
+    if not isinstance(service, str) or service not in services:
         raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
                           f"use one of: {', '.join(sorted(services))}")
     command = block.get("command")

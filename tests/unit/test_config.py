@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import (APP, anonymous_volume, bind, build, full_block, full_model, make_context, minimal_model,
-                     named_volume, port, raises_config, validate)
 from immutdock import config
 from immutdock.errors import ConfigError
 from immutdock.model import BuildSecret
+
+from .helpers import (APP, anonymous_volume, bind, full_block, full_model, make_context, minimal_model,
+                     named_volume, port, raises_config, validate)
 
 ROUTER = {"router": {"service": "web", "port": 8000}}
 
@@ -74,18 +75,20 @@ def test_find_compose_file_explicit_missing_or_a_directory(tmp_path: Path, expli
 
 # -- read_yaml -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, line", [
-    ("services:\n  web:\n    image: a: b\n", "line 3"),
-    ("services:\n\tweb: {}\n", "line 2"),
-    ("name: x\nservices:\n  web:\n    image: x\n   build: .\n", "line 5"),
-    ("services:\n  web:\n    image: \"unterminated\n", "line 4"),
+@pytest.mark.parametrize("text, lines", [
+    ("services:\n  web:\n    image: a: b\n", ["line 3"]),
+    ("services:\n\tweb: {}\n", ["line 2"]),
+    ("name: x\nservices:\n  web:\n    image: x\n   build: .\n", ["line 5"]),
+    # unterminated: PyYAML's problem mark is the end of the file (line 4); the quote opens on line 3
+    ("services:\n  web:\n    image: \"unterminated\n", ["line 3", "line 4"]),
+    ("services:\n  web: [a,\n", ["line 2", "line 3"]),
 ])
-def test_read_yaml_malformed_names_the_line(tmp_path: Path, text: str, line: str) -> None:
+def test_read_yaml_malformed_names_the_line(tmp_path: Path, text: str, lines: list[str]) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(text)
     with raises_config("compose.yaml") as info:
         config.read_yaml(path)
-    assert line in str(info.value)
+    assert any(line in str(info.value) for line in lines), str(info.value)
 
 
 @pytest.mark.parametrize("text", ["", "- a\n- b\n", "just a string\n"])
@@ -357,8 +360,6 @@ def test_ordinary_build_args_pass(tmp_path: Path, arg: str) -> None:
     assert dict(validate(model, None, tmp_path).services["web"].build.args) == {arg: "x"}
 
 
-@pytest.mark.xfail(strict=True, reason="looks_secret misses camelCase names ending in Key: 'SECRETKEY' etc. are "
-                                       "neither split into words nor matched by the PASSWORD/TOKEN/SECRET suffixes")
 @pytest.mark.parametrize("arg", ["secretKey", "privateKey", "awsSecretAccessKey"])
 def test_camel_case_secret_keys_are_refused(arg: str) -> None:
     assert config.looks_secret(arg)
@@ -409,8 +410,6 @@ def test_router_port_missing(tmp_path: Path) -> None:
         validate(minimal_model(tmp_path), {"router": {"service": "web"}}, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="settings._router tests `service not in services` on an unhashable value: TypeError")
 def test_router_service_of_wrong_type(tmp_path: Path) -> None:
     with raises_config("x-immutdock.router.service"):
         validate(minimal_model(tmp_path), {"router": {"service": ["web"], "port": 8000}}, tmp_path)
@@ -429,8 +428,6 @@ def test_router_port_ok(tmp_path: Path, value: object, expected: int) -> None:
     assert app.settings.router.port == expected
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="settings._port accepts str.isdigit() text such as '²' and then int('²') raises ValueError")
 def test_router_port_superscript_digit(tmp_path: Path) -> None:
     with raises_config("x-immutdock.router.port"):
         validate(minimal_model(tmp_path), {"router": {"service": "web", "port": "²"}}, tmp_path)

@@ -138,8 +138,6 @@ def test_top_level_networks(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="render._networks always drops the user's `default` network, so an external "
-                                       "(or customised) default network is silently replaced by a per-project one")
 def test_external_default_network_is_kept(tmp_path: Path) -> None:
     model = full_model(tmp_path)
     model["networks"]["default"] = {"name": "corp-net", "external": True}
@@ -251,8 +249,6 @@ def test_router_project_publish(tmp_path: Path, publish: object, ports: list[str
     assert render.router_project(full_app(tmp_path, block), "img", "blue")["services"]["router"]["ports"] == ports
 
 
-@pytest.mark.xfail(strict=True, reason="model.Router.publish joins an IPv6 address without brackets: "
-                                       "'::1:8080', which compose refuses ('too many colons'); url is 'http://::1:8080'")
 def test_router_project_ipv6_publish(tmp_path: Path) -> None:
     block = full_block()
     block["router"]["publish"] = "[::1]:8080"

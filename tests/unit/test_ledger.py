@@ -1,0 +1,150 @@
+"""ledger: a release record as volume labels, and back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from immutdock import labels as L
+from immutdock import ledger, render
+from immutdock.ledger import Record, from_labels, parse_release_id, to_labels
+
+from .helpers import APP, IMAGES, full_app, record
+
+R = f"{L.PREFIX}.record"
+
+
+def full_record(tmp_path: Path, **changes: Any) -> Record:
+    model = render.color_project(full_app(tmp_path), "blue", IMAGES, "r7", "sha256:abc")
+    rec = Record(number=7, kind="release", color="blue", images={"web": "shop-web:aaa", "db": "postgres:16"},
+                 config_hash="sha256:abc", created="2024-05-01T12:00:00Z", outcome="ok", git="1a2b3c4d",
+                 message="add search", source=None, model=model)
+    return replace(rec, **changes)
+
+
+def test_to_labels(tmp_path: Path) -> None:
+    labels = to_labels(APP, full_record(tmp_path))
+    assert labels[L.APP] == APP
+    assert labels[L.ROLE] == "record"
+    assert labels[L.RELEASE] == "r7"
+    assert labels[L.COLOR] == "blue"
+    assert labels[L.CONFIG_HASH] == "sha256:abc"
+    assert labels[f"{R}.number"] == "7"
+    assert json.loads(labels[f"{R}.images"]) == {"web": "shop-web:aaa", "db": "postgres:16"}
+    assert labels[f"{R}.git"] == "1a2b3c4d"
+    assert labels[f"{R}.source"] == ""
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())  # the engine wants strings
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    rec = full_record(tmp_path)
+    back = from_labels(to_labels(APP, rec))
+    assert back == rec
+    assert back.model == rec.model  # compare=False on the field: check it on its own
+    assert back.id == "r7"
+    assert back.summary() == rec.summary()
+
+
+def test_round_trip_of_a_rollback(tmp_path: Path) -> None:
+    rec = full_record(tmp_path, number=9, kind="rollback", color="green", source="r4", git=None, outcome="failed",
+                      message="")
+    back = from_labels(to_labels(APP, rec))
+    assert back == rec
+    assert (back.kind, back.source, back.git, back.outcome) == ("rollback", "r4", None, "failed")
+
+
+def test_round_trip_through_json(tmp_path: Path) -> None:
+    """The engine hands labels back as JSON: nothing may depend on Python objects surviving."""
+    rec = full_record(tmp_path)
+    back = from_labels(json.loads(json.dumps(to_labels(APP, rec))))
+    assert back == rec and back.model == rec.model
+    # the recorded model can be re-run as another color
+    moved = render.with_color(back.model, APP, "green", "r8")
+    assert moved["name"] == "shop-green"
+
+
+def test_model_is_compressed(tmp_path: Path) -> None:
+    rec = full_record(tmp_path)
+    packed = to_labels(APP, rec)[f"{R}.model"]
+    plain = json.dumps(rec.model, sort_keys=True)
+    assert len(packed) < len(plain)
+    assert json.loads(zlib.decompress(base64.b64decode(packed))) == rec.model
+    assert packed.isascii() and "\n" not in packed
+
+
+def test_compression_pays_for_a_big_model(tmp_path: Path) -> None:
+    model = {"services": {f"svc{i}": {"image": f"shop-svc{i}:{'a' * 12}", "environment": {"A": "b" * 50}}
+                          for i in range(60)}}
+    packed = to_labels(APP, full_record(tmp_path, model=model))[f"{R}.model"]
+    assert len(packed) < len(json.dumps(model)) / 4
+    assert from_labels(to_labels(APP, full_record(tmp_path, model=model))).model == model
+
+
+def test_empty_model_round_trip(tmp_path: Path) -> None:
+    assert from_labels(to_labels(APP, full_record(tmp_path, model={}))).model == {}
+
+
+def test_long_message_is_cut(tmp_path: Path) -> None:
+    rec = full_record(tmp_path, message="x" * 5000)
+    assert from_labels(to_labels(APP, rec)).message == "x" * 2000
+
+
+def test_unicode_message(tmp_path: Path) -> None:
+    rec = full_record(tmp_path, message="déploiement ✓ 发布")
+    assert from_labels(to_labels(APP, rec)).message == "déploiement ✓ 发布"
+
+
+def test_from_minimal_labels() -> None:
+    rec = from_labels({f"{R}.number": "3"})
+    assert (rec.number, rec.id, rec.kind, rec.color, dict(rec.images), rec.outcome) == (3, "r3", "release", "", {}, "")
+    assert (rec.git, rec.source, rec.model) == (None, None, {})
+
+
+@pytest.mark.parametrize("text, number", [
+    ("r7", 7), ("7", 7), ("R7", 7), (" r12 ", 12), ("r0", 0), ("007", 7),
+    ("x", None), ("", None), ("r", None), ("r-1", None), ("-1", None), ("rr7", None), ("r7a", None), ("r 7", None),
+    ("r1.5", None), ("blue", None),
+])
+def test_parse_release_id(text: str, number: int | None) -> None:
+    assert parse_release_id(text) == number
+
+
+def test_parse_release_id_superscript() -> None:
+    assert parse_release_id("r²") is None
+
+
+def test_volume_name() -> None:
+    assert ledger.volume_name("shop", 12) == "immutdock.shop.r12"
+
+
+def test_last_ok() -> None:
+    recs = [record(1), record(2), record(3, outcome="failed"), record(4, outcome="interrupted")]
+    assert ledger.last_ok(recs).id == "r2"
+    assert ledger.last_ok([record(1, outcome="failed")]) is None
+    assert ledger.last_ok([]) is None
+
+
+class _Volumes:
+    """Stands in for the Engine: `volumes(**labels)` is all `history` asks of it."""
+
+    def __init__(self, found: list[Mapping[str, Any]]) -> None:
+        self.found = found
+        self.asked: dict[str, str] = {}
+
+    def volumes(self, **labels: str) -> list[Mapping[str, Any]]:
+        self.asked = labels
+        return self.found
+
+
+def test_history_is_sorted_by_number(tmp_path: Path) -> None:
+    found = [{"Name": ledger.volume_name(APP, n), "Labels": to_labels(APP, full_record(tmp_path, number=n))}
+             for n in (10, 2, 9)]
+    engine = _Volumes(found)
+    assert [r.id for r in ledger.history(engine, APP)] == ["r2", "r9", "r10"]  # type: ignore[arg-type]
+    assert engine.asked == {L.APP: APP, L.ROLE: "record"}

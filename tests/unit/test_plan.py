@@ -1,0 +1,207 @@
+"""plan: the identity of a release (config_hash) and what a release does (decide)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from immutdock import labels as L
+from immutdock.model import App
+from immutdock.plan import config_hash, decide, image_refs
+
+from .helpers import (APP, IMAGES, app_state, color_container, container, full_app, full_block, full_model,
+                      image_plan, record, router_container, validate)
+
+NEW = "sha256:new"
+OLD = "sha256:old"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    return full_app(tmp_path)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list:
+    return [image_plan("web", "aaaaaaaaaaaa", tmp_path), image_plan("worker", "bbbbbbbbbbbb", tmp_path, cached=True)]
+
+
+# -- image_refs and config_hash ----------------------------------------------------------
+
+def test_image_refs(app: App, images: list) -> None:
+    assert image_refs(app, images) == {"web": "shop-web:aaaaaaaaaaaa", "worker": "shop-worker:bbbbbbbbbbbb",
+                                       "cache": "redis:7", "db": "postgres:16"}
+
+
+def test_config_hash_is_stable(app: App, tmp_path: Path) -> None:
+    refs = dict(IMAGES)
+    first = config_hash(app, refs, "router:1")
+    assert first.startswith("sha256:") and len(first) == len("sha256:") + 64
+    assert config_hash(app, dict(refs), "router:1") == first
+    assert config_hash(full_app(tmp_path), dict(refs), "router:1") == first  # validated again: same
+
+
+def test_config_hash_follows_images(app: App) -> None:
+    base = config_hash(app, IMAGES, "router:1")
+    assert config_hash(app, {**IMAGES, "web": "shop-web:cccccccccccc"}, "router:1") != base
+    assert config_hash(app, {**IMAGES, "db": "postgres:17"}, "router:1") != base  # a stateful image too
+    assert config_hash(app, IMAGES, "router:2") != base
+
+
+def test_config_hash_follows_the_file(tmp_path: Path) -> None:
+    base = config_hash(full_app(tmp_path), IMAGES, "router:1")
+    model = full_model(tmp_path)
+    model["services"]["web"]["environment"] = {"DB_HOST": "db2"}
+    assert config_hash(validate(model, full_block(), tmp_path), IMAGES, "router:1") != base
+    block = full_block()
+    block["router"]["health"]["path"] = "/ready"
+    assert config_hash(full_app(tmp_path, block), IMAGES, "router:1") != base
+
+
+def test_config_hash_ignores_settings_that_render_nothing(tmp_path: Path) -> None:
+    block = full_block()
+    block["keep"] = 9
+    assert config_hash(full_app(tmp_path, block), IMAGES, "router:1") == config_hash(full_app(tmp_path), IMAGES, "router:1")
+
+
+def test_config_hash_without_router(tmp_path: Path) -> None:
+    block = full_block()
+    del block["router"]
+    app = full_app(tmp_path, block)
+    assert config_hash(app, IMAGES, None) == config_hash(app, IMAGES, "router:anything")
+
+
+# -- decide ----------------------------------------------------------------------------------
+
+def test_first_release(app: App, images: list) -> None:
+    plan = decide(app, images, app_state(), NEW)
+    assert (plan.noop, plan.reason, plan.release) == (False, "first release", "r1")
+    assert (plan.color, plan.retire, plan.cleanup) == ("blue", None, ())
+    assert plan.create_router
+    assert plan.stateful == ("db",)
+    assert plan.config_hash == NEW
+    assert plan.images == tuple(images)
+    assert plan.app == APP
+
+
+def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -> None:
+    state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r2", NEW), color_container("blue", "r2", NEW, service="worker")))
+    plan = decide(app, images, state, NEW)
+    assert plan.noop
+    assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r2", "blue", None, ())
+    assert not plan.create_router
+    assert "r2" in plan.reason
+
+
+def test_noop_with_a_finished_one_shot_container(app: App, images: list) -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="green",
+                      green=(color_container("green", "r1", NEW),
+                             color_container("green", "r1", NEW, service="migrate", status="exited", exit_code=0)))
+    assert decide(app, images, state, NEW).noop
+
+
+def test_change_starts_the_other_color_and_retires_the_live_one(app: App, images: list) -> None:
+    state = app_state(records=(record(1), record(2, color="green"), record(3)), router=router_container(),
+                      live="blue", blue=(color_container("blue", "r3", OLD),))
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop
+    assert plan.reason == "content or config changed"
+    assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r4", "green", "blue", ())
+    assert not plan.create_router
+
+
+def test_change_from_green(app: App, images: list) -> None:
+    state = app_state(records=(record(1), record(2, color="green")), router=router_container(), live="green",
+                      green=(color_container("green", "r2", OLD),))
+    plan = decide(app, images, state, NEW)
+    assert (plan.color, plan.retire, plan.release) == ("blue", "green", "r3")
+
+
+def test_mixed_config_hashes_in_the_live_color_are_a_change(app: App, images: list) -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r1", NEW), color_container("blue", "r1", OLD, service="worker")))
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop and plan.color == "green"
+
+
+def test_half_made_color_is_cleaned_up_first(app: App, images: list) -> None:
+    # r4 failed on green and left its containers behind; blue still serves r3
+    state = app_state(records=(record(3), record(4, color="green", outcome="failed")), router=router_container(),
+                      live="blue", blue=(color_container("blue", "r3", OLD),),
+                      green=(color_container("green", "r4", NEW, status="exited", exit_code=1),))
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop
+    assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r5", "green", "blue", ("green",))
+
+
+def test_half_made_color_prevents_a_noop(app: App, images: list) -> None:
+    state = app_state(records=(record(3),), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r3", NEW),), green=(color_container("green", "r4", NEW),))
+    assert state.half_made == ["green"]
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop
+    assert (plan.color, plan.cleanup, plan.release) == ("green", ("green",), "r5")  # r4 is taken by the leftovers
+
+
+def test_live_color_not_running(app: App, images: list) -> None:
+    state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r2", NEW, status="exited", exit_code=137),))
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop  # same config, but nothing serves it
+    assert plan.reason == "the live color is not running"
+    assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r3", "green", "blue", ())
+
+
+def test_live_color_without_containers(app: App, images: list) -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="blue")
+    plan = decide(app, images, state, NEW)
+    assert plan.reason == "the live color is not running"
+    assert (plan.color, plan.retire, plan.cleanup) == ("green", None, ())
+
+
+@pytest.mark.parametrize("router", [None, router_container(status="exited")])
+def test_router_missing_or_stopped_is_created(app: App, images: list, router: object) -> None:
+    state = app_state(records=(record(1),), router=router, live=None, blue=(color_container("blue", "r1", OLD),))
+    plan = decide(app, images, state, NEW)
+    assert plan.create_router
+    assert not plan.noop
+
+
+def test_release_number_counts_containers_beyond_records(app: App, images: list) -> None:
+    state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r2", OLD),), green=(color_container("green", "r11", OLD),))
+    assert decide(app, images, state, NEW).release == "r12"
+
+
+def test_as_json(app: App, images: list) -> None:
+    data = decide(app, images, app_state(), NEW).as_json()
+    assert data["color"] == "blue" and data["retire"] is None and data["cleanup"] == []
+    assert [i["image"] for i in data["images"]] == ["shop-web:aaaaaaaaaaaa", "shop-worker:bbbbbbbbbbbb"]
+    assert data["stateful"] == ["db"]
+
+
+# -- AppState, as decide reads it ----------------------------------------------------------
+
+def test_app_state_reading() -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r1", NEW),), green=())
+    assert state.live_release == "r1"
+    assert state.color_config_hash("blue") == NEW
+    assert state.color_config_hash("green") is None
+    assert state.color_running("blue") and not state.color_running("green") and not state.color_running(None)
+    assert state.half_made == []
+    assert state.highest_release_number() == 1
+    assert app_state().highest_release_number() == 0
+
+
+def test_app_state_ignores_unlabelled_release() -> None:
+    state = app_state(live="blue", blue=(container("x", labels={L.COLOR: "blue"}),))
+    assert state.live_release is None
+    assert state.highest_release_number() == 0
+
+
+def test_color_release_is_the_highest_number() -> None:
+    state = app_state(live="blue", blue=(color_container("blue", "r9", NEW), color_container("blue", "r10", NEW, service="w")))
+    assert state.live_release == "r10"
