@@ -94,13 +94,14 @@ def test_code_change_serves_v2_with_data_kept_and_no_failed_request(app: TinyApp
 
 
 def test_rollback_serves_v1_with_the_same_data_without_building(app: TinyApp, engine) -> None:
-    images_before = {i.id for i in engine.images.list()}
+    mine = {"label": f"io.immutdock.app={app.name}"}
+    images_before = {i.id for i in engine.images.list(filters=mine)}
     proc = run_cli(app.root, "rollback", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json_out(proc)
     assert out["kind"] == "rollback" and out["color"] == "blue"
     assert app.visit() == "v1 3"
-    assert {i.id for i in engine.images.list()} == images_before, "rollback must not build"
+    assert {i.id for i in engine.images.list(filters=mine)} == images_before, "rollback must not build"
     assert "building" not in proc.stderr
 
 
