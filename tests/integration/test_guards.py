@@ -1,0 +1,82 @@
+"""Guards around a release: the pre-release test, the lock and `unlock`, bad input on a live app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from immutdock import lock
+from immutdock.engine import Engine
+
+from .support import TinyApp, cleanup, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+TEST_BLOCK = '  test: {{service: web, command: ["sh", "-c", "{command}"]}}\n'
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, engine, app_name: str):
+    app = TinyApp(tmp_path / "app", app_name).write()
+    yield app
+    cleanup(app_name)
+
+
+def with_test(app: TinyApp, command: str) -> None:
+    compose = (app.root / "compose.yaml").read_text()
+    compose = compose.split("  test: {service")[0]
+    (app.root / "compose.yaml").write_text(compose + TEST_BLOCK.format(command=command))
+
+
+def color_containers(engine, app: TinyApp) -> list:
+    return engine.containers.list(all=True, filters={"label": [f"io.immutdock.app={app.name}",
+                                                               "io.immutdock.role=color"]})
+
+
+def test_failing_pre_release_test_stops_before_anything_serves(tiny: TinyApp, engine) -> None:
+    with_test(tiny, "echo checking; test -f /www/no-such-file")
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 1, proc.stderr
+    assert "pre-release test failed" in proc.stderr and "checking" in proc.stderr
+    assert color_containers(engine, tiny) == []
+
+    with_test(tiny, "test -f /www/version")
+    proc = run_cli(tiny.root, "release", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "pre-release test" in proc.stderr
+    assert tiny.visit() == "v1 1"
+    test_project = {"label": f"com.docker.compose.project={tiny.name}-test"}
+    assert engine.containers.list(all=True, filters=test_project) == [], "the test container is thrown away"
+
+
+def test_held_lock_exits_3_and_unlock_says_who_held_it(tiny: TinyApp, engine) -> None:
+    # This pytest process takes the lock, as a release elsewhere would: alive, so never taken over.
+    lock.acquire(Engine(), tiny.name, "release (held by a test)", warn=lambda _m: None)
+    proc = run_cli(tiny.root, "release", "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert json_out(proc)["exit_code"] == 3
+    assert "another release" in proc.stderr and "held by a test" in proc.stderr
+    assert color_containers(engine, tiny) == []
+
+    proc = run_cli(tiny.root, "unlock")
+    assert proc.returncode == 0, proc.stderr
+    assert "held by a test" in proc.stdout
+    assert run_cli(tiny.root, "release").returncode == 0
+    assert run_cli(tiny.root, "unlock").stdout.strip().endswith("was not locked")
+
+
+def test_bad_input_on_a_live_app_changes_nothing(tiny: TinyApp, engine) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    before = sorted(c.id for c in engine.containers.list(all=True, filters={"label": f"io.immutdock.app={tiny.name}"}))
+    compose = (tiny.root / "compose.yaml").read_text()
+    (tiny.root / "compose.yaml").write_text(compose.replace("port: 8000", "port: 0"))
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 2 and "x-immutdock.router.port" in proc.stderr
+    proc = run_cli(tiny.root, "rollback", "--to", "r99")
+    (tiny.root / "compose.yaml").write_text(compose)
+    proc = run_cli(tiny.root, "rollback", "--to", "r99")
+    assert proc.returncode == 2 and "--to" in proc.stderr
+    after = sorted(c.id for c in engine.containers.list(all=True, filters={"label": f"io.immutdock.app={tiny.name}"}))
+    assert before == after
+    assert tiny.visit() == "v1 1"
