@@ -55,8 +55,7 @@ def instructions(text: str) -> Iterator[Instruction]:
     continuation = re.compile(re.escape(escape) + r"[ \t]*$")
     i = start
     while i < len(lines):
-        first = i
-        logical, i = _logical_line(lines, i, continuation)
+        logical, first, i = _logical_line(lines, i, continuation)
         if logical is None:
             continue
         keyword, args = _split_keyword(logical)
@@ -86,21 +85,27 @@ def _is_comment(line: str) -> bool:
     return line.lstrip().startswith("#")
 
 
-def _logical_line(lines: list[str], i: int, continuation: re.Pattern[str]) -> tuple[str | None, int]:
-    """Join one instruction's physical lines; return (text or None if none, next index)."""
+def _logical_line(lines: list[str], i: int,
+                  continuation: re.Pattern[str]) -> tuple[str | None, int, int]:
+    """Join one instruction's physical lines.
+
+    Returns (text, or None at the end; index of its first line; index after it)."""
     parts: list[str] = []
+    first = i
     while i < len(lines):
         line = lines[i]
         i += 1
         if _is_comment(line) or (not line.strip()):
             continue  # comments and blank lines, also inside a continuation
+        if not parts:
+            first = i - 1
         stripped = continuation.sub("", line)
         if stripped != line:
             parts.append(stripped)
             continue
         parts.append(line)
-        return "".join(parts), i
-    return ("".join(parts) if parts else None), i
+        return "".join(parts), first, i
+    return ("".join(parts) if parts else None), first, i
 
 
 def _skip_heredocs(lines: list[str], i: int, args: str) -> int:

@@ -286,6 +286,8 @@ class IgnoreMatcher:
                 text = text[1:]
             compiled.append(_compile(text, exception))
         self._patterns: tuple[_Pattern, ...] = tuple(compiled)
+        self._checks = tuple((p.exception, p.match) for p in compiled)
+        self._no_state: MatchState = (False,) * len(compiled)
         self._has_exceptions = any(p.exception for p in compiled)
         exception_prefixes = [p.without_trailing_glob() for p in compiled if p.exception]
         self._only_prefix_exceptions = not any(
@@ -314,25 +316,26 @@ class IgnoreMatcher:
         """
         matched = False
         state: list[bool] = []
-        for index, pattern in enumerate(self._patterns):
-            hit = parent is not None and parent[index]
+        record = state.append
+        inherited = parent if parent is not None else self._no_state
+        for (exception, matches), hit in zip(self._checks, inherited):
             if not hit:
-                if pattern.exception != matched:
-                    state.append(False)
+                if exception != matched:
+                    record(False)
                     continue
-                hit = pattern.match(relpath)
-                if not hit and parent is None:
-                    hit = self._parent_dirs_match(pattern, relpath)
-            state.append(hit)
+                hit = matches(relpath)
+                if not hit and parent is None and "/" in relpath:
+                    hit = self._parent_dirs_match(matches, relpath)
+            record(hit)
             if hit:
-                matched = not pattern.exception
+                matched = not exception
         return matched, tuple(state)
 
     @staticmethod
-    def _parent_dirs_match(pattern: _Pattern, relpath: str) -> bool:
+    def _parent_dirs_match(matches: Callable[[str], bool], relpath: str) -> bool:
         """Without parent state, check every parent directory prefix like moby does."""
         parts = relpath.split("/")[:-1]
-        return any(pattern.match("/".join(parts[:i + 1])) for i in range(len(parts)))
+        return any(matches("/".join(parts[:i + 1])) for i in range(len(parts)))
 
     def ignored(self, relpath: str) -> bool:
         """Whether `relpath` (or a parent directory of it) is excluded from the context.

@@ -27,6 +27,7 @@ class Router:
     publish_port: int
     health: Health = field(default_factory=Health)
     image: str | None = None  # a prebuilt router image instead of building images/router
+    base: str | None = None  # the base image images/router is built FROM (default debian:bookworm-slim)
 
     @property
     def _host(self) -> str:

@@ -18,7 +18,7 @@ from immutdock.compose import Compose
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, EngineError, Interrupted, ReleaseFailed
 from immutdock.health import wait_ready
-from immutdock.model import App, BuildSpec
+from immutdock.model import App, BuildSpec, frozen_mapping
 from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs
 from immutdock.router import Router
@@ -69,7 +69,8 @@ class Deployer:
         router = self.app.settings.router
         if router is None or router.image:
             return None
-        spec = BuildSpec(context=ROUTER_IMAGES, dockerfile=ROUTER_IMAGES / "Dockerfile")
+        args = frozen_mapping({"BASE": router.base} if router.base else {})
+        spec = BuildSpec(context=ROUTER_IMAGES, dockerfile=ROUTER_IMAGES / "Dockerfile", args=args)
         return plan_image("router", "immutdock-router", spec, self.engine)
 
     def router_image(self, plan: ImagePlan | None) -> str | None:

@@ -12,7 +12,7 @@ from immutdock.model import Health, PreReleaseTest, Router, Settings
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "keep", "test"}
-_ROUTER_KEYS = {"service", "port", "publish", "health", "image"}
+_ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base"}
 _HEALTH_KEYS = {"path", "timeout"}
 _TEST_KEYS = {"service", "command"}
 DEFAULT_PUBLISH = "127.0.0.1:8080"
@@ -79,11 +79,13 @@ def _router(value: Any, path: str, services: set[str]) -> Router:
         raise ConfigError(f"{path}.port", "missing", f"set the container port {service} listens on, e.g. port: 8000")
     port = _port(block["port"], f"{path}.port")
     ip, pport = parse_publish(block.get("publish", DEFAULT_PUBLISH), f"{path}.publish")
-    image = block.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise ConfigError(f"{path}.image", f"{image!r} is not an image reference", "e.g. image: registry/haproxy-router:1")
+    image, base = block.get("image"), block.get("base")
+    for key, value in (("image", image), ("base", base)):
+        if value is not None and (not isinstance(value, str) or not value.strip() or " " in value):
+            raise ConfigError(f"{path}.{key}", f"{value!r} is not an image reference",
+                              "e.g. image: registry/haproxy-router:1, base: debian:bookworm-slim")
     return Router(service=service, port=port, publish_ip=ip, publish_port=pport,
-                  health=_health(block.get("health"), f"{path}.health"), image=image)
+                  health=_health(block.get("health"), f"{path}.health"), image=image, base=base)
 
 
 def _stateful(value: Any, path: str, services: set[str]) -> tuple[str, ...]:
