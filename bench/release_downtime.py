@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/release_downtime.py [--releases 5] [--clients 4] [--slow-clients 2]
-                                               [--noop-runs 10] [--keep]
+                                               [--noop-runs 10] [--keep] [--dump FILE]
 
 Needs a running Docker engine with compose v2 and the base image ``debian:bookworm-slim``
 (the first build of ``examples/counter`` also needs Debian's package mirror). One run:
@@ -117,18 +117,27 @@ def run(argv: Sequence[str], cwd: Path | None = None, timeout: float = STEP_TIME
         out, err = proc.communicate()
         err += f"\n[bench] killed after {timeout:.0f}s"
     except BaseException:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # immutdock and compose undo their work on SIGINT
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
         raise
     result = Run(list(argv), proc.returncode, out, err, start, time.monotonic())
     if check and result.code != 0:
         raise RuntimeError(f"{' '.join(argv)} failed with exit code {result.code}:\n{tail(result.stderr or result.stdout)}")
     return result
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """Interrupted: let the child stop (and undo) before anything is cleaned up behind it.
+    SIGINT first (immutdock and compose undo their work on it; it may be ignored when the
+    benchmark runs in the background), then SIGTERM, then SIGKILL."""
+    for sig, grace in ((signal.SIGINT, 45), (signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def tail(text: str, lines: int = 25) -> str:
@@ -213,7 +222,7 @@ class Load:
         self.threads: list[threading.Thread] = []
         self.per_thread: list[list[Req]] = []
         self.started = 0.0
-        self.stopped = 0.0
+        self.stopped = 0.0  # when told to stop (threads finish their request in flight after)
         self.hit_cap = False
 
     def _one(self, kind: str, path: str) -> Req:
@@ -252,10 +261,10 @@ class Load:
             t.start()
 
     def stop(self) -> list[Req]:
+        self.stopped = time.monotonic()
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout=REQUEST_TIMEOUT + 5)
-        self.stopped = time.monotonic()
         return sorted((r for rs in self.per_thread for r in rs), key=lambda r: r.start)
 
 
@@ -303,6 +312,7 @@ class Step:
     slow_failed: int = 0
     outage: float = 0.0
     gap: float = 0.0
+    overlap: float | None = None  # start of the last old-version answer - start of the first new one
 
     @property
     def ok(self) -> bool:
@@ -325,7 +335,7 @@ class Side:
     setup_wall: float = 0.0
     noop: list[float] = field(default_factory=list)
     noop_note: str = ""
-    error: str = ""
+    first_version: str = ""
 
     def analyse(self) -> None:
         windows = fail_windows(self.reqs)
@@ -341,6 +351,12 @@ class Side:
             step.slow_failed = sum(1 for r in mine if r.kind == "slow" and not r.ok)
             step.outage = max((b - a for a, b, _n in windows if a < hi and b >= lo), default=0.0)
             step.gap = max_gap(self.reqs, lo, hi)
+            old = self.steps[i - 1].served_after if i else self.first_version
+            new = step.served_after
+            new_starts = [r.start for r in mine if r.kind == "fast" and r.ok and r.body == new]
+            old_starts = [r.start for r in mine if r.kind == "fast" and r.ok and r.body == old]
+            if new_starts and old_starts and old != new:
+                step.overlap = max(old_starts) - min(new_starts)
 
     # ---- totals
     def fast(self) -> list[Req]:
@@ -547,9 +563,16 @@ def cleanup_immutdock(app: str) -> None:
 def cleanup_naive(project: str, app_dir: Path) -> None:
     if (app_dir / "compose.yaml").is_file():
         r = run(compose_argv(project, "down", "-v", "--rmi", "local", "--timeout", "10"), cwd=app_dir, timeout=300)
-        log(f"cleanup {project}: compose down exit {r.code}")
+        log(f"cleanup {project}: compose down exit {r.code}" + (f": {tail(r.stderr, 3)}" if r.code else ""))
     else:
-        log(f"cleanup {project}: no compose file at {app_dir}; nothing done")
+        log(f"cleanup {project}: no compose file at {app_dir}; compose down skipped")
+    # Each rebuild left the previous image of web and worker untagged (compose labels them
+    # with the project): `--rmi local` only removes the tagged ones.
+    images = docker_lines(["docker", "images", "-q", "--filter", f"label={PROJECT_LABEL}={project}"])
+    if images:
+        r = run(["docker", "rmi", *sorted(set(images))], timeout=180)
+        log(f"cleanup {project}: removed {len(set(images))} untagged image(s) of earlier builds"
+            + (f" (exit {r.code}: {tail(r.stderr, 2)})" if r.code else ""))
 
 
 # ----------------------------------------------------------------------------- report
@@ -610,7 +633,7 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
     kinds = sorted(set(sa["kinds"]) | set(sb["kinds"]))
     for k in kinds:
         row(f"  {k}", str(sa["kinds"].get(k, 0)), str(sb["kinds"].get(k, 0)))
-    row("failure %", f"{sa['pct']:.3f} %", f"{sb['pct']:.3f} %")
+    row("failure % (of attempts, see note)", f"{sa['pct']:.3f} %", f"{sb['pct']:.3f} %")
     row("latency p50 (ok fast requests)", ms(sa["p50"]), ms(sb["p50"]))
     row("latency p99 (ok fast requests)", ms(sa["p99"]), ms(sb["p99"]))
     row("latency max (ok fast requests)", ms(sa["max"]), ms(sb["max"]))
@@ -618,20 +641,32 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
         f"{sb['slow_ok']} / {len(sb['slow_bad'])}")
     if sa["slow_bad"] or sb["slow_bad"]:
         row("  slow failed by kind", kinds_text(count_kinds(sa["slow_bad"])), kinds_text(count_kinds(sb["slow_bad"])))
-    row("failure windows (count, longest)",
-        f"{len(sa['windows'])}, {ms(max((y - x for x, y, _ in sa['windows']), default=0.0))}",
-        f"{len(sb['windows'])}, {ms(max((y - x for x, y, _ in sb['windows']), default=0.0))}")
+    def windows_text(ws: list[tuple[float, float, int]]) -> str:
+        return (f"{len(ws)}, longest {ms(max((y - x for x, y, _ in ws), default=0.0))}, "
+                f"sum {ms(sum(y - x for x, y, _ in ws))}")
+
+    row("failure windows (count, len)", windows_text(sa["windows"]), windows_text(sb["windows"]))
+    line("note: every attempt counts; a refused connection fails in well under 1 ms and the clients retry at")
+    line("once, so an outage piles up failures much faster than normal traffic succeeds. For how long")
+    line("clients were without service, read the outage and gap columns below.")
     line("")
     line("versions answered by /version (ok fast requests):")
     line(f"  immutdock: {versions_text(a.reqs)}")
     line(f"  naive:     {versions_text(b.reqs)}")
 
     line("")
-    line("per step (wall = the command's wall time; failed = fast requests started between this step's start and")
-    line("the next one's that failed; gap = longest time without any OK fast response in that span;")
-    line("outage = longest window of failing fast requests, failures < 1 s apart merged):")
-    head = (f"{'step':<12} {'serves':<7}| {'immutdock wall':>14} {'cutover':>8} {'failed':>6} {'gap':>8} "
-            f"| {'naive wall':>10} {'outage':>8} {'failed':>6} {'gap':>8}")
+    line("per step:")
+    line("  serves  = version /version answered right after the step (immutdock/naive where they differ: immutdock's")
+    line("            rollback goes back to the previous release, the naive one to the first version)")
+    line("  wall    = wall time of the command (`immutdock release|rollback --json`, `docker compose up -d --build`)")
+    line("  cutover = immutdock's JSON timings.cutover (the `docker exec ... router-ctl switch` round trip)")
+    line("  overlap = start of the last request answered by the old version minus start of the first answered by")
+    line("            the new one, as the clients saw it (<= 0: no request started after the switch got the old one)")
+    line("  outage  = longest window of failing fast requests (failures < 1 s apart merged)")
+    line("  failed  = fast requests that failed, of those started from this step's start to the next step's")
+    line("  gap     = longest time in that same span during which no fast request completed OK (both sides)")
+    head = (f"{'step':<12} {'serves':<7}| {'immutdock wall':>14} {'cutover':>8} {'overlap':>8} {'failed':>6} "
+            f"{'gap':>8} | {'naive wall':>10} {'outage':>8} {'failed':>6} {'gap':>8}")
     line(head)
     line("-" * len(head))
     for sa_step, sb_step in zip(a.steps, b.steps):
@@ -640,7 +675,8 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
             served += f"/{sb_step.served_after or '?'}"
         a_wall = secs(sa_step.run.wall if sa_step.run else None) + ("" if sa_step.ok else " FAILED")
         b_wall = secs(sb_step.run.wall if sb_step.run else None) + ("" if sb_step.ok else " FAILED")
-        line(f"{sa_step.name:<12} {served:<7}| {a_wall:>14} {ms(sa_step.cutover):>8} {sa_step.failed:>6} "
+        overlap = "-" if sa_step.overlap is None else f"{sa_step.overlap * 1000:.0f} ms"
+        line(f"{sa_step.name:<12} {served:<7}| {a_wall:>14} {ms(sa_step.cutover):>8} {overlap:>8} {sa_step.failed:>6} "
              f"{ms(sa_step.gap):>8} | {b_wall:>10} {ms(sb_step.outage):>8} {sb_step.failed:>6} {ms(sb_step.gap):>8}")
     for side in (a, b):
         for step in side.steps:
@@ -691,6 +727,24 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
     return goal1 and goal2 and goal3
 
 
+def dump(path: Path, *sides: Side) -> None:
+    """Raw data for a closer look; times in seconds since the benchmark started."""
+    def t(x: float) -> float:
+        return round(x - T0, 6)
+
+    data = {}
+    for side in sides:
+        data[side.label] = {
+            "load": [t(side.load_start), t(side.load_stop)],
+            "steps": [{"name": st.name, "start": t(st.run.start), "end": t(st.run.end), "code": st.run.code,
+                       "served_after": st.served_after, "result": st.result, "stderr": st.run.stderr}
+                      for st in side.steps if st.run is not None],
+            "requests": [[r.kind, t(r.start), round(r.latency, 6), r.outcome, r.body] for r in side.reqs],
+            "noop": side.noop,
+        }
+    path.write_text(json.dumps(data))
+
+
 # ----------------------------------------------------------------------------- main
 
 def _sigterm(_sig: int, _frame: Any) -> None:
@@ -706,6 +760,8 @@ def main() -> int:
     parser.add_argument("--slow-clients", type=int, default=2, help=f"threads doing GET {SLOW_PATH} (default 2)")
     parser.add_argument("--noop-runs", type=int, default=10, help="no-op timings per side (default 10)")
     parser.add_argument("--keep", action="store_true", help="leave the apps and the temp dir in place")
+    parser.add_argument("--dump", type=Path, default=None, metavar="FILE",
+                        help="also write every request and step (and immutdock's stderr) to FILE as JSON")
     args = parser.parse_args()
     if args.releases < 1 or args.clients < 1 or args.slow_clients < 0 or args.noop_runs < 1:
         parser.error("need --releases >= 1, --clients >= 1, --slow-clients >= 0, --noop-runs >= 1")
@@ -720,6 +776,7 @@ def main() -> int:
     a_dir, b_dir = tmp / "immutdock" / "counter", tmp / "naive" / "counter"
     a, b = Side("immutdock"), Side("naive")
     first = (EXAMPLE / "web" / "VERSION").read_bytes()
+    a.first_version = b.first_version = first.decode().strip()
     ok = False
     interrupted = False
     try:
@@ -761,6 +818,9 @@ def main() -> int:
         a.analyse()
         b.analyse()
         ok = report(a, b, args)
+        if args.dump:
+            dump(args.dump, a, b)
+            log(f"raw data written to {args.dump}")
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted")

@@ -40,8 +40,9 @@ class Ctx:
 
     def progress(self, line: str) -> None:
         """Progress with BuildKit's output cut to its step headers, unless --verbose."""
-        _service, _, rest = line.partition(": ")
-        if self.verbose or (rest.strip() and (not rest.startswith("#") or _STEP.match(rest))):
+        _service, sep, rest = line.partition(": ")
+        build_noise = sep and (not rest.strip() or (rest.startswith("#") and not _STEP.match(rest)))
+        if self.verbose or not build_noise:
             self.say(line)
 
     def warn(self, message: str) -> None:

@@ -276,6 +276,46 @@ class Engine:
             tar_bytes, repository=repo, tag=tag or "latest", changes=changes))
 
 
+class ExecSession:
+    """A shell kept open in a container (`docker exec -i CONTAINER sh`).
+
+    Opening it costs one exec start-up; each later command is a line written to an
+    already-open connection, so it runs in milliseconds (used for the router's switch)."""
+
+    def __init__(self, engine: Engine, cid: str) -> None:
+        api = engine.client.api
+        exec_id = engine._call("open a shell in the router", lambda: api.exec_create(
+            cid, ["sh"], stdin=True, stdout=True, stderr=True, tty=False)["Id"])
+        self._sock = engine._call("open a shell in the router", lambda: api.exec_start(exec_id, socket=True))
+        self._raw = getattr(self._sock, "_sock", self._sock)
+
+    def run(self, command: str, timeout: float = 10.0) -> tuple[int, str]:
+        from docker.utils.socket import next_frame_header, read_exactly
+
+        marker = f"__immutdock_{os.getpid()}_{id(self)}__"
+        try:
+            self._raw.settimeout(timeout)
+            self._raw.sendall(f"{command}; echo {marker}$?\n".encode())
+            buf = b""
+            while not (marker.encode() in buf and buf.endswith(b"\n")):
+                _stream, size = next_frame_header(self._sock)
+                if size <= 0:
+                    raise EngineError(f"the shell in the router closed while running {command!r}")
+                buf += read_exactly(self._sock, size)
+        except OSError as exc:
+            raise EngineError(f"router shell: {_short(exc)}", "check the router container") from None
+        out, _, rest = buf.decode("utf-8", "replace").partition(marker)
+        code = rest.strip()
+        return (int(code) if code.isdecimal() else 1), out
+
+    def close(self) -> None:
+        try:
+            self._raw.sendall(b"exit\n")
+            self._sock.close()
+        except OSError:
+            pass
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__

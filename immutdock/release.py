@@ -179,13 +179,14 @@ class Deployer:
         assert router_cfg is not None and router_image is not None
         project = render.project_name(app.name, plan.color)
         switched = False
+        router: Router | None = None
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             for color in plan.cleanup:
                 self.say(f"removing half-made {color} color left by an earlier release")
                 self.engine.remove_project(render.project_name(app.name, color))
             self._ensure_shared(plan, state, router_image, refs if kind == "release" else None)
-            router = self._router()
+            router = self._router().open()
             self.say(f"starting {plan.release} as {project}")
             t = time.monotonic()
             self.compose.up(project, model)
@@ -226,6 +227,8 @@ class Deployer:
                                 details=exc.details) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if router is not None:
+                router.close()
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings,
                        message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))

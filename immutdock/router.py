@@ -8,7 +8,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from immutdock.engine import ContainerState, Engine
+from immutdock.engine import ContainerState, Engine, ExecSession
 from immutdock.errors import EngineError
 
 MAP_FILE = "/var/lib/router/color.map"  # "live <color>", kept in step with HAProxy's map by router-ctl
@@ -61,9 +61,24 @@ class Router:
     def __init__(self, engine: Engine, container: ContainerState) -> None:
         self.engine = engine
         self.container = container
+        self._session: ExecSession | None = None
+
+    def open(self) -> "Router":
+        """Keep a shell open in the router, so the switch later skips exec's start-up."""
+        if self._session is None:
+            self._session = ExecSession(self.engine, self.container.id)
+        return self
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def _ctl(self, *args: str) -> str:
-        code, out = self.engine.exec(self.container.id, ["router-ctl", *args])
+        if self._session is not None:
+            code, out = self._session.run(" ".join(["router-ctl", *args]))
+        else:
+            code, out = self.engine.exec(self.container.id, ["router-ctl", *args])
         if code != 0:
             raise EngineError(f"router-ctl {' '.join(args)} failed: {out.strip()[-300:]}",
                               "check the router with `docker logs` on its container")
