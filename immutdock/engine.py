@@ -53,8 +53,8 @@ class Engine:
             import docker
 
             try:
-                self._client = docker.DockerClient(base_url=self.base_url, timeout=120)
-                self._client.ping()
+                # Negotiating the API version is the first request: it fails when unreachable.
+                self._client = docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
             except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
                 self._client = None
                 raise EngineError(f"cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
