@@ -67,6 +67,9 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine) -
     except OSError as exc:
         raise ConfigError(f"services.{service}.build", f"cannot read the build context: {exc}",
                           "check the files' permissions") from None
+    except ValueError as exc:  # an invalid .dockerignore pattern
+        raise ConfigError(f"services.{service}.build.context", f".dockerignore: {exc}",
+                          "fix the pattern (Docker's own syntax)") from None
     tag = tag_for(digest)
     found = engine.inspect_image(f"{repository}:{tag}")
     image_id = found["Id"] if found else None
