@@ -71,9 +71,6 @@ class Engine:
         except docker.errors.DockerException as exc:
             raise EngineError(f"{what}: {_short(exc)}", "check that the engine is running") from None
 
-    def version(self) -> Mapping[str, Any]:
-        return self._call("engine version", self.client.version)
-
     # -- images ---------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
         import docker.errors
@@ -111,9 +108,6 @@ class Engine:
         if not found:
             raise EngineError(f"image {ref} was pulled but cannot be found")
         return found
-
-    def images(self, **label_values: str) -> list[Mapping[str, Any]]:
-        return self._call("list images", lambda: self.client.api.images(filters={"label": L.selector(**label_values)}))
 
     def tag(self, source: str, repository: str, tag: str) -> None:
         self._call(f"tag {source} as {repository}:{tag}", lambda: self.client.api.tag(source, repository, tag))
@@ -224,15 +218,8 @@ class Engine:
         data = self._call("list volumes", lambda: self.client.api.volumes(filters={"label": L.selector(**label_values)}))
         return data.get("Volumes") or []
 
-    def volume_names(self) -> set[str]:
-        data = self._call("list volumes", lambda: self.client.api.volumes())
-        return {v["Name"] for v in data.get("Volumes") or []}
-
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
         self._call(f"create volume {name}", lambda: self.client.api.create_volume(name, labels=dict(labels)))
-
-    def remove_volume(self, name: str) -> None:
-        self._call(f"remove volume {name}", lambda: self.client.api.remove_volume(name))
 
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         existing = self._call("list networks", lambda: self.client.api.networks(names=[name]))

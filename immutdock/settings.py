@@ -66,15 +66,20 @@ def _health(value: Any, path: str) -> Health:
     return Health(path=hpath, timeout=float(timeout))
 
 
-def _router(value: Any, path: str, services: set[str]) -> Router:
-    block = _mapping(value, path)
-    _no_unknown(block, _ROUTER_KEYS, path)
+def _service_name(block: Mapping[str, Any], path: str, services: set[str], what: str) -> str:
     service = block.get("service")
     if service is None:
-        raise ConfigError(f"{path}.service", "missing", "name the service that receives traffic, e.g. service: web")
+        raise ConfigError(f"{path}.service", "missing", f"name {what}, e.g. service: web")
     if not isinstance(service, str) or service not in services:
         raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
                           f"use one of: {', '.join(sorted(services))}")
+    return service
+
+
+def _router(value: Any, path: str, services: set[str]) -> Router:
+    block = _mapping(value, path)
+    _no_unknown(block, _ROUTER_KEYS, path)
+    service = _service_name(block, path, services, "the service that receives traffic")
     if "port" not in block:
         raise ConfigError(f"{path}.port", "missing", f"set the container port {service} listens on, e.g. port: 8000")
     port = _port(block["port"], f"{path}.port")
@@ -105,12 +110,7 @@ def _test(value: Any, path: str, services: set[str]) -> PreReleaseTest | None:
         return None
     block = _mapping(value, path)
     _no_unknown(block, _TEST_KEYS, path)
-    service = block.get("service")
-    if service is None:
-        raise ConfigError(f"{path}.service", "missing", "name the service whose image runs the test")
-    if not isinstance(service, str) or service not in services:
-        raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
-                          f"use one of: {', '.join(sorted(services))}")
+    service = _service_name(block, path, services, "the service whose image runs the test")
     command = block.get("command")
     if isinstance(command, str):
         command = ["sh", "-c", command]
