@@ -117,15 +117,22 @@ class Engine:
 
     # -- containers -----------------------------------------------------------------------
     def containers(self, **label_values: str) -> list[ContainerState]:
-        def run() -> list[ContainerState]:
-            found = self.client.api.containers(all=True, filters={"label": L.selector(**label_values)})
-            return [self._state(c["Id"]) for c in found]
-
-        return self._call("list containers", run)
+        return self._listed(L.selector(**label_values))
 
     def project_containers(self, project: str) -> list[ContainerState]:
-        return self._call("list containers", lambda: [self._state(c["Id"]) for c in self.client.api.containers(
-            all=True, filters={"label": [f"{L.COMPOSE_PROJECT}={project}"]})])
+        return self._listed([f"{L.COMPOSE_PROJECT}={project}"])
+
+    def _listed(self, label_filter: list[str]) -> list[ContainerState]:
+        """Containers matching the labels, each inspected (in parallel) for health and exit code."""
+
+        def run() -> list[ContainerState]:
+            ids = [c["Id"] for c in self.client.api.containers(all=True, filters={"label": label_filter})]
+            if len(ids) <= 1:
+                return [self._state(cid) for cid in ids]
+            with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+                return list(pool.map(self._state, ids))
+
+        return self._call("list containers", run)
 
     def _state(self, cid: str) -> ContainerState:
         data = self.client.api.inspect_container(cid)
@@ -146,23 +153,20 @@ class Engine:
             return ""
         return raw.decode("utf-8", "replace")
 
-    def read_file(self, cid: str, path: str) -> bytes | None:
-        """One file out of a container (one API call, no process started in it)."""
-        import tarfile
-        import io
-        import docker.errors
+    def path_stat(self, cid: str, path: str) -> Mapping[str, Any] | None:
+        """stat of a path in a container (one HEAD request, no process started in it);
+        a symlink's target is in `linkTarget`."""
+        import base64
+        import json
 
-        try:
-            stream, _stat = self.client.api.get_archive(cid, path)
-            data = b"".join(stream)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"read {path} from {cid[:12]}: {_short(exc)}") from None
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            member = tar.next()
-            handle = tar.extractfile(member) if member else None
-            return handle.read() if handle else None
+        def run() -> Mapping[str, Any] | None:
+            res = self.client.api.head(self.client.api._url("/containers/{0}/archive", cid), params={"path": path})
+            header = res.headers.get("X-Docker-Container-Path-Stat")
+            if res.status_code == 404 or not header:
+                return None
+            return json.loads(base64.b64decode(header))
+
+        return self._call(f"stat {path} in {cid[:12]}", run)
 
     def exec(self, cid: str, argv: list[str]) -> tuple[int, str]:
         def run() -> tuple[int, str]:

@@ -69,4 +69,4 @@ def wait_ready(engine: Engine, project: str, router: Router | None, color: str, 
             last = reason
         if time.monotonic() >= deadline:
             return GateResult(False, f"not healthy after {timeout:g}s: {reason}", culprit, time.monotonic() - start)
-        time.sleep(0.2)
+        time.sleep(0.1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -83,13 +84,21 @@ class Deployer:
         if self.app.settings.router is None:
             raise ConfigError("x-immutdock.router", "missing",
                               "add router: {service: web, port: 8000} naming the service that receives traffic")
-        images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
-                             self.engine)
-        router_plan = self._router_image_plan()
-        state = observe(self.engine, self.app.name)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
+            state_f = pool.submit(observe, self.engine, self.app.name)
+            router_f = pool.submit(self._router_image_plan)
+            images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
+                                 self.engine)
+            router_plan, state = router_f.result(), state_f.result()
+        plan, _ = self._decide(images, router_plan, state)
+        return plan, router_plan, state
+
+    def _decide(self, images: list[ImagePlan] | tuple[ImagePlan, ...], router_plan: ImagePlan | None,
+                state: AppState | None = None) -> tuple[ReleasePlan, AppState]:
+        state = state or observe(self.engine, self.app.name)
         refs = image_refs(self.app, images)
-        return decide(self.app, images, state, config_hash(self.app, refs, self.router_image(router_plan))), \
-            router_plan, state
+        new_hash = config_hash(self.app, refs, self.router_image(router_plan))
+        return decide(self.app, images, state, new_hash), state
 
     # -- release ------------------------------------------------------------------------------
     def release(self) -> Outcome:
@@ -101,7 +110,7 @@ class Deployer:
                            timings={"total": time.monotonic() - t0})
         with self._locked("release"):
             # Observe again under the lock: another release may have finished meanwhile.
-            plan, router_plan, state = self.plan()
+            plan, state = self._decide(plan.images, router_plan)
             if plan.noop:
                 return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                                images=image_refs(self.app, plan.images), url=self._url())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from immutdock.engine import ContainerState, Engine, ExecSession
 from immutdock.errors import EngineError
 
-MAP_FILE = "/var/lib/router/color.map"  # "live <color>", kept in step with HAProxy's map by router-ctl
+LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,8 @@ class Router:
         return out
 
     def live(self) -> str | None:
-        raw = self.engine.read_file(self.container.id, MAP_FILE)
-        color = (raw or b"").decode().split()[-1:] or [""]
-        color = color[0]
+        stat = self.engine.path_stat(self.container.id, LIVE_LINK)
+        color = (stat or {}).get("linkTarget", "")
         return color if color in ("blue", "green") else None
 
     def switch(self, color: str) -> None:

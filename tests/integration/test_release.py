@@ -159,6 +159,28 @@ def test_release_after_kill_9_mid_release_succeeds(app: TinyApp, engine) -> None
     assert {c["role"] for c in status["containers"]} == {"router", "state", json_out(proc)["color"]}
 
 
+def test_ctrl_c_mid_release_removes_the_new_color_and_keeps_serving(app: TinyApp, engine) -> None:
+    status = json_out(run_cli(app.root, "status", "--json"))
+    live, serving = status["live_color"], app.visit().split()[0]
+    idle = "green" if live == "blue" else "blue"
+    app.set_version("v6")
+    app.set_start_delay(30)
+    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: bool(engine.containers.list(
+        filters={"label": [f"io.immutdock.app={app.name}", f"io.immutdock.color={idle}"]})), 120)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    app.set_start_delay(0)
+    assert proc.returncode == 130, err
+    assert "interrupted before the switch" in err
+    assert engine.containers.list(all=True, filters={
+        "label": [f"io.immutdock.app={app.name}", f"io.immutdock.color={idle}"]}) == []
+    assert app.visit().split()[0] == serving
+    assert not _lock_taken(app)
+    app.set_version(serving)
+
+
 def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) -> None:
     volumes = {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
     assert f"{app.name}_data" in volumes
