@@ -659,7 +659,7 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
     line("  serves  = version /version answered right after the step (immutdock/naive where they differ: immutdock's")
     line("            rollback goes back to the previous release, the naive one to the first version)")
     line("  wall    = wall time of the command (`immutdock release|rollback --json`, `docker compose up -d --build`)")
-    line("  cutover = immutdock's JSON timings.cutover (the `docker exec ... router-ctl switch` round trip)")
+    line("  cutover = immutdock's JSON timings.cutover (health gate passed -> router switch confirmed)")
     line("  overlap = start of the last request answered by the old version minus start of the first answered by")
     line("            the new one, as the clients saw it (<= 0: no request started after the switch got the old one)")
     line("  outage  = longest window of failing fast requests (failures < 1 s apart merged)")
