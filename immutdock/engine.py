@@ -200,8 +200,26 @@ class Engine:
         nets = self._call("list networks", lambda: self.client.api.networks(
             filters={"label": [f"{L.COMPOSE_PROJECT}={project}"]}))
         for net in nets:
-            self._call(f"remove network {net['Name']}", lambda n=net: self.client.api.remove_network(n["Id"]))
+            self._call(f"remove network {net['Name']}", lambda n=net: self._remove_network(n["Id"]))
         return len(found)
+
+    def _remove_network(self, net_id: str) -> None:
+        """Remove a network; the engine may still be detaching endpoints of containers just
+        removed ("has active endpoints"), so a conflict is retried for a few seconds."""
+        import docker.errors
+        from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
+        def conflict(exc: BaseException) -> bool:
+            return isinstance(exc, docker.errors.APIError) and exc.status_code in (403, 409)
+
+        @retry(retry=retry_if_exception(conflict), stop=stop_after_delay(10), wait=wait_fixed(0.2), reraise=True)
+        def attempt() -> None:
+            try:
+                self.client.api.remove_network(net_id)
+            except docker.errors.NotFound:
+                pass
+
+        attempt()
 
     # -- volumes and networks -------------------------------------------------------------
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,

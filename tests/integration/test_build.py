@@ -159,3 +159,44 @@ def _merge(base: str, overlay: str) -> str:
         elif top == "x-immutdock":
             data["x-immutdock"].update(value)
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_build_secret_reaches_the_build_but_not_the_image(tiny: TinyApp, engine) -> None:
+    import hashlib
+
+    secret = "s3cr3t-value-for-a-test"
+    (tiny.root / "token.txt").write_text(secret)
+    digest = hashlib.sha256(secret.encode()).hexdigest()  # the Dockerfile checks it without naming it
+    (tiny.root / "web" / "Dockerfile").write_text(
+        "FROM busybox:latest\n"
+        "COPY . /www\n"
+        "RUN --mount=type=secret,id=token sha256sum /run/secrets/token | grep -q " + digest
+        + " && echo secret-was-mounted > /used\n"
+        "RUN chmod +x /www/cgi-bin/* /www/start\n"
+        'CMD ["/www/start"]\n')
+    compose = (tiny.root / "compose.yaml").read_text()
+    compose = compose.replace("build: ./web", "build: {context: ./web, secrets: [token]}")
+    (tiny.root / "compose.yaml").write_text(compose + "secrets:\n  token: {file: ./token.txt}\n")
+    proc = run_cli(tiny.root, "build", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stderr + proc.stdout, "the secret is never printed"
+    image = next(i["image"] for i in json_out(proc) if i["service"] == "web")
+    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    import io
+    import tarfile
+
+    layers = tarfile.open(fileobj=io.BytesIO(saved))
+    blob = b""
+    files: set[str] = set()
+    for member in layers.getmembers():
+        handle = layers.extractfile(member)
+        if handle is not None:
+            inner = handle.read()
+            blob += inner
+            if member.name.endswith("layer.tar"):
+                with tarfile.open(fileobj=io.BytesIO(inner)) as layer:
+                    names = layer.getnames()
+                    files.update(names)
+                    assert not any(n.startswith("run/secrets/token") and n != "run/secrets" for n in names)
+    assert "used" in files, "the RUN that checked the mounted secret succeeded"
+    assert secret.encode() not in blob, "the secret is in no layer and no config"

@@ -181,6 +181,20 @@ def test_ctrl_c_mid_release_removes_the_new_color_and_keeps_serving(app: TinyApp
     app.set_version(serving)
 
 
+def test_changed_stateful_service_is_recreated_once_with_its_volume(app: TinyApp, engine) -> None:
+    db = {"label": [f"io.immutdock.app={app.name}", "com.docker.compose.service=db"]}
+    before = [c.id for c in engine.containers.list(filters=db)]
+    count = int(app.visit().split()[1])
+    compose = (app.root / "compose.yaml").read_text()
+    (app.root / "compose.yaml").write_text(
+        compose.replace('volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    environment: {TUNING: "2"}'))
+    proc = release(app)
+    assert proc.returncode == 0, proc.stderr
+    after = [c.id for c in engine.containers.list(filters=db)]
+    assert len(before) == len(after) == 1 and before != after
+    assert int(app.visit().split()[1]) == count + 1, "the counter in the db's named volume survived"
+
+
 def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) -> None:
     volumes = {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
     assert f"{app.name}_data" in volumes
@@ -201,8 +215,8 @@ def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) 
 
 def test_stateful_service_was_never_doubled(app: TinyApp) -> None:
     watch = app.watch  # type: ignore[attr-defined]
-    assert watch.most == 1
-    assert len(watch.ids) == 1, "db was never recreated: its definition never changed"
+    assert watch.most == 1, "two db containers never ran at once"
+    assert len(watch.ids) == 2, "db was recreated once: only when its own definition changed"
 
 
 def _lock_taken(app: TinyApp) -> bool:
