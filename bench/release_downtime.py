@@ -60,7 +60,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "counter"
@@ -424,61 +424,55 @@ def project_container_ids(project: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- phases
 
-def measure_immutdock(side: Side, app_dir: Path, port: int, releases: int, clients: int, slow: int,
-                      first: bytes) -> None:
+StepAction = Callable[[], "tuple[Run, dict[str, Any]]"]  # one release step: (its run, its JSON)
+
+
+def measure_under_load(side: Side, label: str, app_dir: Path, port: int, clients: int, slow: int,
+                       steps: list[tuple[Step, bytes | None, StepAction]]) -> None:
+    """Run each step (set the app's VERSION when given, then act) while the load runs."""
     load = Load(port, clients, slow)
-    log(f"immutdock: load on http://{HOST}:{port} ({clients} fast + {slow} slow clients)")
+    log(f"{label}: load on http://{HOST}:{port} ({clients} fast + {slow} slow clients)")
     load.start()
     try:
-        for n in range(2, releases + 2):
-            step = Step(f"release v{n}", f"v{n}")
+        for step, version, act in steps:
             side.steps.append(step)
-            set_version(app_dir, version_bytes(n))
-            step.run, step.result = immutdock_step(app_dir, ["release"])
+            if version is not None:
+                set_version(app_dir, version)
+            step.run, step.result = act()
             step.served_after = wait_version(port, None, timeout=5)
-            log(f"immutdock: {step.name}: exit {step.run.code} in {step.run.wall:.1f}s, "
-                f"timings {step.result.get('timings')}, now serving {step.served_after}")
+            timings = f", timings {step.result.get('timings')}" if step.result else ""
+            message = f" ({step.result['message']})" if step.result.get("message") else ""
+            log(f"{label}: {step.name}: exit {step.run.code} in {step.run.wall:.1f}s{timings}, "
+                f"now serving {step.served_after}{message}")
             if not step.ok:
-                log(f"immutdock: {step.name} failed:\n{tail(step.run.stderr)}")
-        step = Step("rollback", f"v{releases}" if releases >= 2 else first.decode().strip())
-        side.steps.append(step)
-        step.run, step.result = immutdock_step(app_dir, ["rollback"])
-        step.served_after = wait_version(port, None, timeout=5)
-        log(f"immutdock: rollback: exit {step.run.code} in {step.run.wall:.1f}s, "
-            f"timings {step.result.get('timings')}, now serving {step.served_after} ({step.result.get('message')})")
-        if not step.ok:
-            log(f"immutdock: rollback failed:\n{tail(step.run.stderr)}")
+                log(f"{label}: {step.name} failed:\n{tail(step.run.stderr)}")
         time.sleep(TAIL_AFTER_LAST_STEP)
     finally:
         side.reqs = load.stop()
         side.load_start, side.load_stop, side.hit_cap = load.started, load.stopped, load.hit_cap
+
+
+def measure_immutdock(side: Side, app_dir: Path, port: int, releases: int, clients: int, slow: int,
+                      first: bytes) -> None:
+    def act(command: str) -> StepAction:
+        return lambda: immutdock_step(app_dir, [command])
+
+    steps: list[tuple[Step, bytes | None, StepAction]] = [
+        (Step(f"release v{n}", f"v{n}"), version_bytes(n), act("release")) for n in range(2, releases + 2)]
+    steps.append((Step("rollback", f"v{releases}" if releases >= 2 else first.decode().strip()), None,
+                  act("rollback")))
+    measure_under_load(side, "immutdock", app_dir, port, clients, slow, steps)
 
 
 def measure_naive(side: Side, app_dir: Path, project: str, port: int, releases: int, clients: int,
                   slow: int, first: bytes) -> None:
-    load = Load(port, clients, slow)
-    log(f"naive: load on http://{HOST}:{port} ({clients} fast + {slow} slow clients)")
-    load.start()
-    try:
-        for n in range(2, releases + 2):
-            step = Step(f"release v{n}", f"v{n}")
-            side.steps.append(step)
-            set_version(app_dir, version_bytes(n))
-            step.run = run(compose_argv(project, "up", "-d", "--build"), cwd=app_dir)
-            step.served_after = wait_version(port, None, timeout=5)
-            log(f"naive: {step.name}: exit {step.run.code} in {step.run.wall:.1f}s, now serving {step.served_after}")
-            if not step.ok:
-                log(f"naive: {step.name} failed:\n{tail(step.run.stderr)}")
-        step = Step("rollback", first.decode().strip())
-        side.steps.append(step)
-        set_version(app_dir, first)
-        step.run = run(compose_argv(project, "up", "-d", "--build"), cwd=app_dir)
-        step.served_after = wait_version(port, None, timeout=5)
-        log(f"naive: rollback: exit {step.run.code} in {step.run.wall:.1f}s, now serving {step.served_after}")
-        time.sleep(TAIL_AFTER_LAST_STEP)
-    finally:
-        side.reqs = load.stop()
-        side.load_start, side.load_stop, side.hit_cap = load.started, load.stopped, load.hit_cap
+    def act() -> tuple[Run, dict[str, Any]]:
+        return run(compose_argv(project, "up", "-d", "--build"), cwd=app_dir), {}
+
+    steps: list[tuple[Step, bytes | None, StepAction]] = [
+        (Step(f"release v{n}", f"v{n}"), version_bytes(n), act) for n in range(2, releases + 2)]
+    steps.append((Step("rollback", first.decode().strip()), first, act))
+    measure_under_load(side, "naive", app_dir, port, clients, slow, steps)
 
 
 def measure_noops(a: Side, a_dir: Path, b: Side, b_dir: Path, project: str, runs: int) -> None:

@@ -71,7 +71,7 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine) -
         raise ConfigError(f"services.{service}.build.context", f".dockerignore: {exc}",
                           "fix the pattern (Docker's own syntax)") from None
     tag = tag_for(digest)
-    found = engine.inspect_image(f"{repository}:{tag}")
+    found = engine.inspect_image(f"{repository}:{tag}")  # one request: ID and labels
     image_id = found["Id"] if found else None
     cached = found is not None and ((found.get("Config") or {}).get("Labels") or {}).get(L.CONTENT_HASH) == digest
     return ImagePlan(service=service, repository=repository, tag=tag, content_hash=digest,

@@ -89,7 +89,7 @@ class Engine:
         return found["Id"] if found else None
 
     def image_labels(self, ref: str) -> Mapping[str, str]:
-        data = self._call(f"inspect image {ref}", lambda: self.client.api.inspect_image(ref))
+        data = self.inspect_image(ref) or {}
         return (data.get("Config") or {}).get("Labels") or {}
 
     def resolve_image(self, ref: str) -> str:

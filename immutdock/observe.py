@@ -67,7 +67,7 @@ def observe(engine: Engine, app: str) -> AppState:
             router = c
     records = tuple(ledger.history(engine, app))
     live = None
-    if router is not None:  # its map file is readable even while it is stopped
+    if router is not None:  # its live symlink can be read even while it is stopped
         try:
             live = Router(engine, router).live()
         except EngineError:

@@ -65,6 +65,11 @@ class Deployer:
         self.say = say
         self.warn = warn
 
+    def _require_router(self) -> None:
+        if self.app.settings.router is None:
+            raise ConfigError("x-immutdock.router", "missing",
+                              "add router: {service: web, port: 8000} naming the service that receives traffic")
+
     # -- images -----------------------------------------------------------------------------
     def _router_image_plan(self) -> ImagePlan | None:
         router = self.app.settings.router
@@ -81,9 +86,7 @@ class Deployer:
         return router.image or (plan.image if plan else None)
 
     def plan(self) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
-        if self.app.settings.router is None:
-            raise ConfigError("x-immutdock.router", "missing",
-                              "add router: {service: web, port: 8000} naming the service that receives traffic")
+        self._require_router()
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
             state_f = pool.submit(observe, self.engine, self.app.name)
             router_f = pool.submit(self._router_image_plan)
@@ -132,8 +135,7 @@ class Deployer:
             return outcome
 
     def rollback(self, to: str | None) -> Outcome:
-        if self.app.settings.router is None:
-            raise ConfigError("x-immutdock.router", "missing", "add router: {service: web, port: 8000}")
+        self._require_router()
         t0 = time.monotonic()
         with self._locked("rollback"):
             state = observe(self.engine, self.app.name)

@@ -326,15 +326,20 @@ def test_unreadable_file_on_disk(app: Path) -> None:
         (app / "README.md").chmod(0o644)
 
 
-def test_unlistable_directory_error_names_it(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def deny_listing(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """Make os.scandir refuse directories whose path ends with `suffix`."""
     real_scandir = os.scandir
 
     def deny(path: str):  # type: ignore[no-untyped-def]
-        if path.endswith("util"):
+        if path.endswith(suffix):
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", deny)
+
+
+def test_unlistable_directory_error_names_it(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deny_listing(monkeypatch, "util")
     with pytest.raises(ContextReadError, match="src/util"):
         hash_context(app, app / "Dockerfile")
 
@@ -343,12 +348,5 @@ def test_unlistable_excluded_directory_is_skipped(app: Path, monkeypatch: pytest
     make(app / "cache/public", {"a": "x"})
     (app / ".dockerignore").write_text("cache\n!cache/public/**\n")
     before = digest(app)
-    real_scandir = os.scandir
-
-    def deny(path: str):  # type: ignore[no-untyped-def]
-        if path.endswith("cache"):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", deny)
+    deny_listing(monkeypatch, "cache")
     assert digest(app) != before  # cache/public could not be seen, and no error
