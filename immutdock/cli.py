@@ -254,6 +254,9 @@ def rollback(ctx: Ctx, to: str | None) -> None:
 def status(ctx: Ctx) -> None:
     """Live color and release, image tags, health of every container, router state.
 
+    Exits 1 when the app does not serve: no live color, the router is not running,
+    or the live color has no server that passes the router's health check.
+
     Also removes a half-made color left by a killed release (when no release runs).
     """
     from immutdock.observe import observe
@@ -269,6 +272,9 @@ def status(ctx: Ctx) -> None:
         state = observe(deployer.engine, app.name)
     report = describe(app, state, deployer.engine)
     ctx.emit(report, lambda: click.echo(_status_text(report)))
+    if report["problem"]:
+        click.echo(click.style(f"error: {app.name} does not serve: {report['problem']}", fg="red"), err=True)
+        sys.exit(1)
 
 
 def _status_text(report: dict[str, Any]) -> str:
@@ -325,14 +331,20 @@ def prune(ctx: Ctx, keep: int | None) -> None:
 
 
 @main.command(epilog=EPILOG)
+@click.option("--force", is_flag=True, help="Remove the lock even though its holder still runs on this machine.")
 @common
-def unlock(ctx: Ctx) -> None:
-    """Release the app's release lock after saying who held it (use when a holder died)."""
+def unlock(ctx: Ctx, force: bool) -> None:
+    """Free the app's release lock after saying who held it (use when a holder died).
+
+    Refuses (exit 2) while the holder is still running on this machine, unless --force.
+    A release that finds the lock of a holder that died on this machine takes it over
+    by itself; `unlock` is for holders that died elsewhere.
+    """
     from immutdock import lock
     from immutdock.engine import Engine
 
     app = ctx.load()
-    holder = lock.force_unlock(Engine(), app.name)
+    holder = lock.unlock(Engine(), app.name, force, ctx.warn)
     data = {"app": app.name, "held_by": holder.describe() if holder else None}
     ctx.emit(data, lambda: click.echo(f"released the lock held by {holder.describe()}" if holder
                                       else f"{app.name} was not locked"))

@@ -6,6 +6,7 @@ All checks run before anything touches the engine."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +17,7 @@ from immutdock.errors import ConfigError
 from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
 
+ROUTER_SLOTS = 16  # servers per color in images/router/haproxy.cfg (server-template s 1-16)
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
                        "docker-compose.override.yml")
@@ -168,9 +170,16 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path) -> Ap
             raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
         services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
                                  definition=frozen_mapping(svc))
-    if settings.router and services[settings.router.service].definition.get("network_mode"):
-        raise ConfigError(f"services.{settings.router.service}.network_mode", "the routed service must join networks",
-                          "remove network_mode")
+    if settings.router:
+        routed = services[settings.router.service].definition
+        if routed.get("network_mode"):
+            raise ConfigError(f"services.{settings.router.service}.network_mode",
+                              "the routed service must join networks", "remove network_mode")
+        replicas = (routed.get("deploy") or {}).get("replicas", routed.get("scale", 1))
+        if isinstance(replicas, int) and replicas > ROUTER_SLOTS:
+            raise ConfigError(f"services.{settings.router.service}.deploy.replicas",
+                              f"{replicas} replicas, but the router holds at most {ROUTER_SLOTS} per color",
+                              f"run at most {ROUTER_SLOTS} replicas of the routed service")
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
@@ -184,7 +193,17 @@ def load(cwd: Path, explicit: Path | None = None) -> App:
     files = [path]
     if explicit is None:  # like compose: a found file is merged with its override file
         files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
-    for file in files:  # malformed YAML is reported with its line before compose runs
-        read_yaml(file)
+    raw_names = [read_yaml(f).get("name") for f in files]  # malformed YAML is reported before compose runs
     model = compose.normalized_model(files)
+    given = os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None) \
+        or path.parent.name
+    check_name(str(given), str(model.get("name")))
     return validate(model, model.get(BLOCK), path)
+
+
+def check_name(given: str, normalized: str) -> None:
+    """Compose quietly normalizes project names ("My.App" -> "myapp"); two apps whose names
+    differ only that way would share one set of colors, volumes and history: refuse it."""
+    if given != normalized and "$" not in given:
+        raise ConfigError("name", f"compose turns the app name {given!r} into {normalized!r}, which another "
+                                  "app could share", f"set `name: {normalized}` at the top of the compose file")

@@ -29,6 +29,7 @@ class ContainerState:
     exit_code: int | None
     image: str
     stop_timeout: int
+    ips: tuple[str, ...] = ()  # its addresses, one per network it joined
 
     @property
     def service(self) -> str:
@@ -142,7 +143,9 @@ class Engine:
             id=data["Id"], name=data["Name"].lstrip("/"), labels=config.get("Labels") or {},
             status=state["Status"], health=(state.get("Health") or {}).get("Status"),
             exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
-            image=config.get("Image", ""), stop_timeout=int(config.get("StopTimeout") or 10))
+            image=config.get("Image", ""), stop_timeout=int(config.get("StopTimeout") or 10),
+            ips=tuple(n["IPAddress"] for n in ((data.get("NetworkSettings") or {}).get("Networks") or {}).values()
+                      if n.get("IPAddress")))
 
     def logs(self, cid: str, tail: int = 20) -> str:
         import docker.errors
@@ -221,6 +224,36 @@ class Engine:
 
         attempt()
 
+    def published(self, cid: str) -> set[tuple[str, int]]:
+        """The (host IP, host port) pairs a container publishes ("" for all interfaces)."""
+        data = self._call("inspect container", lambda: self.client.api.inspect_container(cid))
+        bindings = ((data.get("HostConfig") or {}).get("PortBindings") or {}).values()
+        return {(b.get("HostIp") or "", int(b["HostPort"])) for group in bindings for b in group or []
+                if str(b.get("HostPort") or "").isdecimal()}
+
+    def publish_problem(self, image: str, ip: str, port: int, labels: Mapping[str, str]) -> str | None:
+        """Why the engine cannot publish `ip:port` (taken, or not an address of the host), or None.
+
+        Asks the engine itself, so it holds wherever the engine runs: a throwaway container of
+        `image` publishing that address is started (running only `true`) and removed."""
+        import docker.errors
+
+        api = self.client.api
+        spec = (ip, port) if ip else port
+        created = self._call("create a port probe", lambda: api.create_container(
+            image, entrypoint=["true"], command=[], labels=dict(labels), ports=[8080],
+            host_config=api.create_host_config(port_bindings={8080: spec})))
+        try:
+            api.start(created["Id"])
+            return None
+        except docker.errors.APIError as exc:
+            return _short(exc.explanation or exc)
+        finally:
+            try:
+                api.remove_container(created["Id"], force=True)
+            except docker.errors.DockerException:
+                pass
+
     # -- volumes and networks -------------------------------------------------------------
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
@@ -263,21 +296,28 @@ class Engine:
                 return False
             raise EngineError(f"create {name}: {exc.explanation}") from None
 
-    def marker_labels(self, name: str) -> Mapping[str, str] | None:
+    def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
+        """(container ID, labels) of the marker named `name`, or None."""
         import docker.errors
 
         try:
-            return self.client.api.inspect_container(name)["Config"].get("Labels") or {}
+            data = self.client.api.inspect_container(name)
         except docker.errors.NotFound:
             return None
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"inspect {name}: {_short(exc)}") from None
+        return data["Id"], data["Config"].get("Labels") or {}
 
-    def remove_marker(self, name: str) -> None:
+    def remove_marker(self, marker_id: str) -> None:
+        """Remove one marker by its ID (never by name: the name may belong to a newer one by now)."""
         import docker.errors
 
         try:
-            self.client.api.remove_container(name, force=True)
+            self.client.api.remove_container(marker_id, force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"remove {marker_id[:12]}: {_short(exc)}") from None
 
     def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> None:
         repo, _, tag = ref.partition(":")

@@ -1,15 +1,24 @@
-"""The health gate: a new color serves only when every container is up (and healthy where
-it has a HEALTHCHECK) AND the router's own HTTP probe of the routed service passes.
-It fails fast: an exited or unhealthy container ends the wait at once."""
+"""The health gate: a new color serves only on evidence.
+
+- Containers: every one running (a one-shot may have exited 0), and healthy where it has a
+  Docker HEALTHCHECK.
+- Router: HAProxy's own check of the health path passed `rise` times in a row (2xx; a
+  redirect is not healthy) on a server at the address of every running routed container.
+  HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
+  forces each new server down first ("arms" it), so that state is never taken for health.
+
+It fails fast: an exited, restarting or unhealthy container ends the wait at once."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from immutdock.engine import ContainerState, Engine
-from immutdock.router import Router
+from immutdock.router import Router, Server
+
+POLL = 0.1  # seconds between two looks at the engine and the router
 
 
 @dataclass(frozen=True)
@@ -43,25 +52,65 @@ def container_verdict(containers: list[ContainerState]) -> tuple[bool | None, st
     return True, "all containers running and healthy", None
 
 
+@dataclass(frozen=True)
+class RouterEvidence:
+    """One look at the new color's servers in the router (see `router_evidence`)."""
+
+    to_arm: tuple[str, ...]  # resolved servers not yet forced down at their current address
+    armed: Mapping[str, str]  # server name -> address, once `to_arm` is armed: the next look's input
+    waiting: tuple[ContainerState, ...]  # routed containers without a passing server at their address
+    last_check: str = ""  # what the router's last check of a waiting container said, e.g. "L7STS 500"
+
+    @property
+    def ready(self) -> bool:
+        return not self.to_arm and not self.waiting
+
+
+def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
+                    routed: Sequence[ContainerState]) -> RouterEvidence:
+    """Pure. `servers` are the new color's backend servers; `armed` what earlier looks armed;
+    `routed` the running containers of the routed service. A server counts only once armed at
+    the address it has now (a server that went unresolved and came back is armed again)."""
+    now: dict[str, str] = {}
+    to_arm: list[str] = []
+    passing: set[str] = set()
+    checks: dict[str, str] = {}
+    for s in servers:
+        if not s.resolved or not s.address:
+            continue
+        now[s.name] = s.address
+        if armed.get(s.name) != s.address:
+            to_arm.append(s.name)
+        elif s.passing:
+            passing.add(s.ip)
+        elif s.check_status:
+            checks[s.ip] = f"{s.status}, last check {s.check_status} {s.check_code or ''}".rstrip()
+    waiting = tuple(c for c in routed if not set(c.ips) & passing)
+    last = next((checks[ip] for c in waiting for ip in c.ips if ip in checks), "")
+    return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
+
+
 def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routed_service: str | None,
                timeout: float, tick: Callable[[str], None] = lambda _m: None) -> GateResult:
     start = time.monotonic()
     deadline = start + timeout
     last = ""
-    culprit = None
+    armed: Mapping[str, str] = {}
     while True:
         containers = engine.project_containers(project)
         verdict, reason, culprit = container_verdict(containers)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)
-        if verdict is True and router is not None and routed_service:
+        if router is not None and routed_service:
+            # Arming starts as soon as servers resolve, while the containers still start.
             routed = [c for c in containers if c.service == routed_service and c.status == "running"]
-            stats = router.stats()
-            up = stats.up(color)
-            if len(up) < max(1, len(routed)):
+            evidence = router_evidence([s for s in router.stats().servers if s.backend == color], armed, routed)
+            router.arm(color, list(evidence.to_arm))
+            armed = evidence.armed
+            if verdict is True and (not routed or not evidence.ready):
                 verdict = None
-                culprit = routed[0] if routed else culprit
-                reason = f"router probe of {routed_service}: {len(up)}/{max(1, len(routed))} up"
+                culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
+                reason = _router_reason(routed_service, evidence, routed)
         if verdict is True:
             return GateResult(True, "healthy", None, time.monotonic() - start)
         if reason != last:
@@ -69,4 +118,12 @@ def wait_ready(engine: Engine, project: str, router: Router | None, color: str, 
             last = reason
         if time.monotonic() >= deadline:
             return GateResult(False, f"not healthy after {timeout:g}s: {reason}", culprit, time.monotonic() - start)
-        time.sleep(0.1)
+        time.sleep(POLL)
+
+
+def _router_reason(service: str, evidence: RouterEvidence, routed: Sequence[ContainerState]) -> str:
+    if not routed:
+        return f"no running {service} container"
+    passing = len(routed) - len(evidence.waiting)
+    note = f" ({evidence.last_check})" if evidence.last_check else ""
+    return f"router check of {service} passing on {passing}/{len(routed)}{note}"

@@ -1,7 +1,12 @@
 """One release at a time per app, held on the target engine.
 
 The lock is a created-but-never-started container named `immutdock.<app>.lock`: the engine
-refuses a second container of that name, atomically, whoever asks from wherever."""
+refuses a second container of that name, atomically, whoever asks from wherever.
+
+Who holds it is told by labels. A holder is known to be alive or gone only when it ran in
+this process namespace of this boot of this machine (boot id + PID namespace, not hostname,
+which containers share) and its PID still names the same process (its start time, so a
+reused PID is not taken for the holder)."""
 
 from __future__ import annotations
 
@@ -16,10 +21,36 @@ from typing import Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.engine import Engine
-from immutdock.errors import LockHeld
+from immutdock.errors import ConfigError, LockHeld
 
 LOCK_IMAGE = "immutdock-lock:1"  # an empty image: the lock container is never started
 _H = f"{L.PREFIX}.lock"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def machine_id() -> str:
+    """This boot of this machine and this PID namespace: where a PID means one process."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    return f"{boot}/{pidns}" if boot and pidns else ""
+
+
+def process_start(pid: int) -> str:
+    """The start time of a process (clock ticks since boot), "" when there is none."""
+    stat = _read(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
 @dataclass(frozen=True)
@@ -29,31 +60,42 @@ class Holder:
     user: str
     since: str
     command: str
+    machine: str = ""  # machine_id() of the holder
+    start: str = ""  # process_start() of the holder
+    lock_id: str = ""  # the lock container's ID
 
     def describe(self) -> str:
         return f"{self.user}@{self.host} pid {self.pid} ({self.command}) since {self.since}"
 
+    def liveness(self, machine: str, start_of: Callable[[int], str]) -> bool | None:
+        """True: alive; False: gone; None: cannot tell from here (another machine or namespace)."""
+        if not self.machine or not self.start or self.machine != machine:
+            return None
+        return start_of(self.pid) == self.start
+
     def is_gone(self) -> bool:
-        """True only when the holder ran on this machine and its process no longer exists."""
-        if self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return self.liveness(machine_id(), process_start) is False
+
+    def is_alive(self) -> bool:
+        return self.liveness(machine_id(), process_start) is True
 
 
 def lock_name(app: str) -> str:
     return f"immutdock.{app}.lock"
 
 
-def _holder(labels: Mapping[str, str]) -> Holder:
+def _holder(labels: Mapping[str, str], lock_id: str = "") -> Holder:
     return Holder(host=labels.get(f"{_H}.host", "?"), pid=int(labels.get(f"{_H}.pid", "0") or 0),
                   user=labels.get(f"{_H}.user", "?"), since=labels.get(f"{_H}.since", "?"),
-                  command=labels.get(f"{_H}.command", "?"))
+                  command=labels.get(f"{_H}.command", "?"), machine=labels.get(f"{_H}.machine", ""),
+                  start=labels.get(f"{_H}.start", ""), lock_id=lock_id)
+
+
+def _my_labels(app: str, command: str) -> dict[str, str]:
+    return {L.APP: app, L.ROLE: "lock", f"{_H}.host": socket.gethostname(), f"{_H}.pid": str(os.getpid()),
+            f"{_H}.user": getpass.getuser(), f"{_H}.command": command, f"{_H}.machine": machine_id(),
+            f"{_H}.start": process_start(os.getpid()),
+            f"{_H}.since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _empty_image_tar() -> bytes:
@@ -67,17 +109,19 @@ def _empty_image_tar() -> bytes:
 
 
 def current_holder(engine: Engine, app: str) -> Holder | None:
-    labels = engine.marker_labels(lock_name(app))
-    return _holder(labels) if labels is not None else None
+    found = engine.marker(lock_name(app))
+    return _holder(found[1], found[0]) if found is not None else None
+
+
+def _is_mine(holder: Holder) -> bool:
+    return holder.pid == os.getpid() and holder.machine == machine_id() and holder.start == process_start(os.getpid())
 
 
 def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:
     if engine.image_id(LOCK_IMAGE) is None:
         engine.import_image(_empty_image_tar(), LOCK_IMAGE, ["LABEL io.immutdock.role=lock-image"])
-    me = {L.APP: app, L.ROLE: "lock", f"{_H}.host": socket.gethostname(), f"{_H}.pid": str(os.getpid()),
-          f"{_H}.user": getpass.getuser(), f"{_H}.command": command,
-          f"{_H}.since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    for _attempt in range(2):
+    me = _my_labels(app, command)
+    for _attempt in range(3):
         if engine.create_marker(lock_name(app), LOCK_IMAGE, me):
             return
         holder = current_holder(engine, app)
@@ -85,22 +129,29 @@ def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None])
             continue  # released between our two calls
         if holder.is_gone():
             warn(f"taking over the lock of {app}: its holder {holder.describe()} is gone")
-            engine.remove_marker(lock_name(app))
+            # Remove that very lock (by ID): if another taker already replaced it, this removes nothing.
+            engine.remove_marker(holder.lock_id)
             continue
         raise LockHeld(f"another release of {app} is running: {holder.describe()}",
-                       f"wait for it, or if it is dead run `immutdock unlock`")
+                       "wait for it, or if it died on another machine run `immutdock unlock`")
     raise LockHeld(f"could not take the lock of {app}", "retry, or run `immutdock unlock`")
 
 
 def release(engine: Engine, app: str) -> None:
-    labels = engine.marker_labels(lock_name(app))
-    if labels is not None and labels.get(f"{_H}.pid") == str(os.getpid()) \
-            and labels.get(f"{_H}.host") == socket.gethostname():
-        engine.remove_marker(lock_name(app))
-
-
-def force_unlock(engine: Engine, app: str) -> Holder | None:
     holder = current_holder(engine, app)
-    if holder is not None:
-        engine.remove_marker(lock_name(app))
+    if holder is not None and _is_mine(holder):
+        engine.remove_marker(holder.lock_id)
+
+
+def unlock(engine: Engine, app: str, force: bool, warn: Callable[[str], None]) -> Holder | None:
+    """Remove the lock after saying who held it; a holder alive on this machine needs `force`."""
+    holder = current_holder(engine, app)
+    if holder is None:
+        return None
+    if holder.is_alive():
+        if not force:
+            raise ConfigError("unlock", f"the lock of {app} is held by a running process: {holder.describe()}",
+                              "wait for it to finish, or pass --force if you are sure")
+        warn(f"removing the lock of a running process: {holder.describe()}")
+    engine.remove_marker(holder.lock_id)
     return holder

@@ -17,6 +17,7 @@ def frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
 class Health:
     path: str = "/"
     timeout: float = 60.0
+    rise: int = 2  # passing router checks in a row before a server counts as healthy
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Router:
     health: Health = field(default_factory=Health)
     image: str | None = None  # a prebuilt router image instead of building images/router
     base: str | None = None  # the base image images/router is built FROM (default debian:bookworm-slim)
+    request_timeout: int = 75  # seconds a server may take to answer before the client gets a 504
 
     @property
     def _host(self) -> str:

@@ -51,19 +51,33 @@ class ReleasePlan:
                 "create_router": self.create_router, "stateful": list(self.stateful)}
 
 
+def not_serving(app: App, state: AppState) -> str | None:
+    """Why what is deployed cannot serve as it is (a release is then never a no-op), or None."""
+    live = state.live_color
+    if live is None or not state.color_running(live):
+        return "the live color is not running"
+    if app.settings.router is not None and (state.router is None or state.router.status != "running"):
+        return "the router is not running"
+    running = {c.service for c in state.state if c.status == "running"}
+    stopped = [s.name for s in app.stateful if s.name not in running]
+    if stopped:
+        return f"stateful service {stopped[0]} is not running"
+    return None
+
+
 def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str) -> ReleasePlan:
     live = state.live_color
     live_ok = live is not None and state.color_running(live)
     stateful = tuple(s.name for s in app.stateful)
-    if live_ok and state.color_config_hash(live) == new_hash and not state.half_made:
+    broken = not_serving(app, state)
+    if broken is None and state.color_config_hash(live) == new_hash and not state.half_made:
         return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
                            reason=f"content and config unchanged since {state.live_release}", color=str(live),
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
                            create_router=False, stateful=stateful)
     target = render.other(live) if live else "blue"
     old = render.other(target)
-    reason = "first release" if not state.records and live is None else \
-        "the live color is not running" if not live_ok else "content or config changed"
+    reason = "first release" if not state.records and live is None else broken or "content or config changed"
     return ReleasePlan(app=app.name, release=f"r{state.highest_release_number() + 1}", noop=False, reason=reason,
                        color=target, retire=old if state.colors.get(old) else None,
                        cleanup=(target,) if state.colors.get(target) else (),

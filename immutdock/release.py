@@ -128,6 +128,7 @@ class Deployer:
             timings["build"] = time.monotonic() - t
             refs = image_refs(self.app, plan.images)
             model = render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash)
+            self._check_publish(state, self.router_image(router_plan))
             self._pre_release_test(refs, plan)
             outcome = self._go_live(plan, state, model, refs, self.router_image(router_plan), kind="release",
                                     timings=timings)
@@ -159,6 +160,7 @@ class Deployer:
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached:
                 apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+            self._check_publish(state, self.router_image(router_plan))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
                                     kind="rollback", source=target.id, timings={})
             outcome.timings["total"] = time.monotonic() - t0
@@ -281,6 +283,20 @@ class Deployer:
         model["services"]["router"]["labels"][L.CONFIG_HASH] = identity
         self.say(f"starting router {render.project_name(self.app.name, 'router')} on {self.app.settings.router.publish}")
         self.compose.up(render.project_name(self.app.name, "router"), model)
+
+    def _check_publish(self, state: AppState, image: str | None) -> None:
+        """Refuse, before anything changes, a router address the engine cannot publish."""
+        router = self.app.settings.router
+        assert router is not None and image is not None
+        current = state.router
+        if current is not None and current.status == "running" and \
+                (router.publish_ip, router.publish_port) in self.engine.published(current.id):
+            return  # our own router holds it
+        problem = self.engine.publish_problem(image, router.publish_ip, router.publish_port,
+                                              {L.APP: self.app.name, L.ROLE: "probe"})
+        if problem:
+            raise ConfigError("x-immutdock.router.publish", f"{router.publish} cannot be published ({problem})",
+                              "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
 
     def _router(self) -> Router:
         found = [c for c in self.engine.containers(**{L.APP: self.app.name, L.ROLE: "router"}) if c.status == "running"]

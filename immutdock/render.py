@@ -136,7 +136,8 @@ def router_project(app: App, image: str, live_color: str) -> dict[str, Any]:
     svc = model["services"]["router"]
     svc["image"] = image
     svc["environment"] = {"IMMUTDOCK_TARGET_PORT": str(router.port), "IMMUTDOCK_HEALTH_PATH": router.health.path,
-                          "IMMUTDOCK_LIVE": live_color}
+                          "IMMUTDOCK_HEALTH_RISE": str(router.health.rise),
+                          "IMMUTDOCK_SERVER_TIMEOUT": str(router.request_timeout), "IMMUTDOCK_LIVE": live_color}
     svc["ports"] = [f"{router.publish}:8080"]
     svc["labels"] = {L.APP: app.name, L.ROLE: "router"}
     model["name"] = project_name(app.name, "router")

@@ -18,13 +18,25 @@ LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched b
 class Server:
     backend: str  # blue | green
     name: str
-    status: str  # UP | DOWN | MAINT (resolution) | ...
+    status: str  # UP | DOWN | MAINT (resolution) | "UP 1/2" (going down) | "DOWN 1/2" (going up) | ...
     sessions: int
-    address: str
+    address: str  # "IP:PORT", "" while unresolved
+    check_status: str = ""  # the last health check: L7OK | L7STS | L4CON | INI | "" (none yet) ...
+    check_code: int | None = None  # the HTTP status the last check got
 
     @property
     def resolved(self) -> bool:
         return "resolution" not in self.status.lower()
+
+    @property
+    def ip(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def passing(self) -> bool:
+        """UP, and the last check HAProxy itself ran got a 2xx (not a state set by DNS alone)."""
+        return self.status == "UP" and self.check_status == "L7OK" and \
+            self.check_code is not None and 200 <= self.check_code < 300
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,10 @@ def parse_stat(csv_text: str) -> BackendStats:
         if name == "BACKEND":
             sessions[backend] = scur
         elif name != "FRONTEND":
+            code = row.get("check_code") or ""
             servers.append(Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
-                                  address=row.get("addr", "")))
+                                  address=row.get("addr", ""), check_status=row.get("check_status") or "",
+                                  check_code=int(code) if code.isdecimal() else None))
     return BackendStats(servers=tuple(servers), sessions=sessions)
 
 
@@ -91,6 +105,11 @@ class Router:
 
     def switch(self, color: str) -> None:
         self._ctl("switch", color)
+
+    def arm(self, color: str, servers: list[str]) -> None:
+        """Force servers down: from now on only `rise` passing checks in a row bring them up."""
+        if servers:
+            self._ctl("arm", color, *servers)
 
     def stats(self) -> BackendStats:
         return parse_stat(self._ctl("stat"))

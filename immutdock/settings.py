@@ -12,8 +12,8 @@ from immutdock.model import Health, PreReleaseTest, Router, Settings
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "keep", "test"}
-_ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base"}
-_HEALTH_KEYS = {"path", "timeout"}
+_ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base", "request_timeout"}
+_HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
 DEFAULT_PUBLISH = "127.0.0.1:8080"
 
@@ -63,7 +63,11 @@ def _health(value: Any, path: str) -> Health:
     timeout = block.get("timeout", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{path}.timeout", f"{timeout!r} is not a positive number of seconds", "e.g. timeout: 60")
-    return Health(path=hpath, timeout=float(timeout))
+    rise = block.get("rise", 2)
+    if isinstance(rise, bool) or not isinstance(rise, int) or not 1 <= rise <= 100:
+        raise ConfigError(f"{path}.rise", f"{rise!r} is not a whole number from 1 to 100",
+                          "the passing checks in a row a new server needs, e.g. rise: 2")
+    return Health(path=hpath, timeout=float(timeout), rise=rise)
 
 
 def _service_name(block: Mapping[str, Any], path: str, services: set[str], what: str) -> str:
@@ -89,8 +93,13 @@ def _router(value: Any, path: str, services: set[str]) -> Router:
         if value is not None and (not isinstance(value, str) or not value.strip() or " " in value):
             raise ConfigError(f"{path}.{key}", f"{value!r} is not an image reference",
                               "e.g. image: registry/haproxy-router:1, base: debian:bookworm-slim")
+    request_timeout = block.get("request_timeout", 75)
+    if isinstance(request_timeout, bool) or not isinstance(request_timeout, int) or not 1 <= request_timeout <= 86400:
+        raise ConfigError(f"{path}.request_timeout", f"{request_timeout!r} is not a whole number of seconds",
+                          "the longest a request may take, e.g. request_timeout: 75")
     return Router(service=service, port=port, publish_ip=ip, publish_port=pport,
-                  health=_health(block.get("health"), f"{path}.health"), image=image, base=base)
+                  health=_health(block.get("health"), f"{path}.health"), image=image, base=base,
+                  request_timeout=request_timeout)
 
 
 def _stateful(value: Any, path: str, services: set[str]) -> tuple[str, ...]:

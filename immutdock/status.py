@@ -30,7 +30,25 @@ def describe(app: App, state: AppState, engine: Engine) -> dict[str, Any]:
             containers.append({"role": role, "name": c.name, "service": c.service, "status": c.status,
                                "health": c.health, "image": c.image, "release": c.labels.get(L.RELEASE)})
     live_images = {c.service: c.image for c in state.colors.get(state.live_color or "", ())}
-    return {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
-            "url": app.settings.router.url if app.settings.router else None, "images": live_images,
-            "router": router, "containers": containers,
-            "releases": len(state.records)}
+    report = {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
+              "url": app.settings.router.url if app.settings.router else None, "images": live_images,
+              "router": router, "containers": containers, "releases": len(state.records)}
+    report["problem"] = problem(app, state, router)
+    return report
+
+
+def problem(app: App, state: AppState, router: dict[str, Any]) -> str | None:
+    """Why the app does not serve, or None (pure over what describe gathered)."""
+    if not state.records and state.live_color is None:
+        return None  # never released
+    if state.live_color is None:
+        return "no color is live"
+    if app.settings.router is None:
+        return None
+    if state.router is None or state.router.status != "running":
+        return f"the router is {state.router.status if state.router else 'absent'}"
+    if router.get("error"):
+        return f"the router does not answer ({router['error']})"
+    if not router.get("up"):
+        return f"the live color {state.live_color} has no healthy server in the router"
+    return None

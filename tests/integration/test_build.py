@@ -118,6 +118,9 @@ BAD_CONFIGS = {
     "missing build context": ("services:\n  web: {build: ./nowhere}\n", "services.web.build.context"),
     "missing Dockerfile": ("services:\n  web: {build: {context: ./web, dockerfile: Nope.Dockerfile}}\n",
                            "services.web.build.dockerfile"),
+    "more replicas than the router holds": ("services:\n  web: {deploy: {replicas: 17}}\n",
+                                            "services.web.deploy.replicas"),
+    "app name compose would change": ("name: My.App\n", "name"),
     "secret-looking build arg": ("services:\n  web: {build: {context: ./web, args: {DB_PASSWORD: x}}}\n",
                                  "services.web.build.args.DB_PASSWORD"),
 }
@@ -158,6 +161,8 @@ def _merge(base: str, overlay: str) -> str:
                 data["services"][svc].update(fields)
         elif top == "x-immutdock":
             data["x-immutdock"].update(value)
+        else:
+            data[top] = value
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -60,8 +60,13 @@ def test_held_lock_exits_3_and_unlock_says_who_held_it(tiny: TinyApp, engine) ->
     assert color_containers(engine, tiny) == []
 
     proc = run_cli(tiny.root, "unlock")
+    assert proc.returncode == 2, "the holder is alive on this machine"
+    assert "held by a running process" in proc.stderr and "--force" in proc.stderr
+    assert lock.current_holder(Engine(), tiny.name) is not None
+
+    proc = run_cli(tiny.root, "unlock", "--force")
     assert proc.returncode == 0, proc.stderr
-    assert "held by a test" in proc.stdout
+    assert "held by a test" in proc.stdout and "warning: removing the lock of a running process" in proc.stderr
     assert run_cli(tiny.root, "release").returncode == 0
     assert run_cli(tiny.root, "unlock").stdout.strip().endswith("was not locked")
 
@@ -80,3 +85,49 @@ def test_bad_input_on_a_live_app_changes_nothing(tiny: TinyApp, engine) -> None:
     after = sorted(c.id for c in engine.containers.list(all=True, filters={"label": f"io.immutdock.app={tiny.name}"}))
     assert before == after
     assert tiny.visit() == "v1 1"
+
+
+TAKER = """
+import sys
+from immutdock import lock
+from immutdock.engine import Engine
+from immutdock.errors import LockHeld
+try:
+    lock.acquire(Engine(), sys.argv[1], "taker", warn=lambda _m: None)
+except LockHeld:
+    print("lost")
+else:
+    print("won")
+    sys.stdin.read()  # hold it until the test has counted
+"""
+
+
+def test_many_takers_of_a_dead_holders_lock_exactly_one_wins(app_name: str, engine) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its PID names no process now (or, if reused, one with another start time)
+    labels = lock._my_labels(app_name, "release (died)")
+    labels.update({f"{lock._H}.pid": str(dead.pid), f"{lock._H}.start": "1"})
+    e = Engine()
+    lock.acquire(e, f"{app_name}-warmup", "warm-up", warn=lambda _m: None)  # the lock image exists
+    lock.release(e, f"{app_name}-warmup")
+    assert e.create_marker(lock.lock_name(app_name), lock.LOCK_IMAGE, labels)
+    assert lock.current_holder(e, app_name).is_gone()
+    takers = [subprocess.Popen([sys.executable, "-c", TAKER, app_name], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    try:
+        results = []
+        for t in takers:
+            line = t.stdout.readline().strip()
+            results.append(line)
+        assert sorted(results) == ["lost"] * 7 + ["won"], results
+        holder = lock.current_holder(e, app_name)
+        assert holder is not None and holder.command == "taker" and holder.is_alive()
+    finally:
+        for t in takers:
+            t.communicate(input="", timeout=30)
+        found = lock.current_holder(e, app_name)
+        if found is not None:
+            e.remove_marker(found.lock_id)

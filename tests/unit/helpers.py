@@ -163,6 +163,14 @@ def router_container(status: str = "running") -> ContainerState:
                      labels={L.APP: APP, L.ROLE: "router"})
 
 
+def state_container(service: str = "db", status: str = "running") -> ContainerState:
+    return container(f"{APP}-state-{service}-1", status=status, service=service,
+                     labels={L.APP: APP, L.ROLE: "state", L.COMPOSE_PROJECT: f"{APP}-state"})
+
+
+RUNNING_DB = (state_container("db"),)
+
+
 def record(number: int, *, outcome: str = "ok", color: str = "blue", images: Mapping[str, str] | None = None,
            kind: str = "release", config_hash: str = "sha256:h") -> Record:
     return Record(number=number, kind=kind, color=color,

@@ -82,3 +82,82 @@ def test_first_waiting_container_is_named() -> None:
 
 def test_dead_with_exit_code_zero_fails() -> None:
     assert container_verdict([container("web", status="dead", exit_code=0)])[0] is False
+
+
+# -- the router half: evidence from HAProxy's own checks, never from DNS alone --------------
+
+from immutdock.health import router_evidence  # noqa: E402
+from immutdock.router import Server  # noqa: E402
+
+
+def server(name: str, status: str = "UP", address: str = "10.0.0.5:8000", check: str = "L7OK",
+           code: int | None = 200) -> Server:
+    return Server(backend="green", name=name, status=status, sessions=0, address=address, check_status=check,
+                  check_code=code)
+
+
+def web(ip: str = "10.0.0.5", name: str = "web-1"):
+    from dataclasses import replace
+
+    return replace(running(name), ips=(ip, "172.30.0.9"))
+
+
+def test_a_server_up_by_resolution_is_armed_not_trusted() -> None:
+    fake_up = server("s1", check="", code=None)  # HAProxy: "UP/READY (resolves again)", no check ran
+    ev = router_evidence([fake_up], {}, [web()])
+    assert ev.to_arm == ("s1",) and not ev.ready
+    assert ev.armed == {"s1": "10.0.0.5:8000"}
+
+
+def test_even_a_passing_check_before_arming_is_not_evidence() -> None:
+    ev = router_evidence([server("s1")], {}, [web()])
+    assert ev.to_arm == ("s1",) and not ev.ready
+
+
+def test_armed_and_passing_on_every_routed_container_is_ready() -> None:
+    armed = {"s1": "10.0.0.5:8000", "s2": "10.0.0.6:8000"}
+    ev = router_evidence([server("s1"), server("s2", address="10.0.0.6:8000")], armed,
+                         [web(), web("10.0.0.6", "web-2")])
+    assert ev.ready and ev.waiting == ()
+
+
+def test_one_replica_without_a_passing_server_keeps_the_gate_closed() -> None:
+    armed = {"s1": "10.0.0.5:8000", "s2": "10.0.0.6:8000"}
+    second = web("10.0.0.6", "web-2")
+    ev = router_evidence([server("s1"), server("s2", "DOWN", "10.0.0.6:8000", "L7STS", 500)], armed, [web(), second])
+    assert not ev.ready and ev.waiting == (second,)
+    assert ev.last_check == "DOWN, last check L7STS 500"
+
+
+@pytest.mark.parametrize("status,check,code", [
+    ("UP", "L7STS", 500),     # answers 500 (status can still say UP until `fall` failures)
+    ("UP", "L7OK", 302),      # a redirect is not healthy
+    ("UP", "L7OK", 404),
+    ("DOWN", "L4CON", None),  # never listens
+    ("DOWN 1/2", "L7OK", 200),  # one pass of the two `rise` needs
+    ("UP 1/2", "L7OK", 200),  # going down
+    ("UP", "INI", None),      # no check finished yet
+])
+def test_no_pass_without_a_2xx_check_and_full_rise(status: str, check: str, code: int | None) -> None:
+    ev = router_evidence([server("s1", status, check=check, code=code)], {"s1": "10.0.0.5:8000"}, [web()])
+    assert not ev.ready
+
+
+def test_a_server_that_moved_or_came_back_is_armed_again() -> None:
+    ev = router_evidence([server("s1", address="10.0.0.7:8000")], {"s1": "10.0.0.5:8000"}, [web("10.0.0.7")])
+    assert ev.to_arm == ("s1",) and not ev.ready
+
+
+def test_unresolved_servers_are_dropped_from_the_armed_set() -> None:
+    ev = router_evidence([server("s1", "MAINT (resolution)", "", "", None)], {"s1": "10.0.0.5:8000"}, [web()])
+    assert ev.armed == {} and ev.to_arm == () and not ev.ready
+
+
+def test_a_passing_server_at_another_address_is_not_evidence_for_this_container() -> None:
+    ev = router_evidence([server("s1", address="10.0.0.9:8000")], {"s1": "10.0.0.9:8000"}, [web("10.0.0.5")])
+    assert not ev.ready and len(ev.waiting) == 1
+
+
+def test_no_routed_container_is_never_ready_by_itself() -> None:
+    ev = router_evidence([], {}, [])
+    assert ev.ready  # nothing to wait for in the router; wait_ready itself refuses an empty routed set

@@ -11,7 +11,7 @@ from immutdock.model import App
 from immutdock.plan import config_hash, decide, image_refs
 
 from .helpers import (APP, IMAGES, app_state, color_container, container, full_app, full_block, full_model,
-                      image_plan, record, router_container, validate)
+                      image_plan, record, router_container, state_container, validate, RUNNING_DB)
 
 NEW = "sha256:new"
 OLD = "sha256:old"
@@ -86,7 +86,7 @@ def test_first_release(app: App, images: list) -> None:
 
 
 def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -> None:
-    state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
+    state = app_state(state=RUNNING_DB, records=(record(1), record(2)), router=router_container(), live="blue",
                       blue=(color_container("blue", "r2", NEW), color_container("blue", "r2", NEW, service="worker")))
     plan = decide(app, images, state, NEW)
     assert plan.noop
@@ -96,14 +96,14 @@ def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -
 
 
 def test_noop_with_a_finished_one_shot_container(app: App, images: list) -> None:
-    state = app_state(records=(record(1),), router=router_container(), live="green",
+    state = app_state(state=RUNNING_DB, records=(record(1),), router=router_container(), live="green",
                       green=(color_container("green", "r1", NEW),
                              color_container("green", "r1", NEW, service="migrate", status="exited", exit_code=0)))
     assert decide(app, images, state, NEW).noop
 
 
 def test_change_starts_the_other_color_and_retires_the_live_one(app: App, images: list) -> None:
-    state = app_state(records=(record(1), record(2, color="green"), record(3)), router=router_container(),
+    state = app_state(state=RUNNING_DB, records=(record(1), record(2, color="green"), record(3)), router=router_container(),
                       live="blue", blue=(color_container("blue", "r3", OLD),))
     plan = decide(app, images, state, NEW)
     assert not plan.noop
@@ -205,3 +205,17 @@ def test_app_state_ignores_unlabelled_release() -> None:
 def test_color_release_is_the_highest_number() -> None:
     state = app_state(live="blue", blue=(color_container("blue", "r9", NEW), color_container("blue", "r10", NEW, service="w")))
     assert state.live_release == "r10"
+
+
+@pytest.mark.parametrize("router,db,reason", [
+    (router_container(status="exited"), RUNNING_DB, "the router is not running"),
+    (None, RUNNING_DB, "the router is not running"),
+    (router_container(), (), "stateful service db is not running"),
+    (router_container(), (state_container("db", status="exited"),), "stateful service db is not running"),
+])
+def test_same_config_is_no_noop_while_something_does_not_serve(app: App, images: list, router, db, reason) -> None:
+    state = app_state(records=(record(1),), router=router, live="blue", state=db,
+                      blue=(color_container("blue", "r1", NEW), color_container("blue", "r1", NEW, service="worker")))
+    plan = decide(app, images, state, NEW)
+    assert not plan.noop and plan.reason == reason
+    assert plan.create_router == (router is None or router.status != "running")

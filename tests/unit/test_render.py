@@ -232,6 +232,7 @@ def test_router_project(tmp_path: Path) -> None:
     svc = model["services"]["router"]
     assert svc["image"] == "immutdock-router:abc"
     assert svc["environment"] == {"IMMUTDOCK_TARGET_PORT": "8000", "IMMUTDOCK_HEALTH_PATH": "/healthz",
+                                  "IMMUTDOCK_HEALTH_RISE": "2", "IMMUTDOCK_SERVER_TIMEOUT": "75",
                                   "IMMUTDOCK_LIVE": "green"}
     assert svc["ports"] == ["127.0.0.1:8080:8080"]
     assert svc["labels"] == {L.APP: APP, L.ROLE: "router"}

@@ -39,7 +39,9 @@ def test_real_dump() -> None:
     assert [(s.backend, s.name) for s in stats.servers] == [("blue", "s1"), ("blue", "s2"), ("green", "s1"),
                                                            ("green", "s2")]
     assert stats.sessions == {"blue": 0, "green": 0}
-    assert stats.up("green") == [Server(backend="green", name="s1", status="UP", sessions=0, address="172.20.0.5:8000")]
+    assert stats.up("green") == [Server(backend="green", name="s1", status="UP", sessions=0, address="172.20.0.5:8000",
+                                        check_status="L7OK", check_code=200)]
+    assert stats.up("green")[0].passing and stats.up("green")[0].ip == "172.20.0.5"
     assert stats.up("blue") == []
     assert stats.resolved("blue") == []
     assert [s.name for s in stats.resolved("green")] == ["s1"]

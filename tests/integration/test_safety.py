@@ -1,0 +1,225 @@
+"""Release safety on a real engine: the gate promotes only what serves, no request runs twice,
+the router is never the cause of an outage, a stopped piece is never a no-op.
+
+The app here has no Docker HEALTHCHECK: the router's own checks are the gate's only evidence."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .support import Load, cleanup, free_port, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+DOCKERFILE = """\
+FROM busybox:latest
+COPY . /www
+RUN chmod +x /www/cgi-bin/* /www/start
+CMD ["/www/start"]
+"""
+# mode: ok | 500 | 302 | 404 | never (no server at all) | late (starts after a delay)
+START = """\
+#!/bin/sh
+mode=$(cat /www/mode)
+[ "$mode" = never ] && exec sleep 3600
+[ "$mode" = late ] && sleep 12
+exec httpd -f -p 8000 -h /www
+"""
+HEALTH_CGI = """\
+#!/bin/sh
+case "$(cat /www/mode)" in
+  500) printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nbroken\\n' ;;
+  302) printf 'HTTP/1.0 302 Found\\r\\nLocation: /elsewhere\\r\\n\\r\\n' ;;
+  404) printf 'HTTP/1.0 404 Not Found\\r\\n\\r\\n' ;;
+  *) printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n' ;;
+esac
+"""
+VERSION_CGI = """\
+#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'; cat /www/version
+"""
+# A POST that records itself in a named volume, then takes QUERY_STRING seconds to answer.
+POST_CGI = """\
+#!/bin/sh
+cat > /dev/null
+echo "$(hostname) $$" >> /posts/log
+sleep "${QUERY_STRING:-0}"
+printf 'Content-Type: text/plain\\r\\n\\r\\ndone\\n'
+"""
+
+
+@dataclass
+class GateApp:
+    root: Path
+    name: str
+    port: int = field(default_factory=free_port)
+    replicas: int = 1
+    request_timeout: int = 3
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, mode: str = "ok", version: str = "v1", timeout: int = 6) -> "GateApp":
+        web = self.root / "web"
+        (web / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        for path, text in {"Dockerfile": DOCKERFILE, "start": START, "cgi-bin/health": HEALTH_CGI,
+                           "cgi-bin/version": VERSION_CGI, "cgi-bin/post": POST_CGI}.items():
+            (web / path).write_text(text)
+        (web / "mode").write_text(mode + "\n")
+        (web / "version").write_text(version + "\n")
+        (self.root / "compose.yaml").write_text(textwrap.dedent(f"""\
+            name: {self.name}
+            services:
+              web:
+                build: ./web
+                init: true
+                stop_grace_period: 3s
+                deploy: {{replicas: {self.replicas}}}
+                volumes: ["posts:/posts"]
+            volumes:
+              posts: {{}}
+            x-immutdock:
+              router:
+                service: web
+                port: 8000
+                publish: "127.0.0.1:{self.port}"
+                request_timeout: {self.request_timeout}
+                health: {{path: /cgi-bin/health, timeout: {timeout}}}
+            """))
+        return self
+
+    def version(self) -> str:
+        status, body = request(self.url, "GET", "/cgi-bin/version")
+        assert status == 200, (status, body)
+        return body.strip()
+
+    def posts(self) -> list[str]:
+        proc = subprocess.run(["docker", "run", "--rm", "-v", f"{self.name}_posts:/posts", "busybox:latest",
+                               "sh", "-c", "cat /posts/log 2>/dev/null; true"], capture_output=True, text=True,
+                              check=True)
+        return proc.stdout.splitlines()
+
+
+def request(url: str, method: str, path: str, timeout: float = 30) -> tuple[int, str]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=b"x" if method == "POST" else None, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def gate_app(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[GateApp]:
+    import uuid
+
+    name = f"itgate{uuid.uuid4().hex[:6]}"
+    app = GateApp(tmp_path_factory.mktemp("gate") / "app", name).write()
+    yield app
+    cleanup(name)
+
+
+def test_first_release_without_healthcheck_serves_at_once(gate_app: GateApp) -> None:
+    proc = run_cli(gate_app.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    with Load(gate_app.url, path="/cgi-bin/version") as load:  # no 503 in the first moments
+        time.sleep(2)
+    assert load.ok > 10 and load.failures == [], load.failures[:5]
+    assert gate_app.version() == "v1"
+
+
+BROKEN = ["never", "500", "302", "404", "late"]
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+@pytest.mark.parametrize("mode", BROKEN)
+def test_a_version_that_does_not_serve_is_never_promoted(gate_app: GateApp, mode: str, attempt: int) -> None:
+    gate_app.write(mode=mode, version=f"broken-{mode}")
+    try:
+        with Load(gate_app.url, path="/cgi-bin/version") as load:
+            proc = run_cli(gate_app.root, "release")
+        assert proc.returncode == 1, (mode, attempt, proc.stderr)
+        assert "previous release is still serving" in proc.stderr, proc.stderr
+        assert load.ok > 5 and load.failures == [], (mode, load.failures[:5])
+        assert gate_app.version() == "v1"
+        assert run_cli(gate_app.root, "status").returncode == 0
+    finally:
+        gate_app.write(mode="ok", version="v1")
+
+
+def test_status_fails_when_the_live_color_has_no_healthy_server(gate_app: GateApp, engine) -> None:
+    flt = {"label": [f"io.immutdock.app={gate_app.name}", "io.immutdock.role=color"]}
+    live = engine.containers.list(filters=flt)
+    assert live
+    for c in live:
+        c.exec_run(["sh", "-c", "echo 500 > /www/mode"])
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            proc = run_cli(gate_app.root, "status", "--json")
+            if proc.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert proc.returncode == 1, proc.stderr
+        assert "no healthy server" in proc.stderr
+        assert json_out(proc)["router"]["up"] == 0
+    finally:
+        for c in live:
+            c.exec_run(["sh", "-c", "echo ok > /www/mode"])
+    deadline = time.monotonic() + 15
+    while run_cli(gate_app.root, "status").returncode != 0:
+        assert time.monotonic() < deadline, "the live color came back up"
+        time.sleep(0.5)
+
+
+def test_a_post_slower_than_the_request_timeout_runs_once(gate_app: GateApp) -> None:
+    before = len(gate_app.posts())
+    status, _ = request(gate_app.url, "POST", "/cgi-bin/post?6")
+    assert status == 504
+    time.sleep(8)  # anything retried would have run by now
+    assert len(gate_app.posts()) == before + 1
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path, engine, app_name: str) -> Iterator[GateApp]:
+    app = GateApp(tmp_path / "app", app_name, replicas=2, request_timeout=60).write()
+    yield app
+    cleanup(app_name)
+
+
+def test_a_post_on_a_killed_replica_runs_once_and_gets_502(two_replicas: GateApp, engine) -> None:
+    app = two_replicas
+    proc = run_cli(app.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = {}
+
+    def post() -> None:
+        result["status"], _ = request(app.url, "POST", "/cgi-bin/post?20")
+
+    client = threading.Thread(target=post)
+    client.start()
+    deadline = time.monotonic() + 10
+    while not app.posts():
+        assert time.monotonic() < deadline, "the POST reached no replica"
+        time.sleep(0.2)
+    host = app.posts()[0].split()[0]
+    victim = [c for c in engine.containers.list(filters={"label": f"io.immutdock.app={app.name}"})
+              if c.id.startswith(host)]
+    assert len(victim) == 1
+    victim[0].kill()
+    client.join(timeout=30)
+    assert result.get("status") == 502
+    time.sleep(3)
+    assert len(app.posts()) == 1, app.posts()

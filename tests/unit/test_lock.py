@@ -1,0 +1,46 @@
+"""lock: who holds it, and whether that holder is known to be alive (pure parts)."""
+
+from __future__ import annotations
+
+import os
+
+from immutdock.lock import Holder, _holder, machine_id, process_start
+
+
+def holder(machine: str = "boot/pid:[1]", start: str = "100", pid: int = 42) -> Holder:
+    return Holder(host="box", pid=pid, user="ops", since="-", command="release", machine=machine, start=start)
+
+
+def test_alive_when_the_same_process_still_runs_here() -> None:
+    assert holder().liveness("boot/pid:[1]", lambda _pid: "100") is True
+
+
+def test_gone_when_the_pid_names_no_process() -> None:
+    assert holder().liveness("boot/pid:[1]", lambda _pid: "") is False
+
+
+def test_gone_when_the_pid_was_reused_by_another_process() -> None:
+    assert holder().liveness("boot/pid:[1]", lambda _pid: "999") is False
+
+
+def test_unknown_from_another_machine_boot_or_pid_namespace() -> None:
+    # Same hostname (containers share one) and same PID mean nothing across namespaces.
+    assert holder().liveness("boot/pid:[2]", lambda _pid: "100") is None
+    assert holder().liveness("otherboot/pid:[1]", lambda _pid: "100") is None
+
+
+def test_unknown_for_a_lock_without_machine_or_start_time() -> None:
+    assert holder(machine="", start="").liveness("", lambda _pid: "") is None
+    assert holder(start="").liveness("boot/pid:[1]", lambda _pid: "") is None
+
+
+def test_this_process_reads_as_itself() -> None:
+    me = holder(machine=machine_id(), start=process_start(os.getpid()), pid=os.getpid())
+    assert machine_id() and process_start(os.getpid()).isdecimal()
+    assert me.is_alive() and not me.is_gone()
+
+
+def test_labels_round_trip_with_the_lock_id() -> None:
+    h = _holder({"io.immutdock.lock.host": "box", "io.immutdock.lock.pid": "7", "io.immutdock.lock.start": "5",
+                 "io.immutdock.lock.machine": "m"}, "abc123")
+    assert (h.host, h.pid, h.start, h.machine, h.lock_id, h.user) == ("box", 7, "5", "m", "abc123", "?")
