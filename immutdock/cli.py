@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -17,14 +19,15 @@ from typing import Any, Callable, TypeVar
 import click
 
 from immutdock import __version__
-from immutdock.errors import ConfigError, ImmutdockError
+from immutdock.errors import ConfigError, ImmutdockError, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 _STEP = re.compile(r"#\d+ (\[|ERROR|CACHED)")
 
 EPILOG = """\b
 Exit codes: 0 ok, 1 failed (the previous release still serves), 2 bad input
-(nothing changed), 3 another release holds the lock."""
+(nothing changed), 3 another release holds the lock, 4 the new release serves
+but a step after the switch failed, 130 interrupted (Ctrl-C or SIGTERM)."""
 
 
 class Ctx:
@@ -89,6 +92,7 @@ def common(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(file: Path | None, as_json: bool, verbose: bool, **kwargs: Any) -> None:
         ctx = Ctx(file, as_json, verbose)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             fn(ctx, **kwargs)
         except ImmutdockError as exc:
@@ -97,8 +101,35 @@ def common(fn: F) -> F:
             _fail(ctx, exc)
         except KeyboardInterrupt:
             _fail(ctx, ImmutdockError("interrupted", None), code=130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _on_sigterm(_sig: int, _frame: Any) -> None:
+    """SIGTERM works like Ctrl-C: child processes (buildx, compose) are stopped, and the
+    command unwinds through the same undo, lock release and record as an interrupt."""
+    _stop_children()
+    raise Terminated()
+
+
+def _stop_children() -> None:
+    me = str(os.getpid())
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return  # no /proc here: the children get the signal from their process group, if at all
+    for entry in entries:
+        if not entry.isdecimal():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = f.read().rpartition(")")[2].split()[1]
+            if ppid == me:
+                os.kill(int(entry), signal.SIGTERM)
+        except (OSError, IndexError):
+            continue
 
 
 def _fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
@@ -199,8 +230,12 @@ def plan(ctx: Ctx) -> None:
             click.echo(f"remove half-made {app.name}-{c}")
         if p.create_router:
             click.echo(f"create router {app.name}-router on {app.settings.router.publish}")
-        if p.stateful:
-            click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state (recreated only if changed)")
+        if p.stateful_changes:
+            click.echo(f"state  {', '.join(p.stateful_changes)} changes FIRST: recreated stop-first (a short outage "
+                       f"of {', '.join(p.stateful_changes)}) before the new color starts; if the release then "
+                       f"fails, {'they keep' if len(p.stateful_changes) > 1 else 'it keeps'} the new definition")
+        elif p.stateful:
+            click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
         click.echo(f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else ""))
 
     ctx.emit(release_plan.as_json(), human)

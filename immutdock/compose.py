@@ -52,10 +52,18 @@ class Compose:
 
     def __init__(self, host: str | None = None) -> None:
         self.host = host
-        self._workdir = Path(tempfile.mkdtemp(prefix="immutdock-"))
+        self._dir: Path | None = None  # rendered compose files; made on first use, removed by close()
+
+    @property
+    def _workdir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="immutdock-"))
+        return self._dir
 
     def close(self) -> None:
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def _client(self, project: str | None = None, model: Mapping[str, Any] | None = None) -> "DockerClient":
         from python_on_whales import DockerClient

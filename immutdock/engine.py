@@ -64,12 +64,14 @@ class Engine:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         import docker.errors
+        import requests.exceptions
 
         try:
             return fn()
         except docker.errors.APIError as exc:
             raise EngineError(f"{what}: {exc.explanation or exc}", "see the engine's log for more") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # Lost connections and time-outs of the engine API arrive as requests' exceptions.
             raise EngineError(f"{what}: {_short(exc)}", "check that the engine is running") from None
 
     # -- images ---------------------------------------------------------------------------
@@ -316,6 +318,9 @@ class Engine:
             self.client.api.remove_container(marker_id, force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another caller is removing this very marker
+                raise EngineError(f"remove {marker_id[:12]}: {exc.explanation or exc}") from None
         except docker.errors.DockerException as exc:
             raise EngineError(f"remove {marker_id[:12]}: {_short(exc)}") from None
 

@@ -56,3 +56,14 @@ class Interrupted(ImmutdockError):
     """Ctrl-C or SIGTERM arrived; what was half made has been undone."""
 
     exit_code = 130
+
+
+class AfterSwitch(ImmutdockError):
+    """The new release serves, but a step after the switch (draining, retiring the old
+    color, recording) failed. The message names the color that serves."""
+
+    exit_code = 4
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so the same undo as Ctrl-C runs (see cli)."""

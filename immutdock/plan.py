@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from immutdock import labels as L
 from immutdock import render
 from immutdock.build import ImagePlan
 from immutdock.model import App
@@ -43,12 +44,15 @@ class ReleasePlan:
     config_hash: str
     create_router: bool
     stateful: tuple[str, ...]
+    stateful_changes: tuple[str, ...] = ()  # recreated (stop-first) before the new color starts
+
 
     def as_json(self) -> dict[str, Any]:
         return {"app": self.app, "release": self.release, "noop": self.noop, "reason": self.reason,
                 "color": self.color, "retire": self.retire, "cleanup": list(self.cleanup),
                 "images": [i.as_json() for i in self.images], "config_hash": self.config_hash,
-                "create_router": self.create_router, "stateful": list(self.stateful)}
+                "create_router": self.create_router, "stateful": list(self.stateful),
+                "stateful_changes": list(self.stateful_changes)}
 
 
 def not_serving(app: App, state: AppState) -> str | None:
@@ -76,6 +80,7 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
                            create_router=False, stateful=stateful)
     target = render.other(live) if live else "blue"
+    running = {c.service: c.labels.get(L.CONFIG_HASH) for c in state.state if c.status == "running"}
     old = render.other(target)
     reason = "first release" if not state.records and live is None else broken or "content or config changed"
     return ReleasePlan(app=app.name, release=f"r{state.highest_release_number() + 1}", noop=False, reason=reason,
@@ -83,4 +88,5 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        cleanup=(target,) if state.colors.get(target) else (),
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
-                       stateful=stateful)
+                       stateful=stateful,
+                       stateful_changes=render.stateful_changes(app, image_refs(app, images), running))

@@ -6,7 +6,6 @@ the new color and leaves the live one serving untouched."""
 from __future__ import annotations
 
 import datetime as _dt
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from immutdock import ledger, lock, render
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_image, plan_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
-from immutdock.errors import ConfigError, EngineError, Interrupted, ReleaseFailed
+from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, frozen_mapping
 from immutdock.observe import AppState, observe
@@ -47,14 +46,6 @@ class Outcome:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised where the process is, so the same undo as Ctrl-C runs."""
-
-
-def _on_sigterm(_sig: int, _frame: Any) -> None:
-    raise _Terminated()
 
 
 class Deployer:
@@ -119,17 +110,23 @@ class Deployer:
                                images=image_refs(self.app, plan.images), url=self._url())
             timings: dict[str, float] = {}
             t = time.monotonic()
-            to_build = list(plan.images) + ([router_plan] if router_plan else [])
-            if any(not i.cached for i in to_build):
-                self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
-            apply_images(self.app.name, plan.images, self.app.project_dir, self.engine, self.compose, self.say)
-            if router_plan:
-                apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
-            timings["build"] = time.monotonic() - t
             refs = image_refs(self.app, plan.images)
+            try:
+                to_build = list(plan.images) + ([router_plan] if router_plan else [])
+                if any(not i.cached for i in to_build):
+                    self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
+                apply_images(self.app.name, plan.images, self.app.project_dir, self.engine, self.compose, self.say)
+                if router_plan:
+                    apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+                timings["build"] = time.monotonic() - t
+                self._check_publish(state, self.router_image(router_plan))
+                self._pre_release_test(refs, plan)
+            except KeyboardInterrupt:
+                self._write_record(plan, "release", refs, "interrupted", None, {},
+                                   message="interrupted before anything started")
+                raise Interrupted(f"release {plan.release} interrupted before anything started",
+                                  "the previous release is still serving") from None
             model = render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash)
-            self._check_publish(state, self.router_image(router_plan))
-            self._pre_release_test(refs, plan)
             outcome = self._go_live(plan, state, model, refs, self.router_image(router_plan), kind="release",
                                     timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
@@ -193,7 +190,6 @@ class Deployer:
         project = render.project_name(app.name, plan.color)
         switched = False
         router: Router | None = None
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             for color in plan.cleanup:
                 self.say(f"removing half-made {color} color left by an earlier release")
@@ -210,7 +206,7 @@ class Deployer:
                 logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
                 self._undo(plan, project, kind, refs, source, f"health gate failed: {gate.reason}")
                 raise ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",
-                                    f"the previous release is still serving"
+                                    self._still_serving(plan)
                                     + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
                                     details=logs)
             t = time.monotonic()
@@ -225,26 +221,37 @@ class Deployer:
                 timings["drain"] = time.monotonic() - t
                 self.say(f"retiring {plan.retire}")
                 self.engine.remove_project(render.project_name(app.name, plan.retire))
-        except (KeyboardInterrupt, _Terminated):
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not switched:
                 self._undo(plan, project, kind, refs, source, "interrupted")
                 raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
-                                  "the previous release is still serving") from None
-            raise Interrupted(f"{kind} {plan.release} interrupted after the switch; it is serving",
-                              f"the next release or `immutdock status` retires the old color") from None
-        except EngineError as exc:
+                                  self._still_serving(plan)) from None
+            raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
+                              "the next release (or `immutdock status`) retires the old color") from None
+        except ReleaseFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
+            what = exc.message if isinstance(exc, ImmutdockError) else f"{type(exc).__name__}: {exc}"
+            details = exc.details if isinstance(exc, ImmutdockError) else None
             if switched:
-                raise
-            self._undo(plan, project, kind, refs, source, exc.message)
-            raise ReleaseFailed(f"{plan.release} failed: {exc.message}", "the previous release is still serving",
-                                details=exc.details) from None
+                raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
+                                  f"{what}", f"{plan.color} serves; run `immutdock status` and release again "
+                                  "to retire the old color", details=details) from None
+            self._undo(plan, project, kind, refs, source, what)
+            raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
             if router is not None:
                 router.close()
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings,
                        message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
+
+    def _still_serving(self, plan: ReleasePlan) -> str:
+        if not plan.stateful_changes:
+            return "the previous release is still serving"
+        names = ", ".join(plan.stateful_changes)
+        return (f"the previous release is still serving, but {names} already "
+                f"{'run' if len(plan.stateful_changes) > 1 else 'runs'} the new definition (changed first)")
 
     def _ensure_shared(self, plan: ReleasePlan, state: AppState, router_image: str,
                        state_refs: Mapping[str, str] | None) -> None:
@@ -265,8 +272,10 @@ class Deployer:
         if state_refs is None and app.stateful and not all(c.status == "running" for c in state.state):
             raise ReleaseFailed("stateful services are not running",
                                 "run `immutdock release` to start them; rollback never changes them")
+        if state_model is not None and plan.stateful_changes:
+            self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
+                      "new color starts); a failed release leaves the new definition in place")
         if state_model is not None:
-            self.say("stateful services: " + ", ".join(plan.stateful) + " (recreated only if changed)")
             self.compose.up(render.project_name(app.name, "state"), state_model, wait=True,
                             timeout=int(app.settings.router.health.timeout) if app.settings.router else 120)
         self._ensure_router(state, router_image, state.live_color or plan.color)

@@ -119,7 +119,23 @@ def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
     local = {s.name for s in app.stateful}
     rendered = {svc.name: _service(app, svc, images.get(svc.name) or str(svc.image),
                                    {L.APP: app.name, L.ROLE: "state"}, [], local) for svc in app.stateful}
+    for svc in rendered.values():  # what each was made from: a change shows before it is applied
+        svc["labels"][L.CONFIG_HASH] = _digest(svc)
     return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)
+
+
+def stateful_changes(app: App, images: Mapping[str, str], running: Mapping[str, str | None]) -> tuple[str, ...]:
+    """Stateful services a release would (re)create: not running, or made from another definition.
+    `running` maps each running stateful service to its config-hash label."""
+    model = state_project(app, images)
+    if model is None:
+        return ()
+    return tuple(name for name, svc in model["services"].items()
+                 if name not in running or running[name] != svc["labels"][L.CONFIG_HASH])
+
+
+def _digest(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def router_identity(app: App, image: str) -> str:

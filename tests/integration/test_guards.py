@@ -131,3 +131,54 @@ def test_many_takers_of_a_dead_holders_lock_exactly_one_wins(app_name: str, engi
         found = lock.current_holder(e, app_name)
         if found is not None:
             e.remove_marker(found.lock_id)
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if entry.isdecimal() and f.read().rpartition(")")[2].split()[1] == str(pid):
+                    found.append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tiny: TinyApp, engine) -> None:
+    import glob
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    from .support import IMMUTDOCK
+
+    dockerfile = tiny.root / "web" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("CMD", "RUN sleep 120\nCMD"))
+    temps = set(glob.glob(os.path.join(tempfile.gettempdir(), "immutdock-*")))
+    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=tiny.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while time.monotonic() < deadline and not children:
+        if lock.current_holder(Engine(), tiny.name) is not None:
+            children = _children(proc.pid)  # buildx, once the build runs
+        time.sleep(0.2)
+    assert children, "the build started"
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted before anything started" in err
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", \
+            f"child {pid} was stopped"
+    assert lock.current_holder(Engine(), tiny.name) is None
+    history = json_out(run_cli(tiny.root, "history", "--json"))
+    assert [r["outcome"] for r in history] == ["interrupted"]
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "immutdock-*"))) == temps, "no temp dir left"
+    assert color_containers(engine, tiny) == []

@@ -80,6 +80,7 @@ def test_first_release(app: App, images: list) -> None:
     assert (plan.color, plan.retire, plan.cleanup) == ("blue", None, ())
     assert plan.create_router
     assert plan.stateful == ("db",)
+    assert plan.stateful_changes == ("db",), "nothing runs yet: the first release creates db first"
     assert plan.config_hash == NEW
     assert plan.images == tuple(images)
     assert plan.app == APP

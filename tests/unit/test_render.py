@@ -192,7 +192,9 @@ def test_state_project(tmp_path: Path) -> None:
     assert db["image"] == "postgres:16"
     assert db["container_name"] == "shop-db"  # allowed: never doubled
     assert db["ports"][0]["published"] == "5432"
+    digest = db["labels"].pop(L.CONFIG_HASH)
     assert db["labels"] == {L.APP: APP, L.ROLE: "state", L.SERVICE: "db"}
+    assert digest.startswith("sha256:") and digest == render._digest(db), "the hash of the rest of the definition"
     assert db["networks"] == {"back": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
     assert model["volumes"] == {"pg": {"external": True, "name": "shop_pg"}}  # the anonymous one stays anonymous
     assert model["networks"] == {"back": {"ipam": {}}, EDGE: {"external": True, "name": "shop_immutdock"}}
@@ -315,3 +317,12 @@ def test_with_color_same_color_new_release(tmp_path: Path) -> None:
     app = full_app(tmp_path)
     blue = render.color_project(app, "blue", IMAGES, "r3", HASH)
     assert render.with_color(blue, APP, "blue", "r7") == render.color_project(app, "blue", IMAGES, "r7", HASH)
+
+
+def test_stateful_changes(tmp_path: Path) -> None:
+    app = full_app(tmp_path)
+    current = render.state_project(app, IMAGES)["services"]["db"]["labels"][L.CONFIG_HASH]
+    assert render.stateful_changes(app, IMAGES, {"db": current}) == ()
+    assert render.stateful_changes(app, IMAGES, {}) == ("db",), "not running"
+    assert render.stateful_changes(app, IMAGES, {"db": None}) == ("db",), "made before the label existed"
+    assert render.stateful_changes(app, {**IMAGES, "db": "postgres:17"}, {"db": current}) == ("db",)
