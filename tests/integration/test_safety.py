@@ -223,3 +223,81 @@ def test_a_post_on_a_killed_replica_runs_once_and_gets_502(two_replicas: GateApp
     assert result.get("status") == 502
     time.sleep(3)
     assert len(app.posts()) == 1, app.posts()
+
+
+# -- the router and stateful services are never left down ---------------------------------
+
+@pytest.fixture
+def tiny(tmp_path: Path, engine, app_name: str):
+    from .support import TinyApp
+
+    app = TinyApp(tmp_path / "app", app_name).write()
+    yield app
+    cleanup(app_name)
+
+
+def _objects(engine, app: str) -> list[tuple[str, str]]:
+    mine = {"label": f"io.immutdock.app={app}"}
+    return sorted([(c.id, c.status) for c in engine.containers.list(all=True, filters=mine)] +
+                  [(v.name, "volume") for v in engine.volumes.list(filters=mine)])
+
+
+def test_a_router_address_that_is_taken_is_refused_before_anything_changes(tiny, engine) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        compose = (tiny.root / "compose.yaml").read_text()
+        (tiny.root / "compose.yaml").write_text(compose.replace(f"127.0.0.1:{tiny.port}", f"127.0.0.1:{busy}"))
+        proc = run_cli(tiny.root, "release")  # a first release: nothing may be left behind
+        assert proc.returncode == 2, proc.stderr
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "x-immutdock.router.publish" in errors[0], proc.stderr
+        assert [o for o in _objects(engine, tiny.name) if o[1] != "volume"] == []
+
+        (tiny.root / "compose.yaml").write_text(compose)
+        assert run_cli(tiny.root, "release").returncode == 0
+        before = _objects(engine, tiny.name)
+        tiny.set_version("v2")  # a live app moving to a taken address keeps serving where it is
+        (tiny.root / "compose.yaml").write_text(compose.replace(f"127.0.0.1:{tiny.port}", f"127.0.0.1:{busy}"))
+        proc = run_cli(tiny.root, "release")
+        assert proc.returncode == 2 and "x-immutdock.router.publish" in proc.stderr, proc.stderr
+        assert _objects(engine, tiny.name) == before
+        assert tiny.visit() == "v1 1"
+
+
+def test_a_stopped_router_or_stateful_service_is_never_a_noop(tiny, engine) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    mine = f"io.immutdock.app={tiny.name}"
+    for role in ("router", "state"):
+        for c in engine.containers.list(filters={"label": [mine, f"io.immutdock.role={role}"]}):
+            c.stop(timeout=2)
+        assert run_cli(tiny.root, "status").returncode == 1 or role == "state"
+        plan = json_out(run_cli(tiny.root, "plan", "--json"))
+        assert plan["noop"] is False and "not running" in plan["reason"], plan
+        proc = run_cli(tiny.root, "release")
+        assert proc.returncode == 0, proc.stderr
+        assert "nothing to release" not in proc.stdout
+        assert run_cli(tiny.root, "status").returncode == 0
+        assert tiny.visit().startswith("v1 ")
+        assert json_out(run_cli(tiny.root, "release", "--json"))["outcome"] == "noop"
+
+
+def test_a_stateful_change_is_announced_and_named_when_the_release_fails(tiny, engine) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    compose = (tiny.root / "compose.yaml").read_text()
+    (tiny.root / "compose.yaml").write_text(
+        compose.replace('volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    environment: {TUNING: "2"}'))
+    plan = run_cli(tiny.root, "plan")
+    assert "db changes FIRST" in plan.stdout, plan.stdout
+    assert json_out(run_cli(tiny.root, "plan", "--json"))["stateful_changes"] == ["db"]
+    tiny.break_health()
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 1, proc.stderr
+    assert "db changes first" in proc.stderr
+    assert "but db already runs the new definition" in proc.stderr, proc.stderr
+    assert tiny.visit() == "v1 1"
+    tiny.fix_health()
+    assert json_out(run_cli(tiny.root, "plan", "--json"))["stateful_changes"] == []
