@@ -351,16 +351,23 @@ def history(ctx: Ctx) -> None:
               help="Releases whose images stay (default: x-immutdock.keep).")
 @common
 def prune(ctx: Ctx, keep: int | None) -> None:
-    """Remove release images beyond --keep. Never a volume; never the live or previous release."""
+    """Remove release images beyond --keep. Never a volume; never the live release nor the
+    one `rollback` would pick. Takes the release lock (exit 3 while a release runs)."""
     from immutdock.engine import Engine
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, plan_prune
 
+    from immutdock import lock
+
     app = ctx.load()
     engine = Engine()
-    state = observe(engine, app.name)
-    result = plan_prune(state, keep or app.settings.keep)
-    removed = apply_prune(engine, app.name, result)
+    lock.acquire(engine, app.name, "prune", ctx.warn)  # a release in progress may still need its images
+    try:
+        state = observe(engine, app.name)
+        result = plan_prune(state, keep or app.settings.keep)
+        removed = apply_prune(engine, app.name, result)
+    finally:
+        lock.release(engine, app.name)
     ctx.emit({"kept_releases": list(result.keep), "removed_images": removed},
              lambda: click.echo("\n".join([f"removed {r}" for r in removed] or ["nothing to prune"])))
 

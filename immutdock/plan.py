@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock import render
+from immutdock import ledger, render
 from immutdock.build import ImagePlan
+from immutdock.errors import ConfigError
 from immutdock.model import App
 from immutdock.observe import AppState
 
@@ -90,3 +91,21 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        create_router=state.router is None or state.router.status != "running",
                        stateful=stateful,
                        stateful_changes=render.stateful_changes(app, image_refs(app, images), running))
+
+
+def rollback_target(state: AppState, to: str | None) -> ledger.Record:
+    """The release a rollback re-runs: `to`, or the newest successful one made from another
+    config than what serves now. Pure; raises ConfigError when there is none."""
+    ok = [r for r in state.records if r.outcome == "ok"]
+    if to is not None:
+        number = ledger.parse_release_id(to)
+        found = [r for r in ok if r.number == number]
+        if not found:
+            known = ", ".join(r.id for r in ok) or "none"
+            raise ConfigError("--to", f"{to!r} is not a successful release of {state.app}", f"pick one of: {known}")
+        return found[0]
+    live_hash = state.color_config_hash(state.live_color)
+    older = [r for r in ok if r.config_hash != live_hash and r.id != state.live_release]
+    if not older:
+        raise ConfigError("rollback", "there is no earlier release to roll back to", "see `immutdock history`")
+    return older[-1]

@@ -1,5 +1,6 @@
-"""Prune: remove release images beyond `keep`. Never a volume, never the live or the
-previous release's images, never an image immutdock did not build for this app."""
+"""Prune: remove release images beyond `keep`. Never a volume, never the live release's
+images nor those of the release `rollback` would pick, never an image immutdock did not
+build for this app."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 
 from immutdock import labels as L
 from immutdock.engine import Engine
+from immutdock.errors import ConfigError
 from immutdock.ledger import Record
 from immutdock.observe import AppState
+from immutdock.plan import rollback_target
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
     protected = {r.id for r in kept} | {r.id for r in ok[-2:]}
     if live:
         protected.add(live)
+    try:  # the release `immutdock rollback` would pick stays, however old it is
+        protected.add(rollback_target(state, None).id)
+    except ConfigError:
+        pass
     keep_refs = {ref for r in state.records if r.id in protected for ref in r.images.values()}
     for cs in state.colors.values():  # whatever runs now stays
         keep_refs.update(c.image for c in cs)

@@ -20,7 +20,7 @@ from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockErr
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, frozen_mapping
 from immutdock.observe import AppState, observe
-from immutdock.plan import ReleasePlan, config_hash, decide, image_refs
+from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
 from immutdock.router import Router
 
 Say = Callable[[str], None]
@@ -37,11 +37,12 @@ class Outcome:
     url: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    source: str | None = None  # for a rollback: the release it went back to
 
     def as_json(self) -> dict[str, Any]:
         return {"release": self.release, "color": self.color, "outcome": self.outcome, "kind": self.kind,
                 "images": self.images, "url": self.url, "timings": {k: round(v, 3) for k, v in self.timings.items()},
-                "message": self.message}
+                "message": self.message, "source": self.source}
 
 
 def _now() -> str:
@@ -137,7 +138,12 @@ class Deployer:
         t0 = time.monotonic()
         with self._locked("rollback"):
             state = observe(self.engine, self.app.name)
-            target = self._rollback_target(state, to)
+            target = rollback_target(state, to)
+            if target.config_hash == state.color_config_hash(state.live_color) and state.color_running(state.live_color):
+                return Outcome(release=state.live_release or target.id, color=str(state.live_color), outcome="noop",
+                               kind="rollback", images=dict(target.images), url=self._url(), source=target.id,
+                               message=f"{target.id} is what serves already ({state.live_release} on "
+                                       f"{state.live_color}); nothing to roll back")
             missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
             if missing:
                 raise ReleaseFailed(f"cannot roll back to {target.id}: image {missing[0]} is gone (pruned)",
@@ -162,23 +168,6 @@ class Deployer:
                                     kind="rollback", source=target.id, timings={})
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
-
-    def _rollback_target(self, state: AppState, to: str | None) -> ledger.Record:
-        ok = [r for r in state.records if r.outcome == "ok"]
-        if to is not None:
-            number = ledger.parse_release_id(to)
-            found = [r for r in ok if r.number == number]
-            if not found:
-                known = ", ".join(r.id for r in ok) or "none"
-                raise ConfigError("--to", f"{to!r} is not a successful release of {self.app.name}",
-                                  f"pick one of: {known}")
-            return found[0]
-        live_hash = state.color_config_hash(state.live_color)
-        older = [r for r in ok if r.config_hash != live_hash and r.id != state.live_release]
-        if not older:
-            raise ConfigError("rollback", "there is no earlier release to roll back to",
-                              "see `immutdock history`")
-        return older[-1]
 
     # -- the shared flow ---------------------------------------------------------------------
     def _go_live(self, plan: ReleasePlan, state: AppState, model: Mapping[str, Any], refs: Mapping[str, str],

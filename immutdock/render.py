@@ -112,13 +112,20 @@ def color_project(app: App, color: str, images: Mapping[str, str], release: str,
     return _top_level(app, app.swapped, project_name(app.name, color), rendered)
 
 
+def _aliases(svc: Service) -> list[str]:
+    """Every alias the file gives a service on any of its networks: the colors reach a stateful
+    service over the edge network only, so it answers to all of its names there."""
+    nets = svc.definition.get("networks") or {}
+    return sorted({a for spec in nets.values() if isinstance(spec, Mapping) for a in spec.get("aliases") or []})
+
+
 def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
     """The compose model of the stateful services, or None when there are none."""
     if not app.stateful:
         return None
     local = {s.name for s in app.stateful}
     rendered = {svc.name: _service(app, svc, images.get(svc.name) or str(svc.image),
-                                   {L.APP: app.name, L.ROLE: "state"}, [], local) for svc in app.stateful}
+                                   {L.APP: app.name, L.ROLE: "state"}, _aliases(svc), local) for svc in app.stateful}
     for svc in rendered.values():  # what each was made from: a change shows before it is applied
         svc["labels"][L.CONFIG_HASH] = _digest(svc)
     return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)

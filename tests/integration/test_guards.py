@@ -58,6 +58,8 @@ def test_held_lock_exits_3_and_unlock_says_who_held_it(tiny: TinyApp, engine) ->
     assert json_out(proc)["exit_code"] == 3
     assert "another release" in proc.stderr and "held by a test" in proc.stderr
     assert color_containers(engine, tiny) == []
+    proc = run_cli(tiny.root, "prune")
+    assert proc.returncode == 3 and "another release" in proc.stderr, "prune waits for the lock too"
 
     proc = run_cli(tiny.root, "unlock")
     assert proc.returncode == 2, "the holder is alive on this machine"
@@ -82,8 +84,11 @@ def test_bad_input_on_a_live_app_changes_nothing(tiny: TinyApp, engine) -> None:
     (tiny.root / "compose.yaml").write_text(compose)
     proc = run_cli(tiny.root, "rollback", "--to", "r99")
     assert proc.returncode == 2 and "--to" in proc.stderr
+    proc = run_cli(tiny.root, "rollback", "--to", "r1", "--json")
+    assert proc.returncode == 0 and json_out(proc)["outcome"] == "noop", proc.stderr
     after = sorted(c.id for c in engine.containers.list(all=True, filters={"label": f"io.immutdock.app={tiny.name}"}))
     assert before == after
+    assert [r["release"] for r in json_out(run_cli(tiny.root, "history", "--json"))] == ["r1"]
     assert tiny.visit() == "v1 1"
 
 

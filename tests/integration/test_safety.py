@@ -301,3 +301,14 @@ def test_a_stateful_change_is_announced_and_named_when_the_release_fails(tiny, e
     assert tiny.visit() == "v1 1"
     tiny.fix_health()
     assert json_out(run_cli(tiny.root, "plan", "--json"))["stateful_changes"] == []
+
+
+def test_the_colors_reach_a_stateful_service_by_every_alias_the_file_gives_it(tiny, engine) -> None:
+    compose = (tiny.root / "compose.yaml").read_text()
+    (tiny.root / "compose.yaml").write_text(compose.replace(
+        'volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    networks: {default: {aliases: [store]}}'))
+    visit = tiny.root / "web" / "cgi-bin" / "visit"
+    visit.write_text(visit.read_text().replace("http://db:9000", "http://store:9000"))
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    assert tiny.visit() == "v1 1"

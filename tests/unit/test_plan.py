@@ -220,3 +220,39 @@ def test_same_config_is_no_noop_while_something_does_not_serve(app: App, images:
     plan = decide(app, images, state, NEW)
     assert not plan.noop and plan.reason == reason
     assert plan.create_router == (router is None or router.status != "running")
+
+
+# -- rollback_target (pure) ------------------------------------------------------------------
+
+from immutdock.errors import ConfigError  # noqa: E402
+from immutdock.plan import rollback_target  # noqa: E402
+
+
+def _history(*hashes: str, failed: tuple[int, ...] = ()) -> tuple:
+    return tuple(record(i, config_hash=h, outcome="failed" if i in failed else "ok")
+                 for i, h in enumerate(hashes, start=1))
+
+
+def test_rollback_picks_the_newest_other_config_that_succeeded() -> None:
+    state = app_state(records=_history("A", "B", "C", "D", failed=(3,)), live="blue",
+                      blue=(color_container("blue", "r4", "D"),))
+    assert rollback_target(state, None).id == "r2"
+
+
+def test_rollback_skips_releases_of_the_live_config() -> None:
+    state = app_state(records=_history("A", "B", "B"), live="blue", blue=(color_container("blue", "r3", "B"),))
+    assert rollback_target(state, None).id == "r1"
+
+
+def test_rollback_to_a_named_release_and_to_an_unknown_one() -> None:
+    state = app_state(records=_history("A", "B", failed=(2,)), live="blue", blue=(color_container("blue", "r1", "A"),))
+    assert rollback_target(state, "r1").id == "r1"
+    with pytest.raises(ConfigError) as err:
+        rollback_target(state, "r2")
+    assert err.value.path == "--to" and "r1" in (err.value.hint or "")
+
+
+def test_rollback_with_no_earlier_release() -> None:
+    state = app_state(records=_history("A"), live="blue", blue=(color_container("blue", "r1", "A"),))
+    with pytest.raises(ConfigError):
+        rollback_target(state, None)

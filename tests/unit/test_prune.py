@@ -128,3 +128,14 @@ def test_rollback_records_protect_what_they_run() -> None:
 def test_keep_larger_than_history_removes_nothing() -> None:
     state = app_state(records=releases(3), live="blue", blue=live_on(3)["blue"])
     assert plan_prune(state, 10) == PrunePlan(keep=("r1", "r2", "r3"), remove=())
+
+
+def test_keeps_the_release_rollback_would_pick_even_beyond_the_last_two() -> None:
+    # r1..r4 made from different configs; r5 and r6 both re-ran r4's config (a rollback to the
+    # live release, or a re-release of the same files): rollback would pick r3.
+    records = tuple(record(i, config_hash=f"h{min(i, 4)}", images={"web": img(i)}) for i in range(1, 7))
+    live = {"green": (color_container("green", "r6", "h4", image=img(6)),)}
+    state = app_state(records=records, router=router_container(), live="green", **live)
+    plan = plan_prune(state, 2)
+    assert "r3" in plan.keep and img(3) not in plan.remove
+    assert img(1) in plan.remove and img(2) in plan.remove

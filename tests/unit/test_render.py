@@ -326,3 +326,15 @@ def test_stateful_changes(tmp_path: Path) -> None:
     assert render.stateful_changes(app, IMAGES, {}) == ("db",), "not running"
     assert render.stateful_changes(app, IMAGES, {"db": None}) == ("db",), "made before the label existed"
     assert render.stateful_changes(app, {**IMAGES, "db": "postgres:17"}, {"db": current}) == ("db",)
+
+
+def test_stateful_aliases_are_answered_on_the_edge_network(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    app = full_app(tmp_path)
+    db = app.services["db"]
+    nets = {"back": {"aliases": ["postgres", "database"]}, "default": {"aliases": ["pg"]}}
+    app = replace(app, services={**app.services, "db": replace(db, definition={**db.definition, "networks": nets})})
+    svc = render.state_project(app, IMAGES)["services"]["db"]
+    assert svc["networks"][EDGE] == {"aliases": ["database", "pg", "postgres"]}
+    assert svc["networks"]["back"]["aliases"] == ["postgres", "database"]
