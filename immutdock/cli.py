@@ -115,20 +115,12 @@ def _on_sigterm(_sig: int, _frame: Any) -> None:
 
 
 def _stop_children() -> None:
-    me = str(os.getpid())
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return  # no /proc here: the children get the signal from their process group, if at all
-    for entry in entries:
-        if not entry.isdecimal():
-            continue
+    from immutdock.procs import children
+
+    for pid in children(os.getpid()):
         try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                ppid = f.read().rpartition(")")[2].split()[1]
-            if ppid == me:
-                os.kill(int(entry), signal.SIGTERM)
-        except (OSError, IndexError):
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
             continue
 
 
@@ -353,11 +345,10 @@ def history(ctx: Ctx) -> None:
 def prune(ctx: Ctx, keep: int | None) -> None:
     """Remove release images beyond --keep. Never a volume; never the live release nor the
     one `rollback` would pick. Takes the release lock (exit 3 while a release runs)."""
+    from immutdock import lock
     from immutdock.engine import Engine
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, plan_prune
-
-    from immutdock import lock
 
     app = ctx.load()
     engine = Engine()

@@ -22,35 +22,10 @@ from typing import Callable, Mapping
 from immutdock import labels as L
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, LockHeld
+from immutdock.procs import machine_id, start_time
 
 LOCK_IMAGE = "immutdock-lock:1"  # an empty image: the lock container is never started
 _H = f"{L.PREFIX}.lock"
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def machine_id() -> str:
-    """This boot of this machine and this PID namespace: where a PID means one process."""
-    try:
-        pidns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pidns = ""
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    return f"{boot}/{pidns}" if boot and pidns else ""
-
-
-def process_start(pid: int) -> str:
-    """The start time of a process (clock ticks since boot), "" when there is none."""
-    stat = _read(f"/proc/{pid}/stat")
-    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else ""
 
 
 @dataclass(frozen=True)
@@ -60,8 +35,8 @@ class Holder:
     user: str
     since: str
     command: str
-    machine: str = ""  # machine_id() of the holder
-    start: str = ""  # process_start() of the holder
+    machine: str = ""  # procs.machine_id() of the holder
+    start: str = ""  # start_time() of the holder
     lock_id: str = ""  # the lock container's ID
 
     def describe(self) -> str:
@@ -74,10 +49,10 @@ class Holder:
         return start_of(self.pid) == self.start
 
     def is_gone(self) -> bool:
-        return self.liveness(machine_id(), process_start) is False
+        return self.liveness(machine_id(), start_time) is False
 
     def is_alive(self) -> bool:
-        return self.liveness(machine_id(), process_start) is True
+        return self.liveness(machine_id(), start_time) is True
 
 
 def lock_name(app: str) -> str:
@@ -94,7 +69,7 @@ def _holder(labels: Mapping[str, str], lock_id: str = "") -> Holder:
 def _my_labels(app: str, command: str) -> dict[str, str]:
     return {L.APP: app, L.ROLE: "lock", f"{_H}.host": socket.gethostname(), f"{_H}.pid": str(os.getpid()),
             f"{_H}.user": getpass.getuser(), f"{_H}.command": command, f"{_H}.machine": machine_id(),
-            f"{_H}.start": process_start(os.getpid()),
+            f"{_H}.start": start_time(os.getpid()),
             f"{_H}.since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -114,7 +89,7 @@ def current_holder(engine: Engine, app: str) -> Holder | None:
 
 
 def _is_mine(holder: Holder) -> bool:
-    return holder.pid == os.getpid() and holder.machine == machine_id() and holder.start == process_start(os.getpid())
+    return holder.pid == os.getpid() and holder.machine == machine_id() and holder.start == start_time(os.getpid())
 
 
 def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:

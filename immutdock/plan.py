@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -28,8 +26,7 @@ def config_hash(app: App, refs: Mapping[str, str], router_image: str | None) -> 
     color = render.color_project(app, "blue", refs, release="-", config_hash="-")
     state = render.state_project(app, refs)
     router = render.router_project(app, router_image or "-", "blue") if app.settings.router else None
-    blob = json.dumps({"color": color, "state": state, "router": router}, sort_keys=True, default=str)
-    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+    return render.digest({"color": color, "state": state, "router": router})
 
 
 @dataclass(frozen=True)

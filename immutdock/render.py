@@ -127,7 +127,7 @@ def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
     rendered = {svc.name: _service(app, svc, images.get(svc.name) or str(svc.image),
                                    {L.APP: app.name, L.ROLE: "state"}, _aliases(svc), local) for svc in app.stateful}
     for svc in rendered.values():  # what each was made from: a change shows before it is applied
-        svc["labels"][L.CONFIG_HASH] = _digest(svc)
+        svc["labels"][L.CONFIG_HASH] = digest(svc)
     return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)
 
 
@@ -141,7 +141,8 @@ def stateful_changes(app: App, images: Mapping[str, str], running: Mapping[str, 
                  if name not in running or running[name] != svc["labels"][L.CONFIG_HASH])
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """The identity of a rendered model: sha256 of its canonical JSON."""
     return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -149,7 +150,7 @@ def router_identity(app: App, image: str) -> str:
     """What the router is made from, apart from the color it starts on (a label on it)."""
     model = router_project(app, image, "-")
     model["services"]["router"]["labels"].pop(L.CONFIG_HASH, None)
-    return "sha256:" + hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+    return digest(model)
 
 
 def router_project(app: App, image: str, live_color: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import lock
+from immutdock import lock, procs
 from immutdock.engine import Engine
 
 from .support import TinyApp, cleanup, json_out, run_cli
@@ -138,20 +138,6 @@ def test_many_takers_of_a_dead_holders_lock_exactly_one_wins(app_name: str, engi
             e.remove_marker(found.lock_id)
 
 
-def _children(pid: int) -> list[int]:
-    import os
-
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                if entry.isdecimal() and f.read().rpartition(")")[2].split()[1] == str(pid):
-                    found.append(int(entry))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
 def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tiny: TinyApp, engine) -> None:
     import glob
     import os
@@ -171,7 +157,7 @@ def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tin
     children: list[int] = []
     while time.monotonic() < deadline and not children:
         if lock.current_holder(Engine(), tiny.name) is not None:
-            children = _children(proc.pid)  # buildx, once the build runs
+            children = procs.children(proc.pid)  # buildx, once the build runs
         time.sleep(0.2)
     assert children, "the build started"
     time.sleep(1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from immutdock.lock import Holder, _holder, machine_id, process_start
+from immutdock.lock import Holder, _holder
+from immutdock.procs import children, machine_id, start_time
 
 
 def holder(machine: str = "boot/pid:[1]", start: str = "100", pid: int = 42) -> Holder:
@@ -35,8 +36,8 @@ def test_unknown_for_a_lock_without_machine_or_start_time() -> None:
 
 
 def test_this_process_reads_as_itself() -> None:
-    me = holder(machine=machine_id(), start=process_start(os.getpid()), pid=os.getpid())
-    assert machine_id() and process_start(os.getpid()).isdecimal()
+    me = holder(machine=machine_id(), start=start_time(os.getpid()), pid=os.getpid())
+    assert machine_id() and start_time(os.getpid()).isdecimal()
     assert me.is_alive() and not me.is_gone()
 
 
@@ -44,3 +45,17 @@ def test_labels_round_trip_with_the_lock_id() -> None:
     h = _holder({"io.immutdock.lock.host": "box", "io.immutdock.lock.pid": "7", "io.immutdock.lock.start": "5",
                  "io.immutdock.lock.machine": "m"}, "abc123")
     assert (h.host, h.pid, h.start, h.machine, h.lock_id, h.user) == ("box", 7, "5", "m", "abc123", "?")
+
+
+def test_children_of_this_process() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in children(os.getpid())
+        assert start_time(child.pid).isdecimal()
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in children(os.getpid())

@@ -194,7 +194,7 @@ def test_state_project(tmp_path: Path) -> None:
     assert db["ports"][0]["published"] == "5432"
     digest = db["labels"].pop(L.CONFIG_HASH)
     assert db["labels"] == {L.APP: APP, L.ROLE: "state", L.SERVICE: "db"}
-    assert digest.startswith("sha256:") and digest == render._digest(db), "the hash of the rest of the definition"
+    assert digest.startswith("sha256:") and digest == render.digest(db), "the hash of the rest of the definition"
     assert db["networks"] == {"back": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
     assert model["volumes"] == {"pg": {"external": True, "name": "shop_pg"}}  # the anonymous one stays anonymous
     assert model["networks"] == {"back": {"ipam": {}}, EDGE: {"external": True, "name": "shop_immutdock"}}

@@ -1,0 +1,50 @@
+"""This machine's processes, read from /proc (Linux). Elsewhere every answer is empty."""
+
+from __future__ import annotations
+
+import os
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/PID/stat from field 3 (state) on. The command name (field 2) may hold spaces
+    and parentheses, so the line is split after its last ")"."""
+    return _read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+
+
+def machine_id() -> str:
+    """This boot of this machine and this PID namespace: where a PID means one process."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    return f"{boot}/{pidns}" if boot and pidns else ""
+
+
+def start_time(pid: int) -> str:
+    """The start time of a process (clock ticks since boot), "" when there is none."""
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid`."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.isdecimal():
+            fields = _stat_fields(entry)
+            if len(fields) > 1 and fields[1] == str(pid):
+                found.append(int(entry))
+    return found
