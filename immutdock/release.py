@@ -236,10 +236,11 @@ class Deployer:
                        message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
 
     def _still_serving(self, plan: ReleasePlan) -> str:
+        before = "the previous release is still serving" if plan.retire else "no earlier release was serving"
         if not plan.stateful_changes:
-            return "the previous release is still serving"
+            return before
         names = ", ".join(plan.stateful_changes)
-        return (f"the previous release is still serving, but {names} already "
+        return (f"{before}, but {names} already "
                 f"{'run' if len(plan.stateful_changes) > 1 else 'runs'} the new definition (changed first)")
 
     def _ensure_shared(self, plan: ReleasePlan, state: AppState, router_image: str,

@@ -3,7 +3,8 @@
 - `<app>-blue` / `<app>-green`: the swapped services, images pinned, named volumes external.
 - `<app>-state`: the stateful services (never doubled).
 - `<app>-router`: HAProxy, from compose/router.yaml.
-All of them join the app's edge network `<app>_immutdock`."""
+All of them join the app's edge network `<app>_immutdock`; a color of two or more services also
+has its own networks (its names resolve inside it). Nothing else costs the engine an address pool."""
 
 from __future__ import annotations
 
@@ -47,8 +48,15 @@ def _named_volumes(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
     return {key: {"external": True, "name": app.volume_name(key)} for key in sorted(k for k in used if k)}
 
 
+def _external(app: App, key: str) -> bool:
+    return bool((app.networks.get(key) or {}).get("external"))
+
+
 def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str],
-             aliases: list[str], local: set[str]) -> dict[str, Any]:
+             aliases: list[str], local: set[str], own: bool) -> dict[str, Any]:
+    """One rendered service. `own`: it keeps the project's own networks (a color of two or more
+    services, whose names must resolve inside the color); otherwise it joins the edge network
+    and the file's external networks only, which costs the engine no address pool."""
     out = {k: copy.deepcopy(v) for k, v in svc.definition.items() if not k.startswith("x-")}
     out.pop("build", None)
     out["image"] = image
@@ -61,9 +69,9 @@ def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str]
         else:
             out.pop("depends_on")
     if "network_mode" not in out:
-        networks = dict(out.get("networks") or {"default": None})
-        for key in networks:
-            networks[key] = {**(networks[key] or {}), "priority": OWN_NETWORK_PRIORITY}
+        networks = {key: {**(spec or {}), "priority": OWN_NETWORK_PRIORITY}
+                    for key, spec in dict(out.get("networks") or {"default": None}).items()
+                    if own or _external(app, key)}
         networks[EDGE] = {"aliases": aliases} if aliases else None
         out["networks"] = networks
     labels = dict(out.get("labels") or {})
@@ -73,9 +81,10 @@ def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str]
     return out
 
 
-def _networks(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
-    """The user's networks, scoped to this project (compose names them), plus the edge network."""
-    used = {key for svc in services for key in svc.definition.get("networks") or {"default": None}}
+def _networks(app: App, rendered: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's networks the rendered services join, scoped to this project (compose names
+    them), plus the edge network."""
+    used = {key for svc in rendered.values() for key in svc.get("networks") or {}} - {EDGE}
     nets: dict[str, Any] = {}
     for key in sorted(used):
         spec = dict(app.networks.get(key) or {})
@@ -88,7 +97,7 @@ def _networks(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
 
 
 def _top_level(app: App, services: tuple[Service, ...], name: str, rendered: dict[str, Any]) -> dict[str, Any]:
-    model: dict[str, Any] = {"name": name, "services": rendered, "networks": _networks(app, services)}
+    model: dict[str, Any] = {"name": name, "services": rendered, "networks": _networks(app, rendered)}
     volumes = _named_volumes(app, services)
     if volumes:
         model["volumes"] = volumes
@@ -108,7 +117,8 @@ def color_project(app: App, color: str, images: Mapping[str, str], release: str,
     for svc in app.swapped:
         aliases = [routed_alias(color)] if router and svc.name == router.service else []
         extra = {L.APP: app.name, L.ROLE: "color", L.COLOR: color, L.RELEASE: release, L.CONFIG_HASH: config_hash}
-        rendered[svc.name] = _service(app, svc, images.get(svc.name) or str(svc.image), extra, aliases, local)
+        rendered[svc.name] = _service(app, svc, images.get(svc.name) or str(svc.image), extra, aliases, local,
+                                      own=len(app.swapped) > 1)
     return _top_level(app, app.swapped, project_name(app.name, color), rendered)
 
 
@@ -125,7 +135,8 @@ def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
         return None
     local = {s.name for s in app.stateful}
     rendered = {svc.name: _service(app, svc, images.get(svc.name) or str(svc.image),
-                                   {L.APP: app.name, L.ROLE: "state"}, _aliases(svc), local) for svc in app.stateful}
+                                   {L.APP: app.name, L.ROLE: "state"}, _aliases(svc), local, own=False)
+                for svc in app.stateful}
     for svc in rendered.values():  # what each was made from: a change shows before it is applied
         svc["labels"][L.CONFIG_HASH] = digest(svc)
     return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)

@@ -195,9 +195,27 @@ def test_state_project(tmp_path: Path) -> None:
     digest = db["labels"].pop(L.CONFIG_HASH)
     assert db["labels"] == {L.APP: APP, L.ROLE: "state", L.SERVICE: "db"}
     assert digest.startswith("sha256:") and digest == render.digest(db), "the hash of the rest of the definition"
-    assert db["networks"] == {"back": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
+    assert db["networks"] == {EDGE: None}  # never doubled: the edge network is all it needs
     assert model["volumes"] == {"pg": {"external": True, "name": "shop_pg"}}  # the anonymous one stays anonymous
-    assert model["networks"] == {"back": {"ipam": {}}, EDGE: {"external": True, "name": "shop_immutdock"}}
+    assert model["networks"] == {EDGE: {"external": True, "name": "shop_immutdock"}}
+
+
+def test_a_stateful_service_keeps_its_external_networks(tmp_path: Path) -> None:
+    model = full_model(tmp_path)
+    model["services"]["db"]["networks"] = {"back": None, "shared": None}
+    model = render.state_project(validate(model, full_block(), tmp_path), IMAGES)
+    assert model["services"]["db"]["networks"] == {"shared": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
+    assert model["networks"] == {"shared": {"name": "shared-net", "external": True},
+                                 EDGE: {"external": True, "name": "shop_immutdock"}}
+
+
+def test_a_color_of_one_service_needs_no_network_of_its_own(tmp_path: Path) -> None:
+    model = full_model(tmp_path)
+    for name in ("worker", "cache"):
+        del model["services"][name]
+    model = render.color_project(validate(model, full_block(), tmp_path), "blue", IMAGES, "r1", HASH)
+    assert model["services"]["web"]["networks"] == {EDGE: {"aliases": ["routed-blue"]}}
+    assert model["networks"] == {EDGE: {"external": True, "name": "shop_immutdock"}}
 
 
 def test_state_project_none_without_stateful_services(tmp_path: Path) -> None:
@@ -337,4 +355,4 @@ def test_stateful_aliases_are_answered_on_the_edge_network(tmp_path: Path) -> No
     app = replace(app, services={**app.services, "db": replace(db, definition={**db.definition, "networks": nets})})
     svc = render.state_project(app, IMAGES)["services"]["db"]
     assert svc["networks"][EDGE] == {"aliases": ["database", "pg", "postgres"]}
-    assert svc["networks"]["back"]["aliases"] == ["postgres", "database"]
+    assert set(svc["networks"]) == {EDGE}
