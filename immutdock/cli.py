@@ -93,6 +93,7 @@ def common(fn: F) -> F:
     def wrapper(file: Path | None, as_json: bool, verbose: bool, **kwargs: Any) -> None:
         ctx = Ctx(file, as_json, verbose)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous_int = signal.signal(signal.SIGINT, _on_sigint)
         try:
             fn(ctx, **kwargs)
         except ImmutdockError as exc:
@@ -103,15 +104,35 @@ def common(fn: F) -> F:
             _fail(ctx, ImmutdockError("interrupted", None), code=130)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
     return wrapper  # type: ignore[return-value]
 
 
 def _on_sigterm(_sig: int, _frame: Any) -> None:
     """SIGTERM works like Ctrl-C: child processes (buildx, compose) are stopped, and the
-    command unwinds through the same undo, lock release and record as an interrupt."""
+    command unwinds through the same undo, lock release and record as an interrupt; a step
+    that must not be cut in half (a stateful recreate, an undo) finishes first."""
+    if _deferred(Terminated()):
+        return
     _stop_children()
     raise Terminated()
+
+
+def _on_sigint(_sig: int, _frame: Any) -> None:
+    if not _deferred(KeyboardInterrupt()):
+        raise KeyboardInterrupt()
+
+
+def _deferred(exc: KeyboardInterrupt) -> bool:
+    from immutdock import interrupts
+
+    what = interrupts.section()
+    if what is None:
+        return False
+    interrupts.defer(exc)
+    click.echo(click.style(f"interrupt: finishing {what} first, then stopping", fg="yellow"), err=True)
+    return True
 
 
 def _stop_children() -> None:

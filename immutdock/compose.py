@@ -76,16 +76,31 @@ class Compose:
         return DockerClient(host=self.host, compose_files=files, compose_project_name=project)
 
     def up(self, project: str, model: Mapping[str, Any], *, wait: bool = False, timeout: int | None = None) -> None:
-        """Create and start the project's containers, recreating only what changed."""
-        from python_on_whales.exceptions import DockerException
+        """Create and start the project's containers, recreating only what changed.
 
-        client = self._client(project, model)
+        compose runs in its own session: a Ctrl-C at the terminal reaches immutdock only, which
+        stops compose itself unless the step is one that must finish (`interrupts.whole`)."""
+        path = self._workdir / f"{project}.yaml"
+        path.write_text(yaml.safe_dump(dict(model), sort_keys=False))
+        argv = _compose_argv() + ["--file", str(path), "--project-name", project, "up", "--detach",
+                                  "--no-build", "--remove-orphans", "--pull", "never"]
+        if wait:
+            argv += ["--wait"] + (["--wait-timeout", str(timeout)] if timeout else [])
+        env = {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {})}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
         try:
-            client.compose.up(detach=True, no_build=True, remove_orphans=True, quiet=True,
-                              wait=wait, wait_timeout=timeout, pull="never")
-        except DockerException as exc:
-            raise EngineError(f"compose up {project} failed: {_tail(exc.stderr)}",
-                              "see the message above; nothing of the live release was changed") from None
+            _out, err = proc.communicate()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        if proc.returncode != 0:
+            raise EngineError(f"compose up {project} failed: {_tail(err)}",
+                              "see the message above; nothing of the live release was changed")
 
     def run_once(self, project: str, model: Mapping[str, Any], service: str, command: list[str]) -> tuple[bool, str]:
         """Run `command` in a throwaway container of `service`; (succeeded, output)."""

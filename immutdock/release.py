@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from immutdock import interrupts, ledger, lock, render
 from immutdock import labels as L
-from immutdock import ledger, lock, render
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_image, plan_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
@@ -266,7 +266,11 @@ class Deployer:
             self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
         if state_model is not None:
-            self.compose.up(render.project_name(app.name, "state"), state_model, wait=True,
+            project = render.project_name(app.name, "state")
+            if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
+                with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"):
+                    self.compose.up(project, state_model)
+            self.compose.up(project, state_model, wait=True,
                             timeout=int(app.settings.router.health.timeout) if app.settings.router else 120)
         self._ensure_router(state, router_image, state.live_color or plan.color)
 
@@ -317,7 +321,8 @@ class Deployer:
               why: str) -> None:
         self.say(f"removing {project}: {why}")
         try:
-            self.engine.remove_project(project)
+            with interrupts.whole(f"removing {project}"):
+                self.engine.remove_project(project)
         finally:
             self._write_record(plan, kind, refs, "interrupted" if why == "interrupted" else "failed", source, {},
                                message=why)

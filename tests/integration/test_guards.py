@@ -173,3 +173,71 @@ def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tin
     assert [r["outcome"] for r in history] == ["interrupted"]
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "immutdock-*"))) == temps, "no temp dir left"
     assert color_containers(engine, tiny) == []
+
+
+SLOW_STOPPING_DB = """\
+  db:
+    build: ./db
+    init: true
+    stop_grace_period: 4s
+    command: ["sh", "-c", "trap '' TERM; httpd -f -p 9000 -h /www"]
+    environment: {GENERATION: "@N@"}
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engine, how: str) -> None:
+    """The database takes 4 s to stop; the interrupt comes while compose recreates it. The
+    recreate finishes (one db container, running, new definition, no renamed leftover), the
+    release stops before its color starts, v1 keeps serving, and the next release works."""
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from .support import IMMUTDOCK
+
+    compose = (tiny.root / "compose.yaml").read_text()
+    text = compose.replace("  db:\n    build: ./db\n    init: true\n", SLOW_STOPPING_DB)
+    assert text != compose
+    (tiny.root / "compose.yaml").write_text(text.replace("@N@", "1"))
+    assert run_cli(tiny.root, "release").returncode == 0
+    assert tiny.visit() == "v1 1"
+
+    (tiny.root / "compose.yaml").write_text(text.replace("@N@", "2"))
+    tiny.set_version("v2")
+    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=tiny.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    announced = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "changes first" in line:
+                announced.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert announced.wait(120), "".join(lines)
+    time.sleep(1.5)  # compose is now stopping the old db (4 s)
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:  # what the terminal does: SIGINT to the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "finishing the recreate of db first" in err
+    dbs = engine.containers.list(all=True, filters={"label": [f"io.immutdock.app={tiny.name}",
+                                                              "io.immutdock.role=state"]})
+    assert [(c.status, c.name) for c in dbs] == [("running", f"{tiny.name}-state-db-1")], err
+    assert "GENERATION=2" in dbs[0].attrs["Config"]["Env"]
+    assert color_containers(engine, tiny) and all(c.labels["io.immutdock.release"] == "r1"
+                                                  for c in color_containers(engine, tiny))
+    assert tiny.visit() == "v1 2", "v1 serves, and the data survived the recreate"
+    proc2 = run_cli(tiny.root, "release")
+    assert proc2.returncode == 0, proc2.stderr
+    assert tiny.visit() == "v2 3"
