@@ -241,8 +241,8 @@ def plan(ctx: Ctx) -> None:
         click.echo(f"start  {p.release} as {app.name}-{p.color} ({p.reason})")
         for c in p.cleanup:
             click.echo(f"remove half-made {app.name}-{c}")
-        if p.create_router:
-            click.echo(f"create router {app.name}-router on {app.settings.router.publish}")
+        if p.router:
+            click.echo(f"router {app.name}-router {p.router}")
         if p.stateful_changes:
             click.echo(f"state  {', '.join(p.stateful_changes)} changes FIRST: recreated stop-first (a short outage "
                        f"of {', '.join(p.stateful_changes)}) before the new color starts; if the release then "

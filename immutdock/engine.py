@@ -256,6 +256,27 @@ class Engine:
             except docker.errors.DockerException:
                 pass
 
+    def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
+                  timeout: float = 60) -> tuple[int, str]:
+        """Run `argv` in a throwaway container of `image` (no network); (exit code, output)."""
+        import docker.errors
+
+        api = self.client.api
+        created = self._call(f"create a check of {image}", lambda: api.create_container(
+            image, entrypoint=argv[:1], command=argv[1:], environment=dict(env), labels=dict(labels),
+            network_disabled=True))
+        try:
+            def run() -> tuple[int, str]:
+                api.start(created["Id"])
+                code = api.wait(created["Id"], timeout=timeout).get("StatusCode", 1)
+                return int(code), api.logs(created["Id"], stdout=True, stderr=True).decode("utf-8", "replace")
+            return self._call(f"run a check of {image}", run)
+        finally:
+            try:
+                api.remove_container(created["Id"], force=True)
+            except docker.errors.DockerException:
+                pass
+
     # -- volumes and networks -------------------------------------------------------------
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:

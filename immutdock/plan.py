@@ -43,14 +43,14 @@ class ReleasePlan:
     create_router: bool
     stateful: tuple[str, ...]
     stateful_changes: tuple[str, ...] = ()  # recreated (stop-first) before the new color starts
-
+    router: str = ""  # what happens to the router, in words ("" when nothing)
 
     def as_json(self) -> dict[str, Any]:
         return {"app": self.app, "release": self.release, "noop": self.noop, "reason": self.reason,
                 "color": self.color, "retire": self.retire, "cleanup": list(self.cleanup),
                 "images": [i.as_json() for i in self.images], "config_hash": self.config_hash,
                 "create_router": self.create_router, "stateful": list(self.stateful),
-                "stateful_changes": list(self.stateful_changes)}
+                "stateful_changes": list(self.stateful_changes), "router": self.router}
 
 
 def not_serving(app: App, state: AppState) -> str | None:
@@ -67,7 +67,26 @@ def not_serving(app: App, state: AppState) -> str | None:
     return None
 
 
-def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str) -> ReleasePlan:
+def router_change(app: App, state: AppState, color: str, identity: str | None) -> str:
+    """What a release does to the router (pure): "" when nothing, else what and why."""
+    if app.settings.router is None:
+        return ""
+    current = state.router
+    if current is None:
+        return f"created on {app.settings.router.publish}"
+    if identity is not None and current.labels.get(L.CONFIG_HASH) != identity:
+        return (f"recreated on {app.settings.router.publish}: its image or published address changed "
+                "(open connections are cut; the new one is checked first)")
+    if current.status != "running":
+        return "started again (it is not running)"
+    live = next((r for r in state.records if r.id == state.live_release), None)
+    before = live.model.get(render.ROUTER_SETTINGS) if live else None
+    changes = render.backend_changes(before, render.backend_settings(app)) if before else ""
+    return f"reloaded with {color}'s new settings ({changes}); no connection is dropped" if changes else ""
+
+
+def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str,
+           router_identity: str | None = None) -> ReleasePlan:
     live = state.live_color
     live_ok = live is not None and state.color_running(live)
     stateful = tuple(s.name for s in app.stateful)
@@ -87,7 +106,8 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
                        stateful=stateful,
-                       stateful_changes=render.stateful_changes(app, image_refs(app, images), running))
+                       stateful_changes=render.stateful_changes(app, image_refs(app, images), running),
+                       router=router_change(app, state, target, router_identity))
 
 
 def rollback_target(state: AppState, to: str | None) -> ledger.Record:

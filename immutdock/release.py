@@ -21,7 +21,7 @@ from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, frozen_mapping
 from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
-from immutdock.router import Router
+from immutdock.router import ROUTER_ENTRYPOINT, Router
 
 Say = Callable[[str], None]
 ROUTER_IMAGES = render.COMPOSE_TEMPLATES.parent / "images" / "router"
@@ -92,8 +92,10 @@ class Deployer:
                 state: AppState | None = None) -> tuple[ReleasePlan, AppState]:
         state = state or observe(self.engine, self.app.name)
         refs = image_refs(self.app, images)
-        new_hash = config_hash(self.app, refs, self.router_image(router_plan))
-        return decide(self.app, images, state, new_hash), state
+        image = self.router_image(router_plan)
+        new_hash = config_hash(self.app, refs, image)
+        identity = render.router_identity(self.app, image) if image else None
+        return decide(self.app, images, state, new_hash, identity), state
 
     # -- release ------------------------------------------------------------------------------
     def release(self) -> Outcome:
@@ -183,7 +185,8 @@ class Deployer:
             for color in plan.cleanup:
                 self.say(f"removing half-made {color} color left by an earlier release")
                 self.engine.remove_project(render.project_name(app.name, color))
-            self._ensure_shared(plan, state, router_image, refs if kind == "release" else None)
+            self._ensure_shared(plan, state, router_image, refs if kind == "release" else None,
+                                model.get(render.ROUTER_SETTINGS) or render.backend_settings(app))
             router = self._router().open()
             self.say(f"starting {plan.release} as {project}")
             t = time.monotonic()
@@ -244,8 +247,9 @@ class Deployer:
                 f"{'run' if len(plan.stateful_changes) > 1 else 'runs'} the new definition (changed first)")
 
     def _ensure_shared(self, plan: ReleasePlan, state: AppState, router_image: str,
-                       state_refs: Mapping[str, str] | None) -> None:
-        """Edge network, named volumes (created once, never removed), state project, router.
+                       state_refs: Mapping[str, str] | None, backend: Mapping[str, str]) -> None:
+        """Edge network, named volumes (created once, never removed), state project, router
+        (with `backend`: the router settings of the color that starts).
 
         A rollback passes no `state_refs`: it leaves running stateful services as they are."""
         app = self.app
@@ -272,18 +276,50 @@ class Deployer:
                     self.compose.up(project, state_model)
             self.compose.up(project, state_model, wait=True,
                             timeout=int(app.settings.router.health.timeout) if app.settings.router else 120)
-        self._ensure_router(state, router_image, state.live_color or plan.color)
+        self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
-    def _ensure_router(self, state: AppState, image: str, live: str) -> None:
-        """Create the router, or recreate it only when its image or settings changed."""
+    def _ensure_router(self, state: AppState, image: str, live: str, color: str,
+                       backend: Mapping[str, str]) -> None:
+        """Give the router `color`'s backend settings. A change of settings is a seamless reload;
+        only a new image or published address recreates the router, after the new one's
+        configuration was checked."""
         identity = render.router_identity(self.app, image)
         current = state.router
-        if current is not None and current.status == "running" and current.labels.get(L.CONFIG_HASH) == identity:
+        running = current is not None and current.status == "running"
+        if running and current.labels.get(L.CONFIG_HASH) == identity:
+            router = Router(self.engine, current).open()
+            try:
+                now = router.settings()
+                backends = render.parse_router_env(now)
+                changed = render.backend_changes(backends[color], backend)
+                backends[color] = dict(backend)
+                wanted = render.router_env(backends)
+                if any(now.get(k) != v for k, v in wanted.items()):
+                    self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
+                             "is dropped, the live color keeps its settings)")
+                    router.configure(wanted)
+            finally:
+                router.close()
             return
+        backends = {c: dict(backend) for c in render.COLORS}
+        if running and live != color:  # the live color keeps what it runs with
+            try:
+                kept = render.parse_router_env(Router(self.engine, current).settings())[live]
+            except EngineError:
+                kept = {}
+            if set(kept) >= set(backend):
+                backends[live] = kept
+        model = render.router_project(self.app, image, live, backends)
+        svc = model["services"]["router"]
+        svc["labels"][L.CONFIG_HASH] = identity
+        code, out = self.engine.run_check(image, [ROUTER_ENTRYPOINT, "check"],
+                                          svc["environment"], {L.APP: self.app.name, L.ROLE: "probe"})
+        if code != 0:
+            why = [ln for ln in out.splitlines() if "ALERT" in ln] or out.strip().splitlines()[-1:] or ["no output"]
+            raise EngineError(f"the router image {image} does not load its configuration: {why[0][-300:]}",
+                              "fix x-immutdock.router (image or settings); the live router was not touched")
         if current is not None:
-            self.warn("the router's image or settings changed: recreating it (open connections are cut)")
-        model = render.router_project(self.app, image, live)
-        model["services"]["router"]["labels"][L.CONFIG_HASH] = identity
+            self.warn("the router's image or published address changed: recreating it (open connections are cut)")
         self.say(f"starting router {render.project_name(self.app.name, 'router')} on {self.app.settings.router.publish}")
         self.compose.up(render.project_name(self.app.name, "router"), model)
 

@@ -119,7 +119,10 @@ def color_project(app: App, color: str, images: Mapping[str, str], release: str,
         extra = {L.APP: app.name, L.ROLE: "color", L.COLOR: color, L.RELEASE: release, L.CONFIG_HASH: config_hash}
         rendered[svc.name] = _service(app, svc, images.get(svc.name) or str(svc.image), extra, aliases, local,
                                       own=len(app.swapped) > 1)
-    return _top_level(app, app.swapped, project_name(app.name, color), rendered)
+    model = _top_level(app, app.swapped, project_name(app.name, color), rendered)
+    if router:
+        model[ROUTER_SETTINGS] = backend_settings(app)
+    return model
 
 
 def _aliases(svc: Service) -> list[str]:
@@ -157,22 +160,67 @@ def digest(value: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+ROUTER_SETTINGS = "x-immutdock-router"  # a color model's router settings (its backend's), recorded with it
+
+
+def backend_settings(app: App) -> dict[str, str]:
+    """What the router's backend of a color is set to for this file: the port it sends to, the
+    health path, the passing checks in a row, the seconds a server may take to answer."""
+    router = app.settings.router
+    assert router is not None
+    return {"port": str(router.port), "health_path": router.health.path, "rise": str(router.health.rise),
+            "timeout": str(router.request_timeout)}
+
+
+def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The router's settings (HAProxy reads them as environment variables): each color's backend,
+    plus what both share, sized for the slower of the two."""
+    env = {f"IMMUTDOCK_{color.upper()}_{key.upper()}": str(value)
+           for color in COLORS for key, value in sorted(backends[color].items())}
+    slowest = max(int(backends[color]["timeout"]) for color in COLORS)
+    env["IMMUTDOCK_CLIENT_TIMEOUT"] = str(slowest)
+    env["IMMUTDOCK_HARD_STOP"] = str(slowest + 5)  # a reload's old process finishes what it has
+    return env
+
+
+def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The inverse of router_env, for what a running router reports (keys it lacks are absent)."""
+    out: dict[str, dict[str, str]] = {color: {} for color in COLORS}
+    for name, value in env.items():
+        for color in COLORS:
+            prefix = f"IMMUTDOCK_{color.upper()}_"
+            if name.startswith(prefix):
+                out[color][name[len(prefix):].lower()] = value
+    return out
+
+
+def backend_changes(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    """What differs between two backend settings, e.g. "health_path /healthz -> /ready"."""
+    return ", ".join(f"{key} {old.get(key, '-')} -> {value}" for key, value in sorted(new.items())
+                     if old.get(key) != value)
+
+
 def router_identity(app: App, image: str) -> str:
-    """What the router is made from, apart from the color it starts on (a label on it)."""
-    model = router_project(app, image, "-")
-    model["services"]["router"]["labels"].pop(L.CONFIG_HASH, None)
+    """What the router is made from: its image and the address it publishes. Settings and the
+    color it starts on are not part of it (settings change by a reload)."""
+    model = router_project(app, image, "-", {c: backend_settings(app) for c in COLORS})
+    svc = model["services"]["router"]
+    svc["labels"].pop(L.CONFIG_HASH, None)
+    svc.pop("environment")
     return digest(model)
 
 
-def router_project(app: App, image: str, live_color: str) -> dict[str, Any]:
+def router_project(app: App, image: str, live_color: str,
+                   backends: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """The router's compose model; `backends` are each color's settings it starts with
+    (default: this file's for both)."""
     router = app.settings.router
     assert router is not None
     model = yaml.safe_load((COMPOSE_TEMPLATES / "router.yaml").read_text())
     svc = model["services"]["router"]
     svc["image"] = image
-    svc["environment"] = {"IMMUTDOCK_TARGET_PORT": str(router.port), "IMMUTDOCK_HEALTH_PATH": router.health.path,
-                          "IMMUTDOCK_HEALTH_RISE": str(router.health.rise),
-                          "IMMUTDOCK_SERVER_TIMEOUT": str(router.request_timeout), "IMMUTDOCK_LIVE": live_color}
+    svc["environment"] = {**router_env(backends or {c: backend_settings(app) for c in COLORS}),
+                          "IMMUTDOCK_LIVE": live_color}
     svc["ports"] = [f"{router.publish}:8080"]
     svc["labels"] = {L.APP: app.name, L.ROLE: "router"}
     model["name"] = project_name(app.name, "router")

@@ -12,6 +12,7 @@ from immutdock.engine import ContainerState, Engine, ExecSession
 from immutdock.errors import EngineError
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
+ROUTER_ENTRYPOINT = "/usr/local/bin/router-entrypoint"  # in the router image; `... check` checks its config
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,12 @@ class Router:
 
     def stats(self) -> BackendStats:
         return parse_stat(self._ctl("stat"))
+
+    def settings(self) -> dict[str, str]:
+        """The settings HAProxy runs with (render.router_env's names)."""
+        return dict(line.split("=", 1) for line in self._ctl("settings").splitlines() if "=" in line)
+
+    def configure(self, env: dict[str, str]) -> None:
+        """Check new settings, then apply them by a seamless reload: listening sockets and the
+        live color's server states pass to the new HAProxy process; requests in flight finish."""
+        self._ctl("configure", *(f"{k}={v}" for k, v in sorted(env.items())))

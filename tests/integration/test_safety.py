@@ -69,7 +69,8 @@ class GateApp:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write(self, mode: str = "ok", version: str = "v1", timeout: int = 6) -> "GateApp":
+    def write(self, mode: str = "ok", version: str = "v1", timeout: int = 6, health_path: str = "/cgi-bin/health",
+              rise: int = 2, router_extra: str = "") -> "GateApp":
         web = self.root / "web"
         (web / "cgi-bin").mkdir(parents=True, exist_ok=True)
         for path, text in {"Dockerfile": DOCKERFILE, "start": START, "cgi-bin/health": HEALTH_CGI,
@@ -94,8 +95,8 @@ class GateApp:
                 port: 8000
                 publish: "127.0.0.1:{self.port}"
                 request_timeout: {self.request_timeout}
-                health: {{path: /cgi-bin/health, timeout: {timeout}}}
-            """))
+                health: {{path: {health_path}, timeout: {timeout}, rise: {rise}}}
+            """) + router_extra)
         return self
 
     def version(self) -> str:
@@ -312,3 +313,62 @@ def test_the_colors_reach_a_stateful_service_by_every_alias_the_file_gives_it(ti
     proc = run_cli(tiny.root, "release")
     assert proc.returncode == 0, proc.stderr
     assert tiny.visit() == "v1 1"
+
+
+def _router(engine, app: GateApp):
+    found = engine.containers.list(filters={"label": [f"io.immutdock.app={app.name}", "io.immutdock.role=router"]})
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_router_settings_change_by_a_reload_and_only_image_or_address_recreate_it(
+        tmp_path: Path, engine, app_name: str) -> None:
+    """Health path, rise and request timeout change under load: HAProxy reloads in place (same
+    container), no request fails, a slow request in flight finishes, and the new color gets the
+    new settings while the live one kept its own. A router image that cannot run is refused
+    before the old router goes; a new published address recreates it."""
+    app = GateApp(tmp_path / "app", app_name).write()
+    try:
+        assert run_cli(app.root, "release").returncode == 0
+        router = _router(engine, app)
+        app.request_timeout = 20
+        app.write(version="v2", health_path="/cgi-bin/version", rise=3)
+        plan = run_cli(app.root, "plan")
+        assert "reloaded with green's new settings (health_path /cgi-bin/health -> /cgi-bin/version, rise 2 -> 3, " \
+               "timeout 3 -> 20); no connection is dropped" in plan.stdout, plan.stdout
+        slow: list[tuple[int, str]] = []
+        in_flight = threading.Thread(target=lambda: slow.append(request(app.url, "POST", "/cgi-bin/post?2")))
+        with Load(app.url, path="/cgi-bin/version") as load:
+            in_flight.start()
+            proc = run_cli(app.root, "release")
+            in_flight.join(timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert "HAProxy reloads" in proc.stderr and "recreating" not in proc.stderr, proc.stderr
+        assert load.ok > 10 and load.failures == [], load.failures[:5]
+        assert slow == [(200, "done\n")]
+        assert _router(engine, app).id == router.id, "reloaded, not recreated"
+        code, out = _router(engine, app).exec_run(["router-ctl", "settings"])
+        settings = dict(line.split("=", 1) for line in out.decode().splitlines())
+        assert settings["IMMUTDOCK_GREEN_HEALTH_PATH"] == "/cgi-bin/version"
+        assert settings["IMMUTDOCK_BLUE_HEALTH_PATH"] == "/cgi-bin/health", "the old color kept its own"
+        assert app.version() == "v2"
+        assert request(app.url, "POST", "/cgi-bin/post?5")[0] == 200, "the new request timeout (20 s) applies"
+
+        app.write(version="v3", health_path="/cgi-bin/version", rise=3,
+                  router_extra="    image: busybox:latest\n")
+        proc = run_cli(app.root, "release")
+        assert proc.returncode == 1, proc.stderr
+        assert "previous release is still serving" in proc.stderr
+        assert _router(engine, app).id == router.id and app.version() == "v2"
+
+        old_url, app.port = app.url, free_port()
+        app.write(version="v3", health_path="/cgi-bin/version", rise=3)
+        plan = run_cli(app.root, "plan")
+        assert "its image or published address changed" in plan.stdout, plan.stdout
+        proc = run_cli(app.root, "release")
+        assert proc.returncode == 0, proc.stderr
+        assert _router(engine, app).id != router.id and app.version() == "v3"
+        with pytest.raises(OSError):
+            request(old_url, "GET", "/cgi-bin/version", timeout=2)
+    finally:
+        cleanup(app_name)

@@ -256,3 +256,49 @@ def test_rollback_with_no_earlier_release() -> None:
     state = app_state(records=_history("A"), live="blue", blue=(color_container("blue", "r1", "A"),))
     with pytest.raises(ConfigError):
         rollback_target(state, None)
+
+
+# -- what a release does to the router ---------------------------------------------------------
+
+def _live(app: App, settings: dict | None, identity: str = "sha256:router") -> "object":
+    from dataclasses import replace
+
+    from immutdock import render
+
+    rec = replace(record(3), model={render.ROUTER_SETTINGS: settings} if settings else {})
+    router = router_container()
+    router = replace(router, labels={**router.labels, L.CONFIG_HASH: identity})
+    return app_state(records=(rec,), router=router, live="blue", blue=(color_container("blue", "r3", OLD),),
+                     state=RUNNING_DB)
+
+
+def test_the_router_is_left_alone_when_nothing_of_it_changed(app: App, images: list) -> None:
+    from immutdock import render
+
+    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, "sha256:router")
+    assert plan.router == "" and plan.as_json()["router"] == ""
+
+
+def test_a_router_settings_change_is_a_reload(app: App, images: list, tmp_path: Path) -> None:
+    block = full_block()
+    block["router"]["health"]["path"] = "/ready"
+    block["router"]["request_timeout"] = 300
+    from immutdock import render
+
+    state = _live(app, render.backend_settings(app))
+    plan = decide(full_app(tmp_path, block), images, state, NEW, "sha256:router")
+    assert plan.router == ("reloaded with green's new settings (health_path /healthz -> /ready, "
+                           "timeout 75 -> 300); no connection is dropped")
+
+
+def test_a_new_router_image_or_address_recreates_it(app: App, images: list) -> None:
+    from immutdock import render
+
+    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, "sha256:other")
+    assert plan.router.startswith("recreated on 127.0.0.1:8080: its image or published address changed")
+
+
+def test_a_missing_or_stopped_router_is_created_or_started(app: App, images: list) -> None:
+    assert decide(app, images, app_state(), NEW, "sha256:r").router == "created on 127.0.0.1:8080"
+    state = app_state(router=router_container("exited"), live="blue", blue=(color_container("blue", "r1", OLD),))
+    assert decide(app, images, state, NEW, None).router == "started again (it is not running)"

@@ -251,13 +251,33 @@ def test_router_project(tmp_path: Path) -> None:
     assert model["name"] == "shop-router"
     svc = model["services"]["router"]
     assert svc["image"] == "immutdock-router:abc"
-    assert svc["environment"] == {"IMMUTDOCK_TARGET_PORT": "8000", "IMMUTDOCK_HEALTH_PATH": "/healthz",
-                                  "IMMUTDOCK_HEALTH_RISE": "2", "IMMUTDOCK_SERVER_TIMEOUT": "75",
-                                  "IMMUTDOCK_LIVE": "green"}
+    assert svc["environment"] == {
+        "IMMUTDOCK_BLUE_HEALTH_PATH": "/healthz", "IMMUTDOCK_BLUE_PORT": "8000", "IMMUTDOCK_BLUE_RISE": "2",
+        "IMMUTDOCK_BLUE_TIMEOUT": "75", "IMMUTDOCK_GREEN_HEALTH_PATH": "/healthz", "IMMUTDOCK_GREEN_PORT": "8000",
+        "IMMUTDOCK_GREEN_RISE": "2", "IMMUTDOCK_GREEN_TIMEOUT": "75", "IMMUTDOCK_CLIENT_TIMEOUT": "75",
+        "IMMUTDOCK_HARD_STOP": "80", "IMMUTDOCK_LIVE": "green"}
     assert svc["ports"] == ["127.0.0.1:8080:8080"]
     assert svc["labels"] == {L.APP: APP, L.ROLE: "router"}
     assert svc["networks"] == {"edge": {}}
     assert model["networks"] == {"edge": {"external": True, "name": "shop_immutdock"}}
+
+
+def test_each_color_has_its_own_backend_settings(tmp_path: Path) -> None:
+    app = full_app(tmp_path)
+    slow = {**render.backend_settings(app), "timeout": "300", "health_path": "/ready"}
+    env = render.router_project(app, "img", "blue", {"blue": render.backend_settings(app), "green": slow})[
+        "services"]["router"]["environment"]
+    assert env["IMMUTDOCK_BLUE_HEALTH_PATH"] == "/healthz" and env["IMMUTDOCK_GREEN_HEALTH_PATH"] == "/ready"
+    assert env["IMMUTDOCK_CLIENT_TIMEOUT"] == "300" and env["IMMUTDOCK_HARD_STOP"] == "305"  # the slower color's
+    assert render.parse_router_env(env) == {"blue": render.backend_settings(app), "green": slow}
+    assert render.backend_changes(render.backend_settings(app), slow) == \
+        "health_path /healthz -> /ready, timeout 75 -> 300"
+
+
+def test_a_color_model_records_its_router_settings(tmp_path: Path) -> None:
+    app = full_app(tmp_path)
+    model = render.color_project(app, "blue", IMAGES, "r1", HASH)
+    assert model[render.ROUTER_SETTINGS] == {"port": "8000", "health_path": "/healthz", "rise": "2", "timeout": "75"}
 
 
 @pytest.mark.parametrize("publish, ports", [
@@ -286,27 +306,27 @@ def test_router_project_does_not_change_the_template(tmp_path: Path) -> None:
     assert render.router_project(app, "img:1", "blue") == render.router_project(app, "img:1", "blue")
 
 
-def test_router_identity_does_not_depend_on_the_live_color(tmp_path: Path) -> None:
+def test_router_identity_is_its_image_and_address_only(tmp_path: Path) -> None:
     app = full_app(tmp_path)
     identity = render.router_identity(app, "img:1")
     assert identity.startswith("sha256:") and len(identity) == len("sha256:") + 64
     assert identity == render.router_identity(app, "img:1")
-    blue = render.router_project(app, "img:1", "blue")
-    green = render.router_project(app, "img:1", "green")
-    assert blue != green  # the projects differ only in the color they start on ...
-    for model in (blue, green):
-        model["services"]["router"]["environment"]["IMMUTDOCK_LIVE"] = "-"
+    for model in (render.router_project(app, "img:1", "blue"), render.router_project(app, "img:1", "green")):
+        model["services"]["router"].pop("environment")  # the live color and the settings are left out
         digest = "sha256:" + hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
-        assert digest == identity  # ... which the identity leaves out
+        assert digest == identity
 
 
 def test_router_identity_follows_what_the_router_is_made_from(tmp_path: Path) -> None:
     base = render.router_identity(full_app(tmp_path), "img:1")
     assert render.router_identity(full_app(tmp_path), "img:2") != base
-    for key, value in (("port", 9000), ("publish", "9999"), ("health", {"path": "/ready"})):
+    block = full_block()
+    block["router"]["publish"] = "9999"
+    assert render.router_identity(full_app(tmp_path, block), "img:1") != base
+    for key, value in (("port", 9000), ("health", {"path": "/ready"}), ("request_timeout", 300)):
         block = full_block()
         block["router"][key] = value
-        assert render.router_identity(full_app(tmp_path, block), "img:1") != base, key
+        assert render.router_identity(full_app(tmp_path, block), "img:1") == base, f"{key} changes by a reload"
 
 
 # -- with_color: a recorded release re-targeted ----------------------------------------------
