@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/release_downtime.py [--releases 5] [--clients 4] [--slow-clients 2]
-                                               [--noop-runs 10] [--keep] [--dump FILE]
+                                               [--post-clients 2] [--noop-runs 10] [--keep]
+                                               [--dump FILE] [--plot FILE]
 
 Needs a running Docker engine with compose v2 and the base image ``debian:bookworm-slim``
 (the first build of ``examples/counter`` also needs Debian's package mirror). One run:
@@ -12,27 +13,37 @@ A. immutdock: ``examples/counter`` is copied to a temp dir, its ``name:`` rewrit
    unique app name and its router published on a free 127.0.0.1 port. A first
    ``immutdock release`` (no load), then, under load, ``--releases`` releases (``web/VERSION``
    set to v2, v3, ... so that a new image is really built) and one ``immutdock rollback``,
-   each run as ``.venv/bin/immutdock <cmd> --json`` from the app dir. Wall time of each command
+   then one release that changes only the router's settings (health ``rise`` and
+   ``request_timeout``: HAProxy reloads), each run as ``.venv/bin/immutdock <cmd> --json``
+   from the app dir. Wall time of each command
    and its JSON ``timings`` (``cutover`` above all) are recorded.
 B. naive baseline: another copy, its own compose project name, the x-immutdock block
    dropped and ``web`` published directly on a free 127.0.0.1 port. ``docker compose -p NAME
    up -d --build --wait`` first, then under the same load the same number of "releases"
    (change ``web/VERSION``; ``docker compose -p NAME up -d --build``, which recreates the
-   containers in place) and a "rollback" (VERSION back to the first version, same command).
+   containers in place), a "rollback" (VERSION back to the first version, same command) and a
+   config-only change (an environment variable of ``web``, same command).
 C. no-op: on each unchanged app, ``immutdock release`` and ``docker compose -p NAME up -d
    --build`` are timed ``--noop-runs`` times each (interleaved, everything already built).
 
 The load generator (stdlib threads, 127.0.0.1 only, hard cap of 15 minutes): ``--clients``
 threads doing back-to-back ``GET /version``, each on a new connection, and ``--slow-clients``
-threads doing back-to-back ``GET /slow?s=2`` (requests that are in flight during a switch).
-Every request is recorded: start, latency, and ok (200) or the failure kind (refused, reset,
-closed without a response, timeout, HTTP status, other).
+threads doing back-to-back ``GET /slow?s=2`` (requests that are in flight during a switch;
+web's stop_grace_period is 30 s, so every one must complete), and ``--post-clients`` threads
+doing back-to-back ``POST /requests?s=0.5``, each with its own X-Request-Id, which the app
+records in Postgres before it answers: afterwards ``GET /requests/twice`` tells how many
+requests were executed twice (a retried POST). Every request is recorded: start, latency, and
+ok (200) or the failure kind (refused, reset, closed without a response, timeout, HTTP status,
+other).
 
 Per side it prints totals, failures by kind, latency percentiles, and per step the wall time,
 the cutover (immutdock's JSON) or the outage (naive: the longest window of failing requests),
 plus "max gap": the longest time in the step during which no fast request completed OK,
 measured the same way on both sides. Then the no-op comparison and the goals (zero failed
-requests for immutdock, no-op no slower than compose's, cutover < 100 ms on every step).
+requests for immutdock, none executed twice, no-op no slower than compose's, cutover < 100 ms
+on every step). With matplotlib (``pip install -e '.[bench]'``) it also draws successful and
+failed requests per 100 ms on both sides, with the steps marked (``--plot``, default
+``bench/release_downtime.png``).
 
 Everything the benchmark created is removed at the end, also on failure or Ctrl-C, unless
 ``--keep``: for the immutdock app, every container, network, volume and image labelled
@@ -58,6 +69,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -69,6 +81,8 @@ HOST = "127.0.0.1"  # the load generator never targets anything else
 LOAD_HARD_CAP = 15 * 60.0  # seconds
 REQUEST_TIMEOUT = 10.0
 SLOW_PATH = "/slow?s=2"
+POST_PATH = "/requests?s=0.5"
+TWICE_PATH = "/requests/twice"
 FAST_PATH = "/version"
 STEP_TIMEOUT = 600.0  # one release or compose command
 TAIL_AFTER_LAST_STEP = 3.0  # load keeps running this long after the last step
@@ -182,11 +196,11 @@ def version_bytes(n: int) -> bytes:
 
 @dataclass
 class Req:
-    kind: str  # fast | slow
+    kind: str  # fast | slow | post
     start: float  # monotonic
     latency: float
     outcome: str  # ok | refused | reset | closed | timeout | http <code> | other:<what>
-    body: str = ""  # /version's answer, for the fast requests that succeeded
+    body: str = ""  # /version's answer, for the fast requests that succeeded; a POST's request id
 
     @property
     def end(self) -> float:
@@ -214,10 +228,11 @@ def classify(exc: BaseException) -> str:
 class Load:
     """Back-to-back GETs on new connections, from threads; every request is recorded."""
 
-    def __init__(self, port: int, clients: int, slow_clients: int) -> None:
+    def __init__(self, port: int, clients: int, slow_clients: int, post_clients: int = 0) -> None:
         self.port = port
         self.clients = clients
         self.slow_clients = slow_clients
+        self.post_clients = post_clients
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.per_thread: list[list[Req]] = []
@@ -230,7 +245,11 @@ class Load:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT)
         body = ""
         try:
-            conn.request("GET", path, headers={"Connection": "close"})
+            if kind == "post":
+                body = uuid.uuid4().hex
+                conn.request("POST", path, body=b"order", headers={"Connection": "close", "X-Request-Id": body})
+            else:
+                conn.request("GET", path, headers={"Connection": "close"})
             resp = conn.getresponse()
             data = resp.read()
             outcome = "ok" if resp.status == 200 else f"http {resp.status}"
@@ -252,8 +271,9 @@ class Load:
 
     def start(self) -> None:
         self.started = time.monotonic()
-        for i in range(self.clients + self.slow_clients):
-            kind, path = ("fast", FAST_PATH) if i < self.clients else ("slow", SLOW_PATH)
+        kinds = [("fast", FAST_PATH)] * self.clients + [("slow", SLOW_PATH)] * self.slow_clients + \
+            [("post", POST_PATH)] * self.post_clients
+        for i, (kind, path) in enumerate(kinds):
             out: list[Req] = []
             self.per_thread.append(out)
             t = threading.Thread(target=self._loop, args=(kind, path, out), name=f"load-{kind}-{i}", daemon=True)
@@ -336,6 +356,8 @@ class Side:
     noop: list[float] = field(default_factory=list)
     noop_note: str = ""
     first_version: str = ""
+    executed: tuple[int, int] | None = None  # POSTs the app recorded: (rows, distinct request ids)
+    twice: list[str] = field(default_factory=list)  # request ids executed more than once
 
     def analyse(self) -> None:
         windows = fail_windows(self.reqs)
@@ -364,6 +386,20 @@ class Side:
 
     def slow(self) -> list[Req]:
         return [r for r in self.reqs if r.kind == "slow"]
+
+    def posts(self) -> list[Req]:
+        return [r for r in self.reqs if r.kind == "post"]
+
+    def read_executed(self, port: int) -> None:
+        """Ask the app which POSTs it executed, and which of them more than once."""
+        answer = get(port, TWICE_PATH, timeout=10)
+        if answer is None or answer[0] != 200:
+            log(f"{self.label}: {TWICE_PATH} did not answer ({answer})")
+            return
+        first, *rest = answer[1].splitlines()
+        rows, distinct = (int(x) for x in first.split())
+        self.executed = (rows, distinct)
+        self.twice = [line.split()[0] for line in rest if line.strip()]
 
 
 def count_kinds(reqs: Sequence[Req]) -> dict[str, int]:
@@ -427,11 +463,11 @@ def project_container_ids(project: str) -> list[str]:
 StepAction = Callable[[], "tuple[Run, dict[str, Any]]"]  # one release step: (its run, its JSON)
 
 
-def measure_under_load(side: Side, label: str, app_dir: Path, port: int, clients: int, slow: int,
+def measure_under_load(side: Side, label: str, app_dir: Path, port: int, clients: int, slow: int, posts: int,
                        steps: list[tuple[Step, bytes | None, StepAction]]) -> None:
     """Run each step (set the app's VERSION when given, then act) while the load runs."""
-    load = Load(port, clients, slow)
-    log(f"{label}: load on http://{HOST}:{port} ({clients} fast + {slow} slow clients)")
+    load = Load(port, clients, slow, posts)
+    log(f"{label}: load on http://{HOST}:{port} ({clients} fast + {slow} slow + {posts} POST clients)")
     load.start()
     try:
         for step, version, act in steps:
@@ -450,29 +486,50 @@ def measure_under_load(side: Side, label: str, app_dir: Path, port: int, clients
     finally:
         side.reqs = load.stop()
         side.load_start, side.load_stop, side.hit_cap = load.started, load.stopped, load.hit_cap
+        if posts:
+            side.read_executed(port)
 
 
-def measure_immutdock(side: Side, app_dir: Path, port: int, releases: int, clients: int, slow: int,
+def measure_immutdock(side: Side, app_dir: Path, port: int, releases: int, clients: int, slow: int, posts: int,
                       first: bytes) -> None:
     def act(command: str) -> StepAction:
         return lambda: immutdock_step(app_dir, [command])
 
+    def settings_change() -> tuple[Run, dict[str, Any]]:
+        """Only the router's settings change: the new color's backend, by a HAProxy reload."""
+        path = app_dir / "compose.yaml"
+        text, n = re.subn(r"(?m)^(\s+)health: \{path: /healthz, timeout: 120\}$",
+                          r"\1health: {path: /healthz, timeout: 120, rise: 3}\n\1request_timeout: 90", path.read_text())
+        if n != 1:
+            raise RuntimeError(f"could not rewrite the router's health: line in {path}")
+        path.write_text(text)
+        return immutdock_step(app_dir, ["release"])
+
+    back = f"v{releases}" if releases >= 2 else first.decode().strip()
     steps: list[tuple[Step, bytes | None, StepAction]] = [
         (Step(f"release v{n}", f"v{n}"), version_bytes(n), act("release")) for n in range(2, releases + 2)]
-    steps.append((Step("rollback", f"v{releases}" if releases >= 2 else first.decode().strip()), None,
-                  act("rollback")))
-    measure_under_load(side, "immutdock", app_dir, port, clients, slow, steps)
+    steps.append((Step("rollback", back), None, act("rollback")))
+    # the checkout goes back to what serves, so this release changes the router's settings only
+    steps.append((Step("config", back), version_bytes(releases) if releases >= 2 else first, settings_change))
+    measure_under_load(side, "immutdock", app_dir, port, clients, slow, posts, steps)
 
 
 def measure_naive(side: Side, app_dir: Path, project: str, port: int, releases: int, clients: int,
-                  slow: int, first: bytes) -> None:
+                  slow: int, posts: int, first: bytes) -> None:
     def act() -> tuple[Run, dict[str, Any]]:
         return run(compose_argv(project, "up", "-d", "--build"), cwd=app_dir), {}
+
+    def config_change() -> tuple[Run, dict[str, Any]]:
+        """A config-only change: one more environment variable on web (compose recreates it)."""
+        path = app_dir / "compose.yaml"
+        path.write_text(path.read_text().replace("      PGPORT: '5432'\n", "      PGPORT: '5432'\n      TUNED: '1'\n", 1))
+        return act()
 
     steps: list[tuple[Step, bytes | None, StepAction]] = [
         (Step(f"release v{n}", f"v{n}"), version_bytes(n), act) for n in range(2, releases + 2)]
     steps.append((Step("rollback", first.decode().strip()), first, act))
-    measure_under_load(side, "naive", app_dir, port, clients, slow, steps)
+    steps.append((Step("config", first.decode().strip()), None, config_change))
+    measure_under_load(side, "naive", app_dir, port, clients, slow, posts, steps)
 
 
 def measure_noops(a: Side, a_dir: Path, b: Side, b_dir: Path, project: str, runs: int) -> None:
@@ -601,9 +658,10 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
 
     line("")
     line("=" * 96)
-    line(f"RELEASE DOWNTIME BENCHMARK: {args.releases} release(s) + 1 rollback under load: "
+    line(f"RELEASE DOWNTIME BENCHMARK: {args.releases} release(s) + 1 rollback + 1 config change under load: "
          f"{args.clients} client(s) GET {FAST_PATH} (new connection each),")
-    line(f"{args.slow_clients} client(s) GET {SLOW_PATH}, all back-to-back on 127.0.0.1; request timeout {REQUEST_TIMEOUT:.0f} s")
+    line(f"{args.slow_clients} client(s) GET {SLOW_PATH}, {args.post_clients} client(s) POST {POST_PATH}, all "
+         f"back-to-back on 127.0.0.1; request timeout {REQUEST_TIMEOUT:.0f} s")
     line("=" * 96)
     row("", "immutdock (blue/green)", "naive (compose up -d --build)")
     row("setup (no load)", secs(a.setup_wall) + " first release", secs(b.setup_wall) + " up --build --wait")
@@ -620,6 +678,7 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
             p50=percentile(lat, 50), p99=percentile(lat, 99), max=max(lat) if lat else None,
             rate=len(fast) / max(1e-9, side.load_stop - side.load_start),
             slow_ok=sum(1 for r in slow if r.ok), slow_bad=[r for r in slow if not r.ok],
+            post_ok=sum(1 for r in side.posts() if r.ok), post_bad=[r for r in side.posts() if not r.ok],
             windows=fail_windows(side.reqs))
     sa, sb = stats[a.label], stats[b.label]
     row("fast requests total", f"{sa['total']} ({sa['rate']:.0f}/s)", f"{sb['total']} ({sb['rate']:.0f}/s)")
@@ -635,6 +694,19 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
         f"{sb['slow_ok']} / {len(sb['slow_bad'])}")
     if sa["slow_bad"] or sb["slow_bad"]:
         row("  slow failed by kind", kinds_text(count_kinds(sa["slow_bad"])), kinds_text(count_kinds(sb["slow_bad"])))
+    row("POSTs ok / failed (client side)", f"{sa['post_ok']} / {len(sa['post_bad'])}",
+        f"{sb['post_ok']} / {len(sb['post_bad'])}")
+    if sa["post_bad"] or sb["post_bad"]:
+        row("  POSTs failed by kind", kinds_text(count_kinds(sa["post_bad"])), kinds_text(count_kinds(sb["post_bad"])))
+
+    def executed_text(side: Side) -> str:
+        if side.executed is None:
+            return "unknown" if side.posts() else "-"
+        rows, distinct = side.executed
+        return f"{rows} runs of {distinct} ids"
+
+    row("POSTs executed (the app's table)", executed_text(a), executed_text(b))
+    row("POSTs executed twice", str(len(a.twice)), str(len(b.twice)))
     def windows_text(ws: list[tuple[float, float, int]]) -> str:
         return (f"{len(ws)}, longest {ms(max((y - x for x, y, _ in ws), default=0.0))}, "
                 f"sum {ms(sum(y - x for x, y, _ in ws))}")
@@ -682,6 +754,11 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
                      + (step.result.get("error") or tail(step.run.stderr, 2)).replace("\n", " | "))
             if step.served_after != step.expect:
                 line(f"  {side.label} {step.name}: expected {step.expect} to be served after it, got {step.served_after}")
+    config = next((st for st in a.steps if st.name == "config" and st.run is not None), None)
+    if config is not None:
+        how = ("HAProxy reloaded in place" if "HAProxy reloads" in config.run.stderr else
+               "the router was recreated" if "recreating" in config.run.stderr else "the router was not touched")
+        line(f"  immutdock config step (router rise 2 -> 3, request_timeout 75 -> 90 s): {how}")
     line("")
     line("immutdock timings from `--json` (s): build / health / cutover / drain / total")
     for step in a.steps:
@@ -704,21 +781,64 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
             line(f"  note ({side.label}): {side.noop_note}")
 
     cutovers = [s.cutover for s in a.steps]
-    all_ran = all(s.ok for s in a.steps) and len(a.steps) == args.releases + 1
-    goal1 = all_ran and sa["failed"] == 0 and not sa["slow_bad"]
+    all_ran = all(s.ok for s in a.steps) and len(a.steps) == args.releases + 2
+    goal1 = all_ran and sa["failed"] == 0 and not sa["slow_bad"] and not sa["post_bad"]
+    goal_twice = (a.executed is not None or not a.posts()) and not a.twice
     goal2 = med_a is not None and med_b is not None and med_a <= med_b
     goal3 = all_ran and all(c is not None and c < 0.100 for c in cutovers)
     line("")
     line("goals:")
     line(f"  [{'PASS' if goal1 else 'FAIL'}] zero failed requests for immutdock: {sa['failed']} fast + "
-         f"{len(sa['slow_bad'])} slow failed" + ("" if all_ran else " (and not every step succeeded)"))
+         f"{len(sa['slow_bad'])} slow (each shorter than the 30 s grace period) + {len(sa['post_bad'])} POST failed"
+         + ("" if all_ran else " (and not every step succeeded)"))
+    line(f"  [{'PASS' if goal_twice else 'FAIL'}] no request executed twice by immutdock: {len(a.twice)} "
+         f"(naive: {len(b.twice)})" + ("" if a.executed is not None or not a.posts() else " (could not ask the app)"))
     line(f"  [{'PASS' if goal2 else 'FAIL'}] no-op release no slower than compose's no-op: immutdock median "
          f"{secs(med_a)} vs compose median {secs(med_b)}")
     line(f"  [{'PASS' if goal3 else 'FAIL'}] cutover < 100 ms on every immutdock step: "
          + ", ".join(ms(c) for c in cutovers))
     line("")
     print("\n".join(out), flush=True)
-    return goal1 and goal2 and goal3
+    return goal1 and goal_twice and goal2 and goal3
+
+
+def plot(path: Path, a: Side, b: Side) -> None:
+    """Successful and failed requests per 100 ms on both sides, the steps shaded."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log(f"no picture: matplotlib is missing (pip install -e '.[bench]'); {path} not written")
+        return
+    fig, axes = plt.subplots(2, 1, figsize=(12, 6.5), sharex=False)
+    for ax, side in zip(axes, (a, b)):
+        span = max(0.1, side.load_stop - side.load_start)
+        bins = int(span / 0.1) + 1
+        ok, bad = [0] * bins, [0] * bins
+        for r in side.reqs:
+            i = min(bins - 1, max(0, int((r.end - side.load_start) / 0.1)))
+            (ok if r.ok else bad)[i] += 1
+        xs = [i * 0.1 for i in range(bins)]
+        ax.bar(xs, ok, width=0.1, align="edge", color="#4c9a2a", label="ok")
+        ax.bar(xs, bad, width=0.1, align="edge", bottom=ok, color="#d62728", label="failed")
+        for step in side.steps:
+            if step.run is None:
+                continue
+            x0, x1 = step.run.start - side.load_start, step.run.end - side.load_start
+            ax.axvspan(x0, x1, color="#1f77b4", alpha=0.08)
+            ax.text(x0, 1.0, f" {step.name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        failed = sum(1 for r in side.reqs if not r.ok)
+        ax.set_title(f"{side.label}: {failed} failed of {len(side.reqs)} requests"
+                     + (f", {len(side.twice)} executed twice" if side.executed is not None else ""), fontsize=10)
+        ax.set_ylabel("requests / 100 ms")
+        ax.set_xlim(0, span)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[-1].set_xlabel("seconds since the load started (shaded: a release, rollback or config step running)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    log(f"picture written to {path}")
 
 
 def dump(path: Path, *sides: Side) -> None:
@@ -752,13 +872,17 @@ def main() -> int:
     parser.add_argument("--releases", type=int, default=5, help="releases under load before the rollback (default 5)")
     parser.add_argument("--clients", type=int, default=4, help=f"threads doing GET {FAST_PATH} (default 4)")
     parser.add_argument("--slow-clients", type=int, default=2, help=f"threads doing GET {SLOW_PATH} (default 2)")
+    parser.add_argument("--post-clients", type=int, default=2,
+                        help=f"threads doing POST {POST_PATH}, each request with its own id (default 2)")
+    parser.add_argument("--plot", type=Path, default=REPO / "bench" / "release_downtime.png", metavar="FILE",
+                        help="picture of ok/failed requests per 100 ms (PNG or SVG; needs matplotlib)")
     parser.add_argument("--noop-runs", type=int, default=10, help="no-op timings per side (default 10)")
     parser.add_argument("--keep", action="store_true", help="leave the apps and the temp dir in place")
     parser.add_argument("--dump", type=Path, default=None, metavar="FILE",
                         help="also write every request and step (and immutdock's stderr) to FILE as JSON")
     args = parser.parse_args()
-    if args.releases < 1 or args.clients < 1 or args.slow_clients < 0 or args.noop_runs < 1:
-        parser.error("need --releases >= 1, --clients >= 1, --slow-clients >= 0, --noop-runs >= 1")
+    if args.releases < 1 or args.clients < 1 or min(args.slow_clients, args.post_clients) < 0 or args.noop_runs < 1:
+        parser.error("need --releases >= 1, --clients >= 1, --slow-clients/--post-clients >= 0, --noop-runs >= 1")
     if not IMMUTDOCK.exists():
         parser.error(f"{IMMUTDOCK} not found: create the venv and `pip install -e .` first")
 
@@ -797,12 +921,13 @@ def main() -> int:
             raise RuntimeError(f"the naive app does not answer {first.decode().strip()} on {HOST}:{b_port}")
         log(f"naive: up in {setup.wall:.1f}s")
 
-        measure_immutdock(a, a_dir, a_port, args.releases, args.clients, args.slow_clients, first)
-        measure_naive(b, b_dir, project, b_port, args.releases, args.clients, args.slow_clients, first)
+        measure_immutdock(a, a_dir, a_port, args.releases, args.clients, args.slow_clients, args.post_clients, first)
+        measure_naive(b, b_dir, project, b_port, args.releases, args.clients, args.slow_clients, args.post_clients,
+                      first)
 
         # The no-op needs the checkout to match what is live: the rollback went back to
         # the release before the last one, so set VERSION to that release's version.
-        live = a.steps[-1].served_after
+        live = a.steps[-2].served_after
         if live and re.fullmatch(r"v\d+", live):
             set_version(a_dir, f"{live}\n".encode())
         set_version(b_dir, first)
@@ -812,6 +937,7 @@ def main() -> int:
         a.analyse()
         b.analyse()
         ok = report(a, b, args)
+        plot(args.plot, a, b)
         if args.dump:
             dump(args.dump, a, b)
             log(f"raw data written to {args.dump}")

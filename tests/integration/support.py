@@ -64,6 +64,13 @@ VISIT_CGI = """\
 echo "Content-Type: text/plain"; echo
 echo "$(cat /www/version) $(wget -q -O- http://db:9000/cgi-bin/incr)"
 """
+# a request that is in flight while a release switches and drains (2 s < web's 5 s grace period)
+SLOW_CGI = """\
+#!/bin/sh
+sleep 2
+echo "Content-Type: text/plain"; echo
+echo "slow $(cat /www/version)"
+"""
 DB_DOCKERFILE = """\
 FROM busybox:latest
 COPY cgi-bin /www/cgi-bin
@@ -126,6 +133,7 @@ class TinyApp:
         (web / "Dockerfile").write_text(WEB_DOCKERFILE)
         (web / "start").write_text(WEB_START)
         (web / "cgi-bin" / "visit").write_text(VISIT_CGI)
+        (web / "cgi-bin" / "slow").write_text(SLOW_CGI)
         (web / "healthz").write_text("ok\n")
         (web / "version").write_text(version + "\n")
         (db / "Dockerfile").write_text(DB_DOCKERFILE)
@@ -152,26 +160,32 @@ class TinyApp:
 
 
 class Load:
-    """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks)."""
+    """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks).
+    `slow` more clients ask `slow_path`, requests still in flight when traffic switches."""
 
-    def __init__(self, url: str, clients: int = 3, path: str = "/version") -> None:
-        self.url, self.path = url, path
+    def __init__(self, url: str, clients: int = 3, path: str = "/version", slow: int = 0,
+                 slow_path: str = "/cgi-bin/slow") -> None:
+        self.url = url
         self.ok = 0
+        self.slow_ok = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self._threads = [threading.Thread(target=self._run, args=(path, False), daemon=True) for _ in range(clients)]
+        self._threads += [threading.Thread(target=self._run, args=(slow_path, True), daemon=True) for _ in range(slow)]
 
-    def _run(self) -> None:
+    def _run(self, path: str, slow: bool) -> None:
         deadline = time.monotonic() + 600
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                status, _ = get(self.url, self.path)
-                result = None if status == 200 else f"status {status}"
+                status, _ = get(self.url, path, timeout=10)
+                result = None if status == 200 else f"{path}: status {status}"
             except OSError as exc:
-                result = type(exc).__name__
+                result = f"{path}: {type(exc).__name__}"
             with self._lock:
-                if result is None:
+                if result is None and slow:
+                    self.slow_ok += 1
+                elif result is None:
                     self.ok += 1
                 else:
                     self.failures.append(result)

@@ -79,14 +79,14 @@ def test_code_change_serves_v2_with_data_kept_and_no_failed_request(app: TinyApp
     app.set_version("v2")
     plan = json_out(run_cli(app.root, "plan", "--json"))
     assert plan["noop"] is False and plan["color"] == "green" and plan["retire"] == "blue"
-    with Load(app.url) as load:
+    with Load(app.url, slow=2) as load:  # slow requests are in flight while blue drains
         time.sleep(0.5)
         proc = release(app, "--json")
         time.sleep(0.5)
     assert proc.returncode == 0, proc.stderr
     out = json_out(proc)
     assert out["color"] == "green" and out["release"] == "r2"
-    assert load.ok > 20 and load.failures == [], load.failures[:5]
+    assert load.ok > 20 and load.slow_ok >= 2 and load.failures == [], load.failures[:5]
     assert app.visit() == "v2 2"
     status = json_out(run_cli(app.root, "status", "--json"))
     assert status["live_color"] == "green" and status["live_release"] == "r2"
@@ -96,8 +96,12 @@ def test_code_change_serves_v2_with_data_kept_and_no_failed_request(app: TinyApp
 def test_rollback_serves_v1_with_the_same_data_without_building(app: TinyApp, engine) -> None:
     mine = {"label": f"io.immutdock.app={app.name}"}
     images_before = {i.id for i in engine.images.list(filters=mine)}
-    proc = run_cli(app.root, "rollback", "--json")
+    with Load(app.url, slow=2) as load:
+        time.sleep(0.5)
+        proc = run_cli(app.root, "rollback", "--json")
+        time.sleep(0.5)
     assert proc.returncode == 0, proc.stderr
+    assert load.ok > 20 and load.slow_ok >= 2 and load.failures == [], load.failures[:5]
     out = json_out(proc)
     assert out["kind"] == "rollback" and out["color"] == "blue"
     assert app.visit() == "v1 3"

@@ -6,6 +6,10 @@ Endpoints
   GET /version   the version baked into the image (file VERSION), plain text
   GET /healthz   200 "ok" when the database answers SELECT 1, else 503
   GET /slow?s=N  sleeps N seconds (float, at most 30) then answers 200
+  POST /requests?s=N   records the request's X-Request-Id in Postgres, then sleeps N
+                 seconds and answers 200 (a request that must never run twice)
+  GET /requests/twice  "<rows> <distinct ids>" on the first line, then each id recorded
+                 more than once with its count
 
 Only the standard library and psycopg2. On SIGTERM/SIGINT the server stops
 accepting connections, lets the requests in flight finish and exits 0.
@@ -118,7 +122,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/version": self.version,
             "/healthz": self.healthz,
             "/slow": self.slow,
+            "/requests/twice": self.twice,
         }.get(url.path)
+        self.dispatch(route, url)
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.dispatch({"/requests": self.record}.get(url.path), url)
+
+    def dispatch(self, route, url):
         if route is None:
             self.send_text(404, "not found\n")
             return
@@ -172,6 +187,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         time.sleep(seconds)
         self.send_text(200, "slept %.3f s (%s)\n" % (seconds, VERSION))
 
+    def record(self, query):
+        request_id = self.headers.get("X-Request-Id", "")
+        if not request_id:
+            self.send_text(400, "X-Request-Id is required\n")
+            return
+        ensure_schema_once()
+        pool.run(lambda cur: cur.execute("INSERT INTO requests (request_id, version) VALUES (%s, %s)",
+                                         (request_id, VERSION)), retries=0)  # never run twice here either
+        time.sleep(min(max(_seconds(query), 0.0), SLOW_MAX_SECONDS))
+        self.send_text(200, "recorded %s (%s)\n" % (request_id, VERSION))
+
+    def twice(self, _query):
+        ensure_schema_once()
+
+        def read(cur):
+            cur.execute("SELECT count(*), count(DISTINCT request_id) FROM requests")
+            rows, distinct = cur.fetchone()
+            cur.execute("SELECT request_id, count(*) FROM requests GROUP BY request_id HAVING count(*) > 1")
+            return rows, distinct, cur.fetchall()
+
+        rows, distinct, repeated = pool.run(read)
+        self.send_text(200, "%d %d\n" % (rows, distinct) + "".join("%s %d\n" % r for r in repeated))
+
     # --- helpers ----------------------------------------------------------
 
     def send_text(self, status, body, content_type="text/plain; charset=utf-8"):
@@ -193,6 +231,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def send_response(self, code, message=None):
         self._status = code
         super().send_response(code, message)
+
+
+def _seconds(query):
+    try:
+        value = float(query.get("s", ["0"])[0])
+    except ValueError:
+        return 0.0
+    return 0.0 if value != value else value  # NaN
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS heartbeats_at_idx ON heartbeats (at);
+-- One row per POST /requests that ran: no unique key, so a request run twice shows as two rows.
+CREATE TABLE IF NOT EXISTS requests (
+    request_id text        NOT NULL,
+    version    text        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now()
+);
 """
 
 # Errors after which a connection is unusable and must be thrown away.
