@@ -297,6 +297,27 @@ def rollback(ctx: Ctx, to: str | None) -> None:
     ctx.emit(outcome.as_json(), lambda: click.echo(f"{outcome.message} at {outcome.url}"))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout (for CI).")
+def doctor(as_json: bool) -> None:
+    """Check that this machine can release: the engine, the compose and buildx plugins
+    (each in a version immutdock can drive) and immutdock's own files.
+
+    Says what is missing and how to get it. Exits 0 when all is well, 1 otherwise;
+    needs no compose file.
+    """
+    from immutdock.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        click.echo(json.dumps([c.as_json() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = click.style("ok  ", fg="green") if c.ok else click.style("FAIL", fg="red")
+            click.echo(f"{mark} {c.name:<10} {c.found}" + (f"\n     fix: {c.fix}" if c.fix else ""))
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
 @main.command(epilog=EPILOG)
 @common
 def status(ctx: Ctx) -> None:

@@ -9,9 +9,10 @@ import datetime as _dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from immutdock import interrupts, ledger, lock, render
+from immutdock import assets, interrupts, ledger, lock, render
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_image, plan_images
 from immutdock.compose import Compose
@@ -24,7 +25,6 @@ from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollbac
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 
 Say = Callable[[str], None]
-ROUTER_IMAGES = render.COMPOSE_TEMPLATES.parent / "images" / "router"
 
 
 @dataclass
@@ -63,12 +63,17 @@ class Deployer:
                               "add router: {service: web, port: 8000} naming the service that receives traffic")
 
     # -- images -----------------------------------------------------------------------------
+    @property
+    def router_context(self) -> Path:
+        """images/router: the router image's build context."""
+        return assets.folder("images") / "router"
+
     def _router_image_plan(self) -> ImagePlan | None:
         router = self.app.settings.router
         if router is None or router.image:
             return None
         args = frozen_mapping({"BASE": router.base} if router.base else {})
-        spec = BuildSpec(context=ROUTER_IMAGES, dockerfile=ROUTER_IMAGES / "Dockerfile", args=args)
+        spec = BuildSpec(context=self.router_context, dockerfile=self.router_context / "Dockerfile", args=args)
         return plan_image("router", "immutdock-router", spec, self.engine)
 
     def router_image(self, plan: ImagePlan | None) -> str | None:
@@ -120,7 +125,7 @@ class Deployer:
                     self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
                 apply_images(self.app.name, plan.images, self.app.project_dir, self.engine, self.compose, self.say)
                 if router_plan:
-                    apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+                    apply_images("immutdock", [router_plan], self.router_context, self.engine, self.compose, self.say)
                 timings["build"] = time.monotonic() - t
                 self._check_publish(state, self.router_image(router_plan))
                 self._pre_release_test(refs, plan)
@@ -164,7 +169,7 @@ class Deployer:
                                stateful=tuple(s.name for s in self.app.stateful))
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached:
-                apply_images("immutdock", [router_plan], ROUTER_IMAGES, self.engine, self.compose, self.say)
+                apply_images("immutdock", [router_plan], self.router_context, self.engine, self.compose, self.say)
             self._check_publish(state, self.router_image(router_plan))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
                                     kind="rollback", source=target.id, timings={})

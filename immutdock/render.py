@@ -11,16 +11,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from immutdock import assets
 from immutdock import labels as L
 from immutdock.model import App, Service
 
 COLORS = ("blue", "green")
-COMPOSE_TEMPLATES = Path(__file__).resolve().parent.parent / "compose"
 EDGE = "immutdock-edge"  # the edge network's key inside rendered files
 # The color's own networks win name lookups over the edge network (libnetwork picks by priority),
 # so `web` asked from inside blue is blue's web, not green's.
@@ -216,7 +215,7 @@ def router_project(app: App, image: str, live_color: str,
     (default: this file's for both)."""
     router = app.settings.router
     assert router is not None
-    model = yaml.safe_load((COMPOSE_TEMPLATES / "router.yaml").read_text())
+    model = yaml.safe_load((assets.folder("compose") / "router.yaml").read_text())
     svc = model["services"]["router"]
     svc["image"] = image
     svc["environment"] = {**router_env(backends or {c: backend_settings(app) for c in COLORS}),

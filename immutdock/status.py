@@ -9,6 +9,7 @@ from immutdock.engine import Engine
 from immutdock.errors import EngineError
 from immutdock.model import App
 from immutdock.observe import AppState
+from immutdock.plan import not_serving
 from immutdock.router import Router
 
 
@@ -43,10 +44,9 @@ def problem(app: App, state: AppState, router: dict[str, Any]) -> str | None:
         return None  # never released
     if state.live_color is None:
         return "no color is live"
-    if app.settings.router is None:
-        return None
-    if state.router is None or state.router.status != "running":
-        return f"the router is {state.router.status if state.router else 'absent'}"
+    broken = not_serving(app, state)  # the same reasons make a release that repairs it
+    if broken or app.settings.router is None:
+        return broken
     if router.get("error"):
         return f"the router does not answer ({router['error']})"
     if not router.get("up"):

@@ -1,0 +1,23 @@
+"""Files immutdock needs at run time: the compose templates (`compose/`) and the build contexts
+of its helper images (`images/`). The top-level folders of the source are where they are
+written; a wheel carries them inside the package (`immutdock/compose`, `immutdock/images`,
+mapped in pyproject.toml), where importlib.resources finds them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from immutdock.errors import ImmutdockError
+
+
+def folder(name: str) -> Path:
+    """`compose` or `images`: inside the installed package, else the source checkout's."""
+    packaged = resources.files("immutdock") / name
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parent.parent / name
+    if source.is_dir():
+        return source
+    raise ImmutdockError(f"this installation of immutdock lacks its {name}/ folder",
+                         "reinstall it from a wheel built by `pip wheel .` or from the source checkout")

@@ -1,0 +1,48 @@
+"""immutdock installs the way users install it: a wheel, into a fresh virtualenv, releases an app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .support import TinyApp, cleanup
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+CARRIED = ["immutdock/compose/router.yaml", "immutdock/images/router/Dockerfile",
+           "immutdock/images/router/haproxy.cfg", "immutdock/images/router/router-ctl",
+           "immutdock/images/router/router-entrypoint"]
+
+
+def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, app_name: str) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "-w", str(dist), str(ROOT)], check=True, capture_output=True, text=True)
+    wheels = list(dist.glob("immutdock-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as whl:
+        names = set(whl.namelist())
+    assert set(CARRIED) <= names, sorted(set(CARRIED) - names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheels[0])],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    immutdock = str(venv / "bin" / "immutdock")
+    version = subprocess.run([immutdock, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "immutdock, version" in version.stdout
+
+    app = TinyApp(tmp_path / "app", app_name).write()
+    try:  # run far from the source checkout: only what the wheel carries can serve
+        proc = subprocess.run([immutdock, "release"], cwd=app.root, capture_output=True, text=True, timeout=600,
+                              env={"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert app.visit() == "v1 1"
+    finally:
+        cleanup(app_name)

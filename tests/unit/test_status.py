@@ -1,0 +1,40 @@
+"""status.problem: why an app does not serve (the reason `status` exits 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from immutdock.status import problem
+
+from .helpers import RUNNING_DB, app_state, color_container, full_app, record, router_container, state_container
+
+UP = {"up": 1}
+
+
+def test_a_serving_app_has_no_problem(tmp_path: Path) -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r1", "h"),), state=RUNNING_DB)
+    assert problem(full_app(tmp_path), state, UP) is None
+
+
+def test_never_released_is_not_a_problem(tmp_path: Path) -> None:
+    assert problem(full_app(tmp_path), app_state(), {}) is None
+
+
+def test_each_piece_that_does_not_run_is_named(tmp_path: Path) -> None:
+    app = full_app(tmp_path)
+    live = dict(records=(record(1),), live="blue", blue=(color_container("blue", "r1", "h"),))
+    assert problem(app, app_state(**live, router=router_container("exited"), state=RUNNING_DB), UP) == \
+        "the router is not running"
+    assert problem(app, app_state(**live, router=router_container(), state=(state_container("db", "exited"),)),
+                   UP) == "stateful service db is not running"
+    stopped = app_state(records=(record(1),), live="blue", router=router_container(), state=RUNNING_DB,
+                        blue=(color_container("blue", "r1", "h", status="exited", exit_code=137),))
+    assert problem(app, stopped, UP) == "the live color is not running"
+
+
+def test_a_live_color_without_a_healthy_server_is_a_problem(tmp_path: Path) -> None:
+    state = app_state(records=(record(1),), router=router_container(), live="blue",
+                      blue=(color_container("blue", "r1", "h"),), state=RUNNING_DB)
+    assert problem(full_app(tmp_path), state, {"up": 0}) == "the live color blue has no healthy server in the router"
+    assert problem(full_app(tmp_path), state, {"error": "timeout"}) == "the router does not answer (timeout)"
