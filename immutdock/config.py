@@ -22,12 +22,21 @@ COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "doc
 OVERRIDE_FILE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
                        "docker-compose.override.yml")
 # Words that make a build arg name look like a secret ("DB_PASSWORD", "apiToken", "SECRET_KEY").
-_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "SECRET", "SECRETS", "APIKEY", "CREDENTIAL",
-                 "CREDENTIALS"}
+_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "SECRET", "SECRETS", "APIKEY", "ACCESSKEY",
+                 "PRIVATEKEY", "CREDENTIAL", "CREDENTIALS"}
 # KEY is a secret unless it is qualified as something public ("GPG_KEY", "CACHE_KEY", "KEY_ID").
 _PUBLIC_KEY_WORDS = {"PUBLIC", "PUB", "GPG", "CACHE", "ID", "FINGERPRINT"}
 # AUTH is a secret ("GH_AUTH") unless it names a setting about auth ("AUTH_URL").
 _AUTH_SETTINGS = {"URL", "HOST", "ENDPOINT", "TYPE", "METHOD", "MODE", "ENABLED", "PROVIDER"}
+# Secret words written joined to another ("APITOKEN", "AUTHTOKEN", "DBPASSWORD", "CLIENTSECRET").
+_JOINED_ENDINGS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "APIKEY", "CREDENTIAL", "CREDENTIALS", "PRIVATEKEY",
+                   "ACCESSKEY")
+# Short forms, secrets on their own ("GH_PAT", "BEARER"); PASS and PWD only when qualified
+# ("DB_PASS", "DB_PWD": a bare PWD is the working directory).
+_SHORT_SECRETS = {"PAT", "BEARER", "JWT"}
+_QUALIFIED_SHORT_SECRETS = {"PASS", "PWD", "PW"}
+# JWT is a secret ("JWT", "JWT_KEY") unless it names a setting about tokens ("JWT_ALGORITHM").
+_TOKEN_SETTINGS = {"ALGORITHM", "ALG", "ISSUER", "AUDIENCE", "EXPIRY", "EXPIRES", "TTL", "LIFETIME", "HEADER"}
 # A name for where a secret is ("DB_PASSWORD_FILE") is not the secret itself.
 _REFERENCE_SUFFIXES = ("FILE", "PATH")
 
@@ -71,6 +80,12 @@ def looks_secret(arg_name: str) -> bool:
     if not parts or parts[-1] in _REFERENCE_SUFFIXES:
         return False
     if any(p in _SECRET_WORDS for p in parts):
+        return True
+    if any(p.endswith(word) and p != word for p in parts for word in _JOINED_ENDINGS):
+        return True
+    if len(parts) > 1 and _QUALIFIED_SHORT_SECRETS & set(parts):
+        return True
+    if _SHORT_SECRETS & set(parts) and parts[-1] not in _TOKEN_SETTINGS | _AUTH_SETTINGS:
         return True
     if "AUTH" in parts and parts[-1] not in _AUTH_SETTINGS:
         return True

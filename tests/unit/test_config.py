@@ -365,6 +365,20 @@ def test_camel_case_secret_keys_are_refused(arg: str) -> None:
     assert config.looks_secret(arg)
 
 
+@pytest.mark.parametrize("arg", ["APITOKEN", "AUTHTOKEN", "GHTOKEN", "DBPASSWORD", "CLIENTSECRET", "AWS_ACCESSKEY",
+                                 "DB_PASS", "DB_PWD", "SMTP_PW", "GH_PAT", "JWT", "JWT_SIGNING", "BEARER",
+                                 "bearerToken", "npmAuthToken", "Apikey", "SSH_PRIVATEKEY"])
+def test_joined_and_short_secret_names_are_refused(arg: str) -> None:
+    assert config.looks_secret(arg), arg
+
+
+@pytest.mark.parametrize("arg", ["PWD", "PASS", "JWT_ALGORITHM", "JWT_ISSUER", "BEARER_HEADER", "APITOKEN_FILE",
+                                 "DB_PASS_FILE", "PATCH_LEVEL", "PATTERN", "COMPASS_VERSION", "TOKENIZER_MODEL",
+                                 "PASSWORDLESS_LOGIN", "PWA_ENABLED", "JWTLIB_VERSION"])
+def test_names_near_secret_forms_pass(arg: str) -> None:
+    assert not config.looks_secret(arg), arg
+
+
 # -- validate: the x-immutdock block ----------------------------------------------------
 
 @pytest.mark.parametrize("block, path", [
