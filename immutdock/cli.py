@@ -319,14 +319,18 @@ def doctor(as_json: bool) -> None:
 
 
 @main.command(epilog=EPILOG)
+@click.option("--reap", is_flag=True, help="Remove a half-made color left by an interrupted release "
+                                           "(takes the lock; the next release does it too).")
 @common
-def status(ctx: Ctx) -> None:
+def status(ctx: Ctx, reap: bool) -> None:
     """Live color and release, image tags, health of every container, router state.
 
-    Exits 1 when the app does not serve: no live color, the router is not running,
-    or the live color has no server that passes the router's health check.
+    Exits 1 when the app does not serve: no live color, the router, the live color or a
+    stateful service is not running, or the live color has no server that passes the
+    router's health check.
 
-    Also removes a half-made color left by a killed release (when no release runs).
+    Reads only. A color that exists but is not live (a release in progress, or one that
+    was interrupted) is reported; --reap removes it when no release is running.
     """
     from immutdock.observe import observe
     from immutdock.status import describe
@@ -334,13 +338,18 @@ def status(ctx: Ctx) -> None:
     app = ctx.load()
     deployer = ctx.deployer(app)
     state = observe(deployer.engine, app.name)
-    reaped = deployer.reap_half_made(state)
-    for color in reaped:
-        ctx.warn(f"removed half-made {app.name}-{color} left by an interrupted release")
-    if reaped:
-        state = observe(deployer.engine, app.name)
+    if reap:
+        reaped = deployer.reap_half_made(state)
+        for color in reaped:
+            ctx.warn(f"removed half-made {app.name}-{color} left by an interrupted release")
+        if reaped:
+            state = observe(deployer.engine, app.name)
     report = describe(app, state, deployer.engine)
+    report["half_made"] = list(state.half_made) if state.live_color else []
     ctx.emit(report, lambda: click.echo(_status_text(report)))
+    for color in report["half_made"]:
+        ctx.warn(f"{app.name}-{color} exists but is not live (a release in progress, or one that was "
+                 "interrupted); `immutdock status --reap` or the next release removes it")
     if report["problem"]:
         click.echo(click.style(f"error: {app.name} does not serve: {report['problem']}", fg="red"), err=True)
         sys.exit(1)

@@ -399,7 +399,7 @@ class Deployer:
         if not state.half_made or state.live_color is None:
             return []
         try:
-            with self._locked("status"):
+            with self._locked("status --reap"):
                 fresh = observe(self.engine, self.app.name)
                 for color in fresh.half_made:
                     self.engine.remove_project(render.project_name(self.app.name, color))

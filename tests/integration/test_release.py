@@ -154,10 +154,18 @@ def test_release_after_kill_9_mid_release_succeeds(app: TinyApp, engine) -> None
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert app.visit().startswith("v4 "), "the live color keeps serving after the kill"
+    half = {"label": [f"io.immutdock.app={app.name}", f"io.immutdock.color={idle}"]}
+    proc = run_cli(app.root, "status", "--json")  # reads only: reports the half-made color
+    assert proc.returncode == 0, proc.stderr
+    assert json_out(proc)["half_made"] == [idle] and "status --reap" in proc.stderr
+    assert engine.containers.list(all=True, filters=half), "status changed nothing"
+    proc = run_cli(app.root, "status", "--reap")
+    assert proc.returncode == 0, proc.stderr
+    assert "taking over the lock" in proc.stderr and f"removed half-made {app.name}-{idle}" in proc.stderr
+    assert not engine.containers.list(all=True, filters=half)
     app.set_start_delay(0)
     proc = release(app, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert "taking over the lock" in proc.stderr
     assert app.visit().startswith("v5 ")
     status = json_out(run_cli(app.root, "status", "--json"))
     assert {c["role"] for c in status["containers"]} == {"router", "state", json_out(proc)["color"]}
