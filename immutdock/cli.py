@@ -345,7 +345,6 @@ def status(ctx: Ctx, reap: bool) -> None:
         if reaped:
             state = observe(deployer.engine, app.name)
     report = describe(app, state, deployer.engine)
-    report["half_made"] = list(state.half_made) if state.live_color else []
     ctx.emit(report, lambda: click.echo(_status_text(report)))
     for color in report["half_made"]:
         ctx.warn(f"{app.name}-{color} exists but is not live (a release in progress, or one that was "

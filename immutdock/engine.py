@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 from immutdock import labels as L
 from immutdock.errors import EngineError
@@ -233,6 +234,21 @@ class Engine:
         return {(b.get("HostIp") or "", int(b["HostPort"])) for group in bindings for b in group or []
                 if str(b.get("HostPort") or "").isdecimal()}
 
+    @contextmanager
+    def _throwaway(self, what: str, image: str, **create: Any) -> Iterator[str]:
+        """A container of `image` made for one question, removed afterwards whatever happened."""
+        import docker.errors
+
+        api = self.client.api
+        created = self._call(f"create {what}", lambda: api.create_container(image, **create))
+        try:
+            yield created["Id"]
+        finally:
+            try:
+                api.remove_container(created["Id"], force=True)
+            except docker.errors.DockerException:
+                pass
+
     def publish_problem(self, image: str, ip: str, port: int, labels: Mapping[str, str]) -> str | None:
         """Why the engine cannot publish `ip:port` (taken, or not an address of the host), or None.
 
@@ -242,40 +258,25 @@ class Engine:
 
         api = self.client.api
         spec = (ip, port) if ip else port
-        created = self._call("create a port probe", lambda: api.create_container(
-            image, entrypoint=["true"], command=[], labels=dict(labels), ports=[8080],
-            host_config=api.create_host_config(port_bindings={8080: spec})))
-        try:
-            api.start(created["Id"])
-            return None
-        except docker.errors.APIError as exc:
-            return _short(exc.explanation or exc)
-        finally:
+        with self._throwaway("a port probe", image, entrypoint=["true"], command=[], labels=dict(labels),
+                             ports=[8080], host_config=api.create_host_config(port_bindings={8080: spec})) as cid:
             try:
-                api.remove_container(created["Id"], force=True)
-            except docker.errors.DockerException:
-                pass
+                api.start(cid)
+                return None
+            except docker.errors.APIError as exc:
+                return _short(exc.explanation or exc)
 
     def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
                   timeout: float = 60) -> tuple[int, str]:
         """Run `argv` in a throwaway container of `image` (no network); (exit code, output)."""
-        import docker.errors
-
         api = self.client.api
-        created = self._call(f"create a check of {image}", lambda: api.create_container(
-            image, entrypoint=argv[:1], command=argv[1:], environment=dict(env), labels=dict(labels),
-            network_disabled=True))
-        try:
+        with self._throwaway(f"a check of {image}", image, entrypoint=argv[:1], command=argv[1:],
+                             environment=dict(env), labels=dict(labels), network_disabled=True) as cid:
             def run() -> tuple[int, str]:
-                api.start(created["Id"])
-                code = api.wait(created["Id"], timeout=timeout).get("StatusCode", 1)
-                return int(code), api.logs(created["Id"], stdout=True, stderr=True).decode("utf-8", "replace")
+                api.start(cid)
+                code = api.wait(cid, timeout=timeout).get("StatusCode", 1)
+                return int(code), api.logs(cid, stdout=True, stderr=True).decode("utf-8", "replace")
             return self._call(f"run a check of {image}", run)
-        finally:
-            try:
-                api.remove_container(created["Id"], force=True)
-            except docker.errors.DockerException:
-                pass
 
     # -- volumes and networks -------------------------------------------------------------
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,

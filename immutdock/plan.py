@@ -88,7 +88,6 @@ def router_change(app: App, state: AppState, color: str, identity: str | None) -
 def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str,
            router_identity: str | None = None) -> ReleasePlan:
     live = state.live_color
-    live_ok = live is not None and state.color_running(live)
     stateful = tuple(s.name for s in app.stateful)
     broken = not_serving(app, state)
     if broken is None and state.color_config_hash(live) == new_hash and not state.half_made:

@@ -202,7 +202,7 @@ def backend_changes(old: Mapping[str, str], new: Mapping[str, str]) -> str:
 def router_identity(app: App, image: str) -> str:
     """What the router is made from: its image and the address it publishes. Settings and the
     color it starts on are not part of it (settings change by a reload)."""
-    model = router_project(app, image, "-", {c: backend_settings(app) for c in COLORS})
+    model = router_project(app, image, "-")
     svc = model["services"]["router"]
     svc["labels"].pop(L.CONFIG_HASH, None)
     svc.pop("environment")

@@ -33,7 +33,8 @@ def describe(app: App, state: AppState, engine: Engine) -> dict[str, Any]:
     live_images = {c.service: c.image for c in state.colors.get(state.live_color or "", ())}
     report = {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
               "url": app.settings.router.url if app.settings.router else None, "images": live_images,
-              "router": router, "containers": containers, "releases": len(state.records)}
+              "router": router, "containers": containers, "releases": len(state.records),
+              "half_made": list(state.half_made) if state.live_color else []}
     report["problem"] = problem(app, state, router)
     return report
 
