@@ -63,13 +63,17 @@ class Engine:
                                   "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
         return self._client
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], expected: Mapping[int, Any] | None = None) -> T:
+        """Run one engine request; every failure becomes an EngineError naming `what`, except the
+        engine answers in `expected` (HTTP status -> what to return instead, e.g. {404: None})."""
         import docker.errors
         import requests.exceptions
 
         try:
             return fn()
         except docker.errors.APIError as exc:
+            if expected is not None and exc.status_code in expected:
+                return expected[exc.status_code]
             raise EngineError(f"{what}: {exc.explanation or exc}", "see the engine's log for more") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             # Lost connections and time-outs of the engine API arrive as requests' exceptions.
@@ -77,16 +81,7 @@ class Engine:
 
     # -- images ---------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
-        import docker.errors
-
-        try:
-            return self.client.api.inspect_image(ref)
-        except docker.errors.ImageNotFound:
-            return None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 404:
-                return None
-            raise EngineError(f"inspect image {ref}: {exc.explanation}") from None
+        return self._call(f"inspect image {ref}", lambda: self.client.api.inspect_image(ref), {404: None})
 
     def image_id(self, ref: str) -> str | None:
         found = self.inspect_image(ref)
@@ -151,11 +146,10 @@ class Engine:
                       if n.get("IPAddress")))
 
     def logs(self, cid: str, tail: int = 20) -> str:
-        import docker.errors
-
+        """The last log lines of a container, "" when the engine has none to give."""
         try:
-            raw = self.client.api.logs(cid, stdout=True, stderr=True, tail=tail)
-        except docker.errors.DockerException:
+            raw = self._call("read logs", lambda: self.client.api.logs(cid, stdout=True, stderr=True, tail=tail))
+        except EngineError:
             return ""
         return raw.decode("utf-8", "replace")
 
@@ -282,13 +276,8 @@ class Engine:
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         """Create the volume once; True when it was created now. Never removes or changes one."""
-        import docker.errors
-
-        try:
-            self.client.api.inspect_volume(name)
+        if self._call(f"inspect volume {name}", lambda: self.client.api.inspect_volume(name), {404: None}):
             return False
-        except docker.errors.NotFound:
-            pass
         self._call(f"create volume {name}", lambda: self.client.api.create_volume(
             name, driver=driver or "local", driver_opts=dict(driver_opts or {}), labels=dict(labels)))
         return True
@@ -310,41 +299,19 @@ class Engine:
     # -- the lock: a never-started container, whose name the engine keeps unique ---------
     def create_marker(self, name: str, image: str, labels: Mapping[str, str]) -> bool:
         """Create a stopped container named `name`; False when one exists (someone holds it)."""
-        import docker.errors
-
-        try:
-            self.client.api.create_container(image, command=["immutdock-lock"], name=name, labels=dict(labels))
-            return True
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                return False
-            raise EngineError(f"create {name}: {exc.explanation}") from None
+        return self._call(f"create {name}", lambda: bool(self.client.api.create_container(
+            image, command=["immutdock-lock"], name=name, labels=dict(labels))), {409: False})
 
     def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
         """(container ID, labels) of the marker named `name`, or None."""
-        import docker.errors
-
-        try:
-            data = self.client.api.inspect_container(name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"inspect {name}: {_short(exc)}") from None
-        return data["Id"], data["Config"].get("Labels") or {}
+        data = self._call(f"inspect {name}", lambda: self.client.api.inspect_container(name), {404: None})
+        return (data["Id"], data["Config"].get("Labels") or {}) if data else None
 
     def remove_marker(self, marker_id: str) -> None:
         """Remove one marker by its ID (never by name: the name may belong to a newer one by now)."""
-        import docker.errors
-
-        try:
-            self.client.api.remove_container(marker_id, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: another caller is removing this very marker
-                raise EngineError(f"remove {marker_id[:12]}: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"remove {marker_id[:12]}: {_short(exc)}") from None
+        # 409: another caller is removing this very marker
+        self._call(f"remove {marker_id[:12]}", lambda: self.client.api.remove_container(marker_id, force=True),
+                   {404: None, 409: None})
 
     def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> None:
         repo, _, tag = ref.partition(":")

@@ -419,5 +419,12 @@ class _Lock:
     def __enter__(self) -> None:
         lock.acquire(self.d.engine, self.d.app.name, self.command, self.d.warn)
 
-    def __exit__(self, *_exc: object) -> None:
-        lock.release(self.d.engine, self.d.app.name)
+    def __exit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
+        try:
+            lock.release(self.d.engine, self.d.app.name)
+        except EngineError as exc:
+            if exc_type is None:
+                raise
+            # The error already on its way says what happened (and picks the exit code); a lock
+            # left behind is taken over by the next release once this process is gone.
+            self.d.warn(f"could not free the lock: {exc.message}")

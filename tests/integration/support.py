@@ -224,3 +224,74 @@ def cleanup(app: str) -> None:
         for tag in image.tags:
             client.images.remove(tag, force=True)
     client.close()
+
+
+class EngineLink:
+    """A unix-socket relay between immutdock (DOCKER_HOST=self.host) and the real engine, which
+    a test can cut: `cut()` drops every connection open now; `refuse()` also drops new ones
+    until `restore()`. It makes lost connections of the engine API happen at a chosen step."""
+
+    def __init__(self, engine_socket: str = "/var/run/docker.sock") -> None:
+        import tempfile
+
+        self._folder = tempfile.mkdtemp(prefix="immutdock-link-")  # short: unix socket paths are
+        self.path = os.path.join(self._folder, "engine.sock")  # limited to 107 bytes
+        self.host = f"unix://{self.path}"
+        self._engine = engine_socket
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._refusing = threading.Event()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._refusing.is_set():
+                client.close()
+                continue
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self._engine)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def refuse(self) -> None:
+        self._refusing.set()
+        self.cut()
+
+    def restore(self) -> None:
+        self._refusing.clear()
+
+    def close(self) -> None:
+        import shutil
+
+        self._server.close()
+        self.cut()
+        shutil.rmtree(self._folder, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,65 @@ def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engi
     proc2 = run_cli(tiny.root, "release")
     assert proc2.returncode == 0, proc2.stderr
     assert tiny.visit() == "v2 3"
+
+
+def _release_until(app: TinyApp, link, marker: str) -> tuple[subprocess.Popen, list[str]]:
+    """Start a release through `link`; return once its progress shows `marker`."""
+    import threading
+
+    from .support import IMMUTDOCK
+
+    env = {**os.environ, "DOCKER_HOST": link.host}
+    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert seen.wait(180), "".join(lines)
+    return proc, lines
+
+
+def test_a_lost_engine_connection_before_the_switch_undoes_and_exits_1(tiny: TinyApp, engine) -> None:
+    from .support import EngineLink
+
+    assert run_cli(tiny.root, "release").returncode == 0
+    tiny.set_version("v2")
+    tiny.set_start_delay(6)  # the gate waits: that is when the engine connection drops
+    link = EngineLink()
+    try:
+        proc, lines = _release_until(tiny, link, "health:")
+        link.cut()
+        proc.wait(timeout=180)
+        err = "".join(lines)
+        assert proc.returncode == 1, err
+        assert "r2 failed" in err and "the previous release is still serving" in err, err
+        assert [c for c in color_containers(engine, tiny) if c.labels["io.immutdock.release"] == "r2"] == [], \
+            "the new color was undone"
+        assert tiny.visit() == "v1 1"
+    finally:
+        link.close()
+
+
+def test_a_failure_after_the_switch_exits_4_and_names_the_serving_color(tiny: TinyApp, engine) -> None:
+    from .support import EngineLink
+
+    assert run_cli(tiny.root, "release").returncode == 0
+    tiny.set_version("v2")
+    link = EngineLink()
+    try:
+        proc, lines = _release_until(tiny, link, "traffic switched to green")
+        link.refuse()  # the engine is gone for the rest of the release: drain and retire fail
+        proc.wait(timeout=180)
+        err = "".join(lines)
+        assert proc.returncode == 4, err
+        assert "r2 is live on green, but a step after the switch failed" in err and "green serves" in err, err
+    finally:
+        link.close()
+    assert tiny.visit() == "v2 1", "the new release serves"
