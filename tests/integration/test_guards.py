@@ -177,6 +177,37 @@ def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tin
     assert color_containers(engine, tiny) == []
 
 
+class Background:
+    """`immutdock release` running in its own session, its progress (stderr) read as it comes."""
+
+    def __init__(self, app: TinyApp, env: dict[str, str] | None = None) -> None:
+        import threading
+
+        from .support import IMMUTDOCK
+
+        self.proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for(self, marker: str, timeout: float = 180) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not any(marker in line for line in list(self.lines)):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 180) -> str:
+        """Wait for the exit; all it wrote on stderr."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
 SLOW_STOPPING_DB = """\
   db:
     build: ./db
@@ -192,13 +223,8 @@ def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engi
     """The database takes 4 s to stop; the interrupt comes while compose recreates it. The
     recreate finishes (one db container, running, new definition, no renamed leftover), the
     release stops before its color starts, v1 keeps serving, and the next release works."""
-    import os
     import signal
-    import subprocess
-    import threading
     import time
-
-    from .support import IMMUTDOCK
 
     compose = (tiny.root / "compose.yaml").read_text()
     text = compose.replace("  db:\n    build: ./db\n    init: true\n", SLOW_STOPPING_DB)
@@ -209,29 +235,15 @@ def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engi
 
     (tiny.root / "compose.yaml").write_text(text.replace("@N@", "2"))
     tiny.set_version("v2")
-    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=tiny.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines: list[str] = []
-    announced = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            lines.append(line)
-            if "changes first" in line:
-                announced.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert announced.wait(120), "".join(lines)
+    release = Background(tiny)
+    release.wait_for("changes first", 120)
     time.sleep(1.5)  # compose is now stopping the old db (4 s)
     if how == "sigterm":
-        proc.send_signal(signal.SIGTERM)
+        release.proc.send_signal(signal.SIGTERM)
     else:  # what the terminal does: SIGINT to the whole foreground process group
-        os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=120)
-    reader.join(timeout=10)
-    err = "".join(lines)
-    assert proc.returncode == 130, err
+        os.killpg(release.proc.pid, signal.SIGINT)
+    err = release.finish(120)
+    assert release.proc.returncode == 130, err
     assert "finishing the recreate of db first" in err
     dbs = engine.containers.list(all=True, filters={"label": [f"io.immutdock.app={tiny.name}",
                                                               "io.immutdock.role=state"]})
@@ -245,29 +257,6 @@ def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engi
     assert tiny.visit() == "v2 3"
 
 
-def _release_until(app: TinyApp, link, marker: str) -> tuple[subprocess.Popen, list[str]]:
-    """Start a release through `link`; return once its progress shows `marker`."""
-    import threading
-
-    from .support import IMMUTDOCK
-
-    env = {**os.environ, "DOCKER_HOST": link.host}
-    proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    seen = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            lines.append(line)
-            if marker in line:
-                seen.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert seen.wait(180), "".join(lines)
-    return proc, lines
-
-
 def test_a_lost_engine_connection_before_the_switch_undoes_and_exits_1(tiny: TinyApp, engine) -> None:
     from .support import EngineLink
 
@@ -276,11 +265,11 @@ def test_a_lost_engine_connection_before_the_switch_undoes_and_exits_1(tiny: Tin
     tiny.set_start_delay(6)  # the gate waits: that is when the engine connection drops
     link = EngineLink()
     try:
-        proc, lines = _release_until(tiny, link, "health:")
+        release = Background(tiny, {"DOCKER_HOST": link.host})
+        release.wait_for("health:")
         link.cut()
-        proc.wait(timeout=180)
-        err = "".join(lines)
-        assert proc.returncode == 1, err
+        err = release.finish()
+        assert release.proc.returncode == 1, err
         assert "r2 failed" in err and "the previous release is still serving" in err, err
         assert [c for c in color_containers(engine, tiny) if c.labels["io.immutdock.release"] == "r2"] == [], \
             "the new color was undone"
@@ -296,11 +285,11 @@ def test_a_failure_after_the_switch_exits_4_and_names_the_serving_color(tiny: Ti
     tiny.set_version("v2")
     link = EngineLink()
     try:
-        proc, lines = _release_until(tiny, link, "traffic switched to green")
+        release = Background(tiny, {"DOCKER_HOST": link.host})
+        release.wait_for("traffic switched to green")
         link.refuse()  # the engine is gone for the rest of the release: drain and retire fail
-        proc.wait(timeout=180)
-        err = "".join(lines)
-        assert proc.returncode == 4, err
+        err = release.finish()
+        assert release.proc.returncode == 4, err
         assert "r2 is live on green, but a step after the switch failed" in err and "green serves" in err, err
     finally:
         link.close()
