@@ -398,7 +398,7 @@ def prune(ctx: Ctx, keep: int | None) -> None:
     from immutdock import lock
     from immutdock.engine import Engine
     from immutdock.observe import observe
-    from immutdock.prune import apply_prune, plan_prune
+    from immutdock.prune import apply_prune, compact_records, plan_prune
 
     app = ctx.load()
     engine = Engine()
@@ -407,10 +407,12 @@ def prune(ctx: Ctx, keep: int | None) -> None:
         state = observe(engine, app.name)
         result = plan_prune(state, keep or app.settings.keep)
         removed = apply_prune(engine, app.name, result)
+        compacted = compact_records(engine, app, state, removed)
     finally:
         lock.release(engine, app.name)
-    ctx.emit({"kept_releases": list(result.keep), "removed_images": removed},
-             lambda: click.echo("\n".join([f"removed {r}" for r in removed] or ["nothing to prune"])))
+    lines = [f"removed {r}" for r in removed] + ([f"compacted the records of {', '.join(compacted)}"] if compacted else [])
+    ctx.emit({"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted},
+             lambda: click.echo("\n".join(lines or ["nothing to prune"])))
 
 
 @main.command(epilog=EPILOG)

@@ -6,6 +6,7 @@ All checks run before anything touches the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -168,6 +169,41 @@ def _check_swapped(name: str, svc: Mapping[str, Any]) -> None:
                               "give it a name under the top-level volumes: and mount it by that name")
 
 
+_VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments, `export` and quotes as compose reads them)."""
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key.strip()] = value
+    return out
+
+
+def secret_values(texts: list[str], services: Mapping[str, Any], variables: Mapping[str, str]) -> frozenset[str]:
+    """Pure: the values a record must not hold inside other strings: those of secret-looking
+    variables the files interpolate (from `variables`: the shell's, then .env's) and of
+    secret-looking environment keys."""
+    names = {m.group(1) or m.group(2) for text in texts for m in _VARIABLE.finditer(text)}
+    found = {variables[n] for n in names if n in variables and looks_secret(n)}
+    for svc in services.values():
+        found |= {str(v) for k, v in (svc.get("environment") or {}).items() if v is not None and looks_secret(k)}
+    return frozenset(v for v in found if len(v) >= 4)  # shorter ones are not looked for in other strings
+
+
 def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path) -> App:
     """Pure: compose's normalized model (+ the x-immutdock block) -> App."""
     services_raw: Mapping[str, Any] = model.get("services") or {}
@@ -213,7 +249,10 @@ def load(cwd: Path, explicit: Path | None = None) -> App:
     given = os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None) \
         or path.parent.name
     check_name(str(given), str(model.get("name")))
-    return validate(model, model.get(BLOCK), path)
+    app = validate(model, model.get(BLOCK), path)
+    variables = {**read_dotenv(path.parent / ".env"), **os.environ}
+    hidden = secret_values([f.read_text(encoding="utf-8") for f in files], model.get("services") or {}, variables)
+    return dataclasses.replace(app, secret_values=hidden)
 
 
 def check_name(given: str, normalized: str) -> None:

@@ -286,8 +286,12 @@ class Engine:
         data = self._call("list volumes", lambda: self.client.api.volumes(filters={"label": L.selector(**label_values)}))
         return data.get("Volumes") or []
 
-    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        self._call(f"create volume {name}", lambda: self.client.api.create_volume(name, labels=dict(labels)))
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> Mapping[str, Any]:
+        """The volume named `name`: made now, or the one that already had that name."""
+        return self._call(f"create volume {name}", lambda: self.client.api.create_volume(name, labels=dict(labels)))
+
+    def remove_volume(self, name: str) -> None:
+        self._call(f"remove volume {name}", lambda: self.client.api.remove_volume(name), expected={404: None})
 
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         existing = self._call("list networks", lambda: self.client.api.networks(names=[name]))

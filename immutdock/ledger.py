@@ -1,19 +1,28 @@
 """Release history on the target engine: one small labelled volume per release.
 
-The volume holds nothing; its labels are the record (id, color, images, outcome, and the
-rendered color project, compressed), so any checkout on any machine sees the same history,
-and a rollback re-runs a release exactly, without rebuilding and without the old file."""
+The volume holds nothing; its labels are the record (id, color, images, outcome, git revision,
+and the rendered color project, compressed, with every environment value kept as a salted
+digest: see immutdock.redact), so any checkout on any machine sees the same history, and a
+rollback re-runs a release without rebuilding.
+
+Records are never deleted. `prune` compacts the record of a release whose images it removed
+(its model goes; id, time, images, git revision and outcome stay). A record is written under a
+name no other volume has, so a release number that collides never drops one."""
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.engine import Engine
+from immutdock.errors import EngineError
+from immutdock.redact import Redactor
 
 _R = f"{L.PREFIX}.record"
 
@@ -30,11 +39,18 @@ class Record:
     git: str | None = None
     message: str = ""
     source: str | None = None  # for a rollback: the release it went back to
-    model: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    packed: str = ""  # the color model (redacted), compressed: see pack(); "" once compacted
+    salt: str = ""  # of the model's digests; "" in records written before digests
+    key: str = ""  # unique per record: a rewrite (compaction) keeps it
+    volume: str = ""  # where it was read from
 
     @property
     def id(self) -> str:
         return f"r{self.number}"
+
+    @property
+    def model(self) -> Mapping[str, Any]:
+        return _unpack(self.packed)
 
     def summary(self) -> dict[str, Any]:
         return {"release": self.id, "kind": self.kind, "color": self.color, "images": dict(self.images),
@@ -52,11 +68,12 @@ def parse_release_id(text: str) -> int | None:
     return int(text) if text.isdecimal() and text.isascii() else None
 
 
-def _pack(model: Mapping[str, Any]) -> str:
-    return base64.b64encode(zlib.compress(json.dumps(model, sort_keys=True).encode(), 9)).decode()
+def pack(model: Mapping[str, Any]) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(model, sort_keys=True).encode(), 9)).decode() if model else ""
 
 
-def _unpack(text: str) -> dict[str, Any]:
+@lru_cache(maxsize=64)
+def _unpack(text: str) -> Mapping[str, Any]:
     return json.loads(zlib.decompress(base64.b64decode(text))) if text else {}
 
 
@@ -65,27 +82,80 @@ def to_labels(app: str, rec: Record) -> dict[str, str]:
         L.APP: app, L.ROLE: "record", L.RELEASE: rec.id, L.COLOR: rec.color, L.CONFIG_HASH: rec.config_hash,
         f"{_R}.number": str(rec.number), f"{_R}.kind": rec.kind, f"{_R}.images": json.dumps(dict(rec.images)),
         f"{_R}.created": rec.created, f"{_R}.outcome": rec.outcome, f"{_R}.git": rec.git or "",
-        f"{_R}.message": rec.message[:2000], f"{_R}.source": rec.source or "", f"{_R}.model": _pack(rec.model),
+        f"{_R}.message": rec.message[:2000], f"{_R}.source": rec.source or "", f"{_R}.model": rec.packed,
+        f"{_R}.salt": rec.salt, f"{_R}.key": rec.key,
     }
 
 
-def from_labels(labels: Mapping[str, str]) -> Record:
+def from_labels(labels: Mapping[str, str], volume: str = "") -> Record:
     return Record(number=int(labels[f"{_R}.number"]), kind=labels.get(f"{_R}.kind", "release"),
                   color=labels.get(L.COLOR, ""), images=json.loads(labels.get(f"{_R}.images") or "{}"),
                   config_hash=labels.get(L.CONFIG_HASH, ""), created=labels.get(f"{_R}.created", ""),
                   outcome=labels.get(f"{_R}.outcome", ""), git=labels.get(f"{_R}.git") or None,
                   message=labels.get(f"{_R}.message", ""), source=labels.get(f"{_R}.source") or None,
-                  model=_unpack(labels.get(f"{_R}.model", "")))
+                  packed=labels.get(f"{_R}.model", ""), salt=labels.get(f"{_R}.salt", ""),
+                  key=labels.get(f"{_R}.key") or volume, volume=volume)
 
 
 def history(engine: Engine, app: str) -> list[Record]:
-    """Every recorded release of `app`, oldest first."""
-    found = [from_labels(v.get("Labels") or {}) for v in engine.volumes(**{L.APP: app, L.ROLE: "record"})]
-    return sorted(found, key=lambda r: r.number)
+    """Every recorded release of `app`, oldest first (one per key: a rewrite cut short leaves
+    two volumes of one record, and the compacted or redacted one is read)."""
+    found: dict[str, Record] = {}
+    for v in engine.volumes(**{L.APP: app, L.ROLE: "record"}):
+        labels = v.get("Labels") or {}
+        if f"{_R}.number" not in labels:
+            continue
+        rec = from_labels(labels, v.get("Name", ""))
+        seen = found.get(rec.key)
+        if seen is None or (bool(rec.salt), not rec.packed) > (bool(seen.salt), not seen.packed):
+            found[rec.key] = rec
+    return sorted(found.values(), key=lambda r: (r.number, r.created))
 
 
-def write(engine: Engine, app: str, rec: Record) -> None:
-    engine.create_volume(volume_name(app, rec.number), to_labels(app, rec))
+def write(engine: Engine, app: str, rec: Record, taken: frozenset[str] = frozenset()) -> Record:
+    """Write `rec` under a volume name nobody has (the engine hands back an existing volume of
+    the same name instead of failing, so the labels it returns are checked)."""
+    rec = replace(rec, key=rec.key or uuid.uuid4().hex)
+    labels = to_labels(app, rec)
+    base = volume_name(app, rec.number)
+    for attempt in range(1, 100):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        if name in taken:
+            continue
+        made = engine.create_volume(name, labels)
+        if (made.get("Labels") or {}).get(f"{_R}.key") == rec.key:
+            return replace(rec, volume=name)
+    raise EngineError(f"cannot find a free volume name for record {rec.id} of {app}",
+                      f"remove stray volumes named {base}-*")
+
+
+def rewrite(engine: Engine, app: str, old: Record, new: Record, taken: frozenset[str]) -> Record:
+    """Replace a record (same key): the new one is written before the old one goes."""
+    written = write(engine, app, replace(new, key=old.key), taken | {old.volume})
+    if old.volume and old.volume != written.volume:
+        engine.remove_volume(old.volume)
+    return written
+
+
+def tidy(engine: Engine, app: str, records: list[Record], redactor: Redactor,
+         gone: Callable[[str], bool] | None = None) -> list[str]:
+    """Rewrite what should not stay as it is: the model of a release one of whose images is
+    `gone` (it cannot be rolled back to) is dropped; a model written before digests is redacted.
+    Returns the ids rewritten."""
+    taken = frozenset(r.volume for r in records)
+    done = []
+    for rec in records:
+        if not rec.packed:
+            continue
+        if gone is not None and any(gone(ref) for ref in rec.images.values()):
+            new = replace(rec, packed="")
+        elif not rec.salt:
+            new = replace(rec, packed=pack(redactor.scrub(rec.model)), salt=redactor.salt)
+        else:
+            continue
+        taken |= {rewrite(engine, app, rec, new, taken).volume}
+        done.append(rec.id)
+    return done
 
 
 def last_ok(records: list[Record]) -> Record | None:

@@ -94,6 +94,9 @@ class App:
     secrets: Mapping[str, Mapping[str, Any]]
     networks: Mapping[str, Mapping[str, Any]]
     settings: Settings
+    # Values of secret-looking variables and environment keys: a record keeps no string that
+    # holds one (see immutdock.redact).
+    secret_values: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     @property
     def swapped(self) -> tuple[Service, ...]:

@@ -30,6 +30,12 @@ class AppState:
         return found.pop() if len(found) == 1 else None
 
     @property
+    def salt(self) -> str | None:
+        """The salt of the newest record's digests: the same value keeps the same digest."""
+        salted = [r.salt for r in self.records if r.salt]
+        return salted[-1] if salted else None
+
+    @property
     def live_release(self) -> str | None:
         return self.color_release(self.live_color)
 

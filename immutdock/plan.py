@@ -13,6 +13,7 @@ from immutdock.build import ImagePlan
 from immutdock.errors import ConfigError
 from immutdock.model import App
 from immutdock.observe import AppState
+from immutdock.redact import Redactor
 
 
 def image_refs(app: App, images: Sequence[ImagePlan]) -> dict[str, str]:
@@ -21,12 +22,11 @@ def image_refs(app: App, images: Sequence[ImagePlan]) -> dict[str, str]:
     return {name: built.get(name) or str(svc.image) for name, svc in app.services.items()}
 
 
-def config_hash(app: App, refs: Mapping[str, str], router_image: str | None) -> str:
-    """Identity of a release: everything rendered, minus what differs per color or release id."""
-    color = render.color_project(app, "blue", refs, release="-", config_hash="-")
-    state = render.state_project(app, refs)
-    router = render.router_project(app, router_image or "-", "blue") if app.settings.router else None
-    return render.digest({"color": color, "state": state, "router": router})
+def config_hash(app: App, refs: Mapping[str, str], redactor: Redactor) -> str:
+    """Identity of a release: what its color runs (the stateful services and the router carry
+    their own identities, compared on their own)."""
+    return render.color_hash(render.color_project(app, "blue", refs, release="-", config_hash="-"), app.name,
+                             redactor)
 
 
 @dataclass(frozen=True)
@@ -85,28 +85,38 @@ def router_change(app: App, state: AppState, color: str, identity: str | None) -
     return f"reloaded with {color}'s new settings ({changes}); no connection is dropped" if changes else ""
 
 
-def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str,
+def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str, redactor: Redactor,
            router_identity: str | None = None) -> ReleasePlan:
+    """A no-op only when the live color, every stateful service and the router each run what
+    this file and these images make."""
     live = state.live_color
     stateful = tuple(s.name for s in app.stateful)
     broken = not_serving(app, state)
-    if broken is None and state.color_config_hash(live) == new_hash and not state.half_made:
+    target = render.other(live) if live else "blue"
+    running = {c.service: c.labels.get(L.CONFIG_HASH) for c in state.state if c.status == "running"}
+    changes = render.stateful_changes(app, image_refs(app, images), running, redactor)
+    router = router_change(app, state, target, router_identity)
+    same = state.color_config_hash(live) == new_hash
+    if broken is None and same and not state.half_made and not changes and not router:
         return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
                            reason=f"content and config unchanged since {state.live_release}", color=str(live),
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
                            create_router=False, stateful=stateful)
-    target = render.other(live) if live else "blue"
-    running = {c.service: c.labels.get(L.CONFIG_HASH) for c in state.state if c.status == "running"}
     old = render.other(target)
-    reason = "first release" if not state.records and live is None else broken or "content or config changed"
+    if not state.records and live is None:
+        reason = "first release"
+    elif broken or not same:
+        reason = broken or "content or config changed"
+    elif changes:
+        reason = f"stateful {', '.join(changes)} {'runs' if len(changes) == 1 else 'run'} another definition"
+    else:
+        reason = f"the router is {router.split(' (')[0]}"
     return ReleasePlan(app=app.name, release=f"r{state.highest_release_number() + 1}", noop=False, reason=reason,
                        color=target, retire=old if state.colors.get(old) else None,
                        cleanup=(target,) if state.colors.get(target) else (),
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
-                       stateful=stateful,
-                       stateful_changes=render.stateful_changes(app, image_refs(app, images), running),
-                       router=router_change(app, state, target, router_identity))
+                       stateful=stateful, stateful_changes=changes, router=router)
 
 
 def rollback_target(state: AppState, to: str | None) -> ledger.Record:

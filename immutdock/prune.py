@@ -1,17 +1,20 @@
 """Prune: remove release images beyond `keep`. Never a volume, never the live release's
 images nor those of the release `rollback` would pick, never an image immutdock did not
-build for this app."""
+build for this app. The records of releases whose images are gone are compacted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from immutdock import labels as L
+from immutdock import ledger
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError
 from immutdock.ledger import Record
+from immutdock.model import App
 from immutdock.observe import AppState
 from immutdock.plan import rollback_target
+from immutdock.redact import Redactor, new_salt
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,21 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
     keep_refs.update(c.image for c in state.state)
     candidates = {ref for r in state.records for ref in r.images.values()} - keep_refs
     return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)))
+
+
+def compact_records(engine: Engine, app: App, state: AppState, removed: list[str]) -> list[str]:
+    """Drop the model of every record one of whose images is gone (it cannot be rolled back to;
+    its id, time, images, git revision and outcome stay), and redact models written before
+    digests. Returns the release ids rewritten."""
+    present: dict[str, bool] = {ref: False for ref in removed}
+
+    def gone(ref: str) -> bool:
+        if ref not in present:
+            present[ref] = engine.image_id(ref) is not None
+        return not present[ref]
+
+    redactor = Redactor(state.salt or new_salt(), app.secret_values)
+    return ledger.tidy(engine, app.name, list(state.records), redactor, gone)
 
 
 def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:

@@ -22,6 +22,7 @@ from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, frozen_mapping
 from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
+from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 
 Say = Callable[[str], None]
@@ -56,6 +57,13 @@ class Deployer:
         self.compose = compose
         self.say = say
         self.warn = warn
+        self._salt: str | None = None  # for an app with no record yet: one salt per run
+
+    def redactor(self, state: AppState) -> Redactor:
+        """Digests environment values for records and config-hash labels, with the app's salt."""
+        if state.salt is None and self._salt is None:
+            self._salt = new_salt()
+        return Redactor(state.salt or str(self._salt), self.app.secret_values)
 
     def _require_router(self) -> None:
         if self.app.settings.router is None:
@@ -98,9 +106,9 @@ class Deployer:
         state = state or observe(self.engine, self.app.name)
         refs = image_refs(self.app, images)
         image = self.router_image(router_plan)
-        new_hash = config_hash(self.app, refs, image)
+        redactor = self.redactor(state)
         identity = render.router_identity(self.app, image) if image else None
-        return decide(self.app, images, state, new_hash, identity), state
+        return decide(self.app, images, state, config_hash(self.app, refs, redactor), redactor, identity), state
 
     # -- release ------------------------------------------------------------------------------
     def release(self) -> Outcome:
@@ -159,13 +167,14 @@ class Deployer:
             color = render.other(live) if live else "blue"
             number = state.highest_release_number() + 1
             release_id = f"r{number}"
-            model = render.with_color(target.model, self.app.name, color, release_id)
+            model = self._rerun(target, color, release_id)
+            applied = render.color_hash(model, self.app.name, self.redactor(state))  # what runs, said as it is
             for svc in model["services"].values():
-                svc["labels"][L.CONFIG_HASH] = target.config_hash
+                svc["labels"][L.CONFIG_HASH] = applied
             plan = ReleasePlan(app=self.app.name, release=release_id, noop=False, reason=f"rollback to {target.id}",
                                color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
                                cleanup=(color,) if state.colors.get(color) else (), images=(),
-                               config_hash=target.config_hash, create_router=state.router is None,
+                               config_hash=applied, create_router=state.router is None,
                                stateful=tuple(s.name for s in self.app.stateful))
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached:
@@ -175,6 +184,21 @@ class Deployer:
                                     kind="rollback", source=target.id, timings={})
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
+
+    def _rerun(self, target: ledger.Record, color: str, release_id: str) -> dict[str, Any]:
+        """The color model of `target` for `color`, its digested values taken from the current
+        file (warned about, naming each, where they differ or are gone)."""
+        if not target.packed:
+            raise ReleaseFailed(f"cannot roll back to {target.id}: its record was compacted when its images "
+                                "were pruned", "release that version again instead")
+        model = render.with_color(target.model, self.app.name, color, release_id)
+        if not target.salt:  # written before digests: it holds its values itself
+            return model
+        current = render.color_project(self.app, color, target.images, release_id, "-")
+        model, notes = Redactor(target.salt).restore(model, current, target.id)
+        for note in notes:
+            self.warn(note)
+        return model
 
     # -- the shared flow ---------------------------------------------------------------------
     def _go_live(self, plan: ReleasePlan, state: AppState, model: Mapping[str, Any], refs: Mapping[str, str],
@@ -211,7 +235,7 @@ class Deployer:
             switched = True
             timings["cutover"] = time.monotonic() - t
             self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
-            self._write_record(plan, kind, refs, "ok", source, model)
+            self._write_record(plan, kind, refs, "ok", source, model, state=state)
             if plan.retire:
                 t = time.monotonic()
                 self._drain(router, plan.retire, state)
@@ -267,7 +291,7 @@ class Deployer:
                                                 driver=spec.get("driver"), driver_opts=spec.get("driver_opts"))
             if created:
                 self.say(f"created volume {app.volume_name(key)}")
-        state_model = render.state_project(app, state_refs) if state_refs is not None else None
+        state_model = render.state_project(app, state_refs, self.redactor(state)) if state_refs is not None else None
         if state_refs is None and app.stateful and not all(c.status == "running" for c in state.state):
             raise ReleaseFailed("stateful services are not running",
                                 "run `immutdock release` to start them; rollback never changes them")
@@ -369,12 +393,20 @@ class Deployer:
                                message=why)
 
     def _write_record(self, plan: ReleasePlan, kind: str, refs: Mapping[str, str], outcome: str,
-                      source: str | None, model: Mapping[str, Any], message: str = "") -> None:
+                      source: str | None, model: Mapping[str, Any], message: str = "",
+                      state: AppState | None = None) -> None:
+        """Record the release: a good one with its model (values digested; see immutdock.redact),
+        after which records written before digests are redacted too."""
+        redactor = self.redactor(state) if state is not None else None
         number = ledger.parse_release_id(plan.release) or 0
         ledger.write(self.engine, self.app.name, ledger.Record(
             number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
             created=_now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
-            source=source, model=dict(model)))
+            source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
+            salt=redactor.salt if redactor else ""),
+            taken=frozenset(r.volume for r in state.records) if state else frozenset())
+        if redactor and state and any(r.packed and not r.salt for r in state.records):
+            ledger.tidy(self.engine, self.app.name, list(state.records), redactor)
 
     def _pre_release_test(self, refs: Mapping[str, str], plan: ReleasePlan) -> None:
         test = self.app.settings.test

@@ -18,6 +18,7 @@ import yaml
 from immutdock import assets
 from immutdock import labels as L
 from immutdock.model import App, Service
+from immutdock.redact import Redactor
 
 COLORS = ("blue", "green")
 EDGE = "immutdock-edge"  # the edge network's key inside rendered files
@@ -131,8 +132,9 @@ def _aliases(svc: Service) -> list[str]:
     return sorted({a for spec in nets.values() if isinstance(spec, Mapping) for a in spec.get("aliases") or []})
 
 
-def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
-    """The compose model of the stateful services, or None when there are none."""
+def state_project(app: App, images: Mapping[str, str], redactor: Redactor) -> dict[str, Any] | None:
+    """The compose model of the stateful services, or None when there are none. Each carries
+    the digest of its definition (values digested by `redactor`) as its config-hash label."""
     if not app.stateful:
         return None
     local = {s.name for s in app.stateful}
@@ -140,18 +142,28 @@ def state_project(app: App, images: Mapping[str, str]) -> dict[str, Any] | None:
                                    {L.APP: app.name, L.ROLE: "state"}, _aliases(svc), local, own=False)
                 for svc in app.stateful}
     for svc in rendered.values():  # what each was made from: a change shows before it is applied
-        svc["labels"][L.CONFIG_HASH] = digest(svc)
+        svc["labels"][L.CONFIG_HASH] = digest(redactor.scrub(svc))
     return _top_level(app, app.stateful, project_name(app.name, "state"), rendered)
 
 
-def stateful_changes(app: App, images: Mapping[str, str], running: Mapping[str, str | None]) -> tuple[str, ...]:
+def stateful_changes(app: App, images: Mapping[str, str], running: Mapping[str, str | None],
+                     redactor: Redactor) -> tuple[str, ...]:
     """Stateful services a release would (re)create: not running, or made from another definition.
     `running` maps each running stateful service to its config-hash label."""
-    model = state_project(app, images)
+    model = state_project(app, images, redactor)
     if model is None:
         return ()
     return tuple(name for name, svc in model["services"].items()
                  if name not in running or running[name] != svc["labels"][L.CONFIG_HASH])
+
+
+def color_hash(model: Mapping[str, Any], app_name: str, redactor: Redactor) -> str:
+    """What a color runs, whichever color and release it is: the digest of its model (values
+    digested), the same for a release and for a rollback that re-runs it."""
+    plain = with_color(model, app_name, "blue", "-")
+    for svc in plain["services"].values():
+        svc["labels"].pop(L.CONFIG_HASH, None)
+    return digest(redactor.scrub(plain))
 
 
 def digest(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from immutdock import config
+from immutdock import config, render
 from immutdock import labels as L
 from immutdock.build import ImagePlan
 from immutdock.engine import ContainerState
@@ -18,6 +18,7 @@ from immutdock.errors import ConfigError
 from immutdock.ledger import Record
 from immutdock.model import App, BuildSpec
 from immutdock.observe import AppState
+from immutdock.redact import Redactor
 
 APP = "shop"
 
@@ -163,12 +164,21 @@ def router_container(status: str = "running") -> ContainerState:
                      labels={L.APP: APP, L.ROLE: "router"})
 
 
-def state_container(service: str = "db", status: str = "running") -> ContainerState:
-    return container(f"{APP}-state-{service}-1", status=status, service=service,
-                     labels={L.APP: APP, L.ROLE: "state", L.COMPOSE_PROJECT: f"{APP}-state"})
+def state_container(service: str = "db", status: str = "running", config_hash: str | None = None) -> ContainerState:
+    labels = {L.APP: APP, L.ROLE: "state", L.COMPOSE_PROJECT: f"{APP}-state"}
+    if config_hash:
+        labels[L.CONFIG_HASH] = config_hash
+    return container(f"{APP}-state-{service}-1", status=status, service=service, labels=labels)
 
 
 RUNNING_DB = (state_container("db"),)
+REDACTOR = Redactor("00" * 16)  # a fixed salt: digests the same in every run
+
+
+def running_db(app: App) -> tuple[ContainerState, ...]:
+    """The app's db running exactly what the file says (its config-hash label matches)."""
+    label = render.state_project(app, IMAGES, REDACTOR)["services"]["db"]["labels"][L.CONFIG_HASH]
+    return (state_container("db", config_hash=label),)
 
 
 def record(number: int, *, outcome: str = "ok", color: str = "blue", images: Mapping[str, str] | None = None,

@@ -8,9 +8,10 @@ import pytest
 
 from immutdock import labels as L
 from immutdock.model import App
+from immutdock import ledger
 from immutdock.plan import config_hash, decide, image_refs
 
-from .helpers import (APP, IMAGES, app_state, color_container, container, full_app, full_block, full_model,
+from .helpers import (APP, IMAGES, REDACTOR, app_state, running_db, color_container, container, full_app, full_block, full_model,
                       image_plan, record, router_container, state_container, validate, RUNNING_DB)
 
 NEW = "sha256:new"
@@ -36,46 +37,67 @@ def test_image_refs(app: App, images: list) -> None:
 
 def test_config_hash_is_stable(app: App, tmp_path: Path) -> None:
     refs = dict(IMAGES)
-    first = config_hash(app, refs, "router:1")
+    first = config_hash(app, refs, REDACTOR)
     assert first.startswith("sha256:") and len(first) == len("sha256:") + 64
-    assert config_hash(app, dict(refs), "router:1") == first
-    assert config_hash(full_app(tmp_path), dict(refs), "router:1") == first  # validated again: same
+    assert config_hash(app, dict(refs), REDACTOR) == first
+    assert config_hash(full_app(tmp_path), dict(refs), REDACTOR) == first  # validated again: same
 
 
 def test_config_hash_follows_images(app: App) -> None:
-    base = config_hash(app, IMAGES, "router:1")
-    assert config_hash(app, {**IMAGES, "web": "shop-web:cccccccccccc"}, "router:1") != base
-    assert config_hash(app, {**IMAGES, "db": "postgres:17"}, "router:1") != base  # a stateful image too
-    assert config_hash(app, IMAGES, "router:2") != base
+    base = config_hash(app, IMAGES, REDACTOR)
+    assert config_hash(app, {**IMAGES, "web": "shop-web:cccccccccccc"}, REDACTOR) != base
+    # a stateful service and the router carry their own identities: see decide's tests
+    assert config_hash(app, {**IMAGES, "db": "postgres:17"}, REDACTOR) == base
+
+
+def test_config_hash_keeps_no_value_but_follows_each(app: App, tmp_path: Path) -> None:
+    """The hash is made of digests of the environment values: the same for the same value
+    and salt, another for another value or salt."""
+    from immutdock.redact import Redactor
+
+    model = full_model(tmp_path)
+    model["services"]["web"]["environment"] = {"DB_PASSWORD": "s3cret-value"}
+    with_value = validate(model, full_block(), tmp_path)
+    base = config_hash(with_value, IMAGES, REDACTOR)
+    assert config_hash(with_value, IMAGES, Redactor(REDACTOR.salt)) == base
+    assert config_hash(with_value, IMAGES, Redactor("11" * 16)) != base
+    model["services"]["web"]["environment"] = {"DB_PASSWORD": "s3cret-valuf"}
+    assert config_hash(validate(model, full_block(), tmp_path), IMAGES, REDACTOR) != base
 
 
 def test_config_hash_follows_the_file(tmp_path: Path) -> None:
-    base = config_hash(full_app(tmp_path), IMAGES, "router:1")
+    base = config_hash(full_app(tmp_path), IMAGES, REDACTOR)
     model = full_model(tmp_path)
     model["services"]["web"]["environment"] = {"DB_HOST": "db2"}
-    assert config_hash(validate(model, full_block(), tmp_path), IMAGES, "router:1") != base
+    assert config_hash(validate(model, full_block(), tmp_path), IMAGES, REDACTOR) != base
     block = full_block()
     block["router"]["health"]["path"] = "/ready"
-    assert config_hash(full_app(tmp_path, block), IMAGES, "router:1") != base
+    assert config_hash(full_app(tmp_path, block), IMAGES, REDACTOR) != base
 
 
 def test_config_hash_ignores_settings_that_render_nothing(tmp_path: Path) -> None:
     block = full_block()
     block["keep"] = 9
-    assert config_hash(full_app(tmp_path, block), IMAGES, "router:1") == config_hash(full_app(tmp_path), IMAGES, "router:1")
+    assert config_hash(full_app(tmp_path, block), IMAGES, REDACTOR) == config_hash(full_app(tmp_path), IMAGES, REDACTOR)
 
 
-def test_config_hash_without_router(tmp_path: Path) -> None:
-    block = full_block()
-    del block["router"]
-    app = full_app(tmp_path, block)
-    assert config_hash(app, IMAGES, None) == config_hash(app, IMAGES, "router:anything")
+def test_a_stateful_change_alone_is_a_release(app: App, images: list) -> None:
+    """The live color runs this file's config, but db runs another definition (a rollback
+    left it newer, or it was changed by hand): not a no-op."""
+    live = app_state(state=running_db(app), records=(record(1),), router=router_container(), live="blue",
+                     blue=(color_container("blue", "r1", NEW),))
+    assert decide(app, images, live, NEW, REDACTOR).noop
+    other = app_state(state=(state_container("db", config_hash="sha256:newer"),), records=(record(1),),
+                      router=router_container(), live="blue", blue=(color_container("blue", "r1", NEW),))
+    plan = decide(app, images, other, NEW, REDACTOR)
+    assert not plan.noop and plan.stateful_changes == ("db",)
+    assert plan.reason == "stateful db runs another definition"
 
 
 # -- decide ----------------------------------------------------------------------------------
 
 def test_first_release(app: App, images: list) -> None:
-    plan = decide(app, images, app_state(), NEW)
+    plan = decide(app, images, app_state(), NEW, REDACTOR)
     assert (plan.noop, plan.reason, plan.release) == (False, "first release", "r1")
     assert (plan.color, plan.retire, plan.cleanup) == ("blue", None, ())
     assert plan.create_router
@@ -87,9 +109,9 @@ def test_first_release(app: App, images: list) -> None:
 
 
 def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -> None:
-    state = app_state(state=RUNNING_DB, records=(record(1), record(2)), router=router_container(), live="blue",
+    state = app_state(state=running_db(app), records=(record(1), record(2)), router=router_container(), live="blue",
                       blue=(color_container("blue", "r2", NEW), color_container("blue", "r2", NEW, service="worker")))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert plan.noop
     assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r2", "blue", None, ())
     assert not plan.create_router
@@ -97,16 +119,16 @@ def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -
 
 
 def test_noop_with_a_finished_one_shot_container(app: App, images: list) -> None:
-    state = app_state(state=RUNNING_DB, records=(record(1),), router=router_container(), live="green",
+    state = app_state(state=running_db(app), records=(record(1),), router=router_container(), live="green",
                       green=(color_container("green", "r1", NEW),
                              color_container("green", "r1", NEW, service="migrate", status="exited", exit_code=0)))
-    assert decide(app, images, state, NEW).noop
+    assert decide(app, images, state, NEW, REDACTOR).noop
 
 
 def test_change_starts_the_other_color_and_retires_the_live_one(app: App, images: list) -> None:
     state = app_state(state=RUNNING_DB, records=(record(1), record(2, color="green"), record(3)), router=router_container(),
                       live="blue", blue=(color_container("blue", "r3", OLD),))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop
     assert plan.reason == "content or config changed"
     assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r4", "green", "blue", ())
@@ -116,14 +138,14 @@ def test_change_starts_the_other_color_and_retires_the_live_one(app: App, images
 def test_change_from_green(app: App, images: list) -> None:
     state = app_state(records=(record(1), record(2, color="green")), router=router_container(), live="green",
                       green=(color_container("green", "r2", OLD),))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert (plan.color, plan.retire, plan.release) == ("blue", "green", "r3")
 
 
 def test_mixed_config_hashes_in_the_live_color_are_a_change(app: App, images: list) -> None:
     state = app_state(records=(record(1),), router=router_container(), live="blue",
                       blue=(color_container("blue", "r1", NEW), color_container("blue", "r1", OLD, service="worker")))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop and plan.color == "green"
 
 
@@ -132,7 +154,7 @@ def test_half_made_color_is_cleaned_up_first(app: App, images: list) -> None:
     state = app_state(records=(record(3), record(4, color="green", outcome="failed")), router=router_container(),
                       live="blue", blue=(color_container("blue", "r3", OLD),),
                       green=(color_container("green", "r4", NEW, status="exited", exit_code=1),))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop
     assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r5", "green", "blue", ("green",))
 
@@ -141,7 +163,7 @@ def test_half_made_color_prevents_a_noop(app: App, images: list) -> None:
     state = app_state(records=(record(3),), router=router_container(), live="blue",
                       blue=(color_container("blue", "r3", NEW),), green=(color_container("green", "r4", NEW),))
     assert state.half_made == ["green"]
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop
     assert (plan.color, plan.cleanup, plan.release) == ("green", ("green",), "r5")  # r4 is taken by the leftovers
 
@@ -149,7 +171,7 @@ def test_half_made_color_prevents_a_noop(app: App, images: list) -> None:
 def test_live_color_not_running(app: App, images: list) -> None:
     state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
                       blue=(color_container("blue", "r2", NEW, status="exited", exit_code=137),))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop  # same config, but nothing serves it
     assert plan.reason == "the live color is not running"
     assert (plan.release, plan.color, plan.retire, plan.cleanup) == ("r3", "green", "blue", ())
@@ -157,7 +179,7 @@ def test_live_color_not_running(app: App, images: list) -> None:
 
 def test_live_color_without_containers(app: App, images: list) -> None:
     state = app_state(records=(record(1),), router=router_container(), live="blue")
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert plan.reason == "the live color is not running"
     assert (plan.color, plan.retire, plan.cleanup) == ("green", None, ())
 
@@ -165,7 +187,7 @@ def test_live_color_without_containers(app: App, images: list) -> None:
 @pytest.mark.parametrize("router", [None, router_container(status="exited")])
 def test_router_missing_or_stopped_is_created(app: App, images: list, router: object) -> None:
     state = app_state(records=(record(1),), router=router, live=None, blue=(color_container("blue", "r1", OLD),))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert plan.create_router
     assert not plan.noop
 
@@ -173,11 +195,11 @@ def test_router_missing_or_stopped_is_created(app: App, images: list, router: ob
 def test_release_number_counts_containers_beyond_records(app: App, images: list) -> None:
     state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
                       blue=(color_container("blue", "r2", OLD),), green=(color_container("green", "r11", OLD),))
-    assert decide(app, images, state, NEW).release == "r12"
+    assert decide(app, images, state, NEW, REDACTOR).release == "r12"
 
 
 def test_as_json(app: App, images: list) -> None:
-    data = decide(app, images, app_state(), NEW).as_json()
+    data = decide(app, images, app_state(), NEW, REDACTOR).as_json()
     assert data["color"] == "blue" and data["retire"] is None and data["cleanup"] == []
     assert [i["image"] for i in data["images"]] == ["shop-web:aaaaaaaaaaaa", "shop-worker:bbbbbbbbbbbb"]
     assert data["stateful"] == ["db"]
@@ -217,7 +239,7 @@ def test_color_release_is_the_highest_number() -> None:
 def test_same_config_is_no_noop_while_something_does_not_serve(app: App, images: list, router, db, reason) -> None:
     state = app_state(records=(record(1),), router=router, live="blue", state=db,
                       blue=(color_container("blue", "r1", NEW), color_container("blue", "r1", NEW, service="worker")))
-    plan = decide(app, images, state, NEW)
+    plan = decide(app, images, state, NEW, REDACTOR)
     assert not plan.noop and plan.reason == reason
     assert plan.create_router == (router is None or router.status != "running")
 
@@ -265,17 +287,17 @@ def _live(app: App, settings: dict | None, identity: str = "sha256:router") -> "
 
     from immutdock import render
 
-    rec = replace(record(3), model={render.ROUTER_SETTINGS: settings} if settings else {})
+    rec = replace(record(3), packed=ledger.pack({render.ROUTER_SETTINGS: settings} if settings else {}))
     router = router_container()
     router = replace(router, labels={**router.labels, L.CONFIG_HASH: identity})
     return app_state(records=(rec,), router=router, live="blue", blue=(color_container("blue", "r3", OLD),),
-                     state=RUNNING_DB)
+                     state=running_db(app))
 
 
 def test_the_router_is_left_alone_when_nothing_of_it_changed(app: App, images: list) -> None:
     from immutdock import render
 
-    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, "sha256:router")
+    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, REDACTOR, "sha256:router")
     assert plan.router == "" and plan.as_json()["router"] == ""
 
 
@@ -286,7 +308,7 @@ def test_a_router_settings_change_is_a_reload(app: App, images: list, tmp_path: 
     from immutdock import render
 
     state = _live(app, render.backend_settings(app))
-    plan = decide(full_app(tmp_path, block), images, state, NEW, "sha256:router")
+    plan = decide(full_app(tmp_path, block), images, state, NEW, REDACTOR, "sha256:router")
     assert plan.router == ("reloaded with green's new settings (health_path /healthz -> /ready, "
                            "timeout 75 -> 300); no connection is dropped")
 
@@ -294,11 +316,11 @@ def test_a_router_settings_change_is_a_reload(app: App, images: list, tmp_path: 
 def test_a_new_router_image_or_address_recreates_it(app: App, images: list) -> None:
     from immutdock import render
 
-    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, "sha256:other")
+    plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, REDACTOR, "sha256:other")
     assert plan.router.startswith("recreated on 127.0.0.1:8080: its image or published address changed")
 
 
 def test_a_missing_or_stopped_router_is_created_or_started(app: App, images: list) -> None:
-    assert decide(app, images, app_state(), NEW, "sha256:r").router == "created on 127.0.0.1:8080"
+    assert decide(app, images, app_state(), NEW, REDACTOR, "sha256:r").router == "created on 127.0.0.1:8080"
     state = app_state(router=router_container("exited"), live="blue", blue=(color_container("blue", "r1", OLD),))
-    assert decide(app, images, state, NEW, None).router == "started again (it is not running)"
+    assert decide(app, images, state, NEW, REDACTOR, None).router == "started again (it is not running)"

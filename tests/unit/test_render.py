@@ -13,7 +13,7 @@ from immutdock import labels as L
 from immutdock import render
 from immutdock.render import EDGE, OWN_NETWORK_PRIORITY
 
-from .helpers import APP, IMAGES, full_app, full_block, full_model, minimal_model, validate
+from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, full_model, minimal_model, validate
 
 HASH = "sha256:cafe"
 
@@ -161,7 +161,7 @@ def test_secrets_only_those_used(tmp_path: Path) -> None:
     app = validate(model, full_block(), tmp_path)
     color = render.color_project(app, "blue", IMAGES, "r1", HASH)
     assert color["secrets"] == {"api_key": {"name": "shop_api_key", "file": str(tmp_path / "api_key.txt")}}
-    assert "secrets" not in render.state_project(app, IMAGES)
+    assert "secrets" not in render.state_project(app, IMAGES, REDACTOR)
 
 
 def test_rendering_does_not_touch_the_app(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_rendering_does_not_touch_the_app(tmp_path: Path) -> None:
     model = render.color_project(app, "blue", IMAGES, "r1", HASH)
     model["services"]["web"]["networks"]["back"]["priority"] = 1
     model["services"]["web"]["labels"]["x"] = "y"
-    render.state_project(app, IMAGES)
+    render.state_project(app, IMAGES, REDACTOR)
     assert {k: dict(s.definition) for k, s in app.services.items()} == before
 
 
@@ -185,7 +185,7 @@ def test_rendered_model_is_json_and_yaml_safe(tmp_path: Path) -> None:
 # -- the stateful project ----------------------------------------------------------------
 
 def test_state_project(tmp_path: Path) -> None:
-    model = render.state_project(full_app(tmp_path), IMAGES)
+    model = render.state_project(full_app(tmp_path), IMAGES, REDACTOR)
     assert model["name"] == "shop-state"
     assert list(model["services"]) == ["db"]
     db = model["services"]["db"]
@@ -203,7 +203,7 @@ def test_state_project(tmp_path: Path) -> None:
 def test_a_stateful_service_keeps_its_external_networks(tmp_path: Path) -> None:
     model = full_model(tmp_path)
     model["services"]["db"]["networks"] = {"back": None, "shared": None}
-    model = render.state_project(validate(model, full_block(), tmp_path), IMAGES)
+    model = render.state_project(validate(model, full_block(), tmp_path), IMAGES, REDACTOR)
     assert model["services"]["db"]["networks"] == {"shared": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
     assert model["networks"] == {"shared": {"name": "shared-net", "external": True},
                                  EDGE: {"external": True, "name": "shop_immutdock"}}
@@ -219,7 +219,7 @@ def test_a_color_of_one_service_needs_no_network_of_its_own(tmp_path: Path) -> N
 
 
 def test_state_project_none_without_stateful_services(tmp_path: Path) -> None:
-    assert render.state_project(validate(minimal_model(tmp_path), None, tmp_path), IMAGES) is None
+    assert render.state_project(validate(minimal_model(tmp_path), None, tmp_path), IMAGES, REDACTOR) is None
 
 
 def test_state_project_keeps_dependencies_among_stateful_services(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_state_project_keeps_dependencies_among_stateful_services(tmp_path: Path
         "db": {"condition": "service_healthy", "required": True}, "web": {"condition": "service_started"}}}
     block = full_block()
     block["stateful"] = ["db", "backup"]
-    services = render.state_project(validate(model, block, tmp_path), IMAGES)["services"]
+    services = render.state_project(validate(model, block, tmp_path), IMAGES, REDACTOR)["services"]
     assert "depends_on" not in services["db"]
     assert services["backup"]["depends_on"] == {"db": {"condition": "service_healthy", "required": True}}
 
@@ -238,7 +238,7 @@ def test_built_stateful_service_uses_its_built_image(tmp_path: Path) -> None:
     block = full_block()
     block["stateful"] = ["db", "worker"]
     app = full_app(tmp_path, block)
-    services = render.state_project(app, IMAGES)["services"]
+    services = render.state_project(app, IMAGES, REDACTOR)["services"]
     assert services["worker"]["image"] == IMAGES["worker"]
     assert services["worker"]["pull_policy"] == "never"
     assert "build" not in services["worker"]
@@ -359,11 +359,11 @@ def test_with_color_same_color_new_release(tmp_path: Path) -> None:
 
 def test_stateful_changes(tmp_path: Path) -> None:
     app = full_app(tmp_path)
-    current = render.state_project(app, IMAGES)["services"]["db"]["labels"][L.CONFIG_HASH]
-    assert render.stateful_changes(app, IMAGES, {"db": current}) == ()
-    assert render.stateful_changes(app, IMAGES, {}) == ("db",), "not running"
-    assert render.stateful_changes(app, IMAGES, {"db": None}) == ("db",), "made before the label existed"
-    assert render.stateful_changes(app, {**IMAGES, "db": "postgres:17"}, {"db": current}) == ("db",)
+    current = render.state_project(app, IMAGES, REDACTOR)["services"]["db"]["labels"][L.CONFIG_HASH]
+    assert render.stateful_changes(app, IMAGES, {"db": current}, REDACTOR) == ()
+    assert render.stateful_changes(app, IMAGES, {}, REDACTOR) == ("db",), "not running"
+    assert render.stateful_changes(app, IMAGES, {"db": None}, REDACTOR) == ("db",), "made before the label existed"
+    assert render.stateful_changes(app, {**IMAGES, "db": "postgres:17"}, {"db": current}, REDACTOR) == ("db",)
 
 
 def test_stateful_aliases_are_answered_on_the_edge_network(tmp_path: Path) -> None:
@@ -373,6 +373,6 @@ def test_stateful_aliases_are_answered_on_the_edge_network(tmp_path: Path) -> No
     db = app.services["db"]
     nets = {"back": {"aliases": ["postgres", "database"]}, "default": {"aliases": ["pg"]}}
     app = replace(app, services={**app.services, "db": replace(db, definition={**db.definition, "networks": nets})})
-    svc = render.state_project(app, IMAGES)["services"]["db"]
+    svc = render.state_project(app, IMAGES, REDACTOR)["services"]["db"]
     assert svc["networks"][EDGE] == {"aliases": ["database", "pg", "postgres"]}
     assert set(svc["networks"]) == {EDGE}
