@@ -32,6 +32,7 @@ class ImagePlan:
     cached: bool
     image_id: str | None
     spec: BuildSpec
+    missing_base: str | None = None  # a base image the engine lacks (planned without pulling it)
 
     @property
     def image(self) -> str:
@@ -39,16 +40,27 @@ class ImagePlan:
 
     def as_json(self) -> dict[str, object]:
         return {"service": self.service, "image": self.image, "content_hash": self.content_hash,
-                "cached": self.cached, "image_id": self.image_id}
+                "cached": self.cached, "image_id": self.image_id, "missing_base": self.missing_base}
 
 
-def build_inputs(spec: BuildSpec, engine: Engine) -> BuildInputs:
-    """Everything the image is made from, with every FROM image resolved to its ID."""
+class MissingBase(Exception):
+    """A FROM image is not on the engine, and this reading must not pull it."""
+
+
+def build_inputs(spec: BuildSpec, engine: Engine, pull: bool = True) -> BuildInputs:
+    """Everything the image is made from, with every FROM image resolved to its ID (pulled
+    when missing, with `pull`; else MissingBase)."""
     text = spec.dockerfile.read_bytes()
     stage_args = dict(spec.args)
     bases = base_images(text.decode("utf-8", "replace"), stage_args)
     named = set(spec.additional_contexts)
-    base_ids = {ref: engine.resolve_image(ref) for ref in bases if ref not in named}
+    base_ids: dict[str, str] = {}
+    for ref in bases:
+        if ref not in named:
+            found = engine.resolve_image(ref, pull=pull)
+            if found is None:
+                raise MissingBase(ref)
+            base_ids[ref] = found
     extra: dict[str, str] = {}
     for name, source in spec.additional_contexts.items():
         if "://" in source:
@@ -61,9 +73,14 @@ def build_inputs(spec: BuildSpec, engine: Engine) -> BuildInputs:
                        base_image_ids=base_ids, secrets_ids=tuple(sorted(s.id for s in spec.secrets)))
 
 
-def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine) -> ImagePlan:
+def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, pull: bool = True) -> ImagePlan:
+    """The image's tag from its content. Without `pull`, a base image the engine lacks leaves
+    the tag unknown ("pending"): the image is then planned as a build."""
     try:
-        digest = build_digest(build_inputs(spec, engine))
+        digest = build_digest(build_inputs(spec, engine, pull))
+    except MissingBase as missing:
+        return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
+                         image_id=None, spec=spec, missing_base=str(missing))
     except OSError as exc:
         raise ConfigError(f"services.{service}.build", f"cannot read the build context: {exc}",
                           "check the files' permissions") from None
@@ -78,11 +95,11 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine) -
                      cached=cached, image_id=image_id if cached else None, spec=spec)
 
 
-def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine) -> list[ImagePlan]:
+def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine, pull: bool = True) -> list[ImagePlan]:
     """Hash every build (in parallel: hashing is I/O and hashlib releases the GIL)."""
     items = list(specs.items())
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(plan_image, svc, f"{app_name}-{svc}", spec, engine) for svc, spec in items]
+        futures = [pool.submit(plan_image, svc, f"{app_name}-{svc}", spec, engine, pull) for svc, spec in items]
         return [f.result() for f in futures]
 
 

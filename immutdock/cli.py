@@ -211,6 +211,12 @@ def build(ctx: Ctx) -> None:
     ctx.emit([i.as_json() for i in done], human)
 
 
+def _image_action(i: Any) -> str:  # i: ImagePlan
+    if i.missing_base:
+        return f"build (its base {i.missing_base} is not on the engine: release pulls it, then knows the tag)"
+    return "reuse" if i.cached else "build"
+
+
 @main.command(epilog=EPILOG)
 @common
 def plan(ctx: Ctx) -> None:
@@ -224,17 +230,17 @@ def plan(ctx: Ctx) -> None:
     if app.settings.router is None:
         from immutdock.build import plan_images
 
-        images = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, deployer.engine)
+        images = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, deployer.engine,
+                             pull=False)
         ctx.emit({"images": [i.as_json() for i in images]},
-                 lambda: [click.echo(f"{i.service:<16} {i.image:<40} {'reuse' if i.cached else 'build'}")
-                          for i in images])
+                 lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i)}") for i in images])
         return
-    release_plan, _router, _state = deployer.plan()
+    release_plan, _router, _state = deployer.plan(pull=False)
 
     def human() -> None:
         p = release_plan
         for i in p.images:
-            click.echo(f"image  {i.service:<14} {i.image:<40} {'reuse' if i.cached else 'build'}")
+            click.echo(f"image  {i.service:<14} {i.image:<40} {_image_action(i)}")
         if p.noop:
             click.echo(f"no-op: {p.reason}; {p.color} keeps serving {p.release}")
             return
@@ -368,7 +374,10 @@ def _status_text(report: dict[str, Any]) -> str:
 @main.command(epilog=EPILOG)
 @common
 def history(ctx: Ctx) -> None:
-    """Every release and rollback: id, time, image tags, git revision, outcome."""
+    """Every release and rollback: id, time, image tags, git revision, outcome.
+
+    Records are kept forever; "ok, pruned" marks a release whose images `prune` removed
+    (it can no longer be rolled back to)."""
     from immutdock import ledger
     from immutdock.engine import Engine
 
@@ -382,7 +391,8 @@ def history(ctx: Ctx) -> None:
         for r in rows:
             images = " ".join(sorted(r["images"].values()))
             extra = f" -> {r['source']}" if r["source"] else ""
-            click.echo(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {r['outcome']:<12} "
+            outcome = "ok, pruned" if r["compacted"] else r["outcome"]
+            click.echo(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
                        f"{(r['git'] or '-')[:12]:<13} {images}")
 
     ctx.emit(rows, human)

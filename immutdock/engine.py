@@ -91,10 +91,11 @@ class Engine:
         data = self.inspect_image(ref) or {}
         return (data.get("Config") or {}).get("Labels") or {}
 
-    def resolve_image(self, ref: str) -> str:
-        """The local image ID of `ref`, pulling it once when the engine lacks it."""
+    def resolve_image(self, ref: str, pull: bool = True) -> str | None:
+        """The local image ID of `ref`, pulling it once when the engine lacks it (with `pull`;
+        else None)."""
         found = self.image_id(ref)
-        if found:
+        if found or not pull:
             return found
         import docker.errors
 

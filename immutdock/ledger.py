@@ -55,7 +55,7 @@ class Record:
     def summary(self) -> dict[str, Any]:
         return {"release": self.id, "kind": self.kind, "color": self.color, "images": dict(self.images),
                 "created": self.created, "git": self.git, "outcome": self.outcome, "message": self.message,
-                "source": self.source}
+                "source": self.source, "compacted": self.outcome == "ok" and not self.packed}
 
 
 def volume_name(app: str, number: int) -> str:

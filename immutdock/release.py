@@ -76,13 +76,13 @@ class Deployer:
         """images/router: the router image's build context."""
         return assets.folder("images") / "router"
 
-    def _router_image_plan(self) -> ImagePlan | None:
+    def _router_image_plan(self, pull: bool = True) -> ImagePlan | None:
         router = self.app.settings.router
         if router is None or router.image:
             return None
         args = frozen_mapping({"BASE": router.base} if router.base else {})
         spec = BuildSpec(context=self.router_context, dockerfile=self.router_context / "Dockerfile", args=args)
-        return plan_image("router", "immutdock-router", spec, self.engine)
+        return plan_image("router", "immutdock-router", spec, self.engine, pull)
 
     def router_image(self, plan: ImagePlan | None) -> str | None:
         router = self.app.settings.router
@@ -90,13 +90,15 @@ class Deployer:
             return None
         return router.image or (plan.image if plan else None)
 
-    def plan(self) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
+    def plan(self, pull: bool = True) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
+        """What a release would do. Without `pull` nothing is written to the engine: a missing
+        base image leaves its image's tag pending (the release pulls it)."""
         self._require_router()
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
             state_f = pool.submit(observe, self.engine, self.app.name)
-            router_f = pool.submit(self._router_image_plan)
+            router_f = pool.submit(self._router_image_plan, pull)
             images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
-                                 self.engine)
+                                 self.engine, pull)
             router_plan, state = router_f.result(), state_f.result()
         plan, _ = self._decide(images, router_plan, state)
         return plan, router_plan, state

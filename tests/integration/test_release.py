@@ -207,15 +207,20 @@ def test_changed_stateful_service_is_recreated_once_with_its_volume(app: TinyApp
     assert int(app.visit().split()[1]) == count + 1, "the counter in the db's named volume survived"
 
 
-def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) -> None:
-    volumes = {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
+def _app_volumes(engine, app: TinyApp) -> set[str]:
+    return {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})
+            if (v.attrs.get("Labels") or {}).get("io.immutdock.role") != "record"}
+
+
+def test_prune_never_touches_volumes_nor_live_or_previous_and_compacts_records(app: TinyApp, engine) -> None:
+    volumes = _app_volumes(engine, app)
     assert f"{app.name}_data" in volumes
     history = json_out(run_cli(app.root, "history", "--json"))
     ok = [r for r in history if r["outcome"] == "ok"]
     proc = run_cli(app.root, "prune", "--keep", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     removed = json_out(proc)["removed_images"]
-    assert volumes == {v.name for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app.name}"})}
+    assert volumes == _app_volumes(engine, app)
     protected = {ref for r in ok[-2:] for ref in r["images"].values()}
     assert not protected & set(removed)
     for ref in protected:
@@ -223,6 +228,18 @@ def test_prune_never_touches_volumes_nor_live_or_previous(app: TinyApp, engine) 
     assert any(":" in r for r in removed), "older release images were removed"
     count = app.visit().split()[1]
     assert int(count) >= 5, "the counter kept in the named volume survived everything"
+    # The records of releases whose images went are compacted, never dropped.
+    after = json_out(run_cli(app.root, "history", "--json"))
+    assert [{k: r[k] for k in ("release", "created", "images", "git", "outcome")} for r in after] == \
+        [{k: r[k] for k in ("release", "created", "images", "git", "outcome")} for r in history]
+    pruned = [r["release"] for r in after if r["outcome"] == "ok" and set(r["images"].values()) & set(removed)]
+    assert pruned and pruned == [r["release"] for r in after if r["compacted"]]
+    assert sorted(json_out(proc)["compacted_records"]) == sorted(pruned)
+    assert "ok, pruned" in run_cli(app.root, "history").stdout
+    live = json_out(run_cli(app.root, "status", "--json"))
+    proc = run_cli(app.root, "rollback", "--to", pruned[0])
+    assert proc.returncode == 1 and "pruned" in proc.stderr, proc.stderr
+    assert json_out(run_cli(app.root, "status", "--json")) == live, "a refused rollback changed nothing"
 
 
 def test_stateful_service_was_never_doubled(app: TinyApp) -> None:

@@ -304,6 +304,30 @@ def test_a_stateful_change_is_announced_and_named_when_the_release_fails(tiny, e
     assert json_out(run_cli(tiny.root, "plan", "--json"))["stateful_changes"] == []
 
 
+def test_releasing_the_rolled_back_file_is_no_noop_while_the_database_runs_a_newer_definition(tiny, engine) -> None:
+    """r2 changes db; a rollback to r1 leaves db as r2 made it. Releasing r1's file again then
+    brings db back to r1's definition: it is no no-op, though the color runs r1's config."""
+    compose_v1 = (tiny.root / "compose.yaml").read_text()
+    assert run_cli(tiny.root, "release").returncode == 0
+    (tiny.root / "compose.yaml").write_text(
+        compose_v1.replace('volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    environment: {TUNING: "2"}'))
+    tiny.set_version("v2")
+    assert run_cli(tiny.root, "release").returncode == 0
+    proc = run_cli(tiny.root, "rollback")
+    assert proc.returncode == 0, proc.stderr
+    db = {"label": [f"io.immutdock.app={tiny.name}", "com.docker.compose.service=db"]}
+    assert "TUNING=2" in engine.containers.list(filters=db)[0].attrs["Config"]["Env"], "rollback left db as it was"
+    (tiny.root / "compose.yaml").write_text(compose_v1)
+    tiny.set_version("v1")
+    plan = json_out(run_cli(tiny.root, "plan", "--json"))
+    assert plan["noop"] is False and plan["stateful_changes"] == ["db"], plan
+    assert plan["reason"] == "stateful db runs another definition"
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    assert "TUNING=2" not in engine.containers.list(filters=db)[0].attrs["Config"]["Env"]
+    assert json_out(run_cli(tiny.root, "release", "--json"))["outcome"] == "noop"
+
+
 def test_the_colors_reach_a_stateful_service_by_every_alias_the_file_gives_it(tiny, engine) -> None:
     compose = (tiny.root / "compose.yaml").read_text()
     (tiny.root / "compose.yaml").write_text(compose.replace(

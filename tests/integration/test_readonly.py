@@ -1,0 +1,59 @@
+"""Read-only commands are read-only: `plan`, `status` and `history` never pull, build, create,
+remove or tag anything on the engine, even when a base image is missing."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .support import TinyApp, cleanup, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+WRITES = {"create", "destroy", "pull", "tag", "untag", "delete", "import", "load", "start", "stop", "kill",
+          "die", "rename", "update", "connect", "disconnect", "mount", "unmount", "remove", "prune", "commit"}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
+    app = TinyApp(tmp_path / "app", app_name).write()
+    yield app
+    cleanup(app_name)
+
+
+def _engine_writes(engine, since: float, until: float, *about: str) -> list[str]:
+    """Engine events that change something, of objects whose event mentions one of `about`."""
+    events = engine.events(since=int(since), until=int(until) + 1, decode=True)
+    return [f"{e.get('Type')} {e.get('Action')} {(e.get('Actor') or {}).get('Attributes', {}).get('name', '')}"
+            for e in events if str(e.get("Action", "")).split(":")[0] in WRITES
+            and any(word in json.dumps(e) for word in about)]
+
+
+def test_plan_status_history_write_nothing_and_plan_never_pulls_a_missing_base(tiny: TinyApp, engine) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    missing = f"busybox:missing-{uuid.uuid4().hex[:8]}"
+    dockerfile = tiny.root / "web" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("ARG BASE=busybox:latest", f"ARG BASE={missing}"))
+    time.sleep(1.1)  # the events window starts on a fresh second
+    since = time.time()
+    plan = run_cli(tiny.root, "plan")
+    assert plan.returncode == 0, plan.stderr
+    assert f"its base {missing} is not on the engine: release pulls it" in plan.stdout, plan.stdout
+    data = json_out(run_cli(tiny.root, "plan", "--json"))
+    web = next(i for i in data["images"] if i["service"] == "web")
+    assert (web["missing_base"], web["cached"], data["noop"]) == (missing, False, False)
+    for args in (("status",), ("status", "--json"), ("history",), ("history", "--json"), ("plan", "--verbose")):
+        proc = run_cli(tiny.root, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    until = time.time()
+    time.sleep(1.1)
+    assert _engine_writes(engine, since, until, tiny.name, missing) == []
+    assert tiny.visit().startswith("v1 ")
+    # `release` does pull: with no registry here the pull fails, named, and nothing changed.
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 1 and f"image {missing} is not on the engine and cannot be pulled" in proc.stderr

@@ -1,0 +1,150 @@
+"""No secret at rest: values from `env_file:` and `.env` reach the containers and nothing else
+(no label of any object, no record, no command's output), and no command leaves a temp dir.
+A rollback takes values from the current file and names what differs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from immutdock import ledger
+
+from .support import TinyApp, cleanup, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+
+class SecretApp(TinyApp):
+    """TinyApp whose web and db get values from an env_file and from .env interpolation."""
+
+    def write_secrets(self, tokens: dict[str, str]) -> "SecretApp":
+        (self.root / "app.env").write_text("".join(f"{k}={v}\n" for k, v in tokens.items() if k != "DB_PASSWORD"))
+        (self.root / ".env").write_text(f"DB_PASSWORD={tokens['DB_PASSWORD']}\n")
+        compose = (self.root / "compose.yaml").read_text()
+        web = ('    build: ./web\n    env_file: [app.env]\n    environment: {DB_PASSWORD: "${DB_PASSWORD}"}\n'
+               '    command: ["/www/start", "--password=${DB_PASSWORD}"]\n')
+        db = '    build: ./db\n    environment: {DB_PASSWORD: "${DB_PASSWORD}", MODE: plain}\n'
+        (self.root / "compose.yaml").write_text(
+            compose.replace("    build: ./web\n", web).replace("    build: ./db\n", db))
+        return self
+
+
+@pytest.fixture
+def secret_app(tmp_path: Path, engine, app_name: str) -> Iterator[SecretApp]:
+    app = SecretApp(tmp_path / "app", app_name).write()
+    yield app
+    cleanup(app_name)
+
+
+def _container_env(engine, app: str, service: str) -> dict[str, str]:
+    found = engine.containers.list(filters={"label": [f"io.immutdock.app={app}",
+                                                      f"com.docker.compose.service={service}"]})
+    assert len(found) == 1, found
+    return dict(e.split("=", 1) for e in found[0].attrs["Config"]["Env"])
+
+
+def _everything_at_rest(engine, app: str) -> str:
+    """Every label of every object the app has on the engine, and every record decoded."""
+    mine = {"label": f"io.immutdock.app={app}"}
+    parts = []
+    for c in engine.containers.list(all=True, filters=mine):
+        parts.append(json.dumps(c.attrs["Config"]["Labels"]))
+    for v in engine.volumes.list(filters=mine):
+        parts.append(json.dumps(v.attrs.get("Labels")))
+    for n in engine.networks.list(filters=mine):
+        parts.append(json.dumps(n.attrs.get("Labels")))
+    for i in engine.images.list(filters=mine):
+        parts.append(json.dumps(i.attrs["Config"].get("Labels")))
+        parts.append(json.dumps(i.history()))  # what each layer was made by
+    from immutdock.engine import Engine
+
+    for rec in ledger.history(Engine(), app):
+        parts.append(json.dumps(dict(rec.model)))
+    assert len(parts) > 10, "the scan saw the app's objects"
+    return "\n".join(parts)
+
+
+def test_no_secret_in_any_label_record_or_output_and_no_temp_dir(secret_app: SecretApp, engine,
+                                                                  tmp_path: Path) -> None:
+    app = secret_app
+    tokens = {k: f"{k.lower()}-{uuid.uuid4().hex}" for k in ("API_TOKEN", "DB_PASSWORD", "OLD_KEY")}
+    app.write_secrets(tokens)
+    rotated = f"rotated-{uuid.uuid4().hex}"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    outputs: list[str] = []
+
+    def cli(*args: str, code: int = 0) -> str:
+        proc = run_cli(app.root, *args, env={"TMPDIR": str(temp)})
+        outputs.append(f"$ immutdock {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
+        assert proc.returncode == code, f"{args}: {proc.stderr}"
+        assert not list(temp.iterdir()), f"`immutdock {' '.join(args)}` left {list(temp.iterdir())}"
+        return proc.stdout + proc.stderr
+
+    cli("plan")
+    cli("plan", "--json")
+    cli("release", "--verbose")
+    web = _container_env(engine, app.name, "web")
+    assert (web["API_TOKEN"], web["OLD_KEY"], web["DB_PASSWORD"]) == (
+        tokens["API_TOKEN"], tokens["OLD_KEY"], tokens["DB_PASSWORD"]), "the containers get the values"
+    assert _container_env(engine, app.name, "db")["DB_PASSWORD"] == tokens["DB_PASSWORD"]
+    app.set_version("v2")
+    cli("release", "--json")
+    for args in (("status",), ("status", "--json"), ("history",), ("history", "--json"), ("plan", "--verbose"),
+                 ("release", "--json"), ("build", "--json")):
+        cli(*args)
+
+    # A rollback re-runs r1 with the current file's values and names what changed.
+    (app.root / "app.env").write_text(f"API_TOKEN={rotated}\n")
+    said = cli("rollback", "--verbose")
+    assert "services.web.environment.API_TOKEN differs from what r1 ran with" in said
+    assert "services.web.environment.OLD_KEY was set in r1, but the current file has no value for it" in said
+    web = _container_env(engine, app.name, "web")
+    assert web["API_TOKEN"] == rotated and "OLD_KEY" not in web
+    assert app.visit().startswith("v1 ")
+    cli("status", "--json")
+    cli("history", "--json")
+
+    app.break_health()
+    app.set_version("v3")
+    cli("release", code=1)
+    cli("release", "--json", code=1)
+    cli("prune", "--keep", "2", "--json")
+
+    scanned = "\n".join(outputs) + _everything_at_rest(engine, app.name)
+    for name, value in [*tokens.items(), ("rotated API_TOKEN", rotated)]:
+        assert value not in scanned, f"{name}'s value was found at rest or in output"
+    assert "API_TOKEN" in scanned, "the keys themselves are kept"
+
+
+def test_a_record_number_collision_keeps_both_and_old_records_are_redacted(secret_app: SecretApp, engine) -> None:
+    """A volume that already has the next record's name, and a record written before digests
+    (the model held values): the release writes its record under another name and redacts the old
+    one in place (same id, same key)."""
+    from immutdock.engine import Engine
+
+    app = secret_app
+    token = f"old-{uuid.uuid4().hex}"
+    app.write_secrets({"API_TOKEN": token, "DB_PASSWORD": f"pw-{uuid.uuid4().hex}"})
+    old_model = {"name": f"{app.name}-blue", "services": {"web": {
+        "image": "busybox:latest", "environment": {"API_TOKEN": token}, "labels": {}}}}
+    old = ledger.Record(number=1, kind="release", color="blue", images={"web": "busybox:latest"},
+                        config_hash="sha256:old", created="2025-01-01T00:00:00+00:00", outcome="ok",
+                        packed=ledger.pack(old_model))
+    engine.volumes.create(ledger.volume_name(app.name, 1), labels=ledger.to_labels(app.name, old))
+    stray = engine.volumes.create(ledger.volume_name(app.name, 2))  # not a record: no labels
+    proc = run_cli(app.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    records = ledger.history(Engine(), app.name)
+    assert [(r.id, r.outcome) for r in records] == [("r1", "ok"), ("r2", "ok")]
+    assert records[1].volume != stray.name
+    assert engine.volumes.get(stray.name).attrs.get("Labels") in (None, {}), "the stray volume was left alone"
+    assert records[0].salt and token not in json.dumps(dict(records[0].model))
+    assert records[0].key == ledger.volume_name(app.name, 1), "the old record kept its identity"
+    history = json_out(run_cli(app.root, "history", "--json"))
+    assert [r["release"] for r in history] == ["r1", "r2"]
+    stray.remove()
