@@ -325,7 +325,7 @@ def doctor(as_json: bool) -> None:
 
 
 @main.command(epilog=EPILOG)
-@click.option("--reap", is_flag=True, help="Remove a half-made color left by an interrupted release "
+@click.option("--reap", is_flag=True, help="Remove a color an interrupted release left (half-made, or not retired) "
                                            "(takes the lock; the next release does it too).")
 @common
 def status(ctx: Ctx, reap: bool) -> None:
@@ -335,8 +335,9 @@ def status(ctx: Ctx, reap: bool) -> None:
     stateful service is not running, or the live color has no server that passes the
     router's health check.
 
-    Reads only. A color that exists but is not live (a release in progress, or one that
-    was interrupted) is reported; --reap removes it when no release is running.
+    Reads only. A color that exists but is not live is reported: half-made (a release in
+    progress, or one interrupted before its switch) or not retired (the previous release,
+    when one was interrupted after its switch); --reap removes it when no release runs.
     """
     from immutdock.observe import observe
     from immutdock.status import describe
@@ -345,9 +346,10 @@ def status(ctx: Ctx, reap: bool) -> None:
     deployer = ctx.deployer(app)
     state = observe(deployer.engine, app.name)
     if reap:
-        reaped = deployer.reap_half_made(state)
+        reaped = deployer.reap_idle(state)
         for color in reaped:
-            ctx.warn(f"removed half-made {app.name}-{color} left by an interrupted release")
+            ctx.warn(f"retired {app.name}-{color}, the release before {state.live_release}" if color in state.not_retired
+                     else f"removed half-made {app.name}-{color} left by an interrupted release")
         if reaped:
             state = observe(deployer.engine, app.name)
     report = describe(app, state, deployer.engine)
@@ -355,6 +357,10 @@ def status(ctx: Ctx, reap: bool) -> None:
     for color in report["half_made"]:
         ctx.warn(f"{app.name}-{color} exists but is not live (a release in progress, or one that was "
                  "interrupted); `immutdock status --reap` or the next release removes it")
+    for old in report["not_retired"]:
+        ctx.warn(f"{app.name}-{old['color']} still runs {old['release']}, the release before {report['live_release']}: "
+                 "traffic left it, but it was not retired (the release was interrupted after its switch); "
+                 "`immutdock status --reap` or the next release retires it")
     if report["problem"]:
         click.echo(click.style(f"error: {app.name} does not serve: {report['problem']}", fg="red"), err=True)
         sys.exit(1)

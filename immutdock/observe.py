@@ -44,9 +44,23 @@ class AppState:
         return bool(cs) and all(c.status == "running" or (c.status == "exited" and c.exit_code == 0) for c in cs)
 
     @property
-    def half_made(self) -> list[str]:
-        """Colors that exist but do not serve: left by a failed or killed release."""
+    def idle(self) -> list[str]:
+        """Colors that exist but do not serve: half-made or not retired."""
         return [c for c in ("blue", "green") if self.colors.get(c) and c != self.live_color]
+
+    @property
+    def not_retired(self) -> list[str]:
+        """Idle colors that served before the live release: a release that switched traffic
+        was interrupted or failed before it retired them."""
+        live = ledger.parse_release_id(self.live_release or "")
+        return [c for c in self.idle
+                if live is not None and (ledger.parse_release_id(self.color_release(c) or "") or live) < live]
+
+    @property
+    def half_made(self) -> list[str]:
+        """Idle colors that never went live: left by a release that failed or was killed before
+        its switch (or one still running)."""
+        return [c for c in self.idle if c not in self.not_retired]
 
     def highest_release_number(self) -> int:
         numbers = [r.number for r in self.records]

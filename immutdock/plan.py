@@ -97,7 +97,7 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
     changes = render.stateful_changes(app, image_refs(app, images), running, redactor)
     router = router_change(app, state, target, router_identity)
     same = state.color_config_hash(live) == new_hash
-    if broken is None and same and not state.half_made and not changes and not router:
+    if broken is None and same and not state.idle and not changes and not router:
         return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
                            reason=f"content and config unchanged since {state.live_release}", color=str(live),
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,

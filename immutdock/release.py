@@ -214,7 +214,9 @@ class Deployer:
         router: Router | None = None
         try:
             for color in plan.cleanup:
-                self.say(f"removing half-made {color} color left by an earlier release")
+                self.say(f"retiring {color}, the release before {state.live_release}, left running by an interrupted "
+                         "release" if color in state.not_retired else
+                         f"removing half-made {color} color left by an earlier release")
                 self.engine.remove_project(render.project_name(app.name, color))
             self._ensure_shared(plan, state, router_image, refs if kind == "release" else None,
                                 model.get(render.ROUTER_SETTINGS) or render.backend_settings(app))
@@ -250,7 +252,8 @@ class Deployer:
                 raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
                                   self._still_serving(plan)) from None
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
-                              "the next release (or `immutdock status`) retires the old color") from None
+                              f"`immutdock status --reap` (or the next release) retires {plan.retire or 'the old color'}"
+                              ) from None
         except ReleaseFailed:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
@@ -258,8 +261,8 @@ class Deployer:
             details = exc.details if isinstance(exc, ImmutdockError) else None
             if switched:
                 raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
-                                  f"{what}", f"{plan.color} serves; run `immutdock status` and release again "
-                                  "to retire the old color", details=details) from None
+                                  f"{what}", f"{plan.color} serves; `immutdock status --reap` (or the next release) "
+                                  f"retires {plan.retire or 'the old color'}", details=details) from None
             self._undo(plan, project, kind, refs, source, what)
             raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
         finally:
@@ -428,16 +431,17 @@ class Deployer:
     def _locked(self, command: str) -> "_Lock":
         return _Lock(self, command)
 
-    def reap_half_made(self, state: AppState) -> list[str]:
-        """Remove colors left by a killed release, when no release holds the lock."""
-        if not state.half_made or state.live_color is None:
+    def reap_idle(self, state: AppState) -> list[str]:
+        """Remove the colors an interrupted release left (half-made, or not retired), when no
+        release holds the lock."""
+        if not state.idle or state.live_color is None:
             return []
         try:
             with self._locked("status --reap"):
                 fresh = observe(self.engine, self.app.name)
-                for color in fresh.half_made:
+                for color in fresh.idle:
                     self.engine.remove_project(render.project_name(self.app.name, color))
-                return list(fresh.half_made)
+                return list(fresh.idle)
         except Exception:  # noqa: BLE001 - a busy lock just means "not now"
             return []
 

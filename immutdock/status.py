@@ -34,7 +34,8 @@ def describe(app: App, state: AppState, engine: Engine) -> dict[str, Any]:
     report = {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
               "url": app.settings.router.url if app.settings.router else None, "images": live_images,
               "router": router, "containers": containers, "releases": len(state.records),
-              "half_made": list(state.half_made) if state.live_color else []}
+              "half_made": list(state.half_made) if state.live_color else [],
+              "not_retired": [{"color": c, "release": state.color_release(c)} for c in state.not_retired]}
     report["problem"] = problem(app, state, router)
     return report
 

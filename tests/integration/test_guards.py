@@ -294,3 +294,13 @@ def test_a_failure_after_the_switch_exits_4_and_names_the_serving_color(tiny: Ti
     finally:
         link.close()
     assert tiny.visit() == "v2 1", "the new release serves"
+    proc = run_cli(tiny.root, "status", "--json")
+    report = json_out(proc)
+    assert (report["live_color"], report["live_release"]) == ("green", "r2")
+    assert report["not_retired"] == [{"color": "blue", "release": "r1"}] and report["half_made"] == []
+    assert "still runs r1, the release before r2" in proc.stderr and "half-made" not in proc.stderr, proc.stderr
+    proc = run_cli(tiny.root, "status", "--reap")
+    assert proc.returncode == 0 and "retired " in proc.stderr and "the release before r2" in proc.stderr, proc.stderr
+    report = json_out(run_cli(tiny.root, "status", "--json"))
+    assert report["not_retired"] == [] and {c["role"] for c in report["containers"]} == {"router", "state", "green"}
+    assert tiny.visit() == "v2 2"

@@ -168,6 +168,18 @@ def test_half_made_color_prevents_a_noop(app: App, images: list) -> None:
     assert (plan.color, plan.cleanup, plan.release) == ("green", ("green",), "r5")  # r4 is taken by the leftovers
 
 
+def test_the_previous_color_left_by_an_interrupt_after_the_switch_is_not_retired_not_half_made(
+        app: App, images: list) -> None:
+    # r4 switched traffic to green, then was interrupted before it retired blue (r3)
+    state = app_state(state=running_db(app), records=(record(3), record(4, color="green")), router=router_container(),
+                      live="green", blue=(color_container("blue", "r3", OLD),),
+                      green=(color_container("green", "r4", NEW),))
+    assert (state.idle, state.not_retired, state.half_made) == (["blue"], ["blue"], [])
+    plan = decide(app, images, state, NEW, REDACTOR)
+    assert not plan.noop, "the old color still has to go"
+    assert (plan.color, plan.cleanup, plan.release) == ("blue", ("blue",), "r5")
+
+
 def test_live_color_not_running(app: App, images: list) -> None:
     state = app_state(records=(record(1), record(2)), router=router_container(), live="blue",
                       blue=(color_container("blue", "r2", NEW, status="exited", exit_code=137),))
