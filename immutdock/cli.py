@@ -156,7 +156,25 @@ def _fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
     sys.exit(code)
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """click's own usage errors (unknown option, missing value, out of range) speak like every
+    other bad input: one line naming the problem and where the help is, JSON with --json, exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            return super().main(args=argv, prog_name=prog_name or "immutdock", standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            named = next((a for a in argv if a in self.commands), None)
+            where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx and exc.ctx.parent \
+                else " ".join(["immutdock"] + ([named] if named else []))
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            _fail(Ctx(None, "--json" in argv, False), ConfigError("", message, f"see `{where} --help`"), code=2)
+        except click.exceptions.Abort:
+            sys.exit(130)
+
+
+@click.group(cls=_Main, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="immutdock")
 def main() -> None:
     """Immutable, zero-downtime releases of a Docker Compose app.

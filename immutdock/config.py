@@ -147,15 +147,17 @@ def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any])
                      secrets=tuple(build_secrets))
 
 
-def _check_swapped(name: str, svc: Mapping[str, Any]) -> None:
-    """Rules for services that run twice during a release (once per color)."""
+def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
+    """Rules for services that run twice during a release (once per color). The routed service
+    cannot be stateful, so its hints never suggest it."""
     path = f"services.{name}"
+    stateful = "" if routed else f", or list {name} under x-immutdock.stateful"
     if svc.get("container_name"):
         raise ConfigError(f"{path}.container_name", "two colors cannot share one container name",
-                          f"remove container_name, or list {name} under x-immutdock.stateful")
+                          f"remove container_name{stateful}")
     if str(svc.get("network_mode", "")) == "host":
         raise ConfigError(f"{path}.network_mode", "two colors on the host network would bind the same ports",
-                          f"remove network_mode: host, or list {name} under x-immutdock.stateful")
+                          f"remove network_mode: host{stateful}")
     if svc.get("ports"):
         raise ConfigError(f"{path}.ports", "two colors cannot publish the same host port",
                           "remove ports: the router publishes x-immutdock.router.publish")
@@ -163,10 +165,23 @@ def _check_swapped(name: str, svc: Mapping[str, Any]) -> None:
         kind = mount.get("type")
         if kind == "bind" and not mount.get("read_only"):
             raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')}",
-                              f"keep writable state in a named volume, mount it :ro, or list {name} as stateful")
+                              "keep writable state in a named volume or mount it :ro"
+                              + ("" if routed else f", or list {name} as stateful"))
         if kind == "volume" and not mount.get("source"):
             raise ConfigError(f"{path}.volumes[{i}]", f"anonymous volume at {mount.get('target')} is lost on every release",
                               "give it a name under the top-level volumes: and mount it by that name")
+
+
+def left_out(raws: list[Mapping[str, Any]], services: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Pure: services of the raw files compose left out of its model (profiles not active),
+    each with its profiles."""
+    out: dict[str, list[str]] = {}
+    for raw in raws:
+        for name, svc in (raw.get("services") or {}).items():
+            profiles = svc.get("profiles") if isinstance(svc, Mapping) else None
+            if name not in services and isinstance(profiles, list) and profiles:
+                out[str(name)] = [str(p) for p in profiles]
+    return out
 
 
 _VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
@@ -204,18 +219,27 @@ def secret_values(texts: list[str], services: Mapping[str, Any], variables: Mapp
     return frozenset(v for v in found if len(v) >= 4)  # shorter ones are not looked for in other strings
 
 
-def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path) -> App:
-    """Pure: compose's normalized model (+ the x-immutdock block) -> App."""
+def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
+             inactive: Mapping[str, list[str]] | None = None) -> App:
+    """Pure: compose's normalized model (+ the x-immutdock block) -> App. `inactive`: the
+    services compose left out because their profiles are not active, each with its profiles."""
     services_raw: Mapping[str, Any] = model.get("services") or {}
+    inactive = inactive or {}
+    if not services_raw and inactive:
+        profiles = ",".join(sorted({p for ps in inactive.values() for p in ps}))
+        raise ConfigError("services", f"every service is in a profile that is not active "
+                                      f"({', '.join(f'{k}: {v}' for k, v in sorted(inactive.items()))})",
+                          f"activate them (COMPOSE_PROFILES={profiles} immutdock ...) or remove profiles: "
+                          "from the services immutdock releases")
     if not services_raw:
         raise ConfigError("services", "no services defined", "add at least one service")
-    settings = parse_settings(raw_block, set(services_raw))
+    settings = parse_settings(raw_block, set(services_raw), inactive)
     secrets = model.get("secrets") or {}
     services: dict[str, Service] = {}
     for name, svc in services_raw.items():
         stateful = name in settings.stateful
         if not stateful:
-            _check_swapped(name, svc)
+            _check_swapped(name, svc, routed=settings.router is not None and settings.router.service == name)
         build = _build_spec(name, svc["build"], secrets) if svc.get("build") else None
         if build is None and not svc.get("image"):
             raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
@@ -244,12 +268,13 @@ def load(cwd: Path, explicit: Path | None = None) -> App:
     files = [path]
     if explicit is None:  # like compose: a found file is merged with its override file
         files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
-    raw_names = [read_yaml(f).get("name") for f in files]  # malformed YAML is reported before compose runs
+    raws = [read_yaml(f) for f in files]  # malformed YAML is reported before compose runs
+    raw_names = [raw.get("name") for raw in raws]
     model = compose.normalized_model(files)
     given = os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None) \
         or path.parent.name
     check_name(str(given), str(model.get("name")))
-    app = validate(model, model.get(BLOCK), path)
+    app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}))
     variables = {**read_dotenv(path.parent / ".env"), **os.environ}
     hidden = secret_values([f.read_text(encoding="utf-8") for f in files], model.get("services") or {}, variables)
     return dataclasses.replace(app, secret_values=hidden)

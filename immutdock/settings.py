@@ -70,20 +70,29 @@ def _health(value: Any, path: str) -> Health:
     return Health(path=hpath, timeout=float(timeout), rise=rise)
 
 
-def _service_name(block: Mapping[str, Any], path: str, services: set[str], what: str) -> str:
+def check_service(name: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> None:
+    """`name` must be a service compose runs now; one in a profile that is not active is named so."""
+    if isinstance(name, str) and name in inactive:
+        profiles = ",".join(inactive[name])
+        raise ConfigError(path, f"{name!r} is in profile {profiles}, which is not active, so compose leaves it out",
+                          f"activate it (COMPOSE_PROFILES={profiles} immutdock ...) or remove profiles: from {name}")
+    if not isinstance(name, str) or name not in services:
+        raise ConfigError(path, f"{name!r} is not a service in this file", f"use one of: {', '.join(sorted(services))}")
+
+
+def _service_name(block: Mapping[str, Any], path: str, services: set[str], what: str,
+                  inactive: Mapping[str, list[str]]) -> str:
     service = block.get("service")
     if service is None:
         raise ConfigError(f"{path}.service", "missing", f"name {what}, e.g. service: web")
-    if not isinstance(service, str) or service not in services:
-        raise ConfigError(f"{path}.service", f"{service!r} is not a service in this file",
-                          f"use one of: {', '.join(sorted(services))}")
-    return service
+    check_service(service, f"{path}.service", services, inactive)
+    return str(service)
 
 
-def _router(value: Any, path: str, services: set[str]) -> Router:
+def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> Router:
     block = _mapping(value, path)
     _no_unknown(block, _ROUTER_KEYS, path)
-    service = _service_name(block, path, services, "the service that receives traffic")
+    service = _service_name(block, path, services, "the service that receives traffic", inactive)
     if "port" not in block:
         raise ConfigError(f"{path}.port", "missing", f"set the container port {service} listens on, e.g. port: 8000")
     port = _port(block["port"], f"{path}.port")
@@ -102,24 +111,22 @@ def _router(value: Any, path: str, services: set[str]) -> Router:
                   request_timeout=request_timeout)
 
 
-def _stateful(value: Any, path: str, services: set[str]) -> tuple[str, ...]:
+def _stateful(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(path, "must be a list of service names", "e.g. stateful: [db]")
     for i, name in enumerate(value):
-        if name not in services:
-            raise ConfigError(f"{path}[{i}]", f"{name!r} is not a service in this file",
-                              f"use one of: {', '.join(sorted(services))}")
+        check_service(name, f"{path}[{i}]", services, inactive)
     return tuple(dict.fromkeys(value))
 
 
-def _test(value: Any, path: str, services: set[str]) -> PreReleaseTest | None:
+def _test(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> PreReleaseTest | None:
     if value is None:
         return None
     block = _mapping(value, path)
     _no_unknown(block, _TEST_KEYS, path)
-    service = _service_name(block, path, services, "the service whose image runs the test")
+    service = _service_name(block, path, services, "the service whose image runs the test", inactive)
     command = block.get("command")
     if isinstance(command, str):
         command = ["sh", "-c", command]
@@ -128,18 +135,20 @@ def _test(value: Any, path: str, services: set[str]) -> PreReleaseTest | None:
     return PreReleaseTest(service=service, command=tuple(str(c) for c in command))
 
 
-def parse_settings(raw: Any, services: set[str]) -> Settings:
-    """Validate the raw `x-immutdock` value against the file's service names."""
+def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str]] | None = None) -> Settings:
+    """Validate the raw `x-immutdock` value against the file's service names (`inactive`: the
+    services compose left out, each with its profiles)."""
+    inactive = inactive or {}
     block = _mapping(raw, BLOCK)
     _no_unknown(block, _KEYS, BLOCK)
     keep = block.get("keep", 5)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
         raise ConfigError(f"{BLOCK}.keep", f"{keep!r} is not a whole number of at least 2",
                           "keep at least the live and the previous release, e.g. keep: 5")
-    router = _router(block["router"], f"{BLOCK}.router", services) if "router" in block else None
-    stateful = _stateful(block.get("stateful"), f"{BLOCK}.stateful", services)
+    router = _router(block["router"], f"{BLOCK}.router", services, inactive) if "router" in block else None
+    stateful = _stateful(block.get("stateful"), f"{BLOCK}.stateful", services, inactive)
     if router and router.service in stateful:
         raise ConfigError(f"{BLOCK}.router.service", f"{router.service!r} is stateful and is never doubled",
                           "route traffic to a swapped (non-stateful) service")
-    test = _test(block.get("test"), f"{BLOCK}.test", services)
+    test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     return Settings(router=router, stateful=stateful, keep=keep, test=test)

@@ -111,8 +111,17 @@ BAD_CONFIGS = {
     "unknown x-immutdock key": ("x-immutdock:\n  routr: {}\n", "x-immutdock.routr"),
     "router service not a service": ("x-immutdock:\n  router: {service: nope, port: 8000}\n", "x-immutdock.router.service"),
     "port out of range": ("x-immutdock:\n  router: {service: web, port: 70000}\n", "x-immutdock.router.port"),
-    "container_name on a swapped service": ("services:\n  web: {container_name: fixed}\n", "services.web.container_name"),
-    "writable bind mount": ("services:\n  web: {volumes: ['./data:/data']}\n", "services.web.volumes[0]"),
+    # the routed service cannot be stateful: its hints never suggest it
+    "container_name on a swapped service": ("services:\n  web: {container_name: fixed}\n", "services.web.container_name",
+                                            "remove container_name", "stateful"),
+    "writable bind mount": ("services:\n  web: {volumes: ['./data:/data']}\n", "services.web.volumes[0]",
+                            "mount it :ro", "stateful"),
+    "routed service in an inactive profile": ("services:\n  web: {profiles: [debug]}\n", "x-immutdock.router.service",
+                                              "'web' is in profile debug, which is not active"),
+    "stateful service in an inactive profile": ("services:\n  db: {profiles: [ops]}\n", "x-immutdock.stateful[0]",
+                                                "COMPOSE_PROFILES=ops"),
+    "every service in an inactive profile": ("services:\n  web: {profiles: [a]}\n  db: {profiles: [b]}\n", "services",
+                                             "every service is in a profile that is not active"),
     "anonymous volume": ("services:\n  web: {volumes: ['/scratch']}\n", "services.web.volumes[0]"),
     "stateful name not a service": ("x-immutdock:\n  stateful: [ghost]\n", "x-immutdock.stateful[0]"),
     "missing build context": ("services:\n  web: {build: ./nowhere}\n", "services.web.build.context"),
@@ -128,7 +137,7 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_config_exits_2_naming_the_key_and_builds_nothing(case: str, tmp_path: Path, engine, app_name: str) -> None:
-    overlay, key = BAD_CONFIGS[case]
+    overlay, key, *said = BAD_CONFIGS[case]  # said: a phrase the error has, then one it must not have
     app = TinyApp(tmp_path, app_name).write()
     base = (app.root / "compose.yaml").read_text()
     (app.root / "override.yaml").write_text(overlay)
@@ -143,6 +152,8 @@ def test_bad_config_exits_2_naming_the_key_and_builds_nothing(case: str, tmp_pat
             assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
             assert len(lines) == 1 and key in lines[0], proc.stderr
+            assert not said or said[0] in lines[0], lines[0]
+            assert len(said) < 2 or said[1] not in lines[0], lines[0]
         assert engine.images.list(filters={"label": f"io.immutdock.app={app_name}"}) == []
         assert engine.containers.list(all=True, filters={"label": f"io.immutdock.app={app_name}"}) == []
         assert engine.volumes.list(filters={"label": f"io.immutdock.app={app_name}"}) == []

@@ -1,0 +1,44 @@
+"""click's usage errors speak like every other bad input: one line, JSON with --json, exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "immutdock", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("args, message, where", [
+    (("release", "--bogus"), "No such option '--bogus'", "immutdock release --help"),
+    (("rollback", "--to"), "Option '--to' requires an argument", "immutdock rollback --help"),
+    (("nosuch",), "No such command 'nosuch'", "immutdock --help"),
+    (("prune", "--keep", "1"), "Invalid value for '--keep': 1 is not in the range x>=2", "immutdock prune --help"),
+    (("status", "extra"), "Got unexpected extra argument (extra)", "immutdock status --help"),
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str, where: str,
+                                              as_json: bool) -> None:
+    proc = _run(tmp_path, *args, *(["--json"] if as_json and args[0] != "rollback" else []))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and f"see `{where}`" in lines[0], proc.stderr
+    if as_json and args[0] != "rollback":
+        data = json.loads(proc.stdout)
+        assert (data["outcome"], data["exit_code"], data["hint"]) == ("error", 2, f"see `{where}`")
+        assert data["error"].startswith(message)
+    else:
+        assert proc.stdout == ""
+
+
+def test_help_and_version_still_exit_0(tmp_path: Path) -> None:
+    assert _run(tmp_path, "--version").stdout.startswith("immutdock, version ")
+    for args in (("--help",), ("release", "--help"), ("status", "-h")):
+        proc = _run(tmp_path, *args)
+        assert proc.returncode == 0 and proc.stdout.startswith("Usage: immutdock"), (args, proc.stderr)
