@@ -46,3 +46,27 @@ def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, a
         assert app.visit() == "v1 1"
     finally:
         cleanup(app_name)
+
+
+def test_pipx_install_of_the_source_tree_releases_an_app(tmp_path: Path, engine, app_name: str) -> None:
+    """`pipx install .` from a clean checkout: pipx builds the package itself, in its own venv."""
+    tools = tmp_path / "tools"
+    subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
+    got = subprocess.run([str(tools / "bin" / "pip"), "install", "--quiet", "pipx"], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr[-2000:]
+    checkout = tmp_path / "checkout"  # what a user clones (the committed tree): no build leftovers
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(checkout)], check=True)
+    env = {"PATH": f"{tools / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    install = subprocess.run([str(tools / "bin" / "pipx"), "install", "."], cwd=checkout, capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    immutdock = str(tmp_path / "bin" / "immutdock")
+    app = TinyApp(tmp_path / "app", app_name).write()
+    try:
+        proc = subprocess.run([immutdock, "release"], cwd=app.root, capture_output=True, text=True, timeout=600,
+                              env={**env, "PATH": f"{tmp_path / 'bin'}:/usr/local/bin:/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert app.visit() == "v1 1"
+    finally:
+        cleanup(app_name)
