@@ -43,6 +43,7 @@ class Record:
     salt: str = ""  # of the model's digests; "" in records written before digests
     key: str = ""  # unique per record: a rewrite (compaction) keeps it
     volume: str = ""  # where it was read from
+    stale: tuple[str, ...] = ()  # other volumes of the same record (a rewrite cut short): tidy removes them
 
     @property
     def id(self) -> str:
@@ -107,8 +108,11 @@ def history(engine: Engine, app: str) -> list[Record]:
             continue
         rec = from_labels(labels, v.get("Name", ""))
         seen = found.get(rec.key)
-        if seen is None or (bool(rec.salt), not rec.packed) > (bool(seen.salt), not seen.packed):
+        if seen is None:
             found[rec.key] = rec
+            continue
+        keep, drop = (rec, seen) if (bool(rec.salt), not rec.packed) > (bool(seen.salt), not seen.packed) else (seen, rec)
+        found[rec.key] = replace(keep, stale=(*seen.stale, *rec.stale, drop.volume))
     return sorted(found.values(), key=lambda r: (r.number, r.created))
 
 
@@ -145,6 +149,8 @@ def tidy(engine: Engine, app: str, records: list[Record], redactor: Redactor,
     taken = frozenset(r.volume for r in records)
     done = []
     for rec in records:
+        for volume in rec.stale:  # the other half of a rewrite cut short (it may hold values)
+            engine.remove_volume(volume)
         if not rec.packed:
             continue
         if gone is not None and any(gone(ref) for ref in rec.images.values()):

@@ -410,7 +410,7 @@ class Deployer:
             source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
             salt=redactor.salt if redactor else ""),
             taken=frozenset(r.volume for r in state.records) if state else frozenset())
-        if redactor and state and any(r.packed and not r.salt for r in state.records):
+        if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
             ledger.tidy(self.engine, self.app.name, list(state.records), redactor)
 
     def _pre_release_test(self, refs: Mapping[str, str], plan: ReleasePlan) -> None:

@@ -148,3 +148,59 @@ def test_history_is_sorted_by_number(tmp_path: Path) -> None:
     engine = _Volumes(found)
     assert [r.id for r in ledger.history(engine, APP)] == ["r2", "r9", "r10"]  # type: ignore[arg-type]
     assert engine.asked == {L.APP: APP, L.ROLE: "record"}
+
+
+class _Store:
+    """Stands in for the Engine's volume calls, as the engine behaves: creating a name that
+    exists hands back the existing volume, labels and all."""
+
+    def __init__(self) -> None:
+        self.vols: dict[str, dict[str, str]] = {}
+
+    def volumes(self, **labels: str) -> list[Mapping[str, Any]]:
+        return [{"Name": n, "Labels": lab} for n, lab in self.vols.items()
+                if all(lab.get(k) == v for k, v in labels.items())]
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> Mapping[str, Any]:
+        self.vols.setdefault(name, dict(labels))
+        return {"Name": name, "Labels": self.vols[name]}
+
+    def remove_volume(self, name: str) -> None:
+        self.vols.pop(name, None)
+
+
+def test_a_taken_name_never_drops_a_record(tmp_path: Path) -> None:
+    store = _Store()
+    store.vols[ledger.volume_name(APP, 2)] = {}  # somebody's volume, not a record
+    first = ledger.write(store, APP, full_record(tmp_path, number=2))  # type: ignore[arg-type]
+    second = ledger.write(store, APP, full_record(tmp_path, number=2, message="again"))  # type: ignore[arg-type]
+    assert (first.volume, second.volume) == (f"immutdock.{APP}.r2-2", f"immutdock.{APP}.r2-3")
+    assert store.vols[ledger.volume_name(APP, 2)] == {}
+    found = ledger.history(store, APP)  # type: ignore[arg-type]
+    assert [(r.id, r.message) for r in found] == [("r2", "add search"), ("r2", "again")]
+
+
+def test_tidy_compacts_redacts_and_finishes_a_rewrite_cut_short(tmp_path: Path) -> None:
+    from immutdock.redact import Redactor, is_digest
+
+    store = _Store()
+    model = {"services": {"web": {"image": "shop-web:aaa", "environment": {"TOKEN": "plain-value"}}}}
+    old = ledger.write(store, APP, full_record(tmp_path, number=1, packed=ledger.pack(model)))  # type: ignore[arg-type]
+    gone = ledger.write(store, APP, full_record(tmp_path, number=2, salt="ab" * 16,  # type: ignore[arg-type]
+                                                images={"web": "shop-web:gone"}))
+    keep = ledger.write(store, APP, full_record(tmp_path, number=3, salt="ab" * 16))  # type: ignore[arg-type]
+    done = ledger.tidy(store, APP, ledger.history(store, APP), Redactor("cd" * 16),  # type: ignore[arg-type]
+                       gone=lambda ref: ref.endswith(":gone"))
+    assert done == ["r1", "r2"]
+    by_id = {r.id: r for r in ledger.history(store, APP)}  # type: ignore[arg-type]
+    assert is_digest(by_id["r1"].model["services"]["web"]["environment"]["TOKEN"]) and by_id["r1"].salt == "cd" * 16
+    assert by_id["r1"].key == old.key and old.volume not in store.vols, "rewritten under its key, old one gone"
+    assert by_id["r2"].packed == "" and by_id["r2"].key == gone.key and by_id["r2"].images == {"web": "shop-web:gone"}
+    assert by_id["r3"] == replace(keep, stale=()) and by_id["r3"].packed
+    assert len(store.vols) == 3
+    # A rewrite cut short leaves both volumes: history reads the redacted one, tidy removes the other.
+    store.vols["stale"] = to_labels(APP, replace(old, packed=ledger.pack(model)))
+    stale = ledger.history(store, APP)[0]  # type: ignore[arg-type]
+    assert stale.salt and stale.stale == ("stale",)
+    ledger.tidy(store, APP, ledger.history(store, APP), Redactor("cd" * 16))  # type: ignore[arg-type]
+    assert "stale" not in store.vols and len(ledger.history(store, APP)) == 3  # type: ignore[arg-type]
