@@ -430,18 +430,18 @@ def prune(ctx: Ctx, keep: int | None) -> None:
     """Remove release images beyond --keep. Never a volume; never the live release nor the
     one `rollback` would pick. Takes the release lock (exit 3 while a release runs)."""
     from immutdock import lock
-    from immutdock.engine import Engine
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, compact_records, plan_prune
 
     app = ctx.load()
-    engine = Engine()
+    deployer = ctx.deployer(app)
+    engine = deployer.engine
     lock.acquire(engine, app.name, "prune", ctx.warn)  # a release in progress may still need its images
     try:
         state = observe(engine, app.name)
         result = plan_prune(state, keep or app.settings.keep)
         removed = apply_prune(engine, app.name, result)
-        compacted = compact_records(engine, app, state, removed)
+        compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
     finally:
         lock.release(engine, app.name)
     lines = [f"removed {r}" for r in removed] + ([f"compacted the records of {', '.join(compacted)}"] if compacted else [])

@@ -60,7 +60,8 @@ class AppState:
     def half_made(self) -> list[str]:
         """Idle colors that never went live: left by a release that failed or was killed before
         its switch (or one still running)."""
-        return [c for c in self.idle if c not in self.not_retired]
+        retired = self.not_retired
+        return [c for c in self.idle if c not in retired]
 
     def highest_release_number(self) -> int:
         numbers = [r.number for r in self.records]

@@ -11,10 +11,9 @@ from immutdock import ledger
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError
 from immutdock.ledger import Record
-from immutdock.model import App
 from immutdock.observe import AppState
 from immutdock.plan import rollback_target
-from immutdock.redact import Redactor, new_salt
+from immutdock.redact import Redactor
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
     return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)))
 
 
-def compact_records(engine: Engine, app: App, state: AppState, removed: list[str]) -> list[str]:
+def compact_records(engine: Engine, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
     """Drop the model of every record one of whose images is gone (it cannot be rolled back to;
     its id, time, images, git revision and outcome stay), and redact models written before
     digests. Returns the release ids rewritten."""
@@ -54,8 +53,7 @@ def compact_records(engine: Engine, app: App, state: AppState, removed: list[str
             present[ref] = engine.image_id(ref) is not None
         return not present[ref]
 
-    redactor = Redactor(state.salt or new_salt(), app.secret_values)
-    return ledger.tidy(engine, app.name, list(state.records), redactor, gone)
+    return ledger.tidy(engine, app, list(state.records), redactor, gone)
 
 
 def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
