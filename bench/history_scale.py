@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python bench/history_scale.py [--records 500] [--runs 7] [--keep]
 
 Needs a running Docker engine with compose v2 and ``busybox:latest`` (``bash .ci/base-images``).
+immutdock's modules are byte-compiled first (``compileall``), as ``pip install`` leaves them.
 One run, in a temp dir:
 
 1. A small app (``web``: busybox httpd, built from a Dockerfile; ``db``: stateful, built, with a
@@ -139,6 +140,9 @@ def main() -> int:
     app_dir, naive_dir = tmp / "app", tmp / "naive"
     results: list[tuple[str, dict[str, list[float]]]] = []
     try:
+        # pip compiles a package's modules when it installs it; the editable install of a
+        # checkout (and PYTHONDONTWRITEBYTECODE) would leave them to be compiled on every run.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "immutdock")], check=True)
         write_app(app_dir, app, free_port(), naive=False)
         write_app(naive_dir, naive, free_port(), naive=True)
         print(f"releasing {app} (r1) and starting {naive} with compose ...", file=sys.stderr)

@@ -14,12 +14,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
 from immutdock import __version__
 from immutdock.errors import ConfigError, ImmutdockError, Terminated
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 F = TypeVar("F", bound=Callable[..., Any])
 _STEP = re.compile(r"#\d+ (\[|ERROR|CACHED)")
@@ -51,21 +54,34 @@ class Ctx:
     def warn(self, message: str) -> None:
         click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
 
-    def load(self):  # -> App
-        import threading
+    @functools.cached_property
+    def engine(self):  # -> Engine (made without a request)
+        from immutdock.engine import Engine
 
+        return Engine()
+
+    def load(self, prefetch: Callable[[Any, str], Any] | None = None):  # -> App
+        """The app, from its compose file. With `prefetch`, prefetch(engine, name) runs in the
+        background while compose reads the file (the engine's reads overlap compose's start-up),
+        for the name the file gives; `prefetched` hands its result over."""
         from immutdock import config
 
-        # docker-py takes ~0.1 s to import: do it while compose reads the file.
-        threading.Thread(target=_preload_docker, daemon=True).start()
-        return config.load(Path.cwd(), self.file)
+        def named(name: str) -> None:
+            if prefetch is not None:
+                self._ahead = (name, _background(prefetch, self.engine, name))
+
+        return config.load(Path.cwd(), self.file, named=named)
+
+    def prefetched(self, app, fetch: Callable[[Any, str], Any]) -> Any:
+        """What `load`'s prefetch read, when it read this app (the name held); else fetch now."""
+        name, future = getattr(self, "_ahead", (None, None))
+        return future.result() if future is not None and name == app.name else fetch(self.engine, app.name)
 
     def deployer(self, app):  # -> Deployer
         from immutdock.compose import Compose
-        from immutdock.engine import Engine
         from immutdock.release import Deployer
 
-        return Deployer(app, Engine(), Compose(), self.progress, self.warn)
+        return Deployer(app, self.engine, Compose(), self.progress, self.warn)
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:
@@ -74,11 +90,21 @@ class Ctx:
             human()
 
 
-def _preload_docker() -> None:
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        pass
+def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
+    """fn(*args) in a daemon thread: a command that fails first never waits for it."""
+    import threading
+    from concurrent.futures import Future
+
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
 
 
 def common(fn: F) -> F:
@@ -243,7 +269,9 @@ def plan(ctx: Ctx) -> None:
     Lists the images to build or reuse, which color starts, which one stops, and
     whether the release would be a no-op.
     """
-    app = ctx.load()
+    from immutdock.observe import observe
+
+    app = ctx.load(prefetch=observe)
     deployer = ctx.deployer(app)
     if app.settings.router is None:
         from immutdock.build import plan_images
@@ -253,7 +281,7 @@ def plan(ctx: Ctx) -> None:
         ctx.emit({"images": [i.as_json() for i in images]},
                  lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i)}") for i in images])
         return
-    release_plan, _router, _state = deployer.plan(pull=False)
+    release_plan, _router, _state = deployer.plan(pull=False, observed=lambda: ctx.prefetched(app, observe))
 
     def human() -> None:
         p = release_plan
@@ -286,10 +314,12 @@ def release(ctx: Ctx) -> None:
     A no-op when content and config are unchanged. On any failure before the switch
     the new color is removed and the live release keeps serving (exit 1).
     """
-    app = ctx.load()
+    from immutdock.observe import observe
+
+    app = ctx.load(prefetch=observe)
     deployer = ctx.deployer(app)
     try:
-        outcome = deployer.release()
+        outcome = deployer.release(observed=lambda: ctx.prefetched(app, observe))
     finally:
         deployer.compose.close()
 
@@ -357,20 +387,19 @@ def status(ctx: Ctx, reap: bool) -> None:
     progress, or one interrupted before its switch) or not retired (the previous release,
     when one was interrupted after its switch); --reap removes it when no release runs.
     """
-    from immutdock.observe import observe
-    from immutdock.status import describe
+    from immutdock.status import describe, gather
 
-    app = ctx.load()
+    app = ctx.load(prefetch=gather)
     deployer = ctx.deployer(app)
-    state = observe(deployer.engine, app.name)
+    state, stats = ctx.prefetched(app, gather)
     if reap:
         reaped = deployer.reap_idle(state)
         for color in reaped:
             ctx.warn(f"retired {app.name}-{color}, the release before {state.live_release}" if color in state.not_retired
                      else f"removed half-made {app.name}-{color} left by an interrupted release")
         if reaped:
-            state = observe(deployer.engine, app.name)
-    report = describe(app, state, deployer.engine)
+            state, stats = gather(deployer.engine, app.name)
+    report = describe(app, state, stats)
     ctx.emit(report, lambda: click.echo(_status_text(report)))
     for color in report["half_made"]:
         ctx.warn(f"{app.name}-{color} exists but is not live (a release in progress, or one that was "
@@ -403,10 +432,9 @@ def history(ctx: Ctx) -> None:
     Records are kept forever; "ok, pruned" marks a release whose images `prune` removed
     (it can no longer be rolled back to)."""
     from immutdock import ledger
-    from immutdock.engine import Engine
 
-    app = ctx.load()
-    records = ledger.history(Engine(), app.name)
+    app = ctx.load(prefetch=ledger.history)
+    records = ctx.prefetched(app, ledger.history)
     rows = [r.summary() for r in records]
 
     def human() -> None:

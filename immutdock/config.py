@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -261,7 +261,10 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
                settings=settings)
 
 
-def load(cwd: Path, explicit: Path | None = None) -> App:
+def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] | None = None) -> App:
+    """The app of the compose file found from `cwd` (or `explicit`). `named(name)` is called
+    with the app's name as the files give it, before compose reads them (the caller may start
+    reading the engine meanwhile); the app's name is that one unless it holds a variable."""
     from immutdock import compose  # the compose CLI gateway
 
     path = find_compose_file(cwd, explicit)
@@ -270,10 +273,12 @@ def load(cwd: Path, explicit: Path | None = None) -> App:
         files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
     raws = [read_yaml(f) for f in files]  # malformed YAML is reported before compose runs
     raw_names = [raw.get("name") for raw in raws]
+    given = str(os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None)
+                or path.parent.name)
+    if named is not None and "$" not in given:
+        named(given)
     model = compose.normalized_model(files)
-    given = os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None) \
-        or path.parent.name
-    check_name(str(given), str(model.get("name")))
+    check_name(given, str(model.get("name")))
     app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}))
     variables = {**read_dotenv(path.parent / ".env"), **os.environ}
     hidden = secret_values([f.read_text(encoding="utf-8") for f in files], model.get("services") or {}, variables)

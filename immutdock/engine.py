@@ -1,10 +1,14 @@
 """The docker-py gateway: inspection, health, containers, volumes, networks, images.
 
 Every engine call of immutdock that is not compose or buildx goes through here, and
-every docker-py exception is translated into an `EngineError` with a hint."""
+every failure is translated into an `EngineError` with a hint. Most requests go over the
+standard library's HTTP (wire.py), so reading the engine never waits for docker-py's import;
+docker-py does the rest (pulls, throwaway containers, the router's shell, logs) and speaks
+the addresses the wire does not (ssh://, TLS)."""
 
 from __future__ import annotations
 
+import http.client
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 from immutdock import labels as L
 from immutdock.errors import EngineError
+from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
 
 if TYPE_CHECKING:  # docker-py is imported lazily: start-up time matters for no-op releases
     import docker
@@ -47,6 +52,7 @@ class Engine:
     def __init__(self, base_url: str | None = None) -> None:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
+        self._wire: Wire | _DockerPyWire | None = None
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -62,6 +68,41 @@ class Engine:
                 raise EngineError(f"cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
                                   "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
         return self._client
+
+    @property
+    def wire(self) -> "Wire | _DockerPyWire":
+        if self._wire is None:
+            try:
+                self._wire = Wire(self.base_url)
+            except Unsupported:
+                self._wire = _DockerPyWire(self.client.api)
+        return self._wire
+
+    def _request(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,
+                 body: Any = None, absent: tuple[int, ...] = (), timeout: float = 120.0) -> Reply | None:
+        """One API request; None when the engine answers with a status in `absent` (e.g. 404),
+        an EngineError naming `what` for any other failure."""
+        reply = self._send(what, method, path, params, body, timeout)
+        if reply.status in absent:
+            return None
+        if reply.status >= 400:
+            raise EngineError(f"{what}: {reply.message}", "see the engine's log for more")
+        return reply
+
+    def _send(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,
+              body: Any = None, timeout: float = 120.0) -> Reply:
+        """One API request, whatever the engine answers; an EngineError when it cannot be reached."""
+        try:
+            return self.wire.request(method, path, params, body, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(f"{what}: cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
+                              "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
+
+    def _json(self, what: str, path: str, params: Mapping[str, Any] | None = None,
+              absent: tuple[int, ...] = ()) -> Any:
+        """GET a JSON document; None when its status is in `absent`."""
+        reply = self._request(what, "GET", path, params, absent=absent)
+        return reply.json() if reply else None
 
     def _call(self, what: str, fn: Callable[[], T], expected: Mapping[int, Any] | None = None) -> T:
         """Run one engine request; every failure becomes an EngineError naming `what`, except the
@@ -81,7 +122,7 @@ class Engine:
 
     # -- images ---------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
-        return self._call(f"inspect image {ref}", lambda: self.client.api.inspect_image(ref), {404: None})
+        return self._json(f"inspect image {ref}", f"/images/{segment(ref)}/json", absent=(404,))
 
     def image_id(self, ref: str) -> str | None:
         found = self.inspect_image(ref)
@@ -110,10 +151,11 @@ class Engine:
         return found
 
     def tag(self, source: str, repository: str, tag: str) -> None:
-        self._call(f"tag {source} as {repository}:{tag}", lambda: self.client.api.tag(source, repository, tag))
+        self._request(f"tag {source} as {repository}:{tag}", "POST", f"/images/{segment(source)}/tag",
+                      {"repo": repository, "tag": tag})
 
     def remove_image(self, ref: str) -> None:
-        self._call(f"remove image {ref}", lambda: self.client.api.remove_image(ref, noprune=False))
+        self._request(f"remove image {ref}", "DELETE", f"/images/{segment(ref)}")
 
     # -- containers -----------------------------------------------------------------------
     def containers(self, **label_values: str) -> list[ContainerState]:
@@ -125,17 +167,23 @@ class Engine:
     def _listed(self, label_filter: list[str]) -> list[ContainerState]:
         """Containers matching the labels, each inspected (in parallel) for health and exit code."""
 
-        def run() -> list[ContainerState]:
-            ids = [c["Id"] for c in self.client.api.containers(all=True, filters={"label": label_filter})]
-            if len(ids) <= 1:
-                return [self._state(cid) for cid in ids]
+        listed = self._json("list containers", "/containers/json", {"all": "1", "filters": filters(label=label_filter)})
+        ids = [c["Id"] for c in listed]
+        if len(ids) <= 1:
+            found = [self._state(cid) for cid in ids]
+        else:
             with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
-                return list(pool.map(self._state, ids))
+                found = list(pool.map(self._state, ids))
+        return [c for c in found if c is not None]
 
-        return self._call("list containers", run)
+    def inspect_container(self, cid: str) -> Mapping[str, Any] | None:
+        return self._json(f"inspect container {cid[:12]}", f"/containers/{segment(cid)}/json", absent=(404,))
 
-    def _state(self, cid: str) -> ContainerState:
-        data = self.client.api.inspect_container(cid)
+    def _state(self, cid: str) -> ContainerState | None:
+        """None when the container went away since it was listed."""
+        data = self.inspect_container(cid)
+        if data is None:
+            return None
         state = data["State"]
         config = data["Config"]
         return ContainerState(
@@ -160,71 +208,62 @@ class Engine:
         import base64
         import json
 
-        def run() -> Mapping[str, Any] | None:
-            res = self.client.api.head(self.client.api._url("/containers/{0}/archive", cid), params={"path": path})
-            header = res.headers.get("X-Docker-Container-Path-Stat")
-            if res.status_code == 404 or not header:
-                return None
-            return json.loads(base64.b64decode(header))
-
-        return self._call(f"stat {path} in {cid[:12]}", run)
+        reply = self._request(f"stat {path} in {cid[:12]}", "HEAD", f"/containers/{segment(cid)}/archive",
+                              {"path": path}, absent=(404,))
+        header = reply.headers.get("x-docker-container-path-stat") if reply else None
+        return json.loads(base64.b64decode(header)) if header else None
 
     def exec(self, cid: str, argv: list[str]) -> tuple[int, str]:
-        def run() -> tuple[int, str]:
-            exec_id = self.client.api.exec_create(cid, argv, stdout=True, stderr=True)["Id"]
-            out = self.client.api.exec_start(exec_id).decode("utf-8", "replace")
-            code = self.client.api.exec_inspect(exec_id).get("ExitCode")
-            return int(code if code is not None else 1), out
-
-        return self._call(f"exec {' '.join(argv)}", run)
+        """Run `argv` in a running container; (exit code, stdout and stderr)."""
+        what = f"exec {' '.join(argv)}"
+        created = self._request(what, "POST", f"/containers/{segment(cid)}/exec",
+                                body={"AttachStdout": True, "AttachStderr": True, "Cmd": argv})
+        exec_id = created.json()["Id"] if created else ""
+        # Not detached: the engine streams the output and closes the connection at the end.
+        out = self._request(what, "POST", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": False})
+        inspected = self._json(what, f"/exec/{exec_id}/json") or {}
+        code = inspected.get("ExitCode")
+        return int(code if code is not None else 1), demux(out.body if out else b"").decode("utf-8", "replace")
 
     def remove_containers(self, found: list[ContainerState]) -> None:
         """Stop (each with its own grace period) and remove, in parallel."""
-        import docker.errors
 
         def one(c: ContainerState) -> None:
-            try:
-                if c.status in ("running", "restarting", "paused"):
-                    self.client.api.stop(c.id, timeout=c.stop_timeout)
-                self.client.api.remove_container(c.id, force=True)
-            except docker.errors.NotFound:
-                pass
+            if c.status in ("running", "restarting", "paused"):
+                self._request(f"stop {c.name}", "POST", f"/containers/{c.id}/stop", {"t": c.stop_timeout},
+                              absent=(304, 404), timeout=c.stop_timeout + 60)
+            self._request(f"remove {c.name}", "DELETE", f"/containers/{c.id}", {"force": "1"}, absent=(404,))
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(found)))) as pool:
             for fut in [pool.submit(one, c) for c in found]:
-                self._call("remove container", fut.result)
+                fut.result()
 
     def remove_project(self, project: str) -> int:
         """What `compose down` does, found by label, so it works without the project's file."""
         found = self.project_containers(project)
         self.remove_containers(found)
-        nets = self._call("list networks", lambda: self.client.api.networks(
-            filters={"label": [f"{L.COMPOSE_PROJECT}={project}"]}))
+        nets = self._json("list networks", "/networks", {"filters": filters(label=[f"{L.COMPOSE_PROJECT}={project}"])})
         for net in nets:
-            self._call(f"remove network {net['Name']}", lambda n=net: self._remove_network(n["Id"]))
+            self._remove_network(net["Name"], net["Id"])
         return len(found)
 
-    def _remove_network(self, net_id: str) -> None:
+    def _remove_network(self, name: str, net_id: str) -> None:
         """Remove a network; the engine may still be detaching endpoints of containers just
         removed ("has active endpoints"), so a conflict is retried for a few seconds."""
-        import docker.errors
-        from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+        from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-        def conflict(exc: BaseException) -> bool:
-            return isinstance(exc, docker.errors.APIError) and exc.status_code in (403, 409)
+        @retry(retry=retry_if_result(lambda r: r.status in (403, 409)), stop=stop_after_delay(10),
+               wait=wait_fixed(0.2), retry_error_callback=lambda last: last.outcome.result())
+        def attempt() -> Reply:
+            return self._send(f"remove network {name}", "DELETE", f"/networks/{net_id}")
 
-        @retry(retry=retry_if_exception(conflict), stop=stop_after_delay(10), wait=wait_fixed(0.2), reraise=True)
-        def attempt() -> None:
-            try:
-                self.client.api.remove_network(net_id)
-            except docker.errors.NotFound:
-                pass
-
-        attempt()
+        reply = attempt()
+        if reply.status >= 400 and reply.status != 404:
+            raise EngineError(f"remove network {name}: {reply.message}", "see the engine's log for more")
 
     def published(self, cid: str) -> set[tuple[str, int]]:
         """The (host IP, host port) pairs a container publishes ("" for all interfaces)."""
-        data = self._call("inspect container", lambda: self.client.api.inspect_container(cid))
+        data = self.inspect_container(cid) or {}
         bindings = ((data.get("HostConfig") or {}).get("PortBindings") or {}).values()
         return {(b.get("HostIp") or "", int(b["HostPort"])) for group in bindings for b in group or []
                 if str(b.get("HostPort") or "").isdecimal()}
@@ -277,46 +316,48 @@ class Engine:
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         """Create the volume once; True when it was created now. Never removes or changes one."""
-        if self._call(f"inspect volume {name}", lambda: self.client.api.inspect_volume(name), {404: None}):
+        if self._json(f"inspect volume {name}", f"/volumes/{segment(name)}", absent=(404,)):
             return False
-        self._call(f"create volume {name}", lambda: self.client.api.create_volume(
-            name, driver=driver or "local", driver_opts=dict(driver_opts or {}), labels=dict(labels)))
+        self._request(f"create volume {name}", "POST", "/volumes/create", body={
+            "Name": name, "Driver": driver or "local", "DriverOpts": dict(driver_opts or {}), "Labels": dict(labels)})
         return True
 
     def volumes(self, **label_values: str) -> list[Mapping[str, Any]]:
-        data = self._call("list volumes", lambda: self.client.api.volumes(filters={"label": L.selector(**label_values)}))
+        data = self._json("list volumes", "/volumes", {"filters": filters(label=L.selector(**label_values))})
         return data.get("Volumes") or []
 
     def create_volume(self, name: str, labels: Mapping[str, str]) -> Mapping[str, Any]:
         """The volume named `name`: made now, or the one that already had that name."""
-        return self._call(f"create volume {name}", lambda: self.client.api.create_volume(name, labels=dict(labels)))
+        reply = self._request(f"create volume {name}", "POST", "/volumes/create", body={"Name": name, "Labels": dict(labels)})
+        return reply.json() if reply else {}
 
     def remove_volume(self, name: str) -> None:
-        self._call(f"remove volume {name}", lambda: self.client.api.remove_volume(name), expected={404: None})
+        self._request(f"remove volume {name}", "DELETE", f"/volumes/{segment(name)}", absent=(404,))
 
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        existing = self._call("list networks", lambda: self.client.api.networks(names=[name]))
+        existing = self._json("list networks", "/networks", {"filters": filters(name=[name])})
         if any(n["Name"] == name for n in existing):
             return
-        self._call(f"create network {name}", lambda: self.client.api.create_network(
-            name, driver="bridge", labels=dict(labels), check_duplicate=True))
+        self._request(f"create network {name}", "POST", "/networks/create", body={
+            "Name": name, "Driver": "bridge", "Labels": dict(labels), "CheckDuplicate": True})
 
     # -- the lock: a never-started container, whose name the engine keeps unique ---------
     def create_marker(self, name: str, image: str, labels: Mapping[str, str]) -> bool:
         """Create a stopped container named `name`; False when one exists (someone holds it)."""
-        return self._call(f"create {name}", lambda: bool(self.client.api.create_container(
-            image, command=["immutdock-lock"], name=name, labels=dict(labels))), {409: False})
+        return self._request(f"create {name}", "POST", "/containers/create", {"name": name},
+                             body={"Image": image, "Cmd": ["immutdock-lock"], "Labels": dict(labels)},
+                             absent=(409,)) is not None
 
     def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
         """(container ID, labels) of the marker named `name`, or None."""
-        data = self._call(f"inspect {name}", lambda: self.client.api.inspect_container(name), {404: None})
+        data = self._json(f"inspect {name}", f"/containers/{segment(name)}/json", absent=(404,))
         return (data["Id"], data["Config"].get("Labels") or {}) if data else None
 
     def remove_marker(self, marker_id: str) -> None:
         """Remove one marker by its ID (never by name: the name may belong to a newer one by now)."""
         # 409: another caller is removing this very marker
-        self._call(f"remove {marker_id[:12]}", lambda: self.client.api.remove_container(marker_id, force=True),
-                   {404: None, 409: None})
+        self._request(f"remove {marker_id[:12]}", "DELETE", f"/containers/{marker_id}", {"force": "1"},
+                      absent=(404, 409))
 
     def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> None:
         repo, _, tag = ref.partition(":")
@@ -367,3 +408,21 @@ class ExecSession:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
+
+
+class _DockerPyWire:
+    """The wire's requests through docker-py's session, for the addresses wire.py does not
+    speak (ssh://, TLS): the engine's methods stay the same whatever the address."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api  # docker.APIClient, a requests.Session
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                body: Any = None, timeout: float = 120.0) -> Reply:
+        import requests.exceptions
+
+        try:
+            resp = self._api.request(method, self._api.base_url + path, params=params, json=body, timeout=timeout)
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionError(_short(exc)) from None
+        return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)

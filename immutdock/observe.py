@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from immutdock import labels as L
@@ -74,7 +75,10 @@ class AppState:
 
 
 def observe(engine: Engine, app: str) -> AppState:
-    containers = engine.containers(**{L.APP: app})
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the records are read while containers are
+        records_f = pool.submit(ledger.history, engine, app)
+        containers = engine.containers(**{L.APP: app})
+        records = tuple(records_f.result())
     colors: dict[str, list[ContainerState]] = {"blue": [], "green": []}
     state: list[ContainerState] = []
     router = None
@@ -86,7 +90,6 @@ def observe(engine: Engine, app: str) -> AppState:
             state.append(c)
         elif role == "router":
             router = c
-    records = tuple(ledger.history(engine, app))
     live = None
     if router is not None:  # its live symlink can be read even while it is stopped
         try:

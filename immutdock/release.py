@@ -90,12 +90,14 @@ class Deployer:
             return None
         return router.image or (plan.image if plan else None)
 
-    def plan(self, pull: bool = True) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
+    def plan(self, pull: bool = True, observed: Callable[[], AppState] | None = None,
+             ) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
         """What a release would do. Without `pull` nothing is written to the engine: a missing
-        base image leaves its image's tag pending (the release pulls it)."""
+        base image leaves its image's tag pending (the release pulls it). `observed` gives the
+        app's state (default: observe it now)."""
         self._require_router()
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
-            state_f = pool.submit(observe, self.engine, self.app.name)
+            state_f = pool.submit(observed or (lambda: observe(self.engine, self.app.name)))
             router_f = pool.submit(self._router_image_plan, pull)
             images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
                                  self.engine, pull)
@@ -113,9 +115,9 @@ class Deployer:
         return decide(self.app, images, state, config_hash(self.app, refs, redactor), redactor, identity), state
 
     # -- release ------------------------------------------------------------------------------
-    def release(self) -> Outcome:
+    def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
         t0 = time.monotonic()
-        plan, router_plan, state = self.plan()
+        plan, router_plan, state = self.plan(observed=observed)
         if plan.noop:
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),

@@ -1,28 +1,47 @@
-"""Status report (pure apart from reading router stats)."""
+"""Status report: `gather` reads the engine, `describe` and `problem` are pure."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from immutdock import labels as L
-from immutdock.engine import Engine
+from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
 from immutdock.model import App
-from immutdock.observe import AppState
+from immutdock.observe import AppState, observe
 from immutdock.plan import not_serving
-from immutdock.router import Router
+from immutdock.router import BackendStats, Router
 
 
-def describe(app: App, state: AppState, engine: Engine) -> dict[str, Any]:
+def gather(engine: Engine, app_name: str) -> tuple[AppState, BackendStats | EngineError | None]:
+    """What status reports on: the app's state, and its router's stats (or why they could not
+    be read; None when no router runs a live color). The stats (an exec in the router) are
+    read while the rest is."""
+    routers = [c for c in engine.containers(**{L.APP: app_name, L.ROLE: "router"}) if c.status == "running"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        stats_f = pool.submit(_stats, engine, routers[0]) if routers else None
+        state = observe(engine, app_name)
+        stats = stats_f.result() if stats_f else None
+    running = state.router is not None and state.router.status == "running" and state.live_color
+    return state, stats if running else None
+
+
+def _stats(engine: Engine, router: ContainerState) -> BackendStats | EngineError:
+    try:
+        return Router(engine, router).stats()
+    except EngineError as exc:
+        return exc
+
+
+def describe(app: App, state: AppState, stats: BackendStats | EngineError | None) -> dict[str, Any]:
     router: dict[str, Any] = {"status": state.router.status if state.router else "absent", "live": state.live_color}
-    if state.router is not None and state.router.status == "running" and state.live_color:
-        try:
-            stats = Router(engine, state.router).stats()
-            router["up"] = len(stats.up(state.live_color))
-            router["servers"] = [{"color": s.backend, "name": s.name, "status": s.status, "address": s.address}
-                                 for s in stats.servers if s.resolved]
-        except EngineError as exc:
-            router["error"] = exc.message
+    if isinstance(stats, EngineError):
+        router["error"] = stats.message
+    elif stats is not None and state.live_color:
+        router["up"] = len(stats.up(state.live_color))
+        router["servers"] = [{"color": s.backend, "name": s.name, "status": s.status, "address": s.address}
+                             for s in stats.servers if s.resolved]
     containers = []
     groups = [("router", [state.router] if state.router else []), ("state", list(state.state))] + \
         [(color, list(cs)) for color, cs in state.colors.items()]

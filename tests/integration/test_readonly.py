@@ -57,3 +57,16 @@ def test_plan_status_history_write_nothing_and_plan_never_pulls_a_missing_base(t
     # `release` does pull: with no registry here the pull fails, named, and nothing changed.
     proc = run_cli(tiny.root, "release")
     assert proc.returncode == 1 and f"image {missing} is not on the engine and cannot be pulled" in proc.stderr
+
+
+def test_reads_and_a_noop_release_never_load_docker_py(tiny: TinyApp) -> None:
+    """status, history, plan and a no-op release read the engine over the standard library's
+    HTTP: docker-py's import (requests, urllib3) is what made them slower than compose."""
+    assert run_cli(tiny.root, "release").returncode == 0
+    for args in (("status",), ("status", "--json"), ("history",), ("plan",), ("release",), ("release", "--json")):
+        proc = run_cli(tiny.root, *args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert proc.returncode == 0, (args, proc.stderr[-2000:])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert "immutdock.engine" in imported, args  # the import trace was read
+        assert not imported & {"docker", "requests", "urllib3", "python_on_whales"}, args
+    assert "nothing to release" in run_cli(tiny.root, "release").stdout

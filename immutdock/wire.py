@@ -1,0 +1,113 @@
+"""HTTP requests to a Docker engine's API with the standard library alone.
+
+Reading the engine is most of what `status`, `plan` and a no-op `release` do, and docker-py
+takes about 0.1 s to import (requests, urllib3): longer than all those reads. This wire talks
+to a unix socket or a plain TCP address; other addresses (ssh://, TLS) are `Unsupported` here
+and go through docker-py (engine.py picks)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import quote, urlencode, urlsplit
+
+
+class Unsupported(Exception):
+    """An engine address this wire does not speak (ssh://, TLS)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def message(self) -> str:
+        """The engine's error message ({"message": ...}), else the body's text."""
+        text = self.body.decode("utf-8", "replace").strip()
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return text or f"HTTP {self.status}"
+        return str(found.get("message") or text) if isinstance(found, dict) else text
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Wire:
+    """One connection per request: safe from any thread, and an exec's stream (which the
+    engine ends by closing the connection) needs no special case."""
+
+    def __init__(self, base_url: str) -> None:
+        url = urlsplit(base_url)
+        tls = os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH")
+        self._connect: Callable[[float], http.client.HTTPConnection]
+        if url.scheme == "unix" and url.path:
+            self._connect = lambda timeout: _UnixConnection(url.path, timeout)
+        elif url.scheme in ("tcp", "http") and url.hostname and not tls:
+            host, port = url.hostname, url.port or 2375
+            self._connect = lambda timeout: http.client.HTTPConnection(host, port, timeout=timeout)
+        else:
+            raise Unsupported(base_url)
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                body: Any = None, timeout: float = 120.0) -> Reply:
+        """`path` as the API documents it (unversioned: the engine's own API version);
+        `body` is sent as JSON. Raises OSError (or http.client.HTTPException) when the engine
+        cannot be reached or the connection breaks."""
+        target = path + ("?" + urlencode(params) if params else "")
+        headers = {"Host": "docker"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connect(timeout)
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+
+def segment(value: str) -> str:
+    """A name or reference as one part of a request path."""
+    return quote(value, safe="/:@")
+
+
+def filters(**values: Any) -> str:
+    """The engine's `filters` query parameter."""
+    return json.dumps(values)
+
+
+def demux(raw: bytes) -> bytes:
+    """The output of a non-TTY exec or attach: frames of an 8-byte header (stream, 0, 0, 0,
+    big-endian size) and that many bytes; stdout and stderr are joined in order."""
+    out, i = [], 0
+    while i + 8 <= len(raw):
+        size = int.from_bytes(raw[i + 4:i + 8], "big")
+        out.append(raw[i + 8:i + 8 + size])
+        i += 8 + size
+    return b"".join(out)

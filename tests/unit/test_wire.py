@@ -1,0 +1,106 @@
+"""The standard-library wire to the engine's API, against a fake engine on a unix socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]]:
+    """A unix socket that answers each connection with the next canned reply; the requests
+    it got are collected."""
+    path = str(tmp_path / "docker.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    replies: list[bytes] = []
+    got: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                got.append(head + b"\r\n\r\n" + body)
+                conn.sendall(replies.pop(0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"unix://{path}", replies, got
+    server.close()
+
+
+def test_get_sends_the_query_and_reads_json(fake_engine) -> None:
+    url, replies, got = fake_engine
+    body = json.dumps([{"Id": "abc"}]).encode()
+    replies.append(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+    reply = Wire(url).request("GET", "/containers/json", {"all": "1", "filters": filters(label=["a=b"])})
+    assert (reply.status, reply.json()) == (200, [{"Id": "abc"}])
+    assert got[0].startswith(b"GET /containers/json?all=1&filters=%7B%22label%22%3A+%5B%22a%3Db%22%5D%7D HTTP/1.1")
+
+
+def test_post_sends_json_and_a_stream_is_read_until_the_engine_closes(fake_engine) -> None:
+    url, replies, got = fake_engine
+    frames = b"\x01\x00\x00\x00\x00\x00\x00\x03out" + b"\x02\x00\x00\x00\x00\x00\x00\x04err\n"
+    replies.append(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n" + frames)
+    reply = Wire(url).request("POST", "/exec/x/start", body={"Detach": False})
+    assert demux(reply.body) == b"outerr\n"
+    assert got[0].endswith(b'{"Detach": false}') and b"Content-Type: application/json" in got[0]
+
+
+def test_head_reads_headers_and_errors_carry_the_engine_message(fake_engine) -> None:
+    url, replies, _ = fake_engine
+    replies.append(b"HTTP/1.1 200 OK\r\nX-Docker-Container-Path-Stat: e30=\r\nContent-Length: 0\r\n\r\n")
+    replies.append(b'HTTP/1.1 404 Not Found\r\nContent-Length: 31\r\n\r\n{"message":"no such container"}')
+    wire = Wire(url)
+    assert wire.request("HEAD", "/containers/x/archive", {"path": "/"}).headers["x-docker-container-path-stat"] == "e30="
+    missing = wire.request("GET", "/containers/x/json")
+    assert (missing.status, missing.message) == (404, "no such container")
+
+
+def test_an_engine_that_is_not_there_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        Wire(f"unix://{tmp_path}/none.sock").request("GET", "/_ping")
+
+
+@pytest.mark.parametrize("url", ["ssh://me@host", "npipe:////./pipe/docker_engine", "unix://"])
+def test_addresses_it_does_not_speak_are_unsupported(url: str) -> None:
+    with pytest.raises(Unsupported):
+        Wire(url)
+
+
+def test_tls_is_left_to_docker_py(monkeypatch) -> None:
+    monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    with pytest.raises(Unsupported):
+        Wire("tcp://10.0.0.1:2376")
+    monkeypatch.delenv("DOCKER_TLS_VERIFY")
+    Wire("tcp://10.0.0.1:2375")
+
+
+def test_messages_and_helpers() -> None:
+    assert Reply(500, {}, b"plain text\n").message == "plain text"
+    assert Reply(500, {}, b"").message == "HTTP 500"
+    assert Reply(409, {}, b'{"message": "name in use"}').message == "name in use"
+    assert segment("registry:5000/app/web:1a2b") == "registry:5000/app/web:1a2b"
+    assert segment("a b#c?") == "a%20b%23c%3F"
+    assert demux(b"") == b"" and demux(b"\x01\x00\x00\x00\x00\x00\x00\x05hel") == b"hel"
