@@ -266,25 +266,32 @@ def _image_action(i: Any) -> str:  # i: ImagePlan
 def plan(ctx: Ctx) -> None:
     """Show what a release would do, changing nothing.
 
-    Lists the images to build or reuse, which color starts, which one stops, and
-    whether the release would be a no-op.
+    Lists each service's role (routed, stateful or swapped) and why: what the
+    x-immutdock block says, or what the file shows (published ports, a database image,
+    a data volume). Then the images to build or reuse, which color starts, which one
+    stops, and whether the release would be a no-op.
     """
     from immutdock.observe import observe
 
     app = ctx.load(prefetch=observe)
+    for warning in app.warnings:
+        ctx.warn(warning)
+    roles = [r.as_json() for r in app.roles]
     deployer = ctx.deployer(app)
     if app.settings.router is None:
         from immutdock.build import plan_images
 
         images = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, deployer.engine,
                              pull=False)
-        ctx.emit({"images": [i.as_json() for i in images]},
+        ctx.emit({"roles": roles, "images": [i.as_json() for i in images]},
                  lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i)}") for i in images])
         return
     release_plan, _router, _state = deployer.plan(pull=False, observed=lambda: ctx.prefetched(app, observe))
 
     def human() -> None:
         p = release_plan
+        for r in app.roles:
+            click.echo(f"role   {r.line()}")
         for i in p.images:
             click.echo(f"image  {i.service:<14} {i.image:<40} {_image_action(i)}")
         if p.noop:
@@ -303,7 +310,7 @@ def plan(ctx: Ctx) -> None:
             click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
         click.echo(f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else ""))
 
-    ctx.emit(release_plan.as_json(), human)
+    ctx.emit({"roles": roles, **release_plan.as_json()}, human)
 
 
 @main.command(epilog=EPILOG)
@@ -317,6 +324,8 @@ def release(ctx: Ctx) -> None:
     from immutdock.observe import observe
 
     app = ctx.load(prefetch=observe)
+    for warning in app.warnings:
+        ctx.warn(warning)
     deployer = ctx.deployer(app)
     try:
         outcome = deployer.release(observed=lambda: ctx.prefetched(app, observe))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from immutdock import infer
 from immutdock.errors import ConfigError
 from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
@@ -147,6 +148,23 @@ def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any])
                      secrets=tuple(build_secrets))
 
 
+def _drop_container_name(name: str, definition: dict[str, Any], services: Mapping[str, Any]) -> list[str]:
+    """A service that runs in both colors cannot keep one container name: it is dropped (the
+    service name still resolves), unless another service refers to that name."""
+    container_name = definition.get("container_name")
+    if not container_name:
+        return []
+    if container_name != name:
+        for other, svc in services.items():
+            if other != name and infer.refers_to(str(container_name), svc):
+                raise ConfigError(f"services.{name}.container_name",
+                                  f"{other} refers to {container_name!r}, which cannot hold while two colors of "
+                                  f"{name} run", f"refer to the service name {name!r} instead")
+    definition.pop("container_name")
+    return [f"services.{name}.container_name {container_name!r} is left out: two colors of {name} run during "
+            f"a release (other services reach it by its service name {name!r})"]
+
+
 def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
     """Rules for services that run twice during a release (once per color). The routed service
     cannot be stateful, so its hints never suggest it."""
@@ -164,9 +182,12 @@ def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
     for i, mount in enumerate(svc.get("volumes") or []):
         kind = mount.get("type")
         if kind == "bind" and not mount.get("read_only"):
-            raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')}",
-                              "keep writable state in a named volume or mount it :ro"
-                              + ("" if routed else f", or list {name} as stateful"))
+            raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')}: "
+                              "an immutable release takes its code from the image and its state from named volumes",
+                              "build the code into the image, mount it :ro or keep state in a named volume"
+                              + ("" if routed else f", or list {name} as stateful")
+                              + "; keep a dev bind in compose.dev.yaml (docker compose -f compose.yaml "
+                                "-f compose.dev.yaml up)")
         if kind == "volume" and not mount.get("source"):
             raise ConfigError(f"{path}.volumes[{i}]", f"anonymous volume at {mount.get('target')} is lost on every release",
                               "give it a name under the top-level volumes: and mount it by that name")
@@ -233,18 +254,28 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
                           "from the services immutdock releases")
     if not services_raw:
         raise ConfigError("services", "no services defined", "add at least one service")
-    settings = parse_settings(raw_block, set(services_raw), inactive)
+    roles: tuple[infer.Role, ...] = ()
+    block = raw_block
+    if raw_block is None or isinstance(raw_block, Mapping):  # else parse_settings names the problem
+        block, roles = infer.resolve(raw_block or {}, services_raw)
+    settings = parse_settings(block, set(services_raw), inactive)
     secrets = model.get("secrets") or {}
     services: dict[str, Service] = {}
+    warnings: list[str] = []
     for name, svc in services_raw.items():
         stateful = name in settings.stateful
+        definition = dict(svc)
         if not stateful:
-            _check_swapped(name, svc, routed=settings.router is not None and settings.router.service == name)
+            routed = settings.router is not None and settings.router.service == name
+            if routed:
+                definition.pop("ports", None)  # the router publishes them
+            warnings += _drop_container_name(name, definition, services_raw)
+            _check_swapped(name, definition, routed)
         build = _build_spec(name, svc["build"], secrets) if svc.get("build") else None
         if build is None and not svc.get("image"):
             raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
         services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
-                                 definition=frozen_mapping(svc))
+                                 definition=frozen_mapping(definition))
     if settings.router:
         routed = services[settings.router.service].definition
         if routed.get("network_mode"):
@@ -258,7 +289,8 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
-               settings=settings)
+               configs=frozen_mapping(model.get("configs") or {}),
+               settings=settings, roles=roles, warnings=tuple(warnings))
 
 
 def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] | None = None) -> App:

@@ -2,8 +2,9 @@
 
 - Containers: every one running (a one-shot may have exited 0), and healthy where it has a
   Docker HEALTHCHECK.
-- Router: HAProxy's own check of the health path passed `rise` times in a row (2xx; a
-  redirect is not healthy) on a server at the address of every running routed container.
+- Router: HAProxy's own check passed `rise` times in a row on a server at the address of
+  every running routed container: 2xx on the health path the user set (a redirect is not
+  healthy), any answer below 500 to GET / when none is set (the server answers HTTP).
   HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
   forces each new server down first ("arms" it), so that state is never taken for health.
 

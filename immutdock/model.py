@@ -18,6 +18,7 @@ class Health:
     path: str = "/"
     timeout: float = 60.0
     rise: int = 2  # passing router checks in a row before a server counts as healthy
+    statuses: str = "200-299"  # the answers to GET path that pass the router's check
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class App:
     secrets: Mapping[str, Mapping[str, Any]]
     networks: Mapping[str, Mapping[str, Any]]
     settings: Settings
+    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=frozen_mapping)
+    roles: tuple[Any, ...] = ()  # infer.Role of every service: its role and why
+    warnings: tuple[str, ...] = ()  # what the file says that the release leaves out, and why
     # Values of secret-looking variables and environment keys: a record keeps no string that
     # holds one (see immutdock.redact).
     secret_values: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)

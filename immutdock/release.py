@@ -67,8 +67,9 @@ class Deployer:
 
     def _require_router(self) -> None:
         if self.app.settings.router is None:
-            raise ConfigError("x-immutdock.router", "missing",
-                              "add router: {service: web, port: 8000} naming the service that receives traffic")
+            raise ConfigError("x-immutdock.router", "no service publishes a port, so none receives traffic",
+                              'publish the port of the one that does (ports: ["8000:5000"]) or set '
+                              "x-immutdock.router: {service: web, port: 5000}")
 
     # -- images -----------------------------------------------------------------------------
     @property

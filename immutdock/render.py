@@ -101,10 +101,11 @@ def _top_level(app: App, services: tuple[Service, ...], name: str, rendered: dic
     volumes = _named_volumes(app, services)
     if volumes:
         model["volumes"] = volumes
-    used_secrets = {s.get("source") for svc in services for s in svc.definition.get("secrets") or []}
-    secrets = {k: dict(v) for k, v in app.secrets.items() if k in used_secrets}
-    if secrets:
-        model["secrets"] = secrets
+    for key, declared in (("secrets", app.secrets), ("configs", app.configs)):  # the ones these services use
+        used = {ref.get("source") for svc in services for ref in svc.definition.get(key) or []}
+        found = {k: dict(v) for k, v in declared.items() if k in used}
+        if found:
+            model[key] = found
     return model
 
 
@@ -180,7 +181,7 @@ def backend_settings(app: App) -> dict[str, str]:
     router = app.settings.router
     assert router is not None
     return {"port": str(router.port), "health_path": router.health.path, "rise": str(router.health.rise),
-            "timeout": str(router.request_timeout)}
+            "health_status": router.health.statuses, "timeout": str(router.request_timeout)}
 
 
 def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -35,9 +35,9 @@ class Server:
 
     @property
     def passing(self) -> bool:
-        """UP, and the last check HAProxy itself ran got a 2xx (not a state set by DNS alone)."""
-        return self.status == "UP" and self.check_status == "L7OK" and \
-            self.check_code is not None and 200 <= self.check_code < 300
+        """UP, and the last check HAProxy itself ran got an answer its expect rule passes (2xx on
+        a health path the user set, below 500 on GET / otherwise): not a state set by DNS alone."""
+        return self.status == "UP" and self.check_status == "L7OK" and self.check_code is not None
 
 
 @dataclass(frozen=True)

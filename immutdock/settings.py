@@ -11,7 +11,7 @@ from immutdock.errors import ConfigError
 from immutdock.model import Health, PreReleaseTest, Router, Settings
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "keep", "test"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test"}
 _ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base", "request_timeout"}
 _HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
@@ -58,6 +58,8 @@ def _health(value: Any, path: str) -> Health:
     block = _mapping(value, path)
     _no_unknown(block, _HEALTH_KEYS, path)
     hpath = block.get("path", "/")
+    # A path the user chose must answer 2xx; without one, GET / only shows the server answers.
+    statuses = "200-299" if "path" in block else "200-499"
     if not isinstance(hpath, str) or not hpath.startswith("/"):
         raise ConfigError(f"{path}.path", f"{hpath!r} is not a URL path", "write a path starting with /, e.g. /healthz")
     timeout = block.get("timeout", 60)
@@ -67,7 +69,7 @@ def _health(value: Any, path: str) -> Health:
     if isinstance(rise, bool) or not isinstance(rise, int) or not 1 <= rise <= 100:
         raise ConfigError(f"{path}.rise", f"{rise!r} is not a whole number from 1 to 100",
                           "the passing checks in a row a new server needs, e.g. rise: 2")
-    return Health(path=hpath, timeout=float(timeout), rise=rise)
+    return Health(path=hpath, timeout=float(timeout), rise=rise, statuses=statuses)
 
 
 def check_service(name: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> None:
@@ -111,11 +113,11 @@ def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, li
                   request_timeout=request_timeout)
 
 
-def _stateful(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> tuple[str, ...]:
+def _service_list(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(path, "must be a list of service names", "e.g. stateful: [db]")
+        raise ConfigError(path, "must be a list of service names", f"e.g. {path.rsplit('.', 1)[-1]}: [db]")
     for i, name in enumerate(value):
         check_service(name, f"{path}[{i}]", services, inactive)
     return tuple(dict.fromkeys(value))
@@ -146,7 +148,8 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
         raise ConfigError(f"{BLOCK}.keep", f"{keep!r} is not a whole number of at least 2",
                           "keep at least the live and the previous release, e.g. keep: 5")
     router = _router(block["router"], f"{BLOCK}.router", services, inactive) if "router" in block else None
-    stateful = _stateful(block.get("stateful"), f"{BLOCK}.stateful", services, inactive)
+    stateful = _service_list(block.get("stateful"), f"{BLOCK}.stateful", services, inactive)
+    _service_list(block.get("swapped"), f"{BLOCK}.swapped", services, inactive)
     if router and router.service in stateful:
         raise ConfigError(f"{BLOCK}.router.service", f"{router.service!r} is stateful and is never doubled",
                           "route traffic to a swapped (non-stateful) service")

@@ -112,10 +112,11 @@ BAD_CONFIGS = {
     "router service not a service": ("x-immutdock:\n  router: {service: nope, port: 8000}\n", "x-immutdock.router.service"),
     "port out of range": ("x-immutdock:\n  router: {service: web, port: 70000}\n", "x-immutdock.router.port"),
     # the routed service cannot be stateful: its hints never suggest it
-    "container_name on a swapped service": ("services:\n  web: {container_name: fixed}\n", "services.web.container_name",
-                                            "remove container_name", "stateful"),
+    "container_name another service refers to": (
+        "services:\n  web: {container_name: fixed-web}\n  db: {environment: {WEB_URL: 'http://fixed-web:8000'}}\n",
+        "services.web.container_name", "refer to the service name 'web' instead", "stateful"),
     "writable bind mount": ("services:\n  web: {volumes: ['./data:/data']}\n", "services.web.volumes[0]",
-                            "mount it :ro", "stateful"),
+                            "takes its code from the image", "stateful"),
     "routed service in an inactive profile": ("services:\n  web: {profiles: [debug]}\n", "x-immutdock.router.service",
                                               "'web' is in profile debug, which is not active"),
     "stateful service in an inactive profile": ("services:\n  db: {profiles: [ops]}\n", "x-immutdock.stateful[0]",

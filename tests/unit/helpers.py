@@ -101,7 +101,7 @@ def full_model(tmp_path: Path) -> dict[str, Any]:
                 "depends_on": {"db": {"condition": "service_started", "required": True}},
                 "networks": {"back": None, "shared": None},
             },
-            "cache": {"image": "redis:7", "command": None, "entrypoint": None},
+            "cache": {"image": "varnish:7", "command": None, "entrypoint": None},
             "db": {
                 "image": "postgres:16", "command": None, "entrypoint": None,
                 "container_name": "shop-db",

@@ -129,7 +129,7 @@ def test_validate_full_app(tmp_path: Path) -> None:
     assert web.build.dockerfile == (tmp_path / "web" / "Dockerfile").resolve()
     assert dict(web.build.args) == {"VERSION": "1.2"}  # an arg without a value is left to the environment
     assert web.build.target is None
-    assert app.services["cache"].build is None and app.services["cache"].image == "redis:7"
+    assert app.services["cache"].build is None and app.services["cache"].image == "varnish:7"
     assert app.services["db"].stateful
     router = app.settings.router
     assert router is not None
@@ -215,10 +215,22 @@ def test_service_without_build_or_image(tmp_path: Path) -> None:
         validate(model, None, tmp_path)
 
 
-def test_container_name_refused_on_a_swapped_service(tmp_path: Path) -> None:
+def test_container_name_of_a_swapped_service_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    app = validate(minimal_model(tmp_path, container_name="shop-web"), ROUTER, tmp_path)
+    assert "container_name" not in app.services["web"].definition
+    assert app.warnings == ("services.web.container_name 'shop-web' is left out: two colors of web run during a "
+                            "release (other services reach it by its service name 'web')",)
+
+
+def test_container_name_another_service_refers_to_is_refused(tmp_path: Path) -> None:
+    model = minimal_model(tmp_path, container_name="shop-web")
+    model["services"]["worker"] = {"image": "busybox", "environment": {"API": "http://shop-web:8000/v1"}}
     with raises_config("services.web.container_name") as info:
-        validate(minimal_model(tmp_path, container_name="web"), None, tmp_path)
-    assert "stateful" in info.value.hint
+        validate(model, ROUTER, tmp_path)
+    assert "worker refers to 'shop-web'" in info.value.message and "'web'" in info.value.hint
+    assert "stateful" not in info.value.hint  # the routed service cannot be stateful
+    model["services"]["web"]["container_name"] = "web"  # its own service name: nothing breaks
+    assert "container_name" not in validate(model, ROUTER, tmp_path).services["web"].definition
 
 
 def test_container_name_allowed_on_a_stateful_service(tmp_path: Path) -> None:
@@ -228,9 +240,16 @@ def test_container_name_allowed_on_a_stateful_service(tmp_path: Path) -> None:
     assert app.services["db"].definition["container_name"] == "shop-db"
 
 
-def test_ports_refused_on_a_swapped_service(tmp_path: Path) -> None:
-    with raises_config("services.web.ports") as info:
-        validate(minimal_model(tmp_path, ports=[port(8000, "8000")]), ROUTER, tmp_path)
+def test_ports_of_the_routed_service_go_to_the_router(tmp_path: Path) -> None:
+    app = validate(minimal_model(tmp_path, ports=[port(8000, "8000")]), ROUTER, tmp_path)
+    assert "ports" not in app.services["web"].definition
+
+
+def test_ports_refused_on_a_swapped_service_beside_a_routed_one(tmp_path: Path) -> None:
+    model = minimal_model(tmp_path)
+    model["services"]["admin"] = {"image": "busybox", "ports": [port(9000, "9000")]}
+    with raises_config("services.admin.ports") as info:
+        validate(model, ROUTER, tmp_path)
     assert "publish" in info.value.hint
 
 
@@ -243,14 +262,18 @@ def test_ports_allowed_on_a_stateful_service(tmp_path: Path) -> None:
 def test_writable_bind_refused_on_a_swapped_service(tmp_path: Path) -> None:
     volumes = [bind("/srv/conf", "/conf", read_only=True), bind("/srv/data", "/data")]
     with raises_config("services.web.volumes[1]") as info:
-        validate(minimal_model(tmp_path, volumes=volumes), None, tmp_path)
-    assert "/srv/data:/data" in info.value.message
+        validate(minimal_model(tmp_path, volumes=volumes), ROUTER, tmp_path)
+    assert "/srv/data:/data" in info.value.message and "takes its code from the image" in info.value.message
+    assert "-f compose.yaml -f compose.dev.yaml" in info.value.hint and "stateful" not in info.value.hint
+    with raises_config("services.web.volumes[1]") as info:  # a swapped service may be listed as stateful
+        validate(minimal_model(tmp_path, volumes=volumes), {"swapped": ["web"]}, tmp_path)
+    assert "list web as stateful" in info.value.hint
 
 
 def test_anonymous_volume_refused_on_a_swapped_service(tmp_path: Path) -> None:
     volumes = [named_volume("cache", "/cache"), anonymous_volume("/tmp/scratch")]
     with raises_config("services.web.volumes[1]") as info:
-        validate(minimal_model(tmp_path, volumes=volumes), None, tmp_path)
+        validate(minimal_model(tmp_path, volumes=volumes), {"swapped": ["web"]}, tmp_path)
     assert "/tmp/scratch" in info.value.message
 
 
@@ -686,3 +709,18 @@ def test_load_compose_refuses_the_file(tmp_path: Path) -> None:
     with raises_config("compose.yaml") as info:
         config.load(tmp_path)
     assert "compose" in info.value.hint
+
+
+def test_a_file_without_a_block_releases_as_its_users_wrote_it(tmp_path: Path) -> None:
+    model = minimal_model(tmp_path, container_name="shop-web", ports=[port(5000, "8000")])
+    model["services"]["db"] = {"image": "postgres:16", "container_name": "shop-db", "ports": [port(5432, "5432")],
+                               "volumes": [named_volume("pgdata", "/var/lib/postgresql/data")]}
+    app = validate(model, None, tmp_path)
+    router = app.settings.router
+    assert (router.service, router.port, router.publish, router.health.statuses) == ("web", 5000, "8000", "200-499")
+    assert app.settings.stateful == ("db",) and app.services["db"].stateful
+    assert "ports" not in app.services["web"].definition and "container_name" not in app.services["web"].definition
+    assert app.services["db"].definition["container_name"] == "shop-db"  # never doubled: it keeps both
+    assert app.services["db"].definition["ports"]
+    assert [(r.service, r.role) for r in app.roles] == [("web", "routed"), ("db", "stateful")]
+    assert len(app.warnings) == 1 and "shop-web" in app.warnings[0]

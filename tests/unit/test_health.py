@@ -131,16 +131,21 @@ def test_one_replica_without_a_passing_server_keeps_the_gate_closed() -> None:
 
 @pytest.mark.parametrize("status,check,code", [
     ("UP", "L7STS", 500),     # answers 500 (status can still say UP until `fall` failures)
-    ("UP", "L7OK", 302),      # a redirect is not healthy
-    ("UP", "L7OK", 404),
+    ("UP", "L7STS", 302),     # a redirect when the health path must answer 2xx
     ("DOWN", "L4CON", None),  # never listens
     ("DOWN 1/2", "L7OK", 200),  # one pass of the two `rise` needs
     ("UP 1/2", "L7OK", 200),  # going down
     ("UP", "INI", None),      # no check finished yet
 ])
-def test_no_pass_without_a_2xx_check_and_full_rise(status: str, check: str, code: int | None) -> None:
+def test_no_pass_without_a_passing_check_and_full_rise(status: str, check: str, code: int | None) -> None:
     ev = router_evidence([server("s1", status, check=check, code=code)], {"s1": "10.0.0.5:8000"}, [web()])
     assert not ev.ready
+
+
+def test_haproxys_expect_rule_decides_which_answer_passes() -> None:
+    """Without a health path the router's rule is "below 500": HAProxy reports a 404 as L7OK."""
+    ev = router_evidence([server("s1", "UP", check="L7OK", code=404)], {"s1": "10.0.0.5:8000"}, [web()])
+    assert ev.ready
 
 
 def test_a_server_that_moved_or_came_back_is_armed_again() -> None:

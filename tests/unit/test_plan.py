@@ -32,7 +32,7 @@ def images(tmp_path: Path) -> list:
 
 def test_image_refs(app: App, images: list) -> None:
     assert image_refs(app, images) == {"web": "shop-web:aaaaaaaaaaaa", "worker": "shop-worker:bbbbbbbbbbbb",
-                                       "cache": "redis:7", "db": "postgres:16"}
+                                       "cache": "varnish:7", "db": "postgres:16"}
 
 
 def test_config_hash_is_stable(app: App, tmp_path: Path) -> None:

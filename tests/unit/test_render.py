@@ -35,7 +35,7 @@ def test_color_project_pins_images_and_removes_build(tmp_path: Path) -> None:
     services = render.color_project(full_app(tmp_path), "blue", IMAGES, "r3", HASH)["services"]
     assert services["web"]["image"] == IMAGES["web"]
     assert services["worker"]["image"] == IMAGES["worker"]
-    assert services["cache"]["image"] == "redis:7"  # not built: the file's image
+    assert services["cache"]["image"] == "varnish:7"  # not built: the file's image
     for svc in services.values():
         assert "build" not in svc
     assert services["web"]["pull_policy"] == "never"  # built here, never pulled
@@ -164,6 +164,20 @@ def test_secrets_only_those_used(tmp_path: Path) -> None:
     assert "secrets" not in render.state_project(app, IMAGES, REDACTOR)
 
 
+def test_configs_used_by_a_project_are_carried_into_it(tmp_path: Path) -> None:
+    """A config compose reads from a file, inline content or the environment stays defined in
+    every project whose services use it (else compose refuses the project)."""
+    model = full_model(tmp_path)
+    model["configs"] = {"nginx": {"name": "shop_nginx", "file": str(tmp_path / "nginx.conf")},
+                        "motd": {"name": "shop_motd", "content": "hello"}, "unused": {"environment": "X"}}
+    model["services"]["web"]["configs"] = [{"source": "nginx", "target": "/etc/nginx/nginx.conf"}]
+    model["services"]["db"]["configs"] = [{"source": "motd"}]
+    app = validate(model, full_block(), tmp_path)
+    assert render.color_project(app, "blue", IMAGES, "r1", HASH)["configs"] == {
+        "nginx": {"name": "shop_nginx", "file": str(tmp_path / "nginx.conf")}}
+    assert render.state_project(app, IMAGES, REDACTOR)["configs"] == {"motd": {"name": "shop_motd", "content": "hello"}}
+
+
 def test_rendering_does_not_touch_the_app(tmp_path: Path) -> None:
     app = full_app(tmp_path)
     before = copy.deepcopy({k: dict(s.definition) for k, s in app.services.items()})
@@ -253,6 +267,7 @@ def test_router_project(tmp_path: Path) -> None:
     assert svc["image"] == "immutdock-router:abc"
     assert svc["environment"] == {
         "IMMUTDOCK_BLUE_HEALTH_PATH": "/healthz", "IMMUTDOCK_BLUE_PORT": "8000", "IMMUTDOCK_BLUE_RISE": "2",
+        "IMMUTDOCK_BLUE_HEALTH_STATUS": "200-299", "IMMUTDOCK_GREEN_HEALTH_STATUS": "200-299",
         "IMMUTDOCK_BLUE_TIMEOUT": "75", "IMMUTDOCK_GREEN_HEALTH_PATH": "/healthz", "IMMUTDOCK_GREEN_PORT": "8000",
         "IMMUTDOCK_GREEN_RISE": "2", "IMMUTDOCK_GREEN_TIMEOUT": "75", "IMMUTDOCK_CLIENT_TIMEOUT": "75",
         "IMMUTDOCK_HARD_STOP": "80", "IMMUTDOCK_LIVE": "green"}
@@ -277,7 +292,8 @@ def test_each_color_has_its_own_backend_settings(tmp_path: Path) -> None:
 def test_a_color_model_records_its_router_settings(tmp_path: Path) -> None:
     app = full_app(tmp_path)
     model = render.color_project(app, "blue", IMAGES, "r1", HASH)
-    assert model[render.ROUTER_SETTINGS] == {"port": "8000", "health_path": "/healthz", "rise": "2", "timeout": "75"}
+    assert model[render.ROUTER_SETTINGS] == {"port": "8000", "health_path": "/healthz", "rise": "2",
+                                             "health_status": "200-299", "timeout": "75"}
 
 
 @pytest.mark.parametrize("publish, ports", [

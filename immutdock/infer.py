@@ -1,0 +1,195 @@
+"""Each service's role, inferred from the compose file as its users write it (pure).
+
+A file with no `x-immutdock` block (or a partial one) still releases: what the block does not
+say is inferred here, each with the reason `plan` shows. Roles, decided in this order:
+
+1. what the block says (`router.service`, `stateful: [...]`, `swapped: [...]`);
+2. stateful (never doubled, replaced stop-first; keeps its `ports` and `container_name`): a
+   well-known database, cache or broker image, a writable mount at a well-known data path, a
+   published well-known database port, or a writable named volume or bind mount with nothing
+   published. Where the evidence is unclear this is the choice: it cannot lose data;
+3. routed (blue/green behind the router): a service that publishes ports; the router takes
+   over the host address it published, and the service publishes nothing itself;
+4. swapped (blue/green, no route): the rest.
+
+`resolve` returns the block with the inferred keys filled in, which `settings.parse_settings`
+then checks like a block the user wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from immutdock.errors import ConfigError
+
+# Repository names (any path segment, registry host left out) of well-known stateful images.
+STATEFUL_IMAGES = frozenset({
+    "postgres", "postgresql", "postgis", "timescaledb", "timescaledb-ha", "mysql", "mysql-server", "mariadb",
+    "percona", "percona-server", "mongo", "mongodb", "mongodb-community-server", "redis", "redis-stack",
+    "redis-stack-server", "valkey", "keydb", "dragonfly", "memcached", "rabbitmq", "elasticsearch",
+    "opensearch", "cassandra", "scylla", "couchdb", "couchbase", "influxdb", "clickhouse",
+    "clickhouse-server", "neo4j", "mssql", "cockroach", "etcd", "zookeeper", "kafka", "nats", "minio",
+    "questdb", "arangodb", "surrealdb", "meilisearch", "qdrant", "typesense",
+})
+# Where those images keep their data inside the container.
+DATA_PATHS = (
+    "/var/lib/postgresql", "/var/lib/mysql", "/var/lib/mariadb", "/data/db", "/var/lib/mongodb",
+    "/var/lib/redis", "/var/lib/rabbitmq", "/usr/share/elasticsearch/data", "/usr/share/opensearch/data",
+    "/var/lib/clickhouse", "/var/lib/influxdb", "/var/lib/influxdb2", "/var/lib/neo4j", "/var/opt/mssql",
+    "/var/lib/cassandra", "/opt/couchdb/data", "/bitnami", "/var/lib/etcd", "/meili_data", "/qdrant/storage",
+)
+# Container ports of well-known databases, caches and brokers.
+DATABASE_PORTS = {
+    5432: "PostgreSQL", 3306: "MySQL/MariaDB", 27017: "MongoDB", 6379: "Redis", 11211: "memcached",
+    5672: "AMQP", 9200: "Elasticsearch", 9042: "Cassandra", 5984: "CouchDB", 8086: "InfluxDB",
+    7687: "Neo4j", 1433: "SQL Server", 26257: "CockroachDB", 2181: "ZooKeeper", 9092: "Kafka",
+    4222: "NATS", 2379: "etcd", 1521: "Oracle",
+}
+
+
+@dataclass(frozen=True)
+class Role:
+    service: str
+    role: str  # routed | stateful | swapped
+    reason: str
+    inferred: bool  # False: the x-immutdock block said so
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service": self.service, "role": self.role, "reason": self.reason, "inferred": self.inferred}
+
+    def line(self) -> str:
+        return f"{self.service:<14} {self.role:<9} {self.reason}"
+
+
+def image_names(image: str | None) -> set[str]:
+    """The repository path segments of an image reference, without registry host, tag or digest:
+    "docker.io/bitnami/postgresql:16" -> {"bitnami", "postgresql"}."""
+    if not image:
+        return set()
+    ref = image.split("@", 1)[0]
+    parts = ref.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    parts[-1] = parts[-1].split(":", 1)[0]
+    return {p.lower() for p in parts if p}
+
+
+def _writable_mounts(svc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [m for m in svc.get("volumes") or [] if m.get("type") in ("volume", "bind")
+            and m.get("source") and not m.get("read_only")]
+
+
+def _published(svc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [p for p in svc.get("ports") or [] if isinstance(p, Mapping)]
+
+
+def stateful_evidence(svc: Mapping[str, Any]) -> str | None:
+    """Why a service (compose's normalized definition) is stateful, or None."""
+    known = image_names(svc.get("image")) & STATEFUL_IMAGES
+    if known and not svc.get("build"):
+        return f"image {svc['image']} is a well-known {sorted(known)[0]} image"
+    for m in _writable_mounts(svc):
+        target = str(m.get("target", ""))
+        if any(target == p or target.startswith(p + "/") for p in DATA_PATHS):
+            kind = "named volume" if m["type"] == "volume" else "bind mount"
+            return f"mounts {kind} {m['source']} at {target}, a database's data path"
+    for p in _published(svc):
+        if p.get("target") in DATABASE_PORTS:
+            return f"publishes {DATABASE_PORTS[p['target']]}'s port {p['target']}"
+    mounts = _writable_mounts(svc)
+    if mounts and not _published(svc):
+        m = mounts[0]
+        kind = "named volume" if m["type"] == "volume" else "bind mount"
+        return f"mounts writable {kind} {m['source']} at {m.get('target')} and publishes nothing"
+    return None
+
+
+def _route(name: str, svc: Mapping[str, Any]) -> tuple[int, str, str]:
+    """(container port, the router's publish address, reason) of a routed service's one port."""
+    ports = _published(svc)
+    if len(ports) != 1:
+        listed = ", ".join(_port_text(p) for p in ports)
+        raise ConfigError(f"services.{name}.ports", f"publishes {len(ports)} ports ({listed}); the router takes over one",
+                          f"publish one port on {name}, or set x-immutdock.router.port and .publish")
+    p = ports[0]
+    if p.get("protocol", "tcp") != "tcp" or not str(p.get("published") or "").isdecimal():
+        why = "a UDP port" if p.get("protocol", "tcp") != "tcp" else "a port on a random host port"
+        raise ConfigError(f"services.{name}.ports[0]", f"{_port_text(p)} is {why}, which the router cannot take over",
+                          'publish a TCP port on a fixed host port, e.g. "8000:5000"')
+    host_ip = str(p.get("host_ip") or "")
+    publish = f"{host_ip}:{p['published']}" if host_ip else str(p["published"])
+    reason = (f"publishes {_port_text(p)}; the router listens on {publish} and sends to container "
+              f"port {p['target']}, and {name} publishes nothing itself")
+    return int(p["target"]), publish, reason
+
+
+def _port_text(p: Mapping[str, Any]) -> str:
+    host = f"{p['host_ip']}:" if p.get("host_ip") else ""
+    published = f"{host}{p['published']}:" if p.get("published") else host
+    proto = f"/{p['protocol']}" if p.get("protocol", "tcp") != "tcp" else ""
+    return f"{published}{p.get('target')}{proto}"
+
+
+def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
+            ) -> tuple[dict[str, Any], tuple[Role, ...]]:
+    """The x-immutdock block with what it leaves out inferred, and every service's role.
+
+    `block` is the user's block (already a mapping); `services` compose's normalized ones."""
+    out = dict(block)
+    said_stateful = set(_names(block.get("stateful")))
+    said_swapped = set(_names(block.get("swapped")))
+    both = sorted(said_stateful & said_swapped)
+    if both:
+        raise ConfigError("x-immutdock.swapped", f"{both[0]} is listed as both stateful and swapped",
+                          "list it under one of them")
+    router = dict(block["router"]) if isinstance(block.get("router"), Mapping) else None
+    routed_name = router.get("service") if router is not None else None
+    roles: dict[str, Role] = {}
+    for name, svc in services.items():
+        if name == routed_name:
+            roles[name] = Role(name, "routed", "named by x-immutdock.router.service", False)
+        elif name in said_stateful:
+            roles[name] = Role(name, "stateful", "listed in x-immutdock.stateful", False)
+        elif name in said_swapped:
+            roles[name] = Role(name, "swapped", "listed in x-immutdock.swapped", False)
+        elif (why := stateful_evidence(svc)) is not None:
+            roles[name] = Role(name, "stateful", f"{why}; never doubled (list it under x-immutdock.swapped "
+                                                 "if it keeps no data)", True)
+        elif _published(svc) and routed_name is None:
+            roles[name] = Role(name, "routed", "", True)
+        else:
+            roles[name] = Role(name, "swapped", "publishes nothing and keeps no data", True)
+    routed = [n for n, r in roles.items() if r.role == "routed" and r.inferred]
+    if len(routed) > 1:
+        raise ConfigError(f"services.{routed[1]}.ports", f"{', '.join(routed)} all publish ports, and immutdock "
+                          "routes one service", f"set x-immutdock.router.service to the one to route and list "
+                          f"the others under x-immutdock.stateful, or take ports: off them")
+    if routed:
+        name = routed[0]
+        port, publish, reason = _route(name, services[name])
+        router = {"service": name, "port": port, "publish": publish}
+        roles[name] = Role(name, "routed", reason, True)
+    elif router is not None and isinstance(routed_name, str) and routed_name in services:
+        svc = services[routed_name]
+        if ("port" not in router or "publish" not in router) and _published(svc):
+            port, publish, _ = _route(routed_name, svc)
+            router.setdefault("port", port)
+            router.setdefault("publish", publish)
+    if router is not None:
+        out["router"] = router
+    # What the block listed stays as written (settings checks it, e.g. a routed service listed).
+    said = block.get("stateful")
+    if said is None or isinstance(said, list):
+        out["stateful"] = list(said or []) + [n for n, r in roles.items() if r.role == "stateful" and r.inferred]
+    return out, tuple(roles.values())
+
+
+def _names(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def refers_to(name: str, definition: Mapping[str, Any]) -> bool:
+    """Whether a service definition mentions `name` as a host name (a whole word)."""
+    return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", json.dumps(dict(definition))) is not None

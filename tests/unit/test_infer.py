@@ -1,0 +1,158 @@
+"""Role inference from a compose file as its users write it: one test per rule, in the order
+the rules apply, plus the block the rest of immutdock then reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from immutdock.errors import ConfigError
+from immutdock.infer import image_names, refers_to, resolve, stateful_evidence
+
+from .helpers import bind, named_volume, port
+
+
+def roles(services: dict[str, Any], block: dict[str, Any] | None = None) -> dict[str, tuple[str, str, bool]]:
+    _, found = resolve(block or {}, services)
+    return {r.service: (r.role, r.reason, r.inferred) for r in found}
+
+
+def test_image_names_leave_out_registry_tag_and_digest() -> None:
+    assert image_names("docker.io/bitnami/postgresql:16") == {"bitnami", "postgresql"}
+    assert image_names("localhost:5000/mariadb@sha256:abc") == {"mariadb"}
+    assert image_names("mcr.microsoft.com/mssql/server:2022-latest") == {"mssql", "server"}
+    assert image_names("Postgres") == {"postgres"} and image_names(None) == set()
+
+
+# -- 1. what the block says wins ----------------------------------------------------------------
+def test_the_block_wins_over_every_inference() -> None:
+    services = {"web": {"ports": [port(5000, "8000")]}, "db": {"image": "postgres:16"},
+                "cache": {"image": "redis:7"}, "api": {"ports": [port(9000, "9000")]}}
+    found = roles(services, {"router": {"service": "api", "port": 9000}, "stateful": ["web"], "swapped": ["cache"]})
+    assert found["api"] == ("routed", "named by x-immutdock.router.service", False)
+    assert found["web"] == ("stateful", "listed in x-immutdock.stateful", False)
+    assert found["cache"] == ("swapped", "listed in x-immutdock.swapped", False)
+    assert found["db"][:1] == ("stateful",) and found["db"][2]
+
+
+def test_a_service_listed_both_stateful_and_swapped_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"stateful": ["db"], "swapped": ["db"]}, {"db": {}})
+    assert info.value.path == "x-immutdock.swapped" and "db" in info.value.message
+
+
+# -- 2. stateful ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("image", ["postgres:16", "mariadb:10.6", "mysql:8", "mongo:7", "redis:7-alpine",
+                                   "bitnami/postgresql:16", "rabbitmq:3-management", "docker.io/library/memcached"])
+def test_a_well_known_database_image_is_stateful(image: str) -> None:
+    role, reason, inferred = roles({"db": {"image": image}})["db"]
+    assert (role, inferred) == ("stateful", True)
+    assert f"image {image} is a well-known" in reason and "x-immutdock.swapped" in reason  # how to override
+
+
+@pytest.mark.parametrize("image", ["nginx:1.25", "mongo-express:1", "adminer", "wordpress:6", "postgres-exporter"])
+def test_tools_around_databases_are_not_databases(image: str) -> None:
+    assert stateful_evidence({"image": image, "ports": [port(8080, "8080")]}) is None
+
+
+def test_a_built_service_is_not_judged_by_its_image_name() -> None:
+    assert stateful_evidence({"image": "redis:7", "build": {"context": "."}, "ports": [port(80, "80")]}) is None
+
+
+@pytest.mark.parametrize("target", ["/var/lib/postgresql/data", "/var/lib/mysql", "/data/db", "/bitnami/mariadb"])
+def test_a_writable_mount_at_a_data_path_is_stateful_even_when_it_publishes(target: str) -> None:
+    svc = {"build": {"context": "."}, "volumes": [named_volume("data", target)], "ports": [port(8000, "8000")]}
+    assert stateful_evidence(svc) == f"mounts named volume data at {target}, a database's data path"
+
+
+def test_a_read_only_mount_at_a_data_path_is_no_evidence() -> None:
+    svc = {"volumes": [bind("/srv/pg", "/var/lib/postgresql", read_only=True)], "ports": [port(8000, "8000")]}
+    assert stateful_evidence(svc) is None
+
+
+@pytest.mark.parametrize(("target", "name"), [(5432, "PostgreSQL"), (3306, "MySQL/MariaDB"), (6379, "Redis"),
+                                              (27017, "MongoDB")])
+def test_a_published_database_port_is_stateful(target: int, name: str) -> None:
+    assert stateful_evidence({"image": "myorg/store", "ports": [port(target, str(target))]}) == \
+        f"publishes {name}'s port {target}"
+
+
+def test_a_writable_volume_with_nothing_published_is_stateful() -> None:
+    assert stateful_evidence({"volumes": [named_volume("uploads", "/srv/uploads")]}) == \
+        "mounts writable named volume uploads at /srv/uploads and publishes nothing"
+    assert stateful_evidence({"volumes": [bind("/srv/x", "/x")]}) == \
+        "mounts writable bind mount /srv/x at /x and publishes nothing"
+    # the same volume on a service that publishes: it serves, so it is routed (both colors mount it)
+    assert stateful_evidence({"volumes": [named_volume("uploads", "/srv/uploads")], "ports": [port(80, "80")]}) is None
+
+
+# -- 3. routed ------------------------------------------------------------------------------------
+def test_the_service_that_publishes_is_routed_and_the_router_takes_its_address() -> None:
+    services = {"web": {"ports": [{**port(5000, "8000"), "host_ip": "127.0.0.1"}]}, "db": {"image": "postgres:16"}}
+    block, found = resolve({}, services)
+    assert block["router"] == {"service": "web", "port": 5000, "publish": "127.0.0.1:8000"}
+    assert block["stateful"] == ["db"]
+    web = next(r for r in found if r.service == "web")
+    assert web.reason == ("publishes 127.0.0.1:8000:5000; the router listens on 127.0.0.1:8000 and sends to "
+                          "container port 5000, and web publishes nothing itself")
+
+
+def test_all_interfaces_stay_all_interfaces() -> None:
+    block, _ = resolve({}, {"web": {"ports": [port(5000, "8000")]}})
+    assert block["router"]["publish"] == "8000"
+
+
+def test_a_partial_router_block_takes_the_rest_from_the_ports() -> None:
+    services = {"web": {"ports": [port(5000, "80")]}}
+    block, _ = resolve({"router": {"service": "web", "health": {"path": "/up"}}}, services)
+    assert block["router"] == {"service": "web", "health": {"path": "/up"}, "port": 5000, "publish": "80"}
+    block, _ = resolve({"router": {"service": "web", "port": 5001, "publish": "127.0.0.1:81"}}, services)
+    assert block["router"] == {"service": "web", "port": 5001, "publish": "127.0.0.1:81"}  # explicit wins
+
+
+@pytest.mark.parametrize(("ports", "said"), [
+    ([port(5000, "8000"), port(5001, "8001")], "publishes 2 ports (8000:5000, 8001:5001)"),
+    ([{**port(53, "53"), "protocol": "udp"}], "53:53/udp is a UDP port"),
+    ([{"target": 5000, "protocol": "tcp"}], "5000 is a port on a random host port"),
+])
+def test_a_routed_service_needs_one_fixed_tcp_port(ports: list[dict[str, Any]], said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {"web": {"ports": ports}})
+    assert info.value.path.startswith("services.web.ports") and said in info.value.message
+
+
+def test_two_services_that_publish_are_named_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {"web": {"ports": [port(80, "80")]}, "api": {"ports": [port(8000, "8000")]}})
+    assert "web, api all publish ports" in info.value.message and "x-immutdock.router.service" in info.value.hint
+
+
+# -- 4. swapped -----------------------------------------------------------------------------------
+def test_the_rest_is_swapped() -> None:
+    found = roles({"web": {"ports": [port(80, "80")]}, "worker": {"build": {"context": "."}},
+                   "static": {"volumes": [bind("/srv/conf", "/conf", read_only=True)]}})
+    assert found["worker"] == ("swapped", "publishes nothing and keeps no data", True)
+    assert found["static"][0] == "swapped"
+
+
+def test_with_an_explicit_router_another_publishing_service_is_left_to_the_checks() -> None:
+    found = roles({"web": {}, "admin": {"ports": [port(9000, "9000")]}}, {"router": {"service": "web", "port": 80}})
+    assert found["admin"][0] == "swapped"  # config refuses its ports, naming the fix
+
+
+def test_no_service_publishes_means_no_router() -> None:
+    block, _ = resolve({}, {"worker": {}})
+    assert "router" not in block and block["stateful"] == []
+
+
+def test_a_block_that_is_not_a_list_is_left_for_settings_to_name() -> None:
+    block, _ = resolve({"stateful": "db"}, {"db": {}})
+    assert block["stateful"] == "db"
+
+
+def test_refers_to_matches_host_names_only() -> None:
+    assert refers_to("shop-web", {"environment": {"API": "http://shop-web:8000"}})
+    assert refers_to("shop-web", {"command": ["wait-for", "shop-web"]})
+    assert not refers_to("shop-web", {"environment": {"API": "http://shop-web-2:8000"}})
+    assert not refers_to("web", {"environment": {"API": "http://myweb:8000"}})
