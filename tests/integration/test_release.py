@@ -5,6 +5,7 @@ release, change, rollback, a broken release, a concurrent one, a killed one, pru
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -146,8 +147,10 @@ def test_concurrent_release_is_refused_with_exit_3(app: TinyApp) -> None:
 def test_release_after_kill_9_mid_release_succeeds(app: TinyApp, engine) -> None:
     app.set_version("v5")
     app.set_start_delay(30)
+    killed_tmp = app.root.parent / "killed-tmp"  # what a killed process leaves stays in the test's folder
+    killed_tmp.mkdir()
     victim = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(killed_tmp)})
     idle = "blue"  # v4 is live on green
     _wait_for(lambda: bool(engine.containers.list(
         filters={"label": [f"io.immutdock.app={app.name}", f"io.immutdock.color={idle}"]})), 120)
