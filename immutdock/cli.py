@@ -39,6 +39,7 @@ class Ctx:
         self.as_json = as_json
         self.verbose = verbose
         self.started = time.monotonic()
+        self._ahead: tuple[str, Future[Any]] | None = None  # (app name, what `load` prefetched for it)
 
     def say(self, message: str) -> None:
         """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
@@ -74,8 +75,9 @@ class Ctx:
 
     def prefetched(self, app, fetch: Callable[[Any, str], Any]) -> Any:
         """What `load`'s prefetch read, when it read this app (the name held); else fetch now."""
-        name, future = getattr(self, "_ahead", (None, None))
-        return future.result() if future is not None and name == app.name else fetch(self.engine, app.name)
+        if self._ahead is not None and self._ahead[0] == app.name:
+            return self._ahead[1].result()
+        return fetch(self.engine, app.name)
 
     def deployer(self, app):  # -> Deployer
         from immutdock.compose import Compose
@@ -497,10 +499,9 @@ def unlock(ctx: Ctx, force: bool) -> None:
     by itself; `unlock` is for holders that died elsewhere.
     """
     from immutdock import lock
-    from immutdock.engine import Engine
 
     app = ctx.load()
-    holder = lock.unlock(Engine(), app.name, force, ctx.warn)
+    holder = lock.unlock(ctx.engine, app.name, force, ctx.warn)
     data = {"app": app.name, "held_by": holder.describe() if holder else None}
     ctx.emit(data, lambda: click.echo(f"released the lock held by {holder.describe()}" if holder
                                       else f"{app.name} was not locked"))

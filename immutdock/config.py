@@ -166,13 +166,10 @@ def _drop_container_name(name: str, definition: dict[str, Any], services: Mappin
 
 
 def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
-    """Rules for services that run twice during a release (once per color). The routed service
-    cannot be stateful, so its hints never suggest it."""
+    """Rules for services that run twice during a release (once per color), after
+    `_drop_container_name`. The routed service cannot be stateful, so its hints never suggest it."""
     path = f"services.{name}"
     stateful = "" if routed else f", or list {name} under x-immutdock.stateful"
-    if svc.get("container_name"):
-        raise ConfigError(f"{path}.container_name", "two colors cannot share one container name",
-                          f"remove container_name{stateful}")
     if str(svc.get("network_mode", "")) == "host":
         raise ConfigError(f"{path}.network_mode", "two colors on the host network would bind the same ports",
                           f"remove network_mode: host{stateful}")

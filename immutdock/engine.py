@@ -104,17 +104,14 @@ class Engine:
         reply = self._request(what, "GET", path, params, absent=absent)
         return reply.json() if reply else None
 
-    def _call(self, what: str, fn: Callable[[], T], expected: Mapping[int, Any] | None = None) -> T:
-        """Run one engine request; every failure becomes an EngineError naming `what`, except the
-        engine answers in `expected` (HTTP status -> what to return instead, e.g. {404: None})."""
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one docker-py request; every failure becomes an EngineError naming `what`."""
         import docker.errors
         import requests.exceptions
 
         try:
             return fn()
         except docker.errors.APIError as exc:
-            if expected is not None and exc.status_code in expected:
-                return expected[exc.status_code]
             raise EngineError(f"{what}: {exc.explanation or exc}", "see the engine's log for more") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             # Lost connections and time-outs of the engine API arrive as requests' exceptions.
@@ -318,17 +315,18 @@ class Engine:
         """Create the volume once; True when it was created now. Never removes or changes one."""
         if self._json(f"inspect volume {name}", f"/volumes/{segment(name)}", absent=(404,)):
             return False
-        self._request(f"create volume {name}", "POST", "/volumes/create", body={
-            "Name": name, "Driver": driver or "local", "DriverOpts": dict(driver_opts or {}), "Labels": dict(labels)})
+        self.create_volume(name, labels, driver, driver_opts)
         return True
 
     def volumes(self, **label_values: str) -> list[Mapping[str, Any]]:
         data = self._json("list volumes", "/volumes", {"filters": filters(label=L.selector(**label_values))})
         return data.get("Volumes") or []
 
-    def create_volume(self, name: str, labels: Mapping[str, str]) -> Mapping[str, Any]:
+    def create_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
+                      driver_opts: Mapping[str, str] | None = None) -> Mapping[str, Any]:
         """The volume named `name`: made now, or the one that already had that name."""
-        reply = self._request(f"create volume {name}", "POST", "/volumes/create", body={"Name": name, "Labels": dict(labels)})
+        reply = self._request(f"create volume {name}", "POST", "/volumes/create", body={
+            "Name": name, "Driver": driver or "local", "DriverOpts": dict(driver_opts or {}), "Labels": dict(labels)})
         return reply.json() if reply else {}
 
     def remove_volume(self, name: str) -> None:

@@ -85,24 +85,25 @@ def _published(svc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [p for p in svc.get("ports") or [] if isinstance(p, Mapping)]
 
 
+def _kind(mount: Mapping[str, Any]) -> str:
+    return "named volume" if mount["type"] == "volume" else "bind mount"
+
+
 def stateful_evidence(svc: Mapping[str, Any]) -> str | None:
     """Why a service (compose's normalized definition) is stateful, or None."""
     known = image_names(svc.get("image")) & STATEFUL_IMAGES
     if known and not svc.get("build"):
         return f"image {svc['image']} is a well-known {sorted(known)[0]} image"
-    for m in _writable_mounts(svc):
+    mounts, published = _writable_mounts(svc), _published(svc)
+    for m in mounts:
         target = str(m.get("target", ""))
         if any(target == p or target.startswith(p + "/") for p in DATA_PATHS):
-            kind = "named volume" if m["type"] == "volume" else "bind mount"
-            return f"mounts {kind} {m['source']} at {target}, a database's data path"
-    for p in _published(svc):
+            return f"mounts {_kind(m)} {m['source']} at {target}, a database's data path"
+    for p in published:
         if p.get("target") in DATABASE_PORTS:
             return f"publishes {DATABASE_PORTS[p['target']]}'s port {p['target']}"
-    mounts = _writable_mounts(svc)
-    if mounts and not _published(svc):
-        m = mounts[0]
-        kind = "named volume" if m["type"] == "volume" else "bind mount"
-        return f"mounts writable {kind} {m['source']} at {m.get('target')} and publishes nothing"
+    if mounts and not published:
+        return f"mounts writable {_kind(mounts[0])} {mounts[0]['source']} at {mounts[0].get('target')} and publishes nothing"
     return None
 
 
