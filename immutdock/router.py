@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 from dataclasses import dataclass
 
 from immutdock.engine import ContainerState, Engine, ExecSession
@@ -100,8 +101,10 @@ class Router:
         return out
 
     def live(self) -> str | None:
+        """The color the live link names. The engine gives the link's target resolved in the
+        container ("/var/lib/router/green"), whatever the link holds."""
         stat = self.engine.path_stat(self.container.id, LIVE_LINK)
-        color = (stat or {}).get("linkTarget", "")
+        color = posixpath.basename((stat or {}).get("linkTarget", ""))
         return color if color in ("blue", "green") else None
 
     def switch(self, color: str) -> None:

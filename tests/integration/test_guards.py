@@ -304,3 +304,17 @@ def test_a_failure_after_the_switch_exits_4_and_names_the_serving_color(tiny: Ti
     report = json_out(run_cli(tiny.root, "status", "--json"))
     assert report["not_retired"] == [] and {c["role"] for c in report["containers"]} == {"router", "state", "green"}
     assert tiny.visit() == "v2 2"
+
+
+def test_status_reads_the_live_color_from_the_router_not_from_the_records(tiny: TinyApp, engine) -> None:
+    """The router is the truth: a switch that no record followed (one made by hand here; a lost
+    engine connection right after a release's switch does the same) is what status reports."""
+    assert run_cli(tiny.root, "release").returncode == 0
+    router, = engine.containers.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=router"]})
+    code, out = router.exec_run(["router-ctl", "switch", "green"])
+    assert code == 0, out
+    proc = run_cli(tiny.root, "status", "--json")
+    report = json_out(proc)
+    assert (report["live_color"], report["router"]["live"]) == ("green", "green"), report
+    assert report["problem"] == "the live color is not running", report
+    assert proc.returncode == 1, proc.stderr
