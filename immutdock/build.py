@@ -16,31 +16,42 @@ from immutdock.contexthash import hash_context
 from immutdock.dockerfile import base_images
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError
-from immutdock.model import BuildSpec
+from immutdock.model import App, BuildSpec
 
 Progress = Callable[[str], None]
 
 
+PIN_PREFIX = "id-"  # the tag of a pulled image pinned under the app's own name: id-<12 hex of its ID>
+
+
 @dataclass(frozen=True)
 class ImagePlan:
-    """One image to have on the engine: built now, or already there (cached)."""
+    """One image to have on the engine: built now, or already there (cached); or, for an
+    image-only service (`source`), pulled and pinned by its ID under the app's own tag
+    (`<app>-<service>:id-<ID>`), or, for a stateful one (`pinned` False), run as the file names it."""
 
     service: str
     repository: str
     tag: str
-    content_hash: str
-    cached: bool
+    content_hash: str  # a pulled image's: its image ID
+    cached: bool  # built: the tag holds this content; pulled: the pin holds this ID
     image_id: str | None
-    spec: BuildSpec
-    missing_base: str | None = None  # a base image the engine lacks (planned without pulling it)
+    spec: BuildSpec | None  # None for a pulled image
+    missing_base: str | None = None  # an image the engine lacks, planned without pulling it
+    source: str | None = None  # a pulled image: the file's image:
+    pinned: bool = True  # a pulled image runs under its pin (the colors' services), else as `source`
 
     @property
     def image(self) -> str:
-        return f"{self.repository}:{self.tag}"
+        return f"{self.repository}:{self.tag}" if self.pinned else str(self.source)
 
     def as_json(self) -> dict[str, object]:
-        return {"service": self.service, "image": self.image, "content_hash": self.content_hash,
-                "cached": self.cached, "image_id": self.image_id, "missing_base": self.missing_base}
+        found: dict[str, object] = {"service": self.service, "image": self.image, "content_hash": self.content_hash,
+                                    "cached": self.cached, "image_id": self.image_id,
+                                    "missing_base": None if self.source else self.missing_base}
+        if self.source:
+            found.update(pulled_from=self.source, missing=self.missing_base is not None)
+        return found
 
 
 class MissingBase(Exception):
@@ -103,6 +114,53 @@ def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine, p
         return [f.result() for f in futures]
 
 
+def pinned_tag(image_id: str) -> str:
+    return PIN_PREFIX + image_id.rpartition(":")[2][:12]
+
+
+def is_pin(app_name: str, ref: str) -> bool:
+    """A tag immutdock gave a pulled image of this app (prune may remove it)."""
+    repository, _, tag = ref.rpartition(":")
+    return repository.startswith(f"{app_name}-") and tag.startswith(PIN_PREFIX)
+
+
+def plan_pulled(service: str, repository: str, source: str, policy: str, engine: Engine, pull: bool = True,
+                pinned: bool = True, progress: Progress = lambda _l: None) -> ImagePlan:
+    """An image-only service's image, by ID. With `pull` (a release) it is pulled as compose's
+    `pull_policy` says: `always` every time, `never` not at all, otherwise (missing,
+    if_not_present, daily, ...) when the engine lacks it. Without `pull` (plan) a missing image
+    is planned as a pull ("pending")."""
+    if pull and policy == "always":
+        engine.pull(source, lambda line: progress(f"{service}: {line}"))
+    found = engine.image_id(source)
+    if found is None and policy == "never":
+        raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
+                          f"load it (docker load -i FILE) or drop pull_policy so a release pulls it")
+    if found is None and pull:
+        engine.pull(source, lambda line: progress(f"{service}: {line}"))
+        found = engine.image_id(source)
+    if found is None:
+        return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
+                     image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)
+    tag = pinned_tag(found)
+    cached = not pinned or engine.image_id(f"{repository}:{tag}") == found
+    return ImagePlan(service=service, repository=repository, tag=tag, content_hash=found, cached=cached,
+                     image_id=found, spec=None, source=source, pinned=pinned)
+
+
+def plan_app_images(app: App, engine: Engine, pull: bool = True,
+                    progress: Progress = lambda _l: None) -> list[ImagePlan]:
+    """Every image the app runs: its builds hashed, its image-only services resolved by ID
+    (pulled, with `pull`, as their pull_policy says)."""
+    plans = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, engine, pull)
+    for svc in app.services.values():
+        if svc.build is None and svc.image:
+            plans.append(plan_pulled(svc.name, f"{app.name}-{svc.name}", svc.image,
+                                     str(svc.definition.get("pull_policy") or "missing"), engine, pull,
+                                     pinned=not svc.stateful, progress=progress))
+    return plans
+
+
 def _git(project_dir: Path, *args: str) -> str | None:
     try:
         proc = subprocess.run(["git", "-C", str(project_dir), *args], capture_output=True, text=True, timeout=10)
@@ -135,9 +193,17 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
     built_by_hash: dict[str, str] = {}
     for item in plans:
         if item.cached:
-            progress(f"{item.service}: {item.image} cached")
+            if item.spec is not None:
+                progress(f"{item.service}: {item.image} cached")
             done.append(item)
             continue
+        if item.source is not None:  # pulled while planned: pinned now
+            assert item.image_id is not None, f"{item.source} was not pulled"
+            progress(f"{item.service}: {item.source} pinned as {item.image}")
+            engine.tag(item.image_id, item.repository, item.tag)
+            done.append(item)
+            continue
+        assert item.spec is not None
         twin = built_by_hash.get(item.content_hash)
         if twin is None:
             progress(f"{item.service}: building {item.image}")

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 import click
 
@@ -257,10 +257,36 @@ def build(ctx: Ctx) -> None:
     ctx.emit([i.as_json() for i in done], human)
 
 
-def _image_action(i: Any) -> str:  # i: ImagePlan
+def _image_action(i: Any, app: Any, lookups: Mapping[str, str | None]) -> str:  # i: ImagePlan, app: App
+    if i.source is None:
+        if i.missing_base:
+            return f"build (its base {i.missing_base} is not on the engine: release pulls it, then knows the tag)"
+        return "reuse" if i.cached else "build"
+    always = app.services[i.service].definition.get("pull_policy") == "always"
     if i.missing_base:
-        return f"build (its base {i.missing_base} is not on the engine: release pulls it, then knows the tag)"
-    return "reuse" if i.cached else "build"
+        found = lookups.get(i.source)
+        return f"pull {i.source} (not on the engine" + (f"; CANNOT BE FOUND: {found})" if found else ")")
+    then = "; release pulls it again first (pull_policy: always)" if always else ""
+    if not i.pinned:
+        return f"reuse {i.source} as it is (stateful){then}"
+    return (f"reuse {i.source} ({i.image_id[:19]}){then}" if i.cached
+            else f"pin {i.source} ({i.image_id[:19]}) by its ID{then}")
+
+
+def _found(i: Any, lookups: Mapping[str, str | None]) -> dict[str, Any]:
+    """The registry lookup of a missing pulled image, for --json."""
+    return {"registry": lookups[i.source] or "found"} if i.source in lookups else {}
+
+
+def _lookups(ctx: Ctx, engine: Any, images: Any) -> dict[str, str | None]:
+    """Each image-only service's image the engine lacks, looked up in its registry (nothing
+    pulled): None when found, else why not, also warned."""
+    found = {i.source: engine.registry_lookup(i.source) for i in images if i.source and i.missing_base}
+    for ref, why in found.items():
+        if why:
+            ctx.warn(f"image {ref} is not on the engine and cannot be found in its registry ({why}); "
+                     "fix the name, or load it (docker load -i FILE)")
+    return found
 
 
 @main.command(epilog=EPILOG)
@@ -281,21 +307,23 @@ def plan(ctx: Ctx) -> None:
     roles = [r.as_json() for r in app.roles]
     deployer = ctx.deployer(app)
     if app.settings.router is None:
-        from immutdock.build import plan_images
+        from immutdock.build import plan_app_images
 
-        images = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, deployer.engine,
-                             pull=False)
-        ctx.emit({"roles": roles, "images": [i.as_json() for i in images]},
-                 lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i)}") for i in images])
+        images = plan_app_images(app, deployer.engine, pull=False)
+        lookups = _lookups(ctx, deployer.engine, images)
+        ctx.emit({"roles": roles, "images": [{**i.as_json(), **_found(i, lookups)} for i in images]},
+                 lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i, app, lookups)}")
+                          for i in images])
         return
     release_plan, _router, _state = deployer.plan(pull=False, observed=lambda: ctx.prefetched(app, observe))
+    lookups = _lookups(ctx, deployer.engine, release_plan.images)
 
     def human() -> None:
         p = release_plan
         for r in app.roles:
             click.echo(f"role   {r.line()}")
         for i in p.images:
-            click.echo(f"image  {i.service:<14} {i.image:<40} {_image_action(i)}")
+            click.echo(f"image  {i.service:<14} {i.image:<40} {_image_action(i, app, lookups)}")
         if p.noop:
             click.echo(f"no-op: {p.reason}; {p.color} keeps serving {p.release}")
             return
@@ -312,7 +340,8 @@ def plan(ctx: Ctx) -> None:
             click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
         click.echo(f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else ""))
 
-    ctx.emit({"roles": roles, **release_plan.as_json()}, human)
+    ctx.emit({"roles": roles, **release_plan.as_json(),
+              "images": [{**i.as_json(), **_found(i, lookups)} for i in release_plan.images]}, human)
 
 
 @main.command(epilog=EPILOG)

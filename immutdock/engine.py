@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,17 +136,40 @@ class Engine:
         found = self.image_id(ref)
         if found or not pull:
             return found
-        import docker.errors
-
-        try:
-            self.client.images.pull(ref)
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
-                              f"load it (docker load) or build it, then retry") from None
+        self.pull(ref)
         found = self.image_id(ref)
         if not found:
             raise EngineError(f"image {ref} was pulled but cannot be found")
         return found
+
+    def pull(self, ref: str, progress: Callable[[str], None] = lambda _l: None) -> None:
+        """Pull `ref`, saying how many of its layers are in (at most a line a second)."""
+        import docker.errors
+
+        layers: dict[str, str] = {}
+        said = 0.0
+        try:
+            for event in self.client.api.pull(ref, stream=True, decode=True):
+                if event.get("error"):
+                    raise docker.errors.APIError(str(event["error"]))
+                if event.get("id") and event.get("status"):
+                    layers[event["id"]] = str(event["status"])
+                now = time.monotonic()
+                if layers and now - said >= 1.0:
+                    done = sum(s in ("Pull complete", "Already exists") for s in layers.values())
+                    progress(f"pulling {ref}: {done}/{len(layers)} layers")
+                    said = now
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
+                              "check the name and your access to its registry, or load it (docker load -i FILE)"
+                              ) from None
+        progress(f"pulled {ref}")
+
+    def registry_lookup(self, ref: str) -> str | None:
+        """Whether `ref`'s registry knows it, without pulling: None when it does, else why not."""
+        reply = self._send(f"look up {ref} in its registry", "GET", f"/distribution/{segment(ref)}/json",
+                           timeout=20.0)
+        return None if reply.status < 400 else reply.message
 
     def tag(self, source: str, repository: str, tag: str) -> None:
         self._request(f"tag {source} as {repository}:{tag}", "POST", f"/images/{segment(source)}/tag",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from immutdock import labels as L
 from immutdock import ledger
+from immutdock.build import is_pin
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError
 from immutdock.ledger import Record
@@ -61,8 +62,8 @@ def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
     for ref in plan.remove:
         if engine.image_id(ref) is None:
             continue
-        if engine.image_labels(ref).get(L.APP) != app:
-            continue  # not an image immutdock built for this app (e.g. a database's public image)
+        if engine.image_labels(ref).get(L.APP) != app and not is_pin(app, ref):
+            continue  # not an image immutdock built or pinned for this app (e.g. a database's public image)
         engine.remove_image(ref)
         removed.append(ref)
     return removed

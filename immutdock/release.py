@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from immutdock import assets, interrupts, ledger, lock, render
 from immutdock import labels as L
-from immutdock.build import ImagePlan, apply_images, git_revision, plan_image, plan_images
+from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
 from immutdock.compose import Compose
 from immutdock.engine import Engine
 from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
@@ -100,8 +100,7 @@ class Deployer:
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
             state_f = pool.submit(observed or (lambda: observe(self.engine, self.app.name)))
             router_f = pool.submit(self._router_image_plan, pull)
-            images = plan_images(self.app.name, {s.name: s.build for s in self.app.services.values() if s.build},
-                                 self.engine, pull)
+            images = plan_app_images(self.app, self.engine, pull, self.say)
             router_plan, state = router_f.result(), state_f.result()
         plan, _ = self._decide(images, router_plan, state)
         return plan, router_plan, state

@@ -60,7 +60,8 @@ def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str]
     out = {k: copy.deepcopy(v) for k, v in svc.definition.items() if not k.startswith("x-")}
     out.pop("build", None)
     out["image"] = image
-    out["pull_policy"] = "never" if svc.build else out.get("pull_policy", "missing")
+    # Built and pinned images are on the engine under immutdock's tags: compose never pulls them.
+    out["pull_policy"] = "never" if svc.build or image != svc.image else out.get("pull_policy", "missing")
     deps = out.get("depends_on")
     if isinstance(deps, Mapping):  # stateful services live in another project
         kept = {k: v for k, v in deps.items() if k in local}

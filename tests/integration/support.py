@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from immutdock.build import is_pin
+
 IMMUTDOCK = [sys.executable, "-m", "immutdock"]
 
 
@@ -223,6 +225,10 @@ def cleanup(app: str) -> None:
     for image in client.images.list(filters={"label": label}):
         for tag in image.tags:
             client.images.remove(tag, force=True)
+    for image in client.images.list():  # pulled images the app pinned (they carry no label of its own)
+        for tag in image.tags:
+            if is_pin(app, tag):
+                client.images.remove(tag)
     client.close()
 
 
