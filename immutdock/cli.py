@@ -294,9 +294,9 @@ def _lookups(ctx: Ctx, engine: Any, images: Any) -> dict[str, str | None]:
 def plan(ctx: Ctx) -> None:
     """Show what a release would do, changing nothing.
 
-    Lists each service's role (routed, stateful or swapped) and why: what the
-    x-immutdock block says, or what the file shows (published ports, a database image,
-    a data volume). Then the images to build or reuse, which color starts, which one
+    Lists each service's role (routed, stateful, swapped, or a job that runs once per
+    release) and why: what the x-immutdock block says, or what the file shows (published
+    ports, a database image, a data volume, a service others wait for to complete). Then the images to build or reuse, which color starts, which one
     stops, and whether the release would be a no-op.
     """
     from immutdock.observe import observe

@@ -4,6 +4,8 @@ A file with no `x-immutdock` block (or a partial one) still releases: what the b
 say is inferred here, each with the reason `plan` shows. Roles, decided in this order:
 
 1. what the block says (`router.service`, `stateful: [...]`, `swapped: [...]`);
+   then a job: a service another one waits for with `condition: service_completed_successfully`
+   (a migration) runs once per release in the new color, before the services that wait for it;
 2. stateful (never doubled, replaced stop-first; keeps its `ports` and `container_name`): a
    well-known database, cache or broker image, a writable mount at a well-known data path, a
    published well-known database port, or a writable named volume or bind mount with nothing
@@ -52,7 +54,7 @@ DATABASE_PORTS = {
 @dataclass(frozen=True)
 class Role:
     service: str
-    role: str  # routed | stateful | swapped
+    role: str  # routed | stateful | swapped | job (a swapped service that runs once and exits)
     reason: str
     inferred: bool  # False: the x-immutdock block said so
 
@@ -148,6 +150,7 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
     router = dict(block["router"]) if isinstance(block.get("router"), Mapping) else None
     routed_name = router.get("service") if router is not None else None
     roles: dict[str, Role] = {}
+    jobs = awaited_jobs(services)
     for name, svc in services.items():
         if name == routed_name:
             roles[name] = Role(name, "routed", "named by x-immutdock.router.service", False)
@@ -155,6 +158,11 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
             roles[name] = Role(name, "stateful", "listed in x-immutdock.stateful", False)
         elif name in said_swapped:
             roles[name] = Role(name, "swapped", "listed in x-immutdock.swapped", False)
+        elif name in jobs:
+            roles[name] = Role(name, "job", f"{jobs[name]} waits for it to complete (depends_on condition "
+                                            "service_completed_successfully): it runs once per release, in the new "
+                                            f"color with its images, before {jobs[name]}; its failure fails the "
+                                            "release before anything serves", True)
         elif (why := stateful_evidence(svc)) is not None:
             roles[name] = Role(name, "stateful", f"{why}; never doubled (list it under x-immutdock.swapped "
                                                  "if it keeps no data)", True)
@@ -185,6 +193,16 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
     if said is None or isinstance(said, list):
         out["stateful"] = list(said or []) + [n for n, r in roles.items() if r.role == "stateful" and r.inferred]
     return out, tuple(roles.values())
+
+
+def awaited_jobs(services: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Services another one waits for to complete: job name -> the first service waiting."""
+    jobs: dict[str, str] = {}
+    for name, svc in services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            if isinstance(spec, Mapping) and spec.get("condition") == "service_completed_successfully":
+                jobs.setdefault(dep, name)
+    return jobs
 
 
 def _names(value: Any) -> list[str]:

@@ -225,7 +225,7 @@ class Deployer:
             router = self._router().open()
             self.say(f"starting {plan.release} as {project}")
             t = time.monotonic()
-            self.compose.up(project, model)
+            self._start_color(project, model)
             gate = wait_ready(self.engine, project, router, plan.color, router_cfg.service,
                               router_cfg.health.timeout, tick=lambda m: self.say(f"health: {m}"))
             timings["health"] = time.monotonic() - t
@@ -273,6 +273,20 @@ class Deployer:
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings,
                        message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
+
+    def _start_color(self, project: str, model: Mapping[str, Any]) -> None:
+        """compose up the new color. A service that exited non-zero on the way (a job others wait
+        for, such as a migration) is named, with its last log lines."""
+        try:
+            self.compose.up(project, model)
+        except EngineError:
+            failed = [c for c in self.engine.project_containers(project) if c.status == "exited" and c.exit_code]
+            if not failed:
+                raise
+            job = failed[0]
+            raise EngineError(f"{job.service} exited with code {job.exit_code} before the new color could start",
+                              details=f"last log lines of {job.name}:\n" + self.engine.logs(job.id, tail=20)
+                              ) from None
 
     def _still_serving(self, plan: ReleasePlan) -> str:
         before = "the previous release is still serving" if plan.retire else "no earlier release was serving"

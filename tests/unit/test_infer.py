@@ -42,6 +42,25 @@ def test_a_service_listed_both_stateful_and_swapped_is_refused() -> None:
     assert info.value.path == "x-immutdock.swapped" and "db" in info.value.message
 
 
+
+# -- 1b. a service others wait for to complete is a job ----------------------------------------------
+def test_a_service_others_wait_for_to_complete_is_a_job_even_with_a_volume() -> None:
+    services = {"web": {"ports": [port(8000, "8000")], "depends_on": {
+                    "migrate": {"condition": "service_completed_successfully"}, "db": {"condition": "service_healthy"}}},
+                "migrate": {"volumes": [named_volume("static", "/static")]}, "db": {"image": "postgres:16"}}
+    found = roles(services)
+    assert found["migrate"][0] == "job" and found["migrate"][2]
+    assert "web waits for it to complete" in found["migrate"][1] and "once per release" in found["migrate"][1]
+    assert found["db"][0] == "stateful" and found["web"][0] == "routed"
+    block, _ = resolve({}, services)
+    assert "migrate" not in block["stateful"], "a job runs in the colors"
+
+
+def test_started_and_healthy_conditions_make_no_job() -> None:
+    services = {"web": {"depends_on": {"worker": {"condition": "service_started"}}}, "worker": {}}
+    assert roles(services)["worker"][0] == "swapped"
+    assert roles(services, {"stateful": ["worker"]})["worker"][0] == "stateful", "the block still wins"
+
 # -- 2. stateful ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("image", ["postgres:16", "mariadb:10.6", "mysql:8", "mongo:7", "redis:7-alpine",
                                    "bitnami/postgresql:16", "rabbitmq:3-management", "docker.io/library/memcached"])
