@@ -19,7 +19,6 @@ from immutdock.errors import ConfigError
 from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
 
-ROUTER_SLOTS = 16  # servers per color in images/router/haproxy.cfg (server-template s 1-16)
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
                        "docker-compose.override.yml")
@@ -278,11 +277,6 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
         if routed.get("network_mode"):
             raise ConfigError(f"services.{settings.router.service}.network_mode",
                               "the routed service must join networks", "remove network_mode")
-        replicas = (routed.get("deploy") or {}).get("replicas", routed.get("scale", 1))
-        if isinstance(replicas, int) and replicas > ROUTER_SLOTS:
-            raise ConfigError(f"services.{settings.router.service}.deploy.replicas",
-                              f"{replicas} replicas, but the router holds at most {ROUTER_SLOTS} per color",
-                              f"run at most {ROUTER_SLOTS} replicas of the routed service")
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),

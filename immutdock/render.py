@@ -176,20 +176,29 @@ def digest(value: Any) -> str:
 ROUTER_SETTINGS = "x-immutdock-router"  # a color model's router settings (its backend's), recorded with it
 
 
+ROUTER_SLOTS = 16  # servers per color's backend unless the routed service runs more replicas
+
+
 def backend_settings(app: App) -> dict[str, str]:
     """What the router's backend of a color is set to for this file: the port it sends to, the
-    health path, the passing checks in a row, the seconds a server may take to answer."""
+    health path, the passing checks in a row, the seconds a server may take to answer, and its
+    server slots when the routed service runs more than ROUTER_SLOTS replicas."""
     router = app.settings.router
     assert router is not None
-    return {"port": str(router.port), "health_path": router.health.path, "rise": str(router.health.rise),
-            "health_status": router.health.statuses, "timeout": str(router.request_timeout)}
+    found = {"port": str(router.port), "health_path": router.health.path, "rise": str(router.health.rise),
+             "health_status": router.health.statuses, "timeout": str(router.request_timeout)}
+    definition = app.services[router.service].definition
+    replicas = (definition.get("deploy") or {}).get("replicas", definition.get("scale", 1))
+    if isinstance(replicas, int) and replicas > ROUTER_SLOTS:
+        found["slots"] = str(replicas)
+    return found
 
 
 def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The router's settings (HAProxy reads them as environment variables): each color's backend,
     plus what both share, sized for the slower of the two."""
     env = {f"IMMUTDOCK_{color.upper()}_{key.upper()}": str(value)
-           for color in COLORS for key, value in sorted(backends[color].items())}
+           for color in COLORS for key, value in sorted({"slots": str(ROUTER_SLOTS), **backends[color]}.items())}
     slowest = max(int(backends[color]["timeout"]) for color in COLORS)
     env["IMMUTDOCK_CLIENT_TIMEOUT"] = str(slowest)
     env["IMMUTDOCK_HARD_STOP"] = str(slowest + 5)  # a reload's old process finishes what it has
@@ -197,13 +206,15 @@ def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
 
 
 def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """The inverse of router_env, for what a running router reports (keys it lacks are absent)."""
+    """The inverse of router_env, for what a running router reports (keys it lacks are absent,
+    as are slots of the default number)."""
     out: dict[str, dict[str, str]] = {color: {} for color in COLORS}
     for name, value in env.items():
         for color in COLORS:
             prefix = f"IMMUTDOCK_{color.upper()}_"
-            if name.startswith(prefix):
-                out[color][name[len(prefix):].lower()] = value
+            key = name[len(prefix):].lower()
+            if name.startswith(prefix) and not (key == "slots" and value == str(ROUTER_SLOTS)):
+                out[color][key] = value
     return out
 
 

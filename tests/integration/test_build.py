@@ -128,8 +128,6 @@ BAD_CONFIGS = {
     "missing build context": ("services:\n  web: {build: ./nowhere}\n", "services.web.build.context"),
     "missing Dockerfile": ("services:\n  web: {build: {context: ./web, dockerfile: Nope.Dockerfile}}\n",
                            "services.web.build.dockerfile"),
-    "more replicas than the router holds": ("services:\n  web: {deploy: {replicas: 17}}\n",
-                                            "services.web.deploy.replicas"),
     "app name compose would change": ("name: My.App\n", "name"),
     "secret-looking build arg": ("services:\n  web: {build: {context: ./web, args: {DB_PASSWORD: x}}}\n",
                                  "services.web.build.args.DB_PASSWORD"),

@@ -396,3 +396,30 @@ def test_router_settings_change_by_a_reload_and_only_image_or_address_recreate_i
             request(old_url, "GET", "/cgi-bin/version", timeout=2)
     finally:
         cleanup(app_name)
+
+
+@pytest.fixture
+def many_replicas(tmp_path: Path, engine, app_name: str) -> Iterator[GateApp]:
+    app = GateApp(tmp_path / "app", app_name, replicas=20, request_timeout=60).write(timeout=120)
+    yield app
+    cleanup(app_name)
+
+
+def test_twenty_replicas_are_all_routed_and_released_without_a_failed_request(many_replicas: GateApp) -> None:
+    """More replicas than the router's default 16 server slots: each color's backend gets one
+    slot per replica, and the gate waits for all of them."""
+    app = many_replicas
+    first = run_cli(app.root, "release")
+    assert first.returncode == 0, first.stderr
+    report = json_out(run_cli(app.root, "status", "--json"))
+    up = [s for s in report["router"]["servers"] if s["color"] == "blue" and s["status"] == "UP"]
+    assert len(up) == 20 and report["router"]["up"] == 20, report["router"]
+
+    app.write(version="v2", timeout=120)
+    with Load(app.url, clients=3, path="/cgi-bin/version") as load:
+        second = run_cli(app.root, "release")
+    assert second.returncode == 0, second.stderr
+    assert load.failures == [] and load.ok > 10, (load.failures[:5], load.ok)
+    report = json_out(run_cli(app.root, "status", "--json"))
+    assert report["router"]["up"] == 20 and report["live_color"] == "green", report["router"]
+    assert app.version() == "v2"

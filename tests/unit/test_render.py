@@ -270,7 +270,8 @@ def test_router_project(tmp_path: Path) -> None:
         "IMMUTDOCK_BLUE_HEALTH_STATUS": "200-299", "IMMUTDOCK_GREEN_HEALTH_STATUS": "200-299",
         "IMMUTDOCK_BLUE_TIMEOUT": "75", "IMMUTDOCK_GREEN_HEALTH_PATH": "/healthz", "IMMUTDOCK_GREEN_PORT": "8000",
         "IMMUTDOCK_GREEN_RISE": "2", "IMMUTDOCK_GREEN_TIMEOUT": "75", "IMMUTDOCK_CLIENT_TIMEOUT": "75",
-        "IMMUTDOCK_HARD_STOP": "80", "IMMUTDOCK_LIVE": "green"}
+        "IMMUTDOCK_HARD_STOP": "80", "IMMUTDOCK_LIVE": "green", "IMMUTDOCK_BLUE_SLOTS": "16",
+        "IMMUTDOCK_GREEN_SLOTS": "16"}
     assert svc["ports"] == ["127.0.0.1:8080:8080"]
     assert svc["labels"] == {L.APP: APP, L.ROLE: "router"}
     assert svc["networks"] == {"edge": {}}
