@@ -110,15 +110,20 @@ def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
 
 
 def common(fn: F) -> F:
-    """-f/--file, --json and --verbose on every command; errors become messages and exit codes."""
+    """-f/--file, --json, --verbose and --profile on every command; errors become messages and exit codes."""
 
     @click.option("-f", "--file", "file", type=click.Path(path_type=Path), default=None,
                   help="Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or "
                        "docker-compose.yml in the current folder).")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
     @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and full build output.")
+    @click.option("--profile", "profiles", multiple=True, metavar="NAME",
+                  help="Activate a compose profile (repeatable; as compose's --profile or COMPOSE_PROFILES). "
+                       "A release records its profiles; a rollback runs the recorded release's services.")
     @functools.wraps(fn)
-    def wrapper(file: Path | None, as_json: bool, verbose: bool, **kwargs: Any) -> None:
+    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], **kwargs: Any) -> None:
+        if profiles:
+            os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
         ctx = Ctx(file, as_json, verbose)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         previous_int = signal.signal(signal.SIGINT, _on_sigint)
@@ -485,7 +490,8 @@ def history(ctx: Ctx) -> None:
             extra = f" -> {r['source']}" if r["source"] else ""
             outcome = "ok, pruned" if r["compacted"] else r["outcome"]
             click.echo(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
-                       f"{(r['git'] or '-')[:12]:<13} {images}")
+                       f"{(r['git'] or '-')[:12]:<13} {images}"
+                       + (f"  profiles: {','.join(r['profiles'])}" if r["profiles"] else ""))
 
     ctx.emit(rows, human)
 

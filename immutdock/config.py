@@ -281,7 +281,12 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
                configs=frozen_mapping(model.get("configs") or {}),
-               settings=settings, roles=roles, warnings=tuple(warnings))
+               settings=settings, roles=roles, warnings=tuple(warnings), profiles=active_profiles())
+
+
+def active_profiles() -> tuple[str, ...]:
+    """The profiles compose activates: COMPOSE_PROFILES (which `--profile` sets)."""
+    return tuple(sorted({p.strip() for p in os.environ.get("COMPOSE_PROFILES", "").split(",") if p.strip()}))
 
 
 def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] | None = None) -> App:

@@ -44,6 +44,7 @@ class Record:
     key: str = ""  # unique per record: a rewrite (compaction) keeps it
     volume: str = ""  # where it was read from
     stale: tuple[str, ...] = ()  # other volumes of the same record (a rewrite cut short): tidy removes them
+    profiles: tuple[str, ...] = ()  # the compose profiles the release was made with
 
     @property
     def id(self) -> str:
@@ -56,7 +57,8 @@ class Record:
     def summary(self) -> dict[str, Any]:
         return {"release": self.id, "kind": self.kind, "color": self.color, "images": dict(self.images),
                 "created": self.created, "git": self.git, "outcome": self.outcome, "message": self.message,
-                "source": self.source, "compacted": self.outcome == "ok" and not self.packed}
+                "source": self.source, "compacted": self.outcome == "ok" and not self.packed,
+                "profiles": list(self.profiles)}
 
 
 def volume_name(app: str, number: int) -> str:
@@ -84,7 +86,7 @@ def to_labels(app: str, rec: Record) -> dict[str, str]:
         f"{_R}.number": str(rec.number), f"{_R}.kind": rec.kind, f"{_R}.images": json.dumps(dict(rec.images)),
         f"{_R}.created": rec.created, f"{_R}.outcome": rec.outcome, f"{_R}.git": rec.git or "",
         f"{_R}.message": rec.message[:2000], f"{_R}.source": rec.source or "", f"{_R}.model": rec.packed,
-        f"{_R}.salt": rec.salt, f"{_R}.key": rec.key,
+        f"{_R}.salt": rec.salt, f"{_R}.key": rec.key, f"{_R}.profiles": ",".join(rec.profiles),
     }
 
 
@@ -95,7 +97,8 @@ def from_labels(labels: Mapping[str, str], volume: str = "") -> Record:
                   outcome=labels.get(f"{_R}.outcome", ""), git=labels.get(f"{_R}.git") or None,
                   message=labels.get(f"{_R}.message", ""), source=labels.get(f"{_R}.source") or None,
                   packed=labels.get(f"{_R}.model", ""), salt=labels.get(f"{_R}.salt", ""),
-                  key=labels.get(f"{_R}.key") or volume, volume=volume)
+                  key=labels.get(f"{_R}.key") or volume, volume=volume,
+                  profiles=tuple(p for p in labels.get(f"{_R}.profiles", "").split(",") if p))
 
 
 def history(engine: Engine, app: str) -> list[Record]:

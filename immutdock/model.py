@@ -98,6 +98,7 @@ class App:
     configs: Mapping[str, Mapping[str, Any]] = field(default_factory=frozen_mapping)
     roles: tuple[Any, ...] = ()  # infer.Role of every service: its role and why
     warnings: tuple[str, ...] = ()  # what the file says that the release leaves out, and why
+    profiles: tuple[str, ...] = ()  # the compose profiles active when the file was read (COMPOSE_PROFILES)
     # Values of secret-looking variables and environment keys: a record keeps no string that
     # holds one (see immutdock.redact).
     secret_values: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)

@@ -44,6 +44,7 @@ class ReleasePlan:
     stateful: tuple[str, ...]
     stateful_changes: tuple[str, ...] = ()  # recreated (stop-first) before the new color starts
     router: str = ""  # what happens to the router, in words ("" when nothing)
+    profiles: tuple[str, ...] = ()  # the compose profiles of what starts (recorded with it)
 
     def as_json(self) -> dict[str, Any]:
         return {"app": self.app, "release": self.release, "noop": self.noop, "reason": self.reason,
@@ -101,7 +102,7 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
         return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
                            reason=f"content and config unchanged since {state.live_release}", color=str(live),
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
-                           create_router=False, stateful=stateful)
+                           create_router=False, stateful=stateful, profiles=app.profiles)
     old = render.other(target)
     if not state.records and live is None:
         reason = "first release"
@@ -116,7 +117,7 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        cleanup=(target,) if state.colors.get(target) else (),
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
-                       stateful=stateful, stateful_changes=changes, router=router)
+                       stateful=stateful, stateful_changes=changes, router=router, profiles=app.profiles)
 
 
 def rollback_target(state: AppState, to: str | None) -> ledger.Record:

@@ -179,7 +179,7 @@ class Deployer:
                                color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
                                cleanup=(color,) if state.colors.get(color) else (), images=(),
                                config_hash=applied, create_router=state.router is None,
-                               stateful=tuple(s.name for s in self.app.stateful))
+                               stateful=tuple(s.name for s in self.app.stateful), profiles=target.profiles)
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached:
                 apply_images("immutdock", [router_plan], self.router_context, self.engine, self.compose, self.say)
@@ -196,6 +196,10 @@ class Deployer:
             raise ReleaseFailed(f"cannot roll back to {target.id}: its record was compacted when its images "
                                 "were pruned", "release that version again instead")
         model = render.with_color(target.model, self.app.name, color, release_id)
+        if target.profiles != self.app.profiles:
+            self.warn(f"{target.id} was released with profiles {','.join(target.profiles) or '(none)'}, and "
+                      f"{','.join(self.app.profiles) or 'none'} {'are' if len(self.app.profiles) > 1 else 'is'} active "
+                      f"now: the rollback runs {target.id}'s services as recorded")
         if not target.salt:  # written before digests: it holds its values itself
             return model
         current = render.color_project(self.app, color, target.images, release_id, "-")
@@ -424,7 +428,7 @@ class Deployer:
             number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
             created=_now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
             source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
-            salt=redactor.salt if redactor else ""),
+            salt=redactor.salt if redactor else "", profiles=plan.profiles),
             taken=frozenset(r.volume for r in state.records) if state else frozenset())
         if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
             ledger.tidy(self.engine, self.app.name, list(state.records), redactor)

@@ -59,6 +59,7 @@ def _service(app: App, svc: Service, image: str, extra_labels: Mapping[str, str]
     and the file's external networks only, which costs the engine no address pool."""
     out = {k: copy.deepcopy(v) for k, v in svc.definition.items() if not k.startswith("x-")}
     out.pop("build", None)
+    out.pop("profiles", None)  # compose applied them when it read the file: what is rendered runs
     out["image"] = image
     # Built and pinned images are on the engine under immutdock's tags: compose never pulls them.
     out["pull_policy"] = "never" if svc.build or image != svc.image else out.get("pull_policy", "missing")

@@ -17,9 +17,11 @@ from .support import Load, cleanup, free_port, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
+# Its HEALTHCHECK never passes: the file turns it off (healthcheck: disable), as users do.
 CMS_DOCKERFILE = """\
 FROM busybox:latest
 RUN mkdir -p /www && echo {version} > /www/version
+HEALTHCHECK --interval=1s --retries=1 CMD false
 CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
 """
 DB_DOCKERFILE = """\
@@ -54,6 +56,8 @@ def cms(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int,
             environment:
               WORDPRESS_DB_HOST: db
             depends_on: [db]
+            healthcheck:
+              disable: true
           db:
             image: {db}
             restart: always
@@ -132,3 +136,37 @@ def test_image_only_refusals_name_the_key_and_change_nothing(cms, engine) -> Non
     assert proc.returncode != 0 and f"image {missing} is not on the engine and cannot be pulled" in proc.stderr
     assert engine.containers.list(all=True, filters={"label": f"io.immutdock.app={name}"}) == [], \
         "a release that cannot get its images starts nothing"
+
+
+def test_profiles_are_recorded_and_a_rollback_runs_the_recorded_services(cms, engine) -> None:
+    root, name, port, tag = cms
+    compose = root / "compose.yaml"
+    text = compose.read_text()
+    assert "\nvolumes:\n" in text
+    compose.write_text(text.replace("\nvolumes:\n", textwrap.dedent("""
+          debug:
+            image: busybox:latest
+            command: ["sleep", "3600"]
+            init: true
+            profiles: [debug]
+        volumes:
+        """)))
+
+    def debug_runs() -> bool:
+        return bool(engine.containers.list(filters={"label": [f"io.immutdock.app={name}",
+                                                              "com.docker.compose.service=debug"]}))
+
+    assert run_cli(root, "release", "--profile", "debug").returncode == 0
+    assert debug_runs()
+    assert run_cli(root, "release").returncode == 0  # no profile: the debug service goes
+    assert not debug_runs()
+    records = json_out(run_cli(root, "history", "--json"))
+    assert [(r["release"], r["profiles"]) for r in records] == [("r1", ["debug"]), ("r2", [])], records
+    assert "profiles: debug" in run_cli(root, "history").stdout
+
+    back = run_cli(root, "rollback", "--to", "r1")
+    assert back.returncode == 0, back.stderr
+    assert "r1 was released with profiles debug, and none is active now: the rollback runs r1's services " \
+           "as recorded" in back.stderr, back.stderr
+    assert debug_runs() and get(f"http://127.0.0.1:{port}", "/version")[1].strip() == "v1"
+    assert json_out(run_cli(root, "history", "--json"))[-1]["profiles"] == ["debug"]

@@ -59,6 +59,14 @@ def test_round_trip_of_a_rollback(tmp_path: Path) -> None:
     assert (back.kind, back.source, back.git, back.outcome) == ("rollback", "r4", None, "failed")
 
 
+def test_profiles_round_trip_and_old_records_have_none(tmp_path: Path) -> None:
+    rec = full_record(tmp_path, profiles=("debug", "jobs"))
+    back = from_labels(to_labels(APP, rec))
+    assert back.profiles == ("debug", "jobs") and back.summary()["profiles"] == ["debug", "jobs"]
+    old = {k: v for k, v in to_labels(APP, rec).items() if k != f"{R}.profiles"}  # written before profiles
+    assert from_labels(old).profiles == ()
+
+
 def test_round_trip_through_json(tmp_path: Path) -> None:
     """The engine hands labels back as JSON: nothing may depend on Python objects surviving."""
     rec = full_record(tmp_path)
