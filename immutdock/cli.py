@@ -295,6 +295,52 @@ def _lookups(ctx: Ctx, engine: Any, images: Any) -> dict[str, str | None]:
 
 
 @main.command(epilog=EPILOG)
+@click.option("--print", "only_print", is_flag=True, help="Print the block instead of writing it.")
+@common
+def init(ctx: Ctx, only_print: bool) -> None:
+    """Write the inferred x-immutdock block into the compose file, for review.
+
+    Appends the block at the end of the file, each setting under a comment saying why it
+    was inferred (the roles `immutdock plan` shows); nothing else in the file changes,
+    comments and order included. Settings in the block are used as they are, so a later
+    change to the file no longer moves them. Refuses (exit 2) when the file has a block.
+    """
+    from immutdock import config, infer
+
+    app = ctx.load()
+    if config.BLOCK in config.read_yaml(app.compose_file):
+        raise ConfigError(config.BLOCK, f"{app.compose_file.name} already has an x-immutdock block",
+                          "edit it by hand; `immutdock plan` shows each service's role and why")
+    text = infer.block_text(app.settings.router, app.roles)
+    if not only_print:
+        before = app.compose_file.read_text(encoding="utf-8")
+        _replace_file(app.compose_file, before + ("" if before.endswith("\n") else "\n") + text)
+        try:
+            again = config.load(Path.cwd(), ctx.file)
+        except ImmutdockError:
+            _replace_file(app.compose_file, before)
+            raise
+        if {r.service: r.role for r in again.roles} != {r.service: r.role for r in app.roles}:
+            _replace_file(app.compose_file, before)
+            raise ImmutdockError("the written block gave other roles than were inferred; the file was put back",
+                                 "please report this, with the compose file")
+    roles = {r.service: r.role for r in app.roles}
+    ctx.emit({"file": str(app.compose_file), "written": not only_print, "block": text, "roles": roles},
+             lambda: click.echo(text.strip("\n") if only_print else
+                                f"wrote an x-immutdock block at the end of {app.compose_file.name} ("
+                                + ", ".join(f"{k}: {v}" for k, v in roles.items())
+                                + "); review it, then `immutdock plan`"))
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write `text` to a file beside `path`, then rename it over `path` (its mode kept)."""
+    tmp = path.with_name(f".{path.name}.immutdock-init")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+
+
+@main.command(epilog=EPILOG)
 @common
 def plan(ctx: Ctx) -> None:
     """Show what a release would do, changing nothing.

@@ -212,3 +212,36 @@ def _names(value: Any) -> list[str]:
 def refers_to(name: str, definition: Mapping[str, Any]) -> bool:
     """Whether a service definition mentions `name` as a host name (a whole word)."""
     return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", json.dumps(dict(definition))) is not None
+
+
+def block_text(router: Any, roles: tuple[Role, ...], width: int = 100) -> str:
+    """The x-immutdock block `immutdock init` writes (pure): what was inferred, set explicitly,
+    each line under a comment saying why. `router` is the settings' Router or None."""
+    import textwrap
+
+    def said(reason: str, indent: str) -> list[str]:
+        return textwrap.wrap(reason, width - len(indent) - 2, initial_indent=f"{indent}# ",
+                             subsequent_indent=f"{indent}# ", break_on_hyphens=False)
+
+    lines = ["", "# Written by `immutdock init` from what this file shows: review it. What is set here is",
+             "# used as it is; delete a line to let immutdock infer it again (`immutdock plan` shows why).",
+             "x-immutdock:"]
+    by_role: dict[str, list[Role]] = {}
+    for r in roles:
+        by_role.setdefault(r.role, []).append(r)
+    if router is not None:
+        routed = next((r for r in roles if r.service == router.service), None)
+        lines += ["  router:", *said(f"{router.service}: {routed.reason if routed else 'receives traffic'}", "    "),
+                  f"    service: {json.dumps(router.service)}", f"    port: {router.port}",
+                  f"    publish: {json.dumps(router.publish)}"]
+    else:
+        lines += ["  # no service publishes a port, so none is routed: to route one, add",
+                  "  # router: {service: NAME, port: CONTAINER_PORT, publish: \"127.0.0.1:8080\"}"]
+    stateful = by_role.get("stateful", [])
+    lines.append("  stateful:" + ("" if stateful else " []"))
+    for r in stateful:
+        lines += [*said(f"{r.service}: {r.reason}", "    "), f"    - {json.dumps(r.service)}"]
+    for role, what in (("swapped", "swapped (blue/green, no route)"), ("job", "job (once per release)")):
+        for r in by_role.get(role, []):
+            lines += said(f"{r.service} is {what}: {r.reason}", "  ")
+    return "\n".join(lines) + "\n"

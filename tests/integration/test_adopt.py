@@ -106,3 +106,33 @@ def test_a_file_without_a_block_is_inferred_shown_and_released_without_failed_re
     webs = engine.containers.list(filters={"label": [f"io.immutdock.app={name}", "io.immutdock.role=color"]})
     assert webs and all(not (c.attrs["HostConfig"]["PortBindings"] or {}) for c in webs)
     assert all(c.name != f"{name}-web" for c in webs)
+
+
+def test_init_writes_the_inferred_block_for_review_and_leaves_the_rest_of_the_file_as_it_was(adopted) -> None:
+    root, name, port, db_port, db_image = adopted
+    compose = root / "compose.yaml"
+    original = "# our production file\n" + compose.read_text().replace("services:", "services:  # keep me", 1)
+    compose.write_text(original)
+    inferred = {r["service"]: r["role"] for r in json_out(run_cli(root, "plan", "--json"))["roles"]}
+
+    printed = run_cli(root, "init", "--print")
+    assert printed.returncode == 0 and compose.read_text() == original, "--print writes nothing"
+    assert printed.stdout.startswith("# Written by `immutdock init`"), printed.stdout
+
+    written = run_cli(root, "init")
+    assert written.returncode == 0, written.stderr
+    text = compose.read_text()
+    assert text.startswith(original), "nothing before the block changed: comments and order kept"
+    block = text[len(original):]
+    assert block.strip("\n") == printed.stdout.strip("\n")
+    assert f'    service: "web"\n    port: 8000\n    publish: "127.0.0.1:{port}"\n' in block, block
+    assert f"    # db: image {db_image} is a well-known postgres image" in block and '    - "db"' in block, block
+
+    data = json_out(run_cli(root, "plan", "--json"))
+    assert {r["service"]: r["role"] for r in data["roles"]} == inferred
+    assert {r["service"]: r["inferred"] for r in data["roles"]} == {"web": False, "db": False}, "now set, not inferred"
+
+    again = run_cli(root, "init")
+    assert again.returncode == 2 and compose.read_text() == text
+    assert again.stderr.strip() == "error: x-immutdock: compose.yaml already has an x-immutdock block; edit it by " \
+                                   "hand; `immutdock plan` shows each service's role and why", again.stderr

@@ -175,3 +175,25 @@ def test_refers_to_matches_host_names_only() -> None:
     assert refers_to("shop-web", {"command": ["wait-for", "shop-web"]})
     assert not refers_to("shop-web", {"environment": {"API": "http://shop-web-2:8000"}})
     assert not refers_to("web", {"environment": {"API": "http://myweb:8000"}})
+
+
+# -- the block `immutdock init` writes ----------------------------------------------------------------
+def test_the_init_block_sets_what_was_inferred_with_each_reason_as_a_comment() -> None:
+    import yaml
+
+    from immutdock.infer import block_text
+    from immutdock.model import Router
+
+    services = {"web": {"ports": [port(5000, "8000")], "depends_on": {
+                    "migrate": {"condition": "service_completed_successfully"}}},
+                "migrate": {}, "db": {"image": "postgres:16"}, "worker": {}}
+    _, found = resolve({}, services)
+    text = block_text(Router(service="web", port=5000, publish_ip="", publish_port=8000), found)
+    assert yaml.safe_load(text) == {"x-immutdock": {"router": {"service": "web", "port": 5000, "publish": "8000"},
+                                                    "stateful": ["db"]}}
+    assert "    # db: image postgres:16 is a well-known postgres image" in text
+    assert "  # worker is swapped (blue/green, no route): publishes nothing and keeps no data" in text
+    assert "  # migrate is job (once per release): web waits for it to complete" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    nothing = block_text(None, resolve({}, {"worker": {}})[1])
+    assert yaml.safe_load(nothing) == {"x-immutdock": {"stateful": []}} and "no service publishes a port" in nothing
