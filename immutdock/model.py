@@ -58,6 +58,9 @@ class Settings:
     stateful: tuple[str, ...] = ()
     keep: int = 5
     test: PreReleaseTest | None = None
+    # Commands run in a new container of a service's new image: "pre-switch" after the gate,
+    # before traffic moves (a failure undoes the release); "post-switch" after it.
+    hooks: Mapping[str, tuple[PreReleaseTest, ...]] = field(default_factory=frozen_mapping)
 
 
 @dataclass(frozen=True)

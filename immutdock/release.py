@@ -19,7 +19,7 @@ from immutdock.compose import Compose
 from immutdock.engine import Engine
 from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
 from immutdock.health import wait_ready
-from immutdock.model import App, BuildSpec, frozen_mapping
+from immutdock.model import App, BuildSpec, PreReleaseTest, frozen_mapping
 from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
 from immutdock.redact import Redactor, new_salt
@@ -240,6 +240,7 @@ class Deployer:
                                     self._still_serving(plan)
                                     + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
                                     details=logs)
+            self._hooks("pre-switch", refs, plan)
             t = time.monotonic()
             router.switch(plan.color)
             switched = True
@@ -252,6 +253,12 @@ class Deployer:
                 timings["drain"] = time.monotonic() - t
                 self.say(f"retiring {plan.retire}")
                 self.engine.remove_project(render.project_name(app.name, plan.retire))
+            try:
+                self._hooks("post-switch", refs, plan)
+            except EngineError as exc:
+                raise AfterSwitch(f"{plan.release} is live on {plan.color}, but {exc.message}",
+                                  f"{plan.color} serves; the hook runs again with the next release",
+                                  details=exc.details) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not switched:
                 self._undo(plan, project, kind, refs, source, "interrupted")
@@ -260,7 +267,7 @@ class Deployer:
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
                               f"`immutdock status --reap` (or the next release) retires {plan.retire or 'the old color'}"
                               ) from None
-        except ReleaseFailed:
+        except (ReleaseFailed, AfterSwitch):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
             what = exc.message if isinstance(exc, ImmutdockError) else f"{type(exc).__name__}: {exc}"
@@ -433,19 +440,43 @@ class Deployer:
         if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
             ledger.tidy(self.engine, self.app.name, list(state.records), redactor)
 
+    def _run_once(self, role: str, test: PreReleaseTest, refs: Mapping[str, str], plan: ReleasePlan,
+                  env: Mapping[str, str] | None = None) -> str | None:
+        """Run a command in a new container of a service of the new release (project
+        <app>-<role>, on the edge network, removed after; `env` added to its environment);
+        None when it passed, else its last output lines."""
+        model = render.color_project(self.app, role, refs, plan.release, plan.config_hash)
+        if env:
+            svc = model["services"][test.service]
+            svc["environment"] = {**(svc.get("environment") or {}), **env}
+        self.engine.ensure_network(render.edge_network(self.app.name), {L.APP: self.app.name, L.ROLE: "network"})
+        ok, output = self.compose.run_once(render.project_name(self.app.name, role), model, test.service,
+                                           list(test.command))
+        return None if ok else "\n".join(output.strip().splitlines()[-20:])
+
     def _pre_release_test(self, refs: Mapping[str, str], plan: ReleasePlan) -> None:
         test = self.app.settings.test
         if test is None:
             return
         self.say(f"pre-release test in {test.service}: {' '.join(test.command)}")
-        model = render.color_project(self.app, "test", refs, plan.release, plan.config_hash)
-        self.engine.ensure_network(render.edge_network(self.app.name), {L.APP: self.app.name, L.ROLE: "network"})
-        ok, output = self.compose.run_once(render.project_name(self.app.name, "test"), model, test.service,
-                                           list(test.command))
-        if not ok:
-            tail = "\n".join(output.strip().splitlines()[-20:])
+        tail = self._run_once("test", test, refs, plan)
+        if tail is not None:
             raise ReleaseFailed(f"pre-release test failed in {test.service}; nothing was started",
                                 "fix the test or the code; the previous release is still serving", details=tail)
+
+    def _hooks(self, when: str, refs: Mapping[str, str], plan: ReleasePlan) -> None:
+        """x-immutdock.hooks.<when>, in order; the first that fails raises an EngineError. Each
+        gets IMMUTDOCK_RELEASE, IMMUTDOCK_COLOR and IMMUTDOCK_URL (the new color's routed
+        service, reachable from the hook's container before the switch too)."""
+        router = self.app.settings.router
+        env = {"IMMUTDOCK_RELEASE": plan.release, "IMMUTDOCK_COLOR": plan.color}
+        if router is not None:
+            env["IMMUTDOCK_URL"] = f"http://{render.routed_alias(plan.color)}:{router.port}"
+        for hook in self.app.settings.hooks.get(when, ()):
+            self.say(f"{when} hook in {hook.service}: {' '.join(hook.command)}")
+            tail = self._run_once("hook", hook, refs, plan, env)
+            if tail is not None:
+                raise EngineError(f"the {when} hook in {hook.service} failed", details=tail)
 
     # -- lock and cleanup --------------------------------------------------------------------
     def _locked(self, command: str) -> "_Lock":

@@ -8,10 +8,11 @@ import ipaddress
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
-from immutdock.model import Health, PreReleaseTest, Router, Settings
+from immutdock.model import Health, PreReleaseTest, Router, Settings, frozen_mapping
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks"}
+HOOKS = ("pre-switch", "post-switch")
 _ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base", "request_timeout"}
 _HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
@@ -123,18 +124,21 @@ def _service_list(value: Any, path: str, services: set[str], inactive: Mapping[s
     return tuple(dict.fromkeys(value))
 
 
-def _test(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> PreReleaseTest | None:
+def _test(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]],
+          what: str = "the test") -> PreReleaseTest | None:
     if value is None:
         return None
     block = _mapping(value, path)
     _no_unknown(block, _TEST_KEYS, path)
-    service = _service_name(block, path, services, "the service whose image runs the test", inactive)
+    service = _service_name(block, path, services, f"the service whose image runs {what}", inactive)
     command = block.get("command")
     if isinstance(command, str):
         command = ["sh", "-c", command]
     if not isinstance(command, list) or not command or not all(isinstance(c, (str, int, float)) for c in command):
         raise ConfigError(f"{path}.command", "must be a command list or string", 'e.g. command: ["pytest", "-q"]')
-    return PreReleaseTest(service=service, command=tuple(str(c) for c in command))
+    # compose's model keeps a literal $ escaped as $$ (its interpolation already ran), and the
+    # command runs with compose run's arguments, which compose does not read again.
+    return PreReleaseTest(service=service, command=tuple(str(c).replace("$$", "$") for c in command))
 
 
 def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str]] | None = None) -> Settings:
@@ -154,4 +158,30 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
         raise ConfigError(f"{BLOCK}.router.service", f"{router.service!r} is stateful and is never doubled",
                           "route traffic to a swapped (non-stateful) service")
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
-    return Settings(router=router, stateful=stateful, keep=keep, test=test)
+    hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
+    return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks)
+
+
+def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]],
+           stateful: tuple[str, ...]) -> Mapping[str, tuple[PreReleaseTest, ...]]:
+    """`pre-switch:` and `post-switch:`, each one {service, command} or a list of them."""
+    block = _mapping(value, path)
+    _no_unknown(block, set(HOOKS), path)
+    found: dict[str, tuple[PreReleaseTest, ...]] = {}
+    for when in HOOKS:
+        spec = block.get(when)
+        if spec is None:
+            continue
+        items = spec if isinstance(spec, list) else [spec]
+        where = (lambda i: f"{path}.{when}[{i}]") if isinstance(spec, list) else (lambda _i: f"{path}.{when}")
+        hooks = []
+        for i, item in enumerate(items):
+            hook = _test(item, where(i), services, inactive, "the hook")
+            if hook is None:
+                raise ConfigError(where(i), "is empty", "write {service: web, command: [...]}")
+            if hook.service in stateful:
+                raise ConfigError(f"{where(i)}.service", f"{hook.service!r} is stateful: a hook runs in a new "
+                                  "container of a service of the new release", "name a swapped service")
+            hooks.append(hook)
+        found[when] = tuple(hooks)
+    return frozen_mapping(found)

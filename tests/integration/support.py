@@ -206,10 +206,11 @@ class Load:
 def cleanup(app: str) -> None:
     """Remove everything the app made, found by label (and compose's project labels)."""
     import docker
+    import docker.errors
 
     client = docker.from_env()
     label = f"io.immutdock.app={app}"
-    projects = [f"{app}-{role}" for role in ("blue", "green", "state", "router", "test")]
+    projects = [f"{app}-{role}" for role in ("blue", "green", "state", "router", "test", "hook")]
     containers = client.containers.list(all=True, filters={"label": label})
     for project in projects:
         containers += client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
@@ -225,10 +226,15 @@ def cleanup(app: str) -> None:
     for image in client.images.list(filters={"label": label}):
         for tag in image.tags:
             client.images.remove(tag, force=True)
-    for image in client.images.list():  # pulled images the app pinned (they carry no label of its own)
-        for tag in image.tags:
+    # Pulled images the app pinned carry no label of its own: found by their tags (a plain list:
+    # other tests clean up at the same time).
+    for image in client.api.images(filters={"reference": f"{app}-*"}):
+        for tag in image.get("RepoTags") or []:
             if is_pin(app, tag):
-                client.images.remove(tag)
+                try:
+                    client.images.remove(tag)
+                except docker.errors.NotFound:
+                    pass
     client.close()
 
 

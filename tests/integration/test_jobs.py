@@ -178,3 +178,44 @@ def test_an_api_with_mariadb_file_secrets_and_service_healthy_waits_for_the_data
     password = (root / "db_password.txt").read_text().strip()
     for c in engine.containers.list(all=True, filters={"label": f"io.immutdock.app={name}"}):
         assert password not in str(c.labels), c.name
+
+
+# As everywhere in a compose file, $$ is a literal $ (compose interpolates $VAR itself).
+HOOKS = """\
+x-immutdock:
+  hooks:
+    pre-switch:
+      service: web
+      command: ["sh", "-c", "[ ! -f /www/smokefail ] || {{ echo smoke test failed on $$IMMUTDOCK_COLOR; exit 1; }};
+                             wget -q -O- $$IMMUTDOCK_URL/version | grep -qx \\"$$(cat /www/version)\\""]
+    post-switch:
+      - service: migrate
+        command: ["sh", "-c", "echo $$IMMUTDOCK_RELEASE on $$IMMUTDOCK_COLOR > /shared/announced"]
+"""
+
+
+def test_hooks_run_in_new_containers_around_the_switch_and_a_failing_pre_switch_hook_undoes(
+        migrating, engine) -> None:
+    root, name, port = migrating
+    url = f"http://127.0.0.1:{port}"
+    (root / "compose.yaml").write_text((root / "compose.yaml").read_text() + HOOKS.format())
+    first = run_cli(root, "release")
+    assert first.returncode == 0, first.stderr
+    assert "pre-switch hook in web" in first.stderr and "post-switch hook in migrate" in first.stderr
+
+    (root / "web" / "version").write_text("v2\n")
+    assert run_cli(root, "release").returncode == 0
+    announced = subprocess.run(["docker", "run", "--rm", "-v", f"{name}_shared:/shared", "busybox:latest",
+                                "cat", "/shared/announced"], capture_output=True, text=True, check=True).stdout
+    assert announced.strip() == "r2 on green", "post-switch ran with the new release's name and color"
+
+    (root / "web" / "version").write_text("v3\n")
+    (root / "web" / "smokefail").write_text("")
+    with Load(url, clients=2) as load:
+        failed = run_cli(root, "release")
+    assert failed.returncode == 1, failed.stderr
+    assert "r3 failed: the pre-switch hook in web failed" in failed.stderr, failed.stderr
+    assert "smoke test failed on blue" in failed.stderr and "the previous release is still serving" in failed.stderr
+    assert load.failures == [] and get(url, "/version")[1].strip() == "v2"
+    left = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}-hook"})
+    assert left == [], "hook containers are removed"

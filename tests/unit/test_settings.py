@@ -127,3 +127,36 @@ def test_a_health_path_the_user_sets_must_answer_2xx() -> None:
     router = parse_settings({"router": {"service": "web", "port": 80, "health": {"path": "/"}}}, SERVICES).router
     assert router.health.statuses == "200-299"
     assert parse_settings({"router": {"service": "web", "port": 80}}, SERVICES).router.health.statuses == "200-499"
+
+
+def test_hooks_one_or_a_list_per_moment() -> None:
+    raw = {"stateful": ["db"], "hooks": {"pre-switch": {"service": "web", "command": "./smoke"},
+                                         "post-switch": [{"service": "worker", "command": ["notify", "done"]},
+                                                         {"service": "web", "command": ["true"]}]}}
+    hooks = parse_settings(raw, SERVICES).hooks
+    assert hooks["pre-switch"] == (PreReleaseTest("web", ("sh", "-c", "./smoke")),)
+    assert hooks["post-switch"] == (PreReleaseTest("worker", ("notify", "done")), PreReleaseTest("web", ("true",)))
+    assert parse_settings({}, SERVICES).hooks == {}
+
+
+@pytest.mark.parametrize("hooks, path", [
+    ({"on-deploy": {"service": "web", "command": "x"}}, "x-immutdock.hooks.on-deploy"),
+    ({"pre-switch": {"command": "x"}}, "x-immutdock.hooks.pre-switch.service"),
+    ({"post-switch": [{"service": "web", "command": "x"}, None]}, "x-immutdock.hooks.post-switch[1]"),
+    ({"post-switch": [{"service": "web"}]}, "x-immutdock.hooks.post-switch[0].command"),
+    ({"pre-switch": {"service": "db", "command": "x"}}, "x-immutdock.hooks.pre-switch.service"),
+    ("smoke", "x-immutdock.hooks"),
+])
+def test_bad_hooks_name_their_key(hooks: object, path: str) -> None:
+    with pytest.raises(Exception) as err:
+        parse_settings({"stateful": ["db"], "hooks": hooks}, SERVICES)
+    assert getattr(err.value, "path", None) == path, err.value
+
+
+def test_a_literal_dollar_in_a_command_is_written_as_compose_writes_it() -> None:
+    """compose's model keeps $$ for a literal $ (it interpolated $VAR already)."""
+    raw = {"test": {"service": "web", "command": "echo $$HOME"},
+           "hooks": {"post-switch": {"service": "web", "command": ["sh", "-c", "echo $$IMMUTDOCK_RELEASE"]}}}
+    found = parse_settings(raw, SERVICES)
+    assert found.test is not None and found.test.command == ("sh", "-c", "echo $HOME")
+    assert found.hooks["post-switch"][0].command == ("sh", "-c", "echo $IMMUTDOCK_RELEASE")
