@@ -135,13 +135,13 @@ def plan_pulled(service: str, repository: str, source: str, policy: str, engine:
     found = engine.image_id(source)
     if found is None and policy == "never":
         raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
-                          f"load it (docker load -i FILE) or drop pull_policy so a release pulls it")
+                          "load it (docker load -i FILE) or drop pull_policy so a release pulls it")
     if found is None and pull:
         engine.pull(source, lambda line: progress(f"{service}: {line}"))
         found = engine.image_id(source)
     if found is None:
         return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
-                     image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)
+                         image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)
     tag = pinned_tag(found)
     cached = not pinned or engine.image_id(f"{repository}:{tag}") == found
     return ImagePlan(service=service, repository=repository, tag=tag, content_hash=found, cached=cached,

@@ -347,8 +347,9 @@ def plan(ctx: Ctx) -> None:
 
     Lists each service's role (routed, stateful, swapped, or a job that runs once per
     release) and why: what the x-immutdock block says, or what the file shows (published
-    ports, a database image, a data volume, a service others wait for to complete). Then the images to build or reuse, which color starts, which one
-    stops, and whether the release would be a no-op.
+    ports, a database image, a data volume, a service others wait for to complete). Then
+    the images to build, pull, pin or reuse, which color starts, which one stops, and
+    whether the release would be a no-op.
     """
     from immutdock.observe import observe
 

@@ -73,6 +73,15 @@ sleep 2
 echo "Content-Type: text/plain"; echo
 echo "slow $(cat /www/version)"
 """
+def write_web(folder: Path, files: dict[str, str], version: str = "v1") -> Path:
+    """A busybox web service's build context: httpd on 8000 serving `files` (paths under the
+    context, e.g. "cgi-bin/visit") and a `version` file."""
+    (folder / "cgi-bin").mkdir(parents=True, exist_ok=True)
+    for path, text in {"Dockerfile": WEB_DOCKERFILE, "start": WEB_START, **files, "version": f"{version}\n"}.items():
+        (folder / path).write_text(text)
+    return folder
+
+
 DB_DOCKERFILE = """\
 FROM busybox:latest
 COPY cgi-bin /www/cgi-bin

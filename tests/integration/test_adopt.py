@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from .support import WEB_DOCKERFILE, WEB_START, Load, cleanup, free_port, get, json_out, run_cli
+from .support import Load, cleanup, free_port, get, json_out, run_cli, write_web
 
 pytestmark = pytest.mark.engine
 
@@ -37,12 +37,7 @@ def adopted(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, 
     subprocess.run(["docker", "build", "-q", "-t", db_image, "-"], input=DB_DOCKERFILE.encode(), check=True,
                    capture_output=True)
     root = tmp_path / "app"
-    web = root / "web"
-    (web / "cgi-bin").mkdir(parents=True)
-    (web / "Dockerfile").write_text(WEB_DOCKERFILE)
-    (web / "start").write_text(WEB_START)
-    (web / "cgi-bin" / "visit").write_text(VISIT)
-    (web / "version").write_text("v1\n")
+    write_web(root / "web", {"cgi-bin/visit": VISIT})
     port, db_port = free_port(), free_port()
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
         name: {app_name}

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from .support import WEB_DOCKERFILE, WEB_START, Load, cleanup, free_port, get, json_out, run_cli
+from .support import Load, cleanup, free_port, get, json_out, run_cli, write_web
 
 pytestmark = pytest.mark.engine
 
@@ -31,13 +31,7 @@ cat /www/version > /shared/migrated
 @pytest.fixture
 def migrating(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int]]:
     root = tmp_path / "app"
-    web = root / "web"
-    (web / "cgi-bin").mkdir(parents=True)
-    (web / "Dockerfile").write_text(WEB_DOCKERFILE)
-    (web / "start").write_text(WEB_START)
-    (web / "cgi-bin" / "show").write_text(SHOW)
-    (web / "migrate").write_text(MIGRATE)
-    (web / "version").write_text("v1\n")
+    write_web(root / "web", {"cgi-bin/show": SHOW, "migrate": MIGRATE})
     port = free_port()
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
         name: {app_name}
@@ -119,12 +113,7 @@ def api_app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, 
     subprocess.run(["docker", "build", "-q", "-t", db_image, "-"], input=MARIADB_DOCKERFILE.encode(), check=True,
                    capture_output=True)
     root = tmp_path / "app"
-    api = root / "api"
-    (api / "cgi-bin").mkdir(parents=True)
-    (api / "Dockerfile").write_text(WEB_DOCKERFILE)
-    (api / "start").write_text(WEB_START)
-    (api / "cgi-bin" / "items").write_text(API_CGI)
-    (api / "version").write_text("v1\n")
+    write_web(root / "api", {"cgi-bin/items": API_CGI})
     (root / "db_password.txt").write_text(f"pw{uuid.uuid4().hex}\n")
     port = free_port()
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
