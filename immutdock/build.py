@@ -130,15 +130,15 @@ def plan_pulled(service: str, repository: str, source: str, policy: str, engine:
     `pull_policy` says: `always` every time, `never` not at all, otherwise (missing,
     if_not_present, daily, ...) when the engine lacks it. Without `pull` (plan) a missing image
     is planned as a pull ("pending")."""
+    said: Progress = lambda line: progress(f"{service}: {line}")
     if pull and policy == "always":
-        engine.pull(source, lambda line: progress(f"{service}: {line}"))
+        engine.pull(source, said)
     found = engine.image_id(source)
     if found is None and policy == "never":
         raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
                           "load it (docker load -i FILE) or drop pull_policy so a release pulls it")
     if found is None and pull:
-        engine.pull(source, lambda line: progress(f"{service}: {line}"))
-        found = engine.image_id(source)
+        found = engine.resolve_image(source, progress=said)  # raises when the pull does not bring it
     if found is None:
         return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
                          image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)

@@ -312,6 +312,7 @@ def init(ctx: Ctx, only_print: bool) -> None:
         raise ConfigError(config.BLOCK, f"{app.compose_file.name} already has an x-immutdock block",
                           "edit it by hand; `immutdock plan` shows each service's role and why")
     text = infer.block_text(app.settings.router, app.roles)
+    roles = {r.service: r.role for r in app.roles}
     if not only_print:
         before = app.compose_file.read_text(encoding="utf-8")
         _replace_file(app.compose_file, before + ("" if before.endswith("\n") else "\n") + text)
@@ -320,11 +321,10 @@ def init(ctx: Ctx, only_print: bool) -> None:
         except ImmutdockError:
             _replace_file(app.compose_file, before)
             raise
-        if {r.service: r.role for r in again.roles} != {r.service: r.role for r in app.roles}:
+        if {r.service: r.role for r in again.roles} != roles:
             _replace_file(app.compose_file, before)
             raise ImmutdockError("the written block gave other roles than were inferred; the file was put back",
                                  "please report this, with the compose file")
-    roles = {r.service: r.role for r in app.roles}
     ctx.emit({"file": str(app.compose_file), "written": not only_print, "block": text, "roles": roles},
              lambda: click.echo(text.strip("\n") if only_print else
                                 f"wrote an x-immutdock block at the end of {app.compose_file.name} ("

@@ -130,13 +130,14 @@ class Engine:
         data = self.inspect_image(ref) or {}
         return (data.get("Config") or {}).get("Labels") or {}
 
-    def resolve_image(self, ref: str, pull: bool = True) -> str | None:
+    def resolve_image(self, ref: str, pull: bool = True,
+                      progress: Callable[[str], None] = lambda _l: None) -> str | None:
         """The local image ID of `ref`, pulling it once when the engine lacks it (with `pull`;
         else None)."""
         found = self.image_id(ref)
         if found or not pull:
             return found
-        self.pull(ref)
+        self.pull(ref, progress)
         found = self.image_id(ref)
         if not found:
             raise EngineError(f"image {ref} was pulled but cannot be found")
@@ -197,8 +198,10 @@ class Engine:
                 found = list(pool.map(self._state, ids))
         return [c for c in found if c is not None]
 
-    def inspect_container(self, cid: str) -> Mapping[str, Any] | None:
-        return self._json(f"inspect container {cid[:12]}", f"/containers/{segment(cid)}/json", absent=(404,))
+    def inspect_container(self, ref: str) -> Mapping[str, Any] | None:
+        """A container by ID or name; None when there is none."""
+        shown = ref[:12] if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref) else ref
+        return self._json(f"inspect container {shown}", f"/containers/{segment(ref)}/json", absent=(404,))
 
     def _state(self, cid: str) -> ContainerState | None:
         """None when the container went away since it was listed."""
@@ -372,7 +375,7 @@ class Engine:
 
     def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
         """(container ID, labels) of the marker named `name`, or None."""
-        data = self._json(f"inspect {name}", f"/containers/{segment(name)}/json", absent=(404,))
+        data = self.inspect_container(name)
         return (data["Id"], data["Config"].get("Labels") or {}) if data else None
 
     def remove_marker(self, marker_id: str) -> None:

@@ -216,7 +216,7 @@ class Deployer:
         router_cfg = app.settings.router
         assert router_cfg is not None and router_image is not None
         project = render.project_name(app.name, plan.color)
-        switched = False
+        switched = retired = False
         router: Router | None = None
         try:
             for color in plan.cleanup:
@@ -253,29 +253,24 @@ class Deployer:
                 timings["drain"] = time.monotonic() - t
                 self.say(f"retiring {plan.retire}")
                 self.engine.remove_project(render.project_name(app.name, plan.retire))
-            try:
-                self._hooks("post-switch", refs, plan)
-            except EngineError as exc:
-                raise AfterSwitch(f"{plan.release} is live on {plan.color}, but {exc.message}",
-                                  f"{plan.color} serves; the hook runs again with the next release",
-                                  details=exc.details) from None
+            retired = True
+            self._hooks("post-switch", refs, plan)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not switched:
                 self._undo(plan, project, kind, refs, source, "interrupted")
                 raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
                                   self._still_serving(plan)) from None
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
-                              f"`immutdock status --reap` (or the next release) retires {plan.retire or 'the old color'}"
-                              ) from None
-        except (ReleaseFailed, AfterSwitch):
+                              None if retired else self._reap_hint(plan)) from None
+        except ReleaseFailed:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
             what = exc.message if isinstance(exc, ImmutdockError) else f"{type(exc).__name__}: {exc}"
             details = exc.details if isinstance(exc, ImmutdockError) else None
             if switched:
                 raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
-                                  f"{what}", f"{plan.color} serves; `immutdock status --reap` (or the next release) "
-                                  f"retires {plan.retire or 'the old color'}", details=details) from None
+                                  f"{what}", f"{plan.color} serves" + ("" if retired else f"; {self._reap_hint(plan)}"),
+                                  details=details) from None
             self._undo(plan, project, kind, refs, source, what)
             raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
         finally:
@@ -284,6 +279,10 @@ class Deployer:
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings,
                        message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
+
+    @staticmethod
+    def _reap_hint(plan: ReleasePlan) -> str:
+        return f"`immutdock status --reap` (or the next release) retires {plan.retire or 'the old color'}"
 
     def _start_color(self, project: str, model: Mapping[str, Any]) -> None:
         """compose up the new color. A service that exited non-zero on the way (a job others wait

@@ -213,8 +213,10 @@ def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for name, value in env.items():
         for color in COLORS:
             prefix = f"IMMUTDOCK_{color.upper()}_"
+            if not name.startswith(prefix):
+                continue
             key = name[len(prefix):].lower()
-            if name.startswith(prefix) and not (key == "slots" and value == str(ROUTER_SLOTS)):
+            if not (key == "slots" and value == str(ROUTER_SLOTS)):
                 out[color][key] = value
     return out
 

@@ -179,7 +179,8 @@ x-immutdock:
                              wget -q -O- $$IMMUTDOCK_URL/version | grep -qx \\"$$(cat /www/version)\\""]
     post-switch:
       - service: migrate
-        command: ["sh", "-c", "echo $$IMMUTDOCK_RELEASE on $$IMMUTDOCK_COLOR > /shared/announced"]
+        command: ["sh", "-c", "[ ! -f /www/announcefail ] || {{ echo announce failed; exit 2; }};
+                               echo $$IMMUTDOCK_RELEASE on $$IMMUTDOCK_COLOR > /shared/announced"]
 """
 
 
@@ -208,3 +209,12 @@ def test_hooks_run_in_new_containers_around_the_switch_and_a_failing_pre_switch_
     assert load.failures == [] and get(url, "/version")[1].strip() == "v2"
     left = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}-hook"})
     assert left == [], "hook containers are removed"
+
+    (root / "web" / "smokefail").unlink()
+    (root / "web" / "announcefail").write_text("")  # the post-switch hook fails: the new release still serves
+    late = run_cli(root, "release")
+    assert late.returncode == 4, late.stderr
+    assert "r4 is live on blue, but a step after the switch failed: the post-switch hook in migrate failed; " \
+           "blue serves" in late.stderr and "announce failed" in late.stderr, late.stderr
+    assert "--reap" not in late.stderr, "the old color was retired before the hook ran: nothing is left to reap"
+    assert get(url, "/version")[1].strip() == "v3"

@@ -21,6 +21,11 @@ class Images:
     def image_id(self, ref: str) -> str | None:
         return self.found.get(ref)
 
+    def resolve_image(self, ref: str, pull: bool = True, progress=None) -> str | None:
+        if ref not in self.found and pull:
+            self.pull(ref, progress)
+        return self.found.get(ref)
+
     def pull(self, ref: str, progress=None) -> None:
         self.pulled.append(ref)
         self.found[ref] = self.upstream
