@@ -262,7 +262,7 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
         stateful = name in settings.stateful
         definition = dict(svc)
         if not stateful:
-            routed = settings.router is not None and settings.router.service == name
+            routed = settings.router is not None and name in settings.router.services
             if routed:
                 definition.pop("ports", None)  # the router publishes them
             warnings += _drop_container_name(name, definition, services_raw)
@@ -272,11 +272,10 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
             raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
         services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
                                  definition=frozen_mapping(definition))
-    if settings.router:
-        routed = services[settings.router.service].definition
-        if routed.get("network_mode"):
-            raise ConfigError(f"services.{settings.router.service}.network_mode",
-                              "the routed service must join networks", "remove network_mode")
+    for name in settings.router.services if settings.router else ():
+        if services[name].definition.get("network_mode"):
+            raise ConfigError(f"services.{name}.network_mode", "a routed service must join networks",
+                              "remove network_mode")
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),

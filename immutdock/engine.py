@@ -9,7 +9,10 @@ the addresses the wire does not (ssh://, TLS)."""
 from __future__ import annotations
 
 import http.client
+import io
 import os
+import posixpath
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -325,16 +328,34 @@ class Engine:
                 return _short(exc.explanation or exc)
 
     def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
-                  timeout: float = 60) -> tuple[int, str]:
-        """Run `argv` in a throwaway container of `image` (no network); (exit code, output)."""
+                  timeout: float = 60, files: Mapping[str, bytes] | None = None) -> tuple[int, str]:
+        """Run `argv` in a throwaway container of `image` (no network), with `files` put in it
+        first (see put_files); (exit code, output)."""
         api = self.client.api
         with self._throwaway(f"a check of {image}", image, entrypoint=argv[:1], command=argv[1:],
                              environment=dict(env), labels=dict(labels), network_disabled=True) as cid:
+            if files:
+                self.put_files(cid, files)
+
             def run() -> tuple[int, str]:
                 api.start(cid)
                 code = api.wait(cid, timeout=timeout).get("StatusCode", 1)
                 return int(code), api.logs(cid, stdout=True, stderr=True).decode("utf-8", "replace")
             return self._call(f"run a check of {image}", run)
+
+    def put_files(self, cid: str, files: Mapping[str, bytes]) -> None:
+        """Write files (absolute path -> content, mode 0600) into a container, running or not,
+        through the engine's archive API, so it works wherever the engine runs. Each file's
+        folder must exist in the container; nothing else there is touched."""
+        api = self.client.api
+        for path, content in files.items():
+            folder, name = posixpath.split(path)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+                tar.addfile(info, io.BytesIO(content))
+            self._call(f"write {path} into container {cid[:12]}", lambda: api.put_archive(cid, folder, buf.getvalue()))
 
     # -- volumes and networks -------------------------------------------------------------
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,

@@ -2,9 +2,10 @@
 
 - Containers: every one running (a one-shot may have exited 0), and healthy where it has a
   Docker HEALTHCHECK.
-- Router: HAProxy's own check passed `rise` times in a row on a server at the address of
-  every running routed container: 2xx on the health path the user set (a redirect is not
-  healthy), any answer below 500 to GET / when none is set (the server answers HTTP).
+- Router: on every route, HAProxy's own check passed `rise` times in a row on a server at the
+  address of every running container of the route's service: 2xx on the health path the user
+  set (a redirect is not healthy), any answer below 500 to GET / when none is set (the server
+  answers HTTP), a connection made on a TCP route.
   HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
   forces each new server down first ("arms" it), so that state is never taken for health.
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from immutdock.engine import ContainerState, Engine
+from immutdock.render import backend_name
 from immutdock.router import Router, Server
 
 POLL = 0.1  # seconds between two looks at the engine and the router
@@ -91,27 +93,32 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
     return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
 
 
-def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routed_service: str | None,
+def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
                timeout: float, tick: Callable[[str], None] = lambda _m: None) -> GateResult:
+    """Wait until the color's containers are ready and, for each route (`routes[i]` is the
+    service behind route i), the router's own checks pass at the address of every running
+    container of that service. Every route must pass: they switch together."""
     start = time.monotonic()
     deadline = start + timeout
     last = ""
-    armed: Mapping[str, str] = {}
+    armed: dict[int, Mapping[str, str]] = {}
     while True:
         containers = engine.project_containers(project)
         verdict, reason, culprit = container_verdict(containers)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)
-        if router is not None and routed_service:
+        if router is not None and routes:
             # Arming starts as soon as servers resolve, while the containers still start.
-            routed = [c for c in containers if c.service == routed_service and c.status == "running"]
-            evidence = router_evidence([s for s in router.stats().servers if s.backend == color], armed, routed)
-            router.arm(color, list(evidence.to_arm))
-            armed = evidence.armed
-            if verdict is True and (not routed or not evidence.ready):
-                verdict = None
-                culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
-                reason = _router_reason(routed_service, evidence, routed)
+            servers = [s for s in router.stats().servers if s.backend == color]
+            for i, service in enumerate(routes):
+                routed = [c for c in containers if c.service == service and c.status == "running"]
+                evidence = router_evidence([s for s in servers if s.route == i], armed.get(i, {}), routed)
+                router.arm(backend_name(color, i), list(evidence.to_arm))
+                armed[i] = evidence.armed
+                if verdict is True and (not routed or not evidence.ready):
+                    verdict = None
+                    culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
+                    reason = _router_reason(service, evidence, routed)
         if verdict is True:
             return GateResult(True, "healthy", None, time.monotonic() - start)
         if reason != last:

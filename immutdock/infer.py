@@ -109,23 +109,85 @@ def stateful_evidence(svc: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Container ports of well-known protocols that are not HTTP: a route to one is TCP.
+TCP_PORTS = {
+    21: "FTP", 22: "SSH", 25: "SMTP", 53: "DNS", 110: "POP3", 143: "IMAP", 389: "LDAP", 465: "SMTPS",
+    587: "SMTP submission", 636: "LDAPS", 993: "IMAPS", 995: "POP3S", 1883: "MQTT", 1935: "RTMP",
+    2222: "SSH", 3389: "RDP", 5222: "XMPP", 5900: "VNC", 6667: "IRC", 8883: "MQTT over TLS", 9418: "git",
+    25565: "Minecraft",
+}
+TLS_PORTS = (443, 8443)  # a container port that serves TLS itself
+
+
+def _fixed_tcp(name: str, i: int, p: Mapping[str, Any]) -> None:
+    if p.get("protocol", "tcp") != "tcp" or not str(p.get("published") or "").isdecimal():
+        why = "a UDP port" if p.get("protocol", "tcp") != "tcp" else "a port on a random host port"
+        raise ConfigError(f"services.{name}.ports[{i}]", f"{_port_text(p)} is {why}, which the router cannot take over",
+                          'publish a TCP port on a fixed host port, e.g. "8000:5000"')
+
+
+def _address(p: Mapping[str, Any]) -> str:
+    host_ip = str(p.get("host_ip") or "")
+    return f"{host_ip}:{p['published']}" if host_ip else str(p["published"])
+
+
+def _mode(target: int, tls: bool) -> tuple[str, str]:
+    """(mode, why) of a route to container port `target`."""
+    if target in TCP_PORTS:
+        return "tcp", f"; container port {target} is {TCP_PORTS[target]}'s, not HTTP: routed as TCP (mode: tcp)"
+    if target in TLS_PORTS and not tls:
+        return "tcp", (f"; container port {target} serves TLS itself: routed as TCP, passed through as it is "
+                       "(set router.tls to terminate TLS in the router)")
+    return "http", ""
+
+
 def _route(name: str, svc: Mapping[str, Any]) -> tuple[int, str, str]:
-    """(container port, the router's publish address, reason) of a routed service's one port."""
+    """(container port, the router's publish address, reason) of a service named as routed that
+    publishes one port."""
     ports = _published(svc)
     if len(ports) != 1:
         listed = ", ".join(_port_text(p) for p in ports)
         raise ConfigError(f"services.{name}.ports", f"publishes {len(ports)} ports ({listed}); the router takes over one",
                           f"publish one port on {name}, or set x-immutdock.router.port and .publish")
+    _fixed_tcp(name, 0, ports[0])
     p = ports[0]
-    if p.get("protocol", "tcp") != "tcp" or not str(p.get("published") or "").isdecimal():
-        why = "a UDP port" if p.get("protocol", "tcp") != "tcp" else "a port on a random host port"
-        raise ConfigError(f"services.{name}.ports[0]", f"{_port_text(p)} is {why}, which the router cannot take over",
-                          'publish a TCP port on a fixed host port, e.g. "8000:5000"')
-    host_ip = str(p.get("host_ip") or "")
-    publish = f"{host_ip}:{p['published']}" if host_ip else str(p["published"])
-    reason = (f"publishes {_port_text(p)}; the router listens on {publish} and sends to container "
-              f"port {p['target']}, and {name} publishes nothing itself")
-    return int(p["target"]), publish, reason
+    publish = _address(p)
+    return int(p["target"]), publish, _said(name, p, publish)
+
+
+def _said(name: str, p: Mapping[str, Any], publish: str) -> str:
+    return (f"publishes {_port_text(p)}; the router listens on {publish} and sends to container "
+            f"port {p['target']}, and {name} publishes nothing itself")
+
+
+def _routes(name: str, svc: Mapping[str, Any], tls: bool) -> list[tuple[dict[str, Any], str]]:
+    """The routes of an inferred routed service, one per published port, each with its reason.
+    With TLS, two ports to one container port, one of them 443 or 8443 on the host, make one
+    HTTPS route whose other port redirects to it."""
+    ports = _published(svc)
+    for i, p in enumerate(ports):
+        _fixed_tcp(name, i, p)
+    by_target: dict[int, list[Mapping[str, Any]]] = {}
+    for p in ports:
+        by_target.setdefault(int(p["target"]), []).append(p)
+    out: list[tuple[dict[str, Any], str]] = []
+    for target, group in by_target.items():
+        secure = [p for p in group if int(p["published"]) in TLS_PORTS]
+        if tls and len(group) == 2 and len(secure) == 1:
+            plain = group[0] if group[1] is secure[0] else group[1]
+            publish, redirect = _address(secure[0]), _address(plain)
+            out.append(({"service": name, "port": target, "publish": publish, "redirect": redirect},
+                        f"publishes {_port_text(secure[0])} and {_port_text(plain)}; the router serves HTTPS on "
+                        f"{publish} (router.tls), redirects HTTP on {redirect} to it, and sends to container port "
+                        f"{target}; {name} publishes nothing itself"))
+            continue
+        for p in group:
+            mode, why = _mode(target, tls)
+            route = {"service": name, "port": target, "publish": _address(p)}
+            if mode != "http":
+                route["mode"] = mode
+            out.append((route, _said(name, p, route["publish"]) + why))
+    return out
 
 
 def _port_text(p: Mapping[str, Any]) -> str:
@@ -148,12 +210,16 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
         raise ConfigError("x-immutdock.swapped", f"{both[0]} is listed as both stateful and swapped",
                           "list it under one of them")
     router = dict(block["router"]) if isinstance(block.get("router"), Mapping) else None
-    routed_name = router.get("service") if router is not None else None
+    said_routes = router.get("routes") if router is not None else None
+    named = [r.get("service") for r in said_routes if isinstance(r, Mapping)] \
+        if isinstance(said_routes, list) else [router.get("service")] if router is not None else []
+    routed_names = {n for n in named if isinstance(n, str)}
     roles: dict[str, Role] = {}
     jobs = awaited_jobs(services)
     for name, svc in services.items():
-        if name == routed_name:
-            roles[name] = Role(name, "routed", "named by x-immutdock.router.service", False)
+        if name in routed_names:
+            roles[name] = Role(name, "routed", "named by x-immutdock.router." + (
+                "routes" if isinstance(said_routes, list) else "service"), False)
         elif name in said_stateful:
             roles[name] = Role(name, "stateful", "listed in x-immutdock.stateful", False)
         elif name in said_swapped:
@@ -166,24 +232,20 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
         elif (why := stateful_evidence(svc)) is not None:
             roles[name] = Role(name, "stateful", f"{why}; never doubled (list it under x-immutdock.swapped "
                                                  "if it keeps no data)", True)
-        elif _published(svc) and routed_name is None:
+        elif _published(svc) and not routed_names:
             roles[name] = Role(name, "routed", "", True)
         else:
             roles[name] = Role(name, "swapped", "publishes nothing and keeps no data", True)
     routed = [n for n, r in roles.items() if r.role == "routed" and r.inferred]
-    if len(routed) > 1:
-        raise ConfigError(f"services.{routed[1]}.ports", f"{', '.join(routed)} all publish ports, and immutdock "
-                          "routes one service", f"set x-immutdock.router.service to the one to route and list "
-                          f"the others under x-immutdock.stateful, or take ports: off them")
     if routed:
-        name = routed[0]
-        port, publish, reason = _route(name, services[name])
-        router = {"service": name, "port": port, "publish": publish}
-        roles[name] = Role(name, "routed", reason, True)
-    elif router is not None and isinstance(routed_name, str) and routed_name in services:
-        svc = services[routed_name]
+        router = _inferred_router(router or {}, routed, services)
+        for name in routed:
+            reasons = [why for route, why in _routes(name, services[name], "tls" in router)]
+            roles[name] = Role(name, "routed", "; ".join(reasons), True)
+    elif router is not None and isinstance(router.get("service"), str) and router["service"] in services:
+        svc = services[router["service"]]
         if ("port" not in router or "publish" not in router) and _published(svc):
-            port, publish, _ = _route(routed_name, svc)
+            port, publish, _ = _route(router["service"], svc)
             router.setdefault("port", port)
             router.setdefault("publish", publish)
     if router is not None:
@@ -193,6 +255,26 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
     if said is None or isinstance(said, list):
         out["stateful"] = list(said or []) + [n for n, r in roles.items() if r.role == "stateful" and r.inferred]
     return out, tuple(roles.values())
+
+
+_ROUTE_KEYS = ("health", "mode", "redirect")
+
+
+def _inferred_router(router: Mapping[str, Any], routed: list[str],
+                     services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The user's router settings (tls, image, ...) with the inferred routes: the keys of one
+    route when there is one, `routes:` when there are several."""
+    out = dict(router)
+    routes = [route for name in routed for route, _ in _routes(name, services[name], "tls" in out)]
+    if len(routes) == 1:
+        return {**routes[0], **out}  # what the block says of the route (health, mode) wins
+    said = [k for k in _ROUTE_KEYS if k in out]
+    if said:
+        names = ", ".join(f"{r['service']} on {r['publish']}" for r in routes)
+        raise ConfigError(f"x-immutdock.router.{said[0]}", f"is one route's, and the file makes {len(routes)} "
+                          f"routes ({names})", f"write x-immutdock.router.routes: [...] with the {said[0]} of each")
+    out["routes"] = routes
+    return out
 
 
 def awaited_jobs(services: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -214,6 +296,16 @@ def refers_to(name: str, definition: Mapping[str, Any]) -> bool:
     return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", json.dumps(dict(definition))) is not None
 
 
+def _route_lines(route: Any) -> list[str]:
+    """The keys `init` writes for one route (settings' Route)."""
+    lines = [f"service: {json.dumps(route.service)}", f"port: {route.port}", f"publish: {json.dumps(route.publish)}"]
+    if route.mode != "http":
+        lines.append(f"mode: {route.mode}")
+    if route.redirect:
+        lines.append(f"redirect: {json.dumps(route.redirect)}")
+    return lines
+
+
 def block_text(router: Any, roles: tuple[Role, ...], width: int = 100) -> str:
     """The x-immutdock block `immutdock init` writes (pure): what was inferred, set explicitly,
     each line under a comment saying why. `router` is the settings' Router or None."""
@@ -230,10 +322,16 @@ def block_text(router: Any, roles: tuple[Role, ...], width: int = 100) -> str:
     for r in roles:
         by_role.setdefault(r.role, []).append(r)
     if router is not None:
-        routed = next((r for r in roles if r.service == router.service), None)
-        lines += ["  router:", *said(f"{router.service}: {routed.reason if routed else 'receives traffic'}", "    "),
-                  f"    service: {json.dumps(router.service)}", f"    port: {router.port}",
-                  f"    publish: {json.dumps(router.publish)}"]
+        lines.append("  router:")
+        for name in router.services:
+            routed = next((r for r in roles if r.service == name), None)
+            lines += said(f"{name}: {routed.reason if routed else 'receives traffic'}", "    ")
+        items = [_route_lines(r) for r in router.routes]
+        if len(items) == 1:
+            lines += [f"    {line}" for line in items[0]]
+        else:
+            lines.append("    routes:")
+            lines += [f"      {'-' if i == 0 else ' '} {line}" for item in items for i, line in enumerate(item)]
     else:
         lines += ["  # no service publishes a port, so none is routed: to route one, add",
                   "  # router: {service: NAME, port: CONTAINER_PORT, publish: \"127.0.0.1:8080\"}"]

@@ -21,29 +21,90 @@ class Health:
     statuses: str = "200-299"  # the answers to GET path that pass the router's check
 
 
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def address(ip: str, port: int) -> str:
+    """"IP:PORT", or "PORT" on every interface ("" ip)."""
+    return f"{_host(ip)}:{port}" if ip else str(port)
+
+
 @dataclass(frozen=True)
-class Router:
+class Route:
+    """One address the router publishes and the service and container port it sends to."""
+
     service: str
-    port: int
-    publish_ip: str
+    port: int  # the container port
+    publish_ip: str  # "" (every interface) or an IP
     publish_port: int
     health: Health = field(default_factory=Health)
-    image: str | None = None  # a prebuilt router image instead of building images/router
-    base: str | None = None  # the base image images/router is built FROM (default debian:bookworm-slim)
-    request_timeout: int = 75  # seconds a server may take to answer before the client gets a 504
-
-    @property
-    def _host(self) -> str:
-        return f"[{self.publish_ip}]" if ":" in self.publish_ip else self.publish_ip
+    mode: str = "http"  # http | tcp (HAProxy's mode: a TCP route is checked by connecting)
+    # With TLS: an HTTP address that answers every request with a redirect to this route's HTTPS.
+    redirect_ip: str = ""
+    redirect_port: int | None = None
 
     @property
     def publish(self) -> str:
-        return f"{self._host}:{self.publish_port}" if self.publish_ip else str(self.publish_port)
+        return address(self.publish_ip, self.publish_port)
+
+    @property
+    def redirect(self) -> str | None:
+        return address(self.redirect_ip, self.redirect_port) if self.redirect_port else None
+
+    def url(self, tls: bool) -> str:
+        host = _host(self.publish_ip) if self.publish_ip not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        scheme = "tcp" if self.mode == "tcp" else "https" if tls else "http"
+        return f"{scheme}://{host}:{self.publish_port}"
+
+
+@dataclass(frozen=True)
+class TLS:
+    """The certificate the router serves on its HTTP routes: files of the project (relative
+    paths from the compose file's folder). `key` None: `cert` is one PEM holding both."""
+
+    cert: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Router:
+    routes: tuple[Route, ...]  # the first is the app's main address (its URL, the hooks' IMMUTDOCK_URL)
+    image: str | None = None  # a prebuilt router image instead of building images/router
+    base: str | None = None  # the base image images/router is built FROM (default debian:bookworm-slim)
+    request_timeout: int = 75  # seconds a server may take to answer before the client gets a 504
+    tls: TLS | None = None
+
+    @property
+    def main(self) -> Route:
+        return self.routes[0]
+
+    @property
+    def service(self) -> str:
+        return self.main.service
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The routed services, in route order, each once."""
+        return tuple(dict.fromkeys(r.service for r in self.routes))
+
+    @property
+    def health(self) -> Health:
+        return self.main.health
+
+    @property
+    def timeout(self) -> float:
+        """How long the gate waits: the longest of the routes' health timeouts."""
+        return max(r.health.timeout for r in self.routes)
+
+    @property
+    def publish(self) -> str:
+        """Every address the router publishes, e.g. "127.0.0.1:8080" or "80, 443"."""
+        return ", ".join(a for r in self.routes for a in (r.publish, r.redirect) if a)
 
     @property
     def url(self) -> str:
-        host = self._host if self.publish_ip not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.publish_port}"
+        return self.main.url(self.tls is not None and self.main.mode == "http")
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from immutdock import assets, interrupts, ledger, lock, render
+from immutdock import assets, interrupts, ledger, lock, render, tls
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
 from immutdock.compose import Compose
 from immutdock.engine import Engine
 from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
 from immutdock.health import wait_ready
-from immutdock.model import App, BuildSpec, PreReleaseTest, frozen_mapping
+from immutdock.model import App, BuildSpec, PreReleaseTest, address, frozen_mapping
 from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
 from immutdock.redact import Redactor, new_salt
@@ -58,6 +58,7 @@ class Deployer:
         self.say = say
         self.warn = warn
         self._salt: str | None = None  # for an app with no record yet: one salt per run
+        self._pem: bytes | None = None  # the router's certificate and key, read once
 
     def redactor(self, state: AppState) -> Redactor:
         """Digests environment values for records and config-hash labels, with the app's salt."""
@@ -97,6 +98,7 @@ class Deployer:
         base image leaves its image's tag pending (the release pulls it). `observed` gives the
         app's state (default: observe it now)."""
         self._require_router()
+        self.certificate()  # a certificate that cannot be used stops here, before anything changes
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
             state_f = pool.submit(observed or (lambda: observe(self.engine, self.app.name)))
             router_f = pool.submit(self._router_image_plan, pull)
@@ -118,6 +120,13 @@ class Deployer:
     def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
         t0 = time.monotonic()
         plan, router_plan, state = self.plan(observed=observed)
+        serving = self._serving_certificate(state) if plan.noop else None
+        if serving is not None:
+            with self._locked("release"):
+                self._load_certificate(Router(self.engine, state.router), serving)
+            return Outcome(release=plan.release, color=plan.color, outcome="noop", url=self._url(),
+                           message=f"{plan.reason}; the router serves the new certificate",
+                           images=image_refs(self.app, plan.images), timings={"total": time.monotonic() - t0})
         if plan.noop:
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),
@@ -230,8 +239,8 @@ class Deployer:
             self.say(f"starting {plan.release} as {project}")
             t = time.monotonic()
             self._start_color(project, model)
-            gate = wait_ready(self.engine, project, router, plan.color, router_cfg.service,
-                              router_cfg.health.timeout, tick=lambda m: self.say(f"health: {m}"))
+            gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
+                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"))
             timings["health"] = time.monotonic() - t
             if not gate.ok:
                 logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
@@ -335,17 +344,19 @@ class Deployer:
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"):
                     self.compose.up(project, state_model)
             self.compose.up(project, state_model, wait=True,
-                            timeout=int(app.settings.router.health.timeout) if app.settings.router else 120)
+                            timeout=int(app.settings.router.timeout) if app.settings.router else 120)
         self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
                        backend: Mapping[str, str]) -> None:
-        """Give the router `color`'s backend settings. A change of settings is a seamless reload;
-        only a new image or published address recreates the router, after the new one's
+        """Give the router `color`'s backend settings and the file's certificate. A change of
+        settings is a seamless reload, a new certificate is swapped in at run time; only a new
+        image, published address or route recreates the router, after the new one's
         configuration was checked."""
         identity = render.router_identity(self.app, image)
         current = state.router
         running = current is not None and current.status == "running"
+        pem = self.certificate()
         if running and current.labels.get(L.CONFIG_HASH) == identity:
             router = Router(self.engine, current).open()
             try:
@@ -358,6 +369,9 @@ class Deployer:
                     self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
                              "is dropped, the live color keeps its settings)")
                     router.configure(wanted)
+                serving = router.certificate() if pem is not None else None
+                if pem is not None and serving != tls.fingerprint(pem):
+                    self._load_certificate(router, serving or "-")
             finally:
                 router.close()
             return
@@ -372,30 +386,65 @@ class Deployer:
         model = render.router_project(self.app, image, live, backends)
         svc = model["services"]["router"]
         svc["labels"][L.CONFIG_HASH] = identity
-        code, out = self.engine.run_check(image, [ROUTER_ENTRYPOINT, "check"],
-                                          svc["environment"], {L.APP: self.app.name, L.ROLE: "probe"})
+        files = {render.TLS_PEM: pem} if pem is not None else None
+        env = {k: v.replace("$$", "$") for k, v in svc["environment"].items()}  # as compose hands it over
+        code, out = self.engine.run_check(image, [ROUTER_ENTRYPOINT, "check"], env,
+                                          {L.APP: self.app.name, L.ROLE: "probe"}, files=files)
         if code != 0:
             why = [ln for ln in out.splitlines() if "ALERT" in ln] or out.strip().splitlines()[-1:] or ["no output"]
             raise EngineError(f"the router image {image} does not load its configuration: {why[0][-300:]}",
-                              "fix x-immutdock.router (image or settings); the live router was not touched")
+                              "fix x-immutdock.router (image, settings or tls); the live router was not touched")
         if current is not None:
-            self.warn("the router's image or published address changed: recreating it (open connections are cut)")
+            self.warn("the router's image, routes or published addresses changed: recreating it (open connections "
+                      "are cut)")
         self.say(f"starting router {render.project_name(self.app.name, 'router')} on {self.app.settings.router.publish}")
         self.compose.up(render.project_name(self.app.name, "router"), model)
+        if files:  # HAProxy waits for it (router-entrypoint)
+            self.engine.put_files(self._router().container.id, files)
+
+    def _serving_certificate(self, state: AppState) -> str | None:
+        """The fingerprint of the certificate the running router serves when it is not the one
+        the file names (else None)."""
+        pem = self.certificate()
+        if pem is None or state.router is None or state.router.status != "running":
+            return None
+        serving = Router(self.engine, state.router).certificate()
+        return None if serving == tls.fingerprint(pem) else serving or "-"
+
+    def _load_certificate(self, router: Router, serving: str) -> None:
+        pem = self.certificate()
+        assert pem is not None
+        self.say(f"router: certificate SHA-1 {serving} -> {tls.fingerprint(pem)}; HAProxy serves it from now on "
+                 "(no reload, no connection dropped)")
+        router.load_certificate(pem)
+
+    def certificate(self) -> bytes | None:
+        """The router's certificate and key (one PEM) from the file's router.tls, or None; a
+        ConfigError before anything changes when they cannot be read."""
+        router = self.app.settings.router
+        if router is None or router.tls is None:
+            return None
+        if self._pem is None:
+            self._pem = tls.read_pem(router.tls, self.app.project_dir)
+        return self._pem
 
     def _check_publish(self, state: AppState, image: str | None) -> None:
         """Refuse, before anything changes, a router address the engine cannot publish."""
         router = self.app.settings.router
         assert router is not None and image is not None
         current = state.router
-        if current is not None and current.status == "running" and \
-                (router.publish_ip, router.publish_port) in self.engine.published(current.id):
-            return  # our own router holds it
-        problem = self.engine.publish_problem(image, router.publish_ip, router.publish_port,
-                                              {L.APP: self.app.name, L.ROLE: "probe"})
-        if problem:
-            raise ConfigError("x-immutdock.router.publish", f"{router.publish} cannot be published ({problem})",
-                              "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
+        held = self.engine.published(current.id) if current is not None and current.status == "running" else set()
+        for i, route in enumerate(router.routes):
+            for key, ip, port in (("publish", route.publish_ip, route.publish_port),
+                                  ("redirect", route.redirect_ip, route.redirect_port)):
+                if port is None or (ip, port) in held:
+                    continue  # none, or our own router holds it
+                problem = self.engine.publish_problem(image, ip, port, {L.APP: self.app.name, L.ROLE: "probe"})
+                if problem:
+                    where = f"routes[{i}].{key}" if len(router.routes) > 1 else key
+                    raise ConfigError(f"x-immutdock.router.{where}",
+                                      f"{address(ip, port)} cannot be published ({problem})",
+                                      "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
 
     def _router(self) -> Router:
         found = [c for c in self.engine.containers(**{L.APP: self.app.name, L.ROLE: "router"}) if c.status == "running"]
@@ -470,7 +519,7 @@ class Deployer:
         router = self.app.settings.router
         env = {"IMMUTDOCK_RELEASE": plan.release, "IMMUTDOCK_COLOR": plan.color}
         if router is not None:
-            env["IMMUTDOCK_URL"] = f"http://{render.routed_alias(plan.color)}:{router.port}"
+            env["IMMUTDOCK_URL"] = f"http://{render.routed_alias(plan.color, router.service)}:{router.main.port}"
         for hook in self.app.settings.hooks.get(when, ()):
             self.say(f"{when} hook in {hook.service}: {' '.join(hook.command)}")
             tail = self._run_once("hook", hook, refs, plan, env)

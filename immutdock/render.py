@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from typing import Any, Mapping
 
 import yaml
@@ -39,8 +40,10 @@ def edge_network(app: str) -> str:
     return f"{app}_immutdock"
 
 
-def routed_alias(color: str) -> str:
-    return f"routed-{color}"
+def routed_alias(color: str, service: str) -> str:
+    """The name a routed service's containers of a color answer to on the edge network (the
+    router's servers resolve it)."""
+    return f"routed-{color}-{re.sub(r'[^a-z0-9-]+', '-', service.lower()).strip('-')}"
 
 
 def _named_volumes(app: App, services: tuple[Service, ...]) -> dict[str, Any]:
@@ -118,7 +121,7 @@ def color_project(app: App, color: str, images: Mapping[str, str], release: str,
     router = app.settings.router
     rendered = {}
     for svc in app.swapped:
-        aliases = [routed_alias(color)] if router and svc.name == router.service else []
+        aliases = [routed_alias(color, svc.name)] if router and svc.name in router.services else []
         extra = {L.APP: app.name, L.ROLE: "color", L.COLOR: color, L.RELEASE: release, L.CONFIG_HASH: config_hash}
         rendered[svc.name] = _service(app, svc, images.get(svc.name) or str(svc.image), extra, aliases, local,
                                       own=len(app.swapped) > 1)
@@ -180,18 +183,33 @@ ROUTER_SETTINGS = "x-immutdock-router"  # a color model's router settings (its b
 ROUTER_SLOTS = 16  # servers per color's backend unless the routed service runs more replicas
 
 
+def route_key(index: int) -> str:
+    """The prefix of a route's keys in a backend's settings: none for the first route (the keys
+    records made before several routes hold), "r1_", "r2_" ... for the others."""
+    return f"r{index}_" if index else ""
+
+
+def backend_name(color: str, index: int) -> str:
+    """HAProxy's backend of a color for route `index`: blue, green, blue_r1, ..."""
+    return f"{color}_r{index}" if index else color
+
+
 def backend_settings(app: App) -> dict[str, str]:
-    """What the router's backend of a color is set to for this file: the port it sends to, the
-    health path, the passing checks in a row, the seconds a server may take to answer, and its
-    server slots when the routed service runs more than ROUTER_SLOTS replicas."""
+    """What the router's backends of a color are set to for this file, per route: the port it
+    sends to, the health path, the passing checks in a row, the seconds a server may take to
+    answer, and its server slots when the routed service runs more than ROUTER_SLOTS replicas."""
     router = app.settings.router
     assert router is not None
-    found = {"port": str(router.port), "health_path": router.health.path, "rise": str(router.health.rise),
-             "health_status": router.health.statuses, "timeout": str(router.request_timeout)}
-    definition = app.services[router.service].definition
-    replicas = (definition.get("deploy") or {}).get("replicas", definition.get("scale", 1))
-    if isinstance(replicas, int) and replicas > ROUTER_SLOTS:
-        found["slots"] = str(replicas)
+    found: dict[str, str] = {}
+    for i, route in enumerate(router.routes):
+        key = route_key(i)
+        found.update({f"{key}port": str(route.port), f"{key}health_path": route.health.path,
+                      f"{key}rise": str(route.health.rise), f"{key}health_status": route.health.statuses,
+                      f"{key}timeout": str(router.request_timeout)})
+        definition = app.services[route.service].definition
+        replicas = (definition.get("deploy") or {}).get("replicas", definition.get("scale", 1))
+        if isinstance(replicas, int) and replicas > ROUTER_SLOTS:
+            found[f"{key}slots"] = str(replicas)
     return found
 
 
@@ -199,11 +217,17 @@ def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The router's settings (HAProxy reads them as environment variables): each color's backend,
     plus what both share, sized for the slower of the two."""
     env = {f"IMMUTDOCK_{color.upper()}_{key.upper()}": str(value)
-           for color in COLORS for key, value in sorted({"slots": str(ROUTER_SLOTS), **backends[color]}.items())}
+           for color in COLORS for key, value in sorted({**_default_slots(backends[color]), **backends[color]}.items())}
     slowest = max(int(backends[color]["timeout"]) for color in COLORS)
     env["IMMUTDOCK_CLIENT_TIMEOUT"] = str(slowest)
     env["IMMUTDOCK_HARD_STOP"] = str(slowest + 5)  # a reload's old process finishes what it has
     return env
+
+
+def _default_slots(backend: Mapping[str, str]) -> dict[str, str]:
+    """ROUTER_SLOTS for each route of a backend's settings that does not say otherwise."""
+    keys = {m.group(1) or "" for k in backend if (m := re.fullmatch(r"(r\d+_)?port", k))}
+    return {f"{key}slots": str(ROUTER_SLOTS) for key in keys}
 
 
 def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -216,7 +240,7 @@ def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             if not name.startswith(prefix):
                 continue
             key = name[len(prefix):].lower()
-            if not (key == "slots" and value == str(ROUTER_SLOTS)):
+            if not (key.endswith("slots") and value == str(ROUTER_SLOTS)):
                 out[color][key] = value
     return out
 
@@ -227,13 +251,108 @@ def backend_changes(old: Mapping[str, str], new: Mapping[str, str]) -> str:
                      if old.get(key) != value)
 
 
+LISTEN_PORT = 8080  # route i listens on LISTEN_PORT + i inside the router container
+REDIRECT_PORT = 9080  # and its HTTP-to-HTTPS redirect, when it has one, on REDIRECT_PORT + i
+TLS_PEM = "/var/lib/router/tls/site.pem"  # uploaded into the router, never in its environment or labels
+COLOR_MAP = "/var/lib/router/color.map"  # one entry, "live <color>": every route's frontend reads it
+_CONFIG = "IMMUTDOCK_HAPROXY_CFG"  # the rendered haproxy.cfg, in the router's environment
+
+
+def _var(color: str, key: str) -> str:
+    return f'"${{IMMUTDOCK_{color.upper()}_{key.upper()}}}"'
+
+
+def haproxy_config(app: App) -> str:
+    """The router's haproxy.cfg for this file's routes (pure). One frontend per route, on its own
+    port; two backends per route, one per color, whose settings are the environment's
+    IMMUTDOCK_<COLOR>_<KEY> (changed by a reload: `router-ctl configure`). Every frontend picks
+    its backend from the one map entry, so one `set map` switches every route at once."""
+    router = app.settings.router
+    assert router is not None
+    tls = router.tls is not None
+    lines = [
+        "# Rendered by immutdock (immutdock/render.py: haproxy_config) for this app's routes.",
+        "global",
+        "    stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
+        "    stats timeout 10s",
+        "    log stdout format raw local0 notice",
+        '    hard-stop-after "${IMMUTDOCK_HARD_STOP}s"',
+        "    server-state-file /var/lib/router/servers.state",
+    ]
+    if tls:
+        lines += ["    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets"]
+    lines += [
+        "",
+        "defaults",
+        "    log global",
+        "    option dontlognull",
+        "    timeout connect 2s",
+        '    timeout client "${IMMUTDOCK_CLIENT_TIMEOUT}s"',
+        "    # A request is sent again only when that is safe: its connection failed before anything",
+        "    # was sent (then on another server), or (HTTP) its method is idempotent and the server",
+        "    # closed without answering. A POST that reached a server is never sent twice.",
+        "    retries 3",
+        "    option redispatch 1",
+        "    load-server-state-from-file global",
+        "",
+        "resolvers docker",
+        "    nameserver engine 127.0.0.11:53",
+        "    accepted_payload_size 8192",
+        "    resolve_retries 3",
+        "    timeout resolve 250ms",
+        "    timeout retry 250ms",
+        "    hold valid 1s",
+        "    hold obsolete 1s",
+        "    hold nx 250ms",
+        "    # A slow or failed lookup keeps the addresses known so far (no server drops on a DNS hiccup).",
+        "    hold refused 30s",
+        "    hold timeout 30s",
+        "    hold other 30s",
+    ]
+    for i, route in enumerate(router.routes):
+        live = f"%[str(live),map({COLOR_MAP},blue)]" + (f"_r{i}" if i else "")
+        lines += ["", f"# route {i}: {route.publish} -> {route.service} ({route.mode})",
+                  f"frontend route{i}", f"    mode {route.mode}"]
+        if route.mode == "tcp":
+            lines += ["    option tcplog", f"    bind :{LISTEN_PORT + i}"]
+        else:
+            ssl = f" ssl crt {TLS_PEM} alpn h2,http/1.1" if tls else ""
+            lines += ["    option httplog", "    timeout http-request 30s", "    timeout http-keep-alive 10s",
+                      f"    bind :{LISTEN_PORT + i}{ssl}",
+                      "    http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS"]
+            if tls:
+                lines.append("    http-request set-header X-Forwarded-Proto https")
+        lines.append(f"    use_backend {live}")
+        if route.redirect_port:
+            port = "" if route.publish_port == 443 else f":{route.publish_port}"
+            lines += ["", f"frontend route{i}_redirect", "    mode http", "    option httplog",
+                      "    timeout http-request 10s", f"    bind :{REDIRECT_PORT + i}",
+                      "    http-request redirect location "
+                      f"https://%[req.hdr(host),regsub(:[0-9]+$,)]{port}%[capture.req.uri] code 301"]
+        for color in COLORS:
+            key = route_key(i)
+            lines += ["", f"backend {backend_name(color, i)}", f"    mode {route.mode}",
+                      f"    timeout server {_var(color, key + 'timeout')[:-1]}s\""]
+            if route.mode == "http":
+                lines += ["    option httpchk",
+                          f"    http-check send meth GET uri {_var(color, key + 'health_path')}",
+                          f"    http-check expect status {_var(color, key + 'health_status')}",
+                          "    retry-on conn-failure empty-response 0rtt-rejected"]
+            lines += [f"    default-server inter 250ms fastinter 250ms downinter 250ms rise {_var(color, key + 'rise')} "
+                      "fall 2 resolvers docker init-addr last,none check",
+                      f"    server-template s \"1-${{IMMUTDOCK_{color.upper()}_{key.upper()}SLOTS}}\" "
+                      f"\"{routed_alias(color, route.service)}:${{IMMUTDOCK_{color.upper()}_{key.upper()}PORT}}\""]
+    return "\n".join(lines) + "\n"
+
+
 def router_identity(app: App, image: str) -> str:
-    """What the router is made from: its image and the address it publishes. Settings and the
-    color it starts on are not part of it (settings change by a reload)."""
+    """What the router is made from: its image, the addresses it publishes and its rendered
+    configuration. Settings and the color it starts on are not part of it (settings change by a
+    reload); neither is the certificate (it changes at run time)."""
     model = router_project(app, image, "-")
     svc = model["services"]["router"]
     svc["labels"].pop(L.CONFIG_HASH, None)
-    svc.pop("environment")
+    svc["environment"] = {_CONFIG: svc["environment"][_CONFIG]}
     return digest(model)
 
 
@@ -247,8 +366,12 @@ def router_project(app: App, image: str, live_color: str,
     svc = model["services"]["router"]
     svc["image"] = image
     svc["environment"] = {**router_env(backends or {c: backend_settings(app) for c in COLORS}),
-                          "IMMUTDOCK_LIVE": live_color}
-    svc["ports"] = [f"{router.publish}:8080"]
+                          "IMMUTDOCK_LIVE": live_color,
+                          _CONFIG: haproxy_config(app).replace("$", "$$")}  # compose reads $ as its own
+    if router.tls is not None:
+        svc["environment"]["IMMUTDOCK_TLS_PEM"] = TLS_PEM  # the entrypoint waits for it to be uploaded
+    svc["ports"] = [f"{route.publish}:{LISTEN_PORT + i}" for i, route in enumerate(router.routes)] + \
+        [f"{route.redirect}:{REDIRECT_PORT + i}" for i, route in enumerate(router.routes) if route.redirect]
     svc["labels"] = {L.APP: app.name, L.ROLE: "router"}
     model["name"] = project_name(app.name, "router")
     model["networks"]["edge"]["name"] = edge_network(app.name)
@@ -264,5 +387,5 @@ def with_color(model: Mapping[str, Any], app_name: str, color: str, release: str
         svc["labels"][L.RELEASE] = release
         edge = (svc.get("networks") or {}).get(EDGE)
         if edge and edge.get("aliases"):
-            edge["aliases"] = [routed_alias(color)]
+            edge["aliases"] = [routed_alias(color, svc["labels"][L.SERVICE])]
     return out

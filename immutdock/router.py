@@ -7,24 +7,27 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
+import re
 from dataclasses import dataclass
 
 from immutdock.engine import ContainerState, Engine, ExecSession
 from immutdock.errors import EngineError
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
+UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before HAProxy takes it
 ROUTER_ENTRYPOINT = "/usr/local/bin/router-entrypoint"  # in the router image; `... check` checks its config
 
 
 @dataclass(frozen=True)
 class Server:
-    backend: str  # blue | green
+    backend: str  # the color: blue | green
     name: str
     status: str  # UP | DOWN | MAINT (resolution) | "UP 1/2" (going down) | "DOWN 1/2" (going up) | ...
     sessions: int
     address: str  # "IP:PORT", "" while unresolved
     check_status: str = ""  # the last health check: L7OK | L7STS | L4CON | INI | "" (none yet) ...
     check_code: int | None = None  # the HTTP status the last check got
+    route: int = 0  # which of the router's routes this server is behind
 
     @property
     def resolved(self) -> bool:
@@ -36,9 +39,16 @@ class Server:
 
     @property
     def passing(self) -> bool:
-        """UP, and the last check HAProxy itself ran got an answer its expect rule passes (2xx on
-        a health path the user set, below 500 on GET / otherwise): not a state set by DNS alone."""
-        return self.status == "UP" and self.check_status == "L7OK" and self.check_code is not None
+        """UP, and the last check HAProxy itself ran passed: an HTTP answer its expect rule passes
+        (2xx on a health path the user set, below 500 on GET / otherwise), or on a TCP route a
+        connection made. Not a state set by DNS alone."""
+        if self.status != "UP":
+            return False
+        return (self.check_status == "L7OK" and self.check_code is not None) or self.check_status == "L4OK"
+
+    @property
+    def backend_name(self) -> str:
+        return f"{self.backend}_r{self.route}" if self.route else self.backend
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,15 @@ class BackendStats:
     servers: tuple[Server, ...]
     sessions: dict[str, int]  # backend -> current sessions (requests in flight)
 
-    def up(self, color: str) -> list[Server]:
-        return [s for s in self.servers if s.backend == color and s.status.startswith("UP")]
+    def up(self, color: str, route: int | None = None) -> list[Server]:
+        return [s for s in self.servers if s.backend == color and s.status.startswith("UP")
+                and (route is None or s.route == route)]
 
     def resolved(self, color: str) -> list[Server]:
         return [s for s in self.servers if s.backend == color and s.resolved]
+
+
+_BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # render.backend_name
 
 
 def parse_stat(csv_text: str) -> BackendStats:
@@ -59,17 +73,19 @@ def parse_stat(csv_text: str) -> BackendStats:
     servers: list[Server] = []
     sessions: dict[str, int] = {}
     for row in csv.DictReader(io.StringIO(text)):
-        backend, name = row.get("pxname", ""), row.get("svname", "")
-        if backend not in ("blue", "green"):
+        name = row.get("svname", "")
+        found = _BACKEND.fullmatch(row.get("pxname", ""))
+        if not found:
             continue
+        backend, route = found.group(1), int(found.group(2) or 0)
         scur = int(row.get("scur") or 0)
         if name == "BACKEND":
-            sessions[backend] = scur
+            sessions[backend] = sessions.get(backend, 0) + scur
         elif name != "FRONTEND":
             code = row.get("check_code") or ""
             servers.append(Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
                                   address=row.get("addr", ""), check_status=row.get("check_status") or "",
-                                  check_code=int(code) if code.isdecimal() else None))
+                                  check_code=int(code) if code.isdecimal() else None, route=route))
     return BackendStats(servers=tuple(servers), sessions=sessions)
 
 
@@ -110,10 +126,11 @@ class Router:
     def switch(self, color: str) -> None:
         self._ctl("switch", color)
 
-    def arm(self, color: str, servers: list[str]) -> None:
-        """Force servers down: from now on only `rise` passing checks in a row bring them up."""
+    def arm(self, backend: str, servers: list[str]) -> None:
+        """Force servers of a backend (blue, green_r1, ...) down: from now on only `rise` passing
+        checks in a row bring them up."""
         if servers:
-            self._ctl("arm", color, *servers)
+            self._ctl("arm", backend, *servers)
 
     def stats(self) -> BackendStats:
         return parse_stat(self._ctl("stat"))
@@ -121,6 +138,17 @@ class Router:
     def settings(self) -> dict[str, str]:
         """The settings HAProxy runs with (render.router_env's names)."""
         return dict(line.split("=", 1) for line in self._ctl("settings").splitlines() if "=" in line)
+
+    def certificate(self) -> str | None:
+        """The SHA-1 fingerprint of the certificate HAProxy serves (hex, upper case), or None."""
+        found = re.search(r"SHA1 FingerPrint:\s*([0-9A-Fa-f]+)", self._ctl("cert"))
+        return found.group(1).upper() if found else None
+
+    def load_certificate(self, pem: bytes) -> None:
+        """Serve `pem` (certificate chain and key) from now on: uploaded into the router, then
+        swapped in by HAProxy's runtime API, with no reload and no connection dropped."""
+        self.engine.put_files(self.container.id, {UPLOAD: pem})
+        self._ctl("cert-load", UPLOAD)
 
     def configure(self, env: dict[str, str]) -> None:
         """Check new settings, then apply them by a seamless reload: listening sockets and the

@@ -8,12 +8,15 @@ import ipaddress
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
-from immutdock.model import Health, PreReleaseTest, Router, Settings, frozen_mapping
+from immutdock.model import TLS, Health, PreReleaseTest, Route, Router, Settings, frozen_mapping
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks"}
 HOOKS = ("pre-switch", "post-switch")
-_ROUTER_KEYS = {"service", "port", "publish", "health", "image", "base", "request_timeout"}
+_ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
+_ROUTER_KEYS = _ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
+_TLS_KEYS = {"cert", "key"}
+MODES = ("http", "tcp")
 _HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
 DEFAULT_PUBLISH = "127.0.0.1:8080"
@@ -92,14 +95,83 @@ def _service_name(block: Mapping[str, Any], path: str, services: set[str], what:
     return str(service)
 
 
-def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> Router:
-    block = _mapping(value, path)
-    _no_unknown(block, _ROUTER_KEYS, path)
+def _route(block: Mapping[str, Any], path: str, services: set[str], inactive: Mapping[str, list[str]],
+           tls: bool) -> Route:
     service = _service_name(block, path, services, "the service that receives traffic", inactive)
     if "port" not in block:
         raise ConfigError(f"{path}.port", "missing", f"set the container port {service} listens on, e.g. port: 8000")
     port = _port(block["port"], f"{path}.port")
     ip, pport = parse_publish(block.get("publish", DEFAULT_PUBLISH), f"{path}.publish")
+    mode = block.get("mode", "http")
+    if mode not in MODES:
+        raise ConfigError(f"{path}.mode", f"{mode!r} is not a route mode",
+                          "use mode: http (HTTP requests, checked with GET) or mode: tcp (any TCP protocol, "
+                          "checked by connecting)")
+    health = _health(block.get("health"), f"{path}.health")
+    if mode == "tcp" and "path" in (block.get("health") or {}):
+        raise ConfigError(f"{path}.health.path", "a TCP route is checked by connecting, not by a request",
+                          "remove health.path, or set mode: http")
+    redirect_ip, redirect_port = "", None
+    if block.get("redirect") is not None:
+        if not tls or mode != "http":
+            raise ConfigError(f"{path}.redirect", "redirects HTTP to HTTPS, which needs x-immutdock.router.tls "
+                              "and an HTTP route", "set router.tls: {cert: FILE, key: FILE}, or remove redirect")
+        redirect_ip, redirect_port = parse_publish(block["redirect"], f"{path}.redirect")
+    return Route(service=service, port=port, publish_ip=ip, publish_port=pport, health=health, mode=mode,
+                 redirect_ip=redirect_ip, redirect_port=redirect_port)
+
+
+def _tls(value: Any, path: str) -> TLS | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"cert": value}
+    block = _mapping(value, path)
+    _no_unknown(block, _TLS_KEYS, path)
+    for key in ("cert", "key"):
+        if key in block and (not isinstance(block[key], str) or not block[key].strip()):
+            raise ConfigError(f"{path}.{key}", f"{block[key]!r} is not a file path",
+                              "e.g. tls: {cert: ./tls/site.crt, key: ./tls/site.key}")
+    if "cert" not in block:
+        raise ConfigError(f"{path}.cert", "missing", "name the certificate file (PEM), e.g. cert: ./tls/site.crt; "
+                          "key: names the key file unless the PEM holds both")
+    return TLS(cert=block["cert"], key=block.get("key"))
+
+
+def _clash(routes: tuple[Route, ...], path: str) -> None:
+    """Two routes cannot listen on the same host port (on every interface and on one IP of it)."""
+    seen: dict[int, list[str]] = {}
+    for route in routes:
+        for ip, port in ((route.publish_ip, route.publish_port), (route.redirect_ip, route.redirect_port)):
+            if port is None:
+                continue
+            ips = seen.setdefault(port, [])
+            if ips and (ip in ("", "0.0.0.0", "::") or ip in ips or any(i in ("", "0.0.0.0", "::") for i in ips)):
+                raise ConfigError(path, f"port {port} is published twice", "give each route its own host port")
+            ips.append(ip)
+
+
+def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> Router:
+    block = _mapping(value, path)
+    _no_unknown(block, _ROUTER_KEYS, path)
+    tls = _tls(block.get("tls"), f"{path}.tls")
+    if "routes" in block:
+        both = sorted(set(block) & _ROUTE_KEYS)
+        if both:
+            raise ConfigError(f"{path}.{both[0]}", "is set beside routes:, which names every route",
+                              f"move {both[0]} into the route it belongs to")
+        items = block["routes"]
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{path}.routes", "must be a non-empty list of routes",
+                              "e.g. routes: [{service: web, port: 8000, publish: \"80\"}]")
+        routes = []
+        for i, item in enumerate(items):
+            route_block = _mapping(item, f"{path}.routes[{i}]")
+            _no_unknown(route_block, _ROUTE_KEYS, f"{path}.routes[{i}]")
+            routes.append(_route(route_block, f"{path}.routes[{i}]", services, inactive, tls is not None))
+    else:
+        routes = [_route(block, path, services, inactive, tls is not None)]
+    _clash(tuple(routes), f"{path}.routes" if "routes" in block else f"{path}.publish")
     image, base = block.get("image"), block.get("base")
     for key, value in (("image", image), ("base", base)):
         if value is not None and (not isinstance(value, str) or not value.strip() or " " in value):
@@ -108,10 +180,12 @@ def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, li
     request_timeout = block.get("request_timeout", 75)
     if isinstance(request_timeout, bool) or not isinstance(request_timeout, int) or not 1 <= request_timeout <= 86400:
         raise ConfigError(f"{path}.request_timeout", f"{request_timeout!r} is not a whole number of seconds",
-                          "the longest a request may take, e.g. request_timeout: 75")
-    return Router(service=service, port=port, publish_ip=ip, publish_port=pport,
-                  health=_health(block.get("health"), f"{path}.health"), image=image, base=base,
-                  request_timeout=request_timeout)
+                          "the longest a request may take (the longest a TCP connection may idle), "
+                          "e.g. request_timeout: 75")
+    if tls is not None and not any(r.mode == "http" for r in routes):
+        raise ConfigError(f"{path}.tls", "no route is HTTP, and the router terminates TLS on HTTP routes only",
+                          "remove tls (a TCP route passes TLS through as it is), or set mode: http on a route")
+    return Router(routes=tuple(routes), image=image, base=base, request_timeout=request_timeout, tls=tls)
 
 
 def _service_list(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> tuple[str, ...]:
@@ -154,9 +228,10 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
     router = _router(block["router"], f"{BLOCK}.router", services, inactive) if "router" in block else None
     stateful = _service_list(block.get("stateful"), f"{BLOCK}.stateful", services, inactive)
     _service_list(block.get("swapped"), f"{BLOCK}.swapped", services, inactive)
-    if router and router.service in stateful:
-        raise ConfigError(f"{BLOCK}.router.service", f"{router.service!r} is stateful and is never doubled",
-                          "route traffic to a swapped (non-stateful) service")
+    for name in router.services if router else ():
+        if name in stateful:
+            raise ConfigError(f"{BLOCK}.router.service", f"{name!r} is stateful and is never doubled",
+                              "route traffic to a swapped (non-stateful) service")
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
     return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks)

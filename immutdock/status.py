@@ -40,8 +40,12 @@ def describe(app: App, state: AppState, stats: BackendStats | EngineError | None
         router["error"] = stats.message
     elif stats is not None and state.live_color:
         router["up"] = len(stats.up(state.live_color))
-        router["servers"] = [{"color": s.backend, "name": s.name, "status": s.status, "address": s.address}
-                             for s in stats.servers if s.resolved]
+        if app.settings.router is not None:
+            router["routes"] = [{"route": i, "publish": r.publish, "service": r.service, "mode": r.mode,
+                                 "up": len(stats.up(state.live_color, i))}
+                                for i, r in enumerate(app.settings.router.routes)]
+        router["servers"] = [{"color": s.backend, "route": s.route, "name": s.name, "status": s.status,
+                              "address": s.address} for s in stats.servers if s.resolved]
     containers = []
     groups = [("router", [state.router] if state.router else []), ("state", list(state.state))] + \
         [(color, list(cs)) for color, cs in state.colors.items()]
@@ -72,4 +76,8 @@ def problem(app: App, state: AppState, router: dict[str, Any]) -> str | None:
         return f"the router does not answer ({router['error']})"
     if not router.get("up"):
         return f"the live color {state.live_color} has no healthy server in the router"
+    down = [r for r in router.get("routes") or [] if not r["up"]]
+    if down:
+        return (f"the live color {state.live_color} has no healthy {down[0]['service']} server in the router "
+                f"(route on {down[0]['publish']})")
     return None

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[2]
 CARRIED = ["immutdock/compose/router.yaml", "immutdock/images/router/Dockerfile",
-           "immutdock/images/router/haproxy.cfg", "immutdock/images/router/router-ctl",
+           "immutdock/images/router/router-ctl",
            "immutdock/images/router/router-entrypoint"]
 
 

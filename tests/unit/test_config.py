@@ -133,7 +133,7 @@ def test_validate_full_app(tmp_path: Path) -> None:
     assert app.services["db"].stateful
     router = app.settings.router
     assert router is not None
-    assert (router.service, router.port, router.publish_ip, router.publish_port) == ("web", 8000, "127.0.0.1", 8080)
+    assert (router.service, router.main.port, router.main.publish_ip, router.main.publish_port) == ("web", 8000, "127.0.0.1", 8080)
     assert (router.health.path, router.health.timeout) == ("/healthz", 30.0)
     assert app.settings.stateful == ("db",)
     assert app.settings.keep == 3
@@ -462,7 +462,7 @@ def test_router_port_out_of_range_or_not_a_number(tmp_path: Path, value: object)
 @pytest.mark.parametrize("value, expected", [(1, 1), (65535, 65535), ("8000", 8000)])
 def test_router_port_ok(tmp_path: Path, value: object, expected: int) -> None:
     app = validate(minimal_model(tmp_path), {"router": {"service": "web", "port": value}}, tmp_path)
-    assert app.settings.router.port == expected
+    assert app.settings.router.main.port == expected
 
 
 def test_router_port_superscript_digit(tmp_path: Path) -> None:
@@ -480,7 +480,7 @@ def test_router_port_superscript_digit(tmp_path: Path) -> None:
 def test_publish_ok(tmp_path: Path, value: object, ip: str, pport: int, publish: str | None) -> None:
     block = {"router": {"service": "web", "port": 8000, "publish": value}}
     router = validate(minimal_model(tmp_path), block, tmp_path).settings.router
-    assert (router.publish_ip, router.publish_port) == (ip, pport)
+    assert (router.main.publish_ip, router.main.publish_port) == (ip, pport)
     if publish is not None:
         assert router.publish == publish
 
@@ -663,7 +663,7 @@ def test_load_a_real_file(tmp_path: Path) -> None:
     assert dict(web.build.args) == {"VERSION": "1.2"}
     assert dict(web.definition["depends_on"])["db"]["condition"] == "service_started"
     router = app.settings.router
-    assert (router.service, router.port, router.publish, router.health.path) == ("web", 8000, "127.0.0.1:18080", "/healthz")
+    assert (router.service, router.main.port, router.publish, router.health.path) == ("web", 8000, "127.0.0.1:18080", "/healthz")
     assert app.settings.keep == 3
     assert app.volume_name("pg") == "shop_pg"
 
@@ -672,7 +672,7 @@ def test_load_a_real_file(tmp_path: Path) -> None:
 def test_load_interpolates_the_block_from_dotenv(tmp_path: Path) -> None:
     _write_app(tmp_path)
     (tmp_path / ".env").write_text("WEB_PORT=8123\n")
-    assert config.load(tmp_path).settings.router.port == 8123
+    assert config.load(tmp_path).settings.router.main.port == 8123
 
 
 @needs_compose
@@ -717,7 +717,7 @@ def test_a_file_without_a_block_releases_as_its_users_wrote_it(tmp_path: Path) -
                                "volumes": [named_volume("pgdata", "/var/lib/postgresql/data")]}
     app = validate(model, None, tmp_path)
     router = app.settings.router
-    assert (router.service, router.port, router.publish, router.health.statuses) == ("web", 5000, "8000", "200-499")
+    assert (router.service, router.main.port, router.publish, router.health.statuses) == ("web", 5000, "8000", "200-499")
     assert app.settings.stateful == ("db",) and app.services["db"].stateful
     assert "ports" not in app.services["web"].definition and "container_name" not in app.services["web"].definition
     assert app.services["db"].definition["container_name"] == "shop-db"  # never doubled: it keeps both

@@ -9,6 +9,7 @@ import pytest
 
 from immutdock.errors import ConfigError
 from immutdock.infer import image_names, refers_to, resolve, stateful_evidence
+from immutdock.settings import parse_settings
 
 from .helpers import bind, named_volume, port
 
@@ -131,7 +132,6 @@ def test_a_partial_router_block_takes_the_rest_from_the_ports() -> None:
 
 
 @pytest.mark.parametrize(("ports", "said"), [
-    ([port(5000, "8000"), port(5001, "8001")], "publishes 2 ports (8000:5000, 8001:5001)"),
     ([{**port(53, "53"), "protocol": "udp"}], "53:53/udp is a UDP port"),
     ([{"target": 5000, "protocol": "tcp"}], "5000 is a port on a random host port"),
 ])
@@ -141,10 +141,64 @@ def test_a_routed_service_needs_one_fixed_tcp_port(ports: list[dict[str, Any]], 
     assert info.value.path.startswith("services.web.ports") and said in info.value.message
 
 
-def test_two_services_that_publish_are_named_with_the_fix() -> None:
+def test_a_service_named_as_routed_with_two_ports_is_asked_which() -> None:
     with pytest.raises(ConfigError) as info:
-        resolve({}, {"web": {"ports": [port(80, "80")]}, "api": {"ports": [port(8000, "8000")]}})
-    assert "web, api all publish ports" in info.value.message and "x-immutdock.router.service" in info.value.hint
+        resolve({"router": {"service": "web"}}, {"web": {"ports": [port(5000, "8000"), port(5001, "8001")]}})
+    assert info.value.path == "services.web.ports" and "publishes 2 ports (8000:5000, 8001:5001)" in info.value.message
+
+
+def test_every_service_that_publishes_is_routed_each_port_a_route_in_file_order() -> None:
+    block, found = resolve({"router": {"request_timeout": 30}}, {
+        "frontend": {"ports": [{**port(80, "8080"), "host_ip": "127.0.0.1"}]},
+        "api": {"ports": [port(8000, "8000"), port(9100, "9100")]},
+        "worker": {}})
+    assert block["router"] == {"request_timeout": 30, "routes": [
+        {"service": "frontend", "port": 80, "publish": "127.0.0.1:8080"},
+        {"service": "api", "port": 8000, "publish": "8000"},
+        {"service": "api", "port": 9100, "publish": "9100"}]}
+    assert [(r.service, r.role) for r in found] == [("frontend", "routed"), ("api", "routed"), ("worker", "swapped")]
+    api = next(r for r in found if r.service == "api")
+    assert "8000:8000" in api.reason and "9100:9100" in api.reason
+    settings = parse_settings(block, {"frontend", "api", "worker"})
+    assert settings.router is not None and settings.router.services == ("frontend", "api")
+    assert settings.router.publish == "127.0.0.1:8080, 8000, 9100"
+
+
+def test_a_route_setting_of_one_route_is_refused_when_there_are_several() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"router": {"health": {"path": "/up"}}},
+                {"web": {"ports": [port(80, "80")]}, "api": {"ports": [port(8000, "8000")]}})
+    assert info.value.path == "x-immutdock.router.health" and "routes" in info.value.hint
+    assert "web on 80, api on 8000" in info.value.message
+
+
+def test_a_single_inferred_route_keeps_the_blocks_router_settings() -> None:
+    block, _ = resolve({"router": {"health": {"path": "/up"}, "image": "reg/router:1"}},
+                       {"web": {"ports": [port(5000, "80")]}})
+    assert block["router"] == {"service": "web", "port": 5000, "publish": "80", "health": {"path": "/up"},
+                               "image": "reg/router:1"}
+
+
+@pytest.mark.parametrize(("target", "mode", "said"), [
+    (1883, "tcp", "MQTT's, not HTTP"),
+    (22, "tcp", "SSH's, not HTTP"),
+    (443, "tcp", "serves TLS itself: routed as TCP, passed through"),
+    (8000, "http", ""),
+])
+def test_a_well_known_non_http_port_is_routed_as_tcp(target: int, mode: str, said: str) -> None:
+    block, found = resolve({}, {"broker": {"ports": [port(target, "1883")]}})
+    assert block["router"].get("mode", "http") == mode
+    assert said in found[0].reason
+
+
+def test_with_tls_443_and_80_to_one_port_make_one_https_route_that_redirects() -> None:
+    ports = [{**port(8000, "80"), "host_ip": "127.0.0.1"}, {**port(8000, "443"), "host_ip": "127.0.0.1"}]
+    block, found = resolve({"router": {"tls": {"cert": "site.pem"}}}, {"web": {"ports": ports}})
+    assert block["router"] == {"service": "web", "port": 8000, "publish": "127.0.0.1:443",
+                               "redirect": "127.0.0.1:80", "tls": {"cert": "site.pem"}}
+    assert "serves HTTPS on 127.0.0.1:443" in found[0].reason and "redirects HTTP on 127.0.0.1:80" in found[0].reason
+    block, _ = resolve({}, {"web": {"ports": ports}})  # without tls: two HTTP routes to the same port
+    assert [r["publish"] for r in block["router"]["routes"]] == ["127.0.0.1:80", "127.0.0.1:443"]
 
 
 # -- 4. swapped -----------------------------------------------------------------------------------
@@ -182,18 +236,22 @@ def test_the_init_block_sets_what_was_inferred_with_each_reason_as_a_comment() -
     import yaml
 
     from immutdock.infer import block_text
-    from immutdock.model import Router
+    from immutdock.model import Route, Router
 
     services = {"web": {"ports": [port(5000, "8000")], "depends_on": {
                     "migrate": {"condition": "service_completed_successfully"}}},
                 "migrate": {}, "db": {"image": "postgres:16"}, "worker": {}}
     _, found = resolve({}, services)
-    text = block_text(Router(service="web", port=5000, publish_ip="", publish_port=8000), found)
+    text = block_text(Router(routes=(Route(service="web", port=5000, publish_ip="", publish_port=8000),)), found)
     assert yaml.safe_load(text) == {"x-immutdock": {"router": {"service": "web", "port": 5000, "publish": "8000"},
                                                     "stateful": ["db"]}}
     assert "    # db: image postgres:16 is a well-known postgres image" in text
     assert "  # worker is swapped (blue/green, no route): publishes nothing and keeps no data" in text
     assert "  # migrate is job (once per release): web waits for it to complete" in text
     assert all(len(line) <= 100 for line in text.splitlines())
+    routes = (Route("web", 5000, "", 80, redirect_port=8080), Route("mqtt", 1883, "127.0.0.1", 1883, mode="tcp"))
+    several = yaml.safe_load(block_text(Router(routes=routes), found))["x-immutdock"]["router"]
+    assert several == {"routes": [{"service": "web", "port": 5000, "publish": "80", "redirect": "8080"},
+                                  {"service": "mqtt", "port": 1883, "publish": "127.0.0.1:1883", "mode": "tcp"}]}
     nothing = block_text(None, resolve({}, {"worker": {}})[1])
     assert yaml.safe_load(nothing) == {"x-immutdock": {"stateful": []}} and "no service publishes a port" in nothing

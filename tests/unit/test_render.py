@@ -22,7 +22,7 @@ def test_names() -> None:
     assert render.other("blue") == "green" and render.other("green") == "blue"
     assert render.project_name("shop", "blue") == "shop-blue"
     assert render.edge_network("shop") == "shop_immutdock"
-    assert render.routed_alias("green") == "routed-green"
+    assert render.routed_alias("green", "Web_App.1") == "routed-green-web-app-1"
 
 
 def test_color_project_has_only_swapped_services(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_color_project_without_named_volumes_has_no_volumes_key(tmp_path: Path) 
 @pytest.mark.parametrize("color", ["blue", "green"])
 def test_edge_alias_only_on_the_routed_service(tmp_path: Path, color: str) -> None:
     services = render.color_project(full_app(tmp_path), color, IMAGES, "r3", HASH)["services"]
-    assert services["web"]["networks"][EDGE] == {"aliases": [f"routed-{color}"]}
+    assert services["web"]["networks"][EDGE] == {"aliases": [f"routed-{color}-web"]}
     assert services["worker"]["networks"][EDGE] is None
     assert services["cache"]["networks"][EDGE] is None
 
@@ -108,7 +108,7 @@ def test_own_networks_get_a_priority(tmp_path: Path) -> None:
     services = render.color_project(full_app(tmp_path), "blue", IMAGES, "r3", HASH)["services"]
     assert services["web"]["networks"] == {"back": {"priority": OWN_NETWORK_PRIORITY},
                                            "front": {"priority": OWN_NETWORK_PRIORITY},
-                                           EDGE: {"aliases": ["routed-blue"]}}
+                                           EDGE: {"aliases": ["routed-blue-web"]}}
     # a service on no network is on `default`, which also wins over the edge network
     assert services["cache"]["networks"] == {"default": {"priority": OWN_NETWORK_PRIORITY}, EDGE: None}
 
@@ -228,7 +228,7 @@ def test_a_color_of_one_service_needs_no_network_of_its_own(tmp_path: Path) -> N
     for name in ("worker", "cache"):
         del model["services"][name]
     model = render.color_project(validate(model, full_block(), tmp_path), "blue", IMAGES, "r1", HASH)
-    assert model["services"]["web"]["networks"] == {EDGE: {"aliases": ["routed-blue"]}}
+    assert model["services"]["web"]["networks"] == {EDGE: {"aliases": ["routed-blue-web"]}}
     assert model["networks"] == {EDGE: {"external": True, "name": "shop_immutdock"}}
 
 
@@ -265,6 +265,8 @@ def test_router_project(tmp_path: Path) -> None:
     assert model["name"] == "shop-router"
     svc = model["services"]["router"]
     assert svc["image"] == "immutdock-router:abc"
+    config = svc["environment"].pop("IMMUTDOCK_HAPROXY_CFG")
+    assert config == render.haproxy_config(full_app(tmp_path)).replace("$", "$$")  # compose reads $ as its own
     assert svc["environment"] == {
         "IMMUTDOCK_BLUE_HEALTH_PATH": "/healthz", "IMMUTDOCK_BLUE_PORT": "8000", "IMMUTDOCK_BLUE_RISE": "2",
         "IMMUTDOCK_BLUE_HEALTH_STATUS": "200-299", "IMMUTDOCK_GREEN_HEALTH_STATUS": "200-299",
@@ -329,7 +331,8 @@ def test_router_identity_is_its_image_and_address_only(tmp_path: Path) -> None:
     assert identity.startswith("sha256:") and len(identity) == len("sha256:") + 64
     assert identity == render.router_identity(app, "img:1")
     for model in (render.router_project(app, "img:1", "blue"), render.router_project(app, "img:1", "green")):
-        model["services"]["router"].pop("environment")  # the live color and the settings are left out
+        svc = model["services"]["router"]  # the live color and the settings are left out, not the config
+        svc["environment"] = {"IMMUTDOCK_HAPROXY_CFG": svc["environment"]["IMMUTDOCK_HAPROXY_CFG"]}
         digest = "sha256:" + hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
         assert digest == identity
 
@@ -355,7 +358,7 @@ def test_with_color_equals_rendering_the_other_color(tmp_path: Path) -> None:
     moved = render.with_color(recorded, APP, "green", "r9")
     assert moved == render.color_project(app, "green", IMAGES, "r9", HASH)
     assert moved["name"] == "shop-green"
-    assert moved["services"]["web"]["networks"][EDGE] == {"aliases": ["routed-green"]}
+    assert moved["services"]["web"]["networks"][EDGE] == {"aliases": ["routed-green-web"]}
     assert moved["services"]["worker"]["networks"][EDGE] is None
     assert {svc["labels"][L.COLOR] for svc in moved["services"].values()} == {"green"}
     assert {svc["labels"][L.CONFIG_HASH] for svc in moved["services"].values()} == {HASH}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.model import Health, PreReleaseTest, Router, Settings
+from immutdock.model import Health, PreReleaseTest, Route, Router, Settings
 from immutdock.settings import BLOCK, DEFAULT_PUBLISH, parse_publish, parse_settings
 
 from .helpers import raises_config
@@ -22,8 +22,8 @@ def test_full_block() -> None:
                       "health": {"path": "/healthz", "timeout": 15}},
            "stateful": ["db"], "keep": 10, "test": {"service": "worker", "command": ["pytest", "-q"]}}
     assert parse_settings(raw, SERVICES) == Settings(
-        router=Router(service="web", port=8000, publish_ip="0.0.0.0", publish_port=80,
-                      health=Health(path="/healthz", timeout=15.0), image="reg/router:2"),
+        router=Router(routes=(Route(service="web", port=8000, publish_ip="0.0.0.0", publish_port=80,
+                                    health=Health(path="/healthz", timeout=15.0)),), image="reg/router:2"),
         stateful=("db",), keep=10, test=PreReleaseTest(service="worker", command=("pytest", "-q")))
 
 
@@ -37,7 +37,7 @@ def test_parse_settings_does_not_mutate_the_block() -> None:
 def test_default_publish_is_loopback() -> None:
     assert parse_publish(DEFAULT_PUBLISH, "p") == ("127.0.0.1", 8080)
     router = parse_settings({"router": {"service": "web", "port": 8000}}, SERVICES).router
-    assert (router.publish_ip, router.publish_port) == ("127.0.0.1", 8080)
+    assert (router.main.publish_ip, router.main.publish_port) == ("127.0.0.1", 8080)
 
 
 @pytest.mark.parametrize("value, expected", [
