@@ -189,6 +189,14 @@ def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
                               "give it a name under the top-level volumes: and mount it by that name")
 
 
+def in_file_order(raws: list[Mapping[str, Any]], services: Mapping[str, Any]) -> dict[str, Any]:
+    """Pure: compose's services (it sorts them by name) in the order the files list them, so
+    the first routed service in the file is the app's main route."""
+    order = list(dict.fromkeys(str(name) for raw in raws for name in raw.get("services") or {}))
+    ranked = {name: i for i, name in enumerate(order)}
+    return dict(sorted(services.items(), key=lambda item: (ranked.get(item[0], len(order)), item[0])))
+
+
 def left_out(raws: list[Mapping[str, Any]], services: Mapping[str, Any]) -> dict[str, list[str]]:
     """Pure: services of the raw files compose left out of its model (profiles not active),
     each with its profiles."""
@@ -306,6 +314,7 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
         named(given)
     model = compose.normalized_model(files)
     check_name(given, str(model.get("name")))
+    model["services"] = in_file_order(raws, model.get("services") or {})
     app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}))
     variables = {**read_dotenv(path.parent / ".env"), **os.environ}
     hidden = secret_values([f.read_text(encoding="utf-8") for f in files], model.get("services") or {}, variables)

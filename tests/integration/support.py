@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from immutdock.build import is_pin
 
@@ -172,11 +172,14 @@ class TinyApp:
 
 class Load:
     """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks).
-    `slow` more clients ask `slow_path`, requests still in flight when traffic switches."""
+    `slow` more clients ask `slow_path`, requests still in flight when traffic switches.
+    `fetch(url, path)` -> (status, body) asks once (default: `get`, plain HTTP)."""
 
     def __init__(self, url: str, clients: int = 3, path: str = "/version", slow: int = 0,
-                 slow_path: str = "/cgi-bin/slow") -> None:
+                 slow_path: str = "/cgi-bin/slow",
+                 fetch: Callable[[str, str], tuple[int, str]] | None = None) -> None:
         self.url = url
+        self.fetch = fetch or (lambda url, path: get(url, path, timeout=10))
         self.ok = 0
         self.slow_ok = 0
         self.failures: list[str] = []
@@ -189,7 +192,7 @@ class Load:
         deadline = time.monotonic() + 600
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                status, _ = get(self.url, path, timeout=10)
+                status, _ = self.fetch(self.url, path)
                 result = None if status == 200 else f"{path}: status {status}"
             except OSError as exc:
                 result = f"{path}: {type(exc).__name__}"

@@ -724,3 +724,11 @@ def test_a_file_without_a_block_releases_as_its_users_wrote_it(tmp_path: Path) -
     assert app.services["db"].definition["ports"]
     assert [(r.service, r.role) for r in app.roles] == [("web", "routed"), ("db", "stateful")]
     assert len(app.warnings) == 1 and "shop-web" in app.warnings[0]
+
+
+def test_services_keep_the_order_the_files_give_them() -> None:
+    from immutdock.config import in_file_order
+
+    raws = [{"services": {"web": {}, "api": {}}}, {"services": {"db": {}, "api": {}}}]
+    services = {"api": 1, "db": 2, "included": 3, "web": 4}  # compose sorts by name
+    assert list(in_file_order(raws, services)) == ["web", "api", "db", "included"]
