@@ -163,6 +163,7 @@ class Deployer:
 
     def rollback(self, to: str | None) -> Outcome:
         self._require_router()
+        self.certificate()  # a certificate that cannot be used stops here, before anything changes
         t0 = time.monotonic()
         with self._locked("rollback"):
             state = observe(self.engine, self.app.name)

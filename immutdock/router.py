@@ -46,10 +46,6 @@ class Server:
             return False
         return (self.check_status == "L7OK" and self.check_code is not None) or self.check_status == "L4OK"
 
-    @property
-    def backend_name(self) -> str:
-        return f"{self.backend}_r{self.route}" if self.route else self.backend
-
 
 @dataclass(frozen=True)
 class BackendStats:

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -37,9 +38,11 @@ def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout)
 
 
-def get(url: str, path: str, timeout: float = 5) -> tuple[int, str]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+def get(url: str, path: str, timeout: float = 5, context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    """GET on a new connection: an http:// URL, or https:// with `context` to verify it."""
+    host, port = url.split("://")[-1].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=context) if context \
+        else http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()

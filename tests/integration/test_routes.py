@@ -11,14 +11,13 @@ import ssl
 import subprocess
 import textwrap
 import threading
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from .support import Load, cleanup, free_port, get, json_out, run_cli, write_web
-from .test_jobs import API_CGI, MARIADB_DOCKERFILE
+from .test_jobs import api_app  # noqa: F401 - the fixture the shop builds on
 
 FRONT_CGI = """\
 #!/bin/sh
@@ -28,47 +27,21 @@ echo "front $(cat /www/version) api $(wget -q -O- http://api:8000/version)"
 
 
 @pytest.fixture
-def shop(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int, int]]:
-    """frontend + API + MariaDB (stand-in), a file secret, `service_healthy`, no x-immutdock block."""
-    db_image = f"mariadb:10.6-immutdock-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "build", "-q", "-t", db_image, "-"], input=MARIADB_DOCKERFILE.encode(), check=True,
-                   capture_output=True)
-    root = tmp_path / "shop"
+def shop(api_app) -> tuple[Path, str, int, int]:
+    """frontend + API + MariaDB (stand-in), a file secret, `service_healthy`, `container_name`, no
+    x-immutdock block: test_jobs' API app with a frontend in front of it."""
+    root, name, api, _ = api_app
     write_web(root / "frontend", {"cgi-bin/page": FRONT_CGI})
-    write_web(root / "api", {"cgi-bin/items": API_CGI})
-    (root / "db_password.txt").write_text(f"pw{uuid.uuid4().hex}\n")
-    front, api = free_port(), free_port()
-    (root / "compose.yaml").write_text(textwrap.dedent(f"""\
-        name: {app_name}
+    front = free_port()
+    compose = (root / "compose.yaml").read_text()
+    (root / "compose.yaml").write_text(compose.replace("services:\n", textwrap.dedent(f"""\
         services:
           frontend:
             build: ./frontend
             ports: ["127.0.0.1:{front}:8000"]
             depends_on: [api]
-          api:
-            build: ./api
-            ports: ["127.0.0.1:{api}:8000"]
-            secrets: [db_password]
-            depends_on:
-              mariadb:
-                condition: service_healthy
-          mariadb:
-            image: {db_image}
-            secrets: [db_password]
-            volumes: ["db:/var/lib/mysql"]
-            healthcheck:
-              test: ["CMD", "test", "-f", "/tmp/ready"]
-              interval: 1s
-              retries: 30
-        volumes:
-          db:
-        secrets:
-          db_password:
-            file: ./db_password.txt
-        """))
-    yield root, app_name, front, api
-    cleanup(app_name)
-    subprocess.run(["docker", "rmi", "-f", db_image], capture_output=True)
+        """), 1))
+    return root, name, front, api
 
 
 class Sequence:
@@ -241,14 +214,7 @@ class HTTPS:
         self.context = ssl.create_default_context(cadata=self.cadata)
 
     def get(self, url: str, path: str) -> tuple[int, str]:
-        host, port = url.removeprefix("https://").split(":")
-        conn = http.client.HTTPSConnection(host, int(port), timeout=10, context=self.context)
-        try:
-            conn.request("GET", path, headers={"Connection": "close"})
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode()
-        finally:
-            conn.close()
+        return get(url, path, timeout=10, context=self.context)
 
     def served(self, url: str) -> tuple[str, str | None]:
         """(SHA-1 of the certificate served, the protocol ALPN chose when h2 is offered)."""

@@ -123,8 +123,7 @@ def test_stats_of_several_routes_are_told_apart_and_a_tcp_check_passes() -> None
     rows = ["blue,s1,1,UP,10.0.0.2:8000,L7OK,200", "blue,BACKEND,1,UP,,,", "blue_r1,s1,2,UP,10.0.0.3:1883,L4OK,",
             "blue_r1,BACKEND,2,UP,,,", "green_r1,s1,0,DOWN,10.0.0.4:1883,L4CON,", "route0,FRONTEND,3,OPEN,,,"]
     stats = parse_stat(header + "\n".join(rows) + "\n")
-    assert [(s.backend, s.route, s.backend_name) for s in stats.servers] == [
-        ("blue", 0, "blue"), ("blue", 1, "blue_r1"), ("green", 1, "green_r1")]
+    assert [(s.backend, s.route) for s in stats.servers] == [("blue", 0), ("blue", 1), ("green", 1)]
     assert stats.sessions == {"blue": 3}, "a color's requests in flight are those of all its routes"
     assert [s.passing for s in stats.servers] == [True, True, False]
     assert len(stats.up("blue", 1)) == 1 and stats.up("green", 1) == []
