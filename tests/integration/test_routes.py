@@ -125,7 +125,8 @@ def tcp_read(url: str, _path: str = "") -> tuple[int, str]:
 
 @pytest.fixture
 def broker_app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int, int]]:
-    """A web service and an MQTT-like TCP service (container port 1883), each publishing a port."""
+    """A web service and an MQTT-like TCP service (container port 1883), each publishing a port;
+    no x-immutdock block."""
     root = tmp_path / "app"
     write_web(root / "web", {"cgi-bin/ok": "#!/bin/sh\necho ok\n"})
     (root / "broker").mkdir()
@@ -146,12 +147,6 @@ def broker_app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, st
             healthcheck:
               test: ["CMD", "test", "-f", "/version"]
               interval: 1s
-        x-immutdock:
-          router:
-            request_timeout: 5
-            routes:
-              - {{service: web, port: 8000, publish: "127.0.0.1:{web}", health: {{timeout: 20}}}}
-              - {{service: broker, port: 1883, publish: "127.0.0.1:{broker}", mode: tcp, health: {{timeout: 20}}}}
         """))
     yield root, app_name, web, broker
     cleanup(app_name)
@@ -160,12 +155,9 @@ def broker_app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, st
 def test_a_tcp_service_is_routed_checked_by_connecting_and_released_without_a_failed_connection(broker_app) -> None:
     root, _, web, broker = broker_app
     tcp_url, web_url = f"tcp://127.0.0.1:{broker}", f"http://127.0.0.1:{web}"
-    # Without the block, the same file infers the TCP route from the well-known port.
-    text = (root / "compose.yaml").read_text()
-    (root / "inferred.yaml").write_text(text[:text.index("x-immutdock:")])
-    inferred = run_cli(root, "plan", "-f", "inferred.yaml", "--json")
-    assert inferred.returncode == 0, inferred.stderr
-    reasons = {r["service"]: r["reason"] for r in json_out(inferred)["roles"]}
+    plan = run_cli(root, "plan", "--json")  # no x-immutdock block: the TCP route is inferred
+    assert plan.returncode == 0, plan.stderr
+    reasons = {r["service"]: r["reason"] for r in json_out(plan)["roles"]}
     assert "container port 1883 is MQTT's, not HTTP: routed as TCP" in reasons["broker"]
 
     first = run_cli(root, "release")
