@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -21,10 +22,24 @@ from immutdock.build import is_pin
 IMMUTDOCK = [sys.executable, "-m", "immutdock"]
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768-60999): an outgoing connection's
+    source port can never take it between now and the moment the router publishes it, and this
+    run never gives it twice."""
+    while True:
+        port = random.randint(20000, 32000)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
