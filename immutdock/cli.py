@@ -61,17 +61,21 @@ class Ctx:
 
         return Engine()
 
-    def load(self, prefetch: Callable[[Any, str], Any] | None = None):  # -> App
+    def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False):  # -> App
         """The app, from its compose file. With `prefetch`, prefetch(engine, name) runs in the
         background while compose reads the file (the engine's reads overlap compose's start-up),
-        for the name the file gives; `prefetched` hands its result over."""
+        for the name the file gives; `prefetched` hands its result over. With `warn`, what the
+        release leaves out of the file is warned."""
         from immutdock import config
 
         def named(name: str) -> None:
             if prefetch is not None:
                 self._ahead = (name, _background(prefetch, self.engine, name))
 
-        return config.load(Path.cwd(), self.file, named=named)
+        app = config.load(Path.cwd(), self.file, named=named)
+        for warning in app.warnings if warn else ():
+            self.warn(warning)
+        return app
 
     def prefetched(self, app, fetch: Callable[[Any, str], Any]) -> Any:
         """What `load`'s prefetch read, when it read this app (the name held); else fetch now."""
@@ -353,9 +357,7 @@ def plan(ctx: Ctx) -> None:
     """
     from immutdock.observe import observe
 
-    app = ctx.load(prefetch=observe)
-    for warning in app.warnings:
-        ctx.warn(warning)
+    app = ctx.load(prefetch=observe, warn=True)
     roles = [r.as_json() for r in app.roles]
     deployer = ctx.deployer(app)
     if app.settings.router is None:
@@ -406,9 +408,7 @@ def release(ctx: Ctx) -> None:
     """
     from immutdock.observe import observe
 
-    app = ctx.load(prefetch=observe)
-    for warning in app.warnings:
-        ctx.warn(warning)
+    app = ctx.load(prefetch=observe, warn=True)
     deployer = ctx.deployer(app)
     try:
         outcome = deployer.release(observed=lambda: ctx.prefetched(app, observe))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
+from immutdock.settings import ROUTE_KEYS
 
 # Repository names (any path segment, registry host left out) of well-known stateful images.
 STATEFUL_IMAGES = frozenset({
@@ -238,10 +239,11 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
             roles[name] = Role(name, "swapped", "publishes nothing and keeps no data", True)
     routed = [n for n, r in roles.items() if r.role == "routed" and r.inferred]
     if routed:
-        router = _inferred_router(router or {}, routed, services)
+        tls = "tls" in (router or {})
+        found = {name: _routes(name, services[name], tls) for name in routed}
+        router = _inferred_router(router or {}, [route for name in routed for route, _ in found[name]])
         for name in routed:
-            reasons = [why for route, why in _routes(name, services[name], "tls" in router)]
-            roles[name] = Role(name, "routed", "; ".join(reasons), True)
+            roles[name] = Role(name, "routed", "; ".join(why for _, why in found[name]), True)
     elif router is not None and isinstance(router.get("service"), str) and router["service"] in services:
         svc = services[router["service"]]
         if ("port" not in router or "publish" not in router) and _published(svc):
@@ -257,18 +259,13 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
     return out, tuple(roles.values())
 
 
-_ROUTE_KEYS = ("health", "mode", "redirect")
-
-
-def _inferred_router(router: Mapping[str, Any], routed: list[str],
-                     services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _inferred_router(router: Mapping[str, Any], routes: list[dict[str, Any]]) -> dict[str, Any]:
     """The user's router settings (tls, image, ...) with the inferred routes: the keys of one
     route when there is one, `routes:` when there are several."""
     out = dict(router)
-    routes = [route for name in routed for route, _ in _routes(name, services[name], "tls" in out)]
     if len(routes) == 1:
         return {**routes[0], **out}  # what the block says of the route (health, mode) wins
-    said = [k for k in _ROUTE_KEYS if k in out]
+    said = [k for k in sorted(ROUTE_KEYS - {"service", "port", "publish"}) if k in out]
     if said:
         names = ", ".join(f"{r['service']} on {r['publish']}" for r in routes)
         raise ConfigError(f"x-immutdock.router.{said[0]}", f"is one route's, and the file makes {len(routes)} "

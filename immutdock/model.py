@@ -21,6 +21,9 @@ class Health:
     statuses: str = "200-299"  # the answers to GET path that pass the router's check
 
 
+EVERY_INTERFACE = ("", "0.0.0.0", "::")  # publish IPs that mean every interface of the host
+
+
 def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
@@ -53,7 +56,7 @@ class Route:
         return address(self.redirect_ip, self.redirect_port) if self.redirect_port else None
 
     def url(self, tls: bool) -> str:
-        host = _host(self.publish_ip) if self.publish_ip not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        host = _host(self.publish_ip) if self.publish_ip not in EVERY_INTERFACE else "127.0.0.1"
         scheme = "tcp" if self.mode == "tcp" else "https" if tls else "http"
         return f"{scheme}://{host}:{self.publish_port}"
 
@@ -87,10 +90,6 @@ class Router:
     def services(self) -> tuple[str, ...]:
         """The routed services, in route order, each once."""
         return tuple(dict.fromkeys(r.service for r in self.routes))
-
-    @property
-    def health(self) -> Health:
-        return self.main.health
 
     @property
     def timeout(self) -> float:

@@ -120,10 +120,12 @@ class Deployer:
     def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
         t0 = time.monotonic()
         plan, router_plan, state = self.plan(observed=observed)
-        serving = self._serving_certificate(state) if plan.noop else None
-        if serving is not None:
+        running = state.router if state.router is not None and state.router.status == "running" else None
+        router = Router(self.engine, running) if plan.noop and running is not None else None
+        serving = self._stale_certificate(router) if router is not None else None
+        if router is not None and serving is not None:
             with self._locked("release"):
-                self._load_certificate(Router(self.engine, state.router), serving)
+                self._load_certificate(router, serving)
             return Outcome(release=plan.release, color=plan.color, outcome="noop", url=self._url(),
                            message=f"{plan.reason}; the router serves the new certificate",
                            images=image_refs(self.app, plan.images), timings={"total": time.monotonic() - t0})
@@ -370,9 +372,9 @@ class Deployer:
                     self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
                              "is dropped, the live color keeps its settings)")
                     router.configure(wanted)
-                serving = router.certificate() if pem is not None else None
-                if pem is not None and serving != tls.fingerprint(pem):
-                    self._load_certificate(router, serving or "-")
+                serving = self._stale_certificate(router)
+                if serving is not None:
+                    self._load_certificate(router, serving)
             finally:
                 router.close()
             return
@@ -403,13 +405,13 @@ class Deployer:
         if files:  # HAProxy waits for it (router-entrypoint)
             self.engine.put_files(self._router().container.id, files)
 
-    def _serving_certificate(self, state: AppState) -> str | None:
-        """The fingerprint of the certificate the running router serves when it is not the one
-        the file names (else None)."""
+    def _stale_certificate(self, router: Router) -> str | None:
+        """The fingerprint of the certificate `router` serves ("-": none) when the file names
+        another one; None when it serves the file's, or the file names none."""
         pem = self.certificate()
-        if pem is None or state.router is None or state.router.status != "running":
+        if pem is None:
             return None
-        serving = Router(self.engine, state.router).certificate()
+        serving = router.certificate()
         return None if serving == tls.fingerprint(pem) else serving or "-"
 
     def _load_certificate(self, router: Router, serving: str) -> None:

@@ -216,7 +216,7 @@ def backend_settings(app: App) -> dict[str, str]:
 def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The router's settings (HAProxy reads them as environment variables): each color's backend,
     plus what both share, sized for the slower of the two."""
-    env = {f"IMMUTDOCK_{color.upper()}_{key.upper()}": str(value)
+    env = {setting_name(color, key): str(value)
            for color in COLORS for key, value in sorted({**_default_slots(backends[color]), **backends[color]}.items())}
     slowest = max(int(backends[color]["timeout"]) for color in COLORS)
     env["IMMUTDOCK_CLIENT_TIMEOUT"] = str(slowest)
@@ -258,8 +258,14 @@ COLOR_MAP = "/var/lib/router/color.map"  # one entry, "live <color>": every rout
 _CONFIG = "IMMUTDOCK_HAPROXY_CFG"  # the rendered haproxy.cfg, in the router's environment
 
 
-def _var(color: str, key: str) -> str:
-    return f'"${{IMMUTDOCK_{color.upper()}_{key.upper()}}}"'
+def setting_name(color: str, key: str) -> str:
+    """The environment variable of a color's backend setting: IMMUTDOCK_BLUE_PORT, IMMUTDOCK_GREEN_R1_RISE ..."""
+    return f"IMMUTDOCK_{color.upper()}_{key.upper()}"
+
+
+def _env(color: str, key: str) -> str:
+    """A backend setting as HAProxy reads it from the environment (inside double quotes)."""
+    return f"${{{setting_name(color, key)}}}"
 
 
 def haproxy_config(app: App) -> str:
@@ -310,7 +316,7 @@ def haproxy_config(app: App) -> str:
         "    hold other 30s",
     ]
     for i, route in enumerate(router.routes):
-        live = f"%[str(live),map({COLOR_MAP},blue)]" + (f"_r{i}" if i else "")
+        live = backend_name(f"%[str(live),map({COLOR_MAP},blue)]", i)  # the live color's backend
         lines += ["", f"# route {i}: {route.publish} -> {route.service} ({route.mode})",
                   f"frontend route{i}", f"    mode {route.mode}"]
         if route.mode == "tcp":
@@ -332,16 +338,16 @@ def haproxy_config(app: App) -> str:
         for color in COLORS:
             key = route_key(i)
             lines += ["", f"backend {backend_name(color, i)}", f"    mode {route.mode}",
-                      f"    timeout server {_var(color, key + 'timeout')[:-1]}s\""]
+                      f'    timeout server "{_env(color, key + "timeout")}s"']
             if route.mode == "http":
                 lines += ["    option httpchk",
-                          f"    http-check send meth GET uri {_var(color, key + 'health_path')}",
-                          f"    http-check expect status {_var(color, key + 'health_status')}",
+                          f'    http-check send meth GET uri "{_env(color, key + "health_path")}"',
+                          f'    http-check expect status "{_env(color, key + "health_status")}"',
                           "    retry-on conn-failure empty-response 0rtt-rejected"]
-            lines += [f"    default-server inter 250ms fastinter 250ms downinter 250ms rise {_var(color, key + 'rise')} "
-                      "fall 2 resolvers docker init-addr last,none check",
-                      f"    server-template s \"1-${{IMMUTDOCK_{color.upper()}_{key.upper()}SLOTS}}\" "
-                      f"\"{routed_alias(color, route.service)}:${{IMMUTDOCK_{color.upper()}_{key.upper()}PORT}}\""]
+            lines += ["    default-server inter 250ms fastinter 250ms downinter 250ms "
+                      f'rise "{_env(color, key + "rise")}" fall 2 resolvers docker init-addr last,none check',
+                      f'    server-template s "1-{_env(color, key + "slots")}" '
+                      f'"{routed_alias(color, route.service)}:{_env(color, key + "port")}"']
     return "\n".join(lines) + "\n"
 
 

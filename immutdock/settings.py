@@ -8,13 +8,13 @@ import ipaddress
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
-from immutdock.model import TLS, Health, PreReleaseTest, Route, Router, Settings, frozen_mapping
+from immutdock.model import EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, frozen_mapping
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks"}
 HOOKS = ("pre-switch", "post-switch")
-_ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
-_ROUTER_KEYS = _ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
+ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
+_ROUTER_KEYS = ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
 _TLS_KEYS = {"cert", "key"}
 MODES = ("http", "tcp")
 _HEALTH_KEYS = {"path", "timeout", "rise"}
@@ -146,7 +146,7 @@ def _clash(routes: tuple[Route, ...], path: str) -> None:
             if port is None:
                 continue
             ips = seen.setdefault(port, [])
-            if ips and (ip in ("", "0.0.0.0", "::") or ip in ips or any(i in ("", "0.0.0.0", "::") for i in ips)):
+            if ips and (ip in EVERY_INTERFACE or ip in ips or any(i in EVERY_INTERFACE for i in ips)):
                 raise ConfigError(path, f"port {port} is published twice", "give each route its own host port")
             ips.append(ip)
 
@@ -156,7 +156,7 @@ def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, li
     _no_unknown(block, _ROUTER_KEYS, path)
     tls = _tls(block.get("tls"), f"{path}.tls")
     if "routes" in block:
-        both = sorted(set(block) & _ROUTE_KEYS)
+        both = sorted(set(block) & ROUTE_KEYS)
         if both:
             raise ConfigError(f"{path}.{both[0]}", "is set beside routes:, which names every route",
                               f"move {both[0]} into the route it belongs to")
@@ -167,7 +167,7 @@ def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, li
         routes = []
         for i, item in enumerate(items):
             route_block = _mapping(item, f"{path}.routes[{i}]")
-            _no_unknown(route_block, _ROUTE_KEYS, f"{path}.routes[{i}]")
+            _no_unknown(route_block, ROUTE_KEYS, f"{path}.routes[{i}]")
             routes.append(_route(route_block, f"{path}.routes[{i}]", services, inactive, tls is not None))
     else:
         routes = [_route(block, path, services, inactive, tls is not None)]

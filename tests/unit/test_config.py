@@ -134,7 +134,7 @@ def test_validate_full_app(tmp_path: Path) -> None:
     router = app.settings.router
     assert router is not None
     assert (router.service, router.main.port, router.main.publish_ip, router.main.publish_port) == ("web", 8000, "127.0.0.1", 8080)
-    assert (router.health.path, router.health.timeout) == ("/healthz", 30.0)
+    assert (router.main.health.path, router.main.health.timeout) == ("/healthz", 30.0)
     assert app.settings.stateful == ("db",)
     assert app.settings.keep == 3
     assert app.settings.test is None
@@ -162,7 +162,7 @@ def test_validate_defaults_of_router(tmp_path: Path) -> None:
     assert router is not None
     assert router.publish == "127.0.0.1:8080"
     assert router.url == "http://127.0.0.1:8080"
-    assert (router.health.path, router.health.timeout) == ("/", 60.0)
+    assert (router.main.health.path, router.main.health.timeout) == ("/", 60.0)
     assert router.image is None
 
 
@@ -525,7 +525,7 @@ def test_health_path_must_start_with_slash(tmp_path: Path, value: object) -> Non
 
 def test_health_ok(tmp_path: Path) -> None:
     block = {"router": {"service": "web", "port": 8000, "health": {"path": "/ready?full=1", "timeout": 2.5}}}
-    health = validate(minimal_model(tmp_path), block, tmp_path).settings.router.health
+    health = validate(minimal_model(tmp_path), block, tmp_path).settings.router.main.health
     assert (health.path, health.timeout) == ("/ready?full=1", 2.5)
 
 
@@ -663,7 +663,7 @@ def test_load_a_real_file(tmp_path: Path) -> None:
     assert dict(web.build.args) == {"VERSION": "1.2"}
     assert dict(web.definition["depends_on"])["db"]["condition"] == "service_started"
     router = app.settings.router
-    assert (router.service, router.main.port, router.publish, router.health.path) == ("web", 8000, "127.0.0.1:18080", "/healthz")
+    assert (router.service, router.main.port, router.publish, router.main.health.path) == ("web", 8000, "127.0.0.1:18080", "/healthz")
     assert app.settings.keep == 3
     assert app.volume_name("pg") == "shop_pg"
 
@@ -717,7 +717,7 @@ def test_a_file_without_a_block_releases_as_its_users_wrote_it(tmp_path: Path) -
                                "volumes": [named_volume("pgdata", "/var/lib/postgresql/data")]}
     app = validate(model, None, tmp_path)
     router = app.settings.router
-    assert (router.service, router.main.port, router.publish, router.health.statuses) == ("web", 5000, "8000", "200-499")
+    assert (router.service, router.main.port, router.publish, router.main.health.statuses) == ("web", 5000, "8000", "200-499")
     assert app.settings.stateful == ("db",) and app.services["db"].stateful
     assert "ports" not in app.services["web"].definition and "container_name" not in app.services["web"].definition
     assert app.services["db"].definition["container_name"] == "shop-db"  # never doubled: it keeps both

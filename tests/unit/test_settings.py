@@ -111,7 +111,7 @@ def test_bad_health(health: dict, path: str) -> None:
 
 def test_health_null_means_defaults() -> None:
     router = parse_settings({"router": {"service": "web", "port": 80, "health": None}}, SERVICES).router
-    assert router.health == Health(path="/", timeout=60.0, statuses="200-499")  # any answer below 500 to GET /
+    assert router.main.health == Health(path="/", timeout=60.0, statuses="200-499")  # any answer below 500 to GET /
 
 
 def test_test_command_string_runs_in_a_shell() -> None:
@@ -125,8 +125,8 @@ def test_test_null_means_none() -> None:
 
 def test_a_health_path_the_user_sets_must_answer_2xx() -> None:
     router = parse_settings({"router": {"service": "web", "port": 80, "health": {"path": "/"}}}, SERVICES).router
-    assert router.health.statuses == "200-299"
-    assert parse_settings({"router": {"service": "web", "port": 80}}, SERVICES).router.health.statuses == "200-499"
+    assert router.main.health.statuses == "200-299"
+    assert parse_settings({"router": {"service": "web", "port": 80}}, SERVICES).router.main.health.statuses == "200-499"
 
 
 def test_hooks_one_or_a_list_per_moment() -> None:
