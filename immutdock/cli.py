@@ -172,14 +172,26 @@ def _deferred(exc: KeyboardInterrupt) -> bool:
     return True
 
 
-def _stop_children() -> None:
-    from immutdock.procs import children
+def _stop_children(grace: float = 5.0) -> None:
+    """SIGTERM to every child process (buildx, compose), then wait until each has exited, so
+    none outlives the command; one still running after `grace` seconds gets SIGKILL."""
+    from immutdock.procs import children, running
 
-    for pid in children(os.getpid()):
+    pids = children(os.getpid())
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except OSError:
             continue
+    deadline = time.monotonic() + grace
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
 
 
 def _fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:

@@ -35,6 +35,12 @@ def start_time(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
+def running(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie, not yet reaped, has)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
 def children(pid: int) -> list[int]:
     """The PIDs whose parent is `pid`."""
     try:

@@ -59,3 +59,24 @@ def test_children_of_this_process() -> None:
         child.kill()
         child.wait()
     assert child.pid not in children(os.getpid())
+
+
+def test_a_child_that_exited_is_not_running_even_before_it_is_reaped() -> None:
+    import signal
+    import subprocess
+    import time
+
+    from immutdock.procs import running
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert running(child.pid)
+        os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while running(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not running(child.pid) and os.path.exists(f"/proc/{child.pid}"), "a zombie: exited, not reaped"
+    finally:
+        child.kill()
+        child.wait()
+    assert not running(child.pid)
