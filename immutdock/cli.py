@@ -5,6 +5,7 @@ is still serving, 2 bad input and nothing changed, 3 another release holds the l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 import click
 
@@ -34,12 +35,18 @@ but a step after the switch failed, 130 interrupted (Ctrl-C or SIGTERM)."""
 
 
 class Ctx:
-    def __init__(self, file: Path | None, as_json: bool, verbose: bool) -> None:
+    def __init__(self, file: Path | None, as_json: bool, verbose: bool, target: str | None = None,
+                 hosts: tuple[str, ...] = (), identity: Path | None = None, accept_new: bool = False) -> None:
         self.file = file
         self.as_json = as_json
         self.verbose = verbose
+        self.target_name = target
+        self.hosts = hosts
+        self.identity = identity
+        self.accept_new = accept_new
         self.started = time.monotonic()
         self._ahead: tuple[str, Future[Any]] | None = None  # (app name, what `load` prefetched for it)
+        self._bars: Any = None  # rich progress bars of image shipping, made on first use
 
     def say(self, message: str) -> None:
         """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
@@ -89,11 +96,54 @@ class Ctx:
 
         return Deployer(app, self.engine, Compose(), self.progress, self.warn)
 
+    def target(self, app: Any) -> Any:  # -> Target | None (None: the local engine)
+        from immutdock.fleet import resolve
+
+        return resolve(app, self.target_name, self.hosts)
+
+    @contextlib.contextmanager
+    def fleet(self, app: Any, target: Any) -> Iterator[Any]:  # -> Fleet, its hosts open meanwhile
+        from immutdock.fleet import Fleet, session
+
+        self.say(f"connecting to {', '.join(target.hosts)}")
+        with session(target, self.identity, self.accept_new) as hosts:
+            try:
+                yield Fleet(app, target, hosts, self.engine, self.progress, self.warn, self.shipping)
+            finally:
+                if self._bars is not None:
+                    self._bars[0].stop()
+                    self._bars = None
+
+    def shipping(self, host: str, sent: int, read: int, total: int) -> None:
+        """A progress bar per host while images are shipped (rich, on stderr)."""
+        if self.as_json and not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        if self._bars is None:
+            bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                            TextColumn("{task.fields[sent]} sent"), console=Console(stderr=True), transient=False)
+            bars.start()
+            self._bars = (bars, {})
+        bars, tasks = self._bars
+        if host not in tasks:
+            tasks[host] = bars.add_task(f"shipping to {host}", total=total, sent="0 B")
+        bars.update(tasks[host], completed=read, total=total, sent=_bytes(sent))
+
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             human()
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
@@ -124,11 +174,21 @@ def common(fn: F) -> F:
     @click.option("--profile", "profiles", multiple=True, metavar="NAME",
                   help="Activate a compose profile (repeatable; as compose's --profile or COMPOSE_PROFILES). "
                        "A release records its profiles; a rollback runs the recorded release's services.")
+    @click.option("--target", "target", metavar="NAME", default=None,
+                  help="Run on the hosts of x-immutdock.targets.NAME over SSH (default: the local engine, or "
+                       "DOCKER_HOST).")
+    @click.option("--host", "hosts", multiple=True, metavar="ssh://USER@HOST[:PORT]",
+                  help="Run on this host over SSH, a one-off target (repeatable; a ~/.ssh/config alias works).")
+    @click.option("--identity", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                  help="SSH private key to log in with (besides ~/.ssh/config's IdentityFile and the agent).")
+    @click.option("--accept-new-host-key", "accept_new", is_flag=True,
+                  help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
     @functools.wraps(fn)
-    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], **kwargs: Any) -> None:
+    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], target: str | None,
+                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, **kwargs: Any) -> None:
         if profiles:
             os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
-        ctx = Ctx(file, as_json, verbose)
+        ctx = Ctx(file, as_json, verbose, target, hosts, identity, accept_new)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         previous_int = signal.signal(signal.SIGINT, _on_sigint)
         try:
@@ -198,7 +258,7 @@ def _fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
     code = exc.exit_code if code is None else code
     if ctx.as_json:
         click.echo(json.dumps({"outcome": "error", "exit_code": code, "error": exc.message, "hint": exc.hint,
-                               "details": exc.details}, indent=2))
+                               "details": exc.details, **exc.data}, indent=2, default=str))
     click.echo(click.style(f"error: {exc.one_line()}", fg="red"), err=True)
     if exc.details:
         click.echo(exc.details.rstrip(), err=True)
@@ -421,6 +481,12 @@ def release(ctx: Ctx) -> None:
     from immutdock.observe import observe
 
     app = ctx.load(prefetch=observe, warn=True)
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            result = fleet.release()
+        ctx.emit(result.as_json(), lambda: click.echo(_hosts_text(result)))
+        return
     deployer = ctx.deployer(app)
     try:
         outcome = deployer.release(observed=lambda: ctx.prefetched(app, observe))
@@ -447,6 +513,12 @@ def rollback(ctx: Ctx, to: str | None) -> None:
     are left as they are.
     """
     app = ctx.load()
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            result = fleet.rollback(to)
+        ctx.emit(result.as_json(), lambda: click.echo(_hosts_text(result)))
+        return
     deployer = ctx.deployer(app)
     try:
         outcome = deployer.rollback(to)
@@ -494,6 +566,13 @@ def status(ctx: Ctx, reap: bool) -> None:
     from immutdock.status import describe, gather
 
     app = ctx.load(prefetch=gather)
+    target = ctx.target(app)
+    if target is not None:
+        if reap:
+            raise ConfigError("--reap", "works on the local engine only for now",
+                              "run the release again: it retires what an interrupted one left on each host")
+        _remote_status(ctx, app, target)
+        return
     deployer = ctx.deployer(app)
     state, stats = ctx.prefetched(app, gather)
     if reap:
@@ -514,6 +593,42 @@ def status(ctx: Ctx, reap: bool) -> None:
                  "`immutdock status --reap` or the next release retires it")
     if report["problem"]:
         click.echo(click.style(f"error: {app.name} does not serve: {report['problem']}", fg="red"), err=True)
+        sys.exit(1)
+
+
+def _hosts_text(result: Any) -> str:  # result: FleetOutcome
+    lines = [f"{'host':<36} {'release':<8} {'color':<6} {'outcome':<12} {'shipped':>10} {'seconds':>8}"]
+    for h in result.hosts:
+        lines.append(f"{h.host:<36} {h.release or '-':<8} {h.color or '-':<6} {h.outcome:<12} "
+                     f"{_bytes(h.bytes):>10} {h.seconds:>8.1f}")
+    return "\n".join(lines)
+
+
+def _remote_status(ctx: Ctx, app: Any, target: Any) -> None:
+    from immutdock.fleet import drift
+    from immutdock.status import describe, gather
+
+    with ctx.fleet(app, target) as fleet:
+        reports = fleet.each(lambda h: describe(app, *gather(h.engine, app.name)))
+    hosts = [{"host": h, **r} for h, r in zip(target.hosts, reports)]
+    apart = drift({h["host"]: h["images"] for h in hosts if h["live_color"]})
+    problems = [f"{h['host']}: {h['problem']}" for h in hosts if h["problem"]]
+    if apart:
+        problems.append(f"{', '.join(apart)} serve{'s' if len(apart) == 1 else ''} other images than the rest of "
+                        f"{target.name} (the fleet drifted apart); `immutdock release --target {target.name}` "
+                        "brings every host to the file's release")
+    data = {"target": target.name, "hosts": hosts, "drift": apart, "problem": "; ".join(problems) or None}
+
+    def human() -> None:
+        click.echo(f"{'host':<36} {'live':<8} {'color':<6} {'router':<10} state")
+        for h in hosts:
+            click.echo(f"{h['host']:<36} {h['live_release'] or '-':<8} {h['live_color'] or '-':<6} "
+                       f"{h['router']['status']:<10} {'DRIFTED ' if h['host'] in apart else ''}"
+                       f"{h['problem'] or 'serving'}")
+
+    ctx.emit(data, human)
+    if problems:
+        click.echo(click.style(f"error: {app.name} on {target.name}: {problems[0]}", fg="red"), err=True)
         sys.exit(1)
 
 
@@ -538,21 +653,28 @@ def history(ctx: Ctx) -> None:
     from immutdock import ledger
 
     app = ctx.load(prefetch=ledger.history)
-    records = ctx.prefetched(app, ledger.history)
-    rows = [r.summary() for r in records]
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            found = fleet.each(lambda h: [r.summary() for r in ledger.history(h.engine, app.name)])
+        per_host = [{"host": h, "releases": rows} for h, rows in zip(target.hosts, found)]
+        ctx.emit({"target": target.name, "hosts": per_host},
+                 lambda: [_history_lines(app, item["releases"], f"{item['host']}  ") for item in per_host])
+        return
+    rows = [r.summary() for r in ctx.prefetched(app, ledger.history)]
+    ctx.emit(rows, lambda: _history_lines(app, rows))
 
-    def human() -> None:
-        if not rows:
-            click.echo(f"{app.name} has no releases yet")
-        for r in rows:
-            images = " ".join(sorted(r["images"].values()))
-            extra = f" -> {r['source']}" if r["source"] else ""
-            outcome = "ok, pruned" if r["compacted"] else r["outcome"]
-            click.echo(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
-                       f"{(r['git'] or '-')[:12]:<13} {images}"
-                       + (f"  profiles: {','.join(r['profiles'])}" if r["profiles"] else ""))
 
-    ctx.emit(rows, human)
+def _history_lines(app: Any, rows: list[dict[str, Any]], prefix: str = "") -> None:
+    if not rows:
+        click.echo(f"{prefix}{app.name} has no releases yet")
+    for r in rows:
+        images = " ".join(sorted(r["images"].values()))
+        extra = f" -> {r['source']}" if r["source"] else ""
+        outcome = "ok, pruned" if r["compacted"] else r["outcome"]
+        click.echo(f"{prefix}{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
+                   f"{(r['git'] or '-')[:12]:<13} {images}"
+                   + (f"  profiles: {','.join(r['profiles'])}" if r["profiles"] else ""))
 
 
 @main.command(epilog=EPILOG)
@@ -563,23 +685,43 @@ def prune(ctx: Ctx, keep: int | None) -> None:
     """Remove release images beyond --keep. Never a volume; never the live release nor the
     one `rollback` would pick. Takes the release lock (exit 3 while a release runs)."""
     from immutdock import lock
+
+    app = ctx.load()
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet, fleet.locked("prune"):
+            found = fleet.each(lambda h: _prune(fleet.deployer(h), keep))
+        per_host = [{"host": h, **r} for h, r in zip(target.hosts, found)]
+        ctx.emit({"target": target.name, "hosts": per_host},
+                 lambda: [click.echo(f"{r['host']}  {line}") for r in per_host for line in _prune_lines(r)])
+        return
+    deployer = ctx.deployer(app)
+    lock.acquire(deployer.engine, app.name, "prune", ctx.warn)  # a release in progress may still need its images
+    try:
+        result = _prune(deployer, keep)
+    finally:
+        lock.release(deployer.engine, app.name)
+    ctx.emit(result, lambda: click.echo("\n".join(_prune_lines(result))))
+
+
+def _prune_lines(result: Mapping[str, Any]) -> list[str]:
+    lines = [f"removed {r}" for r in result["removed_images"]]
+    if result["compacted_records"]:
+        lines.append(f"compacted the records of {', '.join(result['compacted_records'])}")
+    return lines or ["nothing to prune"]
+
+
+def _prune(deployer: Any, keep: int | None) -> dict[str, Any]:
+    """Prune one engine (its lock held by the caller)."""
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, compact_records, plan_prune
 
-    app = ctx.load()
-    deployer = ctx.deployer(app)
-    engine = deployer.engine
-    lock.acquire(engine, app.name, "prune", ctx.warn)  # a release in progress may still need its images
-    try:
-        state = observe(engine, app.name)
-        result = plan_prune(state, keep or app.settings.keep)
-        removed = apply_prune(engine, app.name, result)
-        compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
-    finally:
-        lock.release(engine, app.name)
-    lines = [f"removed {r}" for r in removed] + ([f"compacted the records of {', '.join(compacted)}"] if compacted else [])
-    ctx.emit({"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted},
-             lambda: click.echo("\n".join(lines or ["nothing to prune"])))
+    engine, app = deployer.engine, deployer.app
+    state = observe(engine, app.name)
+    result = plan_prune(state, keep or app.settings.keep)
+    removed = apply_prune(engine, app.name, result)
+    compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
+    return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted}
 
 
 @main.command(epilog=EPILOG)
@@ -595,6 +737,15 @@ def unlock(ctx: Ctx, force: bool) -> None:
     from immutdock import lock
 
     app = ctx.load()
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            holders = fleet.each(lambda h: lock.unlock(h.engine, app.name, force, ctx.warn))
+        rows = [{"host": h, "held_by": x.describe() if x else None} for h, x in zip(target.hosts, holders)]
+        ctx.emit({"app": app.name, "target": target.name, "hosts": rows},
+                 lambda: [click.echo(f"{r['host']}  " + (f"released the lock held by {r['held_by']}" if r["held_by"]
+                                                          else f"{app.name} was not locked")) for r in rows])
+        return
     holder = lock.unlock(ctx.engine, app.name, force, ctx.warn)
     data = {"app": app.name, "held_by": holder.describe() if holder else None}
     ctx.emit(data, lambda: click.echo(f"released the lock held by {holder.describe()}" if holder

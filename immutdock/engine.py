@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from immutdock import labels as L
 from immutdock.errors import EngineError
@@ -53,8 +53,9 @@ class ContainerState:
 class Engine:
     """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, name: str | None = None) -> None:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.name = name or self.base_url  # how messages name it (an SSH host: its ssh:// address)
         self._client: docker.DockerClient | None = None
         self._wire: Wire | _DockerPyWire | None = None
 
@@ -69,9 +70,14 @@ class Engine:
                 self._client = docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
             except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
                 self._client = None
-                raise EngineError(f"cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
-                                  "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
+                raise EngineError(f"cannot reach the Docker engine at {self.name} ({_short(exc)})", self._hint) from None
         return self._client
+
+    @property
+    def _hint(self) -> str:
+        if self.name != self.base_url:
+            return f"check the SSH connection to {self.name} and that dockerd runs there"
+        return "start dockerd (bash .ci/engine does) or set DOCKER_HOST"
 
     @property
     def wire(self) -> "Wire | _DockerPyWire":
@@ -99,8 +105,8 @@ class Engine:
         try:
             return self.wire.request(method, path, params, body, timeout)
         except (OSError, http.client.HTTPException) as exc:
-            raise EngineError(f"{what}: cannot reach the Docker engine at {self.base_url} ({_short(exc)})",
-                              "start dockerd (bash .ci/engine does) or set DOCKER_HOST") from None
+            raise EngineError(f"{what}: cannot reach the Docker engine at {self.name} ({_short(exc)})",
+                              self._hint) from None
 
     def _json(self, what: str, path: str, params: Mapping[str, Any] | None = None,
               absent: tuple[int, ...] = ()) -> Any:
@@ -181,6 +187,40 @@ class Engine:
 
     def remove_image(self, ref: str) -> None:
         self._request(f"remove image {ref}", "DELETE", f"/images/{segment(ref)}")
+
+    def image_layers(self) -> list[list[str]]:
+        """The diff IDs (RootFS.Layers) of every image the engine holds, bottom first."""
+        listed = self._json("list images", "/images/json") or []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(lambda i: self.inspect_image(i["Id"]), listed))
+        return [list((f.get("RootFS") or {}).get("Layers") or []) for f in found if f]
+
+    def save_images(self, refs: list[str], into: BinaryIO) -> None:
+        """`docker save` of `refs` (one archive, shared layers once) written to `into`."""
+        what = f"save {', '.join(refs)}"
+        try:
+            with self.wire.stream("GET", "/images/get", {"names": refs}) as (status, answer):
+                if status >= 400:
+                    raise EngineError(f"{what}: {Reply(status, {}, answer.read()).message}")
+                while chunk := answer.read(1 << 20):
+                    into.write(chunk)
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(f"{what}: cannot reach the Docker engine at {self.name} ({_short(exc)})",
+                              self._hint) from None
+
+    def load_images(self, archive: Iterable[bytes]) -> None:
+        """`docker load` of an archive (plain or gzip-compressed) streamed from `archive`."""
+        try:
+            with self.wire.stream("POST", "/images/load", {"quiet": "1"}, body=archive) as (status, answer):
+                text = answer.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(f"load images on {self.name}: the connection broke ({_short(exc)})",
+                              self._hint) from None
+        errors = [str((m.get("errorDetail") or {}).get("message") or m.get("error"))
+                  for m in _json_lines(text) if m.get("error") or m.get("errorDetail")]
+        if status >= 400 or errors:
+            raise EngineError(f"load images on {self.name}: {(errors or [text.strip() or f'HTTP {status}'])[0][:300]}",
+                              "check the free disk space there and the engine's log")
 
     # -- containers -----------------------------------------------------------------------
     def containers(self, **label_values: str) -> list[ContainerState]:
@@ -451,6 +491,21 @@ class ExecSession:
             pass
 
 
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    """The engine's JSON-lines progress messages (others skipped)."""
+    import json
+
+    found = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            found.append(item)
+    return found
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
@@ -472,3 +527,18 @@ class _DockerPyWire:
         except requests.exceptions.RequestException as exc:
             raise ConnectionError(_short(exc)) from None
         return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+
+    @contextmanager
+    def stream(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+               body: Iterable[bytes] | None = None, timeout: float = 600.0) -> Iterator[tuple[int, BinaryIO]]:
+        import requests.exceptions
+
+        try:
+            resp = self._api.request(method, self._api.base_url + path, params=params, data=body, stream=True,
+                                     timeout=timeout, headers={"Content-Type": "application/x-tar"} if body else None)
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionError(_short(exc)) from None
+        try:
+            yield resp.status_code, resp.raw
+        finally:
+            resp.close()

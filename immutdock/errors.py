@@ -14,6 +14,7 @@ class ImmutdockError(Exception):
         self.message = message
         self.hint = hint
         self.details = details  # e.g. last log lines; printed after the message
+        self.data: dict[str, object] = {}  # more for --json (a fleet's per-host rows)
 
     def one_line(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message

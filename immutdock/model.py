@@ -113,6 +113,17 @@ class PreReleaseTest:
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where a release lands besides the local engine: SSH hosts, released canary first,
+    then `parallel` at a time; images are shipped to them without a registry."""
+
+    name: str
+    hosts: tuple[str, ...]  # ssh://[user@]host[:port] or ~/.ssh/config aliases, as written
+    parallel: int = 1
+    canary: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     router: Router | None = None
     stateful: tuple[str, ...] = ()
@@ -121,6 +132,7 @@ class Settings:
     # Commands run in a new container of a service's new image: "pre-switch" after the gate,
     # before traffic moves (a failure undoes the release); "post-switch" after it.
     hooks: Mapping[str, tuple[PreReleaseTest, ...]] = field(default_factory=frozen_mapping)
+    targets: Mapping[str, Target] = field(default_factory=frozen_mapping)
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,10 @@ def router_change(app: App, state: AppState, color: str, identity: str | None) -
 
 
 def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str, redactor: Redactor,
-           router_identity: str | None = None) -> ReleasePlan:
+           router_identity: str | None = None, number: int = 1) -> ReleasePlan:
     """A no-op only when the live color, every stateful service and the router each run what
-    this file and these images make."""
+    this file and these images make. A release gets the next number of the app's records, and
+    at least `number` (a fleet gives its hosts one number)."""
     live = state.live_color
     stateful = tuple(s.name for s in app.stateful)
     broken = not_serving(app, state)
@@ -112,7 +113,8 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
         reason = f"stateful {', '.join(changes)} {'runs' if len(changes) == 1 else 'run'} another definition"
     else:
         reason = f"the router is {router.split(' (')[0]}"
-    return ReleasePlan(app=app.name, release=f"r{state.highest_release_number() + 1}", noop=False, reason=reason,
+    return ReleasePlan(app=app.name, release=f"r{max(number, state.highest_release_number() + 1)}", noop=False,
+                       reason=reason,
                        color=target, retire=old if state.colors.get(old) else None,
                        cleanup=(target,) if state.colors.get(target) else (),
                        images=tuple(images), config_hash=new_hash,

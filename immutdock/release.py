@@ -5,12 +5,13 @@ the new color and leaves the live one serving untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import assets, interrupts, ledger, lock, render, tls
 from immutdock import labels as L
@@ -50,13 +51,31 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Images planned, built (or pulled) and shipped before the Deployer runs: a fleet plans
+    and builds once, on this machine, for every host."""
+
+    images: tuple[ImagePlan, ...]
+    router: ImagePlan | None
+
+
 class Deployer:
-    def __init__(self, app: App, engine: Engine, compose: Compose, say: Say, warn: Say) -> None:
+    """Releases one app on one engine. The images are planned and built on `builder` (default:
+    that engine), or handed over `prepared`; with `hold_lock` False the caller holds the lock
+    (a fleet locks all its hosts first)."""
+
+    def __init__(self, app: App, engine: Engine, compose: Compose, say: Say, warn: Say, *,
+                 builder: Engine | None = None, prepared: Prepared | None = None, hold_lock: bool = True) -> None:
         self.app = app
         self.engine = engine
         self.compose = compose
         self.say = say
         self.warn = warn
+        self.builder = builder or engine
+        self.prepared = prepared
+        self.hold_lock = hold_lock
+        self.number = 1  # the least release number a release takes (a fleet gives its hosts one)
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
 
@@ -82,9 +101,11 @@ class Deployer:
         router = self.app.settings.router
         if router is None or router.image:
             return None
+        if self.prepared is not None:
+            return self.prepared.router
         args = frozen_mapping({"BASE": router.base} if router.base else {})
         spec = BuildSpec(context=self.router_context, dockerfile=self.router_context / "Dockerfile", args=args)
-        return plan_image("router", "immutdock-router", spec, self.engine, pull)
+        return plan_image("router", "immutdock-router", spec, self.builder, pull)
 
     def router_image(self, plan: ImagePlan | None) -> str | None:
         router = self.app.settings.router
@@ -102,7 +123,8 @@ class Deployer:
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
             state_f = pool.submit(observed or (lambda: observe(self.engine, self.app.name)))
             router_f = pool.submit(self._router_image_plan, pull)
-            images = plan_app_images(self.app, self.engine, pull, self.say)
+            images = list(self.prepared.images) if self.prepared else plan_app_images(self.app, self.builder, pull,
+                                                                                       self.say)
             router_plan, state = router_f.result(), state_f.result()
         plan, _ = self._decide(images, router_plan, state)
         return plan, router_plan, state
@@ -114,7 +136,8 @@ class Deployer:
         image = self.router_image(router_plan)
         redactor = self.redactor(state)
         identity = render.router_identity(self.app, image) if image else None
-        return decide(self.app, images, state, config_hash(self.app, refs, redactor), redactor, identity), state
+        return decide(self.app, images, state, config_hash(self.app, refs, redactor), redactor, identity,
+                      self.number), state
 
     # -- release ------------------------------------------------------------------------------
     def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
@@ -143,13 +166,9 @@ class Deployer:
             t = time.monotonic()
             refs = image_refs(self.app, plan.images)
             try:
-                to_build = list(plan.images) + ([router_plan] if router_plan else [])
-                if any(not i.cached for i in to_build):
-                    self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
-                apply_images(self.app.name, plan.images, self.app.project_dir, self.engine, self.compose, self.say)
-                if router_plan:
-                    apply_images("immutdock", [router_plan], self.router_context, self.engine, self.compose, self.say)
-                timings["build"] = time.monotonic() - t
+                if self.prepared is None:
+                    self.build(plan.images, router_plan)
+                    timings["build"] = time.monotonic() - t
                 self._check_publish(state, self.router_image(router_plan))
                 self._pre_release_test(refs, plan)
             except KeyboardInterrupt:
@@ -162,6 +181,22 @@ class Deployer:
                                     timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
+
+    def build(self, images: Sequence[ImagePlan], router_plan: ImagePlan | None) -> list[ImagePlan]:
+        """Build (or pull and pin) on the builder what is not there yet; the images as built."""
+        to_build = list(images) + ([router_plan] if router_plan else [])
+        if any(not i.cached for i in to_build):
+            self.say(f"building {sum(not i.cached for i in to_build)} image(s)")
+        # compose builds on the builder's engine: the Deployer's own compose when they are one
+        compose = self.compose if self.builder is self.engine else Compose()
+        try:
+            done = apply_images(self.app.name, images, self.app.project_dir, self.builder, compose, self.say)
+            if router_plan:
+                apply_images("immutdock", [router_plan], self.router_context, self.builder, compose, self.say)
+        finally:
+            if compose is not self.compose:
+                compose.close()
+        return done
 
     def rollback(self, to: str | None) -> Outcome:
         self._require_router()
@@ -181,8 +216,7 @@ class Deployer:
                                     "release that version again instead")
             live = state.live_color
             color = render.other(live) if live else "blue"
-            number = state.highest_release_number() + 1
-            release_id = f"r{number}"
+            release_id = f"r{max(self.number, state.highest_release_number() + 1)}"
             model = self._rerun(target, color, release_id)
             applied = render.color_hash(model, self.app.name, self.redactor(state))  # what runs, said as it is
             for svc in model["services"].values():
@@ -193,8 +227,8 @@ class Deployer:
                                config_hash=applied, create_router=state.router is None,
                                stateful=tuple(s.name for s in self.app.stateful), profiles=target.profiles)
             router_plan = self._router_image_plan()
-            if router_plan and not router_plan.cached:
-                apply_images("immutdock", [router_plan], self.router_context, self.engine, self.compose, self.say)
+            if router_plan and not router_plan.cached and self.prepared is None:
+                self.build((), router_plan)
             self._check_publish(state, self.router_image(router_plan))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
                                     kind="rollback", source=target.id, timings={})
@@ -530,8 +564,8 @@ class Deployer:
                 raise EngineError(f"the {when} hook in {hook.service} failed", details=tail)
 
     # -- lock and cleanup --------------------------------------------------------------------
-    def _locked(self, command: str) -> "_Lock":
-        return _Lock(self, command)
+    def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":
+        return _Lock(self, command) if self.hold_lock else contextlib.nullcontext()
 
     def reap_idle(self, state: AppState) -> list[str]:
         """Remove the colors an interrupted release left (half-made, or not retired), when no

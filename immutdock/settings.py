@@ -8,10 +8,11 @@ import ipaddress
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
-from immutdock.model import EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, frozen_mapping
+from immutdock.model import EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target, frozen_mapping
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets"}
+_TARGET_KEYS = {"hosts", "parallel", "canary"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
 _ROUTER_KEYS = ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
@@ -234,7 +235,45 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
                               "route traffic to a swapped (non-stateful) service")
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
-    return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks)
+    targets = _targets(block.get("targets"), f"{BLOCK}.targets")
+    return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets)
+
+
+def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: int, meaning: str) -> int:
+    value = block.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{path}.{key}", f"{value!r} is not a whole number of at least {least}", meaning)
+    return value
+
+
+def _targets(value: Any, path: str) -> Mapping[str, Target]:
+    """`targets: {NAME: {hosts: [ssh://user@host[:port], ...], parallel, canary}}`."""
+    from immutdock.ssh import parse_host
+
+    found: dict[str, Target] = {}
+    for name, spec in _mapping(value, path).items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(where, f"{name!r} is not a target name", "use letters, digits, '-', '_' or '.'")
+        block = _mapping(spec, where)
+        _no_unknown(block, _TARGET_KEYS, where)
+        hosts = block.get("hosts")
+        if isinstance(hosts, str):
+            hosts = [hosts]
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+            raise ConfigError(f"{where}.hosts", "must be a list of SSH hosts",
+                              "e.g. hosts: [ssh://deploy@app1.example.com, ssh://deploy@app2.example.com:2222]")
+        parsed = [parse_host(h, f"{where}.hosts[{i}]").name for i, h in enumerate(hosts)]
+        twice = sorted({h for h in parsed if parsed.count(h) > 1})
+        if twice:
+            raise ConfigError(f"{where}.hosts", f"{twice[0]} is listed twice", "list each host once")
+        parallel = _count(block, "parallel", where, 1, 1, "the hosts released at once, e.g. parallel: 2")
+        canary = _count(block, "canary", where, 0, 0, "the hosts released and gated first, e.g. canary: 1")
+        if canary > len(parsed):
+            raise ConfigError(f"{where}.canary", f"{canary} is more than the {len(parsed)} host(s) listed",
+                              f"at most canary: {len(parsed)}")
+        found[name] = Target(name=name, hosts=tuple(parsed), parallel=parallel, canary=canary)
+    return frozen_mapping(found)
 
 
 def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]],

@@ -12,7 +12,8 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
 
@@ -77,7 +78,7 @@ class Wire:
         """`path` as the API documents it (unversioned: the engine's own API version);
         `body` is sent as JSON. Raises OSError (or http.client.HTTPException) when the engine
         cannot be reached or the connection breaks."""
-        target = path + ("?" + urlencode(params) if params else "")
+        target = path + ("?" + urlencode(params, doseq=True) if params else "")
         headers = {"Host": "docker"}
         data = None
         if body is not None:
@@ -88,6 +89,21 @@ class Wire:
             conn.request(method, target, body=data, headers=headers)
             resp = conn.getresponse()
             return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    @contextmanager
+    def stream(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+               body: Iterable[bytes] | None = None, timeout: float = 600.0) -> Iterator[tuple[int, BinaryIO]]:
+        """A request whose body (sent chunked) and answer (read as it comes) may be larger than
+        memory, e.g. an image archive: (status, answer to read)."""
+        target = path + ("?" + urlencode(params, doseq=True) if params else "")
+        headers = {"Host": "docker", "Content-Type": "application/x-tar"} if body is not None else {"Host": "docker"}
+        conn = self._connect(timeout)
+        try:
+            conn.request(method, target, body=body, headers=headers, encode_chunked=body is not None)
+            resp = conn.getresponse()
+            yield resp.status, resp  # type: ignore[misc]
         finally:
             conn.close()
 
