@@ -606,16 +606,18 @@ def _hosts_text(result: Any) -> str:  # result: FleetOutcome
 
 def _remote_status(ctx: Ctx, app: Any, target: Any) -> None:
     from immutdock.fleet import drift
+    from immutdock.ledger import parse_release_id
     from immutdock.status import describe, gather
 
     with ctx.fleet(app, target) as fleet:
         reports = fleet.each(lambda h: describe(app, *gather(h.engine, app.name)))
     hosts = [{"host": h, **r} for h, r in zip(target.hosts, reports)]
-    apart = drift({h["host"]: h["images"] for h in hosts if h["live_color"]})
+    apart = drift({h["host"]: (parse_release_id(h["live_release"] or "") or 0, h["images"])
+                   for h in hosts if h["live_color"]})
     problems = [f"{h['host']}: {h['problem']}" for h in hosts if h["problem"]]
     if apart:
-        problems.append(f"{', '.join(apart)} serve{'s' if len(apart) == 1 else ''} other images than the rest of "
-                        f"{target.name} (the fleet drifted apart); `immutdock release --target {target.name}` "
+        problems.append(f"{', '.join(apart)} serve{'s' if len(apart) == 1 else ''} other images than the newest release "
+                        f"on {target.name} (the fleet drifted apart); `immutdock release --target {target.name}` "
                         "brings every host to the file's release")
     data = {"target": target.name, "hosts": hosts, "drift": apart, "problem": "; ".join(problems) or None}
 

@@ -318,16 +318,13 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def drift(live: dict[str, Any]) -> list[str]:
-    """The hosts whose live images differ from most hosts' (pure; `live`: host -> images)."""
-    keys = {h: repr(sorted((v or {}).items())) for h, v in live.items()}
-    counts: dict[str, int] = {}
-    for k in keys.values():
-        counts[k] = counts.get(k, 0) + 1
-    if len(counts) <= 1:
+def drift(live: dict[str, tuple[int, Any]]) -> list[str]:
+    """The hosts whose live images differ from those of the newest live release (pure;
+    `live`: host -> (live release number, its images)): the hosts a fleet left behind."""
+    if not live:
         return []
-    common = max(counts, key=lambda k: (counts[k], k))
-    return [h for h, k in keys.items() if k != common]
+    newest = max(live.values(), key=lambda v: v[0])[1]
+    return [h for h, (_n, images) in live.items() if images != newest]
 
 
 @contextmanager

@@ -1,0 +1,286 @@
+"""Releases to remote hosts over SSH, on real test hosts (sshd + their own dockerd): a
+target of two hosts, images shipped without a registry and only the layers a host lacks, a
+failing host that stops the rollout, a re-run that finishes it, host keys, and the lock."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from immutdock import lock
+from immutdock.engine import Engine
+from immutdock.fleet import close_hosts, open_hosts
+from immutdock.model import Target
+
+from .hosts import SshHosts
+from .support import get, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+DOCKERFILE = """\
+FROM busybox:latest
+COPY . /www
+CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]
+"""
+ASSET = 256 * 1024  # an incompressible file of the app's code: its layer is the one that changes
+
+
+@pytest.fixture(scope="module")
+def hosts(engine: object) -> Iterator[SshHosts]:
+    made = SshHosts(2)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+class RemoteApp:
+    """A busybox web app whose health fails on a host that has /flags/fail in its `flags`
+    volume (a host-side fault, the same images everywhere)."""
+
+    def __init__(self, root: Path, name: str, hosts: SshHosts, canary: int = 0, parallel: int = 2) -> None:
+        self.root, self.name, self.hosts = root, name, hosts
+        aliases = ", ".join(h.alias for h in hosts.hosts)
+        (root / "compose.yaml").write_text(textwrap.dedent(f"""\
+            name: {name}
+            services:
+              web:
+                build: ./web
+                init: true
+                stop_grace_period: 2s
+                ports: ["8080:8000"]
+                volumes: ["flags:/flags:ro"]
+                healthcheck:
+                  test: ["CMD-SHELL", "test ! -e /flags/fail && wget -qO- http://127.0.0.1:8000/version"]
+                  interval: 1s
+                  retries: 2
+            volumes:
+              flags: {{}}
+            x-immutdock:
+              router:
+                health: {{path: /version, timeout: 8}}
+              targets:
+                both: {{hosts: [{aliases}], canary: {canary}, parallel: {parallel}}}
+            """))
+        self.write("v1")
+
+    def write(self, version: str) -> None:
+        web = self.root / "web"
+        web.mkdir(exist_ok=True)
+        (web / "Dockerfile").write_text(DOCKERFILE)
+        (web / "version").write_text(version + "\n")
+        (web / "asset.bin").write_bytes(os.urandom(ASSET))
+
+    def cli(self, *args: str, timeout: float = 600):  # -> CompletedProcess
+        return run_cli(self.root, *args, env=self.hosts.env, timeout=timeout)
+
+    def serving(self, i: int) -> str:
+        return get(self.hosts.hosts[i].app_url, "/version")[1].strip()
+
+    def fault(self, i: int, on: bool) -> None:
+        """Make host i's gate fail (or pass again), through the app's `flags` volume there."""
+        host = self.hosts.hosts[i]
+        host.docker("volume", "create", f"{self.name}_flags")
+        folder = host.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{self.name}_flags").stdout.strip()
+        host.sh(f"touch {folder}/fail" if on else f"rm -f {folder}/fail")
+
+    def cleanup(self) -> None:
+        for host in self.hosts.hosts:
+            found = host.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={self.name}").stdout.split()
+            found += host.docker("ps", "-aq", "--filter", f"name={self.name}").stdout.split()
+            if found:
+                host.docker("rm", "-f", *set(found), check=False)
+            host.docker("network", "prune", "-f", check=False)
+            vols = host.docker("volume", "ls", "-q", "--filter", f"name={self.name}").stdout.split()
+            if vols:
+                host.docker("volume", "rm", "-f", *vols, check=False)
+        from .support import cleanup
+
+        cleanup(self.name)  # the images built on this machine
+
+
+@pytest.fixture
+def app(tmp_path: Path, app_name: str, hosts: SshHosts) -> Iterator[RemoteApp]:
+    made = RemoteApp(tmp_path, app_name, hosts)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def _layer_gzip_size(image: str, base: str) -> int:
+    """The gzip-compressed size of `image`'s layers that `base` does not have (docker save)."""
+    engine = Engine()
+    base_layers = set((engine.inspect_image(base) or {})["RootFS"]["Layers"])
+    buf = io.BytesIO()
+    engine.save_images([image], buf)
+    buf.seek(0)
+    total = 0
+    with tarfile.open(fileobj=buf) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+        for path, diff in zip(manifest[0]["Layers"], config["rootfs"]["diff_ids"]):
+            if diff not in base_layers:
+                total += len(gzip.compress(tar.extractfile(path).read()))  # type: ignore[union-attr]
+    return total
+
+
+def _whole_image_gzip_size(image: str) -> int:
+    buf = io.BytesIO()
+    Engine().save_images([image], buf)
+    return len(gzip.compress(buf.getvalue(), 6))
+
+
+def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp) -> None:
+    first = app.cli("release", "--target", "both", "--json")
+    assert first.returncode == 0, first.stderr
+    out = json_out(first)
+    assert [h["outcome"] for h in out["hosts"]] == ["ok", "ok"], out
+    assert {h["release"] for h in out["hosts"]} == {"r1"}
+    assert all(h["bytes_shipped"] > ASSET for h in out["hosts"]), out  # the app's layer at least
+    assert app.serving(0) == app.serving(1) == "v1"
+    for h in app.hosts.hosts:  # built here, not there: no build cache or buildx on the host was used
+        assert h.docker("image", "ls", "-q", "--filter", f"reference={app.name}-web").stdout.strip()
+
+    again = app.cli("release", "--target", "both", "--json")
+    assert again.returncode == 0, again.stderr
+    out = json_out(again)
+    assert out["outcome"] == "noop" and out["bytes_shipped"] == 0, out
+    assert [h["bytes_shipped"] for h in out["hosts"]] == [0, 0]
+
+    app.write("v2")  # a code change: one new layer (the COPY), the busybox base unchanged
+    second = app.cli("release", "--target", "both", "--json")
+    assert second.returncode == 0, second.stderr
+    out = json_out(second)
+    assert {h["release"] for h in out["hosts"]} == {"r2"} and app.serving(0) == app.serving(1) == "v2"
+    image = [i for i in json_out(app.cli("status", "--target", "both", "--json"))["hosts"][0]["images"].values()][0]
+    layer = _layer_gzip_size(image, "busybox:latest")
+    whole = _whole_image_gzip_size(image)
+    for h in out["hosts"]:
+        assert abs(h["bytes_shipped"] - layer) <= 0.1 * layer, (h, layer)
+        assert h["bytes_shipped"] < whole / 3, (h, whole)  # the busybox base was not sent again
+    assert f"{app.hosts.hosts[0].alias}: shipped" in second.stderr, second.stderr
+
+    status = app.cli("status", "--target", "both", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json_out(status)
+    assert [h["live_release"] for h in data["hosts"]] == ["r2", "r2"] and data["drift"] == []
+    history = json_out(app.cli("history", "--target", "both", "--json"))
+    assert [[r["release"] for r in h["releases"]] for h in history["hosts"]] == [["r1", "r2"], ["r1", "r2"]]
+
+    back = app.cli("rollback", "--target", "both", "--json")
+    assert back.returncode == 0, back.stderr
+    assert [h["outcome"] for h in json_out(back)["hosts"]] == ["ok", "ok"]
+    assert app.serving(0) == app.serving(1) == "v1"
+    text = app.cli("history", "--target", "both")
+    assert text.returncode == 0 and text.stdout.count("rollback -> r1") == 2, text.stdout
+
+
+def test_a_failing_host_stops_the_rollout_and_a_rerun_finishes_it(tmp_path: Path, app_name: str,
+                                                                  hosts: SshHosts) -> None:
+    app = RemoteApp(tmp_path, app_name, hosts, canary=1, parallel=1)
+    try:
+        assert app.cli("release", "--target", "both").returncode == 0
+        assert app.serving(0) == app.serving(1) == "v1"
+
+        app.fault(1, True)  # the second host's gate fails; the canary passes
+        app.write("v2")
+        failed = app.cli("release", "--target", "both", "--json")
+        assert failed.returncode == 1, failed.stderr
+        host2 = hosts.hosts[1].alias
+        assert f"error: ssh://{host2}:" in failed.stderr and "health gate" in failed.stderr, failed.stderr
+        rows = {h["host"]: h for h in json_out(failed)["hosts"]}
+        assert rows[f"ssh://{hosts.hosts[0].alias}"]["outcome"] == "ok"
+        assert rows[f"ssh://{host2}"]["outcome"] == "failed"
+        assert app.serving(0) == "v2" and app.serving(1) == "v1"  # the failing host kept its release
+        status = app.cli("status", "--target", "both", "--json")
+        assert status.returncode == 1 and json_out(status)["drift"] == [f"ssh://{host2}"], status.stdout
+
+        app.fault(1, False)
+        rerun = app.cli("release", "--target", "both", "--json")
+        assert rerun.returncode == 0, rerun.stderr
+        rows = {h["host"]: h for h in json_out(rerun)["hosts"]}
+        assert rows[f"ssh://{hosts.hosts[0].alias}"]["outcome"] == "noop"
+        assert rows[f"ssh://{host2}"]["outcome"] == "ok"
+        assert json_out(rerun)["bytes_shipped"] == 0  # shipped by the failed run already
+        assert "building" not in rerun.stderr, rerun.stderr  # no new build
+        assert app.serving(0) == app.serving(1) == "v2"
+        assert app.cli("status", "--target", "both").returncode == 0
+
+        app.fault(0, True)  # now the canary fails: the other host is not started
+        app.write("v3")
+        stopped = app.cli("release", "--target", "both", "--json")
+        assert stopped.returncode == 1, stopped.stderr
+        rows = {h["host"]: h for h in json_out(stopped)["hosts"]}
+        assert rows[f"ssh://{hosts.hosts[0].alias}"]["outcome"] == "failed"
+        assert rows[f"ssh://{host2}"]["outcome"] == "not started"
+        assert "was not started" in stopped.stderr
+        assert app.serving(0) == app.serving(1) == "v2"
+        h2 = json_out(app.cli("history", "--target", "both", "--json"))["hosts"][1]["releases"]
+        assert h2[-1]["outcome"] == "ok" and h2[-1]["release"] != "r4"  # nothing was recorded there
+    finally:
+        app.cleanup()
+
+
+def test_unknown_and_changed_host_keys_are_refused(app: RemoteApp) -> None:
+    hosts = app.hosts
+    host = hosts.hosts[0]
+    try:
+        hosts.known_hosts.write_text("")
+        refused = app.cli("release", "--host", host.url, "--identity", str(hosts.key))
+        assert refused.returncode == 2, refused.stderr
+        line = refused.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {host.url}: the host key of {host.known_as} is unknown") and \
+            "--accept-new-host-key" in line, refused.stderr
+        assert not host.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app.name}").stdout.strip()
+
+        # A changed key (here: another host's key recorded under this one's name) is refused,
+        # even when new keys are accepted.
+        other = hosts.hosts[1].host_key_line().split()
+        assert other[2] != host.host_key_line().split()[2]
+        hosts.known_hosts.write_text(f"{host.known_as} {other[1]} {other[2]}\n")
+        changed = app.cli("status", "--host", host.url, "--identity", str(hosts.key), "--accept-new-host-key")
+        assert changed.returncode == 2, changed.stderr
+        assert "CHANGED" in changed.stderr and "ssh-keygen -R" in changed.stderr, changed.stderr
+
+        hosts.known_hosts.write_text("")
+        accepted = app.cli("status", "--host", host.url, "--identity", str(hosts.key), "--accept-new-host-key")
+        assert accepted.returncode == 0, accepted.stderr
+        assert hosts.known_hosts.read_text().split()[:3] == host.host_key_line().split()[:3]
+    finally:
+        hosts.trust_all()
+
+
+def test_the_target_lock_refuses_a_concurrent_release(app: RemoteApp) -> None:
+    hosts = app.hosts
+    target = Target(name="t", hosts=(hosts.hosts[1].url,))
+    old_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(hosts.home)  # the test reaches the host as immutdock does
+    try:
+        opened = open_hosts(target, hosts.key, False)
+    finally:
+        os.environ["HOME"] = old_home or ""
+    try:
+        lock.acquire(opened[0].engine, app.name, "release", lambda _m: None)  # this live process holds it
+        held = app.cli("release", "--target", "both")
+        assert held.returncode == 3, held.stderr
+        assert f"ssh://{hosts.hosts[1].alias}" in held.stderr, held.stderr
+        # Nothing changed on either host, and the first host's lock (taken first) was freed.
+        for h in hosts.hosts:
+            names = h.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+            assert not [n for n in names if app.name in n and "lock" not in n], names
+        assert f"immutdock.{app.name}.lock" not in hosts.hosts[0].docker("ps", "-a", "--format",
+                                                                         "{{.Names}}").stdout
+        lock.release(opened[0].engine, app.name)
+        ok = app.cli("release", "--target", "both")
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        close_hosts(opened)
