@@ -1,0 +1,126 @@
+"""Targets, SSH host addresses, layer shipping decisions and fleet drift: pure logic."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from immutdock.errors import ConfigError
+from immutdock.fleet import drift, resolve
+from immutdock.settings import parse_settings
+from immutdock.ship import chain_ids, held_chains, layers_to_send
+from immutdock.ssh import parse_host
+
+
+@pytest.mark.parametrize("text, host, user, port", [
+    ("ssh://deploy@app1.example.com", "app1.example.com", "deploy", None),
+    ("ssh://deploy@app2.example.com:2222", "app2.example.com", "deploy", 2222),
+    ("app1", "app1", None, None),
+    ("root@10.0.0.5:22", "10.0.0.5", "root", 22),
+    ("ssh://me@[2001:db8::1]:2200", "2001:db8::1", "me", 2200),
+])
+def test_host_addresses_parse(text: str, host: str, user: str | None, port: int | None) -> None:
+    spec = parse_host(text)
+    assert (spec.host, spec.user, spec.port) == (host, user, port)
+    assert spec.name.startswith("ssh://")
+
+
+@pytest.mark.parametrize("text", ["tcp://host:2375", "ssh://", "ssh://host:99999", "ssh://host:x", "a b",
+                                  "ssh://host/path", "ssh://user@"])
+def test_bad_host_addresses_name_the_form(text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_host(text, "x-immutdock.targets.prod.hosts[0]")
+    assert err.value.message.startswith("x-immutdock.targets.prod.hosts[0]: ")
+    assert err.value.hint
+
+
+def test_targets_parse_with_defaults() -> None:
+    targets = parse_settings({"targets": {"prod": {"hosts": ["ssh://a", "b:2222"], "parallel": 2, "canary": 1},
+                                          "one": {"hosts": "ssh://c"}}}, set()).targets
+    assert targets["prod"].hosts == ("ssh://a", "ssh://b:2222")
+    assert (targets["prod"].parallel, targets["prod"].canary) == (2, 1)
+    assert (targets["one"].hosts, targets["one"].parallel, targets["one"].canary) == (("ssh://c",), 1, 0)
+
+
+@pytest.mark.parametrize("block, where", [
+    ({"prod": {"hosts": []}}, "x-immutdock.targets.prod.hosts"),
+    ({"prod": {}}, "x-immutdock.targets.prod.hosts"),
+    ({"prod": {"hosts": ["ssh://a", "a"]}}, "x-immutdock.targets.prod.hosts"),
+    ({"prod": {"hosts": ["ssh://a"], "parallel": 0}}, "x-immutdock.targets.prod.parallel"),
+    ({"prod": {"hosts": ["ssh://a"], "canary": 2}}, "x-immutdock.targets.prod.canary"),
+    ({"prod": {"hosts": ["ssh://a"], "canary": True}}, "x-immutdock.targets.prod.canary"),
+    ({"prod": {"hosts": ["ssh://a"], "regions": 2}}, "x-immutdock.targets.prod.regions"),
+    ({"prod": {"hosts": ["http://a"]}}, "x-immutdock.targets.prod.hosts[0]"),
+    ({"pr od": {"hosts": ["ssh://a"]}}, "x-immutdock.targets.pr od"),
+    ({"prod": ["ssh://a"]}, "x-immutdock.targets.prod"),
+])
+def test_bad_targets_name_their_key_and_the_fix(block: dict, where: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"targets": block}, set())
+    assert err.value.message.startswith(where + ": "), err.value.message
+    assert err.value.hint and "\n" not in err.value.one_line()
+
+
+class _App:
+    class settings:  # noqa: N801 - stands in for App.settings
+        targets = parse_settings({"targets": {"prod": {"hosts": ["ssh://a"]}}}, set()).targets
+
+    class compose_file:  # noqa: N801
+        name = "compose.yaml"
+
+
+def test_a_command_names_a_target_a_host_or_neither() -> None:
+    assert resolve(_App, None, ()) is None  # type: ignore[arg-type]
+    assert resolve(_App, "prod", ()).hosts == ("ssh://a",)  # type: ignore[arg-type, union-attr]
+    one_off = resolve(_App, None, ("ssh://x@h:2200", "h2"))  # type: ignore[arg-type]
+    assert one_off is not None and one_off.hosts == ("ssh://x@h:2200", "ssh://h2")
+    with pytest.raises(ConfigError, match="'staging' is not a target of compose.yaml .known: prod."):
+        resolve(_App, "staging", ())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--host: given with --target"):
+        resolve(_App, "prod", ("ssh://a",))  # type: ignore[arg-type]
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_chain_ids_follow_the_image_spec() -> None:
+    a, b, c = _sha("a"), _sha("b"), _sha("c")
+    ab = "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    abc = "sha256:" + hashlib.sha256(f"{ab} {c}".encode()).hexdigest()
+    assert chain_ids([a, b, c]) == [a, ab, abc]
+    assert chain_ids([]) == []
+
+
+def test_only_layers_whose_whole_chain_the_host_lacks_are_sent() -> None:
+    base, app_v1, app_v2 = _sha("base"), _sha("v1"), _sha("v2")
+    manifest = [{"Config": "c2.json", "Layers": ["l-base/layer.tar", "l-v2/layer.tar"], "RepoTags": ["app:2"]}]
+    configs = {"c2.json": {"rootfs": {"diff_ids": [base, app_v2]}}}
+    # The host runs v1 (base + v1): the base chain is there, v2's is not.
+    send, leave_out = layers_to_send(manifest, configs, held_chains([[base, app_v1]]))
+    assert (send, leave_out) == ({"l-v2/layer.tar"}, {"l-base/layer.tar"})
+    # The same diff ID on another chain is not the same layer: v2's bytes under another base are sent.
+    other = _sha("other-base")
+    send, _ = layers_to_send(manifest, configs, held_chains([[other, app_v2]]))
+    assert send == {"l-base/layer.tar", "l-v2/layer.tar"}
+    # An empty host gets everything; a host holding the image gets nothing.
+    assert layers_to_send(manifest, configs, set())[0] == {"l-base/layer.tar", "l-v2/layer.tar"}
+    assert layers_to_send(manifest, configs, held_chains([[base, app_v2]]))[0] == set()
+
+
+def test_a_layer_file_shared_by_two_images_is_sent_when_either_needs_it() -> None:
+    base, x = _sha("base"), _sha("x")
+    manifest = [{"Config": "a.json", "Layers": ["b/layer.tar"]},
+                {"Config": "b.json", "Layers": ["b/layer.tar", "x/layer.tar"]}]
+    configs = {"a.json": {"rootfs": {"diff_ids": [base]}}, "b.json": {"rootfs": {"diff_ids": [base, x]}}}
+    send, leave_out = layers_to_send(manifest, configs, set())
+    assert send == {"b/layer.tar", "x/layer.tar"} and leave_out == set()
+
+
+def test_drift_names_the_hosts_behind_the_newest_live_release() -> None:
+    v1, v2 = {"web": "app-web:1"}, {"web": "app-web:2"}
+    assert drift({"h1": (2, v2), "h2": (1, v1)}) == ["h2"]
+    assert drift({"h1": (3, v1), "h2": (2, v2), "h3": (2, v2)}) == ["h2", "h3"]  # h1 was rolled back last
+    assert drift({"h1": (2, v2), "h2": (3, v2)}) == []  # same images, other numbers: no drift
+    assert drift({}) == []
