@@ -431,6 +431,16 @@ def plan(ctx: Ctx) -> None:
 
     app = ctx.load(prefetch=observe, warn=True)
     roles = [r.as_json() for r in app.roles]
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            per_host = fleet.plan()
+        ctx.emit({"roles": roles, "target": target.name, "hosts": per_host},
+                 lambda: [click.echo(f"{p['host']}  " + (f"no-op: {p['reason']}; {p['color']} keeps serving "
+                                                         f"{p['release']}" if p["noop"] else
+                                                         f"start {p['release']} as {app.name}-{p['color']} "
+                                                         f"({p['reason']})")) for p in per_host])
+        return
     deployer = ctx.deployer(app)
     if app.settings.router is None:
         from immutdock.build import plan_app_images

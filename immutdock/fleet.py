@@ -199,6 +199,20 @@ class Fleet:
         result.seconds = time.monotonic() - t0
         return result
 
+    def plan(self) -> list[dict[str, Any]]:
+        """What a release would do on each host (reads only: nothing is pulled or built)."""
+        first = self.deployer(self.hosts[0])
+        first._require_router()
+        first.certificate()
+        images = plan_app_images(self.app, self.builder, False)
+        prepared = Prepared(tuple(images), first._router_image_plan(pull=False))
+
+        def one(host: Host) -> dict[str, Any]:
+            plan, _router, _state = self.deployer(host, prepared).plan(pull=False)
+            return {"host": host.name, **plan.as_json()}
+
+        return self.each(one)
+
     def rollback(self, to: str | None) -> FleetOutcome:
         t0 = time.monotonic()
         first = self.deployer(self.hosts[0])

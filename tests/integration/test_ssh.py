@@ -155,8 +155,12 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp)
     out = json_out(again)
     assert out["outcome"] == "noop" and out["bytes_shipped"] == 0, out
     assert [h["bytes_shipped"] for h in out["hosts"]] == [0, 0]
+    plan = json_out(app.cli("plan", "--target", "both", "--json"))
+    assert [(p["noop"], p["release"]) for p in plan["hosts"]] == [(True, "r1"), (True, "r1")], plan
 
     app.write("v2")  # a code change: one new layer (the COPY), the busybox base unchanged
+    plan = app.cli("plan", "--target", "both")
+    assert plan.returncode == 0 and plan.stdout.count("start r2 as") == 2, plan.stdout + plan.stderr
     second = app.cli("release", "--target", "both", "--json")
     assert second.returncode == 0, second.stderr
     out = json_out(second)
