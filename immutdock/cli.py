@@ -121,6 +121,8 @@ class Ctx:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+        from immutdock.fleet import size_text
+
         if self._bars is None:
             bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                             TextColumn("{task.fields[sent]} sent"), console=Console(stderr=True), transient=False)
@@ -129,21 +131,13 @@ class Ctx:
         bars, tasks = self._bars
         if host not in tasks:
             tasks[host] = bars.add_task(f"shipping to {host}", total=total, sent="0 B")
-        bars.update(tasks[host], completed=read, total=total, sent=_bytes(sent))
+        bars.update(tasks[host], completed=read, total=total, sent=size_text(sent))
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             human()
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
@@ -607,10 +601,12 @@ def status(ctx: Ctx, reap: bool) -> None:
 
 
 def _hosts_text(result: Any) -> str:  # result: FleetOutcome
+    from immutdock.fleet import size_text
+
     lines = [f"{'host':<36} {'release':<8} {'color':<6} {'outcome':<12} {'shipped':>10} {'seconds':>8}"]
     for h in result.hosts:
         lines.append(f"{h.host:<36} {h.release or '-':<8} {h.color or '-':<6} {h.outcome:<12} "
-                     f"{_bytes(h.bytes):>10} {h.seconds:>8.1f}")
+                     f"{size_text(h.bytes):>10} {h.seconds:>8.1f}")
     return "\n".join(lines)
 
 

@@ -70,7 +70,7 @@ class Engine:
                 self._client = docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
             except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
                 self._client = None
-                raise EngineError(f"cannot reach the Docker engine at {self.name} ({_short(exc)})", self._hint) from None
+                raise self._unreachable(None, exc) from None
         return self._client
 
     @property
@@ -78,6 +78,11 @@ class Engine:
         if self.name != self.base_url:
             return f"check the SSH connection to {self.name} and that dockerd runs there"
         return "start dockerd (bash .ci/engine does) or set DOCKER_HOST"
+
+    def _unreachable(self, what: str | None, exc: BaseException) -> EngineError:
+        """The error for an engine that cannot be reached (while doing `what`)."""
+        return EngineError(f"{what + ': ' if what else ''}cannot reach the Docker engine at {self.name} "
+                           f"({_short(exc)})", self._hint)
 
     @property
     def wire(self) -> "Wire | _DockerPyWire":
@@ -105,8 +110,7 @@ class Engine:
         try:
             return self.wire.request(method, path, params, body, timeout)
         except (OSError, http.client.HTTPException) as exc:
-            raise EngineError(f"{what}: cannot reach the Docker engine at {self.name} ({_short(exc)})",
-                              self._hint) from None
+            raise self._unreachable(what, exc) from None
 
     def _json(self, what: str, path: str, params: Mapping[str, Any] | None = None,
               absent: tuple[int, ...] = ()) -> Any:
@@ -205,8 +209,7 @@ class Engine:
                 while chunk := answer.read(1 << 20):
                     into.write(chunk)
         except (OSError, http.client.HTTPException) as exc:
-            raise EngineError(f"{what}: cannot reach the Docker engine at {self.name} ({_short(exc)})",
-                              self._hint) from None
+            raise self._unreachable(what, exc) from None
 
     def load_images(self, archive: Iterable[bytes]) -> None:
         """`docker load` of an archive (plain or gzip-compressed) streamed from `archive`."""

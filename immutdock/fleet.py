@@ -162,19 +162,24 @@ class Fleet:
         return _FleetLock(self, command)
 
     # -- release and rollback -------------------------------------------------------------------
-    def release(self) -> FleetOutcome:
-        t0 = time.monotonic()
+    def _checked(self) -> Deployer:
+        """The first host's Deployer, once the file is found able to release (a router, a
+        usable certificate): a bad file stops here, before any host changes."""
         first = self.deployer(self.hosts[0])
         first._require_router()
-        first.certificate()  # an unusable certificate stops here, before anything changes
+        first.certificate()
+        return first
+
+    def release(self) -> FleetOutcome:
+        t0 = time.monotonic()
+        first = self._checked()
         result = FleetOutcome(target=self.target.name, kind="release",
                               hosts=[HostResult(host=h.name) for h in self.hosts])
         with self.locked("release"):
             images = plan_app_images(self.app, self.builder, True, self.say)
             router_plan = first._router_image_plan()
             deployers = {h.name: self.deployer(h, Prepared(tuple(images), router_plan)) for h in self.hosts}
-            with ThreadPoolExecutor(max_workers=min(8, len(self.hosts))) as pool:
-                plans = dict(zip(deployers, pool.map(lambda d: d.plan(), deployers.values())))
+            plans = dict(zip(deployers, self.each(lambda h: deployers[h.name].plan())))
             behind = [h.name for h in self.hosts if not plans[h.name][0].noop]
             number = max(state.highest_release_number() for _p, _r, state in plans.values()) + 1
             if behind:
@@ -190,20 +195,19 @@ class Fleet:
                     if row.host in shipped:
                         row.bytes = shipped[row.host].bytes
                         row.seconds = shipped[row.host].seconds
-                        self.say(f"{row.host}: shipped {_size(row.bytes)} ({shipped[row.host].layers_sent} "
+                        self.say(f"{row.host}: shipped {size_text(row.bytes)} ({shipped[row.host].layers_sent} "
                                  f"layer(s) sent, {shipped[row.host].layers_skipped} already there)")
                 for d in deployers.values():
                     d.prepared = prepared
                     d.number = number
-            self._roll(result, behind, lambda name: deployers[name].release())
+            # Each host's release starts from the state its plan read (under the same lock).
+            self._roll(result, behind, lambda name: deployers[name].release(observed=lambda: plans[name][2]))
         result.seconds = time.monotonic() - t0
         return result
 
     def plan(self) -> list[dict[str, Any]]:
         """What a release would do on each host (reads only: nothing is pulled or built)."""
-        first = self.deployer(self.hosts[0])
-        first._require_router()
-        first.certificate()
+        first = self._checked()
         images = plan_app_images(self.app, self.builder, False)
         prepared = Prepared(tuple(images), first._router_image_plan(pull=False))
 
@@ -215,9 +219,7 @@ class Fleet:
 
     def rollback(self, to: str | None) -> FleetOutcome:
         t0 = time.monotonic()
-        first = self.deployer(self.hosts[0])
-        first._require_router()
-        first.certificate()
+        first = self._checked()
         result = FleetOutcome(target=self.target.name, kind="rollback",
                               hosts=[HostResult(host=h.name) for h in self.hosts])
         with self.locked("rollback"):
@@ -324,12 +326,13 @@ class _FleetLock:
         self.taken.clear()
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+def size_text(n: float) -> str:
+    """Bytes as a person reads them: 512 B, 258.4 KB, 132.0 MB."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def drift(live: dict[str, tuple[int, Any]]) -> list[str]:

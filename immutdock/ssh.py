@@ -32,14 +32,10 @@ DIAL = "docker system dial-stdio"
 class HostSpec:
     """A host as the user wrote it: ssh://[user@]host[:port], or an alias of ~/.ssh/config."""
 
-    text: str
+    name: str  # ssh://... as written (an alias gets the prefix too)
     host: str
     user: str | None = None
     port: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self.text
 
 
 def parse_host(text: str, path: str = "--host") -> HostSpec:
@@ -65,7 +61,7 @@ def parse_host(text: str, path: str = "--host") -> HostSpec:
     if not host:
         raise ConfigError(path, f"{text!r} names no host", "write ssh://user@host[:port]")
     name = raw if raw.startswith("ssh://") else f"ssh://{raw}"
-    return HostSpec(text=name, host=host, user=user or None, port=port)
+    return HostSpec(name=name, host=host, user=user or None, port=port)
 
 
 class UnknownHostKey(Exception):
@@ -167,7 +163,7 @@ def _short(exc: BaseException) -> str:
 def check_docker(conn: "Connection", spec: HostSpec) -> str:
     """The host's engine version; an EngineError naming the fix when its docker CLI or
     engine cannot be used by this user."""
-    result = conn.run(f"{DIAL.split()[0]} version --format '{{{{.Server.Version}}}}'", hide=True, warn=True,
+    result = conn.run(f"docker version --format '{{{{.Server.Version}}}}'", hide=True, warn=True,
                       in_stream=False)
     if result.exited != 0:
         err = (result.stderr or result.stdout).strip().splitlines()
