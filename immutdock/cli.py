@@ -114,8 +114,8 @@ class Ctx:
                     self._bars[0].stop()
                     self._bars = None
 
-    def shipping(self, host: str, sent: int, read: int, total: int) -> None:
-        """A progress bar per host while images are shipped (rich, on stderr)."""
+    def shipping(self, what: str, sent: int, read: int, total: int) -> None:
+        """A progress bar per transfer while images move to hosts (rich, on stderr)."""
         if self.as_json and not sys.stderr.isatty():
             return
         from rich.console import Console
@@ -125,13 +125,13 @@ class Ctx:
 
         if self._bars is None:
             bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                            TextColumn("{task.fields[sent]} sent"), console=Console(stderr=True), transient=False)
+                            TextColumn("{task.fields[sent]}"), console=Console(stderr=True), transient=False)
             bars.start()
             self._bars = (bars, {})
         bars, tasks = self._bars
-        if host not in tasks:
-            tasks[host] = bars.add_task(f"shipping to {host}", total=total, sent="0 B")
-        bars.update(tasks[host], completed=read, total=total, sent=size_text(sent))
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=total, sent="")
+        bars.update(tasks[what], completed=read, total=total, sent=f"{size_text(sent)} sent" if sent >= 0 else "")
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:

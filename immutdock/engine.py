@@ -50,6 +50,16 @@ class ContainerState:
         return self.labels.get(L.COMPOSE_PROJECT, "")
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """What a pull or push moved: bytes of the layers moved, those layers, and the layers
+    the other side already held."""
+
+    bytes: int = 0
+    layers: int = 0
+    present: int = 0
+
+
 class Engine:
     """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
@@ -156,28 +166,74 @@ class Engine:
             raise EngineError(f"image {ref} was pulled but cannot be found")
         return found
 
-    def pull(self, ref: str, progress: Callable[[str], None] = lambda _l: None) -> None:
-        """Pull `ref`, saying how many of its layers are in (at most a line a second)."""
+    def pull(self, ref: str, progress: Callable[[str], None] = lambda _l: None,
+             counted: Callable[[int, int], None] | None = None) -> "Transfer":
+        """Pull `ref`, saying how many of its layers are in (at most a line a second); what
+        came: the compressed bytes of the layers fetched (counted(bytes so far, known total)
+        as they arrive), and the layers the engine already held."""
         import docker.errors
 
         layers: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, its compressed size)
         said = 0.0
         try:
             for event in self.client.api.pull(ref, stream=True, decode=True):
                 if event.get("error"):
                     raise docker.errors.APIError(str(event["error"]))
-                if event.get("id") and event.get("status"):
-                    layers[event["id"]] = str(event["status"])
+                layer, status = event.get("id"), str(event.get("status") or "")
+                if layer and status:
+                    layers[layer] = status
+                    detail = event.get("progressDetail") or {}
+                    if status in ("Downloading", "Extracting") and detail.get("total"):
+                        # Extracting reads the downloaded blob: its total is the compressed size too.
+                        done = int(detail.get("current") or 0) if status == "Downloading" else int(detail["total"])
+                        sizes[layer] = (max(done, sizes.get(layer, (0, 0))[0]), int(detail["total"]))
+                        if counted:
+                            counted(sum(d for d, _t in sizes.values()), sum(t for _d, t in sizes.values()))
                 now = time.monotonic()
                 if layers and now - said >= 1.0:
-                    done = sum(s in ("Pull complete", "Already exists") for s in layers.values())
-                    progress(f"pulling {ref}: {done}/{len(layers)} layers")
+                    done_layers = sum(s in ("Pull complete", "Already exists") for s in layers.values())
+                    progress(f"pulling {ref}: {done_layers}/{len(layers)} layers")
                     said = now
         except docker.errors.DockerException as exc:
             raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
                               "check the name and your access to its registry, or load it (docker load -i FILE)"
                               ) from None
         progress(f"pulled {ref}")
+        fetched = [layer for layer, status in layers.items() if status == "Pull complete"]
+        return Transfer(bytes=sum(sizes.get(layer, (0, 0))[1] for layer in fetched), layers=len(fetched),
+                        present=sum(status == "Already exists" for status in layers.values()))
+
+    def push(self, ref: str, counted: Callable[[int, int], None] | None = None) -> "Transfer":
+        """Push `ref` to the registry its name starts with, with the credentials of this
+        machine's docker config (as `docker push`); the layers sent and those it already had
+        (bytes: what was read of the layers sent, uncompressed)."""
+        import docker.errors
+
+        repository, _, tag = ref.rpartition(":")
+        layers: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        try:
+            for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if event.get("error"):
+                    raise docker.errors.APIError(str((event.get("errorDetail") or {}).get("message")
+                                                     or event["error"]))
+                layer, status = event.get("id"), str(event.get("status") or "")
+                if layer and status:
+                    layers[layer] = status
+                    detail = event.get("progressDetail") or {}
+                    if status == "Pushing" and detail.get("total"):
+                        total = int(detail["total"])
+                        sizes[layer] = (min(int(detail.get("current") or 0), total), total)
+                        if counted:
+                            counted(sum(d for d, _t in sizes.values()), sum(t for _d, t in sizes.values()))
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"push {ref}: {_short(exc)}",
+                              f"check that this machine reaches {ref.split('/')[0]} and may push there "
+                              f"(docker login {ref.split('/')[0]})") from None
+        pushed = [layer for layer, status in layers.items() if status == "Pushed"]
+        return Transfer(bytes=sum(sizes.get(layer, (0, 0))[1] for layer in pushed), layers=len(pushed),
+                        present=sum(status == "Layer already exists" for status in layers.values()))
 
     def registry_lookup(self, ref: str) -> str | None:
         """Whether `ref`'s registry knows it, without pulling: None when it does, else why not."""

@@ -3,7 +3,8 @@
 Each host answers the targets' questions as the local engine does (its router, colors,
 state project, volumes, records and lock live on it), reached over SSH (ssh.py). What
 differs is how images arrive: they are planned and built once, on this machine's engine (so
-every host gets the same tags), and shipped to the hosts that lack them (ship.py).
+every host gets the same tags), and shipped to the hosts that lack them (ship.py), or pushed
+to the registry the target names and pulled by those hosts (registry.py).
 
 A fleet is locked whole (every host's lock, taken in a fixed order) before anything
 changes; then the canary hosts are released, then the rest `parallel` at a time. The first
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from immutdock import lock, ship, ssh
+from immutdock import lock, registry, ship, ssh
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
@@ -125,6 +126,7 @@ class FleetOutcome:
     kind: str
     hosts: list[HostResult] = field(default_factory=list)
     shipped: list[ship.Shipment] = field(default_factory=list)
+    pushed: registry.Pushed | None = None  # a target with a registry: what went there
     seconds: float = 0.0
 
     @property
@@ -134,7 +136,8 @@ class FleetOutcome:
     def as_json(self) -> dict[str, Any]:
         return {"target": self.target, "kind": self.kind, "outcome": self.outcome,
                 "hosts": [h.as_json() for h in self.hosts], "shipped": [s.as_json() for s in self.shipped],
-                "bytes_shipped": sum(h.bytes for h in self.hosts), "seconds": round(self.seconds, 3)}
+                "bytes_shipped": sum(h.bytes for h in self.hosts),
+                **({"registry": self.pushed.as_json()} if self.pushed else {}), "seconds": round(self.seconds, 3)}
 
 
 class Fleet:
@@ -187,16 +190,7 @@ class Fleet:
                 prepared = Prepared(tuple(dataclasses.replace(i, cached=True) for i in built),
                                     dataclasses.replace(router_plan, cached=True) if router_plan else None)
                 refs = list(image_refs(self.app, built).values()) + ([router_plan.image] if router_plan else [])
-                self.say(f"shipping images to {len(behind)} host(s) that lack them")
-                shipped = ship.ship(self.builder, {h.name: h.engine for h in self.hosts if h.name in behind},
-                                    refs, self.shipping)
-                result.shipped = list(shipped.values())
-                for row in result.hosts:
-                    if row.host in shipped:
-                        row.bytes = shipped[row.host].bytes
-                        row.seconds = shipped[row.host].seconds
-                        self.say(f"{row.host}: shipped {size_text(row.bytes)} ({shipped[row.host].layers_sent} "
-                                 f"layer(s) sent, {shipped[row.host].layers_skipped} already there)")
+                self._deliver(result, refs, behind)
                 for d in deployers.values():
                     d.prepared = prepared
                     d.number = number
@@ -227,15 +221,37 @@ class Fleet:
             if router_plan is not None:
                 if not router_plan.cached:
                     first.build((), router_plan)
-                shipped = ship.ship(self.builder, {h.name: h.engine for h in self.hosts}, [router_plan.image],
-                                    self.shipping)
-                for row in result.hosts:
-                    row.bytes = shipped[row.host].bytes
+                self._deliver(result, [router_plan.image], [h.name for h in self.hosts])
                 router_plan = dataclasses.replace(router_plan, cached=True)
             deployers = {h.name: self.deployer(h, Prepared((), router_plan)) for h in self.hosts}
             self._roll(result, [h.name for h in self.hosts], lambda name: deployers[name].rollback(to))
         result.seconds = time.monotonic() - t0
         return result
+
+    def _deliver(self, result: FleetOutcome, refs: list[str], names: list[str]) -> None:
+        """Make the hosts `names` hold `refs` as this machine's engine does: shipped, or
+        through the target's registry; what each got goes in its row."""
+        engines = {h.name: h.engine for h in self.hosts if h.name in names}
+        if self.target.registry:
+            self.say(f"pushing images to {self.target.registry} for {len(names)} host(s) that may lack them")
+            result.pushed, moved = registry.through_registry(self.builder, engines, refs, self.target.registry,
+                                                              self.shipping)
+            if result.pushed.images:
+                self.say(f"pushed {len(result.pushed.images)} image(s) to {self.target.registry} "
+                         f"({result.pushed.layers_pushed} layer(s) pushed, {result.pushed.layers_present} already there)")
+            verb = "pulled"
+        else:
+            self.say(f"shipping images to {len(names)} host(s) that may lack them")
+            moved = ship.ship(self.builder, engines, refs, self.shipping)
+            verb = "shipped"
+        result.shipped = list(moved.values())
+        for row in result.hosts:
+            if row.host in moved:
+                got = moved[row.host]
+                row.bytes, row.seconds = got.bytes, got.seconds
+                if got.images:
+                    self.say(f"{row.host}: {verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
+                             f"{'sent' if verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")
 
     def _roll(self, result: FleetOutcome, behind: list[str], run: Callable[[str], Outcome]) -> None:
         """Run `run` on every host: canary hosts (of those behind) first, then the rest in

@@ -115,12 +115,14 @@ class PreReleaseTest:
 @dataclass(frozen=True)
 class Target:
     """Where a release lands besides the local engine: SSH hosts, released canary first,
-    then `parallel` at a time; images are shipped to them without a registry."""
+    then `parallel` at a time; images are shipped to them without a registry, or pushed to
+    the `registry` the target names and pulled there."""
 
     name: str
     hosts: tuple[str, ...]  # ssh://[user@]host[:port] or ~/.ssh/config aliases, as written
     parallel: int = 1
     canary: int = 0
+    registry: str | None = None  # host[:port][/path]
 
 
 @dataclass(frozen=True)

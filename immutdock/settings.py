@@ -12,7 +12,7 @@ from immutdock.model import EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route,
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets"}
-_TARGET_KEYS = {"hosts", "parallel", "canary"}
+_TARGET_KEYS = {"hosts", "parallel", "canary", "registry"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
 _ROUTER_KEYS = ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
@@ -247,7 +247,8 @@ def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: i
 
 
 def _targets(value: Any, path: str) -> Mapping[str, Target]:
-    """`targets: {NAME: {hosts: [ssh://user@host[:port], ...], parallel, canary}}`."""
+    """`targets: {NAME: {hosts: [ssh://user@host[:port], ...], parallel, canary, registry}}`."""
+    from immutdock import registry
     from immutdock.ssh import parse_host
 
     found: dict[str, Target] = {}
@@ -272,7 +273,8 @@ def _targets(value: Any, path: str) -> Mapping[str, Target]:
         if canary > len(parsed):
             raise ConfigError(f"{where}.canary", f"{canary} is more than the {len(parsed)} host(s) listed",
                               f"at most canary: {len(parsed)}")
-        found[name] = Target(name=name, hosts=tuple(parsed), parallel=parallel, canary=canary)
+        pushed_to = registry.parse(block["registry"], f"{where}.registry") if "registry" in block else None
+        found[name] = Target(name=name, hosts=tuple(parsed), parallel=parallel, canary=canary, registry=pushed_to)
     return frozen_mapping(found)
 
 

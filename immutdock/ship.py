@@ -23,7 +23,8 @@ from typing import IO, Callable, Iterable, Iterator, Mapping
 from immutdock.engine import Engine
 from immutdock.errors import EngineError
 
-# (host, compressed bytes sent so far, archive bytes read so far, archive bytes to read)
+# (what moves where, e.g. "shipping to HOST"; bytes sent so far (compressed; -1: not known),
+# bytes read so far, bytes to read)
 Progress = Callable[[str, int, int, int], None]
 LEVEL = 3  # gzip level: most of level 9's gain at a fraction of its time
 
@@ -186,7 +187,7 @@ def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress
 
             def counted(sent: int, read: int) -> None:
                 shipment.bytes = sent
-                progress(name, sent, read, total)
+                progress(f"shipping to {name}", sent, read, total)
 
             engine.load_images(archive.stream(leave_out, counted))
             for ref in missing[name]:

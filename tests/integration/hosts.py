@@ -19,17 +19,22 @@ from pathlib import Path
 from .support import free_port
 
 HOST_DIR = Path(__file__).resolve().parent.parent / "hosts"
+REGISTRY_DIR = Path(__file__).resolve().parent.parent / "registry"
 LABEL = "io.immutdock.test-host"
 
 
-def host_image() -> str:
-    """The test-host image, built when this engine has none of this Dockerfile."""
-    digest = hashlib.sha256((HOST_DIR / "Dockerfile").read_bytes()).hexdigest()[:12]
-    image = f"immutdock-testhost:{digest}"
+def _image(folder: Path, name: str) -> str:
+    """The image of `folder`'s Dockerfile, built when this engine has none of its files."""
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()))
+    image = f"{name}:{digest.hexdigest()[:12]}"
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
-        subprocess.run(["docker", "build", "-q", "--label", f"{LABEL}=image", "-t", image, str(HOST_DIR)],
+        subprocess.run(["docker", "build", "-q", "--label", f"{LABEL}=image", "-t", image, str(folder)],
                        check=True, capture_output=True, timeout=1200)
     return image
+
+
+def host_image() -> str:
+    return _image(HOST_DIR, "immutdock-testhost")
 
 
 @dataclass
@@ -118,6 +123,29 @@ class SshHosts:
         log = subprocess.run(["docker", "exec", host.container, "tail", "-5", "/var/log/dockerd.log"],
                              capture_output=True, text=True).stdout
         raise RuntimeError(f"test host {host.container} did not come up: {log}")
+
+    def registry(self) -> str:
+        """A registry (Debian's docker-registry, plain HTTP) at 127.0.0.1:PORT both here and
+        on every host: published here on loopback, and forwarded from each host's loopback
+        (socat) across the hosts' network; engines trust loopback registries without settings."""
+        port = free_port()
+        name = f"itreg-{self.tag}"
+        subprocess.run(["docker", "run", "-d", "--name", name, "--label", f"{LABEL}={self.tag}", "--network",
+                        self.network, "-p", f"127.0.0.1:{port}:5000", _image(REGISTRY_DIR, "immutdock-testregistry")],
+                       check=True, capture_output=True)
+        for host in self.hosts:
+            subprocess.run(["docker", "exec", "-d", host.container, "socat",
+                            f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"TCP:{name}:5000"], check=True)
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while any("200 OK" not in subprocess.run(
+                ["docker", "exec", host.container, "sh", "-c",
+                 f"printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | socat -t 5 - TCP:127.0.0.1:{port}"],
+                capture_output=True, text=True).stdout for host in self.hosts):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test registry at {address} did not come up")
+            time.sleep(0.2)
+        return address
 
     @property
     def known_hosts(self) -> Path:

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
 import textwrap
 from pathlib import Path
@@ -46,9 +47,11 @@ class RemoteApp:
     """A busybox web app whose health fails on a host that has /flags/fail in its `flags`
     volume (a host-side fault, the same images everywhere)."""
 
-    def __init__(self, root: Path, name: str, hosts: SshHosts, canary: int = 0, parallel: int = 2) -> None:
+    def __init__(self, root: Path, name: str, hosts: SshHosts, canary: int = 0, parallel: int = 2,
+                 registry: str | None = None) -> None:
         self.root, self.name, self.hosts = root, name, hosts
         aliases = ", ".join(h.alias for h in hosts.hosts)
+        pushed_to = f", registry: '{registry}'" if registry else ""
         (root / "compose.yaml").write_text(textwrap.dedent(f"""\
             name: {name}
             services:
@@ -68,7 +71,7 @@ class RemoteApp:
               router:
                 health: {{path: /version, timeout: 8}}
               targets:
-                both: {{hosts: [{aliases}], canary: {canary}, parallel: {parallel}}}
+                both: {{hosts: [{aliases}], canary: {canary}, parallel: {parallel}{pushed_to}}}
             """))
         self.write("v1")
 
@@ -186,6 +189,53 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp)
     assert app.serving(0) == app.serving(1) == "v1"
     text = app.cli("history", "--target", "both")
     assert text.returncode == 0 and text.stdout.count("rollback -> r1") == 2, text.stdout
+
+
+def test_a_target_with_a_registry_pushes_once_and_each_host_pulls_what_it_lacks(
+        tmp_path: Path, app_name: str, hosts: SshHosts) -> None:
+    address = hosts.registry()  # 127.0.0.1:PORT here and on both hosts
+    app = RemoteApp(tmp_path, app_name, hosts, registry=address)
+    try:
+        first = app.cli("release", "--target", "both", "--json")
+        assert first.returncode == 0, first.stderr
+        out = json_out(first)
+        assert [h["outcome"] for h in out["hosts"]] == ["ok", "ok"], out
+        assert app.serving(0) == app.serving(1) == "v1"
+        image = json_out(app.cli("status", "--target", "both", "--json"))["hosts"][0]["images"]["web"]
+        assert out["registry"]["registry"] == address and image in out["registry"]["images"], out
+        assert all(h["bytes_shipped"] > ASSET for h in out["hosts"]), out  # compressed layers pulled
+        catalog = json.loads(get(f"http://{address}", "/v2/_catalog")[1])
+        assert f"{app.name}-web" in catalog["repositories"], catalog
+        for h in app.hosts.hosts:  # held under its own name; the registry's name was passing
+            assert h.docker("image", "inspect", image).returncode == 0
+            assert not h.docker("image", "ls", "-q", "--filter", f"reference={address}/*").stdout.strip()
+        assert not Engine().client.images.list(name=f"{address}/{app.name}-web")
+
+        again = json_out(app.cli("release", "--target", "both", "--json"))
+        assert again["outcome"] == "noop" and again["bytes_shipped"] == 0 and "registry" not in again, again
+
+        app.write("v2")  # one new layer: pushed once, pulled by each host; the base stays
+        second = app.cli("release", "--target", "both", "--json")
+        assert second.returncode == 0, second.stderr
+        out = json_out(second)
+        assert app.serving(0) == app.serving(1) == "v2"
+        assert out["registry"]["layers_pushed"] == 1 and out["registry"]["layers_present"] >= 1, out
+        image = json_out(app.cli("status", "--target", "both", "--json"))["hosts"][0]["images"]["web"]
+        layer = _layer_gzip_size(image, "busybox:latest")
+        for h, row in zip(out["shipped"], out["hosts"]):
+            assert h["layers_sent"] == 1 and h["layers_skipped"] >= 1, h
+            assert abs(row["bytes_shipped"] - layer) <= 0.1 * layer, (row, layer)
+        assert f"{app.hosts.hosts[1].alias}: pulled" in second.stderr, second.stderr
+
+        subprocess.run(["docker", "stop", "-t", "1", f"itreg-{hosts.tag}"], check=True, capture_output=True)
+        app.write("v3")
+        down = app.cli("release", "--target", "both")
+        assert down.returncode == 1, down.stderr
+        assert address in down.stderr and "docker login" in down.stderr, down.stderr
+        assert app.serving(0) == app.serving(1) == "v2"  # nothing changed on either host
+        assert not Engine().client.images.list(name=f"{address}/{app.name}-web")
+    finally:
+        app.cleanup()
 
 
 def test_a_failing_host_stops_the_rollout_and_a_rerun_finishes_it(tmp_path: Path, app_name: str,

@@ -8,6 +8,7 @@ import pytest
 
 from immutdock.errors import ConfigError
 from immutdock.fleet import drift, resolve
+from immutdock.registry import remote_ref
 from immutdock.settings import parse_settings
 from immutdock.ship import chain_ids, held_chains, layers_to_send
 from immutdock.ssh import parse_host
@@ -41,6 +42,22 @@ def test_targets_parse_with_defaults() -> None:
     assert targets["prod"].hosts == ("ssh://a", "ssh://b:2222")
     assert (targets["prod"].parallel, targets["prod"].canary) == (2, 1)
     assert (targets["one"].hosts, targets["one"].parallel, targets["one"].canary) == (("ssh://c",), 1, 0)
+    assert targets["prod"].registry is None
+
+
+@pytest.mark.parametrize("text", ["registry.example.com:5000/team", "127.0.0.1:5000", "localhost:5000",
+                                  "[::1]:5000", "ghcr.io/acme/shop", "reg.example.com/team/"])
+def test_a_target_names_its_registry_as_images_are_named(text: str) -> None:
+    target = parse_settings({"targets": {"prod": {"hosts": ["ssh://a"], "registry": text}}}, set()).targets["prod"]
+    assert target.registry == text.rstrip("/")
+    assert remote_ref(target.registry, "shop-web:3f2a9c1b7d4e") == f"{text.rstrip('/')}/shop-web:3f2a9c1b7d4e"
+
+
+def test_a_registry_with_a_scheme_is_refused_with_the_address_without_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"targets": {"prod": {"hosts": ["ssh://a"], "registry": "https://reg.example.com:5000"}}},
+                       set())
+    assert err.value.hint == "write it without one: registry: reg.example.com:5000"
 
 
 @pytest.mark.parametrize("block, where", [
@@ -54,6 +71,11 @@ def test_targets_parse_with_defaults() -> None:
     ({"prod": {"hosts": ["http://a"]}}, "x-immutdock.targets.prod.hosts[0]"),
     ({"pr od": {"hosts": ["ssh://a"]}}, "x-immutdock.targets.pr od"),
     ({"prod": ["ssh://a"]}, "x-immutdock.targets.prod"),
+    ({"prod": {"hosts": ["ssh://a"], "registry": "https://reg.example.com"}}, "x-immutdock.targets.prod.registry"),
+    ({"prod": {"hosts": ["ssh://a"], "registry": "reg.example.com/Team"}}, "x-immutdock.targets.prod.registry"),
+    ({"prod": {"hosts": ["ssh://a"], "registry": "reg.example.com/app:1"}}, "x-immutdock.targets.prod.registry"),
+    ({"prod": {"hosts": ["ssh://a"], "registry": ""}}, "x-immutdock.targets.prod.registry"),
+    ({"prod": {"hosts": ["ssh://a"], "registry": 5000}}, "x-immutdock.targets.prod.registry"),
 ])
 def test_bad_targets_name_their_key_and_the_fix(block: dict, where: str) -> None:
     with pytest.raises(ConfigError) as err:
