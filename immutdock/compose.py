@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import yaml
 
+from immutdock import interrupts
 from immutdock.errors import BuildError, ConfigError, EngineError
 
 if TYPE_CHECKING:
@@ -90,7 +91,12 @@ class Compose:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
         try:
-            _out, err = proc.communicate()
+            while True:  # in short waits: a thread asked to stop (interrupts.checkpoint) stops compose too
+                try:
+                    _out, err = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    interrupts.checkpoint()
         except BaseException:
             proc.terminate()
             try:
@@ -106,6 +112,7 @@ class Compose:
         """Run `command` in a throwaway container of `service`; (succeeded, output)."""
         from python_on_whales.exceptions import DockerException
 
+        interrupts.checkpoint()
         client = self._client(project, model)
         try:
             out = client.compose.run(service, command, remove=True, tty=False, dependencies=False)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
 
+from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
@@ -117,6 +118,7 @@ class Engine:
     def _send(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,
               body: Any = None, timeout: float = 120.0) -> Reply:
         """One API request, whatever the engine answers; an EngineError when it cannot be reached."""
+        interrupts.checkpoint()
         try:
             return self.wire.request(method, path, params, body, timeout)
         except (OSError, http.client.HTTPException) as exc:
@@ -130,6 +132,7 @@ class Engine:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one docker-py request; every failure becomes an EngineError naming `what`."""
+        interrupts.checkpoint()
         import docker.errors
         import requests.exceptions
 
@@ -178,6 +181,7 @@ class Engine:
         said = 0.0
         try:
             for event in self.client.api.pull(ref, stream=True, decode=True):
+                interrupts.checkpoint()
                 if event.get("error"):
                     raise docker.errors.APIError(str(event["error"]))
                 layer, status = event.get("id"), str(event.get("status") or "")
@@ -215,6 +219,7 @@ class Engine:
         sizes: dict[str, tuple[int, int]] = {}
         try:
             for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                interrupts.checkpoint()
                 if event.get("error"):
                     raise docker.errors.APIError(str((event.get("errorDetail") or {}).get("message")
                                                      or event["error"]))

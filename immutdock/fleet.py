@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from immutdock import lock, registry, ship, ssh
+from immutdock import interrupts, lock, registry, ship, ssh
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
-from immutdock.errors import ConfigError, ImmutdockError, LockHeld
+from immutdock.errors import ConfigError, ImmutdockError, Interrupted, LockHeld
 from immutdock.model import App, Target
 from immutdock.plan import image_refs
 from immutdock.release import Deployer, Outcome, Prepared
@@ -273,30 +273,38 @@ class Fleet:
                     rows[name].message = exc.one_line()
                     failures.append((name, exc))
                     return
+                except KeyboardInterrupt:  # stopped before its release began
+                    rows[name].outcome, rows[name].message = "interrupted", "interrupted before it started"
+                    failures.append((name, Interrupted("interrupted before it started", "it keeps its release")))
+                    return
                 finally:
                     rows[name].seconds += time.monotonic() - t
                 rows[name].outcome, rows[name].release = outcome.outcome, outcome.release
                 rows[name].color, rows[name].message = outcome.color, outcome.message
 
-            if len(batch) == 1:  # in this thread: Ctrl-C reaches the release as on the local engine
-                one(batch[0])
-            else:
-                with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                    list(pool.map(one, batch))
-            if failures:
-                name, exc = failures[0]
+            interrupted = False
+            try:
+                if len(batch) == 1:  # in this thread: Ctrl-C reaches the release as on the local engine
+                    one(batch[0])
+                else:  # a Ctrl-C stops every host of the batch (each undoes its own release)
+                    interrupts.in_threads(one, batch, len(batch))
+            except KeyboardInterrupt:
+                interrupted = True
+            if failures or interrupted:
+                failures.sort(key=lambda f: f[1].exit_code != 130)  # an interrupt decides the exit code
+                name, exc = failures[0] if failures else ("", Interrupted("interrupted", None))
                 left = [r.host for r in result.hosts if r.outcome == "not started"]
                 done = [r.host for r in result.hosts if r.outcome in ("ok", "noop")]
-                error = ImmutdockError(f"{name}: {exc.message}", _fleet_hint(exc, done, left), details=exc.details)
-                error.exit_code = exc.exit_code  # what happened on that host picks the exit code
+                message = "; ".join(f"{n}: {e.message}" for n, e in failures) or "interrupted"
+                error = ImmutdockError(message, _fleet_hint(exc, done, left), details=exc.details)
+                error.exit_code = 130 if interrupted else exc.exit_code  # what happened on the hosts decides
                 error.data = result.as_json()
                 raise error
 
     # -- reading ----------------------------------------------------------------------------------
     def each(self, fn: Callable[[Host], Any]) -> list[Any]:
         """fn(host) for every host, in parallel, in the hosts' order."""
-        with ThreadPoolExecutor(max_workers=min(8, len(self.hosts))) as pool:
-            return list(pool.map(fn, self.hosts))
+        return interrupts.in_threads(fn, self.hosts)
 
 
 def _fleet_hint(exc: ImmutdockError, done: list[str], left: list[str]) -> str:

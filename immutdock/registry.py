@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from immutdock import interrupts
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, EngineError
 from immutdock.ship import Progress, Shipment, lacking
@@ -71,9 +71,7 @@ def through_registry(builder: Engine, hosts: Mapping[str, Engine], refs: list[st
             raise EngineError(f"image {ref} is not on this machine's engine, so it cannot be pushed",
                               "run the release again (it builds or pulls it first)")
         ids[ref] = found
-    workers = max(1, min(parallel, len(hosts)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        missing = dict(zip(hosts, pool.map(lambda e: lacking(ids, e), hosts.values())))
+    missing = dict(zip(hosts, interrupts.in_threads(lambda e: lacking(ids, e), list(hosts.values()), parallel)))
     pushed = Pushed(registry=registry)
     result = {name: Shipment(host=name) for name in hosts}
     needed = sorted({ref for refs_ in missing.values() for ref in refs_})
@@ -124,9 +122,7 @@ def through_registry(builder: Engine, hosts: Mapping[str, Engine], refs: list[st
         shipment.seconds = time.monotonic() - t
         return shipment
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for fut in [pool.submit(one, name) for name in hosts if missing[name]]:
-            fut.result()
+    interrupts.in_threads(one, [name for name in hosts if missing[name]], parallel)
     return pushed, result
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator, Mapping
 
+from immutdock import interrupts
 from immutdock.engine import Engine
 from immutdock.errors import EngineError
 
@@ -126,6 +127,7 @@ class Archive:
         producer.start()
         with os.fdopen(read_fd, "rb") as pipe:
             while chunk := pipe.read(1 << 16):
+                interrupts.checkpoint()
                 progress[0] += len(chunk)
                 counted(progress[0], progress[1])
                 yield chunk
@@ -155,8 +157,6 @@ def lacking(builder_ids: Mapping[str, str], host: Engine) -> list[str]:
 def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress: Progress,
          parallel: int = 8) -> dict[str, Shipment]:
     """Make every host hold every ref, as the builder has it; what each was sent."""
-    from concurrent.futures import ThreadPoolExecutor
-
     ids: dict[str, str] = {}
     for ref in dict.fromkeys(refs):
         found = builder.image_id(ref)
@@ -164,8 +164,7 @@ def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress
             raise EngineError(f"image {ref} is not on this machine's engine, so it cannot be shipped",
                               "run the release again (it builds or pulls it first)")
         ids[ref] = found
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        missing = dict(zip(hosts, pool.map(lambda e: lacking(ids, e), hosts.values())))
+    missing = dict(zip(hosts, interrupts.in_threads(lambda e: lacking(ids, e), list(hosts.values()), parallel)))
     result = {name: Shipment(host=name) for name in hosts}
     needed = sorted({ref for refs_ in missing.values() for ref in refs_})
     if not needed:
@@ -199,9 +198,7 @@ def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress
             shipment.seconds = time.monotonic() - t0
             return shipment
 
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-            for fut in [pool.submit(one, name) for name in hosts]:
-                fut.result()
+        interrupts.in_threads(one, list(hosts), parallel)
     finally:
         archive.close()
     return result

@@ -48,6 +48,33 @@ def run_cli(cwd: Path, *args: str, timeout: float = 600, env: dict[str, str] | N
                           env={**os.environ, **(env or {})})
 
 
+class Background:
+    """An immutdock command (`release` unless named) running in its own session, its
+    progress (stderr) read as it comes."""
+
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([*IMMUTDOCK, *(args or ("release",))], cwd=root, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for(self, marker: str, timeout: float = 180, count: int = 1) -> None:
+        """Until `count` lines of stderr hold `marker`."""
+        deadline = time.monotonic() + timeout
+        while sum(marker in line for line in list(self.lines)) < count:
+            assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 180) -> str:
+        """Wait for the exit; all it wrote on stderr."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
 def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
     assert proc.stdout.strip(), f"no JSON on stdout; stderr:\n{proc.stderr}"
     return json.loads(proc.stdout)

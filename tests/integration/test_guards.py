@@ -11,7 +11,7 @@ import pytest
 from immutdock import lock, procs
 from immutdock.engine import Engine
 
-from .support import TinyApp, cleanup, json_out, run_cli
+from .support import Background, TinyApp, cleanup, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -177,37 +177,6 @@ def test_sigterm_during_the_build_stops_buildx_frees_the_lock_and_records_it(tin
     assert color_containers(engine, tiny) == []
 
 
-class Background:
-    """`immutdock release` running in its own session, its progress (stderr) read as it comes."""
-
-    def __init__(self, app: TinyApp, env: dict[str, str] | None = None) -> None:
-        import threading
-
-        from .support import IMMUTDOCK
-
-        self.proc = subprocess.Popen([*IMMUTDOCK, "release"], cwd=app.root, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
-                                        daemon=True)
-        self._reader.start()
-
-    def wait_for(self, marker: str, timeout: float = 180) -> None:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while not any(marker in line for line in list(self.lines)):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)
-            time.sleep(0.05)
-
-    def finish(self, timeout: float = 180) -> str:
-        """Wait for the exit; all it wrote on stderr."""
-        self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return "".join(self.lines)
-
-
 SLOW_STOPPING_DB = """\
   db:
     build: ./db
@@ -235,7 +204,7 @@ def test_an_interrupt_during_a_stateful_recreate_finishes_it(tiny: TinyApp, engi
 
     (tiny.root / "compose.yaml").write_text(text.replace("@N@", "2"))
     tiny.set_version("v2")
-    release = Background(tiny)
+    release = Background(tiny.root)
     release.wait_for("changes first", 120)
     time.sleep(1.5)  # compose is now stopping the old db (4 s)
     if how == "sigterm":
@@ -265,7 +234,7 @@ def test_a_lost_engine_connection_before_the_switch_undoes_and_exits_1(tiny: Tin
     tiny.set_start_delay(6)  # the gate waits: that is when the engine connection drops
     link = EngineLink()
     try:
-        release = Background(tiny, {"DOCKER_HOST": link.host})
+        release = Background(tiny.root, env={"DOCKER_HOST": link.host})
         release.wait_for("health:")
         link.cut()
         err = release.finish()
@@ -285,7 +254,7 @@ def test_a_failure_after_the_switch_exits_4_and_names_the_serving_color(tiny: Ti
     tiny.set_version("v2")
     link = EngineLink()
     try:
-        release = Background(tiny, {"DOCKER_HOST": link.host})
+        release = Background(tiny.root, env={"DOCKER_HOST": link.host})
         release.wait_for("traffic switched to green")
         link.refuse()  # the engine is gone for the rest of the release: drain and retire fail
         err = release.finish()

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 import textwrap
@@ -22,7 +23,7 @@ from immutdock.fleet import close_hosts, open_hosts
 from immutdock.model import Target
 
 from .hosts import SshHosts
-from .support import get, json_out, run_cli
+from .support import Background, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -48,8 +49,11 @@ class RemoteApp:
     volume (a host-side fault, the same images everywhere)."""
 
     def __init__(self, root: Path, name: str, hosts: SshHosts, canary: int = 0, parallel: int = 2,
-                 registry: str | None = None) -> None:
+                 registry: str | None = None, slow_gate: bool = False) -> None:
         self.root, self.name, self.hosts = root, name, hosts
+        # slow_gate: a fault keeps the gate waiting (a failing probe counts only after the start period)
+        start = "\n" + " " * 18 + "start_period: 120s" if slow_gate else ""  # (before the dedent)
+        gate = 120 if slow_gate else 8
         aliases = ", ".join(h.alias for h in hosts.hosts)
         pushed_to = f", registry: '{registry}'" if registry else ""
         (root / "compose.yaml").write_text(textwrap.dedent(f"""\
@@ -64,12 +68,12 @@ class RemoteApp:
                 healthcheck:
                   test: ["CMD-SHELL", "test ! -e /flags/fail && wget -qO- http://127.0.0.1:8000/version"]
                   interval: 1s
-                  retries: 2
+                  retries: 2{start}
             volumes:
               flags: {{}}
             x-immutdock:
               router:
-                health: {{path: /version, timeout: 8}}
+                health: {{path: /version, timeout: {gate}}}
               targets:
                 both: {{hosts: [{aliases}], canary: {canary}, parallel: {parallel}{pushed_to}}}
             """))
@@ -234,6 +238,39 @@ def test_a_target_with_a_registry_pushes_once_and_each_host_pulls_what_it_lacks(
         assert address in down.stderr and "docker login" in down.stderr, down.stderr
         assert app.serving(0) == app.serving(1) == "v2"  # nothing changed on either host
         assert not Engine().client.images.list(name=f"{address}/{app.name}-web")
+    finally:
+        app.cleanup()
+
+
+def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path, app_name: str,
+                                                                  hosts: SshHosts) -> None:
+    app = RemoteApp(tmp_path, app_name, hosts, parallel=2, slow_gate=True)
+    try:
+        assert app.cli("release", "--target", "both").returncode == 0
+        app.fault(0, True)
+        app.fault(1, True)  # both gates wait: each host's release is under way when Ctrl-C comes
+        app.write("v2")
+        release = Background(app.root, "release", "--target", "both", env=app.hosts.env)
+        for h in app.hosts.hosts:
+            release.wait_for(f"{h.alias}: health:", timeout=300)
+        os.killpg(release.proc.pid, signal.SIGINT)  # what the terminal does
+        err = release.finish(180)
+        assert release.proc.returncode == 130, err
+        for h in app.hosts.hosts:
+            assert f"{h.alias}: release r2 interrupted before the switch" in err, err
+            colors = h.docker("ps", "-a", "--filter", f"label=io.immutdock.app={app.name}", "--format",
+                              '{{.Label "io.immutdock.release"}}').stdout.split()
+            assert set(colors) - {""} == {"r1"}, (h.alias, colors)  # r2's color was removed
+        assert app.serving(0) == app.serving(1) == "v1"
+        history = json_out(app.cli("history", "--target", "both", "--json"))
+        assert [[(r["release"], r["outcome"]) for r in h["releases"]] for h in history["hosts"]] == \
+            [[("r1", "ok"), ("r2", "interrupted")]] * 2, history
+
+        app.fault(0, False)
+        app.fault(1, False)
+        again = app.cli("release", "--target", "both")  # the locks were freed
+        assert again.returncode == 0, again.stderr
+        assert app.serving(0) == app.serving(1) == "v2"
     finally:
         app.cleanup()
 
