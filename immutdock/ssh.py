@@ -142,7 +142,14 @@ def connect(spec: HostSpec, identity: Path | None = None, accept_new: bool = Fal
         raise ConfigError(spec.name, f"SSH login as {conn.user} was refused ({_short(exc)})",
                           "load your key into ssh-agent, pass --identity FILE, or set IdentityFile in "
                           "~/.ssh/config") from None
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+    except paramiko.SSHException as exc:
+        if "No authentication methods available" not in str(exc):
+            raise EngineError(f"cannot reach {spec.name} over SSH ({_short(exc)})",
+                              "check the address, that sshd runs there, and your ~/.ssh/config") from None
+        raise ConfigError(spec.name, f"no SSH key to log in as {conn.user} with (none in the agent, "
+                          "~/.ssh or ~/.ssh/config)", "load your key into ssh-agent, pass --identity FILE, or set "
+                          "IdentityFile in ~/.ssh/config") from None
+    except (OSError, EOFError) as exc:
         raise EngineError(f"cannot reach {spec.name} over SSH ({_short(exc)})",
                           "check the address, that sshd runs there, and your ~/.ssh/config") from None
     return conn

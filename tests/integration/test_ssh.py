@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -272,6 +273,51 @@ def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path,
         assert again.returncode == 0, again.stderr
         assert app.serving(0) == app.serving(1) == "v2"
     finally:
+        app.cleanup()
+
+
+def test_a_host_behind_a_jump_host_reached_with_a_key_in_the_agent(tmp_path: Path, app_name: str,
+                                                                   hosts: SshHosts) -> None:
+    """~/.ssh/config's ProxyJump, and a key only the SSH agent holds (none in ~/.ssh)."""
+    first, second = hosts.hosts
+    app = RemoteApp(tmp_path, app_name, hosts)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh" / "config").write_text(
+        f"Host jump\n  HostName 127.0.0.1\n  Port {first.ssh_port}\n  User root\n\n"
+        f"Host behind\n  HostName {second.container}\n  User root\n  ProxyJump jump\n")
+    second_key = second.host_key_line().split(" ", 1)[1]
+    known = home / ".ssh" / "known_hosts"
+    known.write_text(first.host_key_line())  # the host behind is not known yet
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", "-q", str(hosts.key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)
+        env = {"HOME": str(home), "SSH_AUTH_SOCK": str(sock)}
+
+        unknown = run_cli(app.root, "history", "--host", "behind", env=env)
+        assert unknown.returncode == 2, unknown.stderr
+        assert "is unknown" in unknown.stderr and second.container in unknown.stderr, unknown.stderr
+
+        known.write_text(first.host_key_line() + f"{second.container} {second_key}")
+        through = run_cli(app.root, "history", "--host", "behind", "--json", env=env)
+        assert through.returncode == 0, through.stderr
+        assert json_out(through)["hosts"][0]["host"] == "ssh://behind"
+        first_ip = subprocess.run(["docker", "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{hosts.network}").IPAddress}}}}',
+                                   first.container], capture_output=True, text=True, check=True).stdout.strip()
+        logs = subprocess.run(["docker", "logs", second.container], capture_output=True, text=True).stderr
+        assert f"Accepted publickey for root from {first_ip} " in logs, logs[-2000:]  # it came through the jump
+
+        no_agent = run_cli(app.root, "history", "--host", "behind", env={**env, "SSH_AUTH_SOCK": ""})
+        assert no_agent.returncode == 2 and "no SSH key to log in as root" in no_agent.stderr, no_agent.stderr
+    finally:
+        agent.terminate()
+        agent.wait(10)
         app.cleanup()
 
 
