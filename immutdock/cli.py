@@ -572,10 +572,7 @@ def status(ctx: Ctx, reap: bool) -> None:
     app = ctx.load(prefetch=gather)
     target = ctx.target(app)
     if target is not None:
-        if reap:
-            raise ConfigError("--reap", "works on the local engine only for now",
-                              "run the release again: it retires what an interrupted one left on each host")
-        _remote_status(ctx, app, target)
+        _remote_status(ctx, app, target, reap)
         return
     deployer = ctx.deployer(app)
     state, stats = ctx.prefetched(app, gather)
@@ -610,13 +607,27 @@ def _hosts_text(result: Any) -> str:  # result: FleetOutcome
     return "\n".join(lines)
 
 
-def _remote_status(ctx: Ctx, app: Any, target: Any) -> None:
+def _remote_status(ctx: Ctx, app: Any, target: Any, reap: bool) -> None:
     from immutdock.fleet import drift
     from immutdock.ledger import parse_release_id
     from immutdock.status import describe, gather
 
+    def one(host: Any) -> dict[str, Any]:
+        state, stats = gather(host.engine, app.name)
+        if reap:  # each host under its own lock: a host a release holds is left as it is
+            deployer = fleet.deployer(host)
+            deployer.hold_lock = True
+            reaped = deployer.reap_idle(state)
+            for color in reaped:
+                ctx.warn(f"{host.name}: " + (f"retired {app.name}-{color}, the release before {state.live_release}"
+                                             if color in state.not_retired else
+                                             f"removed half-made {app.name}-{color} left by an interrupted release"))
+            if reaped:
+                state, stats = gather(host.engine, app.name)
+        return describe(app, state, stats)
+
     with ctx.fleet(app, target) as fleet:
-        reports = fleet.each(lambda h: describe(app, *gather(h.engine, app.name)))
+        reports = fleet.each(one)
     hosts = [{"host": h, **r} for h, r in zip(target.hosts, reports)]
     apart = drift({h["host"]: (parse_release_id(h["live_release"] or "") or 0, h["images"])
                    for h in hosts if h["live_color"]})
@@ -635,6 +646,14 @@ def _remote_status(ctx: Ctx, app: Any, target: Any) -> None:
                        f"{h['problem'] or 'serving'}")
 
     ctx.emit(data, human)
+    for h in hosts:
+        for color in h["half_made"]:
+            ctx.warn(f"{h['host']}: {app.name}-{color} exists but is not live (a release in progress, or one that was "
+                     f"interrupted); `immutdock status --reap --target {target.name}` or the next release removes it")
+        for old in h["not_retired"]:
+            ctx.warn(f"{h['host']}: {app.name}-{old['color']} still runs {old['release']}, the release before "
+                     f"{h['live_release']}, but it was not retired (the release was interrupted after its switch); "
+                     f"`immutdock status --reap --target {target.name}` or the next release retires it")
     if problems:
         click.echo(click.style(f"error: {app.name} on {target.name}: {problems[0]}", fg="red"), err=True)
         sys.exit(1)

@@ -267,6 +267,22 @@ def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path,
         assert [[(r["release"], r["outcome"]) for r in h["releases"]] for h in history["hosts"]] == \
             [[("r1", "ok"), ("r2", "interrupted")]] * 2, history
 
+        killed = Background(app.root, "release", "--target", "both", env=app.hosts.env)
+        for h in app.hosts.hosts:
+            killed.wait_for(f"{h.alias}: health:", timeout=300)
+        killed.proc.kill()  # kill -9: nothing undone; each host keeps a half-made color
+        killed.finish(30)
+        found = app.cli("status", "--target", "both", "--json")
+        assert found.returncode == 0, found.stderr  # v1 still serves on both
+        idle = {"blue": "green", "green": "blue"}[json_out(found)["hosts"][0]["live_color"]]
+        assert [h["half_made"] for h in json_out(found)["hosts"]] == [[idle], [idle]], found.stdout
+        assert found.stderr.count("status --reap --target both") == 2, found.stderr
+        reaped = app.cli("status", "--reap", "--target", "both", "--json")
+        assert reaped.returncode == 0, reaped.stderr
+        assert [h["half_made"] for h in json_out(reaped)["hosts"]] == [[], []], reaped.stdout
+        for h in app.hosts.hosts:
+            assert f"{h.alias}: removed half-made {app.name}-{idle}" in reaped.stderr, reaped.stderr
+
         app.fault(0, False)
         app.fault(1, False)
         again = app.cli("release", "--target", "both")  # the locks were freed
