@@ -71,12 +71,13 @@ class Ctx:
     def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False):  # -> App
         """The app, from its compose file. With `prefetch`, prefetch(engine, name) runs in the
         background while compose reads the file (the engine's reads overlap compose's start-up),
-        for the name the file gives; `prefetched` hands its result over. With `warn`, what the
-        release leaves out of the file is warned."""
+        for the name the file gives; `prefetched` hands its result over (not for a command on
+        SSH hosts: the local engine is not theirs). With `warn`, what the release leaves out of
+        the file is warned."""
         from immutdock import config
 
         def named(name: str) -> None:
-            if prefetch is not None:
+            if prefetch is not None and not self.target_name and not self.hosts:
                 self._ahead = (name, _background(prefetch, self.engine, name))
 
         app = config.load(Path.cwd(), self.file, named=named)

@@ -196,6 +196,16 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp)
     assert text.returncode == 0 and text.stdout.count("rollback -> r1") == 2, text.stdout
 
 
+    app.write("v3")
+    assert app.cli("release", "--target", "both").returncode == 0  # r4; r3 (the rollback) ran r1's images
+    pruned = app.cli("prune", "--target", "both", "--keep", "2", "--json")  # r2's image goes, on each host
+    assert pruned.returncode == 0, pruned.stderr
+    assert [h["removed_images"] for h in json_out(pruned)["hosts"]] == [[image], [image]], pruned.stdout
+    for h in app.hosts.hosts:
+        assert h.docker("image", "inspect", image, check=False).returncode != 0
+    assert app.serving(0) == app.serving(1) == "v3"
+
+
 def test_a_target_with_a_registry_pushes_once_and_each_host_pulls_what_it_lacks(
         tmp_path: Path, app_name: str, hosts: SshHosts) -> None:
     address = hosts.registry()  # 127.0.0.1:PORT here and on both hosts
@@ -432,7 +442,12 @@ def test_the_target_lock_refuses_a_concurrent_release(app: RemoteApp) -> None:
             assert not [n for n in names if app.name in n and "lock" not in n], names
         assert f"immutdock.{app.name}.lock" not in hosts.hosts[0].docker("ps", "-a", "--format",
                                                                          "{{.Names}}").stdout
-        lock.release(opened[0].engine, app.name)
+        refused = app.cli("unlock", "--target", "both")
+        assert refused.returncode == 2, refused.stderr  # its holder (this test) still runs here
+        freed = app.cli("unlock", "--target", "both", "--force", "--json")
+        assert freed.returncode == 0, freed.stderr
+        rows = json_out(freed)["hosts"]
+        assert rows[0]["held_by"] is None and "release" in rows[1]["held_by"], rows
         ok = app.cli("release", "--target", "both")
         assert ok.returncode == 0, ok.stderr
     finally:
