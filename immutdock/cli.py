@@ -532,6 +532,44 @@ def rollback(ctx: Ctx, to: str | None) -> None:
     ctx.emit(outcome.as_json(), lambda: click.echo(f"{outcome.message} at {outcome.url}"))
 
 
+@main.command(epilog=EPILOG)
+@common
+def heal(ctx: Ctx) -> None:
+    """Replace what drifted with fresh containers of the live release, without rebuilding.
+
+    The live release's images and recorded compose project start as the idle color and pass
+    the same health gate and switch as a release (no request dropped); the drifted color is
+    drained and removed. It is recorded as a new release (kind heal). Stateful services,
+    strangers and a compose file changed without a release are never healed: they are
+    reported. Exits 0 with "nothing to heal" when `drift` finds nothing a swap replaces.
+    """
+    from immutdock import drift
+
+    app = ctx.load()
+    if ctx.target(app) is not None:
+        raise ConfigError("--target", "heal works on the local engine only for now", "run it on each host")
+    deployer = ctx.deployer(app)
+    report = _drift(deployer, app)
+    stateful_names = {s.name for s in app.stateful}
+    swapped = [f for f in report["drift"] if f["service"] and f["service"] not in stateful_names
+               and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]
+    for f in report["drift"]:
+        if f not in swapped:
+            ctx.warn(f"not healed: {drift.Finding(**f).text()}")
+    if not swapped:
+        ctx.emit({"outcome": "noop", "drift": report["drift"]},
+                 lambda: click.echo(f"nothing to heal ({report['release'] or 'nothing released'})"))
+        return
+    for f in swapped:
+        ctx.say(f"healing: {drift.Finding(**f).text()}")
+    try:
+        outcome = deployer.rollback(None, heal=True)
+    finally:
+        deployer.compose.close()
+    data = {**outcome.as_json(), "healed": swapped}
+    ctx.emit(data, lambda: click.echo(f"{outcome.message} at {outcome.url}"))
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout (for CI).")
 def doctor(as_json: bool) -> None:
@@ -750,6 +788,62 @@ def _prune(deployer: Any, keep: int | None) -> dict[str, Any]:
     removed = apply_prune(engine, app.name, result)
     compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted}
+
+
+@main.command(name="drift", epilog=EPILOG)
+@common
+def drift_command(ctx: Ctx) -> None:
+    """Compare what runs with the live release; exit 1 when anything drifted, 0 ("no drift")
+    otherwise. Reads only.
+
+    \b
+    Reported, each with the container and what changed:
+      image       a container runs another image than the release's
+      config      the compose file changed and was not released (configuration hash)
+      stranger    a container with the app's labels that no release started
+      missing     a service has fewer containers than the release started
+      extra       more containers than the release started, or a color that is not live
+      stopped     a container (or the router) that does not run; restarting: keeps restarting
+      filesystem  files changed inside a running container (`docker diff`), outside its
+                  volumes, binds, tmpfs and runtime folders (/run, /tmp, ...): a snowflake
+    With --target, each host is compared with its own live release.
+    """
+    app = ctx.load()
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            reports = fleet.each(lambda h: _drift(fleet.deployer(h), app))
+        rows = [{"host": h, **r} for h, r in zip(target.hosts, reports)]
+        drifted = any(r["drift"] for r in rows)
+        ctx.emit({"target": target.name, "outcome": "drift" if drifted else "no drift", "hosts": rows},
+                 lambda: [click.echo(f"{r['host']}  {line}") for r in rows for line in _drift_lines(r)])
+    else:
+        report = _drift(ctx.deployer(app), app)
+        drifted = bool(report["drift"])
+        ctx.emit(report, lambda: click.echo("\n".join(_drift_lines(report))))
+    sys.exit(1 if drifted else 0)
+
+
+def _drift(deployer: Any, app: Any) -> dict[str, Any]:
+    from immutdock import drift
+    from immutdock.observe import observe
+
+    t0 = time.monotonic()
+    engine = deployer.engine
+    state = observe(engine, app.name)
+    expected = drift.expect(app, state, engine, deployer.redactor(state))
+    found = drift.findings(expected, *drift.look(engine, app.name))
+    return {"app": app.name, "release": expected.release, "color": expected.color,
+            "outcome": "drift" if found else "no drift", "drift": [f.as_json() for f in found],
+            "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _drift_lines(report: Mapping[str, Any]) -> list[str]:
+    from immutdock.drift import Finding
+
+    if not report["drift"]:
+        return [f"no drift ({report['release'] or 'nothing released'})"]
+    return [Finding(**f).text() for f in report["drift"]]
 
 
 @main.command(epilog=EPILOG)

@@ -41,6 +41,9 @@ class ContainerState:
     image: str
     stop_timeout: int
     ips: tuple[str, ...] = ()  # its addresses, one per network it joined
+    image_id: str = ""  # the ID of the image it was created from
+    mounts: tuple[str, ...] = ()  # where volumes, binds and tmpfs are mounted in it
+    finished: str = ""  # when it last stopped (RFC 3339), "" when it never did
 
     @property
     def service(self) -> str:
@@ -323,7 +326,17 @@ class Engine:
             exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
             image=config.get("Image", ""), stop_timeout=int(config.get("StopTimeout") or 10),
             ips=tuple(n["IPAddress"] for n in ((data.get("NetworkSettings") or {}).get("Networks") or {}).values()
-                      if n.get("IPAddress")))
+                      if n.get("IPAddress")),
+            image_id=data.get("Image", ""),
+            mounts=tuple([str(m["Destination"]) for m in data.get("Mounts") or [] if m.get("Destination")]
+                         + list(((data.get("HostConfig") or {}).get("Tmpfs") or {}))),
+            finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")))
+
+    def changes(self, cid: str) -> list[tuple[str, str]]:
+        """`docker diff`: (A|C|D, path) for every change to the container's own filesystem."""
+        kinds = {0: "C", 1: "A", 2: "D"}
+        found = self._json(f"diff container {cid[:12]}", f"/containers/{cid}/changes", absent=(404,)) or []
+        return [(kinds.get(int(c.get("Kind", 0)), "C"), str(c.get("Path", ""))) for c in found]
 
     def logs(self, cid: str, tail: int = 20) -> str:
         """The last log lines of a container, "" when the engine has none to give."""

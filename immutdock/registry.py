@@ -21,7 +21,7 @@ from typing import Mapping
 from immutdock import interrupts
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, EngineError
-from immutdock.ship import Progress, Shipment, lacking
+from immutdock.ship import Progress, Shipment, wanted
 
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -64,14 +64,7 @@ def through_registry(builder: Engine, hosts: Mapping[str, Engine], refs: list[st
                      progress: Progress, parallel: int = 8) -> tuple[Pushed, dict[str, Shipment]]:
     """Make every host hold every ref as the builder has it: what each lacks is pushed once
     and pulled there. (what was pushed, what each host pulled)."""
-    ids: dict[str, str] = {}
-    for ref in dict.fromkeys(refs):
-        found = builder.image_id(ref)
-        if found is None:
-            raise EngineError(f"image {ref} is not on this machine's engine, so it cannot be pushed",
-                              "run the release again (it builds or pulls it first)")
-        ids[ref] = found
-    missing = dict(zip(hosts, interrupts.in_threads(lambda e: lacking(ids, e), list(hosts.values()), parallel)))
+    ids, missing = wanted(builder, hosts, refs, parallel, "pushed")
     pushed = Pushed(registry=registry)
     result = {name: Shipment(host=name) for name in hosts}
     needed = sorted({ref for refs_ in missing.values() for ref in refs_})

@@ -198,21 +198,33 @@ class Deployer:
                 compose.close()
         return done
 
-    def rollback(self, to: str | None) -> Outcome:
+    def rollback(self, to: str | None, heal: bool = False) -> Outcome:
+        """Re-run a recorded release as a new color (`to`, or the previous one). With `heal`, the
+        live release itself: fresh containers from its images replace the live ones."""
         self._require_router()
         self.certificate()  # a certificate that cannot be used stops here, before anything changes
         t0 = time.monotonic()
-        with self._locked("rollback"):
+        kind = "heal" if heal else "rollback"
+        with self._locked(kind):
             state = observe(self.engine, self.app.name)
-            target = rollback_target(state, to)
-            if target.config_hash == state.color_config_hash(state.live_color) and state.color_running(state.live_color):
+            if heal:
+                target = next((r for r in reversed(state.records) if r.id == state.live_release and r.outcome == "ok"),
+                              None)
+                if target is None:
+                    raise ConfigError("heal", f"{self.app.name} has no live release to heal",
+                                      "release it first (immutdock release)")
+            else:
+                target = rollback_target(state, to)
+            if not heal and target.config_hash == state.color_config_hash(state.live_color) \
+                    and state.color_running(state.live_color):
                 return Outcome(release=state.live_release or target.id, color=str(state.live_color), outcome="noop",
                                kind="rollback", images=dict(target.images), url=self._url(), source=target.id,
                                message=f"{target.id} is what serves already ({state.live_release} on "
                                        f"{state.live_color}); nothing to roll back")
             missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
             if missing:
-                raise ReleaseFailed(f"cannot roll back to {target.id}: image {missing[0]} is gone (pruned)",
+                raise ReleaseFailed(f"cannot {'heal' if heal else 'roll back to'} {target.id}: image {missing[0]} is "
+                                    "gone (pruned)",
                                     "release that version again instead")
             live = state.live_color
             color = render.other(live) if live else "blue"
@@ -221,7 +233,8 @@ class Deployer:
             applied = render.color_hash(model, self.app.name, self.redactor(state))  # what runs, said as it is
             for svc in model["services"].values():
                 svc["labels"][L.CONFIG_HASH] = applied
-            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False, reason=f"rollback to {target.id}",
+            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False, reason=f"{kind} of {target.id}"
+                               if heal else f"rollback to {target.id}",
                                color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
                                cleanup=(color,) if state.colors.get(color) else (), images=(),
                                config_hash=applied, create_router=state.router is None,
@@ -231,7 +244,7 @@ class Deployer:
                 self.build((), router_plan)
             self._check_publish(state, self.router_image(router_plan))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
-                                    kind="rollback", source=target.id, timings={})
+                                    kind=kind, source=target.id, timings={})
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
 
@@ -324,7 +337,9 @@ class Deployer:
                 router.close()
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings,
-                       message=f"{plan.release} is live on {plan.color}" + (f" (back to {source})" if source else ""))
+                       message=f"{plan.release} is live on {plan.color}"
+                       + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
+                          if source else ""))
 
     @staticmethod
     def _reap_hint(plan: ReleasePlan) -> str:

@@ -154,17 +154,23 @@ def lacking(builder_ids: Mapping[str, str], host: Engine) -> list[str]:
     return [ref for ref, image_id in builder_ids.items() if host.image_id(ref) != image_id]
 
 
-def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress: Progress,
-         parallel: int = 8) -> dict[str, Shipment]:
-    """Make every host hold every ref, as the builder has it; what each was sent."""
+def wanted(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], parallel: int,
+           verb: str = "shipped") -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The builder's image ID of each ref, and the refs each host lacks (asked in parallel)."""
     ids: dict[str, str] = {}
     for ref in dict.fromkeys(refs):
         found = builder.image_id(ref)
         if found is None:
-            raise EngineError(f"image {ref} is not on this machine's engine, so it cannot be shipped",
+            raise EngineError(f"image {ref} is not on this machine's engine, so it cannot be {verb}",
                               "run the release again (it builds or pulls it first)")
         ids[ref] = found
-    missing = dict(zip(hosts, interrupts.in_threads(lambda e: lacking(ids, e), list(hosts.values()), parallel)))
+    return ids, dict(zip(hosts, interrupts.in_threads(lambda e: lacking(ids, e), list(hosts.values()), parallel)))
+
+
+def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress: Progress,
+         parallel: int = 8) -> dict[str, Shipment]:
+    """Make every host hold every ref, as the builder has it; what each was sent."""
+    ids, missing = wanted(builder, hosts, refs, parallel)
     result = {name: Shipment(host=name) for name in hosts}
     needed = sorted({ref for refs_ in missing.values() for ref in refs_})
     if not needed:
