@@ -23,6 +23,8 @@ from immutdock.redact import Redactor
 # Where a running program keeps its pid files, sockets and scratch files: changes there are
 # not edits to the release.
 RUNTIME = ("/run", "/var/run", "/tmp", "/var/tmp", "/proc", "/sys", "/dev")
+# What the engine itself puts in a container (`init: true`'s init, the name files).
+ENGINE_PATHS = ("/sbin/docker-init", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/.dockerenv")
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,10 @@ class Expected:
 def changed_paths(changes: Sequence[tuple[str, str]], mounts: Sequence[str]) -> list[tuple[str, str]]:
     """The changes that are edits to the container's image: not under a mount or a runtime
     folder, and not a folder changed only because something under it changed."""
-    skip = tuple(m.rstrip("/") for m in (*mounts, *RUNTIME) if m and m != "/")
-    kept = [(k, p) for k, p in changes if not any(p == s or p.startswith(s + "/") for s in skip)]
-    parents = {p.rsplit("/", 1)[0] or "/" for _k, p in kept}
-    parents |= {q for _k, p in kept for q in _ancestors(p)}
-    return [(k, p) for k, p in kept if p not in parents]
+    skip = tuple(m.rstrip("/") for m in (*mounts, *RUNTIME, *ENGINE_PATHS) if m and m != "/")
+    parents = {q for _k, p in changes for q in _ancestors(p)}
+    return [(k, p) for k, p in changes
+            if p not in parents and not any(p == s or p.startswith(s + "/") for s in skip)]
 
 
 def _ancestors(path: str) -> list[str]:

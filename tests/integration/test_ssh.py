@@ -188,6 +188,17 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp)
     history = json_out(app.cli("history", "--target", "both", "--json"))
     assert [[r["release"] for r in h["releases"]] for h in history["hosts"]] == [["r1", "r2"], ["r1", "r2"]]
 
+    clean = app.cli("drift", "--target", "both", "--json")
+    assert clean.returncode == 0 and json_out(clean)["outcome"] == "no drift", clean.stdout + clean.stderr
+    first = app.hosts.hosts[0]
+    web = first.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app.name}", "--filter",
+                       "label=io.immutdock.role=color").stdout.split()[0]
+    first.docker("exec", web, "sh", "-c", "echo edited > /www/version")  # a snowflake on one host
+    drifted = app.cli("drift", "--target", "both", "--json")
+    assert drifted.returncode == 1, drifted.stderr
+    assert [[f["kind"] for f in r["drift"]] for r in json_out(drifted)["hosts"]] == [["filesystem"], []], \
+        drifted.stdout
+
     back = app.cli("rollback", "--target", "both", "--json")
     assert back.returncode == 0, back.stderr
     assert [h["outcome"] for h in json_out(back)["hosts"]] == ["ok", "ok"]

@@ -100,5 +100,6 @@ def test_a_stopped_router_is_reported() -> None:
 
 def test_changes_under_mounts_and_runtime_folders_and_their_parents_are_left_out() -> None:
     changes = [("C", "/data"), ("A", "/data/x"), ("C", "/run"), ("A", "/run/s.sock"), ("C", "/srv"),
-               ("C", "/srv/app"), ("C", "/srv/app/main.py"), ("C", "/datafile")]
+               ("C", "/srv/app"), ("C", "/srv/app/main.py"), ("C", "/datafile"), ("C", "/sbin"),
+               ("A", "/sbin/docker-init")]  # init: true
     assert changed_paths(changes, ["/data"]) == [("C", "/srv/app/main.py"), ("C", "/datafile")]
