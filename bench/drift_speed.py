@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def main() -> int:
     finally:
         if not args.keep:
             cleanup(name)
+            shutil.rmtree(root.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ import gzip
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -267,6 +269,7 @@ def test_a_target_with_a_registry_pushes_once_and_each_host_pulls_what_it_lacks(
 def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path, app_name: str,
                                                                   hosts: SshHosts) -> None:
     app = RemoteApp(tmp_path, app_name, hosts, parallel=2, slow_gate=True)
+    killed_tmp = ""
     try:
         assert app.cli("release", "--target", "both").returncode == 0
         app.fault(0, True)
@@ -288,7 +291,8 @@ def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path,
         assert [[(r["release"], r["outcome"]) for r in h["releases"]] for h in history["hosts"]] == \
             [[("r1", "ok"), ("r2", "interrupted")]] * 2, history
 
-        killed = Background(app.root, "release", "--target", "both", env=app.hosts.env)
+        killed_tmp = tempfile.mkdtemp(prefix="it-killed-")  # short: it holds the SSH sockets it leaves
+        killed = Background(app.root, "release", "--target", "both", env={**app.hosts.env, "TMPDIR": killed_tmp})
         for h in app.hosts.hosts:
             killed.wait_for(f"{h.alias}: health:", timeout=300)
         killed.proc.kill()  # kill -9: nothing undone; each host keeps a half-made color
@@ -311,6 +315,8 @@ def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path,
         assert app.serving(0) == app.serving(1) == "v2"
     finally:
         app.cleanup()
+        if killed_tmp:
+            shutil.rmtree(killed_tmp, ignore_errors=True)  # what the killed release left
 
 
 def test_a_host_behind_a_jump_host_reached_with_a_key_in_the_agent(tmp_path: Path, app_name: str,
