@@ -613,27 +613,40 @@ def status(ctx: Ctx, reap: bool) -> None:
     if target is not None:
         _remote_status(ctx, app, target, reap)
         return
-    deployer = ctx.deployer(app)
     state, stats = ctx.prefetched(app, gather)
     if reap:
-        reaped = deployer.reap_idle(state)
-        for color in reaped:
-            ctx.warn(f"retired {app.name}-{color}, the release before {state.live_release}" if color in state.not_retired
-                     else f"removed half-made {app.name}-{color} left by an interrupted release")
-        if reaped:
-            state, stats = gather(deployer.engine, app.name)
+        state, stats = _reap(ctx, ctx.deployer(app), state, stats)
     report = describe(app, state, stats)
     ctx.emit(report, lambda: click.echo(_status_text(report)))
-    for color in report["half_made"]:
-        ctx.warn(f"{app.name}-{color} exists but is not live (a release in progress, or one that was "
-                 "interrupted); `immutdock status --reap` or the next release removes it")
-    for old in report["not_retired"]:
-        ctx.warn(f"{app.name}-{old['color']} still runs {old['release']}, the release before {report['live_release']}: "
-                 "traffic left it, but it was not retired (the release was interrupted after its switch); "
-                 "`immutdock status --reap` or the next release retires it")
+    _left_over(ctx, app, report)
     if report["problem"]:
         click.echo(click.style(f"error: {app.name} does not serve: {report['problem']}", fg="red"), err=True)
         sys.exit(1)
+
+
+def _reap(ctx: Ctx, deployer: Any, state: Any, stats: Any, prefix: str = "") -> tuple[Any, Any]:
+    """status --reap on one engine: the colors an interrupted release left, removed (under the
+    lock); the state and stats read again when something was."""
+    from immutdock.status import gather
+
+    reaped = deployer.reap_idle(state)
+    for color in reaped:
+        ctx.warn(prefix + (f"retired {deployer.app.name}-{color}, the release before {state.live_release}"
+                           if color in state.not_retired else
+                           f"removed half-made {deployer.app.name}-{color} left by an interrupted release"))
+    return gather(deployer.engine, deployer.app.name) if reaped else (state, stats)
+
+
+def _left_over(ctx: Ctx, app: Any, report: Mapping[str, Any], prefix: str = "", where: str = "") -> None:
+    """Warn of the colors an interrupted release left on one engine (`where`: the options that
+    name it again, e.g. " --target prod")."""
+    for color in report["half_made"]:
+        ctx.warn(f"{prefix}{app.name}-{color} exists but is not live (a release in progress, or one that was "
+                 f"interrupted); `immutdock status --reap{where}` or the next release removes it")
+    for old in report["not_retired"]:
+        ctx.warn(f"{prefix}{app.name}-{old['color']} still runs {old['release']}, the release before "
+                 f"{report['live_release']}: traffic left it, but it was not retired (the release was interrupted "
+                 f"after its switch); `immutdock status --reap{where}` or the next release retires it")
 
 
 def _hosts_text(result: Any) -> str:  # result: FleetOutcome
@@ -654,15 +667,7 @@ def _remote_status(ctx: Ctx, app: Any, target: Any, reap: bool) -> None:
     def one(host: Any) -> dict[str, Any]:
         state, stats = gather(host.engine, app.name)
         if reap:  # each host under its own lock: a host a release holds is left as it is
-            deployer = fleet.deployer(host)
-            deployer.hold_lock = True
-            reaped = deployer.reap_idle(state)
-            for color in reaped:
-                ctx.warn(f"{host.name}: " + (f"retired {app.name}-{color}, the release before {state.live_release}"
-                                             if color in state.not_retired else
-                                             f"removed half-made {app.name}-{color} left by an interrupted release"))
-            if reaped:
-                state, stats = gather(host.engine, app.name)
+            state, stats = _reap(ctx, fleet.deployer(host, hold_lock=True), state, stats, f"{host.name}: ")
         return describe(app, state, stats)
 
     with ctx.fleet(app, target) as fleet:
@@ -686,13 +691,7 @@ def _remote_status(ctx: Ctx, app: Any, target: Any, reap: bool) -> None:
 
     ctx.emit(data, human)
     for h in hosts:
-        for color in h["half_made"]:
-            ctx.warn(f"{h['host']}: {app.name}-{color} exists but is not live (a release in progress, or one that was "
-                     f"interrupted); `immutdock status --reap --target {target.name}` or the next release removes it")
-        for old in h["not_retired"]:
-            ctx.warn(f"{h['host']}: {app.name}-{old['color']} still runs {old['release']}, the release before "
-                     f"{h['live_release']}, but it was not retired (the release was interrupted after its switch); "
-                     f"`immutdock status --reap --target {target.name}` or the next release retires it")
+        _left_over(ctx, app, h, f"{h['host']}: ", f" --target {target.name}")
     if problems:
         click.echo(click.style(f"error: {app.name} on {target.name}: {problems[0]}", fg="red"), err=True)
         sys.exit(1)
@@ -832,7 +831,7 @@ def _drift(deployer: Any, app: Any) -> dict[str, Any]:
     engine = deployer.engine
     state = observe(engine, app.name)
     expected = drift.expect(app, state, engine, deployer.redactor(state))
-    found = drift.findings(expected, *drift.look(engine, app.name))
+    found = drift.findings(expected, state.containers, drift.look(engine, state.containers))
     return {"app": app.name, "release": expected.release, "color": expected.color,
             "outcome": "drift" if found else "no drift", "drift": [f.as_json() for f in found],
             "seconds": round(time.monotonic() - t0, 3)}

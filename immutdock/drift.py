@@ -1,5 +1,5 @@
 """Drift: what runs, compared with the live release. `findings` is pure; `look` reads the
-engine (containers by label, and `docker diff` of each running one, in parallel).
+`docker diff` of each running container (in parallel) of those `observe` listed.
 
 A release replaces containers and never changes them, so anything that differs from what the
 live release started is drift: a container running another image, a compose file changed and
@@ -162,7 +162,7 @@ def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Exp
     from immutdock.render import color_project
 
     known = frozenset(r.id for r in state.records)
-    record = next((r for r in reversed(state.records) if r.id == state.live_release and r.outcome == "ok"), None)
+    record = state.live_record
     if record is None or state.live_color is None:
         return Expected(app=app.name, release=None, color=None, replicas={}, stateful=(), image_ids={},
                         known_releases=known)
@@ -182,10 +182,8 @@ def _replicas(definition: Mapping[str, Any]) -> int:
     return found if isinstance(found, int) else 1
 
 
-def look(engine: Engine, app: str) -> tuple[list[ContainerState], dict[str, list[tuple[str, str]]]]:
-    """The app's containers, and the `docker diff` of each running one (read in parallel)."""
-    containers = engine.containers(**{L.APP: app})
+def look(engine: Engine, containers: Sequence[ContainerState]) -> dict[str, list[tuple[str, str]]]:
+    """The `docker diff` of each running container of `containers` (read in parallel)."""
     running = [c for c in containers if c.status in ("running", "restarting", "paused")]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(running)))) as pool:
-        diffs = dict(zip([c.id for c in running], pool.map(lambda c: engine.changes(c.id), running)))
-    return containers, diffs
+        return dict(zip([c.id for c in running], pool.map(lambda c: engine.changes(c.id), running)))

@@ -179,37 +179,27 @@ class Engine:
         as they arrive), and the layers the engine already held."""
         import docker.errors
 
-        layers: dict[str, str] = {}
-        sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, its compressed size)
+        # Extracting reads the downloaded blob: its total is the compressed size too.
+        tally = _Layers(moved="Pull complete", present="Already exists", sized={"Downloading": False,
+                                                                                "Extracting": True}, counted=counted)
         said = 0.0
         try:
             for event in self.client.api.pull(ref, stream=True, decode=True):
                 interrupts.checkpoint()
                 if event.get("error"):
                     raise docker.errors.APIError(str(event["error"]))
-                layer, status = event.get("id"), str(event.get("status") or "")
-                if layer and status:
-                    layers[layer] = status
-                    detail = event.get("progressDetail") or {}
-                    if status in ("Downloading", "Extracting") and detail.get("total"):
-                        # Extracting reads the downloaded blob: its total is the compressed size too.
-                        done = int(detail.get("current") or 0) if status == "Downloading" else int(detail["total"])
-                        sizes[layer] = (max(done, sizes.get(layer, (0, 0))[0]), int(detail["total"]))
-                        if counted:
-                            counted(sum(d for d, _t in sizes.values()), sum(t for _d, t in sizes.values()))
+                tally.add(event)
                 now = time.monotonic()
-                if layers and now - said >= 1.0:
-                    done_layers = sum(s in ("Pull complete", "Already exists") for s in layers.values())
-                    progress(f"pulling {ref}: {done_layers}/{len(layers)} layers")
+                if tally.status and now - said >= 1.0:
+                    done = sum(s in ("Pull complete", "Already exists") for s in tally.status.values())
+                    progress(f"pulling {ref}: {done}/{len(tally.status)} layers")
                     said = now
         except docker.errors.DockerException as exc:
             raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
                               "check the name and your access to its registry, or load it (docker load -i FILE)"
                               ) from None
         progress(f"pulled {ref}")
-        fetched = [layer for layer, status in layers.items() if status == "Pull complete"]
-        return Transfer(bytes=sum(sizes.get(layer, (0, 0))[1] for layer in fetched), layers=len(fetched),
-                        present=sum(status == "Already exists" for status in layers.values()))
+        return tally.transfer()
 
     def push(self, ref: str, counted: Callable[[int, int], None] | None = None) -> "Transfer":
         """Push `ref` to the registry its name starts with, with the credentials of this
@@ -218,30 +208,19 @@ class Engine:
         import docker.errors
 
         repository, _, tag = ref.rpartition(":")
-        layers: dict[str, str] = {}
-        sizes: dict[str, tuple[int, int]] = {}
+        tally = _Layers(moved="Pushed", present="Layer already exists", sized={"Pushing": False}, counted=counted)
         try:
             for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
                 interrupts.checkpoint()
                 if event.get("error"):
                     raise docker.errors.APIError(str((event.get("errorDetail") or {}).get("message")
                                                      or event["error"]))
-                layer, status = event.get("id"), str(event.get("status") or "")
-                if layer and status:
-                    layers[layer] = status
-                    detail = event.get("progressDetail") or {}
-                    if status == "Pushing" and detail.get("total"):
-                        total = int(detail["total"])
-                        sizes[layer] = (min(int(detail.get("current") or 0), total), total)
-                        if counted:
-                            counted(sum(d for d, _t in sizes.values()), sum(t for _d, t in sizes.values()))
+                tally.add(event)
         except docker.errors.DockerException as exc:
             raise EngineError(f"push {ref}: {_short(exc)}",
                               f"check that this machine reaches {ref.split('/')[0]} and may push there "
                               f"(docker login {ref.split('/')[0]})") from None
-        pushed = [layer for layer, status in layers.items() if status == "Pushed"]
-        return Transfer(bytes=sum(sizes.get(layer, (0, 0))[1] for layer in pushed), layers=len(pushed),
-                        present=sum(status == "Layer already exists" for status in layers.values()))
+        return tally.transfer()
 
     def registry_lookup(self, ref: str) -> str | None:
         """Whether `ref`'s registry knows it, without pulling: None when it does, else why not."""
@@ -566,6 +545,35 @@ class ExecSession:
             self._sock.close()
         except OSError:
             pass
+
+
+class _Layers:
+    """The layers of a pull or push, from the engine's progress events: each one's last
+    status, and its bytes so far and size where a `sized` status gives them (True: that
+    status means all its bytes have moved)."""
+
+    def __init__(self, moved: str, present: str, sized: Mapping[str, bool],
+                 counted: Callable[[int, int], None] | None) -> None:
+        self.moved, self.present, self.sized, self.counted = moved, present, sized, counted
+        self.status: dict[str, str] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, its size)
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        layer, status = event.get("id"), str(event.get("status") or "")
+        if not layer or not status:
+            return
+        self.status[layer] = status
+        total = int((event.get("progressDetail") or {}).get("total") or 0)
+        if status in self.sized and total:
+            done = total if self.sized[status] else min(int(event["progressDetail"].get("current") or 0), total)
+            self.sizes[layer] = (max(done, self.sizes.get(layer, (0, 0))[0]), total)
+            if self.counted:
+                self.counted(sum(d for d, _t in self.sizes.values()), sum(t for _d, t in self.sizes.values()))
+
+    def transfer(self) -> Transfer:
+        moved = [layer for layer, status in self.status.items() if status == self.moved]
+        return Transfer(bytes=sum(self.sizes.get(layer, (0, 0))[1] for layer in moved), layers=len(moved),
+                        present=sum(status == self.present for status in self.status.values()))
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -153,12 +153,14 @@ class Fleet:
         self.warn = warn
         self.shipping = shipping
 
-    def deployer(self, host: Host, prepared: Prepared | None = None) -> Deployer:
+    def deployer(self, host: Host, prepared: Prepared | None = None, hold_lock: bool = False) -> Deployer:
+        """A Deployer on `host`; the fleet holds the host's lock unless `hold_lock` (the
+        Deployer takes it itself)."""
         one = len(self.hosts) == 1
         return Deployer(self.app, host.engine, host.compose,
                         self.say if one else (lambda m, h=host.name: self.say(f"{h}: {m}")),
                         self.warn if one else (lambda m, h=host.name: self.warn(f"{h}: {m}")),
-                        builder=self.builder, prepared=prepared, hold_lock=False)
+                        builder=self.builder, prepared=prepared, hold_lock=hold_lock)
 
     # -- the whole-target lock ----------------------------------------------------------------
     def locked(self, command: str) -> "_FleetLock":

@@ -20,6 +20,7 @@ class AppState:
     live_color: str | None  # what the router sends traffic to
     colors: dict[str, tuple[ContainerState, ...]] = field(default_factory=dict)
     state: tuple[ContainerState, ...] = ()
+    containers: tuple[ContainerState, ...] = ()  # every one with the app's label, whatever its role
 
     def color_release(self, color: str | None) -> str | None:
         found = {c.labels.get(L.RELEASE) for c in self.colors.get(color or "", ())}
@@ -39,6 +40,12 @@ class AppState:
     @property
     def live_release(self) -> str | None:
         return self.color_release(self.live_color)
+
+    @property
+    def live_record(self) -> ledger.Record | None:
+        """The record of the release that serves (None when nothing does)."""
+        live = self.live_release
+        return next((r for r in reversed(self.records) if r.id == live and r.outcome == "ok"), None)
 
     def color_running(self, color: str | None) -> bool:
         cs = self.colors.get(color or "", ())
@@ -100,4 +107,5 @@ def observe(engine: Engine, app: str) -> AppState:
         last = ledger.last_ok(list(records))
         live = last.color if last is not None and colors.get(last.color) else None
     return AppState(app=app, records=records, router=router, live_color=live,
-                    colors={k: tuple(v) for k, v in colors.items()}, state=tuple(state))
+                    colors={k: tuple(v) for k, v in colors.items()}, state=tuple(state),
+                    containers=tuple(containers))

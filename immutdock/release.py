@@ -208,8 +208,7 @@ class Deployer:
         with self._locked(kind):
             state = observe(self.engine, self.app.name)
             if heal:
-                target = next((r for r in reversed(state.records) if r.id == state.live_release and r.outcome == "ok"),
-                              None)
+                target = state.live_record
                 if target is None:
                     raise ConfigError("heal", f"{self.app.name} has no live release to heal",
                                       "release it first (immutdock release)")
@@ -233,8 +232,8 @@ class Deployer:
             applied = render.color_hash(model, self.app.name, self.redactor(state))  # what runs, said as it is
             for svc in model["services"].values():
                 svc["labels"][L.CONFIG_HASH] = applied
-            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False, reason=f"{kind} of {target.id}"
-                               if heal else f"rollback to {target.id}",
+            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False,
+                               reason=f"heal of {target.id}" if heal else f"rollback to {target.id}",
                                color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
                                cleanup=(color,) if state.colors.get(color) else (), images=(),
                                config_hash=applied, create_router=state.router is None,

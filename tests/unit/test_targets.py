@@ -146,3 +146,30 @@ def test_drift_names_the_hosts_behind_the_newest_live_release() -> None:
     assert drift({"h1": (3, v1), "h2": (2, v2), "h3": (2, v2)}) == ["h2", "h3"]  # h1 was rolled back last
     assert drift({"h1": (2, v2), "h2": (3, v2)}) == []  # same images, other numbers: no drift
     assert drift({}) == []
+
+
+def test_a_pull_and_a_push_count_the_layers_moved_and_those_already_there() -> None:
+    from immutdock.engine import Transfer, _Layers
+
+    seen: list[tuple[int, int]] = []
+    pull = _Layers(moved="Pull complete", present="Already exists", sized={"Downloading": False, "Extracting": True},
+                   counted=lambda done, total: seen.append((done, total)))
+    for event in [{"status": "Pulling from bb", "id": "1"},  # the engine's events of a real pull
+                  {"status": "Already exists", "progressDetail": {}, "id": "base"},
+                  {"status": "Pulling fs layer", "progressDetail": {}, "id": "app"},
+                  {"status": "Downloading", "progressDetail": {"current": 15965, "total": 1068983}, "id": "app"},
+                  {"status": "Download complete", "progressDetail": {}, "id": "app"},
+                  {"status": "Extracting", "progressDetail": {"current": 32768, "total": 1068983}, "id": "app"},
+                  {"status": "Pull complete", "progressDetail": {}, "id": "app"},
+                  {"status": "Digest: sha256:fc4a"}]:
+        pull.add(event)
+    assert pull.transfer() == Transfer(bytes=1068983, layers=1, present=1)
+    assert seen == [(15965, 1068983), (1068983, 1068983)]  # extracting: all of it has come
+
+    push = _Layers(moved="Pushed", present="Layer already exists", sized={"Pushing": False}, counted=None)
+    for event in [{"status": "Preparing", "progressDetail": {}, "id": "app"},
+                  {"status": "Layer already exists", "progressDetail": {}, "id": "base"},
+                  {"status": "Pushing", "progressDetail": {"current": 2129920, "total": 1984172}, "id": "app"},
+                  {"status": "Pushed", "progressDetail": {}, "id": "app"}]:
+        push.add(event)
+    assert push.transfer() == Transfer(bytes=1984172, layers=1, present=1)
