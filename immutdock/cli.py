@@ -111,18 +111,21 @@ class Ctx:
             try:
                 yield Fleet(app, target, hosts, self.engine, self.progress, self.warn, self.shipping)
             finally:
-                if self._bars is not None:
-                    self._bars[0].stop()
-                    self._bars = None
+                self.stop_bars()
 
     def shipping(self, what: str, sent: int, read: int, total: int) -> None:
         """A progress bar per transfer while images move to hosts (rich, on stderr)."""
+        from immutdock.fleet import size_text
+
+        self.bar(what, read, total, f"{size_text(sent)} sent" if sent >= 0 else "")
+
+    def bar(self, what: str, done: int, total: int, note: str = "") -> None:
+        """A progress bar per `what`, in bytes (rich, on stderr; not with --json unless stderr
+        is a terminal). `stop_bars` ends them."""
         if self.as_json and not sys.stderr.isatty():
             return
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-        from immutdock.fleet import size_text
 
         if self._bars is None:
             bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -132,7 +135,12 @@ class Ctx:
         bars, tasks = self._bars
         if what not in tasks:
             tasks[what] = bars.add_task(what, total=total, sent="")
-        bars.update(tasks[what], completed=read, total=total, sent=f"{size_text(sent)} sent" if sent >= 0 else "")
+        bars.update(tasks[what], completed=done, total=total or None, sent=note)
+
+    def stop_bars(self) -> None:
+        if self._bars is not None:
+            self._bars[0].stop()
+            self._bars = None
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:
@@ -871,6 +879,217 @@ def unlock(ctx: Ctx, force: bool) -> None:
     data = {"app": app.name, "held_by": holder.describe() if holder else None}
     ctx.emit(data, lambda: click.echo(f"released the lock held by {holder.describe()}" if holder
                                       else f"{app.name} was not locked"))
+
+
+# -- volumes -----------------------------------------------------------------------------------
+VOLUMES_EPILOG = EPILOG.replace("(nothing changed), 3", "(nothing changed), 1 also: a backup that does not\nhold what its manifest says, 3")
+
+
+@main.group(epilog=VOLUMES_EPILOG)
+def volumes() -> None:
+    """Back up, restore and check the app's named volumes (the data that outlives releases).
+
+    \b
+    A backup of a volume is two files in a folder (default: ~/.local/share/immutdock/
+    backups/APP, or --to DIR): APP-VOLUME-TIME.tar.gz, the volume's files as a gzip'd
+    tar, and APP-VOLUME-TIME.json, its manifest (app, volume, live release, time, the
+    archive's SHA-256 and one SHA-256 per file). Stateful services that mount the volume
+    are stopped for a consistent copy and started again; swapped services keep serving.
+
+    \b
+      immutdock volumes ls                          # the app's volumes and their backups
+      immutdock volumes backup --verify             # every volume, each restored once to check it
+      immutdock volumes backup pgdata --to /backups # one volume, into a folder of yours
+      immutdock volumes verify BACKUP               # restore into a scratch volume and compare
+      immutdock volumes restore BACKUP --into pgdata_restored
+      immutdock volumes restore BACKUP --force      # over the volume's current content
+    """
+
+
+_TO = click.option("--to", "folder", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+                   help="The folder of the backups (default: $XDG_DATA_HOME or ~/.local/share, then "
+                        "immutdock/backups/APP).")
+
+
+def _backups_folder(app: Any, folder: Path | None) -> Path:
+    if folder is not None:
+        return folder
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "immutdock" / "backups" / app.name
+
+
+def _volume_ops(ctx: Ctx, app: Any) -> Any:  # -> backup.Volumes
+    from immutdock import backup
+    from immutdock.compose import Compose
+
+    if ctx.target(app) is not None:
+        raise ConfigError("--target", "volumes works on the local engine only for now",
+                          "run it on the host, in a copy of the app's folder")
+    compose = Compose()
+    try:
+        helper = backup.helper_image(ctx.engine, compose, ctx.progress)
+    finally:
+        compose.close()
+    return backup.Volumes(ctx.engine, app, helper, ctx.say, ctx.bar)
+
+
+def _read_backup(path: Path) -> tuple[Any, Path]:  # -> (Manifest, archive)
+    from immutdock import backup
+
+    manifest = backup.Manifest.read(backup.manifest_of(path))
+    return manifest, backup.manifest_of(path).with_name(manifest.archive)
+
+
+@volumes.command(name="ls", epilog=EPILOG)
+@_TO
+@common
+def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
+    """The app's named volumes: engine name, whether it exists, the containers that mount
+    it, and the backups of it in the folder. Reads only."""
+    from immutdock import backup
+    from immutdock.observe import observe
+
+    app = ctx.load()
+    if ctx.target(app) is not None:
+        raise ConfigError("--target", "volumes works on the local engine only for now",
+                          "run it on the host, in a copy of the app's folder")
+    where = _backups_folder(app, folder)
+    state = observe(ctx.engine, app.name)
+    rows = []
+    for key, name in backup.pick_volumes(app, ()):
+        kept = sorted(where.glob(f"{app.name}-{key}-*{backup.MANIFEST}")) if where.is_dir() else []
+        rows.append({"volume": key, "engine_volume": name, "exists": ctx.engine.volume_exists(name),
+                     "mounted_by": [c.name for c in backup.users(state.containers, name)],
+                     "backups": [str(p.with_name(p.name[: -len(backup.MANIFEST)] + backup.ARCHIVE)) for p in kept]})
+
+    def human() -> None:
+        for r in rows:
+            latest = f"{len(r['backups'])} backup(s), newest {Path(r['backups'][-1]).name}" if r["backups"] \
+                else "no backup"
+            click.echo(f"{r['volume']:<16} {r['engine_volume']:<32} "
+                       f"{'exists' if r['exists'] else 'not created yet':<16} "
+                       f"{'mounted by ' + ', '.join(r['mounted_by']) if r['mounted_by'] else 'not mounted':<40} "
+                       f"{latest}")
+        click.echo(f"backups in {where}")
+    ctx.emit({"app": app.name, "folder": str(where), "volumes": rows}, human)
+
+
+@volumes.command(name="backup", epilog=VOLUMES_EPILOG)
+@click.argument("names", nargs=-1, metavar="[VOLUME]...")
+@_TO
+@click.option("--verify", "and_verify", is_flag=True,
+              help="Right after each backup, restore it into a scratch volume and compare every file.")
+@common
+def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_verify: bool) -> None:
+    """Copy the app's named volumes (all, or those named) into compressed archives with a
+    manifest. Stateful services that mount a volume are stopped for its copy and started
+    again; swapped services keep serving. Takes the release lock (exit 3 while a release
+    runs). A backup that fails leaves no file under a backup's name."""
+    from immutdock import backup, lock
+    from immutdock.observe import observe
+
+    app = ctx.load()
+    picked = backup.pick_volumes(app, names)
+    where = _backups_folder(app, folder)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("--to", f"cannot make the folder {where}: {exc.strerror or exc}",
+                          "name a folder you can write with --to") from None
+    if not os.access(where, os.W_OK):
+        raise ConfigError("--to", f"cannot write into {where}", "name a folder you can write with --to")
+    ops = _volume_ops(ctx, app)
+    for key, name in picked:
+        if not ctx.engine.volume_exists(name):
+            raise ConfigError(key, f"volume {name} does not exist on the engine yet",
+                              "release the app once; it creates its volumes")
+    lock.acquire(ctx.engine, app.name, "volumes backup", ctx.warn)
+    rows = []
+    try:
+        state = observe(ctx.engine, app.name)
+        release = state.live_record.id if state.live_record else None
+        for key, name in picked:
+            t0 = time.monotonic()
+            made = ops.backup(key, name, state.containers, release, where)
+            row = {"volume": key, "engine_volume": name, "archive": str(where / made.archive),
+                   "manifest": str(backup.manifest_of(where / made.archive)), "sha256": made.sha256,
+                   "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
+                   "stopped": list(made.stopped), "release": release, "seconds": round(time.monotonic() - t0, 2),
+                   "verified": None}
+            if and_verify:
+                ops.verify(made, where / made.archive)
+                row["verified"] = len(made.files)
+            rows.append(row)
+    finally:
+        lock.release(ctx.engine, app.name)
+        ctx.stop_bars()
+
+    def human() -> None:
+        from immutdock.fleet import size_text
+
+        for r in rows:
+            click.echo(f"backed up {r['volume']} to {r['archive']} ({size_text(r['size'])}, {r['files']} files"
+                       + (f", {', '.join(r['stopped'])} stopped meanwhile" if r["stopped"] else "")
+                       + (", verified" if r["verified"] is not None else "") + ")")
+    ctx.emit({"app": app.name, "outcome": "backed up", "backups": rows}, human)
+
+
+@volumes.command(name="restore", epilog=EPILOG)
+@click.argument("backup_path", metavar="BACKUP", type=click.Path(path_type=Path))
+@click.option("--into", "into", metavar="NEW_VOLUME", default=None,
+              help="Restore into this volume of the app (a key of the file's volumes:, or a new name, made "
+                   "as APP_NAME) instead of the one backed up.")
+@click.option("--force", is_flag=True, help="Replace what the volume holds (refused without it when not empty).")
+@common
+def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) -> None:
+    """Write a backup (its .tar.gz or .json) into the volume it was taken from, or --into
+    another. The archive's checksum is checked first and every file after. Refused (exit 2,
+    nothing changed) for a backup of another app, a corrupt archive, a volume a swapped
+    service mounts, or one that is not empty without --force. Stateful services that mount
+    the volume are stopped meanwhile and started again. Takes the release lock."""
+    from immutdock import lock
+    from immutdock.observe import observe
+
+    app = ctx.load()
+    manifest, archive = _read_backup(backup_path)
+    if into is not None and not _VOLUME_NAME.match(into):
+        raise ConfigError("--into", f"{into!r} is not a volume name", "use letters, digits, '_', '.' or '-'")
+    ops = _volume_ops(ctx, app)
+    lock.acquire(ctx.engine, app.name, "volumes restore", ctx.warn)
+    try:
+        state = observe(ctx.engine, app.name)
+        t0 = time.monotonic()
+        volume, made = ops.restore(manifest, archive, into, state.containers, force)
+    finally:
+        lock.release(ctx.engine, app.name)
+        ctx.stop_bars()
+    data = {"app": app.name, "outcome": "restored", "backup": str(archive), "volume": volume, "created": made,
+            "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
+            "seconds": round(time.monotonic() - t0, 2)}
+    ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} "
+                                      f"({len(manifest.files)} files checked)"))
+
+
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@volumes.command(name="verify", epilog=VOLUMES_EPILOG)
+@click.argument("backup_path", metavar="BACKUP", type=click.Path(path_type=Path))
+@common
+def volumes_verify(ctx: Ctx, backup_path: Path) -> None:
+    """Prove a backup restores: check the archive's checksum, restore it into a scratch
+    volume, compare every file's SHA-256 with the manifest, remove the scratch volume.
+    Exit 1 on any difference."""
+    app = ctx.load()
+    manifest, archive = _read_backup(backup_path)
+    ops = _volume_ops(ctx, app)
+    try:
+        files = ops.verify(manifest, archive)
+    finally:
+        ctx.stop_bars()
+    data = {"app": app.name, "outcome": "verified", "backup": str(archive), "files": files, "sha256": manifest.sha256}
+    ctx.emit(data, lambda: click.echo(f"{archive.name}: restored into a scratch volume, {files} files as in "
+                                      f"its manifest"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,6 +44,7 @@ class ContainerState:
     image_id: str = ""  # the ID of the image it was created from
     mounts: tuple[str, ...] = ()  # where volumes, binds and tmpfs are mounted in it
     finished: str = ""  # when it last stopped (RFC 3339), "" when it never did
+    volumes: tuple[str, ...] = ()  # the engine names of the named volumes it mounts
 
     @property
     def service(self) -> str:
@@ -309,7 +310,8 @@ class Engine:
             image_id=data.get("Image", ""),
             mounts=tuple([str(m["Destination"]) for m in data.get("Mounts") or [] if m.get("Destination")]
                          + list(((data.get("HostConfig") or {}).get("Tmpfs") or {}))),
-            finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")))
+            finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")),
+            volumes=tuple(str(m["Name"]) for m in data.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")))
 
     def changes(self, cid: str) -> list[tuple[str, str]]:
         """`docker diff`: (A|C|D, path) for every change to the container's own filesystem."""
@@ -347,6 +349,14 @@ class Engine:
         inspected = self._json(what, f"/exec/{exec_id}/json") or {}
         code = inspected.get("ExitCode")
         return int(code if code is not None else 1), demux(out.body if out else b"").decode("utf-8", "replace")
+
+    def stop_container(self, c: ContainerState) -> None:
+        """Stop one container within its own grace period (kept, to be started again)."""
+        self._request(f"stop {c.name}", "POST", f"/containers/{c.id}/stop", {"t": c.stop_timeout},
+                      absent=(304, 404), timeout=c.stop_timeout + 60)
+
+    def start_container(self, c: ContainerState) -> None:
+        self._request(f"start {c.name}", "POST", f"/containers/{c.id}/start", absent=(304,))
 
     def remove_containers(self, found: list[ContainerState]) -> None:
         """Stop (each with its own grace period) and remove, in parallel."""
@@ -424,12 +434,15 @@ class Engine:
                 return _short(exc.explanation or exc)
 
     def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
-                  timeout: float = 60, files: Mapping[str, bytes] | None = None) -> tuple[int, str]:
+                  timeout: float = 60, files: Mapping[str, bytes] | None = None,
+                  binds: Mapping[str, str] | None = None) -> tuple[int, str]:
         """Run `argv` in a throwaway container of `image` (no network), with `files` put in it
-        first (see put_files); (exit code, output)."""
+        first (see put_files) and `binds` (volume -> "PATH:ro|rw") mounted; (exit code, output)."""
         api = self.client.api
+        host_config = api.create_host_config(binds=[f"{v}:{where}" for v, where in binds.items()]) if binds else None
         with self._throwaway(f"a check of {image}", image, entrypoint=argv[:1], command=argv[1:],
-                             environment=dict(env), labels=dict(labels), network_disabled=True) as cid:
+                             environment=dict(env), labels=dict(labels), network_disabled=True,
+                             host_config=host_config) as cid:
             if files:
                 self.put_files(cid, files)
 
@@ -438,6 +451,44 @@ class Engine:
                 code = api.wait(cid, timeout=timeout).get("StatusCode", 1)
                 return int(code), api.logs(cid, stdout=True, stderr=True).decode("utf-8", "replace")
             return self._call(f"run a check of {image}", run)
+
+    @contextmanager
+    def holder(self, image: str, volume: str, where: str, labels: Mapping[str, str]) -> Iterator[str]:
+        """A container of `image` that is never started, with `volume` mounted at `where`
+        ("PATH:ro|rw"), whose archive API reads and writes the volume; removed afterwards."""
+        api = self.client.api
+        with self._throwaway(f"a holder of volume {volume}", image, labels=dict(labels), network_disabled=True,
+                             host_config=api.create_host_config(binds=[f"{volume}:{where}"])) as cid:
+            yield cid
+
+    @contextmanager
+    def read_archive(self, cid: str, path: str) -> Iterator[BinaryIO]:
+        """The tar of `path` in a container (`docker cp` out), read as it comes."""
+        what = f"read {path} from container {cid[:12]}"
+        opened = self.wire.stream("GET", f"/containers/{segment(cid)}/archive", {"path": path})
+        try:  # only the request: what the caller does with the bytes fails as its own error
+            status, answer = opened.__enter__()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(what, exc) from None
+        try:
+            if status >= 400:
+                raise EngineError(f"{what}: {Reply(status, {}, answer.read()).message}")
+            yield answer
+        finally:
+            opened.__exit__(None, None, None)
+
+    def write_archive(self, cid: str, path: str, archive: Iterable[bytes]) -> None:
+        """Unpack a tar (plain or gzip-compressed) streamed from `archive` into `path` of a
+        container (`docker cp` in): owners, modes and times are the archive's."""
+        what = f"write into {path} of container {cid[:12]}"
+        try:
+            with self.wire.stream("PUT", f"/containers/{segment(cid)}/archive", {"path": path},
+                                  body=archive) as (status, answer):
+                text = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(what, exc) from None
+        if status >= 400:
+            raise EngineError(f"{what}: {Reply(status, {}, text).message}", "check the free disk space there")
 
     def put_files(self, cid: str, files: Mapping[str, bytes]) -> None:
         """Write files (absolute path -> content, mode 0600) into a container, running or not,
@@ -461,6 +512,14 @@ class Engine:
             return False
         self.create_volume(name, labels, driver, driver_opts)
         return True
+
+    def volume_labels(self, name: str) -> Mapping[str, str] | None:
+        """The labels of a volume; None when it does not exist."""
+        found = self._json(f"inspect volume {name}", f"/volumes/{segment(name)}", absent=(404,))
+        return None if found is None else (found.get("Labels") or {})
+
+    def volume_exists(self, name: str) -> bool:
+        return self.volume_labels(name) is not None
 
     def volumes(self, **label_values: str) -> list[Mapping[str, Any]]:
         data = self._json("list volumes", "/volumes", {"filters": filters(label=L.selector(**label_values))})

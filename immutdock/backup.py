@@ -1,0 +1,435 @@
+"""Backups of an app's named volumes: each one a gzip-compressed tar with a manifest (app,
+volume, release, time, the archive's SHA-256 and one SHA-256 per file), restored into the
+volume or a new one, and verified by restoring it into a scratch volume.
+
+The bytes move through the engine's archive API from a helper container that mounts the
+volume (the image built from `volumes/`), so the same code reads a volume on the local engine
+or on a host over SSH. The helper answers what is asked of the files in a volume (size, the
+checksums after a restore, empty or not). A consistent copy: the app's stateful services that
+mount the volume are stopped for the copy and started again; swapped services keep serving."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import tarfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Mapping, Sequence
+
+from immutdock import assets, interrupts
+from immutdock import labels as L
+from immutdock.engine import ContainerState, Engine
+from immutdock.errors import ConfigError, EngineError, ImmutdockError
+from immutdock.model import App
+
+if TYPE_CHECKING:
+    from immutdock.compose import Compose
+
+HELPER_REPOSITORY = "immutdock-volumes"
+MOUNT = "/v"
+HELPER = "/usr/local/bin/volume-helper"
+ARCHIVE, MANIFEST = ".tar.gz", ".json"
+FORMAT = 1
+CHUNK = 1 << 20
+
+Bar = Callable[[str, int, int], None]  # (what, bytes done, bytes in all or 0 when not known)
+
+
+class BackupBroken(ImmutdockError):
+    """A backup that does not hold what its manifest says (exit 1)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    app: str
+    volume: str  # the compose file's key
+    engine_volume: str  # its name on the engine
+    release: str | None  # the live release when it was taken
+    created: str  # UTC, ISO 8601
+    archive: str  # the .tar.gz's file name, beside the manifest
+    sha256: str  # of the archive
+    size: int  # of the archive
+    tar_bytes: int  # the tar before compression
+    files: Mapping[str, str] = field(default_factory=dict)  # path in the volume -> SHA-256
+    stopped: tuple[str, ...] = ()  # services stopped for the copy
+    format: int = FORMAT
+
+    def as_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["files"] = dict(self.files)
+        data["stopped"] = list(self.stopped)
+        return data
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text())
+            made = cls(**{**data, "stopped": tuple(data.get("stopped") or ())})
+        except FileNotFoundError:
+            raise ConfigError(str(path), "no such backup manifest",
+                              "name a backup's .tar.gz or .json (see `immutdock volumes ls --to DIR`)") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(str(path), f"not a backup manifest ({exc})", "name the .json written with the backup") \
+                from None
+        if made.format != FORMAT or not made.archive or "/" in made.archive:
+            raise ConfigError(str(path), "not a backup manifest of this immutdock", "name the .json written with it")
+        return made
+
+
+# -- finding things (pure) --------------------------------------------------------------------
+def pick_volumes(app: App, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(compose key, engine name) of the named volumes asked for (all of the app's by default)."""
+    known = {key: app.volume_name(key) for key in app.volumes}
+    if not known:
+        raise ConfigError("volumes", f"app {app.name} has no named volumes", "declare one under the file's volumes:")
+    by_engine = {engine_name: key for key, engine_name in known.items()}
+    picked: list[tuple[str, str]] = []
+    for name in names or list(known):
+        key = name if name in known else by_engine.get(name)
+        if key is None:
+            raise ConfigError(name, f"not a volume of app {app.name}", f"its volumes: {', '.join(sorted(known))}")
+        picked.append((key, known[key]))
+    return picked
+
+
+def users(containers: Sequence[ContainerState], engine_volume: str) -> list[ContainerState]:
+    return [c for c in containers if engine_volume in c.volumes]
+
+
+def to_stop(app: App, containers: Sequence[ContainerState], engine_volume: str) -> list[ContainerState]:
+    """The running containers of stateful services that mount the volume: stopped for a copy."""
+    stateful = {s.name for s in app.stateful}
+    return [c for c in users(containers, engine_volume)
+            if c.status == "running" and c.service in stateful and c.labels.get(L.ROLE) == "state"]
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """`volume-helper sums` output ("SHA256  ./PATH" per line) as path -> SHA-256."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, path = line.partition("  ")
+        if sep and len(digest) == 64:
+            found[_clean(path)] = digest
+    return found
+
+
+def differences(expected: Mapping[str, str], found: Mapping[str, str]) -> list[str]:
+    """What a restored volume lacks, holds more of, or holds differently than the manifest."""
+    lines = [f"missing {p}" for p in sorted(set(expected) - set(found))]
+    lines += [f"changed {p}" for p in sorted(p for p in set(expected) & set(found) if expected[p] != found[p])]
+    lines += [f"extra {p}" for p in sorted(set(found) - set(expected))]
+    return lines
+
+
+def file_stem(app: str, volume: str, when: _dt.datetime) -> str:
+    return f"{app}-{volume}-{when.strftime('%Y%m%dT%H%M%S')}Z"
+
+
+def manifest_of(path: Path) -> Path:
+    """The manifest beside a backup named by its .tar.gz or its .json."""
+    if path.name.endswith(ARCHIVE):
+        return path.with_name(path.name[: -len(ARCHIVE)] + MANIFEST)
+    return path
+
+
+def _clean(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+# -- the helper image -------------------------------------------------------------------------
+def helper_context() -> Path:
+    return assets.folder("volumes")
+
+
+def helper_image(engine: Engine, compose: "Compose", say: Callable[[str], None], base: str | None = None) -> str:
+    """The helper image on `engine`, built now when its content's tag is not there."""
+    from immutdock.build import apply_images, plan_image
+    from immutdock.model import BuildSpec, frozen_mapping
+
+    context = helper_context()
+    spec = BuildSpec(context=context, dockerfile=context / "Dockerfile",
+                     args=frozen_mapping({"BASE": base} if base else {}))
+    plan = plan_image("volumes", HELPER_REPOSITORY, spec, engine)
+    apply_images("immutdock", [plan], context, engine, compose, say)
+    return plan.image
+
+
+def helper_labels(app: str) -> dict[str, str]:
+    return {L.APP: app, L.ROLE: "volume-helper"}
+
+
+# -- streaming pieces -------------------------------------------------------------------------
+class _Tee(io.RawIOBase):
+    """Reads `source`, writing every byte read into `sink` and counting it."""
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO, counted: Callable[[int], None]) -> None:
+        self.source, self.sink, self.counted = source, sink, counted
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        interrupts.checkpoint()
+        try:
+            data = self.source.read(len(buffer))
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(f"the engine's stream of the volume broke: {exc}", "try again") from None
+        n = len(data)
+        buffer[:n] = data
+        if n:
+            self.sink.write(data)
+            self.counted(n)
+        return n
+
+
+class _Hashed(io.RawIOBase):
+    """A file being written, hashed and counted as it goes."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.digest, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.out.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def file_digest(path: Path, bar: Bar | None = None, what: str = "") -> str:
+    digest, done, total = hashlib.sha256(), 0, path.stat().st_size
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if bar:
+                bar(what, done, total)
+    return digest.hexdigest()
+
+
+def _chunks(path: Path, bar: Bar, what: str) -> Iterator[bytes]:
+    done, total = 0, path.stat().st_size
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            interrupts.checkpoint()
+            done += len(chunk)
+            bar(what, done, total)
+            yield chunk
+
+
+# -- backup ------------------------------------------------------------------------------------
+@dataclass
+class Volumes:
+    """The backup operations on one engine for one app."""
+
+    engine: Engine
+    app: App
+    helper: str  # the helper image, on this engine
+    say: Callable[[str], None]
+    bar: Bar
+
+    def size(self, engine_volume: str) -> int:
+        code, out = self._helper(engine_volume, "ro", "size")
+        return int(out.strip().splitlines()[-1]) if code == 0 and out.strip() else 0
+
+    def is_empty(self, engine_volume: str) -> bool:
+        code, _ = self._helper(engine_volume, "ro", "empty")
+        return code == 0
+
+    def sums(self, engine_volume: str) -> dict[str, str]:
+        code, out = self._helper(engine_volume, "ro", "sums", timeout=3600)
+        if code != 0:
+            raise EngineError(f"cannot checksum the files of volume {engine_volume}: {out.strip()[-300:]}")
+        return parse_sums(out)
+
+    def _helper(self, engine_volume: str, mode: str, *argv: str, timeout: float = 600) -> tuple[int, str]:
+        return self.engine.run_check(self.helper, [HELPER, *argv], {}, helper_labels(self.app.name), timeout=timeout,
+                                     binds={engine_volume: f"{MOUNT}:{mode}"})
+
+    def backup(self, key: str, engine_volume: str, containers: Sequence[ContainerState], release: str | None,
+               into: Path) -> Manifest:
+        """Copy one volume into `into` (a folder): `<app>-<volume>-<time>.tar.gz` and its `.json`.
+        Nothing is left under those names unless both were written whole."""
+        if not self.engine.volume_exists(engine_volume):
+            raise ConfigError(key, f"volume {engine_volume} does not exist on the engine yet",
+                              "release the app once; it creates its volumes")
+        self._own(engine_volume, key)
+        stopped = to_stop(self.app, containers, engine_volume)
+        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        stem = file_stem(self.app.name, key, now)
+        archive, manifest = into / (stem + ARCHIVE), into / (stem + MANIFEST)
+        partial = into / (stem + ARCHIVE + ".partial")
+        total = self.size(engine_volume)
+        try:
+            with partial.open("xb") as out, self._stopped(stopped):
+                files, tar_bytes, digest, size = self._copy(engine_volume, out, total, f"backing up {key}")
+            made = Manifest(app=self.app.name, volume=key, engine_volume=engine_volume, release=release,
+                            created=now.isoformat().replace("+00:00", "Z"), archive=archive.name, sha256=digest,
+                            size=size, tar_bytes=tar_bytes, files=files,
+                            stopped=tuple(sorted({c.service for c in stopped})))
+            _write_new(manifest.with_name(manifest.name + ".partial"), json.dumps(made.as_json(), indent=1) + "\n")
+            os.replace(partial, archive)
+            os.replace(manifest.with_name(manifest.name + ".partial"), manifest)
+            return made
+        except OSError as exc:
+            raise ImmutdockError(f"cannot write the backup of {key} into {into}: {exc.strerror or exc}",
+                                 "free some space there or pick another folder with --to") from None
+        finally:
+            for left in (partial, manifest.with_name(manifest.name + ".partial")):
+                left.unlink(missing_ok=True)
+
+    def _copy(self, engine_volume: str, out: BinaryIO, total: int, what: str) -> tuple[dict[str, str], int, str, int]:
+        files: dict[str, str] = {}
+        read = [0]
+
+        def counted(n: int) -> None:
+            read[0] += n
+            self.bar(what, read[0], max(total, read[0]))
+
+        hashed = _Hashed(out)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=hashed, compresslevel=6, mtime=0) as packed, \
+                self.engine.holder(self.helper, engine_volume, f"{MOUNT}:ro", helper_labels(self.app.name)) as cid, \
+                self.engine.read_archive(cid, f"{MOUNT}/.") as answer:
+            tee = _Tee(answer, packed, counted)  # type: ignore[arg-type]
+            reader = io.BufferedReader(tee, CHUNK)
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for member in tar:
+                    if member.isfile():
+                        content = tar.extractfile(member)
+                        digest = hashlib.sha256()
+                        while content is not None and (chunk := content.read(CHUNK)):
+                            digest.update(chunk)
+                        files[_clean(member.name)] = digest.hexdigest()
+            while reader.read(CHUNK):  # the tar's end blocks, into the archive too
+                pass
+        out.flush()
+        os.fsync(out.fileno())
+        self.bar(what, read[0], read[0])
+        return files, read[0], hashed.digest.hexdigest(), hashed.size
+
+    @contextmanager
+    def _stopped(self, containers: Sequence[ContainerState]) -> Iterator[None]:
+        for c in containers:
+            self.say(f"stopping {c.service} ({c.name}) for a consistent copy")
+            self.engine.stop_container(c)
+        try:
+            yield
+        finally:
+            with interrupts.whole(f"starting {', '.join(c.service for c in containers)} again"):
+                for c in containers:
+                    self.say(f"starting {c.service} ({c.name}) again")
+                    self.engine.start_container(c)
+
+    def _own(self, engine_volume: str, key: str) -> None:
+        """The volume must be this app's (immutdock created it with the app's label)."""
+        owner = (self.engine.volume_labels(engine_volume) or {}).get(L.APP)
+        if owner is not None and owner != self.app.name:
+            raise ConfigError(key, f"volume {engine_volume} belongs to app {owner}, not {self.app.name}",
+                              "run the command in that app's folder")
+
+    # -- restore and verify ------------------------------------------------------------------
+    def check(self, manifest: Manifest, archive: Path) -> None:
+        """The archive is the one the manifest describes (its SHA-256), else BackupBroken."""
+        if not archive.is_file():
+            raise ConfigError(str(archive), "the backup's archive is missing", "copy it back beside its .json")
+        found = file_digest(archive, self.bar, f"checking {archive.name}")
+        if found != manifest.sha256:
+            raise BackupBroken(f"{archive.name} is corrupt: its SHA-256 is {found[:12]}, the manifest says "
+                               f"{manifest.sha256[:12]}", "restore another backup")
+
+    def unpack(self, manifest: Manifest, archive: Path, engine_volume: str, clear: bool) -> None:
+        """Write the archive into the volume, then compare its files with the manifest."""
+        labels = helper_labels(self.app.name)
+        if clear:
+            code, out = self._helper(engine_volume, "rw", "clear")
+            if code != 0:
+                raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
+        with self.engine.holder(self.helper, engine_volume, f"{MOUNT}:rw", labels) as cid:
+            self.engine.write_archive(cid, MOUNT, _chunks(archive, self.bar, f"restoring {manifest.volume}"))
+        wrong = differences(manifest.files, self.sums(engine_volume))
+        if wrong:
+            raise BackupBroken(f"volume {engine_volume} differs from {archive.name} after the restore: "
+                               f"{'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}",
+                               "restore another backup")
+
+    def restore(self, manifest: Manifest, archive: Path, into: str | None, containers: Sequence[ContainerState],
+                force: bool) -> tuple[str, bool]:
+        """Restore into the backup's own volume or, with `into`, another (made now when it does
+        not exist). (engine volume written, made now). Refused, nothing changed: a backup of
+        another app, a corrupt archive, a volume a swapped service mounts, one that is not empty
+        without `force`. Stateful services mounting it are stopped meanwhile and started after
+        a restore that succeeded; after one that failed they stay stopped."""
+        app = self.app
+        if manifest.app != app.name:
+            raise ConfigError(manifest.archive, f"a backup of app {manifest.app}, not of {app.name}",
+                              "run the restore in that app's folder")
+        key = into or manifest.volume
+        engine_volume = app.volume_name(key) if key in app.volumes else (
+            f"{app.name}_{into}" if into else manifest.engine_volume)
+        try:
+            self.check(manifest, archive)
+        except BackupBroken as exc:
+            raise ConfigError(str(archive), exc.message, "restore another backup; nothing was changed") from None
+        exists = self.engine.volume_exists(engine_volume)
+        stop: list[ContainerState] = []
+        if exists:
+            self._own(engine_volume, key)
+            running = [c for c in users(containers, engine_volume) if c.status == "running"]
+            stop = to_stop(app, running, engine_volume)
+            serving = sorted({c.service or c.name for c in running if c not in stop})
+            if serving:
+                raise ConfigError(key, f"volume {engine_volume} is mounted by {', '.join(serving)}, which keep "
+                                       "running during a restore", "restore --into NEW_VOLUME, then point the "
+                                                                   "service at it in the compose file and release")
+            if not self.is_empty(engine_volume) and not force:
+                raise ConfigError(key, f"volume {engine_volume} is not empty",
+                                  "add --force to replace what it holds, or restore --into NEW_VOLUME")
+        else:
+            self.engine.create_volume(engine_volume, {L.APP: app.name, L.ROLE: "volume"})
+        for c in stop:
+            self.say(f"stopping {c.service} ({c.name}) for the restore")
+            self.engine.stop_container(c)
+        try:
+            self.unpack(manifest, archive, engine_volume, clear=exists)
+        except BaseException as exc:
+            if not exists:
+                self.engine.remove_volume(engine_volume)
+            elif stop and isinstance(exc, ImmutdockError):
+                exc.hint = (f"volume {engine_volume} is half-restored and {', '.join(c.service for c in stop)} "
+                            f"stay stopped; restore again")
+            raise
+        with interrupts.whole(f"starting {', '.join(c.service for c in stop)} again"):
+            for c in stop:
+                self.say(f"starting {c.service} ({c.name}) again")
+                self.engine.start_container(c)
+        return engine_volume, not exists
+
+    def verify(self, manifest: Manifest, archive: Path) -> int:
+        """Restore into a scratch volume and compare every file; the scratch volume is removed.
+        The number of files compared."""
+        self.check(manifest, archive)
+        scratch = f"immutdock-verify-{os.urandom(4).hex()}"
+        self.engine.create_volume(scratch, {L.APP: self.app.name, L.ROLE: "scratch"})
+        try:
+            self.unpack(manifest, archive, scratch, clear=False)
+        finally:
+            self.engine.remove_volume(scratch)
+        return len(manifest.files)
+
+
+def _write_new(path: Path, text: str) -> None:
+    with path.open("x") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
