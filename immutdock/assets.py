@@ -12,7 +12,7 @@ from immutdock.errors import ImmutdockError
 
 
 def folder(name: str) -> Path:
-    """`compose` or `images`: inside the installed package, else the source checkout's."""
+    """`compose`, `images` or `volumes`: inside the installed package, else the source checkout's."""
     packaged = resources.files("immutdock") / name
     if packaged.is_dir():
         return Path(str(packaged))

@@ -128,6 +128,16 @@ def differences(expected: Mapping[str, str], found: Mapping[str, str]) -> list[s
     return lines
 
 
+def archive_root(archive: Path) -> tarfile.TarInfo | None:
+    """The backup's entry for the volume's top folder ("."), when it has one."""
+    try:
+        with tarfile.open(archive, "r|gz") as tar:
+            first = tar.next()
+    except (OSError, tarfile.TarError, EOFError):
+        return None
+    return first if first is not None and first.isdir() and _clean(first.name) in ("", ".") else None
+
+
 def file_stem(app: str, volume: str, when: _dt.datetime) -> str:
     return f"{app}-{volume}-{when.strftime('%Y%m%dT%H%M%S')}Z"
 
@@ -357,6 +367,11 @@ class Volumes:
                 raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
         with self.engine.holder(self.helper, engine_volume, f"{MOUNT}:rw", labels) as cid:
             self.engine.write_archive(cid, MOUNT, _chunks(archive, self.bar, f"restoring {manifest.volume}"))
+        top = archive_root(archive)
+        if top is not None:
+            code, out = self._helper(engine_volume, "rw", "root", *map(str, (top.uid, top.gid)), f"{top.mode & 0o7777:o}")
+            if code != 0:
+                raise EngineError(f"cannot set the owner of volume {engine_volume}: {out.strip()[-300:]}")
         wrong = differences(manifest.files, self.sums(engine_volume))
         if wrong:
             raise BackupBroken(f"volume {engine_volume} differs from {archive.name} after the restore: "

@@ -81,7 +81,7 @@ def run_checks() -> list[Check]:
     except ImmutdockError as exc:
         checks.append(judge("compose", None, exc.message))
     checks.append(judge("buildx", *_command_version(["docker", "buildx", "version"])))
-    for name in ("compose", "images"):
+    for name in ("compose", "images", "volumes"):
         try:
             checks.append(Check(f"{name}/", True, str(assets.folder(name))))
         except ImmutdockError as exc:

@@ -37,6 +37,11 @@ def host_image() -> str:
     return _image(HOST_DIR, "immutdock-testhost")
 
 
+def postgres_image() -> str:
+    """PostgreSQL from Debian's package (tests/postgres), for the volume backup tests."""
+    return _image(HOST_DIR.parent / "postgres", "immutdock-testpostgres")
+
+
 @dataclass
 class SshHost:
     container: str

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
 CARRIED = ["immutdock/compose/router.yaml", "immutdock/images/router/Dockerfile",
            "immutdock/images/router/router-ctl",
-           "immutdock/images/router/router-entrypoint"]
+           "immutdock/images/router/router-entrypoint",
+           "immutdock/volumes/Dockerfile", "immutdock/volumes/volume-helper"]
 
 
 def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, app_name: str) -> None:
@@ -44,6 +45,10 @@ def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, a
                               env={"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert app.visit() == "v1 1"
+        proc = subprocess.run([immutdock, "volumes", "backup", "--verify", "--to", str(tmp_path / "backups")],
+                              cwd=app.root, capture_output=True, text=True, timeout=600,
+                              env={"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)})
+        assert proc.returncode == 0 and "verified" in proc.stdout, proc.stderr[-3000:]  # the volume helper's folder
     finally:
         cleanup(app_name)
 

@@ -1,0 +1,256 @@
+"""`immutdock volumes` on the real engine: a PostgreSQL volume backed up while it is being
+written restores into a new volume where the database starts with every row committed before
+the backup; a backup restores over the volume (--force) or is refused with what to do; a
+corrupted backup fails `verify`."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .hosts import postgres_image
+from .support import Load, TinyApp, cleanup, free_port, json_out, run_cli, write_web
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
+    app = TinyApp(tmp_path / "app", app_name).write()
+    yield app
+    cleanup(app_name)
+
+
+def _db(engine, app: str):
+    return engine.containers.list(filters={"label": [f"io.immutdock.app={app}", "io.immutdock.role=state"]})[0]
+
+
+def _psql(container, sql: str) -> tuple[int, str]:
+    code, out = container.exec_run(["psql", "-h", "/tmp", "-U", "postgres", "-qAt", "-v", "ON_ERROR_STOP=1",
+                                    "-c", sql])
+    return code, out.decode()
+
+
+class Writer:
+    """Inserts batches of 100 rows, one transaction each, into the app's database until
+    stopped; `committed` holds the ids of every batch whose transaction committed."""
+
+    def __init__(self, engine, app: str) -> None:
+        self.engine, self.app = engine, app
+        self.committed: set[int] = set()
+        self.failed = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        batch = 0
+        while not self._stop.is_set():
+            lo = batch * 100 + 1
+            try:
+                code, _ = _psql(_db(self.engine, self.app), f"INSERT INTO t SELECT generate_series({lo}, {lo + 99})")
+            except Exception:  # noqa: BLE001 - the db is stopped for the copy meanwhile
+                code = 1
+            if code == 0:
+                with self._lock:
+                    self.committed.update(range(lo, lo + 100))
+                batch += 1
+            else:
+                self.failed += 1
+                time.sleep(0.05)
+
+    def snapshot(self) -> set[int]:
+        with self._lock:
+            return set(self.committed)
+
+    def __enter__(self) -> "Writer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def _pg_app(root: Path, name: str, image: str, port: int) -> Path:
+    write_web(root / "web", {"healthz": "ok\n", "cgi-bin/ok": "#!/bin/sh\necho; echo ok\n"})
+    (root / "compose.yaml").write_text(textwrap.dedent(f"""\
+        name: {name}
+        services:
+          web:
+            build: ./web
+            init: true
+            stop_grace_period: 5s
+          db:
+            image: {image}
+            volumes: ["pgdata:/var/lib/postgresql/data"]
+        volumes:
+          pgdata: {{}}
+        x-immutdock:
+          router:
+            service: web
+            port: 8000
+            publish: "127.0.0.1:{port}"
+            health: {{path: /healthz, timeout: 30}}
+          stateful: [db]
+        """))
+    return root
+
+
+def _wait_ready(container, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        assert container.status == "running", container.logs().decode()[-2000:]
+        if container.exec_run(["pg_isready", "-q", "-h", "/tmp", "-U", "postgres"]).exit_code == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(container.logs().decode()[-2000:])
+
+
+def test_a_postgres_volume_backed_up_under_write_load_restores_with_every_committed_row(
+        tmp_path: Path, engine, app_name: str) -> None:
+    image = postgres_image()
+    port = free_port()
+    root = _pg_app(tmp_path / "app", app_name, image, port)
+    copy = None
+    try:
+        assert run_cli(root, "release").returncode == 0
+        db = _db(engine, app_name)
+        _wait_ready(db)
+        assert _psql(db, "CREATE TABLE t (id integer PRIMARY KEY)")[0] == 0
+        backups = tmp_path / "backups"
+        with Writer(engine, app_name) as writer, Load(f"http://127.0.0.1:{port}", clients=2) as load:
+            while len(writer.snapshot()) < 1000:  # the load is on before the backup starts
+                time.sleep(0.05)
+            before = writer.snapshot()  # every row committed before the backup
+            done = run_cli(root, "volumes", "backup", "--to", str(backups), "--verify", "--json")
+            time.sleep(1)
+        assert done.returncode == 0, done.stderr
+        assert load.failures == [] and load.ok > 0, load.failures[:5]  # the swapped web kept serving
+        row = json_out(done)["backups"][0]
+        assert (row["volume"], row["stopped"], row["release"]) == ("pgdata", ["db"], "r1"), row
+        assert row["verified"] == row["files"] and row["files"] > 100, row  # a whole cluster, each file checked
+        assert writer.failed > 0 and len(writer.committed) > len(before)  # writes failed while stopped, then resumed
+        assert "stopping db" in done.stderr and "starting db" in done.stderr, done.stderr
+
+        live = _db(engine, app_name)  # started again, with every row it committed
+        _wait_ready(live)
+        assert set(map(int, _psql(live, "SELECT id FROM t")[1].split())) == writer.committed
+
+        restored = run_cli(root, "volumes", "restore", row["archive"], "--into", "pgcopy", "--json")
+        assert restored.returncode == 0, restored.stderr
+        assert json_out(restored)["volume"] == f"{app_name}_pgcopy" and json_out(restored)["created"] is True
+        copy = engine.containers.run(image, detach=True, labels={"io.immutdock.app": app_name},
+                                     volumes={f"{app_name}_pgcopy": {"bind": "/var/lib/postgresql/data",
+                                                                      "mode": "rw"}})
+        _wait_ready(copy)  # the database starts on the restored volume (no recovery needed, it was stopped)
+        rows = set(map(int, _psql(copy, "SELECT id FROM t")[1].split()))
+        assert before <= rows, f"{len(before - rows)} committed rows missing"
+        assert rows <= writer.committed  # and nothing that was never committed
+    finally:
+        if copy is not None:
+            copy.remove(force=True)
+        cleanup(app_name)
+
+
+def _repack(archive: Path, manifest: Path, out: Path, change: bytes) -> Path:
+    """A copy of the backup with one file's content changed and its archive checksum made to
+    match again: only the per-file comparison after a restore can tell."""
+    with tarfile.open(archive, "r:gz") as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for m, content in members:
+            if content is not None:
+                content = change
+                m.size = len(content)
+            tar.addfile(m, io.BytesIO(content) if content is not None else None)
+    (out / "changed.tar.gz").write_bytes(gzip.compress(buf.getvalue()))
+    data = json.loads(manifest.read_text())
+    data.update(archive="changed.tar.gz", sha256=hashlib.sha256((out / "changed.tar.gz").read_bytes()).hexdigest())
+    (out / "changed.json").write_text(json.dumps(data))
+    return out / "changed.json"
+
+
+def test_restore_over_the_volume_into_a_new_one_and_what_is_refused_and_a_corrupt_backup_fails_verify(
+        tiny: TinyApp, engine, tmp_path: Path) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    assert tiny.visit() == "v1 1"
+    backups = tmp_path / "backups"
+    made = run_cli(tiny.root, "volumes", "backup", "data", "--to", str(backups), "--json")
+    assert made.returncode == 0, made.stderr
+    row = json_out(made)["backups"][0]
+    archive, manifest = Path(row["archive"]), Path(row["manifest"])
+    assert sorted(p.name for p in backups.iterdir()) == sorted([archive.name, manifest.name])
+    with tarfile.open(archive, "r:gz") as tar:  # a plain tar: restorable by hand too
+        assert tar.extractfile("./n").read() == b"1\n"
+    assert json.loads(manifest.read_text())["files"] == {"n": hashlib.sha256(b"1\n").hexdigest()}
+    listed = json_out(run_cli(tiny.root, "volumes", "ls", "--to", str(backups), "--json"))["volumes"]
+    assert [(v["volume"], v["exists"], v["backups"]) for v in listed] == [("data", True, [str(archive)])], listed
+
+    assert tiny.visit() == "v1 2"
+    refused = run_cli(tiny.root, "volumes", "restore", str(archive))  # not empty: refused, nothing changed
+    assert refused.returncode == 2 and "is not empty" in refused.stderr and "--force" in refused.stderr
+    assert tiny.visit() == "v1 3"
+    forced = run_cli(tiny.root, "volumes", "restore", str(manifest), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "stopping db" in forced.stderr and "starting db" in forced.stderr
+    assert "restoring data" in forced.stderr and "bytes" in forced.stderr  # its progress bar
+    assert tiny.visit() == "v1 2"  # the counter as it was backed up, the db running again
+
+    into = run_cli(tiny.root, "volumes", "restore", str(archive), "--into", "data2")
+    assert into.returncode == 0, into.stderr
+    assert engine.containers.run("busybox:latest", ["cat", "/v/n"], remove=True,
+                                 volumes={f"{tiny.name}_data2": {"bind": "/v", "mode": "ro"}}) == b"1\n"
+    again = run_cli(tiny.root, "volumes", "restore", str(archive), "--into", "data2")
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+    ok = run_cli(tiny.root, "volumes", "verify", str(archive), "--json")
+    assert ok.returncode == 0 and json_out(ok)["files"] == 1, ok.stderr
+
+    changed = _repack(archive, manifest, tmp_path, b"999\n")  # right checksum, wrong file
+    bad = run_cli(tiny.root, "volumes", "verify", str(changed))
+    assert bad.returncode == 1 and "differs from changed.tar.gz" in bad.stderr and "changed n" in bad.stderr, bad.stderr
+    flipped = tmp_path / "flipped.tar.gz"  # one byte changed in the archive
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    (tmp_path / "flipped.json").write_text(manifest.read_text().replace(archive.name, "flipped.tar.gz"))
+    bad = run_cli(tiny.root, "volumes", "verify", str(flipped))
+    assert bad.returncode == 1 and "flipped.tar.gz is corrupt" in bad.stderr, bad.stderr
+    bad = run_cli(tiny.root, "volumes", "restore", str(flipped), "--force")  # never written into the volume
+    assert bad.returncode == 2 and "is corrupt" in bad.stderr and "nothing was changed" in bad.stderr
+    assert tiny.visit() == "v1 3"
+    scratch = engine.volumes.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=scratch"]})
+    assert scratch == []  # every verify removed its scratch volume
+
+    for args, says in [(["restore", str(tmp_path / "nothing.tar.gz")], "no such backup manifest"),
+                       (["backup", "other"], "not a volume of app"),
+                       (["backup", "--to", "/proc/nope"], "cannot make the folder"),
+                       (["restore", str(archive), "--into", "../x"], "is not a volume name")]:
+        proc = run_cli(tiny.root, "volumes", *args)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()[-1]) < 300
+    assert sorted(p.name for p in backups.iterdir()) == sorted([archive.name, manifest.name])
+
+
+def test_a_volume_of_another_app_is_refused(tiny: TinyApp, engine, tmp_path: Path, app_name: str) -> None:
+    other = f"{app_name}x"
+    engine.volumes.create(f"{tiny.name}_data", labels={"io.immutdock.app": other})
+    try:
+        proc = run_cli(tiny.root, "volumes", "backup", "--to", str(tmp_path / "b"))
+        assert proc.returncode == 2 and f"belongs to app {other}" in proc.stderr, proc.stderr
+        assert list((tmp_path / "b").iterdir()) == []
+    finally:
+        cleanup(other)
