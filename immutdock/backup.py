@@ -257,8 +257,10 @@ class Volumes:
         code, _ = self._helper(engine_volume, "ro", "empty")
         return code == 0
 
-    def sums(self, engine_volume: str) -> dict[str, str]:
-        code, out = self._helper(engine_volume, "ro", "sums", timeout=3600)
+    def sums(self, engine_volume: str, owner: tuple[str, ...] = ()) -> dict[str, str]:
+        """Every file's SHA-256 in the volume; with `owner` (uid, gid, octal mode) its top
+        folder gets those first."""
+        code, out = self._helper(engine_volume, "rw" if owner else "ro", "sums", *owner, timeout=3600)
         if code != 0:
             raise EngineError(f"cannot checksum the files of volume {engine_volume}: {out.strip()[-300:]}")
         return parse_sums(out)
@@ -368,11 +370,8 @@ class Volumes:
         with self.engine.holder(self.helper, engine_volume, f"{MOUNT}:rw", labels) as cid:
             self.engine.write_archive(cid, MOUNT, _chunks(archive, self.bar, f"restoring {manifest.volume}"))
         top = archive_root(archive)
-        if top is not None:
-            code, out = self._helper(engine_volume, "rw", "root", *map(str, (top.uid, top.gid)), f"{top.mode & 0o7777:o}")
-            if code != 0:
-                raise EngineError(f"cannot set the owner of volume {engine_volume}: {out.strip()[-300:]}")
-        wrong = differences(manifest.files, self.sums(engine_volume))
+        owner = () if top is None else (str(top.uid), str(top.gid), f"{top.mode & 0o7777:o}")
+        wrong = differences(manifest.files, self.sums(engine_volume, owner))
         if wrong:
             raise BackupBroken(f"volume {engine_volume} differs from {archive.name} after the restore: "
                                f"{'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}",
