@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from immutdock import labels as L
-from immutdock.buildhash import BuildInputs, build_digest, tag_for
+from immutdock.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
 from immutdock.compose import Compose
 from immutdock.contexthash import hash_context
 from immutdock.dockerfile import base_images
@@ -40,6 +41,7 @@ class ImagePlan:
     missing_base: str | None = None  # an image the engine lacks, planned without pulling it
     source: str | None = None  # a pulled image: the file's image:
     pinned: bool = True  # a pulled image runs under its pin (the colors' services), else as `source`
+    inputs: BuildInputs | None = field(default=None, compare=False, repr=False)  # a build's, as hashed
 
     @property
     def image(self) -> str:
@@ -88,7 +90,8 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, p
     """The image's tag from its content. Without `pull`, a base image the engine lacks leaves
     the tag unknown ("pending"): the image is then planned as a build."""
     try:
-        digest = build_digest(build_inputs(spec, engine, pull))
+        inputs = build_inputs(spec, engine, pull)
+        digest = build_digest(inputs)
     except MissingBase as missing:
         return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
                          image_id=None, spec=spec, missing_base=str(missing))
@@ -103,7 +106,7 @@ def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, p
     image_id = found["Id"] if found else None
     cached = found is not None and ((found.get("Config") or {}).get("Labels") or {}).get(L.CONTENT_HASH) == digest
     return ImagePlan(service=service, repository=repository, tag=tag, content_hash=digest,
-                     cached=cached, image_id=image_id if cached else None, spec=spec)
+                     cached=cached, image_id=image_id if cached else None, spec=spec, inputs=inputs)
 
 
 def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine, pull: bool = True) -> list[ImagePlan]:
@@ -183,7 +186,18 @@ def oci_labels(app_name: str, item: ImagePlan, project_dir: Path) -> dict[str, s
     revision = git_revision(project_dir)
     if revision:
         found[L.OCI_REVISION] = revision
+    if item.inputs is not None:  # what `verify` compares a later checkout with (no arg value in clear)
+        found[L.INPUTS] = json.dumps(recorded_inputs(item.inputs), sort_keys=True, separators=(",", ":"))
     return found
+
+
+def build_one(service: str, spec: BuildSpec, tag: str, labels: Mapping[str, str], compose: Compose,
+              progress: Progress = lambda _l: None, cache: bool = True) -> None:
+    """One build of `spec` into `tag`, its output as progress lines."""
+    for line in compose.build(spec.context, dockerfile=spec.dockerfile, tag=tag, labels=labels, args=spec.args,
+                              target=spec.target, secrets=[f"id={s.id},{s.source}" for s in spec.secrets],
+                              build_contexts=spec.additional_contexts, cache=cache):
+        progress(f"{service}: {line}")
 
 
 def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
@@ -207,13 +221,7 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
         twin = built_by_hash.get(item.content_hash)
         if twin is None:
             progress(f"{item.service}: building {item.image}")
-            spec = item.spec
-            for line in compose.build(spec.context, dockerfile=spec.dockerfile, tag=item.image,
-                                      labels=oci_labels(app_name, item, project_dir), args=spec.args,
-                                      target=spec.target,
-                                      secrets=[f"id={s.id},{s.source}" for s in spec.secrets],
-                                      build_contexts=spec.additional_contexts):
-                progress(f"{item.service}: {line}")
+            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
         else:
             progress(f"{item.service}: same content as {twin}, tagging {item.image}")
             engine.tag(twin, item.repository, item.tag)

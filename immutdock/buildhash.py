@@ -17,7 +17,8 @@ from typing import Mapping
 
 from immutdock.contexthash import ALGORITHM_VERSION, ContextDigest
 
-__all__ = ["TAG_LENGTH", "BuildInputs", "build_digest", "canonical_json", "tag_for"]
+__all__ = ["TAG_LENGTH", "BuildInputs", "build_digest", "canonical_json", "differing_inputs", "recorded_inputs",
+           "tag_for"]
 
 TAG_LENGTH = 12
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -75,3 +76,59 @@ def tag_for(digest: str) -> str:
     if not found:
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return found.group(1)[:TAG_LENGTH]
+
+
+def recorded_inputs(inputs: BuildInputs, salt: str | None = None) -> dict[str, object]:
+    """What an image's label keeps of its build inputs: digests only. Build arg values are
+    salted scrypt digests (a value is never kept in clear, see redact.py); the context keeps
+    one digest per top-level entry, so that `differing_inputs` can name the one that changed."""
+    from immutdock.redact import Redactor, new_salt
+
+    redactor = Redactor(salt or new_salt())
+    found = inputs.canonical()
+    found.update(context_parts=dict(inputs.context.parts), salt=redactor.salt,
+                 args={k: redactor.digest(v) for k, v in inputs.args.items()})
+    return found
+
+
+def differing_inputs(recorded: Mapping[str, object], current: BuildInputs, dockerfile: str | None = None) -> list[str]:
+    """Which inputs of `current` differ from those `recorded` (recorded_inputs of an earlier
+    build), each named: a file or folder of the context, the Dockerfile, a build arg, a base
+    image (with both IDs), the target, an additional context, the build secrets' ids.
+    `dockerfile`: the Dockerfile's path in the context, named once, as the Dockerfile."""
+    now = recorded_inputs(current, str(recorded.get("salt") or "00"))
+    found: list[str] = []
+    if recorded.get("algorithm") != now["algorithm"]:
+        found.append(f"immutdock's hashing (version {recorded.get('algorithm')} -> {now['algorithm']})")
+    if recorded.get("context") != now["context"]:
+        before, after = dict(recorded.get("context_parts") or {}), dict(now["context_parts"])  # type: ignore[arg-type]
+        if dockerfile and recorded.get("dockerfile") != now["dockerfile"]:
+            before.pop(dockerfile, None)
+            after.pop(dockerfile, None)
+        named = [f"file {n} changed" for n in sorted(set(before) & set(after)) if before[n] != after[n]]
+        named += [f"file {n} added" for n in sorted(set(after) - set(before))]
+        named += [f"file {n} removed" for n in sorted(set(before) - set(after))]
+        found += named if before and after and named else ["the build context's files"]
+    if recorded.get("dockerfile") != now["dockerfile"]:
+        found.append("the Dockerfile")
+    for kind, label in (("args", "build arg"), ("base_image_ids", "base image"),
+                        ("additional_contexts", "additional context")):
+        before, after = dict(recorded.get(kind) or {}), dict(now[kind])  # type: ignore[arg-type]
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) == after.get(name):
+                continue
+            if name not in before or name not in after:
+                found.append(f"{label} {name} {'added' if name in after else 'removed'}")
+            elif kind == "base_image_ids":
+                found.append(f"base image {name} ({_short(before[name])} -> {_short(after[name])})")
+            else:
+                found.append(f"{label} {name}")
+    if recorded.get("target") != now["target"]:
+        found.append(f"the build target ({recorded.get('target')} -> {now['target']})")
+    if sorted(recorded.get("secrets_ids") or []) != now["secrets_ids"]:  # type: ignore[call-overload]
+        found.append("the build secrets' ids")
+    return found
+
+
+def _short(image_id: object) -> str:
+    return str(image_id).rpartition(":")[2][:12]

@@ -881,6 +881,54 @@ def unlock(ctx: Ctx, force: bool) -> None:
                                       else f"{app.name} was not locked"))
 
 
+@main.command(name="verify", epilog=EPILOG)
+@click.option("--release", "release_id", metavar="RELEASE", default=None,
+              help="The release to compare with (default: the live one), e.g. r3.")
+@click.option("--cached", is_flag=True, help="Let the rebuild use the build cache (faster, and proves less: a "
+                                             "cached step is not run again).")
+@click.option("--no-rebuild", "no_rebuild", is_flag=True, help="Compare the content hashes only; build nothing.")
+@click.option("--strict", is_flag=True, help="Also exit 1 when a rebuilt image's ID differs (a build that is not "
+                                             "reproducible).")
+@common
+def verify_command(ctx: Ctx, release_id: str | None, cached: bool, no_rebuild: bool, strict: bool) -> None:
+    """Rebuild a release's images from the current checkout, replacing nothing, and compare.
+
+    \b
+    For each image the file builds:
+      content hash  the inputs hashed now against the release image's; when they differ,
+                    the input that did is named: a file or folder of the build context, the
+                    Dockerfile, a build arg, a base image's ID, the target
+      image ID      when the content is the same, the image is built again (without the
+                    build cache unless --cached) under a throwaway tag and its ID compared:
+                    a different ID means the build is not reproducible
+    Exits 1 when a content hash differs (with --strict also when an image ID does), 0 otherwise.
+    Nothing running is touched; the throwaway tag is removed.
+    """
+    from immutdock import verify
+    from immutdock.compose import Compose
+    from immutdock.observe import observe
+
+    app = ctx.load()
+    if ctx.target(app) is not None:
+        raise ConfigError("--target", "verify works on the local engine only for now",
+                          "run it where the release was built")
+    state = observe(ctx.engine, app.name)
+    record = verify.pick_record(state.records, release_id, state.live_record.id if state.live_record else None)
+    compose = Compose()
+    try:
+        checks = [verify.check_image(app, ctx.engine, compose, service, ref, not no_rebuild, cached, ctx.progress)
+                  for service, ref in sorted(record.images.items())]
+    finally:
+        compose.close()
+    differs = any(c.content_hash_equal is False for c in checks)
+    unreproducible = any(c.image_id_equal is False for c in checks)
+    outcome = "differs" if differs else ("not reproducible" if unreproducible else "verified")
+    data = {"app": app.name, "release": record.id, "outcome": outcome, "images": [c.as_json() for c in checks]}
+    ctx.emit(data, lambda: click.echo("\n".join([line for c in checks for line in c.lines()]
+                                                + [f"{record.id}: {outcome}"])))
+    sys.exit(1 if differs or (strict and unreproducible) else 0)
+
+
 # -- volumes -----------------------------------------------------------------------------------
 VOLUMES_EPILOG = EPILOG.replace("(nothing changed), 3", "(nothing changed), 1 also: a backup that does not\nhold what its manifest says, 3")
 

@@ -127,8 +127,9 @@ class Compose:
 
     def build(self, context: Path, *, dockerfile: Path, tag: str, labels: Mapping[str, str],
               args: Mapping[str, str], target: str | None, secrets: list[str],
-              build_contexts: Mapping[str, str]) -> Iterator[str]:
-        """Build with BuildKit into the engine's image store, yielding progress lines."""
+              build_contexts: Mapping[str, str], cache: bool = True) -> Iterator[str]:
+        """Build with BuildKit into the engine's image store, yielding progress lines; without
+        `cache`, every step runs again (--no-cache)."""
         from python_on_whales import DockerClient
         from python_on_whales.exceptions import DockerException
 
@@ -138,7 +139,7 @@ class Compose:
             stream = client.buildx.build(
                 context, file=dockerfile, tags=[tag], labels=dict(labels), build_args=dict(args),
                 target=target, secrets=secrets, build_contexts=dict(build_contexts), load=True,
-                progress="plain", provenance=False, stream_logs=True)
+                progress="plain", provenance=False, stream_logs=True, cache=cache)
             for line in stream:
                 lines.append(line)
                 yield line.rstrip("\n")

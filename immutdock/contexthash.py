@@ -28,8 +28,9 @@ import hashlib
 import os
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from immutdock.dockerignore import IgnoreMatcher, MatchState, read_ignore_patterns
 
@@ -38,6 +39,7 @@ __all__ = ["ALGORITHM_VERSION", "ContextDigest", "ContextReadError", "hash_conte
 ALGORITHM_VERSION = 1
 
 CHUNK_SIZE = 1 << 20  # files up to 1 MiB are read in one call, bigger ones in 1 MiB reads
+PARTS = 256  # top-level entries of a context named in ContextDigest.parts at most
 OFFLOAD_SIZE = 128 << 10  # files this big are hashed on the thread pool
 
 _HEADER = b"immutdock-context\0%d\0" % ALGORITHM_VERSION
@@ -55,6 +57,9 @@ class ContextDigest:
     digest: str  # "sha256:<hex>"
     files: int
     bytes: int
+    # 16 hex of the digest of each top-level entry (file or folder) of the context, so that a
+    # later hash names what changed; empty for a context of more than PARTS entries at its top
+    parts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ContextReadError(OSError):
@@ -95,7 +100,11 @@ def hash_context(context: Path, dockerfile: Path, *, workers: int | None = None)
     records.sort(key=lambda record: record[0])
     h = hashlib.sha256(_HEADER)
     h.update(b"".join(record for _, record in records))
-    return ContextDigest(digest="sha256:" + h.hexdigest(), files=files, bytes=total)
+    parts: dict[str, Any] = {}
+    for path, record in records:
+        parts.setdefault(os.fsdecode(path.split(b"/", 1)[0]), hashlib.sha256()).update(record)
+    named = {name: d.hexdigest()[:16] for name, d in parts.items()} if len(parts) <= PARTS else {}
+    return ContextDigest(digest="sha256:" + h.hexdigest(), files=files, bytes=total, parts=named)
 
 
 def _resolve_root(context: Path) -> str:

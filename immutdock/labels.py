@@ -10,6 +10,7 @@ COLOR = f"{PREFIX}.color"
 SERVICE = f"{PREFIX}.service"
 CONTENT_HASH = f"{PREFIX}.content-hash"
 CONFIG_HASH = f"{PREFIX}.config-hash"
+INPUTS = f"{PREFIX}.build-inputs"  # an image's build inputs, each as a digest (see buildhash.recorded_inputs)
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

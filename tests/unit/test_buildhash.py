@@ -143,3 +143,47 @@ def test_tag_depends_only_on_the_digest() -> None:
 def test_tag_for_rejects_non_digests(bad: str) -> None:
     with pytest.raises(ValueError):
         tag_for(bad)
+
+
+# -- what an image's label keeps of its inputs, and naming what changed ------------------------
+from immutdock.buildhash import differing_inputs, recorded_inputs  # noqa: E402
+
+PARTED = ContextDigest(digest="sha256:" + "2" * 64, files=3, bytes=100,
+                       parts={"app.py": "a" * 16, "static": "b" * 16, "Dockerfile": "c" * 16})
+
+
+def _inputs(**changes: Any) -> BuildInputs:
+    base = dict(context=PARTED, dockerfile_text=b"FROM python:3.12\n", args={"VERSION": "1.2", "TOKEN": "hunter22"},
+                base_image_ids={"python:3.12": "sha256:" + "e" * 64})
+    return BuildInputs(**{**base, **changes})
+
+
+def test_the_label_keeps_no_build_arg_value_in_clear_and_the_same_inputs_differ_in_nothing() -> None:
+    kept = recorded_inputs(_inputs())
+    text = json.dumps(kept)
+    assert "hunter22" not in text and "1.2" not in text and set(kept["args"]) == {"VERSION", "TOKEN"}
+    assert kept["context_parts"] == PARTED.parts and kept["base_image_ids"] == {"python:3.12": "sha256:" + "e" * 64}
+    assert differing_inputs(json.loads(text), _inputs()) == []
+
+
+def test_each_input_that_changed_is_named() -> None:
+    kept = json.loads(json.dumps(recorded_inputs(_inputs())))
+    moved = dataclasses.replace(PARTED, digest="sha256:" + "3" * 64,
+                                parts={"app.py": "f" * 16, "Dockerfile": "c" * 16, "new.txt": "d" * 16})
+    assert differing_inputs(kept, _inputs(context=moved)) == [
+        "file app.py changed", "file new.txt added", "file static removed"]
+    assert differing_inputs(kept, _inputs(args={"VERSION": "1.3", "TOKEN": "hunter22", "DEBUG": "1"})) == [
+        "build arg DEBUG added", "build arg VERSION"]
+    assert differing_inputs(kept, _inputs(base_image_ids={"python:3.12": "sha256:" + "9" * 64})) == [
+        f"base image python:3.12 ({'e' * 12} -> {'9' * 12})"]
+    assert differing_inputs(kept, _inputs(target="prod")) == ["the build target (None -> prod)"]
+    assert differing_inputs(kept, _inputs(secrets_ids=("npm",))) == ["the build secrets' ids"]
+
+
+def test_a_changed_dockerfile_is_named_once_and_a_context_without_parts_as_a_whole() -> None:
+    kept = json.loads(json.dumps(recorded_inputs(_inputs())))
+    moved = dataclasses.replace(PARTED, digest="sha256:" + "3" * 64, parts={**PARTED.parts, "Dockerfile": "0" * 16})
+    assert differing_inputs(kept, _inputs(context=moved, dockerfile_text=b"FROM python:3.13\n"),
+                            dockerfile="Dockerfile") == ["the Dockerfile"]
+    flat = dataclasses.replace(PARTED, digest="sha256:" + "4" * 64, parts={})  # too many top-level entries
+    assert differing_inputs(kept, _inputs(context=flat)) == ["the build context's files"]
