@@ -108,7 +108,7 @@ def differing_inputs(recorded: Mapping[str, object], current: BuildInputs, docke
         named = [f"file {n} changed" for n in sorted(set(before) & set(after)) if before[n] != after[n]]
         named += [f"file {n} added" for n in sorted(set(after) - set(before))]
         named += [f"file {n} removed" for n in sorted(set(before) - set(after))]
-        found += named if before and after and named else ["the build context's files"]
+        found += named if before and after else ["the build context's files"]
     if recorded.get("dockerfile") != now["dockerfile"]:
         found.append("the Dockerfile")
     for kind, label in (("args", "build arg"), ("base_image_ids", "base image"),
