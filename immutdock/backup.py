@@ -27,6 +27,7 @@ from immutdock import assets, interrupts
 from immutdock import labels as L
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import ConfigError, EngineError, ImmutdockError
+from immutdock.files import CHUNK, Bar, Hashed, chunks, file_digest, write_new
 from immutdock.model import App
 
 if TYPE_CHECKING:
@@ -37,9 +38,7 @@ MOUNT = "/v"
 HELPER = "/usr/local/bin/volume-helper"
 ARCHIVE, MANIFEST = ".tar.gz", ".json"
 FORMAT = 1
-CHUNK = 1 << 20
 
-Bar = Callable[[str, int, int], None]  # (what, bytes done, bytes in all or 0 when not known)
 
 
 class BackupBroken(ImmutdockError):
@@ -201,43 +200,6 @@ class _Tee(io.RawIOBase):
         return n
 
 
-class _Hashed(io.RawIOBase):
-    """A file being written, hashed and counted as it goes."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out, self.digest, self.size = out, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.out.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-
-def file_digest(path: Path, bar: Bar | None = None, what: str = "") -> str:
-    digest, done, total = hashlib.sha256(), 0, path.stat().st_size
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if bar:
-                bar(what, done, total)
-    return digest.hexdigest()
-
-
-def _chunks(path: Path, bar: Bar, what: str) -> Iterator[bytes]:
-    done, total = 0, path.stat().st_size
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            interrupts.checkpoint()
-            done += len(chunk)
-            bar(what, done, total)
-            yield chunk
-
-
 # -- backup ------------------------------------------------------------------------------------
 @dataclass
 class Volumes:
@@ -290,7 +252,7 @@ class Volumes:
                             created=now.isoformat().replace("+00:00", "Z"), archive=archive.name, sha256=digest,
                             size=size, tar_bytes=tar_bytes, files=files,
                             stopped=tuple(sorted({c.service for c in stopped})))
-            _write_new(manifest.with_name(manifest.name + ".partial"), json.dumps(made.as_json(), indent=1) + "\n")
+            write_new(manifest.with_name(manifest.name + ".partial"), json.dumps(made.as_json(), indent=1) + "\n")
             os.replace(partial, archive)
             os.replace(manifest.with_name(manifest.name + ".partial"), manifest)
             return made
@@ -309,7 +271,7 @@ class Volumes:
             read[0] += n
             self.bar(what, read[0], max(total, read[0]))
 
-        hashed = _Hashed(out)
+        hashed = Hashed(out)
         with gzip.GzipFile(filename="", mode="wb", fileobj=hashed, compresslevel=6, mtime=0) as packed, \
                 self.engine.holder(self.helper, engine_volume, f"{MOUNT}:ro", helper_labels(self.app.name)) as cid, \
                 self.engine.read_archive(cid, f"{MOUNT}/.") as answer:
@@ -368,7 +330,7 @@ class Volumes:
             if code != 0:
                 raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
         with self.engine.holder(self.helper, engine_volume, f"{MOUNT}:rw", labels) as cid:
-            self.engine.write_archive(cid, MOUNT, _chunks(archive, self.bar, f"restoring {manifest.volume}"))
+            self.engine.write_archive(cid, MOUNT, chunks(archive, self.bar, f"restoring {manifest.volume}"))
         top = archive_root(archive)
         owner = () if top is None else (str(top.uid), str(top.gid), f"{top.mode & 0o7777:o}")
         wrong = differences(manifest.files, self.sums(engine_volume, owner))
@@ -440,10 +402,3 @@ class Volumes:
         finally:
             self.engine.remove_volume(scratch)
         return len(manifest.files)
-
-
-def _write_new(path: Path, text: str) -> None:
-    with path.open("x") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())

@@ -517,16 +517,22 @@ def release(ctx: Ctx) -> None:
 
 @main.command(epilog=EPILOG)
 @click.option("--to", "to", default=None, metavar="RELEASE", help="Release id to go back to (e.g. r3).")
+@click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Where `prune --archive` wrote the release's images, loaded back when they are gone.")
 @common
-def rollback(ctx: Ctx, to: str | None) -> None:
+def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     """Go back to the previous (or the named) release, without rebuilding.
 
     The old release's images and recorded compose project are started as the idle
     color and pass the same health gate and switch as a release. Stateful services
-    are left as they are.
+    are left as they are. When a prune removed the release's images, --archive DIR
+    (the folder of `prune --archive`) loads them back first, checksum checked.
     """
     app = ctx.load()
     target = ctx.target(app)
+    if target is not None and archive is not None:
+        raise ConfigError("--archive", "archives are restored on the local engine only for now",
+                          "run rollback --archive on each host")
     if target is not None:
         with ctx.fleet(app, target) as fleet:
             result = fleet.rollback(to)
@@ -534,9 +540,10 @@ def rollback(ctx: Ctx, to: str | None) -> None:
         return
     deployer = ctx.deployer(app)
     try:
-        outcome = deployer.rollback(to)
+        outcome = deployer.rollback(to, archive=archive, bar=ctx.bar)
     finally:
         deployer.compose.close()
+        ctx.stop_bars()
     ctx.emit(outcome.as_json(), lambda: click.echo(f"{outcome.message} at {outcome.url}"))
 
 
@@ -753,14 +760,24 @@ def _history_lines(app: Any, rows: list[dict[str, Any]], prefix: str = "") -> No
 @main.command(epilog=EPILOG)
 @click.option("--keep", type=click.IntRange(min=2), default=None,
               help="Releases whose images stay (default: x-immutdock.keep).")
+@click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="First write each release whose images go into DIR: APP-rN.tar.gz (a gzip'd docker save) and "
+                   "APP-rN.json (its SHA-256, image IDs and the release record); `rollback --to rN --archive DIR` "
+                   "brings it back.")
 @common
-def prune(ctx: Ctx, keep: int | None) -> None:
+def prune(ctx: Ctx, keep: int | None, archive: Path | None) -> None:
     """Remove release images beyond --keep. Never a volume; never the live release nor the
-    one `rollback` would pick. Takes the release lock (exit 3 while a release runs)."""
+    one `rollback` would pick. Takes the release lock (exit 3 while a release runs).
+    With --archive, nothing is removed unless every archive was written whole."""
     from immutdock import lock
 
     app = ctx.load()
     target = ctx.target(app)
+    if target is not None and archive is not None:
+        raise ConfigError("--archive", "archives are written from the local engine only for now",
+                          "run prune --archive on each host")
+    if archive is not None:
+        _writable(archive, "--archive")
     if target is not None:
         with ctx.fleet(app, target) as fleet, fleet.locked("prune"):
             found = fleet.each(lambda h: _prune(fleet.deployer(h), keep))
@@ -771,30 +788,54 @@ def prune(ctx: Ctx, keep: int | None) -> None:
     deployer = ctx.deployer(app)
     lock.acquire(deployer.engine, app.name, "prune", ctx.warn)  # a release in progress may still need its images
     try:
-        result = _prune(deployer, keep)
+        result = _prune(deployer, keep, archive, ctx.bar)
     finally:
         lock.release(deployer.engine, app.name)
+        ctx.stop_bars()
     ctx.emit(result, lambda: click.echo("\n".join(_prune_lines(result))))
 
 
+def _writable(folder: Path, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(option, f"cannot make the folder {folder}: {exc.strerror or exc}",
+                          f"name a folder you can write with {option}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(option, f"cannot write into {folder}", f"name a folder you can write with {option}")
+
+
 def _prune_lines(result: Mapping[str, Any]) -> list[str]:
-    lines = [f"removed {r}" for r in result["removed_images"]]
+    lines = [f"archived {a['release']} to {a['archive']}" for a in result.get("archived", [])]
+    lines += [f"removed {r}" for r in result["removed_images"]]
     if result["compacted_records"]:
         lines.append(f"compacted the records of {', '.join(result['compacted_records'])}")
     return lines or ["nothing to prune"]
 
 
-def _prune(deployer: Any, keep: int | None) -> dict[str, Any]:
-    """Prune one engine (its lock held by the caller)."""
+def _prune(deployer: Any, keep: int | None, archive: Path | None = None, bar: Any = None) -> dict[str, Any]:
+    """Prune one engine (its lock held by the caller); with `archive`, what goes is archived first."""
+    from immutdock import archive as archives
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, compact_records, plan_prune
 
     engine, app = deployer.engine, deployer.app
     state = observe(engine, app.name)
     result = plan_prune(state, keep or app.settings.keep)
+    archived = []
+    if archive is not None:
+        going = {ref for ref in result.remove if engine.image_id(ref) is not None}
+        for record in state.records:
+            refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
+                going & set(record.images.values()) else []
+            if going & set(refs):
+                made = archives.write(engine, app.name, record, refs, archive, bar)
+                archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
+                                 "sha256": made.sha256, "images": list(made.image_ids)})
     removed = apply_prune(engine, app.name, result)
     compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
-    return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted}
+    return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
+            "archived": archived}
 
 
 @main.command(name="drift", epilog=EPILOG)
@@ -1039,13 +1080,7 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     app = ctx.load()
     picked = backup.pick_volumes(app, names)
     where = _backups_folder(app, folder)
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError("--to", f"cannot make the folder {where}: {exc.strerror or exc}",
-                          "name a folder you can write with --to") from None
-    if not os.access(where, os.W_OK):
-        raise ConfigError("--to", f"cannot write into {where}", "name a folder you can write with --to")
+    _writable(where, "--to")
     ops = _volume_ops(ctx, app)
     for key, name in picked:
         if not ctx.engine.volume_exists(name):

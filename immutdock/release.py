@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from immutdock import archive as archives
 from immutdock import assets, interrupts, ledger, lock, render, tls
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
@@ -198,9 +199,11 @@ class Deployer:
                 compose.close()
         return done
 
-    def rollback(self, to: str | None, heal: bool = False) -> Outcome:
+    def rollback(self, to: str | None, heal: bool = False, archive: Path | None = None,
+                 bar: Callable[[str, int, int], None] = lambda _w, _d, _t: None) -> Outcome:
         """Re-run a recorded release as a new color (`to`, or the previous one). With `heal`, the
-        live release itself: fresh containers from its images replace the live ones."""
+        live release itself: fresh containers from its images replace the live ones. With
+        `archive`, images a prune removed are loaded back from there (see archive.py)."""
         self._require_router()
         self.certificate()  # a certificate that cannot be used stops here, before anything changes
         t0 = time.monotonic()
@@ -221,10 +224,15 @@ class Deployer:
                                message=f"{target.id} is what serves already ({state.live_release} on "
                                        f"{state.live_color}); nothing to roll back")
             missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
+            if (missing or not target.packed) and archive is not None:
+                target = archives.restore(self.engine, self.app.name, target, archive, list(state.records), bar,
+                                          self.say)
+                missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
             if missing:
                 raise ReleaseFailed(f"cannot {'heal' if heal else 'roll back to'} {target.id}: image {missing[0]} is "
                                     "gone (pruned)",
-                                    "release that version again instead")
+                                    "roll back with --archive DIR when `prune --archive DIR` kept it, or release "
+                                    "that version again")
             live = state.live_color
             color = render.other(live) if live else "blue"
             release_id = f"r{max(self.number, state.highest_release_number() + 1)}"
@@ -252,7 +260,8 @@ class Deployer:
         file (warned about, naming each, where they differ or are gone)."""
         if not target.packed:
             raise ReleaseFailed(f"cannot roll back to {target.id}: its record was compacted when its images "
-                                "were pruned", "release that version again instead")
+                                "were pruned", "roll back with --archive DIR when `prune --archive DIR` kept it, "
+                                               "or release that version again")
         model = render.with_color(target.model, self.app.name, color, release_id)
         if target.profiles != self.app.profiles:
             self.warn(f"{target.id} was released with profiles {','.join(target.profiles) or '(none)'}, and "
@@ -335,7 +344,7 @@ class Deployer:
             if router is not None:
                 router.close()
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
-                       url=self._url(), timings=timings,
+                       url=self._url(), timings=timings, source=source,
                        message=f"{plan.release} is live on {plan.color}"
                        + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
                           if source else ""))
