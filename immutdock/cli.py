@@ -548,15 +548,18 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
 
 
 @main.command(epilog=EPILOG)
+@click.option("--stateful", is_flag=True, help="Also replace drifted stateful services (stop-first: each is down "
+                                               "until its fresh container is up; its volumes are kept).")
 @common
-def heal(ctx: Ctx) -> None:
+def heal(ctx: Ctx, stateful: bool) -> None:
     """Replace what drifted with fresh containers of the live release, without rebuilding.
 
     The live release's images and recorded compose project start as the idle color and pass
     the same health gate and switch as a release (no request dropped); the drifted color is
-    drained and removed. It is recorded as a new release (kind heal). Stateful services,
-    strangers and a compose file changed without a release are never healed: they are
-    reported. Exits 0 with "nothing to heal" when `drift` finds nothing a swap replaces.
+    drained and removed. It is recorded as a new release (kind heal). Stateful services are
+    replaced only with --stateful, stop-first, from the same image and definition. Strangers
+    and a compose file changed without a release are never healed: they are reported. Exits
+    0 with "nothing to heal" when `drift` finds nothing heal replaces.
     """
     from immutdock import drift
 
@@ -566,23 +569,30 @@ def heal(ctx: Ctx) -> None:
     deployer = ctx.deployer(app)
     report = _drift(deployer, app)
     stateful_names = {s.name for s in app.stateful}
-    swapped = [f for f in report["drift"] if f["service"] and f["service"] not in stateful_names
-               and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]
+    replaceable = [f for f in report["drift"] if f["service"]
+                   and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]
+    swapped = [f for f in replaceable if f["service"] not in stateful_names]
+    states = [f for f in replaceable if f["service"] in stateful_names and stateful and f["kind"] != "extra"]
     for f in report["drift"]:
-        if f not in swapped:
-            ctx.warn(f"not healed: {drift.Finding(**f).text()}")
-    if not swapped:
+        if f not in swapped and f not in states:
+            hint = " (add --stateful to replace it)" if f in replaceable and f["kind"] != "extra" else ""
+            ctx.warn(f"not healed: {drift.Finding(**f).text()}{hint}")
+    if not swapped and not states:
         ctx.emit({"outcome": "noop", "drift": report["drift"]},
                  lambda: click.echo(f"nothing to heal ({report['release'] or 'nothing released'})"))
         return
-    for f in swapped:
+    for f in swapped + states:
         ctx.say(f"healing: {drift.Finding(**f).text()}")
     try:
-        outcome = deployer.rollback(None, heal=True)
+        replaced = deployer.heal_stateful(sorted({f["service"] for f in states})) if states else []
+        outcome = deployer.rollback(None, heal=True) if swapped else None
     finally:
         deployer.compose.close()
-    data = {**outcome.as_json(), "healed": swapped}
-    ctx.emit(data, lambda: click.echo(f"{outcome.message} at {outcome.url}"))
+    data = {**(outcome.as_json() if outcome else {"outcome": "ok", "kind": "heal"}), "healed": swapped + states,
+            "stateful_replaced": replaced}
+    ctx.emit(data, lambda: click.echo("\n".join(
+        [f"replaced {name} (stateful) with a fresh container of {report['release']}" for name in replaced]
+        + ([f"{outcome.message} at {outcome.url}"] if outcome else []))))
 
 
 @main.command()

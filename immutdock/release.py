@@ -587,6 +587,31 @@ class Deployer:
                 raise EngineError(f"the {when} hook in {hook.service} failed", details=tail)
 
     # -- lock and cleanup --------------------------------------------------------------------
+    def heal_stateful(self, services: Sequence[str]) -> list[str]:
+        """Replace the containers of drifted stateful `services` with fresh ones of the live
+        release's image and the same definition, stop-first: each is down meanwhile, its
+        volumes kept. Refused (nothing changed) for one the file now defines otherwise than what
+        runs: a release applies that."""
+        with self._locked("heal"):
+            state = observe(self.engine, self.app.name)
+            record = state.live_record
+            model = render.state_project(self.app, dict(record.images) if record else {}, self.redactor(state))
+            if model is None:
+                return []
+            running = {c.service: c for c in state.state}
+            for name in services:
+                c = running.get(name)
+                if c is not None and c.labels.get(L.CONFIG_HASH) != model["services"][name]["labels"][L.CONFIG_HASH]:
+                    raise ConfigError(name, f"the compose file defines {name} otherwise than the container that runs",
+                                      "run `immutdock release` to apply the file; heal replaces like for like")
+            with interrupts.whole(f"the recreate of {', '.join(services)}"):
+                for name in services:
+                    self.say(f"replacing {name} stop-first (it is down until its fresh container is up)")
+                self.engine.remove_containers([running[n] for n in services if n in running])
+                self.compose.up(render.project_name(self.app.name, "state"), model, wait=True,
+                                timeout=int(self.app.settings.router.timeout) if self.app.settings.router else 120)
+        return list(services)
+
     def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":
         return _Lock(self, command) if self.hold_lock else contextlib.nullcontext()
 

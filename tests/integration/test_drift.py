@@ -72,3 +72,20 @@ def test_drift_names_an_edited_file_a_stranger_and_an_unreleased_file_and_heal_r
     assert code == 1 and [f["kind"] for f in found] == ["config"], found
     assert run_cli(tiny.root, "release").returncode == 0  # the file made live
     assert _drift(tiny) == (0, [])
+
+    db = engine.containers.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=state"]})[0]
+    assert db.exec_run(["sh", "-c", "echo hacked > /etc/hacked"]).exit_code == 0  # a stateful snowflake
+    counter = int(tiny.visit().split()[1])
+    code, found = _drift(tiny)
+    assert code == 1 and [(f["kind"], f["container"]) for f in found] == [("filesystem", db.name)], found
+    left = run_cli(tiny.root, "heal")  # stateful drift is reported, never replaced without --stateful
+    assert left.returncode == 0 and "nothing to heal" in left.stdout, left.stdout + left.stderr
+    assert "not healed: filesystem" in left.stderr and "add --stateful" in left.stderr, left.stderr
+    assert db.id in [c.id for c in engine.containers.list(filters={"label": f"io.immutdock.app={tiny.name}"})]
+    healed = run_cli(tiny.root, "heal", "--stateful", "--json")
+    assert healed.returncode == 0, healed.stderr
+    assert json_out(healed)["stateful_replaced"] == ["db"] and "stop-first" in healed.stderr, healed.stdout
+    assert _drift(tiny) == (0, [])
+    fresh = engine.containers.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=state"]})
+    assert [c.id for c in fresh] != [db.id]
+    assert tiny.visit().split()[1] == str(counter + 1)  # a fresh container on the same volume
