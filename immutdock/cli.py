@@ -559,14 +559,28 @@ def heal(ctx: Ctx, stateful: bool) -> None:
     drained and removed. It is recorded as a new release (kind heal). Stateful services are
     replaced only with --stateful, stop-first, from the same image and definition. Strangers
     and a compose file changed without a release are never healed: they are reported. Exits
-    0 with "nothing to heal" when `drift` finds nothing heal replaces.
+    0 with "nothing to heal" when `drift` finds nothing heal replaces. With --target, each
+    host heals what drifted on it.
     """
+    app = ctx.load()
+    target = ctx.target(app)
+    if target is not None:
+        with ctx.fleet(app, target) as fleet:
+            def one(host: Any) -> dict[str, Any]:
+                deployer = fleet.deployer(host, hold_lock=True)
+                return _heal(ctx, deployer, app, stateful, f"{host.name}: " if len(target.hosts) > 1 else "")
+            rows = [{"host": h, **r} for h, r in zip(target.hosts, fleet.each(one))]
+        ctx.emit({"target": target.name, "hosts": rows},
+                 lambda: [click.echo(f"{r['host']}  {line}") for r in rows for line in r["lines"]])
+        return
+    data = _heal(ctx, ctx.deployer(app), app, stateful)
+    ctx.emit(data, lambda: click.echo("\n".join(data["lines"])))
+
+
+def _heal(ctx: Ctx, deployer: Any, app: Any, stateful: bool, prefix: str = "") -> dict[str, Any]:
+    """Heal one engine: what drifted, replaced; the result with its lines for people."""
     from immutdock import drift
 
-    app = ctx.load()
-    if ctx.target(app) is not None:
-        raise ConfigError("--target", "heal works on the local engine only for now", "run it on each host")
-    deployer = ctx.deployer(app)
     report = _drift(deployer, app)
     stateful_names = {s.name for s in app.stateful}
     replaceable = [f for f in report["drift"] if f["service"]
@@ -576,23 +590,21 @@ def heal(ctx: Ctx, stateful: bool) -> None:
     for f in report["drift"]:
         if f not in swapped and f not in states:
             hint = " (add --stateful to replace it)" if f in replaceable and f["kind"] != "extra" else ""
-            ctx.warn(f"not healed: {drift.Finding(**f).text()}{hint}")
+            ctx.warn(f"{prefix}not healed: {drift.Finding(**f).text()}{hint}")
     if not swapped and not states:
-        ctx.emit({"outcome": "noop", "drift": report["drift"]},
-                 lambda: click.echo(f"nothing to heal ({report['release'] or 'nothing released'})"))
-        return
+        return {"outcome": "noop", "drift": report["drift"],
+                "lines": [f"nothing to heal ({report['release'] or 'nothing released'})"]}
     for f in swapped + states:
-        ctx.say(f"healing: {drift.Finding(**f).text()}")
+        ctx.say(f"{prefix}healing: {drift.Finding(**f).text()}")
     try:
         replaced = deployer.heal_stateful(sorted({f["service"] for f in states})) if states else []
         outcome = deployer.rollback(None, heal=True) if swapped else None
     finally:
         deployer.compose.close()
-    data = {**(outcome.as_json() if outcome else {"outcome": "ok", "kind": "heal"}), "healed": swapped + states,
-            "stateful_replaced": replaced}
-    ctx.emit(data, lambda: click.echo("\n".join(
-        [f"replaced {name} (stateful) with a fresh container of {report['release']}" for name in replaced]
-        + ([f"{outcome.message} at {outcome.url}"] if outcome else []))))
+    lines = [f"replaced {name} (stateful) with a fresh container of {report['release']}" for name in replaced]
+    lines += [f"{outcome.message} at {outcome.url}"] if outcome else []
+    return {**(outcome.as_json() if outcome else {"outcome": "ok", "kind": "heal"}), "healed": swapped + states,
+            "stateful_replaced": replaced, "lines": lines}
 
 
 @main.command()
@@ -1010,6 +1022,11 @@ _TO = click.option("--to", "folder", type=click.Path(path_type=Path, file_okay=F
                         "immutdock/backups/APP).")
 
 
+def _host_folder(host: str) -> str:
+    """The folder of a host's backups: its name without ssh://, safe as one path segment."""
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", host.removeprefix("ssh://"))
+
+
 def _backups_folder(app: Any, folder: Path | None) -> Path:
     if folder is not None:
         return folder
@@ -1017,19 +1034,33 @@ def _backups_folder(app: Any, folder: Path | None) -> Path:
     return data / "immutdock" / "backups" / app.name
 
 
-def _volume_ops(ctx: Ctx, app: Any) -> Any:  # -> backup.Volumes
-    from immutdock import backup
+@contextlib.contextmanager
+def _volume_ops(ctx: Ctx, app: Any, one: bool = False) -> Iterator[list[tuple[str | None, Any]]]:
+    """(host name or None for the local engine, backup.Volumes) of each engine the command
+    runs on: the local one, or each host of --target, which gets the helper image built here
+    (shipped: only the layers it lacks). `one`: a command that writes into one engine."""
+    from immutdock import backup, ship
     from immutdock.compose import Compose
 
-    if ctx.target(app) is not None:
-        raise ConfigError("--target", "volumes works on the local engine only for now",
-                          "run it on the host, in a copy of the app's folder")
+    target = ctx.target(app)
+    if one and target is not None and len(target.hosts) != 1:
+        raise ConfigError("--target", f"{target.name} has {len(target.hosts)} hosts and a backup is one volume's",
+                          "name one with --host")
     compose = Compose()
     try:
         helper = backup.helper_image(ctx.engine, compose, ctx.progress)
     finally:
         compose.close()
-    return backup.Volumes(ctx.engine, app, helper, ctx.say, ctx.bar)
+    if target is None:
+        try:
+            yield [(None, backup.Volumes(ctx.engine, app, helper, ctx.say, ctx.bar))]
+        finally:
+            ctx.stop_bars()
+        return
+    with ctx.fleet(app, target) as fleet:
+        ship.ship(ctx.engine, {h.name: h.engine for h in fleet.hosts}, [helper], ctx.shipping)
+        yield [(h.name, backup.Volumes(h.engine, app, helper, lambda m, n=h.name: ctx.say(f"{n}: {m}"),
+                                       lambda w, d, t, n=h.name: ctx.bar(f"{n}: {w}", d, t))) for h in fleet.hosts]
 
 
 def _read_backup(path: Path) -> tuple[Any, Path]:  # -> (Manifest, archive)
@@ -1049,23 +1080,26 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
     from immutdock.observe import observe
 
     app = ctx.load()
-    if ctx.target(app) is not None:
-        raise ConfigError("--target", "volumes works on the local engine only for now",
-                          "run it on the host, in a copy of the app's folder")
     where = _backups_folder(app, folder)
-    state = observe(ctx.engine, app.name)
     rows = []
-    for key, name in backup.pick_volumes(app, ()):
-        kept = sorted(where.glob(f"{app.name}-{key}-*{backup.MANIFEST}")) if where.is_dir() else []
-        rows.append({"volume": key, "engine_volume": name, "exists": ctx.engine.volume_exists(name),
-                     "mounted_by": [c.name for c in backup.users(state.containers, name)],
-                     "backups": [str(p.with_name(p.name[: -len(backup.MANIFEST)] + backup.ARCHIVE)) for p in kept]})
+    with _volume_ops(ctx, app) as engines:
+        for host, ops in engines:
+            state = observe(ops.engine, app.name)
+            kept_in = where / _host_folder(host) if host else where
+            for key, name in backup.pick_volumes(app, ()):
+                kept = sorted(kept_in.glob(f"{app.name}-{key}-*{backup.MANIFEST}")) if kept_in.is_dir() else []
+                rows.append({"host": host, "volume": key, "engine_volume": name,
+                             "exists": ops.engine.volume_exists(name),
+                             "mounted_by": [c.name for c in backup.users(state.containers, name)],
+                             "backups": [str(p.with_name(p.name[: -len(backup.MANIFEST)] + backup.ARCHIVE))
+                                         for p in kept]})
 
     def human() -> None:
         for r in rows:
             latest = f"{len(r['backups'])} backup(s), newest {Path(r['backups'][-1]).name}" if r["backups"] \
                 else "no backup"
-            click.echo(f"{r['volume']:<16} {r['engine_volume']:<32} "
+            click.echo((f"{r['host']}  " if r["host"] else "")
+                       + f"{r['volume']:<16} {r['engine_volume']:<32} "
                        f"{'exists' if r['exists'] else 'not created yet':<16} "
                        f"{'mounted by ' + ', '.join(r['mounted_by']) if r['mounted_by'] else 'not mounted':<40} "
                        f"{latest}")
@@ -1091,37 +1125,41 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     picked = backup.pick_volumes(app, names)
     where = _backups_folder(app, folder)
     _writable(where, "--to")
-    ops = _volume_ops(ctx, app)
-    for key, name in picked:
-        if not ctx.engine.volume_exists(name):
-            raise ConfigError(key, f"volume {name} does not exist on the engine yet",
-                              "release the app once; it creates its volumes")
-    lock.acquire(ctx.engine, app.name, "volumes backup", ctx.warn)
     rows = []
-    try:
-        state = observe(ctx.engine, app.name)
-        release = state.live_record.id if state.live_record else None
-        for key, name in picked:
-            t0 = time.monotonic()
-            made = ops.backup(key, name, state.containers, release, where)
-            row = {"volume": key, "engine_volume": name, "archive": str(where / made.archive),
-                   "manifest": str(backup.manifest_of(where / made.archive)), "sha256": made.sha256,
-                   "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
-                   "stopped": list(made.stopped), "release": release, "seconds": round(time.monotonic() - t0, 2),
-                   "verified": None}
-            if and_verify:
-                ops.verify(made, where / made.archive)
-                row["verified"] = len(made.files)
-            rows.append(row)
-    finally:
-        lock.release(ctx.engine, app.name)
-        ctx.stop_bars()
+    with _volume_ops(ctx, app) as engines:
+        for host, ops in engines:
+            for key, name in picked:
+                if not ops.engine.volume_exists(name):
+                    raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
+                                      "release the app once; it creates its volumes")
+        for host, ops in engines:
+            into = where / _host_folder(host) if host else where
+            _writable(into, "--to")
+            lock.acquire(ops.engine, app.name, "volumes backup", ctx.warn)
+            try:
+                state = observe(ops.engine, app.name)
+                release = state.live_record.id if state.live_record else None
+                for key, name in picked:
+                    t0 = time.monotonic()
+                    made = ops.backup(key, name, state.containers, release, into)
+                    row = {"host": host, "volume": key, "engine_volume": name, "archive": str(into / made.archive),
+                           "manifest": str(backup.manifest_of(into / made.archive)), "sha256": made.sha256,
+                           "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
+                           "stopped": list(made.stopped), "release": release,
+                           "seconds": round(time.monotonic() - t0, 2), "verified": None}
+                    if and_verify:
+                        ops.verify(made, into / made.archive)
+                        row["verified"] = len(made.files)
+                    rows.append(row)
+            finally:
+                lock.release(ops.engine, app.name)
 
     def human() -> None:
         from immutdock.fleet import size_text
 
         for r in rows:
-            click.echo(f"backed up {r['volume']} to {r['archive']} ({size_text(r['size'])}, {r['files']} files"
+            click.echo((f"{r['host']}: " if r["host"] else "")
+                       + f"backed up {r['volume']} to {r['archive']} ({size_text(r['size'])}, {r['files']} files"
                        + (f", {', '.join(r['stopped'])} stopped meanwhile" if r["stopped"] else "")
                        + (", verified" if r["verified"] is not None else "") + ")")
     ctx.emit({"app": app.name, "outcome": "backed up", "backups": rows}, human)
@@ -1147,16 +1185,17 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     manifest, archive = _read_backup(backup_path)
     if into is not None and not _VOLUME_NAME.match(into):
         raise ConfigError("--into", f"{into!r} is not a volume name", "use letters, digits, '_', '.' or '-'")
-    ops = _volume_ops(ctx, app)
-    lock.acquire(ctx.engine, app.name, "volumes restore", ctx.warn)
-    try:
-        state = observe(ctx.engine, app.name)
-        t0 = time.monotonic()
-        volume, made = ops.restore(manifest, archive, into, state.containers, force)
-    finally:
-        lock.release(ctx.engine, app.name)
-        ctx.stop_bars()
-    data = {"app": app.name, "outcome": "restored", "backup": str(archive), "volume": volume, "created": made,
+    with _volume_ops(ctx, app, one=True) as engines:
+        host, ops = engines[0]
+        lock.acquire(ops.engine, app.name, "volumes restore", ctx.warn)
+        try:
+            state = observe(ops.engine, app.name)
+            t0 = time.monotonic()
+            volume, made = ops.restore(manifest, archive, into, state.containers, force)
+        finally:
+            lock.release(ops.engine, app.name)
+    data = {"app": app.name, "host": host, "outcome": "restored", "backup": str(archive), "volume": volume,
+            "created": made,
             "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
             "seconds": round(time.monotonic() - t0, 2)}
     ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} "
@@ -1175,11 +1214,8 @@ def volumes_verify(ctx: Ctx, backup_path: Path) -> None:
     Exit 1 on any difference."""
     app = ctx.load()
     manifest, archive = _read_backup(backup_path)
-    ops = _volume_ops(ctx, app)
-    try:
-        files = ops.verify(manifest, archive)
-    finally:
-        ctx.stop_bars()
+    with _volume_ops(ctx, app, one=True) as engines:
+        files = engines[0][1].verify(manifest, archive)
     data = {"app": app.name, "outcome": "verified", "backup": str(archive), "files": files, "sha256": manifest.sha256}
     ctx.emit(data, lambda: click.echo(f"{archive.name}: restored into a scratch volume, {files} files as in "
                                       f"its manifest"))

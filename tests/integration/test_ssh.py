@@ -469,3 +469,43 @@ def test_the_target_lock_refuses_a_concurrent_release(app: RemoteApp) -> None:
         assert ok.returncode == 0, ok.stderr
     finally:
         close_hosts(opened)
+
+
+def test_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path) -> None:
+    assert app.cli("release", "--target", "both").returncode == 0
+    first, second = app.hosts.hosts
+    web = first.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app.name}", "--filter",
+                       "label=io.immutdock.role=color").stdout.split()[0]
+    first.docker("exec", web, "sh", "-c", "echo edited > /www/version")  # a snowflake on the first host
+    assert app.serving(0) == "edited"
+    healed = app.cli("heal", "--target", "both", "--json")
+    assert healed.returncode == 0, healed.stderr
+    rows = json_out(healed)["hosts"]
+    assert [(r["outcome"], r.get("kind")) for r in rows] == [("ok", "heal"), ("noop", None)], rows
+    assert app.serving(0) == app.serving(1) == "v1"
+    assert json_out(app.cli("drift", "--target", "both", "--json"))["outcome"] == "no drift"
+
+    app.fault(0, False)  # the flags volume, with a file in it, on each host
+    for host in (first, second):
+        folder = host.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{app.name}_flags").stdout.strip()
+        host.sh(f"echo {host.alias} > {folder}/owner")
+    backups = tmp_path / "backups"
+    made = app.cli("volumes", "backup", "--target", "both", "--to", str(backups), "--verify", "--json")
+    assert made.returncode == 0, made.stderr
+    rows = json_out(made)["backups"]
+    assert [(r["host"], r["volume"], r["files"], r["verified"]) for r in rows] == [
+        (f"ssh://{first.alias}", "flags", 1, 1), (f"ssh://{second.alias}", "flags", 1, 1)], rows
+    for r, host in zip(rows, (first, second)):  # each host's backup in its own folder here
+        assert Path(r["archive"]).parent == backups / host.alias
+        with tarfile.open(r["archive"], "r:gz") as tar:
+            assert tar.extractfile("./owner").read() == f"{host.alias}\n".encode()
+    listed = json_out(app.cli("volumes", "ls", "--target", "both", "--to", str(backups), "--json"))["volumes"]
+    assert [(v["host"], len(v["backups"])) for v in listed] == [(f"ssh://{first.alias}", 1),
+                                                                (f"ssh://{second.alias}", 1)], listed
+
+    two = app.cli("volumes", "restore", rows[0]["archive"], "--target", "both", "--into", "copy")
+    assert two.returncode == 2 and "name one with --host" in two.stderr, two.stderr
+    moved = app.cli("volumes", "restore", rows[0]["archive"], "--host", second.alias, "--into", "copy", "--json")
+    assert moved.returncode == 0, moved.stderr  # the first host's data, into a new volume on the second
+    folder = second.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{app.name}_copy").stdout.strip()
+    assert second.sh(f"cat {folder}/owner").stdout == f"{first.alias}\n"
