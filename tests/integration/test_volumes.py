@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import textwrap
 import threading
@@ -254,3 +255,21 @@ def test_a_volume_of_another_app_is_refused(tiny: TinyApp, engine, tmp_path: Pat
         assert list((tmp_path / "b").iterdir()) == []
     finally:
         cleanup(other)
+
+
+def test_a_full_disk_leaves_no_backup_and_the_db_running(tiny: TinyApp, engine, tmp_path: Path) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    engine.containers.run("busybox:latest", ["sh", "-c", "head -c 1048576 /dev/urandom > /v/blob"], remove=True,
+                          volumes={f"{tiny.name}_data": {"bind": "/v", "mode": "rw"}})
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    try:
+        full = run_cli(tiny.root, "volumes", "backup", "--to", str(small))
+        assert full.returncode == 1, full.stderr
+        last = full.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: cannot write the backup of data into") and "No space left" in last, last
+        assert list(small.iterdir()) == []  # nothing half-written left under any name
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert tiny.visit() == "v1 1"  # the db was started again
