@@ -7,20 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from .support import Load, TinyApp, cleanup, json_out, run_cli
+from .support import Load, TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def test_an_archived_release_is_restored_and_rolled_back_to(tiny: TinyApp, engine, tmp_path: Path) -> None:

@@ -5,21 +5,11 @@ replaces the edited container with a fresh one of the same release, dropping no 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
-
 import pytest
 
-from .support import Load, TinyApp, cleanup, json_out, run_cli
+from .support import Load, TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def _drift(app: TinyApp) -> tuple[int, list[dict]]:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from immutdock import lock, procs
 from immutdock.engine import Engine
 
-from .support import Background, TinyApp, cleanup, json_out, run_cli
+from .support import Background, TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
 TEST_BLOCK = '  test: {{service: web, command: ["sh", "-c", "{command}"]}}\n'
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str):
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def with_test(app: TinyApp, command: str) -> None:

@@ -6,24 +6,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from .support import TinyApp, cleanup, json_out, run_cli
+from .support import TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
 WRITES = {"create", "destroy", "pull", "tag", "untag", "delete", "import", "load", "start", "stop", "kill",
           "die", "rename", "update", "connect", "disconnect", "mount", "unmount", "remove", "prune", "commit"}
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def _engine_writes(engine, since: float, until: float, *about: str) -> list[str]:

@@ -228,15 +228,6 @@ def test_a_post_on_a_killed_replica_runs_once_and_gets_502(two_replicas: GateApp
 
 # -- the router and stateful services are never left down ---------------------------------
 
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str):
-    from .support import TinyApp
-
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
-
-
 def _objects(engine, app: str) -> list[tuple[str, str]]:
     mine = {"label": f"io.immutdock.app={app}"}
     return sorted([(c.id, c.status) for c in engine.containers.list(all=True, filters=mine)] +

@@ -4,21 +4,11 @@ base image is named; an older release is compared with --release."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
-
 import pytest
 
-from .support import TinyApp, cleanup, json_out, run_cli
+from .support import TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def _verify(app: TinyApp, *args: str) -> tuple[int, dict[str, dict]]:

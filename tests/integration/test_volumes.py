@@ -15,7 +15,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -23,13 +22,6 @@ from .hosts import postgres_image
 from .support import Load, TinyApp, cleanup, free_port, json_out, run_cli, write_web
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
-    app = TinyApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
 
 
 def _db(engine, app: str):
