@@ -17,6 +17,7 @@ import http.client
 import io
 import json
 import os
+import re
 import tarfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -141,6 +142,15 @@ def file_stem(app: str, volume: str, when: _dt.datetime) -> str:
     return f"{app}-{volume}-{when.strftime('%Y%m%dT%H%M%S')}Z"
 
 
+def kept(folder: Path, app: str, volume: str) -> list[Path]:
+    """The manifests of the volume's backups in `folder`, oldest first."""
+    named = re.compile(re.escape(f"{app}-{volume}-") + r"(\d{8}T\d{6}Z)(?:-(\d+))?" + re.escape(MANIFEST))
+    found = [(m.group(1), int(m.group(2) or 1), p) for p in (folder.glob(f"{app}-{volume}-*{MANIFEST}")
+                                                            if folder.is_dir() else [])
+             if (m := named.fullmatch(p.name))]
+    return [p for _when, _n, p in sorted(found)]
+
+
 def manifest_of(path: Path) -> Path:
     """The manifest beside a backup named by its .tar.gz or its .json."""
     if path.name.endswith(ARCHIVE):
@@ -242,6 +252,10 @@ class Volumes:
         stopped = to_stop(self.app, containers, engine_volume)
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         stem = file_stem(self.app.name, key, now)
+        taken = 1
+        while (into / (stem + ARCHIVE)).exists() or (into / (stem + MANIFEST)).exists():  # two in one second
+            taken += 1
+            stem = f"{file_stem(self.app.name, key, now)}-{taken}"
         archive, manifest = into / (stem + ARCHIVE), into / (stem + MANIFEST)
         partial = into / (stem + ARCHIVE + ".partial")
         total = self.size(engine_volume)

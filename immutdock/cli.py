@@ -1087,7 +1087,7 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
             state = observe(ops.engine, app.name)
             kept_in = where / _host_folder(host) if host else where
             for key, name in backup.pick_volumes(app, ()):
-                kept = sorted(kept_in.glob(f"{app.name}-{key}-*{backup.MANIFEST}")) if kept_in.is_dir() else []
+                kept = backup.kept(kept_in, app.name, key)
                 rows.append({"host": host, "volume": key, "engine_volume": name,
                              "exists": ops.engine.volume_exists(name),
                              "mounted_by": [c.name for c in backup.users(state.containers, name)],

@@ -82,3 +82,12 @@ def test_the_volumes_top_folder_is_read_from_the_archive(tmp_path: Path) -> None
     assert found is not None and (found.uid, found.gid, found.mode & 0o7777) == (999, 998, 0o700)
     (tmp_path / "b.tar.gz").write_bytes(b"not gzip")
     assert backup.archive_root(tmp_path / "b.tar.gz") is None
+
+
+def test_the_backups_of_a_volume_are_found_by_name_and_not_those_of_a_longer_one(tmp_path: Path) -> None:
+    for name in ("shop-data-20261122T101010Z.json", "shop-data-20261122T101010Z-2.json",
+                 "shop-data-old-20261122T101010Z.json", "shop-data-20261122T101010Z.tar.gz", "other.json"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in backup.kept(tmp_path, "shop", "data")] == [
+        "shop-data-20261122T101010Z.json", "shop-data-20261122T101010Z-2.json"]
+    assert backup.kept(tmp_path / "none", "shop", "data") == []
