@@ -993,7 +993,10 @@ def verify_command(ctx: Ctx, release_id: str | None, cached: bool, no_rebuild: b
 
 
 # -- volumes -----------------------------------------------------------------------------------
-VOLUMES_EPILOG = EPILOG.replace("(nothing changed), 3", "(nothing changed), 1 also: a backup that does not\nhold what its manifest says, 3")
+VOLUMES_EPILOG = """\b
+Exit codes: 0 ok, 1 failed (also: a backup that does not hold what its
+manifest says), 2 bad input (nothing changed), 3 a release or another
+volumes command holds the app's lock, 130 interrupted (Ctrl-C or SIGTERM)."""
 
 
 @main.group(epilog=VOLUMES_EPILOG)
@@ -1014,6 +1017,9 @@ def volumes() -> None:
       immutdock volumes verify BACKUP               # restore into a scratch volume and compare
       immutdock volumes restore BACKUP --into pgdata_restored
       immutdock volumes restore BACKUP --force      # over the volume's current content
+
+    With --target, ls and backup work on each host (its backups in DIR/HOST/); restore
+    and verify write into one engine: name its host with --host.
     """
 
 
@@ -1070,7 +1076,7 @@ def _read_backup(path: Path) -> tuple[Any, Path]:  # -> (Manifest, archive)
     return manifest, backup.manifest_of(path).with_name(manifest.archive)
 
 
-@volumes.command(name="ls", epilog=EPILOG)
+@volumes.command(name="ls", epilog=VOLUMES_EPILOG)
 @_TO
 @common
 def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
@@ -1165,7 +1171,7 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     ctx.emit({"app": app.name, "outcome": "backed up", "backups": rows}, human)
 
 
-@volumes.command(name="restore", epilog=EPILOG)
+@volumes.command(name="restore", epilog=VOLUMES_EPILOG)
 @click.argument("backup_path", metavar="BACKUP", type=click.Path(path_type=Path))
 @click.option("--into", "into", metavar="NEW_VOLUME", default=None,
               help="Restore into this volume of the app (a key of the file's volumes:, or a new name, made "
