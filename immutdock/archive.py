@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from immutdock import labels as L
 from immutdock import ledger
-from immutdock.build import is_pin
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, EngineError, ImmutdockError
 from immutdock.files import Bar, Hashed, chunks, file_digest, write_new
+from immutdock.prune import owned
 
 FORMAT = 1
 
@@ -49,11 +48,8 @@ def paths(folder: Path, app: str, release: str) -> tuple[Path, Path]:
 
 
 def own_images(engine: Engine, app: str, record: ledger.Record) -> list[str]:
-    """The release's images on the engine that immutdock built or pinned for the app (a
-    database's public image is the registry's to keep, never archived nor pruned)."""
-    return sorted(ref for ref in set(record.images.values())
-                  if engine.image_id(ref) is not None and (engine.image_labels(ref).get(L.APP) == app
-                                                           or is_pin(app, ref)))
+    """The release's images that prune would remove (see prune.owned)."""
+    return sorted(ref for ref in set(record.images.values()) if owned(engine, app, ref))
 
 
 def read(path: Path) -> ArchiveManifest:
@@ -76,7 +72,8 @@ def write(engine: Engine, app: str, record: ledger.Record, refs: list[str], fold
     """Archive `refs` (the release's images) and the record into `folder`. An archive of the
     same images already there is kept. Nothing is left under the final names unless whole."""
     archive, manifest = paths(folder, app, record.id)
-    ids = {ref: str(engine.image_id(ref)) for ref in refs}
+    found_images = {ref: engine.inspect_image(ref) or {} for ref in refs}
+    ids = {ref: str(found.get("Id")) for ref, found in found_images.items()}
     if manifest.exists() and archive.exists():
         found = read(manifest)
         if found.app == app and all(found.image_ids.get(ref) == image_id for ref, image_id in ids.items()):
@@ -85,7 +82,7 @@ def write(engine: Engine, app: str, record: ledger.Record, refs: list[str], fold
                           "move it away or name another folder; nothing was pruned")
     partial, partial_manifest = (p.with_name(p.name + ".partial") for p in (archive, manifest))
     what = f"archiving {record.id}"
-    total = sum(int((engine.inspect_image(ref) or {}).get("Size") or 0) for ref in refs)
+    total = sum(int(found.get("Size") or 0) for found in found_images.values())
     try:
         with partial.open("xb") as out:
             hashed = Hashed(out)

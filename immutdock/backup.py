@@ -41,7 +41,6 @@ ARCHIVE, MANIFEST = ".tar.gz", ".json"
 FORMAT = 1
 
 
-
 class BackupBroken(ImmutdockError):
     """A backup that does not hold what its manifest says (exit 1)."""
 
@@ -245,10 +244,9 @@ class Volumes:
                into: Path) -> Manifest:
         """Copy one volume into `into` (a folder): `<app>-<volume>-<time>.tar.gz` and its `.json`.
         Nothing is left under those names unless both were written whole."""
-        if not self.engine.volume_exists(engine_volume):
+        if not self.own(engine_volume, key):
             raise ConfigError(key, f"volume {engine_volume} does not exist on the engine yet",
                               "release the app once; it creates its volumes")
-        self._own(engine_volume, key)
         stopped = to_stop(self.app, containers, engine_volume)
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         stem = file_stem(self.app.name, key, now)
@@ -260,7 +258,7 @@ class Volumes:
         partial = into / (stem + ARCHIVE + ".partial")
         total = self.size(engine_volume)
         try:
-            with partial.open("xb") as out, self._stopped(stopped):
+            with partial.open("xb") as out, self._stopped(stopped, "for a consistent copy"):
                 files, tar_bytes, digest, size = self._copy(engine_volume, out, total, f"backing up {key}")
             made = Manifest(app=self.app.name, volume=key, engine_volume=engine_volume, release=release,
                             created=now.isoformat().replace("+00:00", "Z"), archive=archive.name, sha256=digest,
@@ -307,24 +305,32 @@ class Volumes:
         return files, read[0], hashed.digest.hexdigest(), hashed.size
 
     @contextmanager
-    def _stopped(self, containers: Sequence[ContainerState]) -> Iterator[None]:
+    def _stopped(self, containers: Sequence[ContainerState], why: str, after_failure: bool = True) -> Iterator[None]:
+        """`containers` stopped meanwhile, started again afterwards (a start Ctrl-C does not cut);
+        without `after_failure`, only when the block succeeded."""
         for c in containers:
-            self.say(f"stopping {c.service} ({c.name}) for a consistent copy")
+            self.say(f"stopping {c.service} ({c.name}) {why}")
             self.engine.stop_container(c)
+        ok = False
         try:
             yield
+            ok = True
         finally:
-            with interrupts.whole(f"starting {', '.join(c.service for c in containers)} again"):
-                for c in containers:
-                    self.say(f"starting {c.service} ({c.name}) again")
-                    self.engine.start_container(c)
+            if ok or after_failure:
+                with interrupts.whole(f"starting {', '.join(c.service for c in containers)} again"):
+                    for c in containers:
+                        self.say(f"starting {c.service} ({c.name}) again")
+                        self.engine.start_container(c)
 
-    def _own(self, engine_volume: str, key: str) -> None:
-        """The volume must be this app's (immutdock created it with the app's label)."""
-        owner = (self.engine.volume_labels(engine_volume) or {}).get(L.APP)
+    def own(self, engine_volume: str, key: str) -> bool:
+        """Whether the volume exists; refused when it is another app's (immutdock labels the
+        volumes it creates with their app)."""
+        labels = self.engine.volume_labels(engine_volume)
+        owner = (labels or {}).get(L.APP)
         if owner is not None and owner != self.app.name:
             raise ConfigError(key, f"volume {engine_volume} belongs to app {owner}, not {self.app.name}",
                               "run the command in that app's folder")
+        return labels is not None
 
     # -- restore and verify ------------------------------------------------------------------
     def check(self, manifest: Manifest, archive: Path) -> None:
@@ -371,10 +377,9 @@ class Volumes:
             self.check(manifest, archive)
         except BackupBroken as exc:
             raise ConfigError(str(archive), exc.message, "restore another backup; nothing was changed") from None
-        exists = self.engine.volume_exists(engine_volume)
+        exists = self.own(engine_volume, key)
         stop: list[ContainerState] = []
         if exists:
-            self._own(engine_volume, key)
             running = [c for c in users(containers, engine_volume) if c.status == "running"]
             stop = to_stop(app, running, engine_volume)
             serving = sorted({c.service or c.name for c in running if c not in stop})
@@ -387,22 +392,16 @@ class Volumes:
                                   "add --force to replace what it holds, or restore --into NEW_VOLUME")
         else:
             self.engine.create_volume(engine_volume, {L.APP: app.name, L.ROLE: "volume"})
-        for c in stop:
-            self.say(f"stopping {c.service} ({c.name}) for the restore")
-            self.engine.stop_container(c)
-        try:
-            self.unpack(manifest, archive, engine_volume, clear=exists)
-        except BaseException as exc:
-            if not exists:
-                self.engine.remove_volume(engine_volume)
-            elif stop and isinstance(exc, ImmutdockError):
-                exc.hint = (f"volume {engine_volume} is half-restored and {', '.join(c.service for c in stop)} "
-                            f"stay stopped; restore again")
-            raise
-        with interrupts.whole(f"starting {', '.join(c.service for c in stop)} again"):
-            for c in stop:
-                self.say(f"starting {c.service} ({c.name}) again")
-                self.engine.start_container(c)
+        with self._stopped(stop, "for the restore", after_failure=False):
+            try:
+                self.unpack(manifest, archive, engine_volume, clear=exists)
+            except BaseException as exc:
+                if not exists:
+                    self.engine.remove_volume(engine_volume)
+                elif stop and isinstance(exc, ImmutdockError):
+                    exc.hint = (f"volume {engine_volume} is half-restored and {', '.join(c.service for c in stop)} "
+                                f"stay stopped; restore again")
+                raise
         return engine_volume, not exists
 
     def verify(self, manifest: Manifest, archive: Path) -> int:

@@ -846,7 +846,7 @@ def _prune(deployer: Any, keep: int | None, archive: Path | None = None, bar: An
     result = plan_prune(state, keep or app.settings.keep)
     archived = []
     if archive is not None:
-        going = {ref for ref in result.remove if engine.image_id(ref) is not None}
+        going = set(result.remove)
         for record in state.records:
             refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
                 going & set(record.images.values()) else []
@@ -1134,8 +1134,8 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     rows = []
     with _volume_ops(ctx, app) as engines:
         for host, ops in engines:
-            for key, name in picked:
-                if not ops.engine.volume_exists(name):
+            for key, name in picked:  # every volume is there and the app's, before any copy starts
+                if not ops.own(name, key):
                     raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
                                       "release the app once; it creates its volumes")
         for host, ops in engines:

@@ -508,7 +508,7 @@ class Engine:
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         """Create the volume once; True when it was created now. Never removes or changes one."""
-        if self._json(f"inspect volume {name}", f"/volumes/{segment(name)}", absent=(404,)):
+        if self.volume_exists(name):
             return False
         self.create_volume(name, labels, driver, driver_opts)
         return True

@@ -33,23 +33,21 @@ class Hashed(io.RawIOBase):
 
 
 def file_digest(path: Path, bar: Bar | None = None, what: str = "") -> str:
-    digest, done, total = hashlib.sha256(), 0, path.stat().st_size
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if bar:
-                bar(what, done, total)
+    digest = hashlib.sha256()
+    for chunk in chunks(path, bar, what):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
-def chunks(path: Path, bar: Bar, what: str) -> Iterator[bytes]:
+def chunks(path: Path, bar: Bar | None = None, what: str = "") -> Iterator[bytes]:
+    """The file in 1 MiB chunks, bar(what, bytes read, size) after each."""
     done, total = 0, path.stat().st_size
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             interrupts.checkpoint()
             done += len(chunk)
-            bar(what, done, total)
+            if bar:
+                bar(what, done, total)
             yield chunk
 
 

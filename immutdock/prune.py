@@ -57,13 +57,18 @@ def compact_records(engine: Engine, app: str, state: AppState, removed: list[str
     return ledger.tidy(engine, app, list(state.records), redactor, gone)
 
 
+def owned(engine: Engine, app: str, ref: str) -> bool:
+    """The image is on the engine and immutdock built or pinned it for this app (a database's
+    public image is the registry's to keep: never pruned, never archived)."""
+    found = engine.inspect_image(ref)
+    return found is not None and (((found.get("Config") or {}).get("Labels") or {}).get(L.APP) == app
+                                  or is_pin(app, ref))
+
+
 def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
     removed = []
     for ref in plan.remove:
-        if engine.image_id(ref) is None:
-            continue
-        if engine.image_labels(ref).get(L.APP) != app and not is_pin(app, ref):
-            continue  # not an image immutdock built or pinned for this app (e.g. a database's public image)
-        engine.remove_image(ref)
-        removed.append(ref)
+        if owned(engine, app, ref):
+            engine.remove_image(ref)
+            removed.append(ref)
     return removed

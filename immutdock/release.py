@@ -399,12 +399,10 @@ class Deployer:
             self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
         if state_model is not None:
-            project = render.project_name(app.name, "state")
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"):
-                    self.compose.up(project, state_model)
-            self.compose.up(project, state_model, wait=True,
-                            timeout=int(app.settings.router.timeout) if app.settings.router else 120)
+                    self.compose.up(render.project_name(app.name, "state"), state_model)
+            self._up_state(state_model)
         self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
@@ -587,6 +585,12 @@ class Deployer:
                 raise EngineError(f"the {when} hook in {hook.service} failed", details=tail)
 
     # -- lock and cleanup --------------------------------------------------------------------
+    def _up_state(self, model: Mapping[str, Any]) -> None:
+        """The state project up, waiting (as long as the router's gate) for it to be healthy."""
+        router = self.app.settings.router
+        self.compose.up(render.project_name(self.app.name, "state"), model, wait=True,
+                        timeout=int(router.timeout) if router else 120)
+
     def heal_stateful(self, services: Sequence[str]) -> list[str]:
         """Replace the containers of drifted stateful `services` with fresh ones of the live
         release's image and the same definition, stop-first: each is down meanwhile, its
@@ -608,8 +612,7 @@ class Deployer:
                 for name in services:
                     self.say(f"replacing {name} stop-first (it is down until its fresh container is up)")
                 self.engine.remove_containers([running[n] for n in services if n in running])
-                self.compose.up(render.project_name(self.app.name, "state"), model, wait=True,
-                                timeout=int(self.app.settings.router.timeout) if self.app.settings.router else 120)
+                self._up_state(model)
         return list(services)
 
     def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":
