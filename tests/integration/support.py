@@ -140,7 +140,13 @@ n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo $n
 """
 
 
-def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: str = "") -> str:
+TINY_DB = 'build: ./db\ninit: true\nvolumes: ["data:/data"]'
+
+
+def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: str = "", db: str = TINY_DB,
+                 volume: str = "data") -> str:
+    """The tiny app's file; `db` the stateful db's definition, `volume` the one named volume."""
+    db_lines = textwrap.indent(db, " " * 12).strip()  # under `db:`, before the dedent
     return textwrap.dedent(f"""\
         name: {name}
         services:
@@ -154,11 +160,9 @@ def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: st
               retries: 2
               start_period: 10s
           db:
-            build: ./db
-            init: true
-            volumes: ["data:/data"]
+            {db_lines}
         volumes:
-          data: {{}}
+          {volume}: {{}}
         x-immutdock:
           router:
             service: web

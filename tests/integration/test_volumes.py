@@ -11,7 +11,6 @@ import io
 import json
 import subprocess
 import tarfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .hosts import postgres_image
-from .support import Load, TinyApp, cleanup, free_port, json_out, run_cli, write_web
+from .support import Load, TinyApp, cleanup, compose_yaml, free_port, json_out, run_cli, write_web
 
 pytestmark = pytest.mark.engine
 
@@ -77,26 +76,8 @@ class Writer:
 
 def _pg_app(root: Path, name: str, image: str, port: int) -> Path:
     write_web(root / "web", {"healthz": "ok\n", "cgi-bin/ok": "#!/bin/sh\necho; echo ok\n"})
-    (root / "compose.yaml").write_text(textwrap.dedent(f"""\
-        name: {name}
-        services:
-          web:
-            build: ./web
-            init: true
-            stop_grace_period: 5s
-          db:
-            image: {image}
-            volumes: ["pgdata:/var/lib/postgresql/data"]
-        volumes:
-          pgdata: {{}}
-        x-immutdock:
-          router:
-            service: web
-            port: 8000
-            publish: "127.0.0.1:{port}"
-            health: {{path: /healthz, timeout: 30}}
-          stateful: [db]
-        """))
+    (root / "compose.yaml").write_text(compose_yaml(
+        name, port, db=f'image: {image}\nvolumes: ["pgdata:/var/lib/postgresql/data"]', volume="pgdata"))
     return root
 
 
