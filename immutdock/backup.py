@@ -2,6 +2,12 @@
 volume, release, time, the archive's SHA-256 and one SHA-256 per file), restored into the
 volume or a new one, and verified by restoring it into a scratch volume.
 
+A volume the file gives a dump command (`x-immutdock.volumes.KEY: {dump, load}`) is backed up
+by that command instead, run in its stateful service's container while it keeps serving
+(e.g. pg_dump); its output is the backup (`APP-VOLUME-TIME.dump.gz`). It is restored by the
+load command, with the dump on its standard input: in the running service, or, into a new or
+scratch volume, in a copy of the service started on that volume.
+
 The bytes move through the engine's archive API from a helper container that mounts the
 volume (the image built from `volumes/`), so the same code reads a volume on the local engine
 or on a host over SSH. The helper answers what is asked of the files in a volume (size, the
@@ -19,6 +25,8 @@ import json
 import os
 import re
 import tarfile
+import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +37,7 @@ from immutdock import labels as L
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import ConfigError, EngineError, ImmutdockError
 from immutdock.files import CHUNK, Bar, Hashed, chunks, file_digest, write_new
-from immutdock.model import App
+from immutdock.model import App, VolumeDump
 
 if TYPE_CHECKING:
     from immutdock.compose import Compose
@@ -37,7 +45,8 @@ if TYPE_CHECKING:
 HELPER_REPOSITORY = "immutdock-volumes"
 MOUNT = "/v"
 HELPER = "/usr/local/bin/volume-helper"
-ARCHIVE, MANIFEST = ".tar.gz", ".json"
+ARCHIVE, DUMP, MANIFEST = ".tar.gz", ".dump.gz", ".json"
+FILES, DUMPED = "files", "dump"  # a backup's kind: a copy of the files, or a dump command's output
 FORMAT = 1
 
 
@@ -55,10 +64,13 @@ class Manifest:
     archive: str  # the .tar.gz's file name, beside the manifest
     sha256: str  # of the archive
     size: int  # of the archive
-    tar_bytes: int  # the tar before compression
+    tar_bytes: int  # the tar (or the dump) before compression
     files: Mapping[str, str] = field(default_factory=dict)  # path in the volume -> SHA-256
     stopped: tuple[str, ...] = ()  # services stopped for the copy
     format: int = FORMAT
+    kind: str = FILES
+    service: str | None = None  # a dump's: the service that ran the dump command
+    dump_sha256: str | None = None  # a dump's, before compression
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -77,7 +89,7 @@ class Manifest:
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(str(path), f"not a backup manifest ({exc})", "name the .json written with the backup") \
                 from None
-        if made.format != FORMAT or not made.archive or "/" in made.archive:
+        if made.format != FORMAT or not made.archive or "/" in made.archive or made.kind not in (FILES, DUMPED):
             raise ConfigError(str(path), "not a backup manifest of this immutdock", "name the .json written with it")
         return made
 
@@ -151,10 +163,23 @@ def kept(folder: Path, app: str, volume: str) -> list[Path]:
 
 
 def manifest_of(path: Path) -> Path:
-    """The manifest beside a backup named by its .tar.gz or its .json."""
-    if path.name.endswith(ARCHIVE):
-        return path.with_name(path.name[: -len(ARCHIVE)] + MANIFEST)
+    """The manifest beside a backup named by its .tar.gz, .dump.gz or .json."""
+    for suffix in (ARCHIVE, DUMP):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)] + MANIFEST)
     return path
+
+
+def archive_of(manifest: Path) -> Path:
+    """The archive beside a manifest (its .tar.gz, or the .dump.gz of a dump)."""
+    stem = manifest.with_name(manifest.name[: -len(MANIFEST)])
+    dump = stem.with_name(stem.name + DUMP)
+    return dump if dump.exists() else stem.with_name(stem.name + ARCHIVE)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "(it printed no error)"
 
 
 def _clean(path: str) -> str:
@@ -247,23 +272,34 @@ class Volumes:
         if not self.own(engine_volume, key):
             raise ConfigError(key, f"volume {engine_volume} does not exist on the engine yet",
                               "release the app once; it creates its volumes")
-        stopped = to_stop(self.app, containers, engine_volume)
+        dump = self.app.settings.volumes.get(key)
+        dumper = self.runs_dump(key, dump, containers, engine_volume) if dump else None
+        raw_digest: str | None = None
+        stopped = [] if dump else to_stop(self.app, containers, engine_volume)
+        suffix = DUMP if dump else ARCHIVE
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         stem = file_stem(self.app.name, key, now)
         taken = 1
-        while (into / (stem + ARCHIVE)).exists() or (into / (stem + MANIFEST)).exists():  # two in one second
+        while any((into / (stem + end)).exists() for end in (ARCHIVE, DUMP, MANIFEST)):  # two in one second
             taken += 1
             stem = f"{file_stem(self.app.name, key, now)}-{taken}"
-        archive, manifest = into / (stem + ARCHIVE), into / (stem + MANIFEST)
-        partial = into / (stem + ARCHIVE + ".partial")
-        total = self.size(engine_volume)
+        archive, manifest = into / (stem + suffix), into / (stem + MANIFEST)
+        partial = into / (stem + suffix + ".partial")
         try:
-            with partial.open("xb") as out, self._stopped(stopped, "for a consistent copy"):
-                files, tar_bytes, digest, size = self._copy(engine_volume, out, total, f"backing up {key}")
+            with partial.open("xb") as out:
+                if dump and dumper:
+                    raw_digest, tar_bytes, digest, size = self._dump(key, dump, dumper, out)
+                    files: dict[str, str] = {}
+                else:
+                    total = self.size(engine_volume)
+                    with self._stopped(stopped, "for a consistent copy"):
+                        files, tar_bytes, digest, size = self._copy(engine_volume, out, total, f"backing up {key}")
             made = Manifest(app=self.app.name, volume=key, engine_volume=engine_volume, release=release,
                             created=now.isoformat().replace("+00:00", "Z"), archive=archive.name, sha256=digest,
                             size=size, tar_bytes=tar_bytes, files=files,
-                            stopped=tuple(sorted({c.service for c in stopped})))
+                            stopped=tuple(sorted({c.service for c in stopped})),
+                            kind=DUMPED if dump else FILES, service=dump.service if dump else None,
+                            dump_sha256=raw_digest)
             write_new(manifest.with_name(manifest.name + ".partial"), json.dumps(made.as_json(), indent=1) + "\n")
             os.replace(partial, archive)
             os.replace(manifest.with_name(manifest.name + ".partial"), manifest)
@@ -303,6 +339,42 @@ class Volumes:
         os.fsync(out.fileno())
         self.bar(what, read[0], read[0])
         return files, read[0], hashed.digest.hexdigest(), hashed.size
+
+    def runs_dump(self, key: str, dump: VolumeDump, containers: Sequence[ContainerState],
+                  engine_volume: str) -> ContainerState:
+        """The running container of the service that runs the volume's dump command."""
+        for c in users(containers, engine_volume):
+            if c.service == dump.service and c.status == "running" and c.labels.get(L.ROLE) == "state":
+                return c
+        raise ConfigError(key, f"{dump.service} is not running, and the dump of {key} runs in it",
+                          f"start it (immutdock heal --stateful), then back up again")
+
+    def _dump(self, key: str, dump: VolumeDump, container: ContainerState,
+              out: BinaryIO) -> tuple[str, int, str, int]:
+        """Run the dump command in `container`, its output compressed into `out`. (SHA-256 and
+        size of the dump, SHA-256 and size of what was written)."""
+        raw, hashed, what = hashlib.sha256(), Hashed(out), f"dumping {key}"
+        dumped = [0]
+        self.say(f"running the dump command of {key} in {dump.service} ({container.name}); it keeps running")
+        with gzip.GzipFile(filename="", mode="wb", fileobj=hashed, compresslevel=6, mtime=0) as packed:
+            def got(data: bytes) -> None:
+                packed.write(data)
+                raw.update(data)
+                dumped[0] += len(data)
+                self.bar(what, dumped[0], 0)
+
+            code, errors = self.engine.exec_stream(container.id, list(dump.dump), f"dump {key} in {dump.service}",
+                                                   stdout=got)
+        fix = f"fix x-immutdock.volumes.{key}.dump (run it with docker exec to see); no backup was written"
+        if code != 0:
+            raise ImmutdockError(f"the dump command of {key} failed in {dump.service} with exit code {code}: "
+                                 f"{_last_line(errors)}", fix)
+        if not dumped[0]:
+            raise ImmutdockError(f"the dump command of {key} printed nothing", fix)
+        out.flush()
+        os.fsync(out.fileno())
+        self.bar(what, dumped[0], dumped[0])
+        return raw.hexdigest(), dumped[0], hashed.digest.hexdigest(), hashed.size
 
     @contextmanager
     def _stopped(self, containers: Sequence[ContainerState], why: str, after_failure: bool = True) -> Iterator[None]:
@@ -378,6 +450,8 @@ class Volumes:
         except BackupBroken as exc:
             raise ConfigError(str(archive), exc.message, "restore another backup; nothing was changed") from None
         exists = self.own(engine_volume, key)
+        if manifest.kind == DUMPED:
+            return self._restore_dump(manifest, archive, key, engine_volume, exists, containers, force)
         stop: list[ContainerState] = []
         if exists:
             running = [c for c in users(containers, engine_volume) if c.status == "running"]
@@ -404,14 +478,126 @@ class Volumes:
                 raise
         return engine_volume, not exists
 
-    def verify(self, manifest: Manifest, archive: Path) -> int:
-        """Restore into a scratch volume and compare every file; the scratch volume is removed.
-        The number of files compared."""
+    def verify(self, manifest: Manifest, archive: Path, containers: Sequence[ContainerState] = ()) -> int:
+        """Restore into a scratch volume and compare every file (a dump: load it into a copy of
+        its service started on the scratch volume); the scratch volume is removed. The number of
+        files compared."""
+        source = self._dump_source(manifest, containers) if manifest.kind == DUMPED else None
         self.check(manifest, archive)
         scratch = f"immutdock-verify-{os.urandom(4).hex()}"
         self.engine.create_volume(scratch, {L.APP: self.app.name, L.ROLE: "scratch"})
         try:
-            self.unpack(manifest, archive, scratch, clear=False)
+            if source is not None:
+                self._load_in_copy(manifest, archive, source, scratch)
+            else:
+                self.unpack(manifest, archive, scratch, clear=False)
         finally:
             self.engine.remove_volume(scratch)
         return len(manifest.files)
+
+    # -- dumps -------------------------------------------------------------------------------
+    def _loader(self, manifest: Manifest) -> VolumeDump:
+        dump = self.app.settings.volumes.get(manifest.volume)
+        if dump is None:
+            raise ConfigError(manifest.archive, f"a dump of {manifest.volume}, loaded by the command "
+                              f"x-immutdock.volumes.{manifest.volume}.load, which the file does not set",
+                              "set dump: and load: for the volume again")
+        return dump
+
+    def _dump_source(self, manifest: Manifest, containers: Sequence[ContainerState]) -> ContainerState:
+        """The container of the dump's service that a copy is made like: its image, environment
+        and health check (which tells when the copy is ready for the load)."""
+        dump = self._loader(manifest)
+        mounted = self.app.volume_name(manifest.volume)
+        found = [c for c in containers if c.service == dump.service and c.labels.get(L.ROLE) == "state"
+                 and mounted in c.volumes]
+        if not found:
+            raise ConfigError(manifest.archive, f"no container of {dump.service} to start a copy of for the load",
+                              "release the app first")
+        if not self.engine.health_test(found[0].id):
+            raise ConfigError(f"services.{dump.service}.healthcheck", f"{dump.service} has no health check, so a "
+                              "copy of it started for the load cannot tell when it is ready",
+                              f"give {dump.service} a healthcheck: in the compose file (e.g. test: pg_isready "
+                              f"-h 127.0.0.1) and release it")
+        return found[0]
+
+    def _restore_dump(self, manifest: Manifest, archive: Path, key: str, engine_volume: str, exists: bool,
+                      containers: Sequence[ContainerState], force: bool) -> tuple[str, bool]:
+        """Load a dump: by its running service when it runs on the volume (only with `force`),
+        else by a copy of the service started on the volume (new, empty, or emptied with `force`)."""
+        dump = self._loader(manifest)
+        running = [c for c in users(containers, engine_volume) if c.status == "running"] if exists else []
+        if running:
+            serving = sorted({c.service or c.name for c in running
+                              if not (c.service == dump.service and c.labels.get(L.ROLE) == "state")})
+            if serving:
+                raise ConfigError(key, f"volume {engine_volume} is mounted by {', '.join(serving)}, not only by "
+                                  f"{dump.service}, which loads the dump", "restore --into NEW_VOLUME")
+            if not force:
+                raise ConfigError(key, f"{dump.service} runs on volume {engine_volume}, and the load replaces "
+                                  "what its database holds", f"add --force to load the dump into the running "
+                                  f"{dump.service}, or restore --into NEW_VOLUME")
+            target = next(c for c in running if c.service == dump.service)
+            self.say(f"loading the dump into {dump.service} ({target.name}); it keeps running")
+            self._load(manifest, archive, target.id, dump)
+            return engine_volume, False
+        source = self._dump_source(manifest, containers)
+        if exists and not force and not self.is_empty(engine_volume):
+            raise ConfigError(key, f"volume {engine_volume} is not empty",
+                              "add --force to replace what it holds, or restore --into NEW_VOLUME")
+        if not exists:
+            self.engine.create_volume(engine_volume, {L.APP: self.app.name, L.ROLE: "volume"})
+        try:
+            if exists:
+                code, out = self._helper(engine_volume, "rw", "clear")
+                if code != 0:
+                    raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
+            self._load_in_copy(manifest, archive, source, engine_volume)
+        except BaseException:
+            if not exists:
+                self.engine.remove_volume(engine_volume)
+            raise
+        return engine_volume, not exists
+
+    def _load_in_copy(self, manifest: Manifest, archive: Path, source: ContainerState, engine_volume: str) -> None:
+        """Start a copy of the dump's service on `engine_volume`, wait until its health check
+        passes, load the dump into it, and stop it."""
+        dump = self._loader(manifest)
+        self.say(f"starting a copy of {dump.service} on volume {engine_volume} for the load")
+        with self.engine.copy_of(source.id, self.app.volume_name(manifest.volume), engine_volume,
+                                 helper_labels(self.app.name)) as cid:
+            self._healthy(cid, dump.service)
+            self._load(manifest, archive, cid, dump)
+
+    def _healthy(self, cid: str, service: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = (self.engine.inspect_container(cid) or {}).get("State") or {}
+            if state.get("Status") != "running":
+                raise EngineError(f"the copy of {service} stopped before it was ready: "
+                                  f"{_last_line(self.engine.logs(cid))}", f"see how {service} starts on an empty volume")
+            if (state.get("Health") or {}).get("Status") == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise EngineError(f"the copy of {service} was not healthy after {timeout:.0f} s",
+                                  f"check {service}'s health check")
+            time.sleep(0.25)
+
+    def _load(self, manifest: Manifest, archive: Path, cid: str, dump: VolumeDump) -> None:
+        """Run the load command in container `cid`, the dump on its standard input."""
+        code, errors = self.engine.exec_stream(cid, list(dump.load), f"load {manifest.volume} in {dump.service}",
+                                               stdin=_unzipped(archive, self.bar, f"loading {manifest.volume}"))
+        if code != 0:
+            raise BackupBroken(f"the load command of {manifest.volume} failed in {dump.service} with exit code "
+                               f"{code}: {_last_line(errors)}", f"fix x-immutdock.volumes.{manifest.volume}.load; "
+                               "the database may hold part of the dump")
+
+
+def _unzipped(archive: Path, bar: Bar, what: str) -> Iterator[bytes]:
+    """A gzip file's content in pieces, `bar` counting the compressed bytes read."""
+    unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for chunk in chunks(archive, bar, what):
+        if data := unpack.decompress(chunk):
+            yield data
+    if data := unpack.flush():
+        yield data

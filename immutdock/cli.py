@@ -1010,6 +1010,19 @@ def volumes() -> None:
     archive's SHA-256 and one SHA-256 per file). Stateful services that mount the volume
     are stopped for a consistent copy and started again; swapped services keep serving.
 
+    A volume the file gives a dump command is backed up by it instead, run in its stateful
+    service while that keeps serving; the output is APP-VOLUME-TIME.dump.gz. Its load
+    command reads it back on its standard input: in the running service (restore --force),
+    or in a copy of the service started on the new or scratch volume (restore --into,
+    verify), which waits for the service's health check:
+
+    \b
+      x-immutdock:
+        volumes:
+          pgdata:
+            dump: pg_dump -Fc -U app app
+            load: pg_restore --clean --if-exists -U app -d app
+
     \b
       immutdock volumes ls                          # the app's volumes and their backups
       immutdock volumes backup --verify             # every volume, each restored once to check it
@@ -1097,8 +1110,8 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
                 rows.append({"host": host, "volume": key, "engine_volume": name,
                              "exists": ops.engine.volume_exists(name),
                              "mounted_by": [c.name for c in backup.users(state.containers, name)],
-                             "backups": [str(p.with_name(p.name[: -len(backup.MANIFEST)] + backup.ARCHIVE))
-                                         for p in kept]})
+                             "dump": bool(app.settings.volumes.get(key)),
+                             "backups": [str(backup.archive_of(p)) for p in kept]})
 
     def human() -> None:
         for r in rows:
@@ -1151,11 +1164,11 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                     row = {"host": host, "volume": key, "engine_volume": name, "archive": str(into / made.archive),
                            "manifest": str(backup.manifest_of(into / made.archive)), "sha256": made.sha256,
                            "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
-                           "stopped": list(made.stopped), "release": release,
-                           "seconds": round(time.monotonic() - t0, 2), "verified": None}
+                           "kind": made.kind, "dumped_by": made.service, "stopped": list(made.stopped),
+                           "release": release, "seconds": round(time.monotonic() - t0, 2), "verified": None}
                     if and_verify:
-                        ops.verify(made, into / made.archive)
-                        row["verified"] = len(made.files)
+                        ops.verify(made, into / made.archive, state.containers)
+                        row["verified"] = True
                     rows.append(row)
             finally:
                 lock.release(ops.engine, app.name)
@@ -1164,8 +1177,9 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
         from immutdock.fleet import size_text
 
         for r in rows:
+            what = f"dumped by {r['dumped_by']}, which kept running" if r["kind"] == "dump" else f"{r['files']} files"
             click.echo((f"{r['host']}: " if r["host"] else "")
-                       + f"backed up {r['volume']} to {r['archive']} ({size_text(r['size'])}, {r['files']} files"
+                       + f"backed up {r['volume']} to {r['archive']} ({size_text(r['size'])}, {what}"
                        + (f", {', '.join(r['stopped'])} stopped meanwhile" if r["stopped"] else "")
                        + (", verified" if r["verified"] is not None else "") + ")")
     ctx.emit({"app": app.name, "outcome": "backed up", "backups": rows}, human)
@@ -1183,7 +1197,9 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     another. The archive's checksum is checked first and every file after. Refused (exit 2,
     nothing changed) for a backup of another app, a corrupt archive, a volume a swapped
     service mounts, or one that is not empty without --force. Stateful services that mount
-    the volume are stopped meanwhile and started again. Takes the release lock."""
+    the volume are stopped meanwhile and started again. A dump is loaded by its load
+    command: into the running service (with --force), or into a copy of the service started
+    on the --into volume. Takes the release lock."""
     from immutdock import lock
     from immutdock.observe import observe
 
@@ -1201,11 +1217,11 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
         finally:
             lock.release(ops.engine, app.name)
     data = {"app": app.name, "host": host, "outcome": "restored", "backup": str(archive), "volume": volume,
-            "created": made,
+            "created": made, "kind": manifest.kind,
             "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
             "seconds": round(time.monotonic() - t0, 2)}
-    ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} "
-                                      f"({len(manifest.files)} files checked)"))
+    how = f"loaded by {manifest.service}" if manifest.kind == "dump" else f"{len(manifest.files)} files checked"
+    ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} ({how})"))
 
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -1217,14 +1233,20 @@ _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def volumes_verify(ctx: Ctx, backup_path: Path) -> None:
     """Prove a backup restores: check the archive's checksum, restore it into a scratch
     volume, compare every file's SHA-256 with the manifest, remove the scratch volume.
-    Exit 1 on any difference."""
+    A dump is loaded by the load command into a copy of its service started on the scratch
+    volume. Exit 1 on any difference or a load that fails."""
+    from immutdock.observe import observe
+
     app = ctx.load()
     manifest, archive = _read_backup(backup_path)
     with _volume_ops(ctx, app, one=True) as engines:
-        files = engines[0][1].verify(manifest, archive)
-    data = {"app": app.name, "outcome": "verified", "backup": str(archive), "files": files, "sha256": manifest.sha256}
-    ctx.emit(data, lambda: click.echo(f"{archive.name}: restored into a scratch volume, {files} files as in "
-                                      f"its manifest"))
+        ops = engines[0][1]
+        files = ops.verify(manifest, archive, observe(ops.engine, app.name).containers)
+    data = {"app": app.name, "outcome": "verified", "backup": str(archive), "kind": manifest.kind, "files": files,
+            "sha256": manifest.sha256}
+    how = f"loaded into a copy of {manifest.service}" if manifest.kind == "dump" else \
+        f"{files} files as in its manifest"
+    ctx.emit(data, lambda: click.echo(f"{archive.name}: restored into a scratch volume, {how}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ import yaml
 
 from immutdock import infer
 from immutdock.errors import ConfigError
-from immutdock.model import App, BuildSecret, BuildSpec, Service, frozen_mapping
+from immutdock.model import App, BuildSecret, BuildSpec, Service, VolumeDump, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -284,11 +284,36 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
         if services[name].definition.get("network_mode"):
             raise ConfigError(f"services.{name}.network_mode", "a routed service must join networks",
                               "remove network_mode")
+    settings = dataclasses.replace(settings, volumes=frozen_mapping(
+        {key: _dumped_by(key, dump, model.get("volumes") or {}, services) for key, dump in settings.volumes.items()}))
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
                services=frozen_mapping(services), volumes=frozen_mapping(model.get("volumes") or {}),
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
                configs=frozen_mapping(model.get("configs") or {}),
                settings=settings, roles=roles, warnings=tuple(warnings), profiles=active_profiles())
+
+
+def _dumped_by(key: str, dump: VolumeDump, volumes: Mapping[str, Any], services: Mapping[str, Service]) -> VolumeDump:
+    """The dump's service: the stateful service that mounts volume `key` (the one named, or the
+    only one)."""
+    path = f"{BLOCK}.volumes.{key}"
+    if key not in volumes:
+        raise ConfigError(path, "is not a named volume of this file",
+                          f"use one of: {', '.join(sorted(volumes)) or '(none: declare it under volumes:)'}")
+    mounting = [s.name for s in services.values() if s.stateful and any(
+        isinstance(m, Mapping) and m.get("type") == "volume" and m.get("source") == key
+        for m in s.definition.get("volumes") or [])]
+    if dump.service:
+        if dump.service not in mounting:
+            raise ConfigError(f"{path}.service", f"{dump.service!r} is not a stateful service that mounts {key}",
+                              f"name one that does: {', '.join(mounting) or '(none)'}")
+        return dump
+    if len(mounting) != 1:
+        raise ConfigError(f"{path}.service", f"{len(mounting)} stateful services mount {key}" +
+                          (f" ({', '.join(mounting)})" if mounting else ""),
+                          "name the one whose container runs the dump, e.g. service: db" if mounting else
+                          "a dump runs in the stateful service that mounts the volume: mount it in one")
+    return dataclasses.replace(dump, service=mounting[0])
 
 
 def active_profiles() -> tuple[str, ...]:

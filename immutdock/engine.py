@@ -350,6 +350,114 @@ class Engine:
         code = inspected.get("ExitCode")
         return int(code if code is not None else 1), demux(out.body if out else b"").decode("utf-8", "replace")
 
+    def exec_stream(self, cid: str, argv: list[str], what: str, stdin: Iterable[bytes] | None = None,
+                    stdout: Callable[[bytes], None] | None = None, timeout: float = 3600) -> tuple[int, str]:
+        """Run `argv` in a running container with its output streamed: each piece of standard
+        output goes to `stdout` as it comes, `stdin` (when given) is written to it meanwhile and
+        then closed. (exit code, the end of its standard error). `timeout`: the longest wait
+        for the next piece of output."""
+        import socket as sockets
+
+        from docker.utils.socket import next_frame_header, read_exactly
+
+        api = self.client.api
+        exec_id = self._call(what, lambda: api.exec_create(cid, argv, stdin=stdin is not None, stdout=True,
+                                                           stderr=True, tty=False)["Id"])
+        sock = self._call(what, lambda: api.exec_start(exec_id, socket=True))
+        raw = getattr(sock, "_sock", sock)
+        errors = bytearray()
+        broke: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                for chunk in stdin or ():
+                    raw.sendall(chunk)
+            except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+                broke.append(exc)
+            finally:
+                try:
+                    raw.shutdown(sockets.SHUT_WR)  # the command reads the end of its input
+                except OSError:
+                    pass
+
+        feeder = None
+        try:
+            raw.settimeout(timeout)
+            if stdin is not None:
+                import threading
+
+                feeder = threading.Thread(target=feed, daemon=True)
+                feeder.start()
+            while True:
+                interrupts.checkpoint()
+                stream, size = next_frame_header(sock)
+                if size <= 0:
+                    break
+                data = read_exactly(sock, size)
+                if stream == 2:
+                    errors.extend(data)
+                    del errors[:-65536]
+                elif stdout is not None:
+                    stdout(data)
+        except OSError as exc:
+            raise EngineError(f"{what}: the stream broke ({_short(exc)})", "try again") from None
+        finally:
+            if feeder is not None:
+                feeder.join(timeout=5)
+            try:
+                sock.close()
+            except OSError:
+                pass
+        if broke:
+            exc = broke[0]
+            if isinstance(exc, (EngineError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+                raise exc
+            raise EngineError(f"{what}: writing its input broke ({_short(exc)})", "try again")
+        code = None
+        for _ in range(50):  # its output ended; its exit code follows
+            found = self._json(what, f"/exec/{exec_id}/json") or {}
+            code = found.get("ExitCode")
+            if not found.get("Running") and code is not None:
+                break
+            time.sleep(0.1)
+        return int(code if code is not None else 1), errors.decode("utf-8", "replace")
+
+    @contextmanager
+    def copy_of(self, cid: str, replaced: str, volume: str, labels: Mapping[str, str],
+                check_every: float = 1.0) -> Iterator[str]:
+        """A started container made like container `cid` (its image, entrypoint, command,
+        environment, user and health check, run every `check_every` seconds) with only `volume`
+        mounted, where `cid` mounts volume `replaced`, and no network; stopped within its grace
+        period and removed afterwards."""
+        data = self.inspect_container(cid)
+        if data is None:
+            raise EngineError(f"container {cid[:12]} is gone", "run the command again")
+        where = next((m["Destination"] for m in data.get("Mounts") or [] if m.get("Name") == replaced), None)
+        if where is None:
+            raise EngineError(f"container {data['Name'].lstrip('/')} does not mount volume {replaced}")
+        config = data.get("Config") or {}
+        check = dict(config.get("Healthcheck") or {})
+        if check.get("Test"):
+            check.update(Interval=int(check_every * 1e9), StartPeriod=0, Retries=max(int(check.get("Retries") or 0),
+                                                                                     3))
+        api = self.client.api
+        grace = int(config.get("StopTimeout") or 10)
+        with self._throwaway(f"a copy of {data['Name'].lstrip('/')}", str(data["Image"]),
+                             entrypoint=config.get("Entrypoint"), command=config.get("Cmd"),
+                             environment=config.get("Env"), user=config.get("User") or None,
+                             working_dir=config.get("WorkingDir") or None, labels=dict(labels),
+                             stop_signal=config.get("StopSignal"), network_disabled=True,
+                             healthcheck=check or None,
+                             host_config=api.create_host_config(binds=[f"{volume}:{where}:rw"])) as copy:
+            self._call("start a copy of the service", lambda: api.start(copy))
+            yield copy
+            self._call("stop the copy of the service", lambda: api.stop(copy, timeout=grace))
+
+    def health_test(self, cid: str) -> list[str]:
+        """A container's health check command ([] when it has none)."""
+        test = (((self.inspect_container(cid) or {}).get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+        return [] if not test or test[0] == "NONE" else list(test)
+
     def stop_container(self, c: ContainerState) -> None:
         """Stop one container within its own grace period (kept, to be started again)."""
         self._request(f"stop {c.name}", "POST", f"/containers/{c.id}/stop", {"t": c.stop_timeout},

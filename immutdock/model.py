@@ -126,6 +126,16 @@ class Target:
 
 
 @dataclass(frozen=True)
+class VolumeDump:
+    """How a volume is backed up while its service keeps running: `dump` runs in the service's
+    container and prints the backup; `load` reads one on its standard input (restore, verify)."""
+
+    dump: tuple[str, ...]
+    load: tuple[str, ...]
+    service: str = ""  # the stateful service that mounts the volume (config.validate fills it in)
+
+
+@dataclass(frozen=True)
 class Settings:
     router: Router | None = None
     stateful: tuple[str, ...] = ()
@@ -135,6 +145,7 @@ class Settings:
     # before traffic moves (a failure undoes the release); "post-switch" after it.
     hooks: Mapping[str, tuple[PreReleaseTest, ...]] = field(default_factory=frozen_mapping)
     targets: Mapping[str, Target] = field(default_factory=frozen_mapping)
+    volumes: Mapping[str, VolumeDump] = field(default_factory=frozen_mapping)  # by the volume's key
 
 
 @dataclass(frozen=True)

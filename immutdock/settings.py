@@ -8,10 +8,12 @@ import ipaddress
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
-from immutdock.model import EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target, frozen_mapping
+from immutdock.model import (EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target,
+                             VolumeDump, frozen_mapping)
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes"}
+_VOLUME_KEYS = {"dump", "load", "service"}
 _TARGET_KEYS = {"hosts", "parallel", "canary", "registry"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
@@ -206,14 +208,42 @@ def _test(value: Any, path: str, services: set[str], inactive: Mapping[str, list
     block = _mapping(value, path)
     _no_unknown(block, _TEST_KEYS, path)
     service = _service_name(block, path, services, f"the service whose image runs {what}", inactive)
-    command = block.get("command")
+    return PreReleaseTest(service=service, command=_command(block.get("command"), f"{path}.command",
+                                                            '["pytest", "-q"]'))
+
+
+def _command(command: Any, path: str, example: str) -> tuple[str, ...]:
+    """A command list, or a string run by `sh -c`."""
     if isinstance(command, str):
-        command = ["sh", "-c", command]
+        command = ["sh", "-c", command] if command.strip() else []
     if not isinstance(command, list) or not command or not all(isinstance(c, (str, int, float)) for c in command):
-        raise ConfigError(f"{path}.command", "must be a command list or string", 'e.g. command: ["pytest", "-q"]')
+        raise ConfigError(path, "must be a command list or string", f"e.g. {path.rsplit('.', 1)[-1]}: {example}")
     # compose's model keeps a literal $ escaped as $$ (its interpolation already ran), and the
     # command runs with compose run's arguments, which compose does not read again.
-    return PreReleaseTest(service=service, command=tuple(str(c).replace("$$", "$") for c in command))
+    return tuple(str(c).replace("$$", "$") for c in command)
+
+
+def _volumes(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]]) -> Mapping[str, VolumeDump]:
+    """`volumes: {KEY: {dump: CMD, load: CMD, service: NAME}}`: a volume backed up by a command
+    of its running service instead of a copy of its files (config.validate checks the key and
+    the service against the file)."""
+    found: dict[str, VolumeDump] = {}
+    for key, spec in _mapping(value, path).items():
+        where = f"{path}.{key}"
+        block = _mapping(spec, where)
+        _no_unknown(block, _VOLUME_KEYS, where)
+        for needed in ("dump", "load"):
+            if needed not in block:
+                raise ConfigError(f"{where}.{needed}", "missing",
+                                  "a dump is a backup only with the command that loads it back: set both, e.g. "
+                                  "dump: pg_dump -Fc -U app app, load: pg_restore --clean --if-exists -U app -d app")
+        service = block.get("service")
+        if service is not None:
+            check_service(service, f"{where}.service", services, inactive)
+        found[str(key)] = VolumeDump(dump=_command(block["dump"], f"{where}.dump", "pg_dump -Fc -U app app"),
+                                     load=_command(block["load"], f"{where}.load", "pg_restore -U app -d app"),
+                                     service=str(service or ""))
+    return frozen_mapping(found)
 
 
 def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str]] | None = None) -> Settings:
@@ -236,7 +266,9 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
     targets = _targets(block.get("targets"), f"{BLOCK}.targets")
-    return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets)
+    volumes = _volumes(block.get("volumes"), f"{BLOCK}.volumes", services, inactive)
+    return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets,
+                    volumes=volumes)
 
 
 def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: int, meaning: str) -> int:

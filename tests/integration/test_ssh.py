@@ -494,7 +494,7 @@ def test_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path) -> Non
     assert made.returncode == 0, made.stderr
     rows = json_out(made)["backups"]
     assert [(r["host"], r["volume"], r["files"], r["verified"]) for r in rows] == [
-        (f"ssh://{first.alias}", "flags", 1, 1), (f"ssh://{second.alias}", "flags", 1, 1)], rows
+        (f"ssh://{first.alias}", "flags", 1, True), (f"ssh://{second.alias}", "flags", 1, True)], rows
     for r, host in zip(rows, (first, second)):  # each host's backup in its own folder here
         assert Path(r["archive"]).parent == backups / host.alias
         with tarfile.open(r["archive"], "r:gz") as tar:

@@ -74,10 +74,11 @@ class Writer:
         self._thread.join(timeout=60)
 
 
-def _pg_app(root: Path, name: str, image: str, port: int) -> Path:
+def _pg_app(root: Path, name: str, image: str, port: int, extra_block: str = "") -> Path:
     write_web(root / "web", {"healthz": "ok\n", "cgi-bin/ok": "#!/bin/sh\necho; echo ok\n"})
     (root / "compose.yaml").write_text(compose_yaml(
-        name, port, db=f'image: {image}\nvolumes: ["pgdata:/var/lib/postgresql/data"]', volume="pgdata"))
+        name, port, db=f'image: {image}\nvolumes: ["pgdata:/var/lib/postgresql/data"]', volume="pgdata",
+        extra_block=extra_block))
     return root
 
 
@@ -114,7 +115,7 @@ def test_a_postgres_volume_backed_up_under_write_load_restores_with_every_commit
         assert load.failures == [] and load.ok > 0, load.failures[:5]  # the swapped web kept serving
         row = json_out(done)["backups"][0]
         assert (row["volume"], row["stopped"], row["release"]) == ("pgdata", ["db"], "r1"), row
-        assert row["verified"] == row["files"] and row["files"] > 100, row  # a whole cluster, each file checked
+        assert row["verified"] is True and row["files"] > 100, row  # a whole cluster, each file checked
         assert writer.failed > 0 and len(writer.committed) > len(before)  # writes failed while stopped, then resumed
         assert "stopping db" in done.stderr and "starting db" in done.stderr, done.stderr
 
@@ -132,6 +133,96 @@ def test_a_postgres_volume_backed_up_under_write_load_restores_with_every_commit
         rows = set(map(int, _psql(copy, "SELECT id FROM t")[1].split()))
         assert before <= rows, f"{len(before - rows)} committed rows missing"
         assert rows <= writer.committed  # and nothing that was never committed
+    finally:
+        if copy is not None:
+            copy.remove(force=True)
+        cleanup(app_name)
+
+
+DUMPED = """\
+  volumes:
+    pgdata:
+      dump: pg_dump -h /tmp -U postgres -Fc postgres
+      load: pg_restore -h /tmp -U postgres -d postgres --clean --if-exists
+"""
+
+
+def _ids(container) -> set[int]:
+    code, out = _psql(container, "SELECT id FROM t")
+    assert code == 0, out
+    return set(map(int, out.split()))
+
+
+def test_a_postgres_volume_with_a_dump_command_is_dumped_while_it_serves_and_loads_back(
+        tmp_path: Path, engine, app_name: str) -> None:
+    image = postgres_image()
+    port = free_port()
+    root = _pg_app(tmp_path / "app", app_name, image, port, extra_block=DUMPED)
+    backups = tmp_path / "backups"
+    copy = None
+    try:
+        assert run_cli(root, "release").returncode == 0
+        db = _db(engine, app_name)
+        _wait_ready(db)
+        assert _psql(db, "CREATE TABLE t (id integer PRIMARY KEY)")[0] == 0
+        with Writer(engine, app_name) as writer, Load(f"http://127.0.0.1:{port}", clients=2) as load:
+            while len(writer.snapshot()) < 1000:
+                time.sleep(0.05)
+            before = writer.snapshot()
+            done = run_cli(root, "volumes", "backup", "--to", str(backups), "--verify", "--json")
+            while len(writer.snapshot()) < len(before) + 500:  # it writes on after the backup too
+                time.sleep(0.05)
+        assert done.returncode == 0, done.stderr
+        assert load.failures == [] and load.ok > 0, load.failures[:5]
+        assert writer.failed == 0, writer.failed  # the db was never stopped: every insert committed
+        row = json_out(done)["backups"][0]
+        assert (row["kind"], row["dumped_by"], row["stopped"], row["verified"]) == ("dump", "db", [], True), row
+        archive = Path(row["archive"])
+        assert archive.name.endswith(".dump.gz") and gzip.decompress(archive.read_bytes())[:5] == b"PGDMP"
+        manifest = json.loads(Path(row["manifest"]).read_text())
+        assert manifest["dump_sha256"] == hashlib.sha256(gzip.decompress(archive.read_bytes())).hexdigest()
+        assert "stopping db" not in done.stderr and "running the dump command of pgdata in db" in done.stderr
+        assert "starting a copy of db on volume immutdock-verify-" in done.stderr  # --verify loaded it
+        assert _db(engine, app_name).id == db.id  # the same container, never restarted
+        assert not [v for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")]
+        listed = json_out(run_cli(root, "volumes", "ls", "--to", str(backups), "--json"))["volumes"]
+        assert [(v["volume"], v["dump"], v["backups"]) for v in listed] == [("pgdata", True, [str(archive)])]
+
+        into = run_cli(root, "volumes", "restore", str(archive), "--into", "pgcopy", "--json")
+        assert into.returncode == 0 and json_out(into)["created"] is True, into.stderr
+        copy = engine.containers.run(image, detach=True, labels={"io.immutdock.app": app_name},
+                                     volumes={f"{app_name}_pgcopy": {"bind": "/var/lib/postgresql/data",
+                                                                      "mode": "rw"}})
+        _wait_ready(copy)
+        dumped = _ids(copy)
+        assert before <= dumped <= writer.committed, f"{len(before - dumped)} rows committed before are missing"
+        copy.remove(force=True)
+        copy = None
+
+        assert _psql(db, "DELETE FROM t WHERE id > 500")[0] == 0
+        refused = run_cli(root, "volumes", "restore", str(archive))  # the load replaces the live db's data
+        assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
+        assert len(_ids(db)) == 500
+        forced = run_cli(root, "volumes", "restore", str(archive), "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "it keeps running" in forced.stderr and "loading pgdata" in forced.stderr  # and its progress bar
+        assert _db(engine, app_name).id == db.id and _ids(db) == dumped
+
+        broken = root / "compose.yaml"  # a dump command that fails leaves no backup behind
+        broken.write_text(broken.read_text().replace("-U postgres -Fc", "-U nobody -Fc"))
+        failed = run_cli(root, "volumes", "backup", "--to", str(backups))
+        assert failed.returncode == 1, failed.stderr
+        assert "the dump command of pgdata failed in db with exit code 1" in failed.stderr
+        assert "nobody" in failed.stderr, failed.stderr
+        assert sorted(p.name for p in backups.iterdir()) == sorted([archive.name, Path(row["manifest"]).name])
+
+        garbage = gzip.compress(b"not a dump\n" * 100)  # right checksums, a dump pg_restore refuses
+        (tmp_path / "bad.dump.gz").write_bytes(garbage)
+        manifest.update(archive="bad.dump.gz", sha256=hashlib.sha256(garbage).hexdigest())
+        (tmp_path / "bad.json").write_text(json.dumps(manifest))
+        bad = run_cli(root, "volumes", "verify", str(tmp_path / "bad.json"))
+        assert bad.returncode == 1 and "the load command of pgdata failed in db" in bad.stderr, bad.stderr
+        assert not [v for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")]
     finally:
         if copy is not None:
             copy.remove(force=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -732,3 +733,35 @@ def test_services_keep_the_order_the_files_give_them() -> None:
     raws = [{"services": {"web": {}, "api": {}}}, {"services": {"db": {}, "api": {}}}]
     services = {"api": 1, "db": 2, "included": 3, "web": 4}  # compose sorts by name
     assert list(in_file_order(raws, services)) == ["web", "api", "db", "included"]
+
+
+def _dumps(volumes: Any) -> dict[str, Any]:
+    return {**full_block(), "volumes": volumes}
+
+
+def test_a_volume_dump_runs_in_the_stateful_service_that_mounts_it(tmp_path: Path) -> None:
+    app = validate(full_model(tmp_path), _dumps({"pg": {"dump": "pg_dump -Fc -U $$USER shop",
+                                                        "load": ["pg_restore", "-d", "shop"]}}), tmp_path)
+    dump = app.settings.volumes["pg"]
+    assert dump.service == "db"  # the only stateful service mounting pg
+    assert dump.dump == ("sh", "-c", "pg_dump -Fc -U $USER shop")  # compose's $$ is a literal $
+    assert dump.load == ("pg_restore", "-d", "shop")
+    named = validate(full_model(tmp_path), _dumps({"pg": {"dump": "a", "load": "b", "service": "db"}}), tmp_path)
+    assert named.settings.volumes["pg"].service == "db"
+
+
+@pytest.mark.parametrize("volumes, path, words", [
+    ({"pg": {"dump": "pg_dump"}}, "x-immutdock.volumes.pg.load", "missing"),
+    ({"pg": {"load": "pg_restore"}}, "x-immutdock.volumes.pg.dump", "missing"),
+    ({"pg": {"dump": "", "load": "x"}}, "x-immutdock.volumes.pg.dump", "command list or string"),
+    ({"pg": {"dump": "a", "load": "b", "stop": True}}, "x-immutdock.volumes.pg.stop", "unknown key"),
+    ({"nope": {"dump": "a", "load": "b"}}, "x-immutdock.volumes.nope", "not a named volume"),
+    ({"uploads": {"dump": "a", "load": "b"}}, "x-immutdock.volumes.uploads.service", "0 stateful services"),
+    ({"pg": {"dump": "a", "load": "b", "service": "web"}}, "x-immutdock.volumes.pg.service", "not a stateful"),
+    ({"pg": {"dump": "a", "load": "b", "service": "ghost"}}, "x-immutdock.volumes.pg.service", "not a service"),
+    (["pg"], "x-immutdock.volumes", "must be a mapping"),
+])
+def test_a_bad_volume_dump_is_refused_naming_the_key(tmp_path: Path, volumes: Any, path: str, words: str) -> None:
+    with raises_config(path) as info:
+        validate(full_model(tmp_path), _dumps(volumes), tmp_path)
+    assert words in str(info.value)
