@@ -337,3 +337,36 @@ def test_a_full_disk_leaves_no_backup_and_the_db_running(tiny: TinyApp, engine, 
     finally:
         subprocess.run(["umount", str(small)], check=True)
     assert tiny.visit() == "v1 1"  # the db was started again
+
+
+def test_a_dump_command_of_any_service_and_what_a_dump_needs(tiny: TinyApp, engine, tmp_path: Path) -> None:
+    compose = tiny.root / "compose.yaml"
+    compose.write_text(compose.read_text() + "  volumes:\n    data:\n      dump: tar -C /data -cf - .\n"
+                                             "      load: tar -C /data -xf -\n")
+    assert run_cli(tiny.root, "release").returncode == 0
+    assert tiny.visit() == "v1 1"
+    backups = tmp_path / "backups"
+    made = run_cli(tiny.root, "volumes", "backup", "--to", str(backups), "--json")
+    assert made.returncode == 0, made.stderr
+    row = json_out(made)["backups"][0]
+    assert (row["kind"], row["stopped"]) == ("dump", []), row
+    with tarfile.open(row["archive"], "r:gz") as tar:  # the dump is what the command printed: here a tar
+        assert tar.extractfile("./n").read() == b"1\n"
+
+    for argv in (["verify", row["archive"]], ["restore", row["archive"], "--into", "data2"]):
+        refused = run_cli(tiny.root, "volumes", *argv)  # a copy of db could not tell when it is ready
+        assert refused.returncode == 2, refused.stderr
+        assert "db has no health check" in refused.stderr and "healthcheck:" in refused.stderr, refused.stderr
+    assert not [v.name for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")
+                or v.name == f"{tiny.name}_data2"]
+
+    assert tiny.visit() == "v1 2"
+    forced = run_cli(tiny.root, "volumes", "restore", row["archive"], "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert tiny.visit() == "v1 2"  # loaded by the running db: the counter as it was dumped
+
+    db = engine.containers.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=state"]})[0]
+    db.stop()
+    stopped = run_cli(tiny.root, "volumes", "backup", "--to", str(backups))
+    assert stopped.returncode == 2 and "db is not running" in stopped.stderr, stopped.stderr
+    assert len(list(backups.iterdir())) == 2
