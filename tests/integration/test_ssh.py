@@ -5,6 +5,7 @@ failing host that stops the rollout, a re-run that finishes it, host keys, and t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -509,3 +510,26 @@ def test_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path) -> Non
     assert moved.returncode == 0, moved.stderr  # the first host's data, into a new volume on the second
     folder = second.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{app.name}_copy").stdout.strip()
     assert second.sh(f"cat {folder}/owner").stdout == f"{first.alias}\n"
+
+    # A dump and a load are a streamed exec: over SSH, its input reaches its end, and its
+    # output and exit code come back (the tunnel passes the half-close through).
+    hosts = app.hosts
+    old_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(hosts.home)
+    try:
+        opened = open_hosts(Target(name="t", hosts=(hosts.hosts[0].url,)), hosts.key, False)
+    finally:
+        os.environ["HOME"] = old_home or ""
+    try:
+        engine = opened[0].engine
+        running = [c for c in engine.containers(**{"io.immutdock.app": app.name, "io.immutdock.role": "color"})
+                   if c.status == "running"][0]
+        sent = os.urandom(3 << 20)
+        out: list[bytes] = []
+        code, errors = engine.exec_stream(running.id, ["sh", "-c", "md5sum; echo said >&2; exit 3"], "a test",
+                                          stdin=(sent[i:i + 65536] for i in range(0, len(sent), 65536)),
+                                          stdout=out.append)
+        assert (code, errors) == (3, "said\n")
+        assert b"".join(out).split()[0].decode() == hashlib.md5(sent).hexdigest()
+    finally:
+        close_hosts(opened)
