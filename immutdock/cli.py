@@ -966,30 +966,56 @@ def verify_command(ctx: Ctx, release_id: str | None, cached: bool, no_rebuild: b
                     a different ID means the build is not reproducible
     Exits 1 when a content hash differs (with --strict also when an image ID does), 0 otherwise.
     Nothing running is touched; the throwaway tag is removed.
+
+    With --target, each host's release (its live one, or --release) is compared: the images
+    as they are on the host, rebuilt here once for all hosts that run the same image.
     """
     from immutdock import verify
     from immutdock.compose import Compose
     from immutdock.observe import observe
 
     app = ctx.load()
-    if ctx.target(app) is not None:
-        raise ConfigError("--target", "verify works on the local engine only for now",
-                          "run it where the release was built")
-    state = observe(ctx.engine, app.name)
-    record = verify.pick_record(state.records, release_id, state.live_record.id if state.live_record else None)
+    target = ctx.target(app)
     compose = Compose()
+    done: dict[tuple[str, str, str | None], Any] = {}  # the same image on several hosts is checked once
+
+    def check(engine: Any) -> tuple[Any, list[Any]]:  # -> (Record, [ImageCheck])
+        state = observe(engine, app.name)
+        record = verify.pick_record(state.records, release_id, state.live_record.id if state.live_record else None)
+        checks = []
+        for service, ref in sorted(record.images.items()):
+            found = engine.inspect_image(ref)
+            key = (service, ref, (found or {}).get("Id"))
+            if key not in done:
+                done[key] = verify.check_image(app, ctx.engine, compose, service, ref, not no_rebuild, cached,
+                                               ctx.progress, found)
+            checks.append(done[key])
+        return record, checks
+
     try:
-        checks = [verify.check_image(app, ctx.engine, compose, service, ref, not no_rebuild, cached, ctx.progress)
-                  for service, ref in sorted(record.images.items())]
+        if target is None:
+            found = [(None, *check(ctx.engine))]
+        else:
+            with ctx.fleet(app, target) as fleet:
+                found = [(h.name, *check(h.engine)) for h in fleet.hosts]
     finally:
         compose.close()
-    differs = any(c.content_hash_equal is False for c in checks)
-    unreproducible = any(c.image_id_equal is False for c in checks)
-    outcome = "differs" if differs else ("not reproducible" if unreproducible else "verified")
-    data = {"app": app.name, "release": record.id, "outcome": outcome, "images": [c.as_json() for c in checks]}
-    ctx.emit(data, lambda: click.echo("\n".join([line for c in checks for line in c.lines()]
-                                                + [f"{record.id}: {outcome}"])))
-    sys.exit(1 if differs or (strict and unreproducible) else 0)
+    rows = []
+    for host, record, checks in found:
+        differs = any(c.content_hash_equal is False for c in checks)
+        unreproducible = any(c.image_id_equal is False for c in checks)
+        outcome = "differs" if differs else ("not reproducible" if unreproducible else "verified")
+        rows.append({"host": host, "release": record.id, "outcome": outcome, "differs": differs,
+                     "unreproducible": unreproducible, "images": [c.as_json() for c in checks],
+                     "lines": [line for c in checks for line in c.lines()] + [f"{record.id}: {outcome}"]})
+    if target is None:
+        data = {"app": app.name, **{k: rows[0][k] for k in ("release", "outcome", "images")}}
+    else:
+        data = {"app": app.name, "target": target.name,
+                "hosts": [{k: r[k] for k in ("host", "release", "outcome", "images")} for r in rows]}
+    ctx.emit(data, lambda: click.echo("\n".join(f"{r['host']}  {line}" if r["host"] else line
+                                                for r in rows for line in r["lines"])))
+    sys.exit(1 if any(r["differs"] or (strict and r["unreproducible"]) for r in rows) else 0)
 
 
 # -- volumes -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.build import MissingBase, build_inputs, build_one
@@ -75,13 +75,14 @@ def pick_record(records: tuple[Record, ...], wanted: str | None, live: str | Non
 
 
 def check_image(app: App, engine: Engine, compose: Compose, service: str, ref: str, rebuild: bool, cache: bool,
-                say: Callable[[str], None]) -> ImageCheck:
+                say: Callable[[str], None], found: Mapping[str, Any] | None) -> ImageCheck:
+    """Check one release image, `found` (its inspection where it runs; None when it is gone),
+    against the current checkout hashed and built on `engine` (where immutdock builds)."""
     svc = app.services.get(service)
     if svc is None:
         return ImageCheck(service, ref, None, note="not in the compose file any more: nothing to rebuild")
     if svc.build is None:
         return ImageCheck(service, ref, None, note=f"pulled ({svc.image}), not built: nothing to rebuild")
-    found = engine.inspect_image(ref)
     labels = ((found or {}).get("Config") or {}).get("Labels") or {}
     recorded_hash = labels.get(L.CONTENT_HASH, "")
     try:

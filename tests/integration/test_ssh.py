@@ -472,9 +472,23 @@ def test_the_target_lock_refuses_a_concurrent_release(app: RemoteApp) -> None:
         close_hosts(opened)
 
 
-def test_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path) -> None:
+def test_verify_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path) -> None:
     assert app.cli("release", "--target", "both").returncode == 0
     first, second = app.hosts.hosts
+    verified = app.cli("verify", "--target", "both", "--json")  # each host's release, against this checkout
+    assert verified.returncode == 0, verified.stderr
+    rows = json_out(verified)["hosts"]
+    assert [(r["host"], r["release"], [(i["service"], i["content_hash_equal"], i["image_id_equal"] is not None)
+                                       for i in r["images"]]) for r in rows] == [
+        (f"ssh://{h.alias}", "r1", [("web", True, True)]) for h in (first, second)], rows
+    assert rows[0]["images"][0]["recorded_id"] == first.docker("image", "inspect", "-f", "{{.Id}}",
+                                                               rows[0]["images"][0]["image"]).stdout.strip()
+    assert verified.stderr.count("rebuilding") == 1, verified.stderr  # the same image on both: rebuilt once
+    (app.root / "web" / "version").write_text("v9\n")
+    changed = app.cli("verify", "--target", "both", "--no-rebuild")
+    assert changed.returncode == 1 and changed.stdout.count("file version changed") == 2, changed.stdout
+    (app.root / "web" / "version").write_text("v1\n")
+
     web = first.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app.name}", "--filter",
                        "label=io.immutdock.role=color").stdout.split()[0]
     first.docker("exec", web, "sh", "-c", "echo edited > /www/version")  # a snowflake on the first host
