@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -47,6 +48,7 @@ class Ctx:
         self.started = time.monotonic()
         self._ahead: tuple[str, Future[Any]] | None = None  # (app name, what `load` prefetched for it)
         self._bars: Any = None  # rich progress bars of image shipping, made on first use
+        self._bars_lock = threading.Lock()  # hosts in parallel each move their own bar
 
     def say(self, message: str) -> None:
         """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
@@ -127,14 +129,15 @@ class Ctx:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-        if self._bars is None:
-            bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                            TextColumn("{task.fields[sent]}"), console=Console(stderr=True), transient=False)
-            bars.start()
-            self._bars = (bars, {})
-        bars, tasks = self._bars
-        if what not in tasks:
-            tasks[what] = bars.add_task(what, total=total, sent="")
+        with self._bars_lock:
+            if self._bars is None:
+                bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TextColumn("{task.fields[sent]}"), console=Console(stderr=True), transient=False)
+                bars.start()
+                self._bars = (bars, {})
+            bars, tasks = self._bars
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total, sent="")
         bars.update(tasks[what], completed=done, total=total or None, sent=note)
 
     def stop_bars(self) -> None:
@@ -518,7 +521,8 @@ def release(ctx: Ctx) -> None:
 @main.command(epilog=EPILOG)
 @click.option("--to", "to", default=None, metavar="RELEASE", help="Release id to go back to (e.g. r3).")
 @click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
-              help="Where `prune --archive` wrote the release's images, loaded back when they are gone.")
+              help="Where `prune --archive` wrote the release's images, loaded back when they are gone "
+                   "(with --target, each host's from DIR/HOST/).")
 @common
 def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     """Go back to the previous (or the named) release, without rebuilding.
@@ -530,12 +534,13 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     """
     app = ctx.load()
     target = ctx.target(app)
-    if target is not None and archive is not None:
-        raise ConfigError("--archive", "archives are restored on the local engine only for now",
-                          "run rollback --archive on each host")
     if target is not None:
         with ctx.fleet(app, target) as fleet:
-            result = fleet.rollback(to)
+            try:
+                result = fleet.rollback(to, archives={h: archive / _host_folder(h) for h in target.hosts}
+                                        if archive is not None else None, bar=ctx.bar)
+            finally:
+                ctx.stop_bars()
         ctx.emit(result.as_json(), lambda: click.echo(_hosts_text(result)))
         return
     deployer = ctx.deployer(app)
@@ -785,7 +790,7 @@ def _history_lines(app: Any, rows: list[dict[str, Any]], prefix: str = "") -> No
 @click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="First write each release whose images go into DIR: APP-rN.tar.gz (a gzip'd docker save) and "
                    "APP-rN.json (its SHA-256, image IDs and the release record); `rollback --to rN --archive DIR` "
-                   "brings it back.")
+                   "brings it back. With --target, each host's go into DIR/HOST/.")
 @common
 def prune(ctx: Ctx, keep: int | None, archive: Path | None) -> None:
     """Remove release images beyond --keep. Never a volume; never the live release nor the
@@ -795,14 +800,20 @@ def prune(ctx: Ctx, keep: int | None, archive: Path | None) -> None:
 
     app = ctx.load()
     target = ctx.target(app)
-    if target is not None and archive is not None:
-        raise ConfigError("--archive", "archives are written from the local engine only for now",
-                          "run prune --archive on each host")
     if archive is not None:
         _writable(archive, "--archive")
+        for host in target.hosts if target is not None else ():
+            _writable(archive / _host_folder(host), "--archive")
     if target is not None:
+        def one(h: Any) -> dict[str, Any]:
+            return _prune(fleet.deployer(h), keep, archive / _host_folder(h.name) if archive else None,
+                          lambda w, d, t, n=h.name: ctx.bar(f"{n}: {w}", d, t))
+
         with ctx.fleet(app, target) as fleet, fleet.locked("prune"):
-            found = fleet.each(lambda h: _prune(fleet.deployer(h), keep))
+            try:
+                found = fleet.each(one)
+            finally:
+                ctx.stop_bars()
         per_host = [{"host": h, **r} for h, r in zip(target.hosts, found)]
         ctx.emit({"target": target.name, "hosts": per_host},
                  lambda: [click.echo(f"{r['host']}  {line}") for r in per_host for line in _prune_lines(r)])

@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from immutdock import interrupts, lock, registry, ship, ssh
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError, ImmutdockError, Interrupted, LockHeld
+from immutdock.files import Bar
 from immutdock.model import App, Target
 from immutdock.plan import image_refs
 from immutdock.release import Deployer, Outcome, Prepared
@@ -213,7 +214,10 @@ class Fleet:
 
         return self.each(one)
 
-    def rollback(self, to: str | None) -> FleetOutcome:
+    def rollback(self, to: str | None, archives: Mapping[str, Path] | None = None,
+                 bar: Bar | None = None) -> FleetOutcome:
+        """Roll every host back (see Deployer.rollback); `archives`: each host's folder of
+        `prune --archive`, where images it lacks are loaded from."""
         t0 = time.monotonic()
         first = self._checked()
         result = FleetOutcome(target=self.target.name, kind="rollback",
@@ -226,7 +230,9 @@ class Fleet:
                 self._deliver(result, [router_plan.image], [h.name for h in self.hosts])
                 router_plan = dataclasses.replace(router_plan, cached=True)
             deployers = {h.name: self.deployer(h, Prepared((), router_plan)) for h in self.hosts}
-            self._roll(result, [h.name for h in self.hosts], lambda name: deployers[name].rollback(to))
+            self._roll(result, [h.name for h in self.hosts], lambda name: deployers[name].rollback(
+                to, archive=(archives or {}).get(name),
+                bar=(lambda w, d, t, n=name: bar(f"{n}: {w}", d, t)) if bar else (lambda _w, _d, _t: None)))
         result.seconds = time.monotonic() - t0
         return result
 

@@ -150,7 +150,7 @@ def _whole_image_gzip_size(image: str) -> int:
     return len(gzip.compress(buf.getvalue(), 6))
 
 
-def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp) -> None:
+def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp, tmp_path: Path) -> None:
     first = app.cli("release", "--target", "both", "--json")
     assert first.returncode == 0, first.stderr
     out = json_out(first)
@@ -212,12 +212,24 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp)
 
     app.write("v3")
     assert app.cli("release", "--target", "both").returncode == 0  # r4; r3 (the rollback) ran r1's images
-    pruned = app.cli("prune", "--target", "both", "--keep", "2", "--json")  # r2's image goes, on each host
+    archives = tmp_path / "archives"  # r2's image goes, on each host, archived first from each
+    pruned = app.cli("prune", "--target", "both", "--keep", "2", "--archive", str(archives), "--json")
     assert pruned.returncode == 0, pruned.stderr
-    assert [h["removed_images"] for h in json_out(pruned)["hosts"]] == [[image], [image]], pruned.stdout
-    for h in app.hosts.hosts:
+    rows = json_out(pruned)["hosts"]
+    assert [h["removed_images"] for h in rows] == [[image], [image]], pruned.stdout
+    for h, row in zip(app.hosts.hosts, rows):
+        assert [a["archive"] for a in row["archived"]] == [str(archives / h.alias / f"{app.name}-r2.tar.gz")]
         assert h.docker("image", "inspect", image, check=False).returncode != 0
     assert app.serving(0) == app.serving(1) == "v3"
+    gone = app.cli("rollback", "--target", "both", "--to", "r2")
+    assert gone.returncode == 1 and "--archive" in gone.stderr, gone.stderr
+    assert app.serving(0) == app.serving(1) == "v3"
+    back = app.cli("rollback", "--target", "both", "--to", "r2", "--archive", str(archives), "--json")
+    assert back.returncode == 0, back.stderr  # each host loads its own archive back
+    assert app.serving(0) == app.serving(1) == "v2"
+    for h in app.hosts.hosts:
+        archived = json.loads((archives / h.alias / f"{app.name}-r2.json").read_text())["image_ids"][image]
+        assert h.docker("image", "inspect", "-f", "{{.Id}}", image).stdout.strip() == archived
 
 
 def test_a_target_with_a_registry_pushes_once_and_each_host_pulls_what_it_lacks(
