@@ -1183,11 +1183,14 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     _writable(where, "--to")
     rows = []
     with _volume_ops(ctx, app) as engines:
-        for host, ops in engines:
-            for key, name in picked:  # every volume is there and the app's, before any copy starts
+        for host, ops in engines:  # every volume is there and the app's, and each dump can run, before any copy
+            containers = observe(ops.engine, app.name).containers
+            for key, name in picked:
                 if not ops.own(name, key):
                     raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
                                       "release the app once; it creates its volumes")
+                if key in app.settings.volumes:
+                    ops.runs_dump(key, app.settings.volumes[key], containers, name)
         for host, ops in engines:
             into = where / _host_folder(host) if host else where
             _writable(into, "--to")

@@ -390,17 +390,18 @@ class Engine:
                 feeder.start()
             while True:
                 interrupts.checkpoint()
-                stream, size = next_frame_header(sock)
+                try:
+                    stream, size = next_frame_header(sock)
+                    data = read_exactly(sock, size) if size > 0 else b""
+                except OSError as exc:
+                    raise EngineError(f"{what}: the stream broke ({_short(exc)})", "try again") from None
                 if size <= 0:
                     break
-                data = read_exactly(sock, size)
                 if stream == 2:
                     errors.extend(data)
                     del errors[:-65536]
                 elif stdout is not None:
-                    stdout(data)
-        except OSError as exc:
-            raise EngineError(f"{what}: the stream broke ({_short(exc)})", "try again") from None
+                    stdout(data)  # what it raises (e.g. a full local disk) is the caller's
         finally:
             if feeder is not None:
                 feeder.join(timeout=5)
@@ -408,11 +409,8 @@ class Engine:
                 sock.close()
             except OSError:
                 pass
-        if broke:
-            exc = broke[0]
-            if isinstance(exc, (EngineError, KeyboardInterrupt)) or not isinstance(exc, Exception):
-                raise exc
-            raise EngineError(f"{what}: writing its input broke ({_short(exc)})", "try again")
+        if broke and not isinstance(broke[0], OSError):
+            raise broke[0]  # e.g. Ctrl-C, or the input's own source failing
         code = None
         for _ in range(50):  # its output ended; its exit code follows
             found = self._json(what, f"/exec/{exec_id}/json") or {}
@@ -420,6 +418,8 @@ class Engine:
             if not found.get("Running") and code is not None:
                 break
             time.sleep(0.1)
+        if broke and not code:  # a command that stops reading says why in its exit code; else this is why
+            raise EngineError(f"{what}: writing its input broke ({_short(broke[0])})", "try again")
         return int(code if code is not None else 1), errors.decode("utf-8", "replace")
 
     @contextmanager

@@ -93,6 +93,14 @@ def _wait_ready(container, timeout: float = 60) -> None:
     raise AssertionError(container.logs().decode()[-2000:])
 
 
+def _released_with_a_table(engine, root: Path, app_name: str):  # -> the db's container
+    assert run_cli(root, "release").returncode == 0
+    db = _db(engine, app_name)
+    _wait_ready(db)
+    assert _psql(db, "CREATE TABLE t (id integer PRIMARY KEY)")[0] == 0
+    return db
+
+
 def test_a_postgres_volume_backed_up_under_write_load_restores_with_every_committed_row(
         tmp_path: Path, engine, app_name: str) -> None:
     image = postgres_image()
@@ -100,10 +108,7 @@ def test_a_postgres_volume_backed_up_under_write_load_restores_with_every_commit
     root = _pg_app(tmp_path / "app", app_name, image, port)
     copy = None
     try:
-        assert run_cli(root, "release").returncode == 0
-        db = _db(engine, app_name)
-        _wait_ready(db)
-        assert _psql(db, "CREATE TABLE t (id integer PRIMARY KEY)")[0] == 0
+        _released_with_a_table(engine, root, app_name)
         backups = tmp_path / "backups"
         with Writer(engine, app_name) as writer, Load(f"http://127.0.0.1:{port}", clients=2) as load:
             while len(writer.snapshot()) < 1000:  # the load is on before the backup starts
@@ -161,10 +166,7 @@ def test_a_postgres_volume_with_a_dump_command_is_dumped_while_it_serves_and_loa
     backups = tmp_path / "backups"
     copy = None
     try:
-        assert run_cli(root, "release").returncode == 0
-        db = _db(engine, app_name)
-        _wait_ready(db)
-        assert _psql(db, "CREATE TABLE t (id integer PRIMARY KEY)")[0] == 0
+        db = _released_with_a_table(engine, root, app_name)
         with Writer(engine, app_name) as writer, Load(f"http://127.0.0.1:{port}", clients=2) as load:
             while len(writer.snapshot()) < 1000:
                 time.sleep(0.05)
