@@ -559,3 +559,34 @@ def test_verify_heal_and_volume_backups_per_host(app: RemoteApp, tmp_path: Path)
         assert b"".join(out).split()[0].decode() == hashlib.md5(sent).hexdigest()
     finally:
         close_hosts(opened)
+
+
+def test_a_dump_backup_on_a_host_verifies_and_loads_into_a_new_volume_there(app: RemoteApp, tmp_path: Path) -> None:
+    compose = app.root / "compose.yaml"  # a stateful db whose volume has a dump command (tar, of busybox)
+    compose.write_text(compose.read_text().replace("volumes:\n  flags: {}\n", textwrap.dedent("""\
+          db:
+            image: busybox:latest
+            init: true
+            command: ["sh", "-c", "test -e /data/n || hostname > /data/n; exec sleep 86400"]
+            volumes: ["data:/data"]
+            healthcheck: {test: ["CMD", "test", "-e", "/data/n"], interval: 1s}
+        volumes:
+          flags: {}
+          data: {}
+        """)) + "  stateful: [db]\n  volumes:\n    data: {dump: tar -C /data -cf - ., load: tar -C /data -xf -}\n")
+    first = app.hosts.hosts[0]
+    assert app.cli("release", "--host", first.alias).returncode == 0
+    backups = tmp_path / "backups"
+    made = app.cli("volumes", "backup", "data", "--host", first.alias, "--to", str(backups), "--verify", "--json")
+    assert made.returncode == 0, made.stderr
+    row = json_out(made)["backups"][0]
+    assert (row["kind"], row["stopped"], row["verified"]) == ("dump", [], True), row
+    assert "starting a copy of db on volume immutdock-verify-" in made.stderr, made.stderr
+    with tarfile.open(row["archive"], "r:gz") as tar:
+        written = tar.extractfile("./n").read()
+    assert written.strip(), written
+    moved = app.cli("volumes", "restore", row["archive"], "--host", first.alias, "--into", "copy")
+    assert moved.returncode == 0, moved.stderr
+    folder = first.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{app.name}_copy").stdout.strip()
+    assert first.sh(f"cat {folder}/n").stdout.encode() == written
+    assert not [v for v in first.docker("volume", "ls", "-q").stdout.split() if v.startswith("immutdock-verify-")]
