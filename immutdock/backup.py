@@ -121,6 +121,11 @@ def to_stop(app: App, containers: Sequence[ContainerState], engine_volume: str) 
             if c.status == "running" and c.service in stateful and c.labels.get(L.ROLE) == "state"]
 
 
+def service_state(containers: Sequence[ContainerState], service: str, engine_volume: str) -> list[ContainerState]:
+    """The containers of stateful `service` (its state project's) that mount the volume."""
+    return [c for c in users(containers, engine_volume) if c.service == service and c.labels.get(L.ROLE) == "state"]
+
+
 def parse_sums(text: str) -> dict[str, str]:
     """`volume-helper sums` output ("SHA256  ./PATH" per line) as path -> SHA-256."""
     found: dict[str, str] = {}
@@ -261,6 +266,11 @@ class Volumes:
             raise EngineError(f"cannot checksum the files of volume {engine_volume}: {out.strip()[-300:]}")
         return parse_sums(out)
 
+    def _clear(self, engine_volume: str) -> None:
+        code, out = self._helper(engine_volume, "rw", "clear")
+        if code != 0:
+            raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
+
     def _helper(self, engine_volume: str, mode: str, *argv: str, timeout: float = 600) -> tuple[int, str]:
         return self.engine.run_check(self.helper, [HELPER, *argv], {}, helper_labels(self.app.name), timeout=timeout,
                                      binds={engine_volume: f"{MOUNT}:{mode}"})
@@ -343,8 +353,8 @@ class Volumes:
     def runs_dump(self, key: str, dump: VolumeDump, containers: Sequence[ContainerState],
                   engine_volume: str) -> ContainerState:
         """The running container of the service that runs the volume's dump command."""
-        for c in users(containers, engine_volume):
-            if c.service == dump.service and c.status == "running" and c.labels.get(L.ROLE) == "state":
+        for c in service_state(containers, dump.service, engine_volume):
+            if c.status == "running":
                 return c
         raise ConfigError(key, f"{dump.service} is not running, and the dump of {key} runs in it",
                           f"start it (immutdock heal --stateful), then back up again")
@@ -418,9 +428,7 @@ class Volumes:
         """Write the archive into the volume, then compare its files with the manifest."""
         labels = helper_labels(self.app.name)
         if clear:
-            code, out = self._helper(engine_volume, "rw", "clear")
-            if code != 0:
-                raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
+            self._clear(engine_volume)
         with self.engine.holder(self.helper, engine_volume, f"{MOUNT}:rw", labels) as cid:
             self.engine.write_archive(cid, MOUNT, chunks(archive, self.bar, f"restoring {manifest.volume}"))
         top = archive_root(archive)
@@ -482,13 +490,14 @@ class Volumes:
         """Restore into a scratch volume and compare every file (a dump: load it into a copy of
         its service started on the scratch volume); the scratch volume is removed. The number of
         files compared."""
-        source = self._dump_source(manifest, containers) if manifest.kind == DUMPED else None
+        dump = self._loader(manifest) if manifest.kind == DUMPED else None
+        source = self._dump_source(manifest, dump, containers) if dump else None
         self.check(manifest, archive)
         scratch = f"immutdock-verify-{os.urandom(4).hex()}"
         self.engine.create_volume(scratch, {L.APP: self.app.name, L.ROLE: "scratch"})
         try:
-            if source is not None:
-                self._load_in_copy(manifest, archive, source, scratch)
+            if dump and source:
+                self._load_in_copy(manifest, archive, source, scratch, dump)
             else:
                 self.unpack(manifest, archive, scratch, clear=False)
         finally:
@@ -504,13 +513,11 @@ class Volumes:
                               "set dump: and load: for the volume again")
         return dump
 
-    def _dump_source(self, manifest: Manifest, containers: Sequence[ContainerState]) -> ContainerState:
+    def _dump_source(self, manifest: Manifest, dump: VolumeDump,
+                     containers: Sequence[ContainerState]) -> ContainerState:
         """The container of the dump's service that a copy is made like: its image, environment
         and health check (which tells when the copy is ready for the load)."""
-        dump = self._loader(manifest)
-        mounted = self.app.volume_name(manifest.volume)
-        found = [c for c in containers if c.service == dump.service and c.labels.get(L.ROLE) == "state"
-                 and mounted in c.volumes]
+        found = service_state(containers, dump.service, self.app.volume_name(manifest.volume))
         if not found:
             raise ConfigError(manifest.archive, f"no container of {dump.service} to start a copy of for the load",
                               "release the app first")
@@ -528,8 +535,8 @@ class Volumes:
         dump = self._loader(manifest)
         running = [c for c in users(containers, engine_volume) if c.status == "running"] if exists else []
         if running:
-            serving = sorted({c.service or c.name for c in running
-                              if not (c.service == dump.service and c.labels.get(L.ROLE) == "state")})
+            loader = service_state(running, dump.service, engine_volume)
+            serving = sorted({c.service or c.name for c in running if c not in loader})
             if serving:
                 raise ConfigError(key, f"volume {engine_volume} is mounted by {', '.join(serving)}, not only by "
                                   f"{dump.service}, which loads the dump", "restore --into NEW_VOLUME")
@@ -537,11 +544,11 @@ class Volumes:
                 raise ConfigError(key, f"{dump.service} runs on volume {engine_volume}, and the load replaces "
                                   "what its database holds", f"add --force to load the dump into the running "
                                   f"{dump.service}, or restore --into NEW_VOLUME")
-            target = next(c for c in running if c.service == dump.service)
+            target = loader[0]
             self.say(f"loading the dump into {dump.service} ({target.name}); it keeps running")
             self._load(manifest, archive, target.id, dump)
             return engine_volume, False
-        source = self._dump_source(manifest, containers)
+        source = self._dump_source(manifest, dump, containers)
         if exists and not force and not self.is_empty(engine_volume):
             raise ConfigError(key, f"volume {engine_volume} is not empty",
                               "add --force to replace what it holds, or restore --into NEW_VOLUME")
@@ -549,20 +556,18 @@ class Volumes:
             self.engine.create_volume(engine_volume, {L.APP: self.app.name, L.ROLE: "volume"})
         try:
             if exists:
-                code, out = self._helper(engine_volume, "rw", "clear")
-                if code != 0:
-                    raise EngineError(f"cannot empty volume {engine_volume}: {out.strip()[-300:]}")
-            self._load_in_copy(manifest, archive, source, engine_volume)
+                self._clear(engine_volume)
+            self._load_in_copy(manifest, archive, source, engine_volume, dump)
         except BaseException:
             if not exists:
                 self.engine.remove_volume(engine_volume)
             raise
         return engine_volume, not exists
 
-    def _load_in_copy(self, manifest: Manifest, archive: Path, source: ContainerState, engine_volume: str) -> None:
+    def _load_in_copy(self, manifest: Manifest, archive: Path, source: ContainerState, engine_volume: str,
+                      dump: VolumeDump) -> None:
         """Start a copy of the dump's service on `engine_volume`, wait until its health check
         passes, load the dump into it, and stop it."""
-        dump = self._loader(manifest)
         self.say(f"starting a copy of {dump.service} on volume {engine_volume} for the load")
         with self.engine.copy_of(source.id, self.app.volume_name(manifest.volume), engine_volume,
                                  helper_labels(self.app.name)) as cid:
@@ -570,6 +575,9 @@ class Volumes:
             self._load(manifest, archive, cid, dump)
 
     def _healthy(self, cid: str, service: str, timeout: float = 600) -> None:
+        """Until the copy's health check passes. "unhealthy" is waited through (unlike the
+        release gate's health.container_verdict): with no start period, a first start that
+        initializes the volume fails checks before one passes."""
         deadline = time.monotonic() + timeout
         while True:
             state = (self.engine.inspect_container(cid) or {}).get("State") or {}
