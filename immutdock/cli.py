@@ -537,7 +537,7 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     if target is not None:
         with ctx.fleet(app, target) as fleet:
             try:
-                result = fleet.rollback(to, archives={h: archive / _host_folder(h) for h in target.hosts}
+                result = fleet.rollback(to, archives={h: _host_folder(archive, h) for h in target.hosts}
                                         if archive is not None else None, bar=ctx.bar)
             finally:
                 ctx.stop_bars()
@@ -803,10 +803,10 @@ def prune(ctx: Ctx, keep: int | None, archive: Path | None) -> None:
     if archive is not None:
         _writable(archive, "--archive")
         for host in target.hosts if target is not None else ():
-            _writable(archive / _host_folder(host), "--archive")
+            _writable(_host_folder(archive, host), "--archive")
     if target is not None:
         def one(h: Any) -> dict[str, Any]:
-            return _prune(fleet.deployer(h), keep, archive / _host_folder(h.name) if archive else None,
+            return _prune(fleet.deployer(h), keep, _host_folder(archive, h.name) if archive else None,
                           lambda w, d, t, n=h.name: ctx.bar(f"{n}: {w}", d, t))
 
         with ctx.fleet(app, target) as fleet, fleet.locked("prune"):
@@ -1078,9 +1078,10 @@ _TO = click.option("--to", "folder", type=click.Path(path_type=Path, file_okay=F
                         "immutdock/backups/APP).")
 
 
-def _host_folder(host: str) -> str:
-    """The folder of a host's backups: its name without ssh://, safe as one path segment."""
-    return re.sub(r"[^A-Za-z0-9@._-]", "_", host.removeprefix("ssh://"))
+def _host_folder(folder: Path, host: str | None) -> Path:
+    """A host's folder in `folder` (backups, release archives): its name without ssh://, safe as
+    one path segment; `folder` itself for the local engine (None)."""
+    return folder / re.sub(r"[^A-Za-z0-9@._-]", "_", host.removeprefix("ssh://")) if host else folder
 
 
 def _backups_folder(app: Any, folder: Path | None) -> Path:
@@ -1141,7 +1142,7 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
     with _volume_ops(ctx, app) as engines:
         for host, ops in engines:
             state = observe(ops.engine, app.name)
-            kept_in = where / _host_folder(host) if host else where
+            kept_in = _host_folder(where, host)
             for key, name in backup.pick_volumes(app, ()):
                 kept = backup.kept(kept_in, app.name, key)
                 rows.append({"host": host, "volume": key, "engine_volume": name,
@@ -1192,7 +1193,7 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                 if key in app.settings.volumes:
                     ops.runs_dump(key, app.settings.volumes[key], containers, name)
         for host, ops in engines:
-            into = where / _host_folder(host) if host else where
+            into = _host_folder(where, host)
             _writable(into, "--to")
             lock.acquire(ops.engine, app.name, "volumes backup", ctx.warn)
             try:
