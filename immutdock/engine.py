@@ -12,7 +12,9 @@ import http.client
 import io
 import os
 import posixpath
+import socket
 import tarfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -192,8 +194,7 @@ class Engine:
                 tally.add(event)
                 now = time.monotonic()
                 if tally.status and now - said >= 1.0:
-                    done = sum(s in ("Pull complete", "Already exists") for s in tally.status.values())
-                    progress(f"pulling {ref}: {done}/{len(tally.status)} layers")
+                    progress(f"pulling {ref}: {tally.finished}/{len(tally.status)} layers")
                     said = now
         except docker.errors.DockerException as exc:
             raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
@@ -356,8 +357,6 @@ class Engine:
         output goes to `stdout` as it comes, `stdin` (when given) is written to it meanwhile and
         then closed. (exit code, the end of its standard error). `timeout`: the longest wait
         for the next piece of output."""
-        import socket as sockets
-
         from docker.utils.socket import next_frame_header, read_exactly
 
         api = self.client.api
@@ -376,7 +375,7 @@ class Engine:
                 broke.append(exc)
             finally:
                 try:
-                    raw.shutdown(sockets.SHUT_WR)  # the command reads the end of its input
+                    raw.shutdown(socket.SHUT_WR)  # the command reads the end of its input
                 except OSError:
                     pass
 
@@ -384,8 +383,6 @@ class Engine:
         try:
             raw.settimeout(timeout)
             if stdin is not None:
-                import threading
-
                 feeder = threading.Thread(target=feed, daemon=True)
                 feeder.start()
             while True:
@@ -736,6 +733,11 @@ class _Layers:
             self.sizes[layer] = (max(done, self.sizes.get(layer, (0, 0))[0]), total)
             if self.counted:
                 self.counted(sum(d for d, _t in self.sizes.values()), sum(t for _d, t in self.sizes.values()))
+
+    @property
+    def finished(self) -> int:
+        """The layers moved or already there."""
+        return sum(status in (self.moved, self.present) for status in self.status.values())
 
     def transfer(self) -> Transfer:
         moved = [layer for layer, status in self.status.items() if status == self.moved]
