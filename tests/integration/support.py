@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from immutdock.build import is_pin
 
@@ -46,6 +46,30 @@ def run_cli(cwd: Path, *args: str, timeout: float = 600, env: dict[str, str] | N
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*IMMUTDOCK, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+L = TypeVar("L", bound="Looping")
+
+
+class Looping:
+    """A thread that runs `_run` (looping until `_stop` is set) during a `with` block."""
+
+    join_timeout = 15.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: L) -> L:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.join_timeout)
 
 
 class Background:

@@ -10,13 +10,12 @@ import socket
 import ssl
 import subprocess
 import textwrap
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .support import Load, cleanup, free_port, get, json_out, run_cli, write_web
+from .support import Load, Looping, cleanup, free_port, get, json_out, run_cli, write_web
 from .test_jobs import api_app  # noqa: F401 - the fixture the shop builds on
 
 FRONT_CGI = """\
@@ -44,13 +43,12 @@ def shop(api_app) -> tuple[Path, str, int, int]:
     return root, name, front, api
 
 
-class Sequence:
+class Sequence(Looping):
     """One client asking both routes in turn, each on a new connection, recording the versions."""
 
     def __init__(self, urls: list[str]) -> None:
+        super().__init__()
         self.urls, self.seen, self.failures = urls, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -60,14 +58,6 @@ class Sequence:
                     (self.seen if status == 200 else self.failures).append(body.strip() or str(status))
                 except OSError as exc:
                     self.failures.append(type(exc).__name__)
-
-    def __enter__(self) -> "Sequence":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 def test_frontend_api_and_mariadb_are_routed_together_and_switched_at_once(shop, engine) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .hosts import postgres_image
-from .support import Load, TinyApp, cleanup, compose_yaml, free_port, json_out, run_cli, write_web
+from .support import Load, Looping, TinyApp, cleanup, compose_yaml, free_port, json_out, run_cli, write_web
 
 pytestmark = pytest.mark.engine
 
@@ -33,17 +33,18 @@ def _psql(container, sql: str) -> tuple[int, str]:
     return code, out.decode()
 
 
-class Writer:
+class Writer(Looping):
     """Inserts batches of 100 rows, one transaction each, into the app's database until
     stopped; `committed` holds the ids of every batch whose transaction committed."""
 
+    join_timeout = 60.0
+
     def __init__(self, engine, app: str) -> None:
+        super().__init__()
         self.engine, self.app = engine, app
         self.committed: set[int] = set()
         self.failed = 0
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         batch = 0
@@ -64,14 +65,6 @@ class Writer:
     def snapshot(self) -> set[int]:
         with self._lock:
             return set(self.committed)
-
-    def __enter__(self) -> "Writer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 def _pg_app(root: Path, name: str, image: str, port: int, extra_block: str = "") -> Path:
