@@ -482,10 +482,10 @@ class Engine:
         self.remove_containers(found)
         nets = self._json("list networks", "/networks", {"filters": filters(label=[f"{L.COMPOSE_PROJECT}={project}"])})
         for net in nets:
-            self._remove_network(net["Name"], net["Id"])
+            self.remove_network(net["Name"], net["Id"])
         return len(found)
 
-    def _remove_network(self, name: str, net_id: str) -> None:
+    def remove_network(self, name: str, net_id: str) -> None:
         """Remove a network; the engine may still be detaching endpoints of containers just
         removed ("has active endpoints"), so a conflict is retried for a few seconds."""
         from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
