@@ -146,6 +146,9 @@ class Settings:
     hooks: Mapping[str, tuple[PreReleaseTest, ...]] = field(default_factory=frozen_mapping)
     targets: Mapping[str, Target] = field(default_factory=frozen_mapping)
     volumes: Mapping[str, VolumeDump] = field(default_factory=frozen_mapping)  # by the volume's key
+    # Seconds the new color is watched after the switch while the old one stays ready: a
+    # container of it that exits, restarts or turns unhealthy meanwhile switches traffic back.
+    settle: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Every error names the key path and the fix."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Mapping
 
 from immutdock.errors import ConfigError
@@ -12,7 +13,7 @@ from immutdock.model import (EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route
                              VolumeDump, frozen_mapping)
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle"}
 _VOLUME_KEYS = {"dump", "load", "service"}
 _TARGET_KEYS = {"hosts", "parallel", "canary", "registry"}
 HOOKS = ("pre-switch", "post-switch")
@@ -23,6 +24,11 @@ MODES = ("http", "tcp")
 _HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
 DEFAULT_PUBLISH = "127.0.0.1:8080"
+DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the old one kept ready
+# A health path is sent in HAProxy's `http-check send uri`: RFC 3986 path and query characters,
+# less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
+_URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
+_URL_PATH_MAX = 1024
 
 
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:
@@ -69,6 +75,11 @@ def _health(value: Any, path: str) -> Health:
     statuses = "200-299" if "path" in block else "200-499"
     if not isinstance(hpath, str) or not hpath.startswith("/"):
         raise ConfigError(f"{path}.path", f"{hpath!r} is not a URL path", "write a path starting with /, e.g. /healthz")
+    if len(hpath) > _URL_PATH_MAX or not _URL_PATH.fullmatch(hpath):
+        shown = hpath if len(hpath) <= 80 else hpath[:77] + "..."
+        raise ConfigError(f"{path}.path", f"{shown!r} is not a URL path (a space, quote, ';', '$', '#' or '\\' "
+                          f"is not allowed, nor more than {_URL_PATH_MAX} characters)",
+                          "percent-encode other characters, e.g. %27 for ' and %20 for a space")
     timeout = block.get("timeout", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{path}.timeout", f"{timeout!r} is not a positive number of seconds", "e.g. timeout: 60")
@@ -267,8 +278,12 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
     targets = _targets(block.get("targets"), f"{BLOCK}.targets")
     volumes = _volumes(block.get("volumes"), f"{BLOCK}.volumes", services, inactive)
+    settle = block.get("settle", DEFAULT_SETTLE)
+    if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 3600:
+        raise ConfigError(f"{BLOCK}.settle", f"{settle!r} is not a number of seconds from 0 to 3600",
+                          "the seconds the new version is watched after the switch, e.g. settle: 10 (0: no watch)")
     return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets,
-                    volumes=volumes)
+                    volumes=volumes, settle=float(settle))
 
 
 def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: int, meaning: str) -> int:

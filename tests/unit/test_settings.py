@@ -109,6 +109,35 @@ def test_bad_health(health: dict, path: str) -> None:
         parse_settings({"router": {"service": "web", "port": 80, "health": health}}, SERVICES)
 
 
+@pytest.mark.parametrize("hpath", [
+    "/h;touch /tmp/pwned;true", "/he'alth", '/he"alth', "/a b", "/$(id)", "/`id`", "/a\\b", "/a#frag", "/a\nb",
+    "/a\tb", "/" + "a" * 1024, "/ok$HOME",
+])
+def test_a_health_path_with_what_a_shell_or_config_line_reads_is_refused(hpath: str) -> None:
+    with raises_config(f"{BLOCK}.router.health.path") as caught:
+        parse_settings({"router": {"service": "web", "port": 80, "health": {"path": hpath}}}, SERVICES)
+    assert "percent-encode" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("hpath", ["/", "/healthz", "/api/v1/health?full=1&x=y", "/he%27alth", "/a-b_c.d~e/f:g@h",
+                                   "/health(1)*+,!"])
+def test_url_paths_are_accepted(hpath: str) -> None:
+    router = parse_settings({"router": {"service": "web", "port": 80, "health": {"path": hpath}}}, SERVICES).router
+    assert router.main.health.path == hpath
+
+
+@pytest.mark.parametrize("settle", [-1, 3601, "5", True, None, [5]])
+def test_bad_settle(settle: object) -> None:
+    with raises_config(f"{BLOCK}.settle"):
+        parse_settings({"settle": settle}, SERVICES)
+
+
+def test_settle_is_five_seconds_unless_set() -> None:
+    assert parse_settings({}, SERVICES).settle == 5.0
+    assert parse_settings({"settle": 10}, SERVICES).settle == 10.0
+    assert parse_settings({"settle": 0}, SERVICES).settle == 0.0
+
+
 def test_health_null_means_defaults() -> None:
     router = parse_settings({"router": {"service": "web", "port": 80, "health": None}}, SERVICES).router
     assert router.main.health == Health(path="/", timeout=60.0, statuses="200-499")  # any answer below 500 to GET /
