@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, M
 
 from immutdock import interrupts
 from immutdock import labels as L
+from immutdock.docker_exec import Frames, StreamTimeout, raw_socket
 from immutdock.errors import EngineError
 from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
 
@@ -357,13 +358,12 @@ class Engine:
         output goes to `stdout` as it comes, `stdin` (when given) is written to it meanwhile and
         then closed. (exit code, the end of its standard error). `timeout`: the longest wait
         for the next piece of output."""
-        from docker.utils.socket import next_frame_header, read_exactly
-
         api = self.client.api
         exec_id = self._call(what, lambda: api.exec_create(cid, argv, stdin=stdin is not None, stdout=True,
                                                            stderr=True, tty=False)["Id"])
         sock = self._call(what, lambda: api.exec_start(exec_id, socket=True))
-        raw = getattr(sock, "_sock", sock)
+        raw = raw_socket(sock)
+        frames = Frames(raw)
         errors = bytearray()
         broke: list[BaseException] = []
 
@@ -381,19 +381,20 @@ class Engine:
 
         feeder = None
         try:
-            raw.settimeout(timeout)
             if stdin is not None:
                 feeder = threading.Thread(target=feed, daemon=True)
                 feeder.start()
             while True:
                 interrupts.checkpoint()
                 try:
-                    stream, size = next_frame_header(sock)
-                    data = read_exactly(sock, size) if size > 0 else b""
+                    frame = frames.next(timeout)
+                except StreamTimeout:
+                    raise EngineError(f"{what}: no output for {timeout:g} s", "check the container") from None
                 except OSError as exc:
                     raise EngineError(f"{what}: the stream broke ({_short(exc)})", "try again") from None
-                if size <= 0:
+                if frame is None:
                     break
+                stream, data = frame
                 if stream == 2:
                     errors.extend(data)
                     del errors[:-65536]
@@ -669,46 +670,6 @@ class Engine:
         repo, _, tag = ref.partition(":")
         self._call(f"import {ref}", lambda: self.client.api.import_image_from_data(
             tar_bytes, repository=repo, tag=tag or "latest", changes=changes))
-
-
-class ExecSession:
-    """A shell kept open in a container (`docker exec -i CONTAINER sh`).
-
-    Opening it costs one exec start-up; each later command is a line written to an
-    already-open connection, so it runs in milliseconds (used for the router's switch)."""
-
-    def __init__(self, engine: Engine, cid: str) -> None:
-        api = engine.client.api
-        exec_id = engine._call("open a shell in the router", lambda: api.exec_create(
-            cid, ["sh"], stdin=True, stdout=True, stderr=True, tty=False)["Id"])
-        self._sock = engine._call("open a shell in the router", lambda: api.exec_start(exec_id, socket=True))
-        self._raw = getattr(self._sock, "_sock", self._sock)
-
-    def run(self, command: str, timeout: float = 10.0) -> tuple[int, str]:
-        from docker.utils.socket import next_frame_header, read_exactly
-
-        marker = f"__immutdock_{os.getpid()}_{id(self)}__"
-        try:
-            self._raw.settimeout(timeout)
-            self._raw.sendall(f"{command}; echo {marker}$?\n".encode())
-            buf = b""
-            while not (marker.encode() in buf and buf.endswith(b"\n")):
-                _stream, size = next_frame_header(self._sock)
-                if size <= 0:
-                    raise EngineError(f"the shell in the router closed while running {command!r}")
-                buf += read_exactly(self._sock, size)
-        except OSError as exc:
-            raise EngineError(f"router shell: {_short(exc)}", "check the router container") from None
-        out, _, rest = buf.decode("utf-8", "replace").partition(marker)
-        code = rest.strip()
-        return (int(code) if code.isdecimal() else 1), out
-
-    def close(self) -> None:
-        try:
-            self._raw.sendall(b"exit\n")
-            self._sock.close()
-        except OSError:
-            pass
 
 
 class _Layers:

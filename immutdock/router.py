@@ -8,9 +8,11 @@ import csv
 import io
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass
 
-from immutdock.engine import ContainerState, Engine, ExecSession
+from immutdock.docker_exec import ExecSession
+from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
@@ -103,12 +105,14 @@ class Router:
             self._session = None
 
     def _ctl(self, *args: str) -> str:
+        """Run router-ctl with `args`, each one word (never read by a shell)."""
+        argv = ["router-ctl", *args]
         if self._session is not None:
-            code, out = self._session.run(" ".join(["router-ctl", *args]))
+            code, out = self._session.run(argv)
         else:
-            code, out = self.engine.exec(self.container.id, ["router-ctl", *args])
+            code, out = self.engine.exec(self.container.id, argv)
         if code != 0:
-            raise EngineError(f"router-ctl {' '.join(args)} failed: {out.strip()[-300:]}",
+            raise EngineError(f"{shlex.join(argv)} failed: {out.strip()[-300:]}",
                               "check the router with `docker logs` on its container")
         return out
 
