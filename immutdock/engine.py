@@ -48,6 +48,8 @@ class ContainerState:
     mounts: tuple[str, ...] = ()  # where volumes, binds and tmpfs are mounted in it
     finished: str = ""  # when it last stopped (RFC 3339), "" when it never did
     volumes: tuple[str, ...] = ()  # the engine names of the named volumes it mounts
+    started: str = ""  # when it last started (RFC 3339)
+    restarts: int = 0  # how often the engine restarted it (its restart policy)
 
     @property
     def service(self) -> str:
@@ -313,7 +315,8 @@ class Engine:
             mounts=tuple([str(m["Destination"]) for m in data.get("Mounts") or [] if m.get("Destination")]
                          + list(((data.get("HostConfig") or {}).get("Tmpfs") or {}))),
             finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")),
-            volumes=tuple(str(m["Name"]) for m in data.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")))
+            volumes=tuple(str(m["Name"]) for m in data.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")),
+            started=str(state.get("StartedAt", "")), restarts=int(data.get("RestartCount") or 0))
 
     def changes(self, cid: str) -> list[tuple[str, str]]:
         """`docker diff`: (A|C|D, path) for every change to the container's own filesystem."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from immutdock.engine import ContainerState, Engine
 from immutdock.render import backend_name
@@ -32,8 +32,10 @@ class GateResult:
     seconds: float = 0.0
 
 
-def container_verdict(containers: list[ContainerState]) -> tuple[bool | None, str, ContainerState | None]:
-    """(True: all ready, False: a failure, None: still starting), reason, culprit. Pure."""
+def container_verdict(containers: list[ContainerState], jobs: Collection[str] | None = None,
+                      ) -> tuple[bool | None, str, ContainerState | None]:
+    """(True: all ready, False: a failure, None: still starting), reason, culprit. Pure.
+    `jobs`: the services that may exit 0 (None: any may)."""
     if not containers:
         return None, "no containers yet", None
     waiting = None
@@ -46,6 +48,9 @@ def container_verdict(containers: list[ContainerState]) -> tuple[bool | None, st
             return False, f"{c.name} keeps restarting", c
         if c.health == "unhealthy":
             return False, f"{c.name} is unhealthy", c
+        if c.status == "exited" and jobs is not None and c.service not in jobs:
+            return False, (f"{c.name} exited with code 0: only a job (a service another one waits for with "
+                           "condition: service_completed_successfully) may end"), c
         if c.status == "exited":
             continue  # a one-shot service that finished with 0
         if c.status != "running" or c.health == "starting":
@@ -94,7 +99,8 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
 
 
 def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
-               timeout: float, tick: Callable[[str], None] = lambda _m: None) -> GateResult:
+               timeout: float, tick: Callable[[str], None] = lambda _m: None,
+               jobs: Collection[str] | None = None) -> GateResult:
     """Wait until the color's containers are ready and, for each route (`routes[i]` is the
     service behind route i), the router's own checks pass at the address of every running
     container of that service. Every route must pass: they switch together."""
@@ -104,7 +110,7 @@ def wait_ready(engine: Engine, project: str, router: Router | None, color: str, 
     armed: dict[int, Mapping[str, str]] = {}
     while True:
         containers = engine.project_containers(project)
-        verdict, reason, culprit = container_verdict(containers)
+        verdict, reason, culprit = container_verdict(containers, jobs)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)
         if router is not None and routes:

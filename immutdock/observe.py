@@ -43,9 +43,10 @@ class AppState:
 
     @property
     def live_record(self) -> ledger.Record | None:
-        """The record of the release that serves (None when nothing does)."""
+        """The record of the release that serves (None when nothing does): a good one, or one
+        still "switching" (immutdock died after its switch, before its watch ended)."""
         live = self.live_release
-        return next((r for r in reversed(self.records) if r.id == live and r.outcome == "ok"), None)
+        return next((r for r in reversed(self.records) if r.id == live and r.outcome in ("ok", "switching")), None)
 
     def color_running(self, color: str | None) -> bool:
         cs = self.colors.get(color or "", ())

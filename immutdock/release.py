@@ -9,7 +9,7 @@ import contextlib
 import datetime as _dt
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,6 +26,7 @@ from immutdock.observe import AppState, observe
 from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
 from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
+from immutdock.settle import watch
 
 Say = Callable[[str], None]
 
@@ -285,6 +286,7 @@ class Deployer:
         project = render.project_name(app.name, plan.color)
         switched = retired = False
         router: Router | None = None
+        record: ledger.Record | None = None
         try:
             for color in plan.cleanup:
                 self.say(f"retiring {color}, the release before {state.live_release}, left running by an interrupted "
@@ -298,7 +300,7 @@ class Deployer:
             t = time.monotonic()
             self._start_color(project, model)
             gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
-                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"))
+                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=self._jobs())
             timings["health"] = time.monotonic() - t
             if not gate.ok:
                 logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
@@ -308,12 +310,14 @@ class Deployer:
                                     + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
                                     details=logs)
             self._hooks("pre-switch", refs, plan)
+            # Recorded before the switch, settled after: whatever serves always has a record.
+            record = self._write_record(plan, kind, refs, "switching", source, model, state=state)
             t = time.monotonic()
             router.switch(plan.color)
             switched = True
             timings["cutover"] = time.monotonic() - t
             self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
-            self._write_record(plan, kind, refs, "ok", source, model, state=state)
+            record = self._settle(plan, project, router, record, timings)
             if plan.retire:
                 t = time.monotonic()
                 self._drain(router, plan.retire, state)
@@ -324,9 +328,12 @@ class Deployer:
             self._hooks("post-switch", refs, plan)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not switched:
-                self._undo(plan, project, kind, refs, source, "interrupted")
+                self._undo(plan, project, kind, refs, source, "interrupted", record)
                 raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
                                   self._still_serving(plan)) from None
+            if record is not None and record.outcome == "switching":
+                with interrupts.whole(f"the record of {plan.release}"):
+                    self._settle_record(record, "ok", "interrupted during its watch after the switch")
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
                               None if retired else self._reap_hint(plan)) from None
         except ReleaseFailed:
@@ -338,7 +345,7 @@ class Deployer:
                 raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
                                   f"{what}", f"{plan.color} serves" + ("" if retired else f"; {self._reap_hint(plan)}"),
                                   details=details) from None
-            self._undo(plan, project, kind, refs, source, what)
+            self._undo(plan, project, kind, refs, source, what, record)
             raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
         finally:
             if router is not None:
@@ -348,6 +355,45 @@ class Deployer:
                        message=f"{plan.release} is live on {plan.color}"
                        + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
                           if source else ""))
+
+    def _settle(self, plan: ReleasePlan, project: str, router: Router, record: ledger.Record,
+                timings: dict[str, float]) -> ledger.Record:
+        """Watch the new color through the settle window with the old one kept ready; on a
+        problem switch traffic back to the old color at once, remove the new one, record the
+        release as rolled back and fail. The settled record on success."""
+        routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
+        settled = watch(self.engine, project, router, plan.color, routes, self._jobs(), self.app.settings.settle,
+                        tick=self.say)
+        timings["settle"] = settled.seconds
+        if settled.ok:
+            with interrupts.whole(f"the record of {plan.release}"):
+                return self._settle_record(record, "ok")
+        # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
+        with interrupts.whole(f"switching {plan.release} back"):
+            logs = self.engine.logs(settled.culprit.id, tail=20) if settled.culprit else ""
+            if plan.retire:
+                router.switch(plan.retire)
+                self.warn(f"{settled.reason} {settled.seconds:.1f}s after the switch: traffic switched back to "
+                          f"{plan.retire}")
+            self.say(f"removing {project}")
+            self.engine.remove_project(project)
+            self._settle_record(record, "rolled-back" if plan.retire else "failed",
+                                f"{settled.reason} {settled.seconds:.1f}s after the switch")
+            back = (f"{plan.retire} serves the previous release again" if plan.retire
+                    else "no earlier release was serving")
+            raise ReleaseFailed(f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}",
+                                back + (f"; last log lines of {settled.culprit.name} follow" if settled.culprit
+                                        else ""), details=logs)
+
+    def _jobs(self) -> frozenset[str]:
+        """The services that may exit 0: jobs others wait for (see infer.Role)."""
+        return frozenset(r.name for r in self.app.roles if getattr(r, "role", "") == "job")
+
+    def _settle_record(self, record: ledger.Record, outcome: str, message: str = "") -> ledger.Record:
+        """Rewrite a record written as "switching" with its outcome."""
+        return ledger.rewrite(self.engine, self.app.name, record,
+                              replace(record, outcome=outcome, message=message or record.message),
+                              frozenset({record.volume}))
 
     @staticmethod
     def _reap_hint(plan: ReleasePlan) -> str:
@@ -521,23 +567,27 @@ class Deployer:
         self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")
 
     def _undo(self, plan: ReleasePlan, project: str, kind: str, refs: Mapping[str, str], source: str | None,
-              why: str) -> None:
+              why: str, record: ledger.Record | None = None) -> None:
+        """Remove the new color and record why; `record`: the one written before the switch."""
         self.say(f"removing {project}: {why}")
+        outcome = "interrupted" if why == "interrupted" else "failed"
         try:
             with interrupts.whole(f"removing {project}"):
                 self.engine.remove_project(project)
         finally:
-            self._write_record(plan, kind, refs, "interrupted" if why == "interrupted" else "failed", source, {},
-                               message=why)
+            if record is not None:
+                self._settle_record(replace(record, packed=""), outcome, why)
+            else:
+                self._write_record(plan, kind, refs, outcome, source, {}, message=why)
 
     def _write_record(self, plan: ReleasePlan, kind: str, refs: Mapping[str, str], outcome: str,
                       source: str | None, model: Mapping[str, Any], message: str = "",
-                      state: AppState | None = None) -> None:
+                      state: AppState | None = None) -> ledger.Record:
         """Record the release: a good one with its model (values digested; see immutdock.redact),
         after which records written before digests are redacted too."""
         redactor = self.redactor(state) if state is not None else None
         number = ledger.parse_release_id(plan.release) or 0
-        ledger.write(self.engine, self.app.name, ledger.Record(
+        written = ledger.write(self.engine, self.app.name, ledger.Record(
             number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
             created=_now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
             source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
@@ -545,6 +595,7 @@ class Deployer:
             taken=frozenset(r.volume for r in state.records) if state else frozenset())
         if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
             ledger.tidy(self.engine, self.app.name, list(state.records), redactor)
+        return written
 
     def _run_once(self, role: str, test: PreReleaseTest, refs: Mapping[str, str], plan: ReleasePlan,
                   env: Mapping[str, str] | None = None) -> str | None:

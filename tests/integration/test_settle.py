@@ -1,0 +1,179 @@
+"""The watch after the switch: a version that dies seconds after its gate is switched back at
+once, under load, and the release fails; a worker that ends is a failed release."""
+
+from __future__ import annotations
+
+import http.client
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .support import cleanup, free_port, json_out, run_cli
+
+pytestmark = pytest.mark.engine
+
+DOCKERFILE = """\
+FROM busybox:latest
+COPY . /www
+RUN chmod +x /www/start
+CMD ["/www/start"]
+"""
+# Serves; with a `dieafter` file, exits 3 that many seconds after it started.
+START = """\
+#!/bin/sh
+httpd -f -p 8000 -h /www &
+die=$(cat /www/dieafter 2>/dev/null || echo 0)
+[ "$die" = 0 ] && wait
+sleep "$die"
+exit 3
+"""
+
+
+def compose(name: str, port: int, worker: str) -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        services:
+          web:
+            build: ./web
+            init: true
+            stop_grace_period: 3s
+          worker:
+            image: debian:bookworm-slim
+            init: true
+            command: ["bash", "-c", {worker!r}]
+        x-immutdock:
+          router:
+            service: web
+            port: 8000
+            publish: "127.0.0.1:{port}"
+            health: {{path: /healthz, timeout: 30}}
+          settle: 10
+        """)
+
+
+class Sampler:
+    """Back-to-back GETs of /version on new connections, each timed: (start, end, ok, body)."""
+
+    def __init__(self, url: str, clients: int = 3) -> None:
+        self.host, self.port = url.split("://")[1].split(":")
+        self.samples: list[tuple[float, float, bool, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            start = time.monotonic()
+            conn = http.client.HTTPConnection(self.host, int(self.port), timeout=10)
+            try:
+                conn.request("GET", "/version", headers={"Connection": "close"})
+                resp = conn.getresponse()
+                body = resp.read().decode().strip()
+                ok = resp.status == 200
+            except OSError as exc:
+                ok, body = False, type(exc).__name__
+            finally:
+                conn.close()
+            with self._lock:
+                self.samples.append((start, time.monotonic(), ok, body))
+
+    def __enter__(self) -> "Sampler":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+
+    def failing_windows(self) -> list[float]:
+        """The seconds each run of failed requests (no success sent in between) lasted: from
+        the moment its first request was sent to the moment its last one was. (A request that
+        reached the dead server waits HAProxy's turn-around timer, 1 s, before its retry fails:
+        how long each failure took is checked on its own.)"""
+        windows: list[float] = []
+        run: list[float] = []
+        for start, _end, ok, _ in sorted(self.samples):
+            if ok and run:
+                windows.append(run[-1] - run[0])
+                run = []
+            elif not ok:
+                run.append(start)
+        if run:
+            windows.append(run[-1] - run[0])
+        return windows
+
+
+@pytest.fixture
+def app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int]]:
+    root = tmp_path / "app"
+    (root / "web").mkdir(parents=True)
+    for name, text in {"Dockerfile": DOCKERFILE, "start": START, "healthz": "ok\n", "version": "v1\n"}.items():
+        (root / "web" / name).write_text(text)
+    port = free_port()
+    (root / "compose.yaml").write_text(compose(app_name, port, "exec sleep infinity"))
+    yield root, app_name, port
+    cleanup(app_name)
+
+
+def test_a_version_that_dies_after_its_gate_is_switched_back_under_load(app, engine) -> None:
+    root, name, port = app
+    first = run_cli(root, "release", "--json")
+    assert first.returncode == 0, first.stderr
+    (root / "web" / "version").write_text("v2\n")
+    (root / "web" / "dieafter").write_text("6\n")  # passes its gate, then exits 3
+    with Sampler(f"http://127.0.0.1:{port}") as load:
+        time.sleep(0.5)
+        second = run_cli(root, "release", "--json")
+        time.sleep(1)
+    assert second.returncode == 1, second.stderr
+    error = json_out(second)
+    assert "after the switch" in error["error"] and "exited with code 3" in error["error"], error
+    assert "switched back" in second.stderr and "serves the previous release again" in error["hint"]
+    bodies = [s[3] for s in load.samples if s[2]]
+    assert "v2" in bodies, "the new version never served: the test did not reach the switch"
+    assert bodies[-1] == "v1"
+    windows = load.failing_windows()
+    t0 = load.samples[0][0]
+    failed = [(round(a - t0, 3), round(b - a, 3), body) for a, b, ok, body in sorted(load.samples) if not ok]
+    print("failed requests (sent at, took, what):", failed, "windows:", windows)
+    assert max(windows, default=0.0) < 1.0, (windows, failed)
+    assert all(took < 3 for _, took, _ in failed), failed
+    history = json_out(run_cli(root, "history", "--json"))
+    assert [(r["release"], r["outcome"]) for r in history] == [("r1", "ok"), ("r2", "rolled-back")]
+    left = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}-green"})
+    assert not left, [c.name for c in left]
+    assert run_cli(root, "status").returncode == 0
+    (root / "web" / "dieafter").unlink()
+    again = run_cli(root, "release", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json_out(again)["release"] == "r3"
+
+
+def test_a_worker_that_ends_is_a_failed_release(app, engine) -> None:
+    root, name, port = app
+    assert run_cli(root, "release").returncode == 0
+    (root / "compose.yaml").write_text(compose(name, port, "sleep 3; exit 0"))
+    second = run_cli(root, "release", "--json")
+    assert second.returncode == 1, second.stderr
+    assert "worker" in json_out(second)["error"], second.stdout
+    status, body = _get(port)
+    assert (status, body) == (200, "v1")
+    history = json_out(run_cli(root, "history", "--json"))
+    assert history[-1]["outcome"] in ("failed", "rolled-back"), history
+
+
+def _get(port: int) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/version")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode().strip()
+    finally:
+        conn.close()
