@@ -55,6 +55,7 @@ class Expected:
     released: str = ""  # when the release was recorded (RFC 3339)
     config_hash: str | None = None  # the live color's, recomputed from the file now
     known_releases: frozenset[str] = field(default_factory=frozenset)
+    jobs: frozenset[str] | None = None  # the services that may end (with 0); None: any of them
 
 
 def changed_paths(changes: Sequence[tuple[str, str]], mounts: Sequence[str]) -> list[tuple[str, str]]:
@@ -135,7 +136,7 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
                                  f"{want_id[7:19]}"))
         if c.status == "restarting":
             found.append(Finding("restarting", c.name, c.service, "keeps restarting"))
-        elif c.status != "running" and not _finished_during_release(c, expected.released):
+        elif c.status != "running" and not _finished_during_release(c, expected):
             found.append(Finding("stopped", c.name, c.service, f"is {c.status}"
                                  + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")))
         edits = changed_paths(changes.get(c.id, ()), c.mounts)
@@ -149,16 +150,17 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
 _KIND = {"A": "added", "C": "changed", "D": "deleted"}
 
 
-def _finished_during_release(c: ContainerState, released: str) -> bool:
-    """A one-shot service that ran to completion (exit 0) before its release was recorded."""
+def _finished_during_release(c: ContainerState, expected: Expected) -> bool:
+    """A job that ran to completion (exit 0) before its release was recorded."""
+    released = expected.released
     return c.status == "exited" and c.exit_code == 0 and bool(c.finished) and bool(released) \
-        and c.finished[:19] <= released[:19]
+        and c.finished[:19] <= released[:19] and (expected.jobs is None or c.service in expected.jobs)
 
 
 def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Expected:
     """What the live release started, from its record (its color's model) and the file's
     stateful services; the live color's configuration hash recomputed from the file now."""
-    from immutdock.plan import config_hash
+    from immutdock.plan import config_hash, jobs
     from immutdock.render import color_project
 
     known = frozenset(r.id for r in state.records)
@@ -174,7 +176,7 @@ def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Exp
         ids = dict(zip(refs, pool.map(engine.image_id, refs.values())))
     return Expected(app=app.name, release=record.id, color=state.live_color, replicas=replicas, stateful=stateful,
                     image_ids={k: v for k, v in ids.items() if v}, released=record.created,
-                    config_hash=config_hash(app, refs, redactor), known_releases=known)
+                    config_hash=config_hash(app, refs, redactor), known_releases=known, jobs=jobs(app))
 
 
 def _replicas(definition: Mapping[str, Any]) -> int:

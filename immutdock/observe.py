@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Collection
 
 from immutdock import labels as L
 from immutdock import ledger
@@ -48,9 +49,16 @@ class AppState:
         live = self.live_release
         return next((r for r in reversed(self.records) if r.id == live and r.outcome in ("ok", "switching")), None)
 
-    def color_running(self, color: str | None) -> bool:
+    def color_running(self, color: str | None, jobs: Collection[str] | None = None) -> bool:
+        """Whether every container of `color` runs; one of a job (of `jobs`; None: of any
+        service) may have ended with 0."""
         cs = self.colors.get(color or "", ())
-        return bool(cs) and all(c.status == "running" or (c.status == "exited" and c.exit_code == 0) for c in cs)
+        return bool(cs) and self.color_stopped(color, jobs) is None
+
+    def color_stopped(self, color: str | None, jobs: Collection[str] | None = None) -> ContainerState | None:
+        """The first container of `color` that does not run (and is not a job that ended with 0)."""
+        return next((c for c in self.colors.get(color or "", ()) if c.status != "running" and not (
+            c.status == "exited" and c.exit_code == 0 and (jobs is None or c.service in jobs))), None)
 
     @property
     def idle(self) -> list[str]:

@@ -54,10 +54,15 @@ class ReleasePlan:
                 "stateful_changes": list(self.stateful_changes), "router": self.router}
 
 
+def jobs(app: App) -> frozenset[str]:
+    """The services that may end (with 0): jobs others wait for (see infer.Role)."""
+    return frozenset(r.service for r in app.roles if r.role == "job")
+
+
 def not_serving(app: App, state: AppState) -> str | None:
     """Why what is deployed cannot serve as it is (a release is then never a no-op), or None."""
     live = state.live_color
-    if live is None or not state.color_running(live):
+    if live is None or not state.color_running(live, jobs(app)):
         return "the live color is not running"
     if app.settings.router is not None and (state.router is None or state.router.status != "running"):
         return "the router is not running"

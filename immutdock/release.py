@@ -23,7 +23,7 @@ from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockErr
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, PreReleaseTest, address, frozen_mapping
 from immutdock.observe import AppState, observe
-from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, rollback_target
+from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, jobs, rollback_target
 from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 from immutdock.settle import watch
@@ -219,7 +219,7 @@ class Deployer:
             else:
                 target = rollback_target(state, to)
             if not heal and target.config_hash == state.color_config_hash(state.live_color) \
-                    and state.color_running(state.live_color):
+                    and state.color_running(state.live_color, jobs(self.app)):
                 return Outcome(release=state.live_release or target.id, color=str(state.live_color), outcome="noop",
                                kind="rollback", images=dict(target.images), url=self._url(), source=target.id,
                                message=f"{target.id} is what serves already ({state.live_release} on "
@@ -300,7 +300,7 @@ class Deployer:
             t = time.monotonic()
             self._start_color(project, model)
             gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
-                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=self._jobs())
+                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=jobs(self.app))
             timings["health"] = time.monotonic() - t
             if not gate.ok:
                 logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
@@ -362,7 +362,7 @@ class Deployer:
         problem switch traffic back to the old color at once, remove the new one, record the
         release as rolled back and fail. The settled record on success."""
         routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
-        settled = watch(self.engine, project, router, plan.color, routes, self._jobs(), self.app.settings.settle,
+        settled = watch(self.engine, project, router, plan.color, routes, jobs(self.app), self.app.settings.settle,
                         tick=self.say)
         timings["settle"] = settled.seconds
         if settled.ok:
@@ -384,10 +384,6 @@ class Deployer:
             raise ReleaseFailed(f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}",
                                 back + (f"; last log lines of {settled.culprit.name} follow" if settled.culprit
                                         else ""), details=logs)
-
-    def _jobs(self) -> frozenset[str]:
-        """The services that may exit 0: jobs others wait for (see infer.Role)."""
-        return frozenset(r.name for r in self.app.roles if getattr(r, "role", "") == "job")
 
     def _settle_record(self, record: ledger.Record, outcome: str, message: str = "") -> ledger.Record:
         """Rewrite a record written as "switching" with its outcome."""

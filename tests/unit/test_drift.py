@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from immutdock.drift import Expected, changed_paths, findings
 from immutdock.engine import ContainerState
 
@@ -72,6 +74,14 @@ def test_a_one_shot_that_finished_during_its_release_is_not_drift_but_one_stoppe
     assert findings(EXPECTED, fleet, {}) == []
     fleet[2] = _c("shop-blue-worker-1", "worker", status="exited", exit_code=0, finished="2026-11-22T12:00:00.1Z")
     assert [f.kind for f in findings(EXPECTED, fleet, {})] == ["stopped"]
+
+
+def test_a_service_that_is_no_job_and_ended_is_drift_even_during_its_release() -> None:
+    fleet = _fleet()
+    fleet[2] = _c("shop-blue-worker-1", "worker", status="exited", exit_code=0, finished="2026-11-22T09:59:58.1Z")
+    found = findings(replace(EXPECTED, jobs=frozenset({"migrate"})), fleet, {})
+    assert [(f.kind, f.container) for f in found] == [("stopped", "shop-blue-worker-1")]
+    assert findings(replace(EXPECTED, jobs=frozenset({"worker"})), fleet, {}) == []
 
 
 def test_missing_and_extra_containers_and_a_color_that_is_not_live() -> None:

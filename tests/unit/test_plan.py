@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,11 +119,20 @@ def test_noop_when_the_live_color_runs_the_same_config(app: App, images: list) -
     assert "r2" in plan.reason
 
 
-def test_noop_with_a_finished_one_shot_container(app: App, images: list) -> None:
+def test_noop_with_a_finished_job_but_not_with_a_finished_worker(tmp_path, images: list) -> None:
+    model = full_model(tmp_path)
+    model["services"]["migrate"] = {"image": "shop-web:1", "command": ["migrate"], "entrypoint": None}
+    model["services"]["web"]["depends_on"]["migrate"] = {"condition": "service_completed_successfully",
+                                                         "required": True}
+    app = validate(model, full_block(), tmp_path)
+    finished = color_container("green", "r1", NEW, service="migrate", status="exited", exit_code=0)
     state = app_state(state=running_db(app), records=(record(1),), router=router_container(), live="green",
-                      green=(color_container("green", "r1", NEW),
-                             color_container("green", "r1", NEW, service="migrate", status="exited", exit_code=0)))
+                      green=(color_container("green", "r1", NEW), finished))
     assert decide(app, images, state, NEW, REDACTOR).noop
+    ended = color_container("green", "r1", NEW, service="worker", status="exited", exit_code=0)
+    state = replace(state, colors={**state.colors, "green": (color_container("green", "r1", NEW), ended)})
+    plan = decide(app, images, state, NEW, REDACTOR)
+    assert not plan.noop and plan.reason == "the live color is not running"
 
 
 def test_change_starts_the_other_color_and_retires_the_live_one(app: App, images: list) -> None:
