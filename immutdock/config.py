@@ -12,9 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
-from immutdock import infer
+from immutdock import bounds, infer, projectfiles
 from immutdock.errors import ConfigError
 from immutdock.model import App, BuildSecret, BuildSpec, Service, VolumeDump, frozen_mapping
 from immutdock.settings import BLOCK, parse_settings
@@ -45,8 +43,9 @@ _REFERENCE_SUFFIXES = ("FILE", "PATH")
 def find_compose_file(cwd: Path, explicit: Path | None = None) -> Path:
     if explicit is not None:
         path = (explicit if explicit.is_absolute() else cwd / explicit).absolute()
-        if not path.is_file():
-            raise ConfigError(str(explicit), "no such compose file", "check the path given to -f")
+        if not path.is_file():  # a folder, or a device or pipe (read_compose reads a regular file only)
+            raise ConfigError(str(explicit), "no such compose file" if not os.path.lexists(path) else
+                              "is not a compose file (a folder, device or pipe)", "check the path given to -f")
         return path
     for name in COMPOSE_FILE_NAMES:
         if (cwd / name).is_file():
@@ -56,22 +55,9 @@ def find_compose_file(cwd: Path, explicit: Path | None = None) -> Path:
 
 
 def read_yaml(path: Path) -> Mapping[str, Any]:
-    """Parse the file ourselves first, so malformed YAML is reported with its line."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        if mark is not None and exc.context_mark is not None and mark.line >= len(path.read_text().splitlines()):
-            mark = exc.context_mark  # an error found at the end of the file started where the context did
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise ConfigError(path.name, f"{line}{problem}", "fix the YAML syntax at that line") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path.name, f"cannot read: {exc}", "check the file's permissions and encoding") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(path.name, "is not a compose file (top level must be a mapping)",
-                          "start it with `services:`")
-    return data
+    """Parse the file ourselves first (within bounds' limits of size, aliases and nesting), so
+    malformed or hostile YAML is reported with its line before compose reads it."""
+    return bounds.read_compose(path)[1]
 
 
 def looks_secret(arg_name: str) -> bool:
@@ -93,40 +79,48 @@ def looks_secret(arg_name: str) -> bool:
     return "KEY" in parts and not _PUBLIC_KEY_WORDS & set(parts)
 
 
-def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any]) -> BuildSpec:
-    path = f"services.{name}.build"
-    if "dockerfile_inline" in build:
-        raise ConfigError(f"{path}.dockerfile_inline", "is not supported", "put the Dockerfile in a file")
+def _build_paths(path: str, build: Mapping[str, Any], project_dir: Path, absolute: frozenset[str]) -> tuple[Path, Path]:
+    """The build's context and Dockerfile, resolved: inside the project folder unless the user
+    wrote the context as an absolute path (`absolute`: such key paths), a Dockerfile written as
+    a relative path then inside the context; the Dockerfile a regular file of its size."""
     context_text = str(build.get("context", "."))
     if "://" in context_text or context_text.startswith("git@"):
         raise ConfigError(f"{path}.context", f"remote build context {context_text!r} is not supported",
                           "check the sources out and point context at the folder")
-    context = Path(context_text)
-    if not context.is_dir():
-        raise ConfigError(f"{path}.context", f"build context {context_text} does not exist",
+    if not Path(context_text).is_dir():
+        problem = "is not a folder" if os.path.lexists(context_text) else "does not exist"
+        raise ConfigError(f"{path}.context", f"build context {context_text} {problem}",
                           "create the folder or fix the path")
-    dockerfile = context / str(build.get("dockerfile") or "Dockerfile")
-    if not dockerfile.is_file():
-        raise ConfigError(f"{path}.dockerfile", f"Dockerfile {dockerfile} does not exist",
+    written = context_text if f"{path}.context" in absolute else os.path.relpath(context_text, project_dir)
+    context = bounds.within(Path(context_text), project_dir, written, f"{path}.context", "build context")
+    name = str(build.get("dockerfile") or "Dockerfile")
+    own = context.is_relative_to(project_dir.resolve())  # else a context the user wrote as an absolute path
+    dockerfile = bounds.within(context / name, project_dir if own else context, name, f"{path}.dockerfile",
+                               "Dockerfile", "the project folder" if own else "its build context")
+    if not os.path.lexists(dockerfile):
+        raise ConfigError(f"{path}.dockerfile", f"Dockerfile {context / name} does not exist",
                           "create it or set build.dockerfile to its path inside the context")
-    args: dict[str, str] = {}
-    for key, value in (build.get("args") or {}).items():
-        if looks_secret(key):
-            raise ConfigError(f"{path}.args.{key}", "looks like a secret, and build args stay readable in the image",
-                              "pass it as a build secret (build.secrets) and read it with RUN --mount=type=secret")
-        if value is not None:
-            args[key] = str(value)
+    bounds.check_file(dockerfile, bounds.DOCKERFILE_BYTES, f"{path}.dockerfile", "Dockerfile")
+    return context, dockerfile
+
+
+def _additional_contexts(path: str, build: Mapping[str, Any], context: Path, project_dir: Path,
+                         absolute: frozenset[str]) -> dict[str, str]:
+    """Local additional contexts: existing folders, inside the project unless written absolute."""
     extra: dict[str, str] = {}
     for key, value in (build.get("additional_contexts") or {}).items():
-        text = str(value)
+        text, where = str(value), f"{path}.additional_contexts.{key}"
         if "://" not in text:
-            resolved = (context / text).resolve()
-            if not resolved.is_dir():
-                raise ConfigError(f"{path}.additional_contexts.{key}", f"{text} does not exist",
-                                  "create the folder or fix the path")
-            text = str(resolved)
+            if not (context / text).is_dir():
+                raise ConfigError(where, f"{text} does not exist", "create the folder or fix the path")
+            written = text if where in absolute else os.path.relpath(context / text, project_dir)
+            text = str(bounds.within(context / text, project_dir, written, where, "build context"))
         extra[key] = text
-    build_secrets = []
+    return extra
+
+
+def _build_secrets(path: str, build: Mapping[str, Any], secrets: Mapping[str, Any]) -> tuple[BuildSecret, ...]:
+    found = []
     for i, item in enumerate(build.get("secrets") or []):
         source = item.get("source") if isinstance(item, Mapping) else str(item)
         top = secrets.get(source)
@@ -140,11 +134,29 @@ def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any])
         else:
             raise ConfigError(f"secrets.{source}", "a build secret needs file: or environment:",
                               "set one of them")
-        build_secrets.append(BuildSecret(id=str(item.get("target") or source) if isinstance(item, Mapping) else source,
-                                         source=spec))
-    return BuildSpec(context=context.resolve(), dockerfile=dockerfile.resolve(), args=frozen_mapping(args),
-                     target=build.get("target") or None, additional_contexts=frozen_mapping(extra),
-                     secrets=tuple(build_secrets))
+        found.append(BuildSecret(id=str(item.get("target") or source) if isinstance(item, Mapping) else source,
+                                 source=spec))
+    return tuple(found)
+
+
+def _build_spec(name: str, build: Mapping[str, Any], secrets: Mapping[str, Any], project_dir: Path,
+                absolute: frozenset[str]) -> BuildSpec:
+    path = f"services.{name}.build"
+    if "dockerfile_inline" in build:
+        raise ConfigError(f"{path}.dockerfile_inline", "is not supported", "put the Dockerfile in a file")
+    context, dockerfile = _build_paths(path, build, project_dir, absolute)
+    args: dict[str, str] = {}
+    for key, value in (build.get("args") or {}).items():
+        if looks_secret(key):
+            raise ConfigError(f"{path}.args.{key}", "looks like a secret, and build args stay readable in the image",
+                              "pass it as a build secret (build.secrets) and read it with RUN --mount=type=secret")
+        if value is not None:
+            args[key] = str(value)
+    return BuildSpec(context=context, dockerfile=dockerfile, args=frozen_mapping(args),
+                     target=build.get("target") or None,
+                     additional_contexts=frozen_mapping(_additional_contexts(path, build, context, project_dir,
+                                                                             absolute)),
+                     secrets=_build_secrets(path, build, secrets))
 
 
 def _drop_container_name(name: str, definition: dict[str, Any], services: Mapping[str, Any]) -> list[str]:
@@ -215,9 +227,11 @@ _VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-
 def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file (comments, `export` and quotes as compose reads them)."""
     out: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    if not os.path.lexists(path):
+        return out
+    try:  # a regular file within bounds.ENV_BYTES, or a ConfigError: compose reads it next
+        text = bounds.read_file(path, bounds.ENV_BYTES, path.name, "env file").decode("utf-8")
+    except UnicodeDecodeError:
         return out
     for line in text.splitlines():
         line = line.strip()
@@ -245,9 +259,11 @@ def secret_values(texts: list[str], services: Mapping[str, Any], variables: Mapp
 
 
 def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
-             inactive: Mapping[str, list[str]] | None = None) -> App:
+             inactive: Mapping[str, list[str]] | None = None, absolute: frozenset[str] = frozenset()) -> App:
     """Pure: compose's normalized model (+ the x-immutdock block) -> App. `inactive`: the
-    services compose left out because their profiles are not active, each with its profiles."""
+    services compose left out because their profiles are not active, each with its profiles;
+    `absolute`: the key paths of build contexts the files give as absolute paths (others must
+    stay inside the compose file's folder)."""
     services_raw: Mapping[str, Any] = model.get("services") or {}
     inactive = inactive or {}
     if not services_raw and inactive:
@@ -268,6 +284,7 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
     warnings: list[str] = []
     for name, svc in services_raw.items():
         stateful = name in settings.stateful
+        bounds.replicas(name, svc, stateful)
         definition = dict(svc)
         if not stateful:
             routed = settings.router is not None and name in settings.router.services
@@ -275,7 +292,7 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
                 definition.pop("ports", None)  # the router publishes them
             warnings += _drop_container_name(name, definition, services_raw)
             _check_swapped(name, definition, routed)
-        build = _build_spec(name, svc["build"], secrets) if svc.get("build") else None
+        build = _build_spec(name, svc["build"], secrets, compose_file.parent, absolute) if svc.get("build") else None
         if build is None and not svc.get("image"):
             raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
         services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
@@ -284,6 +301,10 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
         if services[name].definition.get("network_mode"):
             raise ConfigError(f"services.{name}.network_mode", "a routed service must join networks",
                               "remove network_mode")
+    bounds.app_name(str(model.get("name")))
+    named = {n: s.build is not None or not s.stateful for n, s in services.items()}  # <app>-<service> images
+    bounds.derived_names(str(model.get("name")), named, settings.router.services if settings.router else (),
+                         [t.registry for t in settings.targets.values() if t.registry])
     settings = dataclasses.replace(settings, volumes=frozen_mapping(
         {key: _dumped_by(key, dump, model.get("volumes") or {}, services) for key, dump in settings.volumes.items()}))
     return App(name=str(model.get("name")), compose_file=compose_file, project_dir=compose_file.parent,
@@ -331,18 +352,24 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
     files = [path]
     if explicit is None:  # like compose: a found file is merged with its override file
         files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
-    raws = [read_yaml(f) for f in files]  # malformed YAML is reported before compose runs
+    read = [bounds.read_compose(f) for f in files]  # within the limits, malformed YAML named, before compose runs
+    raws = [raw for _text, raw in read]
+    variables = {**read_dotenv(path.parent / ".env"), **os.environ}
+    projectfiles.before_compose(files, raws, variables)
     raw_names = [raw.get("name") for raw in raws]
     given = str(os.environ.get("COMPOSE_PROJECT_NAME") or next((n for n in reversed(raw_names) if n), None)
                 or path.parent.name)
-    if named is not None and "$" not in given:
-        named(given)
+    if "$" not in given:
+        bounds.app_name(given, normalized=False)
+        if named is not None:
+            named(given)
     model = compose.normalized_model(files)
     check_name(given, str(model.get("name")))
     model["services"] = in_file_order(raws, model.get("services") or {})
-    app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}))
-    variables = {**read_dotenv(path.parent / ".env"), **os.environ}
-    hidden = secret_values([f.read_text(encoding="utf-8") for f in files], model.get("services") or {}, variables)
+    app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}),
+                   projectfiles.written_absolute(raws, variables))
+    projectfiles.after_compose(app)
+    hidden = secret_values([text for text, _raw in read], model.get("services") or {}, variables)
     return dataclasses.replace(app, secret_values=hidden)
 
 

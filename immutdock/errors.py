@@ -26,9 +26,17 @@ class ConfigError(ImmutdockError):
     exit_code = 2
 
     def __init__(self, path: str, message: str, hint: str | None = None) -> None:
+        path, message = _printable(path), _printable(message)  # one line, whatever the file holds
         where = f"{path}: " if path else ""
-        super().__init__(f"{where}{message}", hint)
+        super().__init__(f"{where}{message}", _printable(hint) if hint else hint)
         self.path = path
+
+
+def _printable(text: str) -> str:
+    """`text` with each character a terminal would not print as it is (a newline, an escape
+    sequence) written as its Python escape, e.g. \\n."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                                                   for c in text)
 
 
 class EngineError(ImmutdockError):

@@ -8,6 +8,7 @@ import ipaddress
 import re
 from typing import Any, Mapping
 
+from immutdock import bounds
 from immutdock.errors import ConfigError
 from immutdock.model import (EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target,
                              VolumeDump, frozen_mapping)
@@ -29,6 +30,10 @@ DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the o
 # less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
 _URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
 _URL_PATH_MAX = 1024
+# A host of a target (a name, an alias of ~/.ssh/config or an IP) and its user: no character a
+# shell, an ssh_config line or a URL would read as anything else.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:
@@ -61,6 +66,8 @@ def parse_publish(value: Any, path: str) -> tuple[str, int]:
         return "", _port(text, path)
     ip = ip.strip("[]")
     try:
+        if "%" in ip:  # a zone (fe80::1%eth0) is no address the engine publishes on
+            raise ValueError(ip)
         ipaddress.ip_address(ip)
     except ValueError:
         raise ConfigError(path, f"{value!r} is not PORT or IP:PORT", 'write e.g. "127.0.0.1:8080" or "8080"') from None
@@ -188,7 +195,7 @@ def _router(value: Any, path: str, services: set[str], inactive: Mapping[str, li
     _clash(tuple(routes), f"{path}.routes" if "routes" in block else f"{path}.publish")
     image, base = block.get("image"), block.get("base")
     for key, value in (("image", image), ("base", base)):
-        if value is not None and (not isinstance(value, str) or not value.strip() or " " in value):
+        if value is not None and (not isinstance(value, str) or not bounds.is_reference(value)):
             raise ConfigError(f"{path}.{key}", f"{value!r} is not an image reference",
                               "e.g. image: registry/haproxy-router:1, base: debian:bookworm-slim")
     request_timeout = block.get("request_timeout", 75)
@@ -276,7 +283,7 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
                               "route traffic to a swapped (non-stateful) service")
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
-    targets = _targets(block.get("targets"), f"{BLOCK}.targets")
+    targets = _targets(block["targets"], f"{BLOCK}.targets") if "targets" in block else frozen_mapping()
     volumes = _volumes(block.get("volumes"), f"{BLOCK}.volumes", services, inactive)
     settle = block.get("settle", DEFAULT_SETTLE)
     if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 3600:
@@ -296,10 +303,13 @@ def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: i
 def _targets(value: Any, path: str) -> Mapping[str, Target]:
     """`targets: {NAME: {hosts: [ssh://user@host[:port], ...], parallel, canary, registry}}`."""
     from immutdock import registry
-    from immutdock.ssh import parse_host
 
     found: dict[str, Target] = {}
-    for name, spec in _mapping(value, path).items():
+    named = _mapping(value, path)
+    if not named:  # `targets: {}`, or `[]` and a bare `targets:`, which compose gives as null
+        raise ConfigError(path, "names no target", "name one, e.g. targets: {prod: {hosts: [ssh://deploy@app1."
+                          "example.com]}}, or remove targets:")
+    for name, spec in named.items():
         where = f"{path}.{name}"
         if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
             raise ConfigError(where, f"{name!r} is not a target name", "use letters, digits, '-', '_' or '.'")
@@ -311,7 +321,7 @@ def _targets(value: Any, path: str) -> Mapping[str, Target]:
         if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
             raise ConfigError(f"{where}.hosts", "must be a list of SSH hosts",
                               "e.g. hosts: [ssh://deploy@app1.example.com, ssh://deploy@app2.example.com:2222]")
-        parsed = [parse_host(h, f"{where}.hosts[{i}]").name for i, h in enumerate(hosts)]
+        parsed = [_host(h, f"{where}.hosts[{i}]") for i, h in enumerate(hosts)]
         twice = sorted({h for h in parsed if parsed.count(h) > 1})
         if twice:
             raise ConfigError(f"{where}.hosts", f"{twice[0]} is listed twice", "list each host once")
@@ -348,3 +358,23 @@ def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, lis
             hooks.append(hook)
         found[when] = tuple(hooks)
     return frozen_mapping(found)
+
+
+def _host(text: Any, path: str) -> str:
+    """A target's host as ssh.parse_host reads it (its name), with a user and host of plain
+    characters only: letters, digits, '.', '_' and '-', or an IP address."""
+    from immutdock.ssh import parse_host
+
+    host = parse_host(text, path)
+    plain = _HOST_NAME.fullmatch(host.host) is not None
+    if not plain and "%" not in host.host:
+        try:
+            ipaddress.ip_address(host.host)
+            plain = True
+        except ValueError:
+            pass
+    if not plain or (host.user is not None and not _USER.fullmatch(host.user)):
+        raise ConfigError(path, f"{text!r} is not an SSH host (a user or host name holds a character such as a "
+                          "space, quote, ';' or '$')", "write ssh://user@host[:port] with letters, digits, '.', "
+                          "'_' and '-', or a Host alias of ~/.ssh/config")
+    return host.name

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from pathlib import Path
 
+from immutdock import bounds
 from immutdock.errors import ConfigError
 from immutdock.model import TLS
 
@@ -18,13 +20,25 @@ _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", 
 PATH = "x-immutdock.router.tls"
 
 
+def _path(name: str, project_dir: Path, key: str) -> Path:
+    """The file `name` names: inside the project folder unless written as an absolute path."""
+    path = bounds.within(project_dir / name, project_dir, name, f"{PATH}.{key}", "certificate file")
+    if not os.path.lexists(path):
+        raise ConfigError(f"{PATH}.{key}", f"cannot read {name} (No such file or directory)",
+                          "give the path of a PEM file, relative to the compose file's folder")
+    return path
+
+
+def check(tls: TLS, project_dir: Path) -> None:
+    """The certificate's and key's files are where they may be and what they must be (regular
+    files of at most bounds.TLS_BYTES), checked when the file is loaded; read_pem reads them."""
+    for key, name in (("cert", tls.cert), ("key", tls.key)):
+        if name is not None:
+            bounds.check_file(_path(name, project_dir, key), bounds.TLS_BYTES, f"{PATH}.{key}", "certificate file")
+
+
 def _read(name: str, project_dir: Path, key: str) -> bytes:
-    path = (project_dir / name).resolve()
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{PATH}.{key}", f"cannot read {name} ({exc.strerror or exc})",
-                          "give the path of a PEM file, relative to the compose file's folder") from None
+    return bounds.read_file(_path(name, project_dir, key), bounds.TLS_BYTES, f"{PATH}.{key}", "certificate file")
 
 
 def blocks(data: bytes) -> list[tuple[str, bytes]]:
