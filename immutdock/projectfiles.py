@@ -48,16 +48,14 @@ def _services(raw: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
             yield str(name), svc
 
 
-def _listed(value: Any, key: str = "path") -> Iterator[tuple[int | None, Any]]:
-    """The items of a string-or-list setting, each with its index (None: written as one string);
-    a mapping item gives its `key`."""
-    items = [(None, value)] if not isinstance(value, list) else list(enumerate(value))
-    for i, item in items:
-        yield i, item.get(key) if isinstance(item, Mapping) else item
-
-
-def _at(key: str, i: int | None) -> str:
-    return key if i is None else f"{key}[{i}]"
+def _paths(where: str, value: Any) -> Iterator[tuple[str, str]]:
+    """(key path, path as written) of a setting that holds one path or a list of them (an item
+    may be a mapping with its path under `path`, as env_file's {path, required})."""
+    items = [(f"{where}[{i}]", item) for i, item in enumerate(value)] if isinstance(value, list) else [(where, value)]
+    for at, item in items:
+        text = item.get("path") if isinstance(item, Mapping) else item
+        if isinstance(text, str):
+            yield at, text
 
 
 def _includes(raw: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -70,21 +68,15 @@ def _includes(raw: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]
 def _env_files(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(key path, path as written) of every env_file of a raw compose file."""
     for name, svc in _services(raw):
-        for i, text in _listed(svc.get("env_file")):
-            if isinstance(text, str):
-                yield _at(f"services.{name}.env_file", i), text
+        yield from _paths(f"services.{name}.env_file", svc.get("env_file"))
     for i, item in _includes(raw):
-        for j, text in _listed(item.get("env_file")):
-            if isinstance(text, str):
-                yield _at(f"include[{i}].env_file", j), text
+        yield from _paths(f"include[{i}].env_file", item.get("env_file"))
 
 
 def _compose_files(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(key path, path as written) of the compose files a raw file includes or extends."""
     for i, item in _includes(raw):
-        for j, text in _listed(item.get("path")):
-            if isinstance(text, str):
-                yield _at(f"include[{i}].path", j), text
+        yield from _paths(f"include[{i}].path", item.get("path"))
     for name, svc in _services(raw):
         extends = svc.get("extends")
         if isinstance(extends, Mapping) and isinstance(extends.get("file"), str):

@@ -130,9 +130,11 @@ def test_a_compose_file_that_is_no_regular_file_is_refused(tmp_path: Path, kind:
     _expect(_refused(tmp_path, target), str(target), "is not a compose file")
 
 
-def test_a_file_it_extends_is_held_to_the_same_limits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["services:\n  web: {extends: {file: bomb.yaml, service: web}}\n",
+                                  "include: [{path: [bomb.yaml]}]\nservices: {}\n"])
+def test_a_file_it_extends_or_includes_is_held_to_the_same_limits(tmp_path: Path, text: str) -> None:
     (tmp_path / "bomb.yaml").write_text(_billion_laughs())
-    (tmp_path / "compose.yaml").write_text("services:\n  web: {extends: {file: bomb.yaml, service: web}}\n")
+    (tmp_path / "compose.yaml").write_text(text)
     _expect(_refused(tmp_path), "bomb.yaml", "billion laughs")
 
 
