@@ -15,8 +15,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from immutdock import config
+from immutdock import bounds, config, tls
 from immutdock.errors import ConfigError
+from immutdock.model import TLS
+from immutdock.projectfiles import interpolate
 
 from .test_config import needs_compose
 
@@ -146,7 +148,7 @@ def _fifo(root: Path, name: str) -> str:
 
 
 def _big(root: Path, name: str) -> str:
-    (root / name).write_bytes(b"#" * (2 << 20))
+    (root / name).write_bytes(b"#" * (2 << 20))  # 2 MiB
     return name
 
 
@@ -345,15 +347,11 @@ def test_commands_keep_shell_metacharacters_as_data(tmp_path: Path) -> None:
 
 def test_the_base_project_loads(tmp_path: Path) -> None:
     """Each case above is refused for what it changes, not for the project around it."""
-    app = config.load(_project(tmp_path))
-    assert app.name == "hostile" and app.settings.router is not None
+    assert config.load(_project(tmp_path)).settings.router is not None
 
 
 def test_a_release_reads_the_certificate_within_its_limit(tmp_path: Path) -> None:
     """tls.read_pem (when a release loads the certificate) reads no device, pipe or big file."""
-    from immutdock import tls
-    from immutdock.model import TLS
-
     os.mkfifo(tmp_path / "site.pem")
     _big(tmp_path, "big.pem")
     for cert, words in (("/dev/zero", "not a regular file"), ("site.pem", "not a regular file"),
@@ -369,8 +367,6 @@ def test_a_release_reads_the_certificate_within_its_limit(tmp_path: Path) -> Non
 def test_the_pure_python_parser_keeps_the_same_limits(tmp_path: Path, case: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Without libyaml, PyYAML's own parser feeds the same bounded composer."""
-    from immutdock import bounds
-
     monkeypatch.setattr(bounds, "_Loader", bounds._PyLoader)
     text, words = YAML_CASES[case]
     (tmp_path / "compose.yaml").write_text(text or _billion_laughs())
@@ -396,9 +392,6 @@ def test_a_path_written_absolute_may_lead_out_of_the_project(tmp_path: Path) -> 
 
 
 def test_interpolate_reads_compose_variables() -> None:
-    from immutdock.projectfiles import interpolate
-
-    variables = {"A": "/abs", "E": ""}
-    assert [interpolate(t, variables) for t in ("$A/x", "${A}/x", "${B:-/d}/x", "${E:-/d}", "${E-/d}", "${A:+/p}",
-                                                 "$$A", "${B:-${A}}/y")] == \
-        ["/abs/x", "/abs/x", "/d/x", "/d", "", "/p", "$A", "/abs/y"]
+    said = {"$A/x": "/abs/x", "${A}/x": "/abs/x", "${B:-/d}/x": "/d/x", "${E:-/d}": "/d", "${E-/d}": "",
+            "${A:+/p}": "/p", "$$A": "$A", "${B:-${A}}/y": "/abs/y"}
+    assert {text: interpolate(text, {"A": "/abs", "E": ""}) for text in said} == said
