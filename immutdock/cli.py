@@ -6,6 +6,7 @@ is still serving, 2 bad input and nothing changed, 3 another release holds the l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -82,7 +83,10 @@ class Ctx:
             if prefetch is not None and not self.target_name and not self.hosts:
                 self._ahead = (name, _background(prefetch, self.engine, name))
 
+        from immutdock.redact import hidden_values
+
         app = config.load(Path.cwd(), self.file, named=named)
+        app = dataclasses.replace(app, secret_values=hidden_values(app))  # no record or file keeps one
         for warning in app.warnings if warn else ():
             self.warn(warning)
         return app
@@ -97,7 +101,7 @@ class Ctx:
         from immutdock.compose import Compose
         from immutdock.release import Deployer
 
-        return Deployer(app, self.engine, Compose(), self.progress, self.warn)
+        return Deployer(app, self.engine, Compose(hidden=app.secret_values), self.progress, self.warn)
 
     def target(self, app: Any) -> Any:  # -> Target | None (None: the local engine)
         from immutdock.fleet import resolve
@@ -849,6 +853,7 @@ def _prune_lines(result: Mapping[str, Any]) -> list[str]:
 def _prune(deployer: Any, keep: int | None, archive: Path | None = None, bar: Any = None) -> dict[str, Any]:
     """Prune one engine (its lock held by the caller); with `archive`, what goes is archived first."""
     from immutdock import archive as archives
+    from immutdock import ledger
     from immutdock.observe import observe
     from immutdock.prune import apply_prune, compact_records, plan_prune
 
@@ -856,17 +861,18 @@ def _prune(deployer: Any, keep: int | None, archive: Path | None = None, bar: An
     state = observe(engine, app.name)
     result = plan_prune(state, keep or app.settings.keep)
     archived = []
+    redactor = deployer.redactor(state)
     if archive is not None:
         going = set(result.remove)
         for record in state.records:
             refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
                 going & set(record.images.values()) else []
-            if going & set(refs):
-                made = archives.write(engine, app.name, record, refs, archive, bar)
+            if going & set(refs):  # the manifest keeps the record as tidy leaves it: no value in clear
+                made = archives.write(engine, app.name, ledger.redacted(record, redactor), refs, archive, bar)
                 archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
                                  "sha256": made.sha256, "images": list(made.image_ids)})
     removed = apply_prune(engine, app.name, result)
-    compacted = compact_records(engine, app.name, state, removed, deployer.redactor(state))
+    compacted = compact_records(engine, app.name, state, removed, redactor)
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
             "archived": archived}
 

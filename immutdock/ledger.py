@@ -147,8 +147,8 @@ def rewrite(engine: Engine, app: str, old: Record, new: Record, taken: frozenset
 def tidy(engine: Engine, app: str, records: list[Record], redactor: Redactor,
          gone: Callable[[str], bool] | None = None) -> list[str]:
     """Rewrite what should not stay as it is: the model of a release one of whose images is
-    `gone` (it cannot be rolled back to) is dropped; a model written before digests is redacted.
-    Returns the ids rewritten."""
+    `gone` (it cannot be rolled back to) is dropped; a model that holds a value in clear is
+    redacted (see `redacted`). Returns the ids rewritten."""
     taken = frozenset(r.volume for r in records)
     done = []
     for rec in records:
@@ -158,13 +158,27 @@ def tidy(engine: Engine, app: str, records: list[Record], redactor: Redactor,
             continue
         if gone is not None and any(gone(ref) for ref in rec.images.values()):
             new = replace(rec, packed="")
-        elif not rec.salt:
-            new = replace(rec, packed=pack(redactor.scrub(rec.model)), salt=redactor.salt)
         else:
-            continue
+            new = redacted(rec, redactor)
+            if new is rec:
+                continue
         taken |= {rewrite(engine, app, rec, new, taken).volume}
         done.append(rec.id)
     return done
+
+
+def redacted(rec: Record, redactor: Redactor) -> Record:
+    """`rec` with its model as immutdock keeps one now, or `rec` itself when it is so already.
+    A model written before digests is redacted with `redactor`'s salt; one written with digests
+    keeps its salt (its digests stay comparable) and gets every string that holds a value
+    `redactor` looks for digested too (an older immutdock kept a value of a variable or key
+    that does not look secret in clear inside a command or label)."""
+    if not rec.packed:
+        return rec
+    if not rec.salt:
+        return replace(rec, packed=pack(redactor.scrub(rec.model)), salt=redactor.salt)
+    again = Redactor(rec.salt, redactor.embedded).scrub(rec.model)
+    return rec if again == rec.model else replace(rec, packed=pack(again))
 
 
 def last_ok(records: list[Record]) -> Record | None:

@@ -1,7 +1,8 @@
 """The SSH gateway (fabric): a connection to a host, its host key checked against the user's
 known_hosts, and the host's Docker engine reached through that one connection.
 
-The engine is forwarded to a unix socket on this machine (in a private temporary folder):
+The engine is forwarded to a unix socket on this machine (in a private temporary folder, see
+immutdock.scratch):
 each connection made to it is one SSH channel running `docker system dial-stdio` on the host,
 as the docker CLI does for `ssh://` addresses. So everything that speaks to an engine (the
 stdlib wire, docker-py, compose) works unchanged, over one SSH handshake per host.
@@ -14,12 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from immutdock import scratch
 from immutdock.errors import ConfigError, EngineError
 
 if TYPE_CHECKING:  # fabric (and paramiko) are imported when a host is reached
@@ -195,7 +196,7 @@ class DockerTunnel:
         self._reconnect = reconnect
         self._pool: list[list[Any]] = [[first, 0, self.PER_CONNECTION]]  # [connection, channels open, limit]
         self._lock = threading.Lock()
-        self._dir = tempfile.mkdtemp(prefix="immutdock-ssh-")
+        self._dir = str(scratch.folder("immutdock-ssh-"))  # 0700, its owner said (a killed run's goes: scratch.reap)
         self.path = os.path.join(self._dir, "docker.sock")
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self.path)

@@ -196,7 +196,9 @@ def test_tidy_compacts_redacts_and_finishes_a_rewrite_cut_short(tmp_path: Path) 
     old = ledger.write(store, APP, full_record(tmp_path, number=1, packed=ledger.pack(model)))  # type: ignore[arg-type]
     gone = ledger.write(store, APP, full_record(tmp_path, number=2, salt="ab" * 16,  # type: ignore[arg-type]
                                                 images={"web": "shop-web:gone"}))
-    keep = ledger.write(store, APP, full_record(tmp_path, number=3, salt="ab" * 16))  # type: ignore[arg-type]
+    redacted = ledger.pack(Redactor("ab" * 16).scrub(full_record(tmp_path).model))
+    keep = ledger.write(store, APP, full_record(tmp_path, number=3, salt="ab" * 16,  # type: ignore[arg-type]
+                                                packed=redacted))
     done = ledger.tidy(store, APP, ledger.history(store, APP), Redactor("cd" * 16),  # type: ignore[arg-type]
                        gone=lambda ref: ref.endswith(":gone"))
     assert done == ["r1", "r2"]
@@ -212,3 +214,28 @@ def test_tidy_compacts_redacts_and_finishes_a_rewrite_cut_short(tmp_path: Path) 
     assert stale.salt and stale.stale == ("stale",)
     ledger.tidy(store, APP, ledger.history(store, APP), Redactor("cd" * 16))  # type: ignore[arg-type]
     assert "stale" not in store.vols and len(ledger.history(store, APP)) == 3  # type: ignore[arg-type]
+
+
+def test_a_record_that_kept_a_value_inside_a_command_is_redacted_with_its_own_salt(tmp_path: Path) -> None:
+    """An older immutdock digested environment values only where they were defined: a record
+    of it keeps DATABASE_URL in clear in a command and a label. tidy digests them, keeping the
+    record's salt and key; a record that holds no value is left as it is."""
+    from immutdock.redact import Redactor, is_digest
+
+    url = "postgres://app:pw-0f9e8d7c@db/shop"
+    old = Redactor("ab" * 16)
+    model = {"services": {"web": {"image": "shop-web:aaa", "environment": {"DATABASE_URL": old.digest(url)},
+                                  "command": ["serve", "--db", url], "labels": {"dsn": url}}}}
+    store = _Store()
+    leaky = ledger.write(store, APP, full_record(tmp_path, number=1, salt="ab" * 16,  # type: ignore[arg-type]
+                                                 packed=ledger.pack(model)))
+    current = Redactor("cd" * 16, frozenset({url}))  # the current file's values, another salt
+    assert ledger.redacted(ledger.history(store, APP)[0], current) != leaky  # type: ignore[arg-type]
+    assert ledger.tidy(store, APP, ledger.history(store, APP), current) == ["r1"]  # type: ignore[arg-type]
+    (again,) = ledger.history(store, APP)  # type: ignore[arg-type]
+    web = again.model["services"]["web"]
+    assert is_digest(web["command"][2]) and is_digest(web["labels"]["dsn"]) and web["command"][:2] == ["serve", "--db"]
+    assert web["command"][2] == old.digest(url), "digested with the record's own salt"
+    assert (again.salt, again.key) == (leaky.salt, leaky.key) and url not in json.dumps(to_labels(APP, again))
+    assert ledger.redacted(again, current) is again
+    assert ledger.tidy(store, APP, ledger.history(store, APP), current) == []  # type: ignore[arg-type]

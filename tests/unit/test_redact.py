@@ -48,9 +48,12 @@ def test_a_digest_is_not_digested_again() -> None:
     assert r.scrub(once) == once
 
 
-def test_only_secret_values_are_looked_for_in_other_strings() -> None:
-    out = Redactor(SALT, frozenset()).scrub(_model())
-    assert out["services"]["web"]["command"][1] == f"--password={SECRET}"
+def test_only_values_given_or_from_the_environment_are_looked_for_in_other_strings() -> None:
+    model = _model(command=["serve", f"--token={SECRET}-x", "--port=8000"])
+    del model["services"]["web"]["environment"]["DB_PASSWORD"]
+    out = Redactor(SALT, frozenset()).scrub(model)
+    assert out["services"]["web"]["command"] == ["serve", f"--token={SECRET}-x", "--port=8000"], \
+        "a value of no environment is kept, and 8000 (PORT's) is too short to be looked for"
 
 
 def test_restore_takes_the_current_values_silently_when_they_match() -> None:
@@ -100,3 +103,89 @@ def test_secret_values_are_those_of_secret_names() -> None:
     services = {"web": {"environment": {"SMTP_PASSWORD": "smtp-pass", "MODE": "production", "SHORT_TOKEN": "abc",
                                         "NONE_TOKEN": None}}}
     assert secret_values([text], services, variables) == {"tok-123456", "pw-abcdef", "smtp-pass"}
+
+
+# -- a value from the environment, wherever else it appears -------------------------------
+
+URL = "postgres://app:s3cr3t-pw-91@db:5432/shop"  # DATABASE_URL does not look secret: its value is looked for
+
+
+def _reused(url: str = URL) -> dict:
+    """DATABASE_URL from web's environment, reused in other strings of web and of worker."""
+    return {"name": "shop-blue", "services": {
+        "web": {"image": "shop-web:1", "environment": {"DATABASE_URL": url, "LOG_LEVEL": "info", "DEBUG": "1"},
+                "command": ["sh", "-c", f"migrate --url {url} && serve --log info"],
+                "entrypoint": ["/bin/run", url],
+                "labels": {"dsn": url, "io.immutdock.service": "web", "tier": "front"},
+                "healthcheck": {"test": ["CMD-SHELL", f"pg_isready -d '{url}'"], "interval": "1s"}},
+        "worker": {"image": "shop-web:1", "environment": {"UPSTREAM": f"{url}?sslmode=off"},
+                   "command": ["work", "--verbose", "true"]}},
+        "x-notes": [f"reach {url}"]}
+
+
+def test_an_environment_value_is_digested_in_every_other_string_that_holds_it() -> None:
+    out = Redactor(SALT).scrub(_reused())
+    web, worker = out["services"]["web"], out["services"]["worker"]
+    for value in (web["command"][2], web["entrypoint"][1], web["labels"]["dsn"], web["healthcheck"]["test"][1],
+                  worker["environment"]["UPSTREAM"], out["x-notes"][0]):
+        assert is_digest(value)
+    assert "s3cr3t-pw-91" not in json.dumps(out)
+    assert web["command"][:2] == ["sh", "-c"] and web["labels"]["tier"] == "front"
+    assert worker["command"] == ["work", "--verbose", "true"], "short values (true, 1, info) are not looked for"
+    assert web["labels"]["io.immutdock.service"] == "web" and out["name"] == "shop-blue"
+
+
+def test_a_value_redacted_inside_another_string_comes_back_on_rollback() -> None:
+    r = Redactor(SALT)
+    model, notes = r.restore(r.scrub(_reused()), _reused(), "r3")
+    assert model == _reused() and notes == []
+    rotated = URL.replace("s3cr3t-pw-91", "rotated-pw-22")
+    model, notes = r.restore(r.scrub(_reused()), _reused(rotated), "r3")
+    assert model == _reused(rotated)
+    assert "services.web.command.2 differs from what r3 ran with; the current file's value is used" in notes
+    assert "services.web.labels.dsn differs from what r3 ran with; the current file's value is used" in notes
+
+
+def test_minimum_lengths_of_values_looked_for() -> None:
+    from immutdock.redact import MIN_ELSEWHERE, MIN_SECRET, environment_values
+
+    env = {"MODE": "x" * (MIN_ELSEWHERE - 1), "URL": "y" * MIN_ELSEWHERE, "DB_PASSWORD": "z" * MIN_SECRET,
+           "API_TOKEN": "w" * (MIN_SECRET - 1), "UNSET": None}
+    assert environment_values({"services": {"web": {"environment": env}}}) == {"y" * MIN_ELSEWHERE, "z" * MIN_SECRET}
+
+
+def test_a_value_is_found_as_compose_writes_it() -> None:
+    """compose writes a literal `$` as `$$`: a value read from .env ("pa$word") is found so too."""
+    model = {"services": {"web": {"image": "x", "command": ["--password=pa$$word-1"]}}}
+    assert is_digest(Redactor(SALT, frozenset({"pa$word-1"})).scrub(model)["services"]["web"]["command"][0])
+
+
+def _as_compose_reads(node, values: dict[str, str]):
+    """A model as compose runs it from a file: `$$` is `$`, `${NAME}` the variable's value."""
+    import re
+
+    if isinstance(node, dict):
+        return {k: _as_compose_reads(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_as_compose_reads(v, values) for v in node]
+    if isinstance(node, str):
+        return re.sub(r"\$\$|\$\{(\w+)\}", lambda m: "$" if m.group(0) == "$$" else values[m.group(1)], node)
+    return node
+
+
+def test_the_file_compose_reads_holds_no_value_and_runs_the_same() -> None:
+    from immutdock.redact import externalized
+
+    model = _reused()
+    model["services"]["web"]["environment"]["PRICE"] = "$$5 a$$b"  # literal dollars, as compose writes them
+    model["services"]["web"]["command"].append("cost: $$5 a$$b, $$$$5 a$$b")
+    model["services"]["worker"]["command"].append("--key=pa$$word-1")
+    placed, values = externalized(model, {"pa$word-1"})
+    text = json.dumps(placed)
+    for secret in ("s3cr3t-pw-91", "pa$word-1", "pa$$word-1", "$$5 a$$b"):
+        assert secret not in text
+    assert "info" in json.dumps(placed["services"]["web"]["command"]), "short values stay where they are"
+    assert placed["services"]["web"]["environment"]["DEBUG"].startswith("${IMMUTDOCK_VALUE_")
+    assert placed["services"]["web"]["command"][2].startswith("migrate --url ${IMMUTDOCK_VALUE_")
+    assert _as_compose_reads(placed, values) == _as_compose_reads(model, {})
+    assert externalized(model, {"pa$word-1"}) == (placed, values), "the same file for the same model"

@@ -1,0 +1,88 @@
+"""compose's and buildx's processes die with immutdock: a `kill -9` of immutdock (no handler
+runs) ends the compose config, compose up or buildx build it started, within a second or two."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from immutdock.procs import running
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+
+FAKE = '#!/bin/sh\necho $$ > "$FAKE_PID"\nexec sleep 60\n'  # a compose, buildx or docker that never ends
+
+# A stand-in for immutdock: the named runner of immutdock.compose, its compose and buildx found
+# in the fake folder (the docker CLI too, should it run `docker buildx`).
+RUNNER = textwrap.dedent("""\
+    import sys
+    from pathlib import Path
+    from immutdock import compose
+    folder, what = sys.argv[1], sys.argv[2]
+    compose._PLUGIN_DIRS = (folder,)
+    if what == "config":
+        compose.normalized_model([Path(folder) / "compose.yaml"])
+    elif what == "up":
+        compose.Compose().up("demo-blue", {"services": {"web": {"image": "busybox", "environment": {"A": "b"}}}})
+    else:
+        list(compose.Compose().build(Path(folder), dockerfile=Path(folder) / "Dockerfile", tag="demo:1", labels={},
+                                     args={}, target=None, secrets=[], build_contexts={}))
+    """)
+
+
+def _fake_tools(folder: Path) -> None:
+    for name in ("docker-compose", "docker-buildx", "docker"):
+        (folder / name).write_text(FAKE)
+        (folder / name).chmod(0o755)
+    (folder / "compose.yaml").write_text("services: {}\n")
+
+
+@pytest.mark.parametrize("what", ["config", "up", "build"])
+def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: str) -> None:
+    _fake_tools(tmp_path)
+    pid_file = tmp_path / "pid"
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "FAKE_PID": str(pid_file), "PATH": f"{tmp_path}:{os.environ['PATH']}",
+           "TMPDIR": str(tmp_path / "tmp")}
+    immutdock = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), what], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            if immutdock.poll() is not None:
+                raise AssertionError(immutdock.stderr.read() if immutdock.stderr else "it ended")
+            assert time.monotonic() < deadline, "the fake compose never started"
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        assert running(child)
+        os.kill(immutdock.pid, signal.SIGKILL)
+        immutdock.wait(timeout=10)
+        deadline = time.monotonic() + 2
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = running(child)
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert not alive, f"the {what} child outlived immutdock's kill -9"
+    finally:
+        if immutdock.poll() is None:
+            immutdock.kill()
+            immutdock.wait()
+        if immutdock.stderr is not None:
+            immutdock.stderr.close()
+
+
+def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
+    from immutdock import spawn
+
+    done = spawn.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+    proc = spawn.popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.communicate("in", timeout=10) == ("in", None) and proc.returncode == 0
