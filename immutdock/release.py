@@ -18,6 +18,7 @@ from immutdock import assets, interrupts, ledger, lock, render, tls
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
 from immutdock.compose import Compose
+from immutdock.crashpoints import reached
 from immutdock.engine import Engine
 from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
 from immutdock.health import wait_ready
@@ -288,17 +289,22 @@ class Deployer:
         router: Router | None = None
         record: ledger.Record | None = None
         try:
+            reached("cleanup")
+            self._settle_interrupted(state, plan.release)
             for color in plan.cleanup:
                 self.say(f"retiring {color}, the release before {state.live_release}, left running by an interrupted "
                          "release" if color in state.not_retired else
                          f"removing half-made {color} color left by an earlier release")
-                self.engine.remove_project(render.project_name(app.name, color))
+                self._retire(color, state)
+            reached("shared")
             self._ensure_shared(plan, state, router_image, refs if kind == "release" else None,
                                 model.get(render.ROUTER_SETTINGS) or render.backend_settings(app))
             router = self._router().open()
+            reached("start")
             self.say(f"starting {plan.release} as {project}")
             t = time.monotonic()
             self._start_color(project, model)
+            reached("gate")
             gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
                               router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=jobs(self.app))
             timings["health"] = time.monotonic() - t
@@ -311,20 +317,26 @@ class Deployer:
                                     details=logs)
             self._hooks("pre-switch", refs, plan)
             # Recorded before the switch, settled after: whatever serves always has a record.
+            reached("record")
             record = self._write_record(plan, kind, refs, "switching", source, model, state=state)
+            reached("switch")
             t = time.monotonic()
             router.switch(plan.color)
             switched = True
             timings["cutover"] = time.monotonic() - t
             self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
+            reached("settle")
             record = self._settle(plan, project, router, record, timings)
             if plan.retire:
+                reached("drain")
                 t = time.monotonic()
                 self._drain(router, plan.retire, state)
                 timings["drain"] = time.monotonic() - t
+                reached("retire")
                 self.say(f"retiring {plan.retire}")
                 self.engine.remove_project(render.project_name(app.name, plan.retire))
             retired = True
+            reached("post-switch")
             self._hooks("post-switch", refs, plan)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not switched:
@@ -552,6 +564,28 @@ class Deployer:
             raise EngineError("the router is not running", "see `docker logs` of the router container")
         return Router(self.engine, found[0])
 
+    def _settle_interrupted(self, state: AppState, by: str) -> None:
+        """Settle the records of releases killed around their switch: the one that serves is
+        good (killed during its watch), any other never served (killed before its switch)."""
+        live = state.live_record
+        for rec in state.records:
+            if rec.outcome != "switching":
+                continue
+            if rec is live:
+                self._settle_record(rec, "ok", f"its watch after the switch was cut short; settled by {by}")
+            else:
+                self._settle_record(replace(rec, packed=""), "interrupted",
+                                    f"interrupted around its switch; settled by {by}")
+
+    def _retire(self, color: str, state: AppState) -> None:
+        """Remove a color an interrupted release left; one that served before the live release
+        is drained first (it may still answer requests that were sent to it)."""
+        router = state.router
+        if color in state.not_retired and router is not None and router.status == "running":
+            with contextlib.closing(Router(self.engine, router).open()) as drainer:
+                self._drain(drainer, color, state)
+        self.engine.remove_project(render.project_name(self.app.name, color))
+
     def _drain(self, router: Router, color: str, state: AppState) -> None:
         """Wait for requests in flight on the old color, up to its longest stop grace period."""
         limit = max([c.stop_timeout for c in state.colors.get(color, ())] or [10])
@@ -668,13 +702,14 @@ class Deployer:
     def reap_idle(self, state: AppState) -> list[str]:
         """Remove the colors an interrupted release left (half-made, or not retired), when no
         release holds the lock."""
-        if not state.idle or state.live_color is None:
+        if not (state.idle or any(r.outcome == "switching" for r in state.records)) or state.live_color is None:
             return []
         try:
             with self._locked("status --reap"):
                 fresh = observe(self.engine, self.app.name)
                 for color in fresh.idle:
-                    self.engine.remove_project(render.project_name(self.app.name, color))
+                    self._retire(color, fresh)
+                self._settle_interrupted(fresh, "status --reap")
                 return list(fresh.idle)
         except Exception:  # noqa: BLE001 - a busy lock just means "not now"
             return []

@@ -58,7 +58,9 @@ def describe(app: App, state: AppState, stats: BackendStats | EngineError | None
               "url": app.settings.router.url if app.settings.router else None, "images": live_images,
               "router": router, "containers": containers, "releases": len(state.records),
               "half_made": list(state.half_made) if state.live_color else [],
-              "not_retired": [{"color": c, "release": state.color_release(c)} for c in state.not_retired]}
+              "not_retired": [{"color": c, "release": state.color_release(c)} for c in state.not_retired],
+              "interrupted": [{"release": r.id, "live": r is state.live_record} for r in state.records
+                              if r.outcome == "switching"]}
     report["problem"] = problem(app, state, router)
     return report
 

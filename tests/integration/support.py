@@ -246,6 +246,25 @@ class TinyApp:
         return body.strip()
 
 
+class StateWatch(threading.Thread):
+    """Counts running containers of the stateful `db` service, the whole module long."""
+
+    def __init__(self, engine, app: str) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.app = engine, app
+        self.most = 0
+        self.ids: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
+        while not self.stop.is_set():
+            found = self.engine.containers.list(filters=flt)
+            self.most = max(self.most, len(found))
+            self.ids.update(c.id for c in found)
+            time.sleep(0.1)
+
+
 class Load:
     """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks).
     `slow` more clients ask `slow_path`, requests still in flight when traffic switches.

@@ -8,35 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .support import IMMUTDOCK, Load, TinyApp, cleanup, get, json_out, run_cli
+from .support import IMMUTDOCK, Load, StateWatch, TinyApp, cleanup, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-class StateWatch(threading.Thread):
-    """Counts running containers of the stateful `db` service, the whole module long."""
-
-    def __init__(self, engine, app: str) -> None:
-        super().__init__(daemon=True)
-        self.engine, self.app = engine, app
-        self.most = 0
-        self.ids: set[str] = set()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
-        while not self.stop.is_set():
-            found = self.engine.containers.list(filters=flt)
-            self.most = max(self.most, len(found))
-            self.ids.update(c.id for c in found)
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
