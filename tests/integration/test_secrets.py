@@ -11,7 +11,7 @@ import signal
 import stat
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import pytest
 
@@ -38,18 +38,31 @@ class SecretApp(TinyApp):
         return self
 
 
-@pytest.fixture
-def secret_app(tmp_path: Path, engine, app_name: str) -> Iterator[SecretApp]:
-    app = SecretApp(tmp_path / "app", app_name).write()
+A = TypeVar("A", bound=TinyApp)
+
+
+def _written(kind: type[A], tmp_path: Path, app_name: str) -> Iterator[A]:
+    """An app of `kind` in its own folder; everything it made is removed afterwards."""
+    app = kind(tmp_path / "app", app_name)
+    app.write()
     yield app
     cleanup(app_name)
 
 
-def _container_env(engine, app: str, service: str) -> dict[str, str]:
+@pytest.fixture
+def secret_app(tmp_path: Path, engine, app_name: str) -> Iterator[SecretApp]:
+    yield from _written(SecretApp, tmp_path, app_name)
+
+
+def _container(engine, app: str, service: str):
     found = engine.containers.list(filters={"label": [f"io.immutdock.app={app}",
                                                       f"com.docker.compose.service={service}"]})
     assert len(found) == 1, found
-    return dict(e.split("=", 1) for e in found[0].attrs["Config"]["Env"])
+    return found[0]
+
+
+def _container_env(engine, app: str, service: str) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in _container(engine, app, service).attrs["Config"]["Env"])
 
 
 def _written_by_us(labels: dict[str, str] | None) -> dict[str, str]:
@@ -178,9 +191,7 @@ class UrlApp(TinyApp):
 
 @pytest.fixture
 def url_app(tmp_path: Path, engine, app_name: str) -> Iterator[UrlApp]:
-    app = UrlApp(tmp_path / "app", app_name).write()
-    yield app
-    cleanup(app_name)
+    yield from _written(UrlApp, tmp_path, app_name)
 
 
 def _secret_url() -> tuple[str, str]:
@@ -201,13 +212,6 @@ def _check_private(folder: Path, secret: str) -> list[str]:
         assert secret not in path.read_text(errors="replace"), f"{path} holds the value"
         names.append(path.name)
     return sorted(names)
-
-
-def _container(engine, app: str, service: str):
-    found = engine.containers.list(filters={"label": [f"io.immutdock.app={app}",
-                                                      f"com.docker.compose.service={service}"]})
-    assert len(found) == 1, found
-    return found[0]
 
 
 def _archives(folder: Path) -> str:
