@@ -290,9 +290,13 @@ def derived_names(app_name: str, services: Mapping[str, Any], routed: tuple[str,
         aliases[alias] = name
 
 
+MAX_REPLICAS = 256  # containers of one service (the router's servers per color when it is routed)
+
+
 def replicas(name: str, definition: Mapping[str, Any], stateful: bool) -> None:
     """deploy.replicas and scale are whole numbers: at least 1 for a service of the colors (its
-    gate needs a container), at least 0 for a stateful one (0: not started)."""
+    gate needs a container), at least 0 for a stateful one (0: not started); at most
+    MAX_REPLICAS."""
     least = 0 if stateful else 1
     deploy = definition.get("deploy")
     for key, value in (("deploy.replicas", deploy.get("replicas") if isinstance(deploy, Mapping) else None),
@@ -302,3 +306,6 @@ def replicas(name: str, definition: Mapping[str, Any], stateful: bool) -> None:
                               f"set {key.rsplit('.', 1)[-1]}: 0 or more (0: not started)" if stateful else
                               f"set {key.rsplit('.', 1)[-1]}: 1 or more: each color runs at least one container of "
                               f"{name}, which its health gate waits for")
+        if value is not None and value > MAX_REPLICAS:
+            raise ConfigError(f"services.{name}.{key}", f"{value} is more than {MAX_REPLICAS} containers",
+                              f"run at most {MAX_REPLICAS} of {name} on one engine (more need more hosts)")

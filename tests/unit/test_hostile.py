@@ -229,6 +229,8 @@ COUNTS: dict[str, tuple[str, Any, str, tuple[str, ...]]] = {
     "replicas 0": ("services|web|deploy", {"replicas": 0}, "services.web.deploy.replicas", ("at least 1",)),
     "replicas 'x'": ("services|web|deploy", {"replicas": "x"}, "compose.yaml", ("replicas",)),  # compose's check
     "scale -1": ("services|web|scale", -1, "services.web.scale", ("at least 1",)),
+    "replicas a billion": ("services|web|deploy", {"replicas": 10**9}, "services.web.deploy.replicas",
+                           ("more than 256",)),
     "a stateful service's replicas -1": ("services|db|deploy", {"replicas": -1}, "services.db.deploy.replicas",
                                          ("at least 0",)),
     "targets []": ("x-immutdock|targets", [], "x-immutdock.targets", ("names no target",)),  # compose gives null
