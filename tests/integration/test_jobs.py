@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -155,8 +157,14 @@ def test_an_api_with_mariadb_file_secrets_and_service_healthy_waits_for_the_data
     assert get(url, "/cgi-bin/items")[1].strip() == "v1 rows:3", "both read the secret file"
     db = engine.containers.get(f"{name}-state-mariadb-1")
     api, = engine.containers.list(filters={"label": [f"io.immutdock.app={name}", "io.immutdock.role=color"]})
-    healthy_at = min(h["End"] for h in db.attrs["State"]["Health"]["Log"] if h["ExitCode"] == 0)
-    assert api.attrs["State"]["StartedAt"] > healthy_at, "the API started after its database was healthy"
+    # When the db first turned healthy, from the engine's events (its health log keeps only the
+    # last five checks, which a watch after the switch outlasts).
+    events = engine.events(since=int(time.time()) - 600, until=int(time.time()) + 1, decode=True,
+                           filters={"container": db.id, "event": "health_status"})
+    healthy = [e["timeNano"] for e in events if e.get("status") == "health_status: healthy"]
+    assert healthy, "the db never turned healthy"
+    started = datetime.fromisoformat(api.attrs["State"]["StartedAt"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+    assert started.timestamp() * 1e9 > min(healthy), "the API started after its database was healthy"
 
     (root / "api" / "version").write_text("v2\n")
     with Load(url, clients=3) as load:
