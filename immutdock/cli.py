@@ -113,7 +113,7 @@ class Ctx:
         from immutdock.fleet import Fleet, session
 
         self.say(f"connecting to {', '.join(target.hosts)}")
-        with session(target, self.identity, self.accept_new) as hosts:
+        with session(target, self.identity, self.accept_new, app.secret_values) as hosts:
             try:
                 yield Fleet(app, target, hosts, self.engine, self.progress, self.warn, self.shipping)
             finally:
@@ -484,6 +484,8 @@ def plan(ctx: Ctx) -> None:
                        f"fails, {'they keep' if len(p.stateful_changes) > 1 else 'it keeps'} the new definition")
         elif p.stateful:
             click.echo(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
+        for name in p.stateful_removed:
+            click.echo(f"state  {name} is no longer in the file: its container is removed, its volumes are kept")
         click.echo(f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else ""))
 
     ctx.emit({"roles": roles, **release_plan.as_json(),

@@ -107,13 +107,32 @@ class Compose:
         out, err = _finish(proc) if stoppable else proc.communicate()
         return proc.returncode, out, err
 
-    def up(self, project: str, model: Mapping[str, Any], *, wait: bool = False, timeout: int | None = None) -> None:
-        """Create and start the project's containers, recreating only what changed."""
+    def _compose_surviving(self, argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+        """Run compose so that it finishes even when immutdock dies meanwhile (a stateful
+        recreate must never stop half-way): not tied to immutdock's life, in its own session,
+        its output in a file of the private folder rather than a pipe (compose would die at its
+        next write into a pipe whose reader died)."""
+        log = self._workdir / f"compose-{os.getpid()}-{id(argv)}.log"
+        fd = os.open(log, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w+", encoding="utf-8", errors="replace") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=dict(env),
+                                        start_new_session=True)
+                code = proc.wait()
+                out.seek(0)
+                return code, "", out.read()
+        finally:
+            log.unlink(missing_ok=True)
+
+    def up(self, project: str, model: Mapping[str, Any], *, wait: bool = False, timeout: int | None = None,
+           surviving: bool = False) -> None:
+        """Create and start the project's containers, recreating only what changed. With
+        `surviving`, compose finishes even when immutdock is killed meanwhile."""
         argv, env = self._project(project, model)
         argv += ["up", "--detach", "--no-build", "--remove-orphans", "--pull", "never"]
         if wait:
             argv += ["--wait"] + (["--wait-timeout", str(timeout)] if timeout else [])
-        code, _out, err = self._compose(argv, env)
+        code, _out, err = self._compose_surviving(argv, env) if surviving else self._compose(argv, env)
         if code != 0:
             raise EngineError(f"compose up {project} failed: {_tail(err)}",
                               "see the message above; nothing of the live release was changed")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from immutdock import interrupts, lock, registry, ship, ssh
+from immutdock import interrupts, ledger, lock, registry, ship, ssh
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
@@ -67,9 +67,11 @@ def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Target | None
     return found
 
 
-def open_hosts(target: Target, identity: Path | None, accept_new: bool) -> list[Host]:
+def open_hosts(target: Target, identity: Path | None, accept_new: bool,
+               hidden: frozenset[str] = frozenset()) -> list[Host]:
     """Connect to every host (in parallel), each key checked and its Docker usable; all or
-    none: a host that cannot be reached closes the others and stops the command."""
+    none: a host that cannot be reached closes the others and stops the command. `hidden`:
+    the app's values its rendered compose files must not hold (see Compose)."""
 
     def one(text: str) -> Host:
         spec = ssh.parse_host(text)
@@ -80,7 +82,7 @@ def open_hosts(target: Target, identity: Path | None, accept_new: bool) -> list[
         except BaseException:
             conn.close()
             raise
-        return Host(name=spec.name, engine=Engine(tunnel.url, name=spec.name), compose=Compose(tunnel.url),
+        return Host(name=spec.name, engine=Engine(tunnel.url, name=spec.name), compose=Compose(tunnel.url, hidden),
                     _conn=conn, _tunnel=tunnel)
 
     opened: list[Host] = []
@@ -187,7 +189,11 @@ class Fleet:
             deployers = {h.name: self.deployer(h, Prepared(tuple(images), router_plan)) for h in self.hosts}
             plans = dict(zip(deployers, self.each(lambda h: deployers[h.name].plan())))
             behind = [h.name for h in self.hosts if not plans[h.name][0].noop]
-            number = max(state.highest_release_number() for _p, _r, state in plans.values()) + 1
+            # One number for the file's release across the fleet: the one hosts serving it have.
+            serving = [ledger.parse_release_id(plans[h.name][0].release) or 0 for h in self.hosts
+                       if h.name not in behind]
+            number = max(serving) if serving else \
+                max(state.highest_release_number() for _p, _r, state in plans.values()) + 1
             if behind:
                 built = first.build(images, router_plan)
                 prepared = Prepared(tuple(dataclasses.replace(i, cached=True) for i in built),
@@ -196,7 +202,7 @@ class Fleet:
                 self._deliver(result, refs, behind)
                 for d in deployers.values():
                     d.prepared = prepared
-                    d.number = number
+                    d.number, d.same_number = number, bool(serving)
             # Each host's release starts from the state its plan read (under the same lock).
             self._roll(result, behind, lambda name: deployers[name].release(observed=lambda: plans[name][2]))
         result.seconds = time.monotonic() - t0
@@ -377,9 +383,10 @@ def drift(live: dict[str, tuple[int, Any]]) -> list[str]:
 
 
 @contextmanager
-def session(target: Target, identity: Path | None, accept_new: bool) -> Iterator[list[Host]]:
+def session(target: Target, identity: Path | None, accept_new: bool,
+            hidden: frozenset[str] = frozenset()) -> Iterator[list[Host]]:
     """The target's hosts, opened for the length of a `with`."""
-    hosts = open_hosts(target, identity, accept_new)
+    hosts = open_hosts(target, identity, accept_new, hidden)
     try:
         yield hosts
     finally:

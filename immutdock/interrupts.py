@@ -3,8 +3,9 @@ how an interrupt reaches the threads that release several hosts side by side.
 
 The CLI's signal handlers (the only place signals are handled) ask `section()`: while one runs
 they `defer` the interrupt instead of raising it, and the step raises it when it has finished.
-Child processes started by such a step run in their own session (`Compose.up(..., whole=True)`),
-so a Ctrl-C typed at the terminal reaches immutdock only, never the compose it waits for.
+Child processes started by such a step run in their own session (`Compose.up`), so a Ctrl-C
+typed at the terminal reaches immutdock only, never the compose it waits for; the compose of a
+stateful recreate even outlives immutdock's death (`Compose.up(..., surviving=True)`).
 
 Signals reach only the main thread. While hosts are released side by side (`in_threads`), the
 main thread catches the interrupt and calls `stop_threads()`: each of those threads gets one

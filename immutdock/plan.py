@@ -43,6 +43,7 @@ class ReleasePlan:
     create_router: bool
     stateful: tuple[str, ...]
     stateful_changes: tuple[str, ...] = ()  # recreated (stop-first) before the new color starts
+    stateful_removed: tuple[str, ...] = ()  # stateful services the file no longer has: removed, volumes kept
     router: str = ""  # what happens to the router, in words ("" when nothing)
     profiles: tuple[str, ...] = ()  # the compose profiles of what starts (recorded with it)
 
@@ -51,7 +52,8 @@ class ReleasePlan:
                 "color": self.color, "retire": self.retire, "cleanup": list(self.cleanup),
                 "images": [i.as_json() for i in self.images], "config_hash": self.config_hash,
                 "create_router": self.create_router, "stateful": list(self.stateful),
-                "stateful_changes": list(self.stateful_changes), "router": self.router}
+                "stateful_changes": list(self.stateful_changes), "stateful_removed": list(self.stateful_removed),
+                "router": self.router}
 
 
 def jobs(app: App) -> frozenset[str]:
@@ -92,10 +94,12 @@ def router_change(app: App, state: AppState, color: str, identity: str | None) -
 
 
 def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str, redactor: Redactor,
-           router_identity: str | None = None, number: int = 1) -> ReleasePlan:
+           router_identity: str | None = None, number: int = 1, same_number: bool = False) -> ReleasePlan:
     """A no-op only when the live color, every stateful service and the router each run what
     this file and these images make. A release gets the next number of the app's records, and
-    at least `number` (a fleet gives its hosts one number)."""
+    at least `number` (a fleet gives its hosts one number); with `same_number`, `number` itself
+    (a fleet's hosts that serve this file already have it), unless a good release of this
+    engine has it."""
     live = state.live_color
     stateful = tuple(s.name for s in app.stateful)
     broken = not_serving(app, state)
@@ -104,7 +108,8 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
     changes = render.stateful_changes(app, image_refs(app, images), running, redactor)
     router = router_change(app, state, target, router_identity)
     same = state.color_config_hash(live) == new_hash
-    if broken is None and same and not state.idle and not changes and not router:
+    removed = tuple(sorted({c.service for c in state.state} - set(stateful)))
+    if broken is None and same and not state.idle and not changes and not router and not removed:
         return ReleasePlan(app=app.name, release=state.live_release or "", noop=True,
                            reason=f"content and config unchanged since {state.live_release}", color=str(live),
                            retire=None, cleanup=(), images=tuple(images), config_hash=new_hash,
@@ -116,15 +121,20 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
         reason = broken or "content or config changed"
     elif changes:
         reason = f"stateful {', '.join(changes)} {'runs' if len(changes) == 1 else 'run'} another definition"
+    elif removed:
+        reason = f"stateful {', '.join(removed)} {'is' if len(removed) == 1 else 'are'} no longer in the file"
     else:
         reason = f"the router is {router.split(' (')[0]}"
-    return ReleasePlan(app=app.name, release=f"r{max(number, state.highest_release_number() + 1)}", noop=False,
+    taken = any(r.number == number and r.outcome in ("ok", "switching") for r in state.records)
+    release = number if same_number and not taken else max(number, state.highest_release_number() + 1)
+    return ReleasePlan(app=app.name, release=f"r{release}", noop=False,
                        reason=reason,
                        color=target, retire=old if state.colors.get(old) else None,
                        cleanup=(target,) if state.colors.get(target) else (),
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
-                       stateful=stateful, stateful_changes=changes, router=router, profiles=app.profiles)
+                       stateful=stateful, stateful_changes=changes, stateful_removed=removed, router=router,
+                       profiles=app.profiles)
 
 
 def rollback_target(state: AppState, to: str | None) -> ledger.Record:

@@ -79,6 +79,7 @@ class Deployer:
         self.prepared = prepared
         self.hold_lock = hold_lock
         self.number = 1  # the least release number a release takes (a fleet gives its hosts one)
+        self.same_number = False  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
 
@@ -140,7 +141,7 @@ class Deployer:
         redactor = self.redactor(state)
         identity = render.router_identity(self.app, image) if image else None
         return decide(self.app, images, state, config_hash(self.app, refs, redactor), redactor, identity,
-                      self.number), state
+                      self.number, self.same_number), state
 
     # -- release ------------------------------------------------------------------------------
     def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
@@ -452,10 +453,14 @@ class Deployer:
         if state_model is not None and plan.stateful_changes:
             self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
+        for name in plan.stateful_removed if state_refs is not None else ():
+            self.warn(f"stateful {name} is no longer in the file: its container is removed, its volumes are kept")
+        if state_model is None and state_refs is not None and plan.stateful_removed:
+            self.engine.remove_project(render.project_name(app.name, "state"))
         if state_model is not None:
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"):
-                    self.compose.up(render.project_name(app.name, "state"), state_model)
+                    self.compose.up(render.project_name(app.name, "state"), state_model, surviving=True)
             self._up_state(state_model)
         self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
@@ -509,8 +514,15 @@ class Deployer:
         if current is not None:
             self.warn("the router's image, routes or published addresses changed: recreating it (open connections "
                       "are cut)")
-        self.say(f"starting router {render.project_name(self.app.name, 'router')} on {self.app.settings.router.publish}")
-        self.compose.up(render.project_name(self.app.name, "router"), model)
+        project = render.project_name(self.app.name, "router")
+        self.say(f"starting router {project} on {self.app.settings.router.publish}")
+        try:
+            self.compose.up(project, model)
+        except EngineError:
+            if current is None:  # a new router that could not start (its address taken meanwhile) goes
+                with interrupts.whole(f"removing {project}"):
+                    self.engine.remove_project(project)
+            raise
         if files:  # HAProxy waits for it (router-entrypoint)
             self.engine.put_files(self._router().container.id, files)
 
@@ -666,11 +678,12 @@ class Deployer:
                 raise EngineError(f"the {when} hook in {hook.service} failed", details=tail)
 
     # -- lock and cleanup --------------------------------------------------------------------
-    def _up_state(self, model: Mapping[str, Any]) -> None:
-        """The state project up, waiting (as long as the router's gate) for it to be healthy."""
+    def _up_state(self, model: Mapping[str, Any], surviving: bool = False) -> None:
+        """The state project up, waiting (as long as the router's gate) for it to be healthy;
+        `surviving`: compose finishes it even when immutdock is killed meanwhile."""
         router = self.app.settings.router
         self.compose.up(render.project_name(self.app.name, "state"), model, wait=True,
-                        timeout=int(router.timeout) if router else 120)
+                        timeout=int(router.timeout) if router else 120, surviving=surviving)
 
     def heal_stateful(self, services: Sequence[str]) -> list[str]:
         """Replace the containers of drifted stateful `services` with fresh ones of the live
@@ -693,7 +706,7 @@ class Deployer:
                 for name in services:
                     self.say(f"replacing {name} stop-first (it is down until its fresh container is up)")
                 self.engine.remove_containers([running[n] for n in services if n in running])
-                self._up_state(model)
+                self._up_state(model, surviving=True)
         return list(services)
 
     def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":

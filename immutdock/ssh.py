@@ -12,10 +12,12 @@ accepts new keys (then it is recorded in known_hosts), and a changed key is alwa
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -27,6 +29,17 @@ if TYPE_CHECKING:  # fabric (and paramiko) are imported when a host is reached
     from fabric import Connection
 
 DIAL = "docker system dial-stdio"
+ALIVE_EVERY = 5.0  # seconds between two checks that a host still answers over its SSH connections
+ALIVE_WITHIN = 15.0  # a host that has not answered a check for this long stopped answering
+
+
+def _quiet_paramiko() -> None:
+    """paramiko's transport threads log a broken connection with a traceback; immutdock says
+    what broke in one line of its own instead."""
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ def connect(spec: HostSpec, identity: Path | None = None, accept_new: bool = Fal
     import paramiko
     from fabric import Config, Connection
 
+    _quiet_paramiko()
     kwargs: dict[str, Any] = {}
     if identity is not None:
         if not identity.is_file():
@@ -202,7 +216,34 @@ class DockerTunnel:
         self._server.bind(self.path)
         self._server.listen(128)
         self._closed = False
+        self.stalled = ""  # why the host counts as gone: then no new channel is opened to it
         threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        """Every ALIVE_EVERY seconds, ask each SSH connection for an answer (an OpenSSH
+        keepalive that wants a reply); one that has none within ALIVE_WITHIN seconds means the
+        host stopped answering (paused, cut off, powered down): every connection to it is
+        closed, so whatever waits on it fails at once instead of hanging."""
+        while not self._closed and not self.stalled:
+            time.sleep(ALIVE_EVERY)
+            with self._lock:
+                transports = [s[0].transport for s in self._pool if s[0].is_connected]
+            for transport in transports:
+                if self._closed or self.stalled:
+                    return
+                if not _answers(transport, ALIVE_WITHIN) and not self._closed and transport.is_active():
+                    self._give_up(f"it answered nothing over SSH for {ALIVE_WITHIN:g} s")
+
+    def _give_up(self, why: str) -> None:
+        self.stalled = why
+        with self._lock:
+            transports = [s[0].transport for s in self._pool]
+        for transport in transports:
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - closing what is already broken
+                pass
 
     @property
     def url(self) -> str:
@@ -220,6 +261,8 @@ class DockerTunnel:
         """A new channel running dial-stdio, on a connection with room for it."""
         import paramiko
 
+        if self.stalled:
+            raise EngineError(f"the host stopped answering: {self.stalled}", "check the host; run the command again")
         for _attempt in range(4):
             with self._lock:
                 slot = next((s for s in self._pool if s[1] < s[2] and s[0].is_connected), None)
@@ -286,3 +329,19 @@ class DockerTunnel:
             shutil.rmtree(self._dir, ignore_errors=True)
             for conn, *_ in self._pool[1:]:
                 conn.close()
+
+
+def _answers(transport: Any, within: float) -> bool:
+    """Whether the host behind `transport` answers a keepalive that wants a reply within
+    `within` seconds (paramiko's own wait has no deadline: it runs in a thread of its own)."""
+    answered = threading.Event()
+
+    def ask() -> None:
+        try:
+            transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # noqa: BLE001 - a closed transport answers nothing
+            return
+        answered.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    return answered.wait(within)

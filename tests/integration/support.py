@@ -259,16 +259,17 @@ class StateWatch(threading.Thread):
     def run(self) -> None:
         flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
         while not self.stop.is_set():
-            found = self.engine.containers.list(filters=flt)
+            found = self.engine.api.containers(filters=flt)  # one request: no race with a removal
             self.most = max(self.most, len(found))
-            self.ids.update(c.id for c in found)
+            self.ids.update(c["Id"] for c in found)
             time.sleep(0.1)
 
 
 class Load:
     """Back-to-back GETs on a new connection each, counting failures (for zero-downtime checks).
     `slow` more clients ask `slow_path`, requests still in flight when traffic switches.
-    `fetch(url, path)` -> (status, body) asks once (default: `get`, plain HTTP)."""
+    `fetch(url, path)` -> (status, body) asks once (default: `get`, plain HTTP). Each request of
+    the fast clients is kept in `samples`: (sent, ended, ok, body or error)."""
 
     def __init__(self, url: str, clients: int = 3, path: str = "/version", slow: int = 0,
                  slow_path: str = "/cgi-bin/slow",
@@ -278,6 +279,7 @@ class Load:
         self.ok = 0
         self.slow_ok = 0
         self.failures: list[str] = []
+        self.samples: list[tuple[float, float, bool, str]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(path, False), daemon=True) for _ in range(clients)]
@@ -286,12 +288,17 @@ class Load:
     def _run(self, path: str, slow: bool) -> None:
         deadline = time.monotonic() + 600
         while not self._stop.is_set() and time.monotonic() < deadline:
+            sent = time.monotonic()
+            body = ""
             try:
-                status, _ = self.fetch(self.url, path)
+                status, body = self.fetch(self.url, path)
                 result = None if status == 200 else f"{path}: status {status}"
             except OSError as exc:
                 result = f"{path}: {type(exc).__name__}"
             with self._lock:
+                if not slow:
+                    self.samples.append((sent, time.monotonic(), result is None, body.strip() if result is None
+                                         else result))
                 if result is None and slow:
                     self.slow_ok += 1
                 elif result is None:
@@ -308,6 +315,22 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=15)
+
+    def failing_windows(self) -> list[float]:
+        """The seconds each run of failed requests (no success sent in between) lasted: from
+        the moment its first request was sent to the moment its last one was. (How long each
+        failed request itself took is in `samples`.)"""
+        windows: list[float] = []
+        run: list[float] = []
+        for sent, _ended, ok, _ in sorted(self.samples):
+            if ok and run:
+                windows.append(run[-1] - run[0])
+                run = []
+            elif not ok:
+                run.append(sent)
+        if run:
+            windows.append(run[-1] - run[0])
+        return windows
 
 
 def _remove_network(engine: Engine, net: Any) -> None:

@@ -17,10 +17,13 @@ import pytest
 
 from immutdock.crashpoints import MOMENTS
 
-from .support import TINY_DB, Background, StateWatch, TinyApp, cleanup, compose_yaml, get, json_out, run_cli
+from .support import Background, StateWatch, TinyApp, cleanup, compose_yaml, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
+# A db that takes its whole grace period to stop (httpd as PID 1 ignores SIGTERM): its recreate
+# is under way for 3 s, and immutdock is killed meanwhile.
+SLOW_DB = 'build: ./db\nstop_grace_period: 3s\nvolumes: ["data:/data"]'
 SLOW4 = """\
 #!/bin/sh
 sleep 4
@@ -36,7 +39,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[TinyApp]:
     name = f"itkill{uuid.uuid4().hex[:6]}"
     tiny = TinyApp(tmp_path_factory.mktemp("kill") / "app", name).write()
     (tiny.root / "web" / "cgi-bin" / "slow4").write_text(SLOW4)
-    write_file(tiny, TINY_DB)
+    write_file(tiny, SLOW_DB)
     watch = StateWatch(engine, name)
     watch.start()
     tiny.watch = watch  # type: ignore[attr-defined]
@@ -75,10 +78,16 @@ def _serves(app: TinyApp, seconds: float = 2.0) -> set[str]:
     return seen
 
 
-def _db_runs(app: TinyApp, engine, timeout: float = 60) -> None:
+def _running_db(app: TinyApp, engine) -> set[str]:
     flt = {"label": [f"io.immutdock.app={app.name}", "com.docker.compose.service=db"], "status": "running"}
+    return {c["Id"] for c in engine.api.containers(filters=flt)}  # one request: no race with a removal
+
+
+def _db_runs(app: TinyApp, engine, timeout: float = 60) -> None:
+    """Until the db runs, and no db is half-made (created, never started: a recreate cut short)."""
+    created = {"label": [f"io.immutdock.app={app.name}", "com.docker.compose.service=db"], "status": "created"}
     deadline = time.monotonic() + timeout
-    while not engine.containers.list(filters=flt):
+    while not _running_db(app, engine) or engine.api.containers(all=True, filters=created):
         assert time.monotonic() < deadline, "the database does not run again after the kill"
         time.sleep(0.2)
 
@@ -110,10 +119,14 @@ def test_a_release_killed_at_this_moment_leaves_a_state_the_next_one_finishes(ap
     app.set_version(version)
     in_flight = None
     if moment == "stateful":  # a new definition of the db: recreated first, stop-first, killed meanwhile
-        write_file(app, TINY_DB + f"\nenvironment: {{GENERATION: '{n}'}}")
+        write_file(app, SLOW_DB + f"\nenvironment: {{GENERATION: '{n}'}}")
         victim = Background(app.root, "release")
         victim.wait_for("changes first")
-        time.sleep(0.3)
+        created = {"label": [f"io.immutdock.app={app.name}", "com.docker.compose.service=db"], "status": "created"}
+        deadline = time.monotonic() + 60
+        while not engine.api.containers(all=True, filters=created):  # compose made the new db: it stops the old
+            assert time.monotonic() < deadline and victim.proc.poll() is None, "".join(victim.lines)
+            time.sleep(0.01)
     elif moment == "drain":  # a request sent to the old color before the switch is in flight
         victim = Background(app.root, "release", env={"IMMUTDOCK_STOP_AT": "record,drain"})
         _stopped(victim.proc.pid)

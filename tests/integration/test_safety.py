@@ -260,6 +260,58 @@ def test_a_router_address_that_is_taken_is_refused_before_anything_changes(tiny,
         assert tiny.visit() == "v1 1"
 
 
+def test_an_address_taken_after_its_check_leaves_no_router_behind(tiny, engine) -> None:
+    """Two releases race for one address: the one whose router cannot start removes it again,
+    and its next release, once the address is free, succeeds."""
+    import os
+    import signal
+    import socket
+
+    from .support import Background
+
+    victim = Background(tiny.root, "release", env={"IMMUTDOCK_STOP_AT": "shared"})  # past the address check
+    deadline = time.monotonic() + 120
+    while open(f"/proc/{victim.proc.pid}/stat").read().rpartition(")")[2].split()[0] != "T":
+        assert time.monotonic() < deadline and victim.proc.poll() is None, "".join(victim.lines)
+        time.sleep(0.02)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", tiny.port))  # another process takes the address meanwhile
+        taken.listen()
+        os.kill(victim.proc.pid, signal.SIGCONT)
+        err = victim.finish()
+        assert victim.proc.returncode == 1, err
+        assert "address already in use" in err, err
+        left = engine.containers.list(all=True, filters={"label": [f"io.immutdock.app={tiny.name}",
+                                                                   "io.immutdock.role=router"]})
+        assert left == [], [(c.name, c.status) for c in left]
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    assert tiny.visit() == "v1 1"
+
+
+def test_a_stateful_service_gone_from_the_file_is_planned_and_removed_with_its_volume_kept(tiny, engine) -> None:
+    assert run_cli(tiny.root, "release").returncode == 0
+    assert tiny.visit() == "v1 1"
+    compose = (tiny.root / "compose.yaml").read_text()
+    # db becomes `store` (reached by the old name through an alias); the volume is the same.
+    renamed = compose.replace("\n  db:\n", "\n  store:\n", 1).replace("stateful: [db]", "stateful: [store]").replace(
+        '    volumes: ["data:/data"]', '    volumes: ["data:/data"]\n    networks: {default: {aliases: [db]}}', 1)
+    assert renamed != compose
+    (tiny.root / "compose.yaml").write_text(renamed)
+    plan = run_cli(tiny.root, "plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert json_out(plan)["stateful_removed"] == ["db"], plan.stdout
+    human = run_cli(tiny.root, "plan")
+    assert "db is no longer in the file: its container is removed, its volumes are kept" in human.stdout, human.stdout
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 0, proc.stderr
+    assert "db is no longer in the file" in proc.stderr
+    services = {c.labels.get("com.docker.compose.service") for c in engine.containers.list(
+        filters={"label": f"com.docker.compose.project={tiny.name}-state"})}
+    assert services == {"store"}
+    assert tiny.visit() == "v1 2", "the renamed db kept the volume's data"
+
+
 def test_a_stopped_router_or_stateful_service_is_never_a_noop(tiny, engine) -> None:
     assert run_cli(tiny.root, "release").returncode == 0
     mine = f"io.immutdock.app={tiny.name}"

@@ -3,16 +3,14 @@ once, under load, and the release fails; a worker that ends is a failed release.
 
 from __future__ import annotations
 
-import http.client
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .support import cleanup, free_port, json_out, run_cli
+from .support import Load, cleanup, free_port, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -55,61 +53,6 @@ def compose(name: str, port: int, worker: str) -> str:
         """)
 
 
-class Sampler:
-    """Back-to-back GETs of /version on new connections, each timed: (start, end, ok, body)."""
-
-    def __init__(self, url: str, clients: int = 3) -> None:
-        self.host, self.port = url.split("://")[1].split(":")
-        self.samples: list[tuple[float, float, bool, str]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            start = time.monotonic()
-            conn = http.client.HTTPConnection(self.host, int(self.port), timeout=10)
-            try:
-                conn.request("GET", "/version", headers={"Connection": "close"})
-                resp = conn.getresponse()
-                body = resp.read().decode().strip()
-                ok = resp.status == 200
-            except OSError as exc:
-                ok, body = False, type(exc).__name__
-            finally:
-                conn.close()
-            with self._lock:
-                self.samples.append((start, time.monotonic(), ok, body))
-
-    def __enter__(self) -> "Sampler":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=15)
-
-    def failing_windows(self) -> list[float]:
-        """The seconds each run of failed requests (no success sent in between) lasted: from
-        the moment its first request was sent to the moment its last one was. (A request that
-        reached the dead server waits HAProxy's turn-around timer, 1 s, before its retry fails:
-        how long each failure took is checked on its own.)"""
-        windows: list[float] = []
-        run: list[float] = []
-        for start, _end, ok, _ in sorted(self.samples):
-            if ok and run:
-                windows.append(run[-1] - run[0])
-                run = []
-            elif not ok:
-                run.append(start)
-        if run:
-            windows.append(run[-1] - run[0])
-        return windows
-
-
 @pytest.fixture
 def app(tmp_path: Path, engine, app_name: str) -> Iterator[tuple[Path, str, int]]:
     root = tmp_path / "app"
@@ -128,7 +71,7 @@ def test_a_version_that_dies_after_its_gate_is_switched_back_under_load(app, eng
     assert first.returncode == 0, first.stderr
     (root / "web" / "version").write_text("v2\n")
     (root / "web" / "dieafter").write_text("6\n")  # passes its gate, then exits 3
-    with Sampler(f"http://127.0.0.1:{port}") as load:
+    with Load(f"http://127.0.0.1:{port}") as load:
         time.sleep(0.5)
         second = run_cli(root, "release", "--json")
         time.sleep(1)
@@ -139,7 +82,7 @@ def test_a_version_that_dies_after_its_gate_is_switched_back_under_load(app, eng
     bodies = [s[3] for s in load.samples if s[2]]
     assert "v2" in bodies, "the new version never served: the test did not reach the switch"
     assert bodies[-1] == "v1"
-    windows = load.failing_windows()
+    windows = load.failing_windows()  # a request that reached the dead server waits HAProxy's 1 s turn-around
     t0 = load.samples[0][0]
     failed = [(round(a - t0, 3), round(b - a, 3), body) for a, b, ok, body in sorted(load.samples) if not ok]
     print("failed requests (sent at, took, what):", failed, "windows:", windows)
@@ -163,17 +106,7 @@ def test_a_worker_that_ends_is_a_failed_release(app, engine) -> None:
     second = run_cli(root, "release", "--json")
     assert second.returncode == 1, second.stderr
     assert "worker" in json_out(second)["error"], second.stdout
-    status, body = _get(port)
-    assert (status, body) == (200, "v1")
+    status, body = get(f"http://127.0.0.1:{port}", "/version")
+    assert (status, body.strip()) == (200, "v1")
     history = json_out(run_cli(root, "history", "--json"))
     assert history[-1]["outcome"] in ("failed", "rolled-back"), history
-
-
-def _get(port: int) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/version")
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode().strip()
-    finally:
-        conn.close()

@@ -332,6 +332,33 @@ def test_ctrl_c_while_two_hosts_release_side_by_side_undoes_both(tmp_path: Path,
             shutil.rmtree(killed_tmp, ignore_errors=True)  # what the killed release left
 
 
+def test_a_host_that_stops_answering_fails_its_release_within_a_deadline(tmp_path: Path, app_name: str,
+                                                                          hosts: SshHosts) -> None:
+    """A host paused mid-release (it answers nothing, its connections stay open) fails within
+    seconds, not at the gate's end; the other host goes on; no library traceback is printed."""
+    app = RemoteApp(tmp_path, app_name, hosts, parallel=2, slow_gate=True)
+    paused = hosts.hosts[1]
+    try:
+        assert app.cli("release", "--target", "both").returncode == 0
+        app.fault(1, True)  # the second host's gate waits (120 s): its release is under way
+        app.write("v2")
+        release = Background(app.root, "release", "--target", "both", env=app.hosts.env)
+        release.wait_for(f"{paused.alias}: health:", timeout=300)
+        subprocess.run(["docker", "pause", paused.container], check=True, capture_output=True)
+        t0 = time.monotonic()
+        err = release.finish(180)
+        took = time.monotonic() - t0
+        assert release.proc.returncode == 1, err
+        assert took < 60, f"the release waited {took:.0f} s on a host that answers nothing"
+        assert "Traceback" not in err and "paramiko" not in err, err
+        assert f"error: ssh://{paused.alias}:" in err, err
+        assert app.serving(0) == "v2"
+    finally:
+        subprocess.run(["docker", "unpause", paused.container], capture_output=True)
+        app.fault(1, False)
+        app.cleanup()
+
+
 def test_a_host_behind_a_jump_host_reached_with_a_key_in_the_agent(tmp_path: Path, app_name: str,
                                                                    hosts: SshHosts) -> None:
     """~/.ssh/config's ProxyJump, and a key only the SSH agent holds (none in ~/.ssh)."""
@@ -403,6 +430,8 @@ def test_a_failing_host_stops_the_rollout_and_a_rerun_finishes_it(tmp_path: Path
         rows = {h["host"]: h for h in json_out(rerun)["hosts"]}
         assert rows[f"ssh://{hosts.hosts[0].alias}"]["outcome"] == "noop"
         assert rows[f"ssh://{host2}"]["outcome"] == "ok"
+        # One number for the release across the fleet: the rerun gives the second host r2, as the first.
+        assert rows[f"ssh://{host2}"]["release"] == rows[f"ssh://{hosts.hosts[0].alias}"]["release"] == "r2", rows
         assert json_out(rerun)["bytes_shipped"] == 0  # shipped by the failed run already
         assert "building" not in rerun.stderr, rerun.stderr  # no new build
         assert app.serving(0) == app.serving(1) == "v2"

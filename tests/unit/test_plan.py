@@ -346,3 +346,26 @@ def test_a_missing_or_stopped_router_is_created_or_started(app: App, images: lis
     assert decide(app, images, app_state(), NEW, REDACTOR, "sha256:r").router == "created on 127.0.0.1:8080"
     state = app_state(router=router_container("exited"), live="blue", blue=(color_container("blue", "r1", OLD),))
     assert decide(app, images, state, NEW, REDACTOR, None).router == "started again (it is not running)"
+
+
+def test_a_fleet_gives_the_hosts_it_catches_up_the_number_the_others_serve(app: App, images: list) -> None:
+    # This host's r2 failed; the other hosts serve the file as r2: it gets r2 again, not r3.
+    behind = app_state(state=running_db(app), records=(record(1), record(2, outcome="failed")),
+                       router=router_container(), live="blue", blue=(color_container("blue", "r1", "sha256:old"),))
+    assert decide(app, images, behind, NEW, REDACTOR, number=2, same_number=True).release == "r2"
+    assert decide(app, images, behind, NEW, REDACTOR, number=2).release == "r3"  # at least 2: the next one
+    # A good r2 of other content here keeps its number: the release takes the next one.
+    served = app_state(state=running_db(app), records=(record(1), record(2, color="green")),
+                       router=router_container(), live="green", green=(color_container("green", "r2", "sha256:old"),))
+    assert decide(app, images, served, NEW, REDACTOR, number=2, same_number=True).release == "r3"
+
+
+def test_a_stateful_service_gone_from_the_file_is_shown_and_released(app: App, images: list) -> None:
+    running = (*running_db(app), state_container("olddb"))  # olddb: renamed db in the file
+    state = app_state(state=running, records=(record(1),), router=router_container(), live="green",
+                      green=(color_container("green", "r1", NEW),))
+    plan = decide(app, images, state, NEW, REDACTOR)
+    assert not plan.noop and plan.stateful_removed == ("olddb",)
+    assert plan.reason == "stateful olddb is no longer in the file"
+    assert plan.as_json()["stateful_removed"] == ["olddb"]
+    assert decide(app, images, replace(state, state=running_db(app)), NEW, REDACTOR).noop
