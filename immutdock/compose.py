@@ -9,12 +9,13 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
-from immutdock import interrupts, scratch, spawn
+from immutdock import interrupts, procs, scratch, spawn
 from immutdock.errors import BuildError, ConfigError, EngineError
 from immutdock.redact import externalized
 
@@ -66,6 +67,18 @@ def _finish(proc: "subprocess.Popen[str]") -> tuple[str, str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
+
+
+SURVIVOR_WAIT = 300  # seconds a compose up waits for one a killed immutdock left running on its project
+
+
+def _wait_for_survivor(project: str) -> None:
+    """Wait while a compose up of `project` that outlived a killed immutdock (a stateful
+    recreate) still runs here: two on one project would race for its containers."""
+    deadline = time.monotonic() + SURVIVOR_WAIT
+    while procs.with_args("--project-name", project, "up") and time.monotonic() < deadline:
+        interrupts.checkpoint()
+        time.sleep(0.2)
 
 
 class Compose:
@@ -128,6 +141,7 @@ class Compose:
            surviving: bool = False) -> None:
         """Create and start the project's containers, recreating only what changed. With
         `surviving`, compose finishes even when immutdock is killed meanwhile."""
+        _wait_for_survivor(project)
         argv, env = self._project(project, model)
         argv += ["up", "--detach", "--no-build", "--remove-orphans", "--pull", "never"]
         if wait:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import select
 import shlex
-import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from immutdock.errors import EngineError
 
@@ -31,7 +30,7 @@ class StreamTimeout(Exception):
 class Frames:
     """Docker's multiplexed stream on `sock`, one frame at a time."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buf = bytearray()
 
@@ -64,11 +63,11 @@ class Frames:
         return stream, data
 
 
-def raw_socket(sock: object) -> socket.socket:
-    """The socket under what docker-py's `exec_start(socket=True)` returns."""
-    raw = getattr(sock, "_sock", sock)
-    assert isinstance(raw, socket.socket)
-    return raw
+def raw_socket(sock: object) -> Any:
+    """What docker-py's `exec_start(socket=True)` returns, unwrapped to what `recv`s, `sendall`s
+    and has a `fileno` to wait on: a socket (unix, TCP, TLS) or, for an ssh:// address, a
+    paramiko Channel."""
+    return getattr(sock, "_sock", sock)
 
 
 class ExecSession:
@@ -89,7 +88,8 @@ class ExecSession:
         self._broken = False
 
     def run(self, argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str]:
-        """Run `argv` in the shell; (exit code, stdout and stderr)."""
+        """Run `argv` in the shell; (exit code, stdout and stderr). It must finish, its output
+        included, within `timeout` seconds."""
         command = shlex.join(argv)
         if self._broken:
             raise EngineError(f"the shell in the router broke before {command!r}", "run the command again")
@@ -97,8 +97,9 @@ class ExecSession:
         try:
             self._raw.sendall(f"{command}; echo {marker}$?\n".encode())
             buf = b""
+            deadline = time.monotonic() + timeout
             while not (marker.encode() in buf and buf.endswith(b"\n")):
-                frame = self._frames.next(timeout)
+                frame = self._frames.next(deadline - time.monotonic())
                 if frame is None:
                     raise EngineError(f"the shell in the router closed while running {command!r}")
                 buf += frame[1]

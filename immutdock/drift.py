@@ -160,7 +160,7 @@ def _finished_during_release(c: ContainerState, expected: Expected) -> bool:
 def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Expected:
     """What the live release started, from its record (its color's model) and the file's
     stateful services; the live color's configuration hash recomputed from the file now."""
-    from immutdock.plan import config_hash, jobs
+    from immutdock.plan import config_hash, model_jobs
     from immutdock.render import color_project
 
     known = frozenset(r.id for r in state.records)
@@ -176,7 +176,7 @@ def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Exp
         ids = dict(zip(refs, pool.map(engine.image_id, refs.values())))
     return Expected(app=app.name, release=record.id, color=state.live_color, replicas=replicas, stateful=stateful,
                     image_ids={k: v for k, v in ids.items() if v}, released=record.created,
-                    config_hash=config_hash(app, refs, redactor), known_releases=known, jobs=jobs(app))
+                    config_hash=config_hash(app, refs, redactor), known_releases=known, jobs=model_jobs(model))
 
 
 def _replicas(definition: Mapping[str, Any]) -> int:

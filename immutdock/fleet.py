@@ -25,7 +25,7 @@ from immutdock import interrupts, ledger, lock, registry, ship, ssh
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
-from immutdock.errors import ConfigError, ImmutdockError, Interrupted, LockHeld
+from immutdock.errors import ConfigError, EngineError, ImmutdockError, Interrupted, LockHeld
 from immutdock.files import Bar
 from immutdock.model import App, Target
 from immutdock.plan import image_refs
@@ -48,6 +48,11 @@ class Host:
         self.compose.close()
         self._tunnel.close()
         self._conn.close()
+
+    @property
+    def stalled(self) -> str:
+        """Why the host counts as gone ("" while it answers): see ssh.DockerTunnel._watch."""
+        return self._tunnel.stalled
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Target | None:
@@ -283,6 +288,11 @@ class Fleet:
                 try:
                     outcome = run(name)
                 except ImmutdockError as exc:
+                    stalled = next(h.stalled for h in self.hosts if h.name == name)
+                    if stalled:  # what the engine saw is a closed connection; this is why
+                        exc = EngineError(f"{name} stopped answering: {stalled}; its release was cut off "
+                                          f"({exc.message})", "check the host; `immutdock status --target "
+                                          f"{self.target.name}` shows what it runs once it answers")
                     rows[name].outcome = "interrupted" if exc.exit_code == 130 else "failed"
                     rows[name].message = exc.one_line()
                     failures.append((name, exc))

@@ -35,7 +35,7 @@ class Record:
     images: Mapping[str, str]
     config_hash: str
     created: str
-    outcome: str  # ok | failed | interrupted
+    outcome: str  # ok | failed | interrupted | rolled-back | switching (written before the switch, settled after)
     git: str | None = None
     message: str = ""
     source: str | None = None  # for a rollback: the release it went back to

@@ -135,6 +135,9 @@ class VolumeDump:
     service: str = ""  # the stateful service that mounts the volume (config.validate fills it in)
 
 
+DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the old one kept ready
+
+
 @dataclass(frozen=True)
 class Settings:
     router: Router | None = None
@@ -148,7 +151,7 @@ class Settings:
     volumes: Mapping[str, VolumeDump] = field(default_factory=frozen_mapping)  # by the volume's key
     # Seconds the new color is watched after the switch while the old one stays ready: a
     # container of it that exits, restarts or turns unhealthy meanwhile switches traffic back.
-    settle: float = 5.0
+    settle: float = DEFAULT_SETTLE
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from immutdock import labels as L
 from immutdock import ledger, render
 from immutdock.build import ImagePlan
 from immutdock.errors import ConfigError
+from immutdock.infer import awaited_jobs
 from immutdock.model import App
 from immutdock.observe import AppState
 from immutdock.redact import Redactor
@@ -57,14 +58,26 @@ class ReleasePlan:
 
 
 def jobs(app: App) -> frozenset[str]:
-    """The services that may end (with 0): jobs others wait for (see infer.Role)."""
+    """The services of the file that may end (with 0): jobs others wait for (see infer.Role)."""
     return frozenset(r.service for r in app.roles if r.role == "job")
+
+
+def model_jobs(model: Mapping[str, Any]) -> frozenset[str]:
+    """The services of a color model (what a release or rollback runs) that may end (with 0)."""
+    return frozenset(awaited_jobs(model.get("services") or {}))
+
+
+def live_jobs(app: App, state: AppState) -> frozenset[str]:
+    """The jobs of the release that serves: its recorded model's (a rollback may run jobs the
+    file no longer has), else the file's."""
+    live = state.live_record
+    return model_jobs(live.model) if live is not None and live.packed else jobs(app)
 
 
 def not_serving(app: App, state: AppState) -> str | None:
     """Why what is deployed cannot serve as it is (a release is then never a no-op), or None."""
     live = state.live_color
-    if live is None or not state.color_running(live, jobs(app)):
+    if live is None or not state.color_running(live, live_jobs(app, state)):
         return "the live color is not running"
     if app.settings.router is not None and (state.router is None or state.router.status != "running"):
         return "the router is not running"
@@ -125,7 +138,8 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
         reason = f"stateful {', '.join(removed)} {'is' if len(removed) == 1 else 'are'} no longer in the file"
     else:
         reason = f"the router is {router.split(' (')[0]}"
-    taken = any(r.number == number and r.outcome in ("ok", "switching") for r in state.records)
+    # The fleet's number, unless a good release of this engine has it or a later one.
+    taken = any(r.number >= number and r.outcome in ("ok", "switching") for r in state.records)
     release = number if same_number and not taken else max(number, state.highest_release_number() + 1)
     return ReleasePlan(app=app.name, release=f"r{release}", noop=False,
                        reason=reason,

@@ -54,3 +54,27 @@ def children(pid: int) -> list[int]:
             if len(fields) > 1 and fields[1] == str(pid):
                 found.append(int(entry))
     return found
+
+
+def with_args(*words: str) -> list[int]:
+    """The PIDs of this machine's processes whose command line holds each of `words` as one of
+    its arguments (this process and its children left out)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not entry.isdecimal() or int(entry) == os.getpid():
+            continue
+        fields = _stat_fields(entry)
+        if len(fields) > 1 and fields[1] == str(os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(w.encode() in argv for w in words):
+            found.append(int(entry))
+    return found

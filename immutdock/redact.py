@@ -53,9 +53,14 @@ def is_digest(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(MARK) and value.endswith(">")
 
 
-def _kept(parent: Any, key: Any) -> bool:
-    """Strings kept as they are: images, names and immutdock's own labels."""
-    return key in _NEVER or (parent == "labels" and str(key).startswith(f"{L.PREFIX}."))
+def _kept(parent: Any, key: Any, value: Any) -> bool:
+    """Strings kept as they are: images, names (of the project, a network, a volume...) and
+    immutdock's own labels; never a service, label or variable that happens to be called so."""
+    if not isinstance(value, str):
+        return False
+    if parent == "labels":
+        return str(key).startswith(f"{L.PREFIX}.")
+    return key in _NEVER and parent not in ("services", "environment", "extra_hosts")
 
 
 def _rewrite(node: Any, key: Any, env: Callable[[Any, Any], Any], other: Callable[[str], str]) -> Any:
@@ -64,7 +69,7 @@ def _rewrite(node: Any, key: Any, env: Callable[[Any, Any], Any], other: Callabl
     if isinstance(node, Mapping):
         if key == "environment":
             return {k: env(k, v) for k, v in node.items()}
-        return {k: (v if _kept(key, k) else _rewrite(v, k, env, other)) for k, v in node.items()}
+        return {k: (v if _kept(key, k, v) else _rewrite(v, k, env, other)) for k, v in node.items()}
     if isinstance(node, list):
         return [_rewrite(v, key, env, other) for v in node]
     if isinstance(node, str):

@@ -24,7 +24,7 @@ from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockErr
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, PreReleaseTest, address, frozen_mapping
 from immutdock.observe import AppState, observe
-from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, jobs, rollback_target
+from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, live_jobs, model_jobs, rollback_target
 from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 from immutdock.settle import watch
@@ -157,6 +157,9 @@ class Deployer:
                            message=f"{plan.reason}; the router serves the new certificate",
                            images=image_refs(self.app, plan.images), timings={"total": time.monotonic() - t0})
         if plan.noop:
+            if any(r.outcome == "switching" for r in state.records):  # a killed release's record
+                with self._locked("release"):
+                    self._settle_interrupted(observe(self.engine, self.app.name), "release")
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),
                            timings={"total": time.monotonic() - t0})
@@ -221,7 +224,7 @@ class Deployer:
             else:
                 target = rollback_target(state, to)
             if not heal and target.config_hash == state.color_config_hash(state.live_color) \
-                    and state.color_running(state.live_color, jobs(self.app)):
+                    and state.color_running(state.live_color, live_jobs(self.app, state)):
                 return Outcome(release=state.live_release or target.id, color=str(state.live_color), outcome="noop",
                                kind="rollback", images=dict(target.images), url=self._url(), source=target.id,
                                message=f"{target.id} is what serves already ({state.live_release} on "
@@ -307,7 +310,7 @@ class Deployer:
             self._start_color(project, model)
             reached("gate")
             gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
-                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=jobs(self.app))
+                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=model_jobs(model))
             timings["health"] = time.monotonic() - t
             if not gate.ok:
                 logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
@@ -322,12 +325,15 @@ class Deployer:
             record = self._write_record(plan, kind, refs, "switching", source, model, state=state)
             reached("switch")
             t = time.monotonic()
-            router.switch(plan.color)
-            switched = True
+            with interrupts.whole(f"the switch to {plan.color}"):  # never cut between HAProxy and its record
+                router.switch(plan.color)
+                switched = True
             timings["cutover"] = time.monotonic() - t
             self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
             reached("settle")
-            record = self._settle(plan, project, router, record, timings)
+            self._settle(plan, project, router, record, model, timings)
+            with interrupts.whole(f"the record of {plan.release}"):
+                record = self._settle_record(record, "ok")
             if plan.retire:
                 reached("drain")
                 t = time.monotonic()
@@ -354,6 +360,7 @@ class Deployer:
         except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
             what = exc.message if isinstance(exc, ImmutdockError) else f"{type(exc).__name__}: {exc}"
             details = exc.details if isinstance(exc, ImmutdockError) else None
+            switched = switched or (record is not None and self._serves(router, plan.color))
             if switched:
                 raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
                                   f"{what}", f"{plan.color} serves" + ("" if retired else f"; {self._reap_hint(plan)}"),
@@ -369,18 +376,25 @@ class Deployer:
                        + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
                           if source else ""))
 
+    def _serves(self, router: Router | None, color: str) -> bool:
+        """Whether the router's live link names `color` (a switch that failed may have happened)."""
+        try:
+            return router is not None and router.live() == color
+        except ImmutdockError:
+            return False
+
     def _settle(self, plan: ReleasePlan, project: str, router: Router, record: ledger.Record,
-                timings: dict[str, float]) -> ledger.Record:
+                model: Mapping[str, Any], timings: dict[str, float]) -> None:
         """Watch the new color through the settle window with the old one kept ready; on a
         problem switch traffic back to the old color at once, remove the new one, record the
-        release as rolled back and fail. The settled record on success."""
+        release as rolled back and fail (ReleaseFailed)."""
         routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
-        settled = watch(self.engine, project, router, plan.color, routes, jobs(self.app), self.app.settings.settle,
+        settled = watch(self.engine, project, router, plan.color, routes, model_jobs(model), self.app.settings.settle,
                         tick=self.say)
         timings["settle"] = settled.seconds
         if settled.ok:
-            with interrupts.whole(f"the record of {plan.release}"):
-                return self._settle_record(record, "ok")
+            return
+        what = f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}"
         # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
         with interrupts.whole(f"switching {plan.release} back"):
             logs = self.engine.logs(settled.culprit.id, tail=20) if settled.culprit else ""
@@ -388,15 +402,18 @@ class Deployer:
                 router.switch(plan.retire)
                 self.warn(f"{settled.reason} {settled.seconds:.1f}s after the switch: traffic switched back to "
                           f"{plan.retire}")
-            self.say(f"removing {project}")
-            self.engine.remove_project(project)
-            self._settle_record(record, "rolled-back" if plan.retire else "failed",
-                                f"{settled.reason} {settled.seconds:.1f}s after the switch")
             back = (f"{plan.retire} serves the previous release again" if plan.retire
                     else "no earlier release was serving")
-            raise ReleaseFailed(f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}",
-                                back + (f"; last log lines of {settled.culprit.name} follow" if settled.culprit
-                                        else ""), details=logs)
+            try:
+                self.say(f"removing {project}")
+                self.engine.remove_project(project)
+                self._settle_record(record, "rolled-back" if plan.retire else "failed",
+                                    f"{settled.reason} {settled.seconds:.1f}s after the switch")
+            except ImmutdockError as exc:
+                raise ReleaseFailed(f"{what}; removing it then failed: {exc.message}",
+                                    f"{back}; `immutdock status --reap` removes {project}") from None
+            raise ReleaseFailed(what, back + (f"; last log lines of {settled.culprit.name} follow"
+                                              if settled.culprit else ""), details=logs)
 
     def _settle_record(self, record: ledger.Record, outcome: str, message: str = "") -> ledger.Record:
         """Rewrite a record written as "switching" with its outcome."""

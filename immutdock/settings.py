@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from immutdock import bounds
 from immutdock.errors import ConfigError
-from immutdock.model import (EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target,
+from immutdock.model import (DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target,
                              VolumeDump, frozen_mapping)
 
 BLOCK = "x-immutdock"
@@ -25,7 +25,6 @@ MODES = ("http", "tcp")
 _HEALTH_KEYS = {"path", "timeout", "rise"}
 _TEST_KEYS = {"service", "command"}
 DEFAULT_PUBLISH = "127.0.0.1:8080"
-DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the old one kept ready
 # A health path is sent in HAProxy's `http-check send uri`: RFC 3986 path and query characters,
 # less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
 _URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")

@@ -9,14 +9,18 @@ complete) may exit 0; every other service must stay up through the window."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
+from immutdock import labels as L
 from immutdock.engine import ContainerState, Engine
-from immutdock.router import Router, Server
+from immutdock.health import POLL
+from immutdock.router import BackendStats, Router
 
-POLL = 0.1  # seconds between two looks
+ROUTER_GRACE = 0.5  # seconds a route may have no healthy server (a check that timed out under load)
+_ENDS = ("die", "oom", "health_status: unhealthy")  # container events that end the watch at once
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,11 @@ def container_problem(before: Mapping[str, ContainerState], now: Sequence[Contai
     return None
 
 
-def router_problem(servers: Sequence[Server], color: str, routes: Sequence[str]) -> str | None:
+def router_problem(stats: BackendStats, color: str, routes: Sequence[str]) -> str | None:
     """Pure: a route on which the router finds no server of `color` up (`routes[i]` is the
     service behind route i)."""
     for i, service in enumerate(routes):
-        if not any(s.backend == color and s.route == i and s.status.startswith("UP") for s in servers):
+        if not stats.up(color, i):
             return f"the router finds no healthy {service} server of {color}"
     return None
 
@@ -61,18 +65,49 @@ def router_problem(servers: Sequence[Server], color: str, routes: Sequence[str])
 def watch(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
           jobs: Collection[str], seconds: float, tick: Callable[[str], None] = lambda _m: None) -> Settled:
     """Watch the new color for `seconds`; the first problem ends the watch."""
+    with engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project}) as stream:
+        ended = _listen(stream, jobs)
+        return _look(engine, project, router, color, routes, jobs, seconds, ended, tick)
+
+
+def _listen(stream: Iterator[Mapping[str, Any]], jobs: Collection[str]) -> threading.Event:
+    """Set once the engine tells of a container of the color that died, ran out of memory or
+    turned unhealthy (read in a thread: the events come the moment they happen, between two
+    looks); a job's container that ends is no such event."""
+    ended = threading.Event()
+
+    def read() -> None:
+        try:
+            for event in stream:
+                service = ((event.get("Actor") or {}).get("Attributes") or {}).get(L.COMPOSE_SERVICE, "")
+                if event.get("status") in _ENDS and service not in jobs:
+                    ended.set()
+        except Exception:  # noqa: BLE001 - the stream closed (the watch ended) or broke: the looks go on
+            return
+
+    threading.Thread(target=read, daemon=True).start()
+    return ended
+
+
+def _look(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
+          jobs: Collection[str], seconds: float, ended: threading.Event, tick: Callable[[str], None]) -> Settled:
     start = time.monotonic()
     deadline = start + seconds
     before = {c.id: c for c in engine.project_containers(project)}
     tick(f"watching {color} for {seconds:g}s, the old color kept ready")
+    down_since: float | None = None  # since when a route has had no healthy server
     while time.monotonic() < deadline:
         now = engine.project_containers(project)
         problem = container_problem(before, now, jobs)
         if problem is not None:
             return Settled(False, problem[0], problem[1], time.monotonic() - start)
-        if router is not None:
-            found = router_problem(router.stats().servers, color, routes)
-            if found is not None:
-                return Settled(False, found, None, time.monotonic() - start)
-        time.sleep(POLL)
+        found = router_problem(router.stats(), color, routes) if router is not None else None
+        if found is None:
+            down_since = None
+        elif down_since is None:
+            down_since = time.monotonic()
+        elif time.monotonic() - down_since >= ROUTER_GRACE:
+            return Settled(False, f"{found} for {ROUTER_GRACE:g} s", None, time.monotonic() - start)
+        if ended.wait(POLL):  # an event wakes the next look at once
+            ended.clear()
     return Settled(True, "stayed up", None, time.monotonic() - start)

@@ -217,22 +217,29 @@ class DockerTunnel:
         self._server.listen(128)
         self._closed = False
         self.stalled = ""  # why the host counts as gone: then no new channel is opened to it
+        self._moved = time.monotonic()  # when bytes last went to or came from the host
         threading.Thread(target=self._accept, daemon=True).start()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
-        """Every ALIVE_EVERY seconds, ask each SSH connection for an answer (an OpenSSH
-        keepalive that wants a reply); one that has none within ALIVE_WITHIN seconds means the
-        host stopped answering (paused, cut off, powered down): every connection to it is
-        closed, so whatever waits on it fails at once instead of hanging."""
+        """Every ALIVE_EVERY seconds when no byte moved to or from the host meanwhile, ask each
+        SSH connection for an answer (an OpenSSH keepalive that wants a reply); one that has
+        none within ALIVE_WITHIN seconds, while nothing moved either, means the host stopped
+        answering (paused, cut off, powered down): every connection to it is closed, so
+        whatever waits on it fails at once instead of hanging. (A slow upload is no silence:
+        each chunk that leaves went into the host's SSH window, which only its sshd opens.)"""
         while not self._closed and not self.stalled:
             time.sleep(ALIVE_EVERY)
+            if time.monotonic() - self._moved < ALIVE_EVERY:
+                continue
             with self._lock:
                 transports = [s[0].transport for s in self._pool if s[0].is_connected]
             for transport in transports:
                 if self._closed or self.stalled:
                     return
-                if not _answers(transport, ALIVE_WITHIN) and not self._closed and transport.is_active():
+                asked = time.monotonic()
+                if not _answers(transport, ALIVE_WITHIN) and self._moved < asked and not self._closed \
+                        and transport.is_active():
                     self._give_up(f"it answered nothing over SSH for {ALIVE_WITHIN:g} s")
 
     def _give_up(self, why: str) -> None:
@@ -295,6 +302,7 @@ class DockerTunnel:
             try:
                 while data := local.recv(65536):
                     chan.sendall(data)
+                    self._moved = time.monotonic()
             except OSError:
                 pass
             finally:
@@ -307,6 +315,7 @@ class DockerTunnel:
         sender.start()
         try:  # host -> here
             while data := chan.recv(65536):
+                self._moved = time.monotonic()
                 local.sendall(data)
         except (OSError, EOFError):
             pass

@@ -102,6 +102,17 @@ class Background:
         return "".join(self.lines)
 
 
+def stopped(pid: int, timeout: float = 180) -> None:
+    """Until process `pid` stopped itself (state T, e.g. at an IMMUTDOCK_STOP_AT moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "T":
+                return
+        assert time.monotonic() < deadline, f"immutdock never reached its stop (pid {pid})"
+        time.sleep(0.02)
+
+
 def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
     assert proc.stdout.strip(), f"no JSON on stdout; stderr:\n{proc.stderr}"
     return json.loads(proc.stdout)
@@ -254,12 +265,17 @@ class StateWatch(threading.Thread):
         self.engine, self.app = engine, app
         self.most = 0
         self.ids: set[str] = set()
+        self.errors: list[str] = []  # what the engine answered instead of a list (the watch went on)
         self.stop = threading.Event()
 
     def run(self) -> None:
         flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
         while not self.stop.is_set():
-            found = self.engine.api.containers(filters=flt)  # one request: no race with a removal
+            try:
+                found = self.engine.api.containers(filters=flt)  # one request: no race with a removal
+            except Exception as exc:  # noqa: BLE001 - counted, never a reason to stop watching
+                self.errors.append(repr(exc))
+                found = []
             self.most = max(self.most, len(found))
             self.ids.update(c["Id"] for c in found)
             time.sleep(0.1)

@@ -17,7 +17,7 @@ import pytest
 
 from immutdock.crashpoints import MOMENTS
 
-from .support import Background, StateWatch, TinyApp, cleanup, compose_yaml, get, json_out, run_cli
+from .support import Background, StateWatch, TinyApp, cleanup, compose_yaml, get, json_out, run_cli, stopped
 
 pytestmark = pytest.mark.engine
 
@@ -53,17 +53,6 @@ def app(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[TinyApp]:
 def write_file(app: TinyApp, db: str) -> None:
     # A short watch after the switch, so that a 4 s request is still in flight when the drain starts.
     (app.root / "compose.yaml").write_text(compose_yaml(app.name, app.port, db=db, extra_block="  settle: 1\n"))
-
-
-def _stopped(pid: int, timeout: float = 180) -> None:
-    """Until process `pid` stopped itself (state T)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rpartition(")")[2].split()[0] == "T":
-                return
-        assert time.monotonic() < deadline, f"immutdock never reached its stop (pid {pid})"
-        time.sleep(0.02)
 
 
 def _serves(app: TinyApp, seconds: float = 2.0) -> set[str]:
@@ -109,12 +98,18 @@ class InFlight(threading.Thread):
 
 
 KILLS = [*MOMENTS, "stateful"]
+AFTER_SWITCH = ("settle", "drain", "retire", "post-switch")  # the moments past the switch
+
+
+def _records(app: TinyApp) -> list[dict]:
+    return [{**r, "number": int(r["release"][1:])} for r in json_out(run_cli(app.root, "history", "--json"))]
 
 
 @pytest.mark.parametrize("moment", KILLS)
 def test_a_release_killed_at_this_moment_leaves_a_state_the_next_one_finishes(app: TinyApp, engine,
                                                                                moment: str) -> None:
     n = KILLS.index(moment)
+    victim_release = f"r{max(r['number'] for r in _records(app)) + 1}"
     version, before = f"k{n}", f"k{n - 1}" if n else "v1"
     app.set_version(version)
     in_flight = None
@@ -129,14 +124,14 @@ def test_a_release_killed_at_this_moment_leaves_a_state_the_next_one_finishes(ap
             time.sleep(0.01)
     elif moment == "drain":  # a request sent to the old color before the switch is in flight
         victim = Background(app.root, "release", env={"IMMUTDOCK_STOP_AT": "record,drain"})
-        _stopped(victim.proc.pid)
+        stopped(victim.proc.pid)
         in_flight = InFlight(app)
         os.kill(victim.proc.pid, signal.SIGCONT)
         time.sleep(0.2)
-        _stopped(victim.proc.pid)
+        stopped(victim.proc.pid)
     else:
         victim = Background(app.root, "release", env={"IMMUTDOCK_STOP_AT": moment})
-        _stopped(victim.proc.pid)
+        stopped(victim.proc.pid)
     os.kill(victim.proc.pid, signal.SIGKILL)
     victim.finish()
     # The next release at once while a request is in flight on the old color: it drains it first.
@@ -159,6 +154,11 @@ def test_a_release_killed_at_this_moment_leaves_a_state_the_next_one_finishes(ap
     assert app.visit().startswith(f"{version} "), "the new version reaches the database"
     history = json_out(run_cli(app.root, "history", "--json"))
     assert "switching" not in [r["outcome"] for r in history], history
+    killed = [r["outcome"] for r in history if r["release"] == victim_release]
+    if moment in AFTER_SWITCH:  # it served: settled as good
+        assert killed == ["ok"], (moment, history)
+    elif moment == "switch":  # recorded, killed before its switch: it never served
+        assert killed == ["interrupted"], (moment, history)
     status = json_out(run_cli(app.root, "status", "--json"))
     assert status["problem"] is None and not status["half_made"] and not status["not_retired"], status
-    assert app.watch.most <= 1  # type: ignore[attr-defined]
+    assert app.watch.most <= 1 and not app.watch.errors  # type: ignore[attr-defined]

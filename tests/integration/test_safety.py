@@ -267,13 +267,10 @@ def test_an_address_taken_after_its_check_leaves_no_router_behind(tiny, engine) 
     import signal
     import socket
 
-    from .support import Background
+    from .support import Background, stopped
 
     victim = Background(tiny.root, "release", env={"IMMUTDOCK_STOP_AT": "shared"})  # past the address check
-    deadline = time.monotonic() + 120
-    while open(f"/proc/{victim.proc.pid}/stat").read().rpartition(")")[2].split()[0] != "T":
-        assert time.monotonic() < deadline and victim.proc.poll() is None, "".join(victim.lines)
-        time.sleep(0.02)
+    stopped(victim.proc.pid)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", tiny.port))  # another process takes the address meanwhile
         taken.listen()

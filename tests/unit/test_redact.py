@@ -189,3 +189,16 @@ def test_the_file_compose_reads_holds_no_value_and_runs_the_same() -> None:
     assert placed["services"]["web"]["command"][2].startswith("migrate --url ${IMMUTDOCK_VALUE_")
     assert _as_compose_reads(placed, values) == _as_compose_reads(model, {})
     assert externalized(model, {"pa$word-1"}) == (placed, values), "the same file for the same model"
+
+
+def test_a_service_or_label_called_name_or_image_is_no_name() -> None:
+    model = {"name": "shop-blue", "services": {
+        "name": {"image": "shop-name:1", "environment": {"DATABASE_URL": f"postgres://u:{SECRET}@db"}},
+        "image": {"image": "shop-image:1", "command": ["run", f"postgres://u:{SECRET}@db"],
+                  "labels": {"name": f"postgres://u:{SECRET}@db", "image": SECRET}}},
+        "networks": {"back": {"name": f"shop_{SECRET}"}}}
+    out = Redactor(SALT, frozenset({SECRET, f"postgres://u:{SECRET}@db"})).scrub(model)
+    text = json.dumps({k: v for k, v in out["services"].items()})
+    assert SECRET not in text, text
+    assert out["name"] == "shop-blue" and out["services"]["name"]["image"] == "shop-name:1"
+    assert out["networks"]["back"]["name"] == f"shop_{SECRET}"  # a network's own name is kept

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Iterator
 
 import pytest
 
 from immutdock.health import container_verdict
-from immutdock.router import Server
-from immutdock.settle import container_problem, router_problem
+from immutdock.router import BackendStats, Server
+from immutdock.settle import container_problem, router_problem, watch
 
 from .helpers import container
 
@@ -54,13 +56,17 @@ def server(backend: str, status: str, route: int = 0, name: str = "s1") -> Serve
     return Server(backend=backend, name=name, status=status, sessions=0, address="10.0.0.2:8000", route=route)
 
 
+def stats(*servers: Server) -> BackendStats:
+    return BackendStats(servers=servers, sessions={})
+
+
 def test_a_route_without_an_up_server_of_the_new_color_ends_the_watch() -> None:
-    up = [server("green", "UP"), server("green", "MAINT (resolution)", name="s2"), server("blue", "UP")]
+    up = stats(server("green", "UP"), server("green", "MAINT (resolution)", name="s2"), server("blue", "UP"))
     assert router_problem(up, "green", ["web"]) is None
-    assert router_problem([server("green", "UP 1/2")], "green", ["web"]) is None  # one failed check: not yet down
-    down = [server("green", "DOWN"), server("blue", "UP")]
+    assert router_problem(stats(server("green", "UP 1/2")), "green", ["web"]) is None  # one failed check
+    down = stats(server("green", "DOWN"), server("blue", "UP"))
     assert router_problem(down, "green", ["web"]) == "the router finds no healthy web server of green"
-    two_routes = [server("green", "UP", 0), server("green", "DOWN", 1)]
+    two_routes = stats(server("green", "UP", 0), server("green", "DOWN", 1))
     assert router_problem(two_routes, "green", ["web", "api"]) == "the router finds no healthy api server of green"
 
 
@@ -70,3 +76,44 @@ def test_the_gate_fails_a_service_that_ends_unless_it_is_a_job() -> None:
     assert verdict is False and culprit is ended and "exited with code 0: only a job" in reason
     assert container_verdict([WEB, MIGRATE], jobs={"migrate"})[0] is True
     assert container_verdict([WEB, ended])[0] is True  # without the jobs named, any one-shot may end
+
+
+class FakeEngine:
+    """project_containers answers from a list of looks, the last one repeated."""
+
+    def __init__(self, *looks: list) -> None:
+        self.looks = list(looks)
+
+    def project_containers(self, _project: str) -> list:
+        return self.looks.pop(0) if len(self.looks) > 1 else self.looks[0]
+
+    @contextmanager
+    def events(self, _what: str, **_labels: str) -> Iterator[Iterator[dict]]:
+        yield iter(())  # the engine tells nothing: the looks alone find what happened
+
+
+class FakeRouter:
+    def __init__(self, *looks: BackendStats) -> None:
+        self.looks = list(looks)
+
+    def stats(self) -> BackendStats:
+        return self.looks.pop(0) if len(self.looks) > 1 else self.looks[0]
+
+
+UP = stats(server("green", "UP"))
+DOWN = stats(server("green", "DOWN"))
+
+
+def test_the_watch_ends_at_the_first_container_that_dies() -> None:
+    dead = replace(WEB, status="exited", exit_code=3)
+    found = watch(FakeEngine([WEB], [WEB], [WEB], [dead]), "app-green", FakeRouter(UP), "green", ["web"], (), 5)
+    assert not found.ok and found.reason == "app-green-web-1 exited with code 3" and found.culprit == dead
+    assert found.seconds < 1
+
+
+def test_the_watch_forgives_a_router_blip_but_not_a_route_down_for_half_a_second() -> None:
+    blip = watch(FakeEngine([WEB]), "app-green", FakeRouter(UP, DOWN, UP), "green", ["web"], (), 0.8)
+    assert blip.ok and blip.seconds >= 0.8
+    down = watch(FakeEngine([WEB]), "app-green", FakeRouter(UP, DOWN), "green", ["web"], (), 5)
+    assert not down.ok and down.reason == "the router finds no healthy web server of green for 0.5 s"
+    assert 0.5 <= down.seconds < 1.5
