@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # fabric (and paramiko) are imported when a host is reached
 
 DIAL = "docker system dial-stdio"
 ALIVE_EVERY = 5.0  # seconds between two checks that a host still answers over its SSH connections
-ALIVE_WITHIN = 15.0  # a host that has not answered a check for this long stopped answering
+ALIVE_WITHIN = 20.0  # a host that has not answered a check for this long stopped answering
 
 
 def _quiet_paramiko() -> None:
