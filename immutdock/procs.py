@@ -41,34 +41,31 @@ def running(pid: int) -> bool:
     return bool(fields) and fields[0] not in ("Z", "X")
 
 
-def children(pid: int) -> list[int]:
-    """The PIDs whose parent is `pid`."""
+def _pids() -> list[str]:
+    """Every PID of this machine (as /proc names it), none where there is no /proc."""
     try:
-        entries = os.listdir("/proc")
+        return [entry for entry in os.listdir("/proc") if entry.isdecimal()]
     except OSError:
         return []
-    found = []
-    for entry in entries:
-        if entry.isdecimal():
-            fields = _stat_fields(entry)
-            if len(fields) > 1 and fields[1] == str(pid):
-                found.append(int(entry))
-    return found
+
+
+def _parent(pid: int | str) -> str:
+    fields = _stat_fields(pid)
+    return fields[1] if len(fields) > 1 else ""
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid`."""
+    return [int(entry) for entry in _pids() if _parent(entry) == str(pid)]
 
 
 def with_args(*words: str) -> list[int]:
     """The PIDs of this machine's processes whose command line holds each of `words` as one of
     its arguments (this process and its children left out)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
+    me = str(os.getpid())
     found = []
-    for entry in entries:
-        if not entry.isdecimal() or int(entry) == os.getpid():
-            continue
-        fields = _stat_fields(entry)
-        if len(fields) > 1 and fields[1] == str(os.getpid()):
+    for entry in _pids():
+        if entry == me or _parent(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
