@@ -640,8 +640,9 @@ def doctor(as_json: bool) -> None:
 
 
 @main.command(epilog=EPILOG)
-@click.option("--reap", is_flag=True, help="Remove a color an interrupted release left (half-made, or not retired) "
-                                           "(takes the lock; the next release does it too).")
+@click.option("--reap", is_flag=True, help="Finish what an interrupted release left: a stateful recreate cut short, "
+                                           "a color half-made or not retired (takes the lock; the next release does "
+                                           "it too).")
 @common
 def status(ctx: Ctx, reap: bool) -> None:
     """Live color and release, image tags, health of every container, router state.
@@ -652,7 +653,9 @@ def status(ctx: Ctx, reap: bool) -> None:
 
     Reads only. A color that exists but is not live is reported: half-made (a release in
     progress, or one interrupted before its switch) or not retired (the previous release,
-    when one was interrupted after its switch); --reap removes it when no release runs.
+    when one was interrupted after its switch); --reap removes it when no release runs. A
+    stateful recreate that a killed immutdock cut short (its database stopped) is named, and
+    --reap finishes it first.
     """
     from immutdock.status import describe, gather
 
@@ -678,11 +681,13 @@ def _reap(ctx: Ctx, deployer: Any, state: Any, stats: Any, prefix: str = "") -> 
     from immutdock.status import gather
 
     reaped = deployer.reap_idle(state)
-    for color in reaped:
+    if reaped.recreated:
+        ctx.warn(prefix + f"recreated {', '.join(reaped.recreated)}, whose recreate an interrupted command cut short")
+    for color in reaped.colors:
         ctx.warn(prefix + (f"retired {deployer.app.name}-{color}, the release before {state.live_release}"
                            if color in state.not_retired else
                            f"removed half-made {deployer.app.name}-{color} left by an interrupted release"))
-    return gather(deployer.engine, deployer.app.name) if reaped else (state, stats)
+    return gather(deployer.engine, deployer.app.name) if reaped.colors or reaped.recreated else (state, stats)
 
 
 def _left_over(ctx: Ctx, app: Any, report: Mapping[str, Any], prefix: str = "", where: str = "") -> None:
@@ -753,6 +758,12 @@ def _status_text(report: dict[str, Any]) -> str:
              + (f", {report['router']['up']} server(s) up" if report['router'].get('up') is not None else "")]
     for c in report["containers"]:
         lines.append(f"  {c['role']:<6} {c['name']:<32} {c['status']:<8} {c['health'] or '-':<10} {c['image']}")
+    for cut in report["interrupted"]:
+        lines.append(f"interrupted   {cut['release']}, killed {'after' if cut['live'] else 'around'} its switch "
+                     "(`immutdock status --reap` or the next release settles its record)")
+    if report["recreating"]:
+        lines.append(f"interrupted   the recreate of {', '.join(report['recreating'])} "
+                     "(`immutdock status --reap` or the next release finishes it)")
     return "\n".join(lines)
 
 

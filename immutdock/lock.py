@@ -92,9 +92,14 @@ def _is_mine(holder: Holder) -> bool:
     return holder.pid == os.getpid() and holder.machine == machine_id() and holder.start == start_time(os.getpid())
 
 
-def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:
+def ensure_image(engine: Engine) -> None:
+    """The empty image markers are made of (the lock, the mark of a recreate)."""
     if engine.image_id(LOCK_IMAGE) is None:
         engine.import_image(_empty_image_tar(), LOCK_IMAGE, ["LABEL io.immutdock.role=lock-image"])
+
+
+def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:
+    ensure_image(engine)
     me = _my_labels(app, command)
     for _attempt in range(3):
         if engine.create_marker(lock_name(app), LOCK_IMAGE, me):

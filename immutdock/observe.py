@@ -61,6 +61,18 @@ class AppState:
             c.status == "exited" and c.exit_code == 0 and (jobs is None or c.service in jobs))), None)
 
     @property
+    def recreating(self) -> ContainerState | None:
+        """The marker of a stateful recreate under way, or of one a killed immutdock left
+        (see immutdock.recreate)."""
+        return next((c for c in self.containers if c.labels.get(L.ROLE) == "recreate"), None)
+
+    @property
+    def switching(self) -> bool:
+        """Whether a record is still "switching": a release under way, or one killed between
+        its record and the end of its watch."""
+        return any(r.outcome == "switching" for r in self.records)
+
+    @property
     def idle(self) -> list[str]:
         """Colors that exist but do not serve: half-made or not retired."""
         return [c for c in ("blue", "green") if self.colors.get(c) and c != self.live_color]

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import archive as archives
-from immutdock import assets, interrupts, ledger, lock, render, tls
+from immutdock import assets, interrupts, ledger, lock, recreate, render, tls
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
 from immutdock.compose import Compose
 from immutdock.crashpoints import reached
 from immutdock.engine import Engine
-from immutdock.errors import AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, ReleaseFailed
+from immutdock.errors import (AfterSwitch, ConfigError, EngineError, ImmutdockError, Interrupted, LockHeld,
+                              ReleaseFailed)
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, PreReleaseTest, address, frozen_mapping
 from immutdock.observe import AppState, observe
@@ -157,7 +158,7 @@ class Deployer:
                            message=f"{plan.reason}; the router serves the new certificate",
                            images=image_refs(self.app, plan.images), timings={"total": time.monotonic() - t0})
         if plan.noop:
-            if any(r.outcome == "switching" for r in state.records):  # a killed release's record
+            if state.switching:  # a killed release's record
                 with self._locked("release"):
                     self._settle_interrupted(observe(self.engine, self.app.name), "release")
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
@@ -323,6 +324,8 @@ class Deployer:
             # Recorded before the switch, settled after: whatever serves always has a record.
             reached("record")
             record = self._write_record(plan, kind, refs, "switching", source, model, state=state)
+            if plan.retire:
+                self._fallback(router, plan)
             reached("switch")
             t = time.monotonic()
             with interrupts.whole(f"the switch to {plan.color}"):  # never cut between HAProxy and its record
@@ -385,7 +388,8 @@ class Deployer:
 
     def _settle(self, plan: ReleasePlan, project: str, router: Router, record: ledger.Record,
                 model: Mapping[str, Any], timings: dict[str, float]) -> None:
-        """Watch the new color through the settle window with the old one kept ready; on a
+        """Watch the new color through the settle window with the old one kept ready (the
+        fallback of the new color's backends: requests the new servers refuse go to it); on a
         problem switch traffic back to the old color at once, remove the new one, record the
         release as rolled back and fail (ReleaseFailed)."""
         routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
@@ -393,6 +397,11 @@ class Deployer:
                         tick=self.say)
         timings["settle"] = settled.seconds
         if settled.ok:
+            if plan.retire:
+                try:
+                    router.fallback_off()
+                except EngineError as exc:  # harmless: the old color's servers go with it
+                    self.warn(f"the router kept {plan.retire} as a fallback: {exc.message}")
             return
         what = f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}"
         # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
@@ -415,11 +424,22 @@ class Deployer:
             raise ReleaseFailed(what, back + (f"; last log lines of {settled.culprit.name} follow"
                                               if settled.culprit else ""), details=logs)
 
-    def _settle_record(self, record: ledger.Record, outcome: str, message: str = "") -> ledger.Record:
-        """Rewrite a record written as "switching" with its outcome."""
+    def _fallback(self, router: Router, plan: ReleasePlan) -> None:
+        """The old color's servers as the new color's backup servers through the watch: what a
+        new version that dies refuses, the old one answers. Without them the watch still
+        switches back; so a router that cannot add them is warned of, not fatal."""
+        try:
+            router.fallback_on(plan.color, plan.release)
+        except EngineError as exc:
+            self.warn(f"{plan.retire} is no fallback during the watch after the switch: {exc.message}")
+
+    def _settle_record(self, record: ledger.Record, outcome: str, message: str = "",
+                       keep_model: bool = True) -> ledger.Record:
+        """Rewrite a record written as "switching" with its outcome; without `keep_model`, the
+        model goes (a release that never served is never rolled back to)."""
+        settled = replace(record, outcome=outcome, message=message or record.message)
         return ledger.rewrite(self.engine, self.app.name, record,
-                              replace(record, outcome=outcome, message=message or record.message),
-                              frozenset({record.volume}))
+                              settled if keep_model else replace(settled, packed=""), frozenset())
 
     @staticmethod
     def _reap_hint(plan: ReleasePlan) -> str:
@@ -463,8 +483,10 @@ class Deployer:
                                                 driver=spec.get("driver"), driver_opts=spec.get("driver_opts"))
             if created:
                 self.say(f"created volume {app.volume_name(key)}")
-        state_model = render.state_project(app, state_refs, self.redactor(state)) if state_refs is not None else None
-        if state_refs is None and app.stateful and not all(c.status == "running" for c in state.state):
+        redactor = self.redactor(state)
+        state_model = render.state_project(app, state_refs, redactor) if state_refs is not None else None
+        finished = state_refs is None and self._finish_recreate(state)  # a rollback's: this one applies the file
+        if state_refs is None and app.stateful and not finished and not all(c.status == "running" for c in state.state):
             raise ReleaseFailed("stateful services are not running",
                                 "run `immutdock release` to start them; rollback never changes them")
         if state_model is not None and plan.stateful_changes:
@@ -476,9 +498,12 @@ class Deployer:
             self.engine.remove_project(render.project_name(app.name, "state"))
         if state_model is not None:
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
-                with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"):
+                with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
+                        recreate.marked(self.engine, app.name, state_model, plan.stateful_changes, redactor.salt):
                     self.compose.up(render.project_name(app.name, "state"), state_model, surviving=True)
             self._up_state(state_model)
+            if state.recreating is not None and not plan.stateful_changes:  # finished by a compose that outlived it
+                recreate.drop(self.engine, app.name)
         self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
@@ -603,8 +628,8 @@ class Deployer:
             if rec is live:
                 self._settle_record(rec, "ok", f"its watch after the switch was cut short; settled by {by}")
             else:
-                self._settle_record(replace(rec, packed=""), "interrupted",
-                                    f"interrupted around its switch; settled by {by}")
+                self._settle_record(rec, "interrupted", f"interrupted around its switch; settled by {by}",
+                                    keep_model=False)
 
     def _retire(self, color: str, state: AppState) -> None:
         """Remove a color an interrupted release left; one that served before the live release
@@ -635,7 +660,7 @@ class Deployer:
                 self.engine.remove_project(project)
         finally:
             if record is not None:
-                self._settle_record(replace(record, packed=""), outcome, why)
+                self._settle_record(record, outcome, why, keep_model=False)
             else:
                 self._write_record(plan, kind, refs, outcome, source, {}, message=why)
 
@@ -709,8 +734,11 @@ class Deployer:
         runs: a release applies that."""
         with self._locked("heal"):
             state = observe(self.engine, self.app.name)
+            if self._finish_recreate(state):
+                state = observe(self.engine, self.app.name)
             record = state.live_record
-            model = render.state_project(self.app, dict(record.images) if record else {}, self.redactor(state))
+            redactor = self.redactor(state)
+            model = render.state_project(self.app, dict(record.images) if record else {}, redactor)
             if model is None:
                 return []
             running = {c.service: c for c in state.state}
@@ -719,7 +747,8 @@ class Deployer:
                 if c is not None and c.labels.get(L.CONFIG_HASH) != model["services"][name]["labels"][L.CONFIG_HASH]:
                     raise ConfigError(name, f"the compose file defines {name} otherwise than the container that runs",
                                       "run `immutdock release` to apply the file; heal replaces like for like")
-            with interrupts.whole(f"the recreate of {', '.join(services)}"):
+            with interrupts.whole(f"the recreate of {', '.join(services)}"), \
+                    recreate.marked(self.engine, self.app.name, model, services, redactor.salt):
                 for name in services:
                     self.say(f"replacing {name} stop-first (it is down until its fresh container is up)")
                 self.engine.remove_containers([running[n] for n in services if n in running])
@@ -729,23 +758,62 @@ class Deployer:
     def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":
         return _Lock(self, command) if self.hold_lock else contextlib.nullcontext()
 
-    def reap_idle(self, state: AppState) -> list[str]:
-        """Remove the colors an interrupted release left (half-made, or not retired), when no
-        release holds the lock."""
-        if not (state.idle or any(r.outcome == "switching" for r in state.records)) or state.live_color is None:
-            return []
+    def reap_idle(self, state: AppState) -> Reaped:
+        """Finish what an interrupted command left, when no release holds the lock: a stateful
+        recreate cut short, then the colors (half-made, or not retired)."""
+        if state.recreating is None and (not (state.idle or state.switching) or state.live_color is None):
+            return Reaped()
         try:
             with self._locked("status --reap"):
                 fresh = observe(self.engine, self.app.name)
+                mark = recreate.read(fresh.recreating)
+                recreated = mark.services if mark is not None and self._finish_recreate(fresh) else ()
+                if recreated:
+                    fresh = observe(self.engine, self.app.name)
+                if fresh.live_color is None:
+                    return Reaped(recreated=recreated)
                 for color in fresh.idle:
                     self._retire(color, fresh)
                 self._settle_interrupted(fresh, "status --reap")
-                return list(fresh.idle)
-        except Exception:  # noqa: BLE001 - a busy lock just means "not now"
-            return []
+                return Reaped(colors=tuple(fresh.idle), recreated=recreated)
+        except LockHeld:  # a release runs: not now
+            return Reaped()
+
+    def _finish_recreate(self, state: AppState) -> bool:
+        """Finish the stateful recreate a killed immutdock left marked (see immutdock.recreate);
+        False when there is none. Refused when the file now defines those services otherwise
+        (a release applies the file)."""
+        mark = recreate.read(state.recreating)
+        if mark is None:
+            if state.recreating is not None:  # unreadable: nothing to finish by it
+                self.engine.remove_marker(state.recreating.id)
+            return False
+        if not recreate.pending(mark, state.state):  # a compose that outlived the killed immutdock finished it
+            self.engine.remove_marker(mark.marker_id)
+            return False
+        model = render.state_project(self.app, mark.images, Redactor(mark.salt, self.app.secret_values))
+        differ = recreate.changed_since(mark, model, {c.service: c.labels.get(L.CONFIG_HASH) for c in state.state})
+        names = ", ".join(mark.services)
+        if differ or model is None:
+            raise ReleaseFailed(f"the recreate of {names} was cut short (immutdock was killed), and the file now "
+                                f"defines {', '.join(differ) or names} otherwise",
+                                "run `immutdock release`: it applies the file's definition")
+        self.say(f"finishing the recreate of {names}, cut short when an earlier immutdock was killed")
+        with interrupts.whole(f"the recreate of {names}"):
+            self._up_state(model, surviving=True)
+            self.engine.remove_marker(mark.marker_id)
+        return True
 
     def _url(self) -> str | None:
         return self.app.settings.router.url if self.app.settings.router else None
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What `status --reap` finished: colors removed, and a stateful recreate cut short."""
+
+    colors: tuple[str, ...] = ()
+    recreated: tuple[str, ...] = ()
 
 
 class _Lock:

@@ -14,10 +14,19 @@ from dataclasses import dataclass
 from immutdock.docker_exec import ExecSession
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
+from immutdock.render import backend_name
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
 UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before HAProxy takes it
 ROUTER_ENTRYPOINT = "/usr/local/bin/router-entrypoint"  # in the router image; `... check` checks its config
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+_SEND = f'printf "%s\\n" "$1" | socat -t 2 stdio UNIX-CONNECT:{ADMIN_SOCKET}'  # $1: one line of commands
+FALLBACK = "fb"  # the prefix of a fallback server's name: fb<token>_<the old color's server>
+_FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
+_ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
+# A fallback server's checks: as often as render.haproxy_config checks every server; one slow
+# check under load does not take it down (it is the old color's: down only when that one is).
+_CHECK = "check inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class Server:
 class BackendStats:
     servers: tuple[Server, ...]
     sessions: dict[str, int]  # backend -> current sessions (requests in flight)
+    backups: tuple[Server, ...] = ()  # the fallback: the other color's servers in this color's backends
 
     def up(self, color: str, route: int | None = None) -> list[Server]:
         return [s for s in self.servers if s.backend == color and s.status.startswith("UP")
@@ -66,9 +76,12 @@ _BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # render.backend_name
 
 
 def parse_stat(csv_text: str) -> BackendStats:
-    """Parse HAProxy's `show stat` CSV (pure)."""
+    """Parse HAProxy's `show stat` CSV (pure). A backend's backup servers are the other color's
+    (the fallback during a watch): they are not among its servers, and the requests they carry
+    count as that other color's."""
     text = csv_text.lstrip("# ")
     servers: list[Server] = []
+    backups: list[Server] = []
     sessions: dict[str, int] = {}
     for row in csv.DictReader(io.StringIO(text)):
         name = row.get("svname", "")
@@ -81,10 +94,17 @@ def parse_stat(csv_text: str) -> BackendStats:
             sessions[backend] = sessions.get(backend, 0) + scur
         elif name != "FRONTEND":
             code = row.get("check_code") or ""
-            servers.append(Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
-                                  address=row.get("addr", ""), check_status=row.get("check_status") or "",
-                                  check_code=int(code) if code.isdecimal() else None, route=route))
-    return BackendStats(servers=tuple(servers), sessions=sessions)
+            server = Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
+                            address=row.get("addr", ""), check_status=row.get("check_status") or "",
+                            check_code=int(code) if code.isdecimal() else None, route=route)
+            if row.get("bck") != "1":
+                servers.append(server)
+                continue
+            backups.append(server)  # the other color's server: what it carries is that color's to drain
+            other = "green" if backend == "blue" else "blue"
+            sessions[other] = sessions.get(other, 0) + scur
+            sessions[backend] = sessions.get(backend, 0) - scur
+    return BackendStats(servers=tuple(servers), sessions=sessions, backups=tuple(backups))
 
 
 class Router:
@@ -106,7 +126,9 @@ class Router:
 
     def _ctl(self, *args: str) -> str:
         """Run router-ctl with `args`, each one word (never read by a shell)."""
-        argv = ["router-ctl", *args]
+        return self._run(["router-ctl", *args])
+
+    def _run(self, argv: list[str]) -> str:
         if self._session is not None:
             code, out = self._session.run(argv)
         else:
@@ -125,6 +147,47 @@ class Router:
 
     def switch(self, color: str) -> None:
         self._ctl("switch", color)
+
+    def fallback_on(self, color: str, token: str) -> int:
+        """Add the other color's passing servers to `color`'s backends as backup servers
+        (HAProxy's runtime API, nothing in the configuration changes): while every server of
+        `color` is down, requests go to them, and a request `color` refused is sent again to
+        them. Each is health-checked as `color`'s own servers are. `token` makes their names
+        unique (a fallback a killed run left cannot stand in the way). How many were added."""
+        stats = self.stats()
+        self._drop(stats.backups)
+        old = "green" if color == "blue" else "blue"
+        added = 0
+        for server in stats.servers:
+            if server.backend != old or not server.passing or not _ADDRESS.fullmatch(server.address):
+                continue
+            name = f"{backend_name(color, server.route)}/{FALLBACK}{token}_{server.name}"
+            answer = self._api(f"add server {name} {server.address} backup {_CHECK}")
+            if "New server registered" not in answer:
+                raise EngineError(f"HAProxy refused the fallback server {name}: {answer.strip()[-200:]}")
+            # It passed its own color's checks: up at once (not one failed check from down).
+            answer = self._api(f"enable health {name}; set server {name} health up; enable server {name}")
+            if answer.strip():
+                raise EngineError(f"HAProxy did not start the fallback server {name}: {answer.strip()[-200:]}")
+            added += 1
+        return added
+
+    def fallback_off(self) -> None:
+        """Remove every fallback server; one that still carries a request is only put in
+        maintenance (it takes no new one; the next fallback_on removes it)."""
+        self._drop(self.stats().backups)
+
+    def _drop(self, backups: tuple[Server, ...]) -> None:
+        for server in backups:
+            if not _FALLBACK_NAME.fullmatch(server.name):
+                continue  # a backup server of a custom router's own
+            name = f"{backend_name(server.backend, server.route)}/{server.name}"
+            self._api(f"disable server {name}; del server {name}")
+
+    def _api(self, line: str) -> str:
+        """One line to HAProxy's runtime API (admin socket), its answer. The line goes to the
+        shell as data, never as code."""
+        return self._run(["sh", "-c", _SEND, "sh", line])
 
     def arm(self, backend: str, servers: list[str]) -> None:
         """Force servers of a backend (blue, green_r1, ...) down: from now on only `rise` passing

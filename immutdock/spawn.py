@@ -2,58 +2,49 @@
 
 On Linux each child asks the kernel, before it runs its program, for SIGKILL when immutdock
 goes (prctl PR_SET_PDEATHSIG): a `kill -9` of immutdock, which runs no handler, still ends
-the compose or buildx it started, and nothing it was doing goes on unseen. The kernel sends it
-when the thread that started the child ends, so a child is waited for by the thread that
-started it (every caller here does). Only the child itself is tied: a program it starts in
-turn (the docker CLI's plugin, when compose or buildx is not found as a plugin binary) is not.
-Elsewhere children are started as they are."""
+the compose or buildx it started, and nothing it was doing goes on unseen. The ask is made by a
+few lines of Python run in the child (`python -I -S -c`, about 12 ms), which then exec the
+program: no code runs between fork and exec in immutdock's own process (`preexec_fn` is not
+safe in a process with threads). The kernel sends the signal when the thread that started
+the child ends, so a child is waited for by the thread that started it (every caller here
+does). Only the child itself is tied: a program it starts in turn (the docker CLI's plugin,
+when compose or buildx is not found as a plugin binary) is not. Elsewhere children are
+started as they are."""
 
 from __future__ import annotations
 
 import os
-import signal
+import shutil
 import subprocess
 import sys
-from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
-PR_SET_PDEATHSIG = 1
-
-
-@lru_cache(maxsize=1)
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, loaded before any fork (the child only calls it)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
+# Run in the child: tie it to its parent (argv[1]), unless that parent is already gone, then
+# become the program (argv[2], its own argv[3:]). Nothing of the program's arguments reaches a shell.
+_TIE = ("import ctypes, os, signal, sys\n"
+        "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"  # 1: PR_SET_PDEATHSIG
+        "os.getppid() == int(sys.argv[1]) or os.kill(os.getpid(), signal.SIGKILL)\n"
+        "os.execv(sys.argv[2], sys.argv[3:])\n")
 
 
-def _tied(parent: int, prctl: Callable[..., int]) -> Callable[[], None]:
-    def tie() -> None:  # runs in the child, between fork and exec
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:  # immutdock died before the tie was made
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return tie
-
-
-def _with_tie(kwargs: dict[str, Any]) -> dict[str, Any]:
-    prctl = _prctl()
-    if prctl is not None and "preexec_fn" not in kwargs:
-        kwargs["preexec_fn"] = _tied(os.getpid(), prctl)
-    return kwargs
+def tied_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """`argv` as started tied to this process's life (as it is where that cannot be done).
+    The program is looked up here, in `env`'s PATH: one that is not found raises
+    FileNotFoundError, as subprocess does."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return argv
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=path)
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    return [sys.executable, "-I", "-S", "-c", _TIE, str(os.getpid()), program, *argv]
 
 
 def popen(argv: list[str], **kwargs: Any) -> "subprocess.Popen[Any]":
     """subprocess.Popen, the child tied to this process's life."""
-    return subprocess.Popen(argv, **_with_tie(kwargs))
+    return subprocess.Popen(tied_argv(argv, kwargs.get("env")), **kwargs)
 
 
 def run(argv: list[str], **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
     """subprocess.run, the child tied to this process's life."""
-    return subprocess.run(argv, **_with_tie(kwargs))
+    return subprocess.run(tied_argv(argv, kwargs.get("env")), **kwargs)

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from immutdock import labels as L
+from immutdock import recreate
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
 from immutdock.model import App
@@ -60,7 +61,8 @@ def describe(app: App, state: AppState, stats: BackendStats | EngineError | None
               "half_made": list(state.half_made) if state.live_color else [],
               "not_retired": [{"color": c, "release": state.color_release(c)} for c in state.not_retired],
               "interrupted": [{"release": r.id, "live": r is state.live_record} for r in state.records
-                              if r.outcome == "switching"]}
+                              if r.outcome == "switching"],
+              "recreating": recreate.pending(mark, state.state) if (mark := recreate.read(state.recreating)) else []}
     report["problem"] = problem(app, state, router)
     return report
 

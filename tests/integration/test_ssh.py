@@ -619,3 +619,69 @@ def test_a_dump_backup_on_a_host_verifies_and_loads_into_a_new_volume_there(app:
     folder = first.docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{app.name}_copy").stdout.strip()
     assert first.sh(f"cat {folder}/n").stdout.encode() == written
     assert not [v for v in first.docker("volume", "ls", "-q").stdout.split() if v.startswith("immutdock-verify-")]
+
+
+def test_a_stateful_recreate_killed_on_a_host_is_named_and_finished_by_the_next_command(
+        app: RemoteApp) -> None:
+    """Over SSH the recreate's compose reaches the host through immutdock, so it dies with it,
+    leaving the db stopped: `status` names the recreate cut short, `status --reap` finishes it
+    (one db, the new definition), and the next release has nothing left to do."""
+    first = app.hosts.hosts[0]
+    compose = app.root / "compose.yaml"
+    base = compose.read_text()
+
+    def write(generation: int) -> None:  # PID 1 `sleep` ignores SIGTERM: each stop takes 4 s
+        compose.write_text(base.replace("volumes:\n  flags: {}\n", textwrap.dedent(f"""\
+              db:
+                image: busybox:latest
+                command: ["sleep", "86400"]
+                stop_grace_period: 4s
+                environment: {{GENERATION: "{generation}"}}
+                volumes: ["data:/data"]
+                healthcheck: {{test: ["CMD", "true"], interval: 1s}}
+            volumes:
+              flags: {{}}
+              data: {{}}
+            """)) + "  stateful: [db]\n")
+
+    def dbs(*status: str) -> list[str]:
+        flt = ["--filter", f"label=io.immutdock.app={app.name}", "--filter", "label=com.docker.compose.service=db"]
+        flt += [a for s in status for a in ("--filter", f"status={s}")]
+        return first.docker("ps", "-aq", *flt).stdout.split()
+
+    write(1)
+    assert app.cli("release", "--host", first.alias).returncode == 0
+    write(2)
+    victim = Background(app.root, "release", "--host", first.alias, env=app.hosts.env)
+    victim.wait_for("changes first")
+    deadline = time.monotonic() + 60
+    while not dbs("created"):  # compose made the new db; it stops the old one now (4 s)
+        assert time.monotonic() < deadline and victim.proc.poll() is None, "".join(victim.lines)
+        time.sleep(0.05)
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.finish()
+    deadline = time.monotonic() + 30
+    while dbs("running"):  # the old db's stop, already asked of the host's engine, ends
+        assert time.monotonic() < deadline, "the old db still runs"
+        time.sleep(0.2)
+    time.sleep(2)
+    assert not dbs("running"), "a db started again without immutdock"
+
+    status = app.cli("status", "--host", first.alias)
+    assert status.returncode == 1, status.stderr
+    assert "stateful service db is not running" in status.stderr and "cut short" in status.stderr, status.stderr
+    assert "status --reap" in status.stderr, status.stderr
+
+    reaped = app.cli("status", "--reap", "--host", first.alias, "--json")
+    assert reaped.returncode == 0, reaped.stderr
+    assert "recreated db" in reaped.stderr, reaped.stderr
+    assert json_out(reaped)["hosts"][0]["problem"] is None
+    running = dbs("running")
+    assert len(running) == 1 and len(dbs()) == 1, first.docker("ps", "-a").stdout
+    env = first.docker("inspect", "-f", "{{json .Config.Env}}", running[0]).stdout
+    assert "GENERATION=2" in env, env
+    assert not first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app.name}",
+                            "--filter", "label=io.immutdock.role=recreate").stdout.split()
+    again = app.cli("release", "--host", first.alias)
+    assert again.returncode == 0, again.stderr
+    assert dbs("running") == running, "the next release recreated the db again"

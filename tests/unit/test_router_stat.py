@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.router import BackendStats, Server, parse_stat
+from immutdock.errors import EngineError
+from immutdock.router import BackendStats, Router, Server, parse_stat
 
 # Captured from a running immutdock router (HAProxy 2.6.12, `docker exec ... router-ctl stat`), servers s3..s16
 # of each backend left out. Blue's template does not resolve (blue is gone); green's s1 is a live container.
@@ -87,3 +88,76 @@ def test_empty_dump(text: str) -> None:
     stats = parse_stat(text)
     assert stats.servers == () and stats.sessions == {}
     assert stats.up("blue") == []
+
+
+def test_backup_servers_are_the_other_colors_and_their_requests_count_as_its() -> None:
+    """During the watch after a switch green's backends hold blue's servers as backups:
+    they are not green's servers (not in its gate or its watch), and what they carry is blue's
+    to drain."""
+    stats = parse_stat(dump(
+        row(pxname="blue", svname="s1", scur=1, status="UP", bck=0, addr="172.20.0.3:8000"),
+        row(pxname="blue", svname="b1", scur=0, status="MAINT", bck=1),
+        row(pxname="blue", svname="BACKEND", scur=1, status="UP"),
+        row(pxname="green", svname="s1", scur=0, status="DOWN", bck=0, addr="172.20.0.7:8000"),
+        row(pxname="green", svname="b1", scur=2, status="UP", bck=1, addr="172.20.0.3:8000"),
+        row(pxname="green_r1", svname="b1", scur=1, status="UP", bck=1, addr="172.20.0.3:9000"),
+        row(pxname="green_r1", svname="BACKEND", scur=1, status="UP"),
+        row(pxname="green", svname="BACKEND", scur=2, status="UP"),
+    ))
+    assert [(s.backend, s.name) for s in stats.servers] == [("blue", "s1"), ("green", "s1")]
+    assert stats.up("green") == [] and stats.resolved("green")[0].name == "s1"
+    assert stats.sessions == {"blue": 4, "green": 0}
+    assert [(s.backend, s.route, s.name) for s in stats.backups] == [("blue", 0, "b1"), ("green", 0, "b1"),
+                                                                      ("green", 1, "b1")]
+
+
+class _Scripted(Router):
+    """A Router whose commands are recorded, `show stat` answered from `stat`."""
+
+    def __init__(self, stat: str) -> None:  # no engine: nothing is run
+        self.stat, self.sent = stat, []
+
+    def _run(self, argv: list[str]) -> str:
+        if argv[0] == "router-ctl":
+            return self.stat
+        assert argv[:2] == ["sh", "-c"] and argv[3] == "sh", argv  # the line is the script's $1: data
+        self.sent.append(argv[4])
+        return "New server registered.\n" if argv[4].startswith("add server") else ""
+
+
+def test_the_fallback_adds_the_old_colors_passing_servers_to_the_new_colors_backends() -> None:
+    stat = dump(
+        row(pxname="blue", svname="s1", status="UP", bck=0, addr="172.20.0.3:8000", check_status="L7OK",
+            check_code=200),
+        row(pxname="blue", svname="s2", status="DOWN", bck=0, addr="172.20.0.4:8000", check_status="L4CON"),
+        row(pxname="blue_r1", svname="s1", status="UP", bck=0, addr="172.20.0.3:9000", check_status="L4OK"),
+        row(pxname="green", svname="s1", status="UP", bck=0, addr="172.20.0.9:8000", check_status="L7OK",
+            check_code=200),
+        row(pxname="green", svname="fbr3_s1", status="UP", bck=1, addr="172.20.0.3:8000"),  # a killed run's
+        row(pxname="green", svname="b1", status="UP", bck=1, addr="10.0.0.1:80"),  # a custom router's own
+    )
+    router = _Scripted(stat)
+    assert router.fallback_on("green", "r4") == 2
+    assert router.sent == [
+        "disable server green/fbr3_s1; del server green/fbr3_s1",
+        "add server green/fbr4_s1 172.20.0.3:8000 backup check inter 250ms fastinter 250ms downinter 250ms "
+        "rise 1 fall 3",
+        "enable health green/fbr4_s1; set server green/fbr4_s1 health up; enable server green/fbr4_s1",
+        "add server green_r1/fbr4_s1 172.20.0.3:9000 backup check inter 250ms fastinter 250ms downinter 250ms "
+        "rise 1 fall 3",
+        "enable health green_r1/fbr4_s1; set server green_r1/fbr4_s1 health up; enable server green_r1/fbr4_s1",
+    ]
+    router.sent.clear()
+    router.fallback_off()
+    assert router.sent == ["disable server green/fbr3_s1; del server green/fbr3_s1"]
+
+
+def test_a_fallback_haproxy_refuses_is_an_error() -> None:
+    class Refusing(_Scripted):
+        def _run(self, argv: list[str]) -> str:
+            return self.stat if argv[0] == "router-ctl" else "Unknown command.\n"
+
+    stat = dump(row(pxname="blue", svname="s1", status="UP", bck=0, addr="172.20.0.3:8000", check_status="L7OK",
+                    check_code=200))
+    with pytest.raises(EngineError, match="refused the fallback server green/fbr2_s1"):
+        Refusing(stat).fallback_on("green", "r2")

@@ -86,3 +86,31 @@ def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
     proc = spawn.popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.communicate("in", timeout=10) == ("in", None) and proc.returncode == 0
+
+
+def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """preexec_fn is unsafe in a process with threads (a lock held by another thread at the fork
+    deadlocks the child); the tie is made by the child's own program instead."""
+    from immutdock import spawn
+
+    seen: list[dict] = []
+    real = subprocess.Popen
+
+    def spy(argv, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    spawn.run(["true"], check=True)
+    spawn.popen(["true"]).wait()
+    assert seen and all(k.get("preexec_fn") is None for k in seen), seen
+
+
+def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said() -> None:
+    from immutdock import spawn
+
+    words = ["a b", "$(touch /tmp/never)", "'", ";", ""]
+    out = spawn.run(["sh", "-c", 'printf "%s|" "$0" "$@"', "name", *words], capture_output=True, text=True).stdout
+    assert out == "|".join(["name", *words]) + "|"
+    with pytest.raises(FileNotFoundError):
+        spawn.run(["immutdock-no-such-program"])
