@@ -16,7 +16,7 @@ A. immutdock: ``examples/counter`` is copied to a temp dir, its ``name:`` rewrit
    then one release that changes only the router's settings (health ``rise`` and
    ``request_timeout``: HAProxy reloads), each run as ``.venv/bin/immutdock <cmd> --json``
    from the app dir. Wall time of each command
-   and its JSON ``timings`` (``cutover`` above all) are recorded.
+   and its JSON ``timings`` (``switch`` above all) are recorded.
 B. naive baseline: another copy, its own compose project name, the x-immutdock block
    dropped and ``web`` published directly on a free 127.0.0.1 port. ``docker compose -p NAME
    up -d --build --wait`` first, then under the same load the same number of "releases"
@@ -340,7 +340,7 @@ class Step:
 
     @property
     def cutover(self) -> float | None:
-        value = (self.result.get("timings") or {}).get("cutover")
+        value = (self.result.get("timings") or {}).get("switch")
         return float(value) if value is not None else None
 
 
@@ -725,7 +725,7 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
     line("  serves  = version /version answered right after the step (immutdock/naive where they differ: immutdock's")
     line("            rollback goes back to the previous release, the naive one to the first version)")
     line("  wall    = wall time of the command (`immutdock release|rollback --json`, `docker compose up -d --build`)")
-    line("  cutover = immutdock's JSON timings.cutover (health gate passed -> router switch confirmed)")
+    line("  cutover = immutdock's JSON timings.switch (health gate passed -> router switch confirmed)")
     line("  overlap = start of the last request answered by the old version minus start of the first answered by")
     line("            the new one, as the clients saw it (<= 0: no request started after the switch got the old one)")
     line("  outage  = longest window of failing fast requests (failures < 1 s apart merged)")
@@ -760,11 +760,12 @@ def report(a: Side, b: Side, args: argparse.Namespace) -> bool:
                "the router was recreated" if "recreating" in config.run.stderr else "the router was not touched")
         line(f"  immutdock config step (router rise 2 -> 3, request_timeout 75 -> 90 s): {how}")
     line("")
-    line("immutdock timings from `--json` (s): build / health / cutover / drain / total")
+    line("immutdock timings from `--json` (s): build / start / gate / switch / settle / drain / total")
     for step in a.steps:
         t = step.result.get("timings") or {}
         line(f"  {step.name:<12} " + " / ".join(
-            f"{t[k]:.3f}" if k in t else "-" for k in ("build", "health", "cutover", "drain", "total")))
+            f"{t[k]:.3f}" if k in t else "-" for k in ("build", "start", "gate", "switch", "settle", "drain",
+                                                       "total")))
 
     line("")
     line(f"no-op (unchanged app, everything built, no load), N={args.noop_runs}:")

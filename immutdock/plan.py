@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -153,9 +154,14 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        profiles=app.profiles)
 
 
-def rollback_target(state: AppState, to: str | None) -> ledger.Record:
+def rollback_target(state: AppState, to: str | None, heal: bool = False) -> ledger.Record:
     """The release a rollback re-runs: `to`, or the newest successful one made from another
-    config than what serves now. Pure; raises ConfigError when there is none."""
+    config than what serves now; with `heal`, the live release. Pure; raises ConfigError when
+    there is none."""
+    if heal:
+        if state.live_record is None:
+            raise ConfigError("heal", f"{state.app} has no live release to heal", "release it first (immutdock release)")
+        return state.live_record
     ok = [r for r in state.records if r.outcome == "ok"]
     if to is not None:
         number = ledger.parse_release_id(to)
@@ -169,3 +175,21 @@ def rollback_target(state: AppState, to: str | None) -> ledger.Record:
     if not older:
         raise ConfigError("rollback", "there is no earlier release to roll back to", "see `immutdock history`")
     return older[-1]
+
+
+def rollback_plan(app: App, state: AppState, target: ledger.Record, model: Mapping[str, Any], color: str,
+                  release: str, kind: str, redactor: Redactor) -> tuple[ReleasePlan, dict[str, Any]]:
+    """What a rollback (or heal) to `target` does, and the color model it starts (`model`, the
+    recorded one re-targeted at `color`, labelled with what it runs). Pure."""
+    applied = render.color_hash(model, app.name, redactor)  # what runs, said as it is
+    labelled = copy.deepcopy(dict(model))
+    for svc in labelled["services"].values():
+        svc["labels"][L.CONFIG_HASH] = applied
+    other = render.other(color)
+    plan = ReleasePlan(app=app.name, release=release, noop=False,
+                       reason=f"heal of {target.id}" if kind == "heal" else f"rollback to {target.id}",
+                       color=color, retire=other if state.colors.get(other) else None,
+                       cleanup=(color,) if state.colors.get(color) else (), images=(),
+                       config_hash=applied, create_router=state.router is None,
+                       stateful=tuple(s.name for s in app.stateful), profiles=target.profiles)
+    return plan, labelled

@@ -25,10 +25,12 @@ from immutdock.errors import (AfterSwitch, ConfigError, EngineError, ImmutdockEr
 from immutdock.health import wait_ready
 from immutdock.model import App, BuildSpec, PreReleaseTest, address, frozen_mapping
 from immutdock.observe import AppState, observe
-from immutdock.plan import ReleasePlan, config_hash, decide, image_refs, live_jobs, model_jobs, rollback_target
+from immutdock.plan import (ReleasePlan, config_hash, decide, image_refs, live_jobs, model_jobs, rollback_plan,
+                            rollback_target)
 from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 from immutdock.settle import watch
+from immutdock.steps import Steps, why_failed
 
 Say = Callable[[str], None]
 
@@ -49,6 +51,20 @@ class Outcome:
         return {"release": self.release, "color": self.color, "outcome": self.outcome, "kind": self.kind,
                 "images": self.images, "url": self.url, "timings": {k: round(v, 3) for k, v in self.timings.items()},
                 "message": self.message, "source": self.source}
+
+
+@dataclass
+class _Live:
+    """What the steps of one release, rollback or heal share as they go."""
+
+    plan: ReleasePlan
+    kind: str
+    refs: Mapping[str, str]
+    source: str | None
+    project: str  # the new color's
+    router: Router | None = None
+    record: ledger.Record | None = None  # written before the switch
+    retired: bool = False
 
 
 def _now() -> str:
@@ -147,7 +163,9 @@ class Deployer:
     # -- release ------------------------------------------------------------------------------
     def release(self, observed: Callable[[], AppState] | None = None) -> Outcome:
         t0 = time.monotonic()
-        plan, router_plan, state = self.plan(observed=observed)
+        timings: dict[str, float] = {}
+        before = Steps(timings)  # the steps before anything changes: nothing to undo
+        plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed))
         running = state.router if state.router is not None and state.router.status == "running" else None
         router = Router(self.engine, running) if plan.noop and running is not None else None
         serving = self._stale_certificate(router) if router is not None else None
@@ -156,29 +174,29 @@ class Deployer:
                 self._load_certificate(router, serving)
             return Outcome(release=plan.release, color=plan.color, outcome="noop", url=self._url(),
                            message=f"{plan.reason}; the router serves the new certificate",
-                           images=image_refs(self.app, plan.images), timings={"total": time.monotonic() - t0})
+                           images=image_refs(self.app, plan.images), timings={**timings, "total": time.monotonic() - t0})
         if plan.noop:
             if state.switching:  # a killed release's record
                 with self._locked("release"):
                     self._settle_interrupted(observe(self.engine, self.app.name), "release")
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),
-                           timings={"total": time.monotonic() - t0})
+                           timings={**timings, "total": time.monotonic() - t0})
+        t = time.monotonic()
         with self._locked("release"):
+            timings["lock"] = time.monotonic() - t
             # Observe again under the lock: another release may have finished meanwhile.
-            plan, state = self._decide(plan.images, router_plan)
+            plan, state = before.run("plan", lambda: self._decide(plan.images, router_plan))
             if plan.noop:
                 return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
-                               images=image_refs(self.app, plan.images), url=self._url())
-            timings: dict[str, float] = {}
-            t = time.monotonic()
+                               images=image_refs(self.app, plan.images), url=self._url(),
+                               timings={**timings, "total": time.monotonic() - t0})
             refs = image_refs(self.app, plan.images)
             try:
                 if self.prepared is None:
-                    self.build(plan.images, router_plan)
-                    timings["build"] = time.monotonic() - t
-                self._check_publish(state, self.router_image(router_plan))
-                self._pre_release_test(refs, plan)
+                    before.run("build", lambda: self.build(plan.images, router_plan))
+                before.run("plan", lambda: self._check_publish(state, self.router_image(router_plan)))
+                before.run("test", lambda: self._pre_release_test(refs, plan))
             except KeyboardInterrupt:
                 self._write_record(plan, "release", refs, "interrupted", None, {},
                                    message="interrupted before anything started")
@@ -214,53 +232,50 @@ class Deployer:
         self._require_router()
         self.certificate()  # a certificate that cannot be used stops here, before anything changes
         t0 = time.monotonic()
+        timings: dict[str, float] = {}
+        before = Steps(timings)  # the steps before anything changes: nothing to undo
         kind = "heal" if heal else "rollback"
+        t = time.monotonic()
         with self._locked(kind):
-            state = observe(self.engine, self.app.name)
-            if heal:
-                target = state.live_record
-                if target is None:
-                    raise ConfigError("heal", f"{self.app.name} has no live release to heal",
-                                      "release it first (immutdock release)")
-            else:
-                target = rollback_target(state, to)
+            timings["lock"] = time.monotonic() - t
+            state = before.run("plan", lambda: observe(self.engine, self.app.name))
+            target = rollback_target(state, to, heal)
             if not heal and target.config_hash == state.color_config_hash(state.live_color) \
                     and state.color_running(state.live_color, live_jobs(self.app, state)):
                 return Outcome(release=state.live_release or target.id, color=str(state.live_color), outcome="noop",
                                kind="rollback", images=dict(target.images), url=self._url(), source=target.id,
                                message=f"{target.id} is what serves already ({state.live_release} on "
-                                       f"{state.live_color}); nothing to roll back")
-            missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
-            if (missing or not target.packed) and archive is not None:
-                target = archives.restore(self.engine, self.app.name, target, archive, list(state.records), bar,
-                                          self.say)
-                missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
-            if missing:
-                raise ReleaseFailed(f"cannot {'heal' if heal else 'roll back to'} {target.id}: image {missing[0]} is "
-                                    "gone (pruned)",
-                                    "roll back with --archive DIR when `prune --archive DIR` kept it, or release "
-                                    "that version again")
-            live = state.live_color
-            color = render.other(live) if live else "blue"
+                                       f"{state.live_color}); nothing to roll back",
+                               timings={**timings, "total": time.monotonic() - t0})
+            target = before.run("ship", lambda: self._images_of(target, state, kind, archive, bar))
+            color = render.other(state.live_color) if state.live_color else "blue"
             release_id = f"r{max(self.number, state.highest_release_number() + 1)}"
-            model = self._rerun(target, color, release_id)
-            applied = render.color_hash(model, self.app.name, self.redactor(state))  # what runs, said as it is
-            for svc in model["services"].values():
-                svc["labels"][L.CONFIG_HASH] = applied
-            plan = ReleasePlan(app=self.app.name, release=release_id, noop=False,
-                               reason=f"heal of {target.id}" if heal else f"rollback to {target.id}",
-                               color=color, retire=render.other(color) if state.colors.get(render.other(color)) else None,
-                               cleanup=(color,) if state.colors.get(color) else (), images=(),
-                               config_hash=applied, create_router=state.router is None,
-                               stateful=tuple(s.name for s in self.app.stateful), profiles=target.profiles)
+            model = before.run("plan", lambda: self._rerun(target, color, release_id))
+            plan, model = rollback_plan(self.app, state, target, model, color, release_id, kind, self.redactor(state))
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached and self.prepared is None:
-                self.build((), router_plan)
-            self._check_publish(state, self.router_image(router_plan))
+                before.run("build", lambda: self.build((), router_plan))
+            before.run("plan", lambda: self._check_publish(state, self.router_image(router_plan)))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
-                                    kind=kind, source=target.id, timings={})
+                                    kind=kind, source=target.id, timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
+
+    def _images_of(self, target: ledger.Record, state: AppState, kind: str, archive: Path | None,
+                   bar: Callable[[str, int, int], None]) -> ledger.Record:
+        """`target` with every image it runs on the engine: loaded back from `archive` when a
+        prune removed them (see archive.py); refused when they are gone."""
+        missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
+        if (missing or not target.packed) and archive is not None:
+            target = archives.restore(self.engine, self.app.name, target, archive, list(state.records), bar,
+                                      self.say)
+            missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
+        if missing:
+            raise ReleaseFailed(f"cannot {'heal' if kind == 'heal' else 'roll back to'} {target.id}: image "
+                                f"{missing[0]} is gone (pruned)",
+                                "roll back with --archive DIR when `prune --archive DIR` kept it, or release "
+                                "that version again")
+        return target
 
     def _rerun(self, target: ledger.Record, color: str, release_id: str) -> dict[str, Any]:
         """The color model of `target` for `color`, its digested values taken from the current
@@ -286,98 +301,126 @@ class Deployer:
     def _go_live(self, plan: ReleasePlan, state: AppState, model: Mapping[str, Any], refs: Mapping[str, str],
                  router_image: str | None, *, kind: str, timings: dict[str, float],
                  source: str | None = None) -> Outcome:
-        app = self.app
-        router_cfg = app.settings.router
-        assert router_cfg is not None and router_image is not None
-        project = render.project_name(app.name, plan.color)
-        switched = retired = False
-        router: Router | None = None
-        record: ledger.Record | None = None
+        """The steps from the shared resources to the retired old color (immutdock.steps):
+        before the switch a failure or an interrupt undoes them; after it, the new color serves."""
+        live = _Live(plan, kind, refs, source, render.project_name(self.app.name, plan.color))
+        steps = Steps(timings, on_undo_error=lambda name, exc: self.warn(
+            f"undoing {name} failed: {exc.message if isinstance(exc, ImmutdockError) else exc}"))
         try:
-            reached("cleanup")
-            self._settle_interrupted(state, plan.release)
-            for color in plan.cleanup:
-                self.say(f"retiring {color}, the release before {state.live_release}, left running by an interrupted "
-                         "release" if color in state.not_retired else
-                         f"removing half-made {color} color left by an earlier release")
-                self._retire(color, state)
-            reached("shared")
-            self._ensure_shared(plan, state, router_image, refs if kind == "release" else None,
-                                model.get(render.ROUTER_SETTINGS) or render.backend_settings(app))
-            router = self._router().open()
-            reached("start")
-            self.say(f"starting {plan.release} as {project}")
-            t = time.monotonic()
-            self._start_color(project, model)
-            reached("gate")
-            gate = wait_ready(self.engine, project, router, plan.color, [r.service for r in router_cfg.routes],
-                              router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=model_jobs(model))
-            timings["health"] = time.monotonic() - t
-            if not gate.ok:
-                logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
-                self._undo(plan, project, kind, refs, source, f"health gate failed: {gate.reason}")
-                raise ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",
-                                    self._still_serving(plan)
-                                    + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
-                                    details=logs)
-            self._hooks("pre-switch", refs, plan)
-            # Recorded before the switch, settled after: whatever serves always has a record.
-            reached("record")
-            record = self._write_record(plan, kind, refs, "switching", source, model, state=state)
-            if plan.retire:
-                self._fallback(router, plan)
-            reached("switch")
-            t = time.monotonic()
-            with interrupts.whole(f"the switch to {plan.color}"):  # never cut between HAProxy and its record
-                router.switch(plan.color)
-                switched = True
-            timings["cutover"] = time.monotonic() - t
-            self.say(f"traffic switched to {plan.color} in {timings['cutover'] * 1000:.0f} ms")
-            reached("settle")
-            self._settle(plan, project, router, record, model, timings)
-            with interrupts.whole(f"the record of {plan.release}"):
-                record = self._settle_record(record, "ok")
-            if plan.retire:
-                reached("drain")
-                t = time.monotonic()
-                self._drain(router, plan.retire, state)
-                timings["drain"] = time.monotonic() - t
-                reached("retire")
-                self.say(f"retiring {plan.retire}")
-                self.engine.remove_project(render.project_name(app.name, plan.retire))
-            retired = True
-            reached("post-switch")
-            self._hooks("post-switch", refs, plan)
+            with steps:
+                self._steps(steps, live, state, model, router_image)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
-            if not switched:
-                self._undo(plan, project, kind, refs, source, "interrupted", record)
+            if not steps.switched:
                 raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
                                   self._still_serving(plan)) from None
-            if record is not None and record.outcome == "switching":
+            if live.record is not None and live.record.outcome == "switching":
                 with interrupts.whole(f"the record of {plan.release}"):
-                    self._settle_record(record, "ok", "interrupted during its watch after the switch")
+                    self._settle_record(live.record, "ok", "interrupted during its watch after the switch")
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
-                              None if retired else self._reap_hint(plan)) from None
+                              None if live.retired else self._reap_hint(plan)) from None
         except ReleaseFailed:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure: undo before the switch, say who serves after
-            what = exc.message if isinstance(exc, ImmutdockError) else f"{type(exc).__name__}: {exc}"
-            details = exc.details if isinstance(exc, ImmutdockError) else None
-            switched = switched or (record is not None and self._serves(router, plan.color))
-            if switched:
+        except Exception as exc:  # noqa: BLE001 - any failure: undone before the switch, who serves said after
+            what, details = why_failed(exc), exc.details if isinstance(exc, ImmutdockError) else None
+            if steps.switched:
                 raise AfterSwitch(f"{plan.release} is live on {plan.color}, but a step after the switch failed: "
-                                  f"{what}", f"{plan.color} serves" + ("" if retired else f"; {self._reap_hint(plan)}"),
+                                  f"{what}", f"{plan.color} serves" + ("" if live.retired else
+                                                                       f"; {self._reap_hint(plan)}"),
                                   details=details) from None
-            self._undo(plan, project, kind, refs, source, what, record)
             raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
         finally:
-            if router is not None:
-                router.close()
+            if live.router is not None:
+                live.router.close()
         return Outcome(release=plan.release, color=plan.color, outcome="ok", kind=kind, images=dict(refs),
                        url=self._url(), timings=timings, source=source,
                        message=f"{plan.release} is live on {plan.color}"
                        + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
                           if source else ""))
+
+    def _steps(self, steps: Steps, live: "_Live", state: AppState, model: Mapping[str, Any],
+               router_image: str | None) -> None:
+        plan, app = live.plan, self.app
+        router_cfg = app.settings.router
+        assert router_cfg is not None and router_image is not None
+        reached("cleanup")
+        steps.run("cleanup", lambda: self._cleanup(plan, state), undo=lambda why: self._record_undone(live, why))
+        reached("shared")
+        steps.run("shared", lambda: self._ensure_shared(plan, state, live.refs if live.kind == "release" else None))
+        live.router = steps.run("router", lambda: self._open_router(
+            plan, state, router_image, model.get(render.ROUTER_SETTINGS) or render.backend_settings(app)))
+        reached("start")
+        self.say(f"starting {plan.release} as {live.project}")
+        steps.run("start", lambda: self._start_color(live.project, model), undo=lambda why: self._remove_new(live, why))
+        reached("gate")
+        steps.run("gate", lambda: self._gate(live, model))
+        steps.run("hooks", lambda: self._hooks("pre-switch", live.refs, plan))
+        # Recorded before the switch, settled after: whatever serves always has a record.
+        reached("record")
+        live.record = steps.run("record", lambda: self._write_record(plan, live.kind, live.refs, "switching",
+                                                                     live.source, model, state=state))
+        if plan.retire:
+            steps.run("fallback", lambda: self._fallback(live.router, plan))
+        reached("switch")
+        steps.run("switch", lambda: live.router.switch(plan.color), switches=True, whole=f"the switch to {plan.color}",
+                  happened=lambda: self._serves(live.router, plan.color))
+        self.say(f"traffic switched to {plan.color} in {steps.timings['switch'] * 1000:.0f} ms")
+        reached("settle")
+        steps.run("settle", lambda: self._settle(plan, live.project, live.router, live.record, model))
+        live.record = steps.run("record", lambda: self._settle_record(live.record, "ok"),
+                                whole=f"the record of {plan.release}")
+        if plan.retire:
+            reached("drain")
+            steps.run("drain", lambda: self._drain(live.router, plan.retire, state))
+            reached("retire")
+            self.say(f"retiring {plan.retire}")
+            steps.run("retire", lambda: self.engine.remove_project(render.project_name(app.name, plan.retire)))
+        live.retired = True
+        reached("post-switch")
+        steps.run("hooks", lambda: self._hooks("post-switch", live.refs, plan))
+
+    def _cleanup(self, plan: ReleasePlan, state: AppState) -> None:
+        """Settle the records a killed release left; retire the colors it left."""
+        self._settle_interrupted(state, plan.release)
+        for color in plan.cleanup:
+            self.say(f"retiring {color}, the release before {state.live_release}, left running by an interrupted "
+                     "release" if color in state.not_retired else
+                     f"removing half-made {color} color left by an earlier release")
+            self._retire(color, state)
+
+    def _open_router(self, plan: ReleasePlan, state: AppState, image: str, backend: Mapping[str, str]) -> Router:
+        self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
+        return self._router().open()
+
+    def _gate(self, live: "_Live", model: Mapping[str, Any]) -> None:
+        """Wait until the new color is healthy, in its containers and in the router; its logs
+        are read before the undo removes it."""
+        plan, router_cfg = live.plan, self.app.settings.router
+        assert router_cfg is not None
+        gate = wait_ready(self.engine, live.project, live.router, plan.color, [r.service for r in router_cfg.routes],
+                          router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=model_jobs(model))
+        if not gate.ok:
+            logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
+            failed = ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",
+                                   self._still_serving(plan)
+                                   + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
+                                   details=logs)
+            failed.undo_reason = f"health gate failed: {gate.reason}"  # what the undo records
+            raise failed
+
+    def _remove_new(self, live: "_Live", why: str) -> None:
+        """The undo of the start: the new color removed."""
+        self.say(f"removing {live.project}: {why}")
+        with interrupts.whole(f"removing {live.project}"):
+            self.engine.remove_project(live.project)
+
+    def _record_undone(self, live: "_Live", why: str) -> None:
+        """The last undo: the release recorded as failed or interrupted, its record written
+        before the switch settled so, or a new one written."""
+        outcome = "interrupted" if why == "interrupted" else "failed"
+        if live.record is not None:
+            self._settle_record(live.record, outcome, why, keep_model=False)
+        else:
+            self._write_record(live.plan, live.kind, live.refs, outcome, live.source, {}, message=why)
 
     def _serves(self, router: Router | None, color: str) -> bool:
         """Whether the router's live link names `color` (a switch that failed may have happened)."""
@@ -386,16 +429,16 @@ class Deployer:
         except ImmutdockError:
             return False
 
-    def _settle(self, plan: ReleasePlan, project: str, router: Router, record: ledger.Record,
-                model: Mapping[str, Any], timings: dict[str, float]) -> None:
+    def _settle(self, plan: ReleasePlan, project: str, router: Router | None, record: ledger.Record | None,
+                model: Mapping[str, Any]) -> None:
         """Watch the new color through the settle window with the old one kept ready (the
         fallback of the new color's backends: requests the new servers refuse go to it); on a
         problem switch traffic back to the old color at once, remove the new one, record the
         release as rolled back and fail (ReleaseFailed)."""
+        assert router is not None and record is not None
         routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
         settled = watch(self.engine, project, router, plan.color, routes, model_jobs(model), self.app.settings.settle,
                         tick=self.say)
-        timings["settle"] = settled.seconds
         if settled.ok:
             if plan.retire:
                 try:
@@ -424,10 +467,11 @@ class Deployer:
             raise ReleaseFailed(what, back + (f"; last log lines of {settled.culprit.name} follow"
                                               if settled.culprit else ""), details=logs)
 
-    def _fallback(self, router: Router, plan: ReleasePlan) -> None:
+    def _fallback(self, router: Router | None, plan: ReleasePlan) -> None:
         """The old color's servers as the new color's backup servers through the watch: what a
         new version that dies refuses, the old one answers. Without them the watch still
         switches back; so a router that cannot add them is warned of, not fatal."""
+        assert router is not None
         try:
             router.fallback_on(plan.color, plan.release)
         except EngineError as exc:
@@ -467,10 +511,8 @@ class Deployer:
         return (f"{before}, but {names} already "
                 f"{'run' if len(plan.stateful_changes) > 1 else 'runs'} the new definition (changed first)")
 
-    def _ensure_shared(self, plan: ReleasePlan, state: AppState, router_image: str,
-                       state_refs: Mapping[str, str] | None, backend: Mapping[str, str]) -> None:
-        """Edge network, named volumes (created once, never removed), state project, router
-        (with `backend`: the router settings of the color that starts).
+    def _ensure_shared(self, plan: ReleasePlan, state: AppState, state_refs: Mapping[str, str] | None) -> None:
+        """Edge network, named volumes (created once, never removed), state project.
 
         A rollback passes no `state_refs`: it leaves running stateful services as they are."""
         app = self.app
@@ -504,7 +546,6 @@ class Deployer:
             self._up_state(state_model)
             if state.recreating is not None and not plan.stateful_changes:  # finished by a compose that outlived it
                 recreate.drop(self.engine, app.name)
-        self._ensure_router(state, router_image, state.live_color or plan.color, plan.color, backend)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
                        backend: Mapping[str, str]) -> None:
@@ -649,20 +690,6 @@ class Deployer:
                 return
             time.sleep(0.1)
         self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")
-
-    def _undo(self, plan: ReleasePlan, project: str, kind: str, refs: Mapping[str, str], source: str | None,
-              why: str, record: ledger.Record | None = None) -> None:
-        """Remove the new color and record why; `record`: the one written before the switch."""
-        self.say(f"removing {project}: {why}")
-        outcome = "interrupted" if why == "interrupted" else "failed"
-        try:
-            with interrupts.whole(f"removing {project}"):
-                self.engine.remove_project(project)
-        finally:
-            if record is not None:
-                self._settle_record(record, outcome, why, keep_model=False)
-            else:
-                self._write_record(plan, kind, refs, outcome, source, {}, message=why)
 
     def _write_record(self, plan: ReleasePlan, kind: str, refs: Mapping[str, str], outcome: str,
                       source: str | None, model: Mapping[str, Any], message: str = "",

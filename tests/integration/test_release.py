@@ -38,6 +38,14 @@ def release(app: TinyApp, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(app.root, "release", *args)
 
 
+def assert_timed(out: dict, steps: list[str]) -> None:
+    """`--json` times every step, and the steps' times add up to the whole (within 5 %)."""
+    timings = dict(out["timings"])
+    total = timings.pop("total")
+    assert set(steps) <= set(timings), sorted(set(steps) - set(timings))
+    assert abs(sum(timings.values()) - total) <= 0.05 * total, (sum(timings.values()), total, timings)
+
+
 def test_first_release_serves_v1(app: TinyApp) -> None:
     proc = release(app, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -67,6 +75,8 @@ def test_code_change_serves_v2_with_data_kept_and_no_failed_request(app: TinyApp
     assert proc.returncode == 0, proc.stderr
     out = json_out(proc)
     assert out["color"] == "green" and out["release"] == "r2"
+    assert_timed(out, ["plan", "lock", "build", "test", "cleanup", "shared", "router", "start", "gate", "hooks",
+                       "record", "fallback", "switch", "settle", "drain", "retire"])
     assert load.ok > 20 and load.slow_ok >= 2 and load.failures == [], load.failures[:5]
     assert app.visit() == "v2 2"
     status = json_out(run_cli(app.root, "status", "--json"))
@@ -85,6 +95,8 @@ def test_rollback_serves_v1_with_the_same_data_without_building(app: TinyApp, en
     assert load.ok > 20 and load.slow_ok >= 2 and load.failures == [], load.failures[:5]
     out = json_out(proc)
     assert out["kind"] == "rollback" and out["color"] == "blue"
+    assert_timed(out, ["plan", "lock", "ship", "cleanup", "shared", "router", "start", "gate", "hooks", "record",
+                       "fallback", "switch", "settle", "drain", "retire"])
     assert app.visit() == "v1 3"
     assert {i.id for i in engine.images.list(filters=mine)} == images_before, "rollback must not build"
     assert "building" not in proc.stderr
