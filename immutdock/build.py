@@ -17,43 +17,13 @@ from immutdock.contexthash import hash_context
 from immutdock.dockerfile import base_images
 from immutdock.engine import Engine
 from immutdock.errors import ConfigError
+from immutdock.imageplan import ImagePlan
 from immutdock.model import App, BuildSpec
 
 Progress = Callable[[str], None]
 
 
 PIN_PREFIX = "id-"  # the tag of a pulled image pinned under the app's own name: id-<12 hex of its ID>
-
-
-@dataclass(frozen=True)
-class ImagePlan:
-    """One image to have on the engine: built now, or already there (cached); or, for an
-    image-only service (`source`), pulled and pinned by its ID under the app's own tag
-    (`<app>-<service>:id-<ID>`), or, for a stateful one (`pinned` False), run as the file names it."""
-
-    service: str
-    repository: str
-    tag: str
-    content_hash: str  # a pulled image's: its image ID
-    cached: bool  # built: the tag holds this content; pulled: the pin holds this ID
-    image_id: str | None
-    spec: BuildSpec | None  # None for a pulled image
-    missing_base: str | None = None  # an image the engine lacks, planned without pulling it
-    source: str | None = None  # a pulled image: the file's image:
-    pinned: bool = True  # a pulled image runs under its pin (the colors' services), else as `source`
-    inputs: BuildInputs | None = field(default=None, compare=False, repr=False)  # a build's, as hashed
-
-    @property
-    def image(self) -> str:
-        return f"{self.repository}:{self.tag}" if self.pinned else str(self.source)
-
-    def as_json(self) -> dict[str, object]:
-        found: dict[str, object] = {"service": self.service, "image": self.image, "content_hash": self.content_hash,
-                                    "cached": self.cached, "image_id": self.image_id,
-                                    "missing_base": None if self.source else self.missing_base}
-        if self.source:
-            found.update(pulled_from=self.source, missing=self.missing_base is not None)
-        return found
 
 
 class MissingBase(Exception):

@@ -25,39 +25,13 @@ from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.docker_exec import Frames, StreamTimeout, raw_socket
 from immutdock.errors import EngineError
+from immutdock.state import ContainerState
 from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
 
 if TYPE_CHECKING:  # docker-py is imported lazily: start-up time matters for no-op releases
     import docker
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    id: str
-    name: str
-    labels: Mapping[str, str]
-    status: str  # created | running | exited | ...
-    health: str | None  # starting | healthy | unhealthy | None when no HEALTHCHECK
-    exit_code: int | None
-    image: str
-    stop_timeout: int
-    ips: tuple[str, ...] = ()  # its addresses, one per network it joined
-    image_id: str = ""  # the ID of the image it was created from
-    mounts: tuple[str, ...] = ()  # where volumes, binds and tmpfs are mounted in it
-    finished: str = ""  # when it last stopped (RFC 3339), "" when it never did
-    volumes: tuple[str, ...] = ()  # the engine names of the named volumes it mounts
-    started: str = ""  # when it last started (RFC 3339)
-    restarts: int = 0  # how often the engine restarted it (its restart policy)
-
-    @property
-    def service(self) -> str:
-        return self.labels.get(L.COMPOSE_SERVICE, "")
-
-    @property
-    def project(self) -> str:
-        return self.labels.get(L.COMPOSE_PROJECT, "")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from immutdock.engine import Engine
 from immutdock.errors import ConfigError, EngineError, ImmutdockError, Interrupted, LockHeld
 from immutdock.files import Bar
 from immutdock.model import App, Target
+from immutdock.settings import ssh_host
 from immutdock.plan import image_refs
 from immutdock.release import Deployer, Outcome, Prepared
 
@@ -60,7 +61,7 @@ def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Target | None
     if target and hosts:
         raise ConfigError("--host", "given with --target", "use one: --target NAME, or --host ssh://user@host")
     if hosts:
-        names = [ssh.parse_host(h).name for h in hosts]
+        names = [ssh_host(h, "--host") for h in hosts]  # the checks a file's targets get
         return Target(name="(--host)", hosts=tuple(dict.fromkeys(names)), parallel=len(names))
     if target is None:
         return None

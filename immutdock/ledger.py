@@ -17,12 +17,14 @@ import uuid
 import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from immutdock import labels as L
-from immutdock.engine import Engine
 from immutdock.errors import EngineError
 from immutdock.redact import Redactor
+
+if TYPE_CHECKING:  # records are pure data; only the functions that read and write them take an engine
+    from immutdock.engine import Engine
 
 _R = f"{L.PREFIX}.record"
 

@@ -10,11 +10,11 @@ from typing import Any, Mapping, Sequence
 
 from immutdock import labels as L
 from immutdock import ledger, render
-from immutdock.build import ImagePlan
+from immutdock.imageplan import ImagePlan
 from immutdock.errors import ConfigError
 from immutdock.infer import awaited_jobs
 from immutdock.model import App
-from immutdock.observe import AppState
+from immutdock.state import AppState
 from immutdock.redact import Redactor
 
 

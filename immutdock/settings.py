@@ -320,7 +320,7 @@ def _targets(value: Any, path: str) -> Mapping[str, Target]:
         if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
             raise ConfigError(f"{where}.hosts", "must be a list of SSH hosts",
                               "e.g. hosts: [ssh://deploy@app1.example.com, ssh://deploy@app2.example.com:2222]")
-        parsed = [_host(h, f"{where}.hosts[{i}]") for i, h in enumerate(hosts)]
+        parsed = [ssh_host(h, f"{where}.hosts[{i}]") for i, h in enumerate(hosts)]
         twice = sorted({h for h in parsed if parsed.count(h) > 1})
         if twice:
             raise ConfigError(f"{where}.hosts", f"{twice[0]} is listed twice", "list each host once")
@@ -359,7 +359,7 @@ def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, lis
     return frozen_mapping(found)
 
 
-def _host(text: Any, path: str) -> str:
+def ssh_host(text: Any, path: str) -> str:
     """A target's host as ssh.parse_host reads it (its name), with a user and host of plain
     characters only: letters, digits, '.', '_' and '-', or an IP address."""
     from immutdock.ssh import parse_host

@@ -13,14 +13,14 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tarfile
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator, Mapping
 
-from immutdock import interrupts
+from immutdock import interrupts, scratch
 from immutdock.engine import Engine
 from immutdock.errors import EngineError
 
@@ -81,11 +81,14 @@ def layers_to_send(manifest: list[Mapping[str, object]], configs: Mapping[str, M
 
 # -- the gateway work ---------------------------------------------------------------------
 class Archive:
-    """A `docker save` archive of `refs` from `builder`, in a temporary file."""
+    """A `docker save` archive of `refs` from `builder`, in a private temporary folder (one a
+    killed run left is removed by the next command: immutdock.scratch)."""
 
     def __init__(self, builder: Engine, refs: list[str]) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="immutdock-save-", suffix=".tar")
+        self._dir = scratch.folder("immutdock-save-")
+        self.path = str(self._dir / "images.tar")
         try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 builder.save_images(refs, f)
             with tarfile.open(self.path) as tar:
@@ -97,10 +100,7 @@ class Archive:
             raise
 
     def close(self) -> None:
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def stream(self, leave_out: set[str], counted: Callable[[int, int], None]) -> Iterator[bytes]:
         """The archive without the files in `leave_out`, gzip-compressed, in chunks;

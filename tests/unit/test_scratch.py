@@ -104,3 +104,38 @@ def test_compose_writes_its_files_there_without_a_value(temp: Path, monkeypatch:
     finally:
         compose.close()
     assert not path.parent.exists()
+
+
+def test_a_saved_archive_lives_in_a_private_folder_that_the_next_command_can_reap(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker save` for shipping is written into a scratch folder (0700, with its owner), not
+    a bare /tmp file: a killed run's archive is removed by the next command."""
+    import io
+    import json
+    import stat
+    import tarfile
+    import tempfile
+
+    from immutdock import ship
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    class Builder:
+        def save_images(self, refs: list[str], out) -> None:  # noqa: ANN001
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for name, data in (("manifest.json", json.dumps([{"Config": "c.json", "Layers": []}]).encode()),
+                                   ("c.json", b"{}")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+            out.write(buf.getvalue())
+
+    archive = ship.Archive(Builder(), ["app-web:1"])  # type: ignore[arg-type]
+    folder = Path(archive.path).parent
+    assert folder.parent == tmp_path and folder.name.startswith("immutdock-save-")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / ".owner").exists()
+    assert stat.S_IMODE(Path(archive.path).stat().st_mode) == 0o600
+    assert archive.manifest == [{"Config": "c.json", "Layers": []}]
+    archive.close()
+    assert not folder.exists()

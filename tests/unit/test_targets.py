@@ -107,6 +107,13 @@ def _sha(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+@pytest.mark.parametrize("host", ["ssh://ro;ot@h", "ssh://root@h$(id)", "a`id`", "ssh://root@h'x", "r t@h"])
+def test_a_host_on_the_command_line_gets_the_checks_a_files_target_gets(host: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(_App, None, (host,))  # type: ignore[arg-type]
+    assert err.value.path == "--host"
+
+
 def test_chain_ids_follow_the_image_spec() -> None:
     a, b, c = _sha("a"), _sha("b"), _sha("c")
     ab = "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
