@@ -100,8 +100,10 @@ class Ctx:
     def deployer(self, app):  # -> Deployer
         from immutdock.compose import Compose
         from immutdock.release import Deployer
+        from immutdock.targets.engine import EngineRuntime, engine_target
 
-        return Deployer(app, self.engine, Compose(hidden=app.secret_values), self.progress, self.warn)
+        runtime = EngineRuntime("local", self.engine, Compose(hidden=app.secret_values))
+        return Deployer(app, engine_target(runtime), self.progress, self.warn)
 
     def target(self, app: Any) -> Any:  # -> Target | None (None: the local engine)
         from immutdock.fleet import resolve

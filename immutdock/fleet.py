@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from immutdock import interrupts, ledger, lock, registry, ship, ssh
+from immutdock import interrupts, ledger, lock, registry, ship, ssh, targets
 from immutdock.build import plan_app_images
 from immutdock.compose import Compose
 from immutdock.engine import Engine
@@ -29,6 +29,7 @@ from immutdock.errors import ConfigError, EngineError, ImmutdockError, Interrupt
 from immutdock.files import Bar
 from immutdock.model import App, Target
 from immutdock.settings import ssh_host
+from immutdock.targets.engine import EngineRuntime
 from immutdock.plan import image_refs
 from immutdock.release import Deployer, Outcome, Prepared
 
@@ -54,6 +55,12 @@ class Host:
     def stalled(self) -> str:
         """Why the host counts as gone ("" while it answers): see ssh.DockerTunnel._watch."""
         return self._tunnel.stalled
+
+    @property
+    def target(self) -> targets.Target:
+        """The host as a Target (closed by its fleet's session, not by the Target)."""
+        return targets.engine_target(EngineRuntime(self.name, self.engine, self.compose,
+                                                   why_stalled=lambda: self.stalled))
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Target | None:
@@ -166,7 +173,7 @@ class Fleet:
         """A Deployer on `host`; the fleet holds the host's lock unless `hold_lock` (the
         Deployer takes it itself)."""
         one = len(self.hosts) == 1
-        return Deployer(self.app, host.engine, host.compose,
+        return Deployer(self.app, host.target,
                         self.say if one else (lambda m, h=host.name: self.say(f"{h}: {m}")),
                         self.warn if one else (lambda m, h=host.name: self.warn(f"{h}: {m}")),
                         builder=self.builder, prepared=prepared, hold_lock=hold_lock)

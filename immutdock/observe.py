@@ -8,16 +8,23 @@ from immutdock import labels as L
 from immutdock import ledger
 from immutdock.engine import Engine
 from immutdock.errors import EngineError
-from immutdock.router import Router
 from immutdock.state import AppState, ContainerState
+from immutdock.targets import Target
+from immutdock.targets.engine import EngineLedger, RouterSwitch
 
 __all__ = ["AppState", "ContainerState", "observe"]
 
 
-def observe(engine: Engine, app: str) -> AppState:
+def observe(where: Engine | Target, app: str) -> AppState:
+    """What runs of `app` on an engine, or on a Target (through its Colors, Ledger and Switch)."""
+    if isinstance(where, Engine):
+        ledger_, switch = EngineLedger(where), RouterSwitch(where)
+        containers_of = lambda a: where.containers(**{L.APP: a})  # noqa: E731
+    else:
+        ledger_, switch, containers_of = where.ledger, where.switch, where.colors.containers
     with ThreadPoolExecutor(max_workers=1) as pool:  # the records are read while containers are
-        records_f = pool.submit(ledger.history, engine, app)
-        containers = engine.containers(**{L.APP: app})
+        records_f = pool.submit(ledger_.records, app)
+        containers = containers_of(app)
         records = tuple(records_f.result())
     colors: dict[str, list[ContainerState]] = {"blue": [], "green": []}
     state: list[ContainerState] = []
@@ -33,7 +40,7 @@ def observe(engine: Engine, app: str) -> AppState:
     live = None
     if router is not None:  # its live symlink can be read even while it is stopped
         try:
-            live = Router(engine, router).live()
+            live = switch.live(router)
         except EngineError:
             live = None
     if live is None:  # no router: the last good release's color, if it still exists

@@ -6,6 +6,7 @@ the new color and leaves the live one serving untouched."""
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractContextManager
 import datetime as _dt
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import archive as archives
-from immutdock import assets, interrupts, ledger, lock, recreate, render, tls
+from immutdock import assets, interrupts, ledger, recreate, render, tls
 from immutdock import labels as L
 from immutdock.build import ImagePlan, apply_images, git_revision, plan_app_images, plan_image
 from immutdock.compose import Compose
@@ -31,6 +32,7 @@ from immutdock.redact import Redactor, new_salt
 from immutdock.router import ROUTER_ENTRYPOINT, Router
 from immutdock.settle import watch
 from immutdock.steps import Steps, why_failed
+from immutdock.targets import Target
 
 Say = Callable[[str], None]
 
@@ -85,14 +87,15 @@ class Deployer:
     that engine), or handed over `prepared`; with `hold_lock` False the caller holds the lock
     (a fleet locks all its hosts first)."""
 
-    def __init__(self, app: App, engine: Engine, compose: Compose, say: Say, warn: Say, *,
+    def __init__(self, app: App, target: Target, say: Say, warn: Say, *,
                  builder: Engine | None = None, prepared: Prepared | None = None, hold_lock: bool = True) -> None:
         self.app = app
-        self.engine = engine
-        self.compose = compose
+        self.target = target
+        self.engine = target.engine
+        self.compose = target.runtime.compose
         self.say = say
         self.warn = warn
-        self.builder = builder or engine
+        self.builder = builder or target.engine
         self.prepared = prepared
         self.hold_lock = hold_lock
         self.number = 1  # the least release number a release takes (a fleet gives its hosts one)
@@ -142,7 +145,7 @@ class Deployer:
         self._require_router()
         self.certificate()  # a certificate that cannot be used stops here, before anything changes
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
-            state_f = pool.submit(observed or (lambda: observe(self.engine, self.app.name)))
+            state_f = pool.submit(observed or (lambda: observe(self.target, self.app.name)))
             router_f = pool.submit(self._router_image_plan, pull)
             images = list(self.prepared.images) if self.prepared else plan_app_images(self.app, self.builder, pull,
                                                                                        self.say)
@@ -152,7 +155,7 @@ class Deployer:
 
     def _decide(self, images: list[ImagePlan] | tuple[ImagePlan, ...], router_plan: ImagePlan | None,
                 state: AppState | None = None) -> tuple[ReleasePlan, AppState]:
-        state = state or observe(self.engine, self.app.name)
+        state = state or observe(self.target, self.app.name)
         refs = image_refs(self.app, images)
         image = self.router_image(router_plan)
         redactor = self.redactor(state)
@@ -178,7 +181,7 @@ class Deployer:
         if plan.noop:
             if state.switching:  # a killed release's record
                 with self._locked("release"):
-                    self._settle_interrupted(observe(self.engine, self.app.name), "release")
+                    self._settle_interrupted(observe(self.target, self.app.name), "release")
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),
                            timings={**timings, "total": time.monotonic() - t0})
@@ -238,7 +241,7 @@ class Deployer:
         t = time.monotonic()
         with self._locked(kind):
             timings["lock"] = time.monotonic() - t
-            state = before.run("plan", lambda: observe(self.engine, self.app.name))
+            state = before.run("plan", lambda: observe(self.target, self.app.name))
             target = rollback_target(state, to, heal)
             if not heal and target.config_hash == state.color_config_hash(state.live_color) \
                     and state.color_running(state.live_color, live_jobs(self.app, state)):
@@ -373,7 +376,7 @@ class Deployer:
             steps.run("drain", lambda: self._drain(live.router, plan.retire, state))
             reached("retire")
             self.say(f"retiring {plan.retire}")
-            steps.run("retire", lambda: self.engine.remove_project(render.project_name(app.name, plan.retire)))
+            steps.run("retire", lambda: self.target.colors.down(render.project_name(app.name, plan.retire)))
         live.retired = True
         reached("post-switch")
         steps.run("hooks", lambda: self._hooks("post-switch", live.refs, plan))
@@ -411,7 +414,7 @@ class Deployer:
         """The undo of the start: the new color removed."""
         self.say(f"removing {live.project}: {why}")
         with interrupts.whole(f"removing {live.project}"):
-            self.engine.remove_project(live.project)
+            self.target.colors.down(live.project)
 
     def _record_undone(self, live: "_Live", why: str) -> None:
         """The last undo: the release recorded as failed or interrupted, its record written
@@ -458,7 +461,7 @@ class Deployer:
                     else "no earlier release was serving")
             try:
                 self.say(f"removing {project}")
-                self.engine.remove_project(project)
+                self.target.colors.down(project)
                 self._settle_record(record, "rolled-back" if plan.retire else "failed",
                                     f"{settled.reason} {settled.seconds:.1f}s after the switch")
             except ImmutdockError as exc:
@@ -482,8 +485,7 @@ class Deployer:
         """Rewrite a record written as "switching" with its outcome; without `keep_model`, the
         model goes (a release that never served is never rolled back to)."""
         settled = replace(record, outcome=outcome, message=message or record.message)
-        return ledger.rewrite(self.engine, self.app.name, record,
-                              settled if keep_model else replace(settled, packed=""), frozenset())
+        return self.target.ledger.rewrite(self.app.name, record, settled if keep_model else replace(settled, packed=""))
 
     @staticmethod
     def _reap_hint(plan: ReleasePlan) -> str:
@@ -493,7 +495,7 @@ class Deployer:
         """compose up the new color. A service that exited non-zero on the way (a job others wait
         for, such as a migration) is named, with its last log lines."""
         try:
-            self.compose.up(project, model)
+            self.target.colors.up(project, model)
         except EngineError:
             failed = [c for c in self.engine.project_containers(project) if c.status == "exited" and c.exit_code]
             if not failed:
@@ -537,7 +539,7 @@ class Deployer:
         for name in plan.stateful_removed if state_refs is not None else ():
             self.warn(f"stateful {name} is no longer in the file: its container is removed, its volumes are kept")
         if state_model is None and state_refs is not None and plan.stateful_removed:
-            self.engine.remove_project(render.project_name(app.name, "state"))
+            self.target.colors.down(render.project_name(app.name, "state"))
         if state_model is not None:
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
@@ -600,11 +602,11 @@ class Deployer:
         project = render.project_name(self.app.name, "router")
         self.say(f"starting router {project} on {self.app.settings.router.publish}")
         try:
-            self.compose.up(project, model)
+            self.target.colors.up(project, model)
         except EngineError:
             if current is None:  # a new router that could not start (its address taken meanwhile) goes
                 with interrupts.whole(f"removing {project}"):
-                    self.engine.remove_project(project)
+                    self.target.colors.down(project)
             raise
         if files:  # HAProxy waits for it (router-entrypoint)
             self.engine.put_files(self._router().container.id, files)
@@ -654,10 +656,10 @@ class Deployer:
                                       "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
 
     def _router(self) -> Router:
-        found = [c for c in self.engine.containers(**{L.APP: self.app.name, L.ROLE: "router"}) if c.status == "running"]
-        if not found:
+        found = self.target.switch.router(self.app.name)
+        if found is None:
             raise EngineError("the router is not running", "see `docker logs` of the router container")
-        return Router(self.engine, found[0])
+        return found
 
     def _settle_interrupted(self, state: AppState, by: str) -> None:
         """Settle the records of releases killed around their switch: the one that serves is
@@ -679,7 +681,7 @@ class Deployer:
         if color in state.not_retired and router is not None and router.status == "running":
             with contextlib.closing(Router(self.engine, router).open()) as drainer:
                 self._drain(drainer, color, state)
-        self.engine.remove_project(render.project_name(self.app.name, color))
+        self.target.colors.down(render.project_name(self.app.name, color))
 
     def _drain(self, router: Router, color: str, state: AppState) -> None:
         """Wait for requests in flight on the old color, up to its longest stop grace period."""
@@ -698,7 +700,7 @@ class Deployer:
         after which records written before digests are redacted too."""
         redactor = self.redactor(state) if state is not None else None
         number = ledger.parse_release_id(plan.release) or 0
-        written = ledger.write(self.engine, self.app.name, ledger.Record(
+        written = self.target.ledger.write(self.app.name, ledger.Record(
             number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
             created=_now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
             source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
@@ -760,9 +762,9 @@ class Deployer:
         volumes kept. Refused (nothing changed) for one the file now defines otherwise than what
         runs: a release applies that."""
         with self._locked("heal"):
-            state = observe(self.engine, self.app.name)
+            state = observe(self.target, self.app.name)
             if self._finish_recreate(state):
-                state = observe(self.engine, self.app.name)
+                state = observe(self.target, self.app.name)
             record = state.live_record
             redactor = self.redactor(state)
             model = render.state_project(self.app, dict(record.images) if record else {}, redactor)
@@ -782,8 +784,9 @@ class Deployer:
                 self._up_state(model, surviving=True)
         return list(services)
 
-    def _locked(self, command: str) -> "_Lock | contextlib.nullcontext[None]":
-        return _Lock(self, command) if self.hold_lock else contextlib.nullcontext()
+    def _locked(self, command: str) -> AbstractContextManager[None]:
+        return self.target.ledger.lock(self.app.name, command, self.warn) if self.hold_lock \
+            else contextlib.nullcontext()
 
     def reap_idle(self, state: AppState) -> Reaped:
         """Finish what an interrupted command left, when no release holds the lock: a stateful
@@ -792,11 +795,11 @@ class Deployer:
             return Reaped()
         try:
             with self._locked("status --reap"):
-                fresh = observe(self.engine, self.app.name)
+                fresh = observe(self.target, self.app.name)
                 mark = recreate.read(fresh.recreating)
                 recreated = mark.services if mark is not None and self._finish_recreate(fresh) else ()
                 if recreated:
-                    fresh = observe(self.engine, self.app.name)
+                    fresh = observe(self.target, self.app.name)
                 if fresh.live_color is None:
                     return Reaped(recreated=recreated)
                 for color in fresh.idle:
@@ -841,22 +844,3 @@ class Reaped:
 
     colors: tuple[str, ...] = ()
     recreated: tuple[str, ...] = ()
-
-
-class _Lock:
-    def __init__(self, deployer: Deployer, command: str) -> None:
-        self.d = deployer
-        self.command = command
-
-    def __enter__(self) -> None:
-        lock.acquire(self.d.engine, self.d.app.name, self.command, self.d.warn)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
-        try:
-            lock.release(self.d.engine, self.d.app.name)
-        except EngineError as exc:
-            if exc_type is None:
-                raise
-            # The error already on its way says what happened (and picks the exit code); a lock
-            # left behind is taken over by the next release once this process is gone.
-            self.d.warn(f"could not free the lock: {exc.message}")

@@ -1,0 +1,102 @@
+"""The questions a place that runs an app answers, one small interface each, bundled in a
+Target. The release flow (immutdock.release, immutdock.steps) asks them; it never asks what
+kind of place it releases to.
+
+| question                          | interface | a docker engine (local, or a host over SSH)      | Docker Swarm (to come)                                |
+|-----------------------------------|-----------|--------------------------------------------------|-------------------------------------------------------|
+| how do engine calls and compose   | Runtime   | the docker socket or DOCKER_HOST; for a host, its | the manager's engine (local, or over SSH), and each   |
+| run, and how do they end?         |           | engine through one SSH connection (ssh.py)        | node's for per-node work (shipping layers)            |
+| where do history and the lock     | Ledger    | labelled volumes (ledger.py), a lock container    | cluster-wide objects: labelled Swarm configs for the  |
+| live?                             |           | (lock.py), on that engine                         | records, a config created exclusively for the lock    |
+| how does traffic switch?          | Switch    | the HAProxy router container (router.py): its     | the router as a Swarm service with host-mode ports;   |
+|                                   |           | live link, arm, stats, switch                     | the switch runs in every task of it                   |
+| what is a color?                  | Colors    | a compose project (up, down, its containers       | a stack (`docker stack deploy`, `docker stack rm`),   |
+|                                   |           | found by label)                                   | its tasks found by label                              |
+| how do images arrive?             | (fleet)   | built here; shipped (missing layers) or pulled    | shipped to each node, or pushed to the target's       |
+|                                   |           | through a registry per host (ship.py,             | registry and pulled by the nodes                      |
+|                                   |           | registry.py)                                      |                                                       |
+
+Images are delivered by immutdock.fleet for all of a target's hosts at once (one `docker save`
+serves every host); they become a sixth interface when Swarm needs per-node delivery.
+
+Every method takes plain data and returns plain data or immutdock's own state types; none
+prints (progress goes through the callbacks the caller gives)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+from immutdock.state import ContainerState
+
+if TYPE_CHECKING:
+    from immutdock.compose import Compose
+    from immutdock.engine import Engine
+    from immutdock.ledger import Record
+    from immutdock.router import Router
+
+Say = Callable[[str], None]
+
+
+class Runtime(Protocol):
+    """How engine calls and compose run here, and how they end."""
+
+    name: str  # how the place is named to the user: "local", "ssh://host"
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def compose(self) -> Compose: ...
+    def stalled(self) -> str:
+        """Why the place stopped answering ("" while it answers)."""
+        ...
+    def close(self) -> None: ...
+
+
+class Ledger(Protocol):
+    """Where the release history and the lock live."""
+
+    def records(self, app: str) -> list[Record]: ...
+    def write(self, app: str, record: Record, taken: frozenset[str] = frozenset()) -> Record: ...
+    def rewrite(self, app: str, old: Record, new: Record) -> Record: ...
+    def lock(self, app: str, command: str, warn: Say) -> AbstractContextManager[None]: ...
+
+
+class Switch(Protocol):
+    """How traffic switches: the router of an app, when one runs."""
+
+    def router(self, app: str) -> Router | None:
+        """The app's running router, or None."""
+        ...
+    def live(self, router: ContainerState) -> str | None:
+        """The color the router (running or not) sends traffic to."""
+        ...
+
+
+class Colors(Protocol):
+    """What a color (or the state project, or the router) is: started, removed, found."""
+
+    def up(self, project: str, model: Mapping[str, Any]) -> None: ...
+    def down(self, project: str) -> None: ...
+    def containers(self, app: str) -> list[ContainerState]:
+        """Every container of the app, whatever its role, found by label."""
+        ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place an app runs, its answers bundled."""
+
+    name: str
+    runtime: Runtime
+    ledger: Ledger
+    switch: Switch
+    colors: Colors
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
+
+    def close(self) -> None:
+        self.runtime.close()

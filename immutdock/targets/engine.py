@@ -1,0 +1,102 @@
+"""The Target of one docker engine: the local one, or a host's reached over SSH (the same
+answers; only how the engine is reached differs, which the caller's Runtime says)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from immutdock import labels as L
+from immutdock import ledger as records
+from immutdock import lock
+from immutdock.compose import Compose
+from immutdock.engine import Engine
+from immutdock.errors import EngineError
+from immutdock.router import Router
+from immutdock.state import ContainerState
+from immutdock.targets.base import Say, Target
+
+
+@dataclass
+class EngineRuntime:
+    name: str
+    engine: Engine
+    compose: Compose
+    on_close: Callable[[], None] = lambda: None
+    why_stalled: Callable[[], str] = field(default=lambda: "")
+
+    def stalled(self) -> str:
+        return self.why_stalled()
+
+    def close(self) -> None:
+        try:
+            self.compose.close()
+        finally:
+            self.on_close()
+
+
+@dataclass(frozen=True)
+class EngineLedger:
+    """Records as labelled volumes, the lock as a container (immutdock.ledger, immutdock.lock)."""
+
+    engine: Engine
+
+    def records(self, app: str) -> list[records.Record]:
+        return records.history(self.engine, app)
+
+    def write(self, app: str, record: records.Record, taken: frozenset[str] = frozenset()) -> records.Record:
+        return records.write(self.engine, app, record, taken)
+
+    def rewrite(self, app: str, old: records.Record, new: records.Record) -> records.Record:
+        return records.rewrite(self.engine, app, old, new, frozenset())
+
+    @contextlib.contextmanager
+    def lock(self, app: str, command: str, warn: Say) -> Iterator[None]:
+        lock.acquire(self.engine, app, command, warn)
+        try:
+            yield
+        except BaseException:
+            try:
+                lock.release(self.engine, app)
+            except EngineError as exc:
+                # The error already on its way says what happened (and picks the exit code); a
+                # lock left behind is taken over by the next release once this process is gone.
+                warn(f"could not free the lock: {exc.message}")
+            raise
+        lock.release(self.engine, app)
+
+
+@dataclass(frozen=True)
+class RouterSwitch:
+    engine: Engine
+
+    def router(self, app: str) -> Router | None:
+        found = [c for c in self.engine.containers(**{L.APP: app, L.ROLE: "router"}) if c.status == "running"]
+        return Router(self.engine, found[0]) if found else None
+
+    def live(self, router: ContainerState) -> str | None:
+        return Router(self.engine, router).live()
+
+
+@dataclass(frozen=True)
+class ComposeColors:
+    """A color is a compose project on the engine."""
+
+    engine: Engine
+    compose: Compose
+
+    def up(self, project: str, model: Mapping[str, Any]) -> None:
+        self.compose.up(project, model)
+
+    def down(self, project: str) -> None:
+        self.engine.remove_project(project)
+
+    def containers(self, app: str) -> list[ContainerState]:
+        return self.engine.containers(**{L.APP: app})
+
+
+def engine_target(runtime: EngineRuntime) -> Target:
+    """The Target of the engine `runtime` reaches."""
+    return Target(name=runtime.name, runtime=runtime, ledger=EngineLedger(runtime.engine),
+                  switch=RouterSwitch(runtime.engine), colors=ComposeColors(runtime.engine, runtime.compose))
