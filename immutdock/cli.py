@@ -682,7 +682,13 @@ def _reap(ctx: Ctx, deployer: Any, state: Any, stats: Any, prefix: str = "") -> 
     lock); the state and stats read again when something was."""
     from immutdock.status import gather
 
-    reaped = deployer.reap_idle(state)
+    from immutdock.errors import ImmutdockError
+
+    try:
+        reaped = deployer.reap_idle(state)
+    except ImmutdockError as exc:  # said, and status goes on to report what it finds
+        ctx.warn(prefix + f"could not finish what an interrupted release left: {exc.one_line()}")
+        return state, stats
     if reaped.recreated:
         ctx.warn(prefix + f"recreated {', '.join(reaped.recreated)}, whose recreate an interrupted command cut short")
     for color in reaped.colors:
@@ -760,6 +766,8 @@ def _status_text(report: dict[str, Any]) -> str:
              + (f", {report['router']['up']} server(s) up" if report['router'].get('up') is not None else "")]
     for c in report["containers"]:
         lines.append(f"  {c['role']:<6} {c['name']:<32} {c['status']:<8} {c['health'] or '-':<10} {c['image']}")
+    if report["in_progress"]:
+        lines.append(f"in progress   {report['in_progress']}")
     for cut in report["interrupted"]:
         lines.append(f"interrupted   {cut['release']}, killed {'after' if cut['live'] else 'around'} its switch "
                      "(`immutdock status --reap` or the next release settles its record)")

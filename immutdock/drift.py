@@ -83,8 +83,8 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
     state: dict[str, list[ContainerState]] = {}
     for c in sorted(containers, key=lambda c: c.name):
         role = c.labels.get(L.ROLE)
-        if role in ("lock", "probe"):
-            continue  # immutdock's own passing containers
+        if role in ("lock", "probe", "recreate"):
+            continue  # immutdock's own markers and passing containers (a recreate's: status names it)
         release = c.labels.get(L.RELEASE)
         if c.project not in projects or role not in ("color", "state", "router") or \
                 (role == "color" and release not in expected.known_releases):

@@ -66,6 +66,11 @@ def _holder(labels: Mapping[str, str], lock_id: str = "") -> Holder:
                   start=labels.get(f"{_H}.start", ""), lock_id=lock_id)
 
 
+def holder_of(labels: Mapping[str, str]) -> Holder:
+    """Who a lock container's labels say holds it."""
+    return _holder(labels)
+
+
 def _my_labels(app: str, command: str) -> dict[str, str]:
     return {L.APP: app, L.ROLE: "lock", f"{_H}.host": socket.gethostname(), f"{_H}.pid": str(os.getpid()),
             f"{_H}.user": getpass.getuser(), f"{_H}.command": command, f"{_H}.machine": machine_id(),

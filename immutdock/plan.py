@@ -85,7 +85,7 @@ def not_serving(app: App, state: AppState) -> str | None:
     running = {c.service for c in state.state if c.status == "running"}
     stopped = [s.name for s in app.stateful if s.name not in running]
     if stopped:
-        cut = " (its recreate was cut short when immutdock was killed: `immutdock status --reap` or the next " \
+        cut = " (its recreate is unfinished: once no release runs, `immutdock status --reap` or the next " \
               "release finishes it)" if state.recreating is not None else ""
         return f"stateful service {stopped[0]} is not running{cut}"
     return None

@@ -92,7 +92,9 @@ def changed_since(mark: Mark, model: Mapping[str, Any] | None, running: Mapping[
     differ = [n for n in mark.services if n not in svcs or svcs[n]["labels"][L.CONFIG_HASH] != mark.hashes.get(n)]
     differ += [n for n, svc in svcs.items() if n not in mark.services and n in running
                and running[n] != svc["labels"][L.CONFIG_HASH]]
-    return differ
+    # The same services: finishing it never adds one the file gained, nor removes one it lost.
+    differ += sorted(set(svcs) ^ set(mark.hashes))
+    return list(dict.fromkeys(differ))
 
 
 def pending(mark: Mark, state: Sequence[ContainerState]) -> list[str]:

@@ -250,6 +250,8 @@ class Deployer:
                                message=f"{target.id} is what serves already ({state.live_release} on "
                                        f"{state.live_color}); nothing to roll back",
                                timings={**timings, "total": time.monotonic() - t0})
+            if before.run("plan", lambda: self._stateful_ready(state)):
+                state = observe(self.target, self.app.name)
             target = before.run("ship", lambda: self._images_of(target, state, kind, archive, bar))
             color = render.other(state.live_color) if state.live_color else "blue"
             release_id = f"r{max(self.number, state.highest_release_number() + 1)}"
@@ -263,6 +265,15 @@ class Deployer:
                                     kind=kind, source=target.id, timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
             return outcome
+
+    def _stateful_ready(self, state: AppState) -> bool:
+        """Before a rollback (which never changes stateful services): they run, once a
+        recreate a killed immutdock cut short is finished (True when one was)."""
+        finished = self._finish_recreate(state)
+        if not finished and self.app.stateful and not all(c.status == "running" for c in state.state):
+            raise ReleaseFailed("stateful services are not running",
+                                "run `immutdock release` to start them; rollback never changes them")
+        return finished
 
     def _images_of(self, target: ledger.Record, state: AppState, kind: str, archive: Path | None,
                    bar: Callable[[str, int, int], None]) -> ledger.Record:
@@ -314,14 +325,18 @@ class Deployer:
                 self._steps(steps, live, state, model, router_image)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
             if not steps.switched:
-                raise Interrupted(f"{kind} {plan.release} interrupted before the switch; it was removed",
-                                  self._still_serving(plan)) from None
+                raise Interrupted(f"{kind} {plan.release} interrupted before the switch; "
+                                  + ("removing it failed" if steps.undo_errors else "it was removed"),
+                                  self._still_serving(plan) + self._left_hint(steps, live)) from None
             if live.record is not None and live.record.outcome == "switching":
                 with interrupts.whole(f"the record of {plan.release}"):
                     self._settle_record(live.record, "ok", "interrupted during its watch after the switch")
+                    self._fallback_off(live.router)
             raise Interrupted(f"{kind} {plan.release} interrupted after the switch; {plan.color} serves it",
                               None if live.retired else self._reap_hint(plan)) from None
-        except ReleaseFailed:
+        except ReleaseFailed as exc:
+            if steps.undo_errors and not steps.switched and exc.hint:
+                exc.hint += self._left_hint(steps, live)
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: undone before the switch, who serves said after
             what, details = why_failed(exc), exc.details if isinstance(exc, ImmutdockError) else None
@@ -330,7 +345,8 @@ class Deployer:
                                   f"{what}", f"{plan.color} serves" + ("" if live.retired else
                                                                        f"; {self._reap_hint(plan)}"),
                                   details=details) from None
-            raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan), details=details) from None
+            raise ReleaseFailed(f"{plan.release} failed: {what}", self._still_serving(plan) + self._left_hint(steps, live),
+                                details=details) from None
         finally:
             if live.router is not None:
                 live.router.close()
@@ -339,6 +355,11 @@ class Deployer:
                        message=f"{plan.release} is live on {plan.color}"
                        + ((f" (fresh containers of {source})" if kind == "heal" else f" (back to {source})")
                           if source else ""))
+
+    @staticmethod
+    def _left_hint(steps: Steps, live: "_Live") -> str:
+        """What to do about an undo that failed ("" when every undo ran)."""
+        return f"; `immutdock status --reap` removes what is left of {live.project}" if steps.undo_errors else ""
 
     def _steps(self, steps: Steps, live: "_Live", state: AppState, model: Mapping[str, Any],
                router_image: str | None) -> None:
@@ -444,10 +465,7 @@ class Deployer:
                         tick=self.say)
         if settled.ok:
             if plan.retire:
-                try:
-                    router.fallback_off()
-                except EngineError as exc:  # harmless: the old color's servers go with it
-                    self.warn(f"the router kept {plan.retire} as a fallback: {exc.message}")
+                self._fallback_off(router)
             return
         what = f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}"
         # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
@@ -529,10 +547,6 @@ class Deployer:
                 self.say(f"created volume {app.volume_name(key)}")
         redactor = self.redactor(state)
         state_model = render.state_project(app, state_refs, redactor) if state_refs is not None else None
-        finished = state_refs is None and self._finish_recreate(state)  # a rollback's: this one applies the file
-        if state_refs is None and app.stateful and not finished and not all(c.status == "running" for c in state.state):
-            raise ReleaseFailed("stateful services are not running",
-                                "run `immutdock release` to start them; rollback never changes them")
         if state_model is not None and plan.stateful_changes:
             self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
@@ -540,6 +554,8 @@ class Deployer:
             self.warn(f"stateful {name} is no longer in the file: its container is removed, its volumes are kept")
         if state_model is None and state_refs is not None and plan.stateful_removed:
             self.target.colors.down(render.project_name(app.name, "state"))
+        if state_model is None and state_refs is not None and state.recreating is not None:
+            recreate.drop(self.engine, app.name)  # the file has no stateful service left to finish
         if state_model is not None:
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
@@ -665,6 +681,8 @@ class Deployer:
         """Settle the records of releases killed around their switch: the one that serves is
         good (killed during its watch), any other never served (killed before its switch)."""
         live = state.live_record
+        if state.switching:
+            self._fallback_off()  # a watch that was cut short kept its fallback servers
         for rec in state.records:
             if rec.outcome != "switching":
                 continue
@@ -673,6 +691,20 @@ class Deployer:
             else:
                 self._settle_record(rec, "interrupted", f"interrupted around its switch; settled by {by}",
                                     keep_model=False)
+
+    def _fallback_off(self, router: Router | None = None) -> None:
+        """Remove the fallback servers a watch added (best effort: without them nothing is
+        lost, and the next switch removes them first)."""
+        try:
+            if router is not None:
+                router.fallback_off()
+                return
+            running = self.target.switch.router(self.app.name)
+            if running is not None:  # (none running: none holds a fallback)
+                with contextlib.closing(running.open()) as opened:
+                    opened.fallback_off()
+        except ImmutdockError as exc:
+            self.warn(f"the router kept the fallback servers of a watch: {exc.message}")
 
     def _retire(self, color: str, state: AppState) -> None:
         """Remove a color an interrupted release left; one that served before the live release
@@ -797,7 +829,7 @@ class Deployer:
             with self._locked("status --reap"):
                 fresh = observe(self.target, self.app.name)
                 mark = recreate.read(fresh.recreating)
-                recreated = mark.services if mark is not None and self._finish_recreate(fresh) else ()
+                recreated = mark.services if self._finish_recreate(fresh) and mark is not None else ()
                 if recreated:
                     fresh = observe(self.target, self.app.name)
                 if fresh.live_color is None:

@@ -76,9 +76,9 @@ _BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # render.backend_name
 
 
 def parse_stat(csv_text: str) -> BackendStats:
-    """Parse HAProxy's `show stat` CSV (pure). A backend's backup servers are the other color's
-    (the fallback during a watch): they are not among its servers, and the requests they carry
-    count as that other color's."""
+    """Parse HAProxy's `show stat` CSV (pure). A backend's fallback servers (Router.fallback_on)
+    are the other color's: they are not among its servers, and the requests they carry count as
+    that other color's."""
     text = csv_text.lstrip("# ")
     servers: list[Server] = []
     backups: list[Server] = []
@@ -97,7 +97,7 @@ def parse_stat(csv_text: str) -> BackendStats:
             server = Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
                             address=row.get("addr", ""), check_status=row.get("check_status") or "",
                             check_code=int(code) if code.isdecimal() else None, route=route)
-            if row.get("bck") != "1":
+            if row.get("bck") != "1" or not _FALLBACK_NAME.fullmatch(name):  # a custom router's own backups stay
                 servers.append(server)
                 continue
             backups.append(server)  # the other color's server: what it carries is that color's to drain
@@ -179,9 +179,8 @@ class Router:
 
     def _drop(self, backups: tuple[Server, ...]) -> None:
         for server in backups:
-            if not _FALLBACK_NAME.fullmatch(server.name):
-                continue  # a backup server of a custom router's own
             name = f"{backend_name(server.backend, server.route)}/{server.name}"
+            # One still holding a connection stays, in maintenance (it takes no new request).
             self._api(f"disable server {name}; del server {name}")
 
     def _api(self, line: str) -> str:

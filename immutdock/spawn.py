@@ -21,10 +21,22 @@ from typing import Any
 
 # Run in the child: tie it to its parent (argv[1]), unless that parent is already gone, then
 # become the program (argv[2], its own argv[3:]). Nothing of the program's arguments reaches a shell.
-_TIE = ("import ctypes, os, signal, sys\n"
-        "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"  # 1: PR_SET_PDEATHSIG
+# Python ignores SIGPIPE and SIGXFSZ at start-up; the program gets them back as subprocess
+# gives them (restore_signals). A libc without prctl leaves the child untied, as before.
+_TIE = ("import os, signal, sys\n"
+        "try:\n"
+        "    import ctypes\n"
+        "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"  # 1: PR_SET_PDEATHSIG
+        "except (ImportError, OSError, AttributeError):\n"
+        "    pass\n"
         "os.getppid() == int(sys.argv[1]) or os.kill(os.getpid(), signal.SIGKILL)\n"
-        "os.execv(sys.argv[2], sys.argv[3:])\n")
+        "for name in ('SIGPIPE', 'SIGXFSZ'):\n"
+        "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
+        "try:\n"
+        "    os.execv(sys.argv[2], sys.argv[3:])\n"
+        "except OSError as exc:\n"
+        "    sys.stderr.write(f'cannot run {sys.argv[2]}: {exc.strerror}\\n')\n"
+        "    sys.exit(127)\n")
 
 
 def tied_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:

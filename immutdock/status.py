@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from immutdock import labels as L
-from immutdock import recreate
+from immutdock import lock, recreate
 from immutdock.engine import ContainerState, Engine
 from immutdock.errors import EngineError
 from immutdock.model import App
@@ -55,14 +55,18 @@ def describe(app: App, state: AppState, stats: BackendStats | EngineError | None
             containers.append({"role": role, "name": c.name, "service": c.service, "status": c.status,
                                "health": c.health, "image": c.image, "release": c.labels.get(L.RELEASE)})
     live_images = {c.service: c.image for c in state.colors.get(state.live_color or "", ())}
+    busy = _holder(state)
     report = {"app": app.name, "live_color": state.live_color, "live_release": state.live_release,
               "url": app.settings.router.url if app.settings.router else None, "images": live_images,
               "router": router, "containers": containers, "releases": len(state.records),
               "half_made": list(state.half_made) if state.live_color else [],
               "not_retired": [{"color": c, "release": state.color_release(c)} for c in state.not_retired],
-              "interrupted": [{"release": r.id, "live": r is state.live_record} for r in state.records
-                              if r.outcome == "switching"],
-              "recreating": recreate.pending(mark, state.state) if (mark := recreate.read(state.recreating)) else []}
+              "in_progress": busy,
+              # What a killed immutdock left unfinished (while a command holds the lock, it is its work).
+              "interrupted": [] if busy else [{"release": r.id, "live": r is state.live_record}
+                                              for r in state.records if r.outcome == "switching"],
+              "recreating": [] if busy or (mark := recreate.read(state.recreating)) is None
+              else recreate.pending(mark, state.state)}
     report["problem"] = problem(app, state, router)
     return report
 
@@ -85,3 +89,13 @@ def problem(app: App, state: AppState, router: dict[str, Any]) -> str | None:
         return (f"the live color {state.live_color} has no healthy {down[0]['service']} server in the router "
                 f"(route on {down[0]['publish']})")
     return None
+
+
+def _holder(state: AppState) -> str | None:
+    """Who holds the app's lock, unless that process is known to be gone (then what it left is
+    interrupted work, not work in progress)."""
+    found = next((c for c in state.containers if c.labels.get(L.ROLE) == "lock"), None)
+    if found is None:
+        return None
+    holder = lock.holder_of(found.labels)
+    return None if holder.is_gone() else holder.describe()

@@ -12,7 +12,8 @@ undoes it.
 - An undo is taken on when its step starts: a step that fails halfway is undone too, so an
   undo must be safe whatever part of its step ran.
 - When a step fails, or an interrupt (Ctrl-C, SIGTERM) arrives, the undos run newest first,
-  each one whole (an interrupt waits for it), and the error goes on to the caller. An undo
+  all of them whole (a second interrupt waits for the last one), and the error goes on to
+  the caller. An undo
   that fails is reported (`on_undo_error`) and the others still run.
 - Past the switch nothing is undone: once the step that `switches` has run, the new version
   serves, and the caller says so. A switch that fails may still have happened; its
@@ -51,6 +52,7 @@ class Steps:
         self.clock = clock
         self.switched = False
         self.undone: list[str] = []  # the names of the steps undone, in the order they were
+        self.undo_errors: list[str] = []  # the names of those whose undo failed
         self._undos: list[tuple[str, Undo]] = []
 
     def run(self, name: str, action: Callable[[], T], *, undo: Undo | None = None, whole: str = "",
@@ -85,20 +87,23 @@ class Steps:
         return False  # the error goes on
 
     def undo(self, why: str) -> None:
-        """Undo the steps taken so far, newest first (each one whole)."""
-        while self._undos:
-            name, fn = self._undos.pop()
-            started = self.clock()
-            try:
-                with interrupts.whole(f"the undo of {name}"):
-                    fn(why)
-            except Exception as exc:  # noqa: BLE001 - the other undos still run; the caller is told
-                if self.on_undo_error is None:
-                    raise
-                self.on_undo_error(name, exc)
-            finally:
-                self.timings["undo"] = self.timings.get("undo", 0.0) + self.clock() - started
-            self.undone.append(name)
+        """Undo the steps taken so far, newest first, all of them whole: an interrupt that
+        arrives meanwhile is raised once the last one has run."""
+        with interrupts.whole("the undo"):
+            while self._undos:
+                name, fn = self._undos.pop()
+                started = self.clock()
+                try:
+                    with interrupts.whole(f"the undo of {name}"):
+                        fn(why)
+                except Exception as exc:  # noqa: BLE001 - the other undos still run; the caller is told
+                    self.undo_errors.append(name)
+                    if self.on_undo_error is None:
+                        raise
+                    self.on_undo_error(name, exc)
+                finally:
+                    self.timings["undo"] = self.timings.get("undo", 0.0) + self.clock() - started
+                self.undone.append(name)
 
 
 def _quietly(check: Callable[[], bool]) -> bool:

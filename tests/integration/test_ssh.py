@@ -669,7 +669,7 @@ def test_a_stateful_recreate_killed_on_a_host_is_named_and_finished_by_the_next_
 
     status = app.cli("status", "--host", first.alias)
     assert status.returncode == 1, status.stderr
-    assert "stateful service db is not running" in status.stderr and "cut short" in status.stderr, status.stderr
+    assert "stateful service db is not running" in status.stderr and "unfinished" in status.stderr, status.stderr
     assert "status --reap" in status.stderr, status.stderr
 
     reaped = app.cli("status", "--reap", "--host", first.alias, "--json")

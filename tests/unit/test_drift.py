@@ -113,3 +113,11 @@ def test_changes_under_mounts_and_runtime_folders_and_their_parents_are_left_out
                ("C", "/srv/app"), ("C", "/srv/app/main.py"), ("C", "/datafile"), ("C", "/sbin"),
                ("A", "/sbin/docker-init")]  # init: true
     assert changed_paths(changes, ["/data"]) == [("C", "/srv/app/main.py"), ("C", "/datafile")]
+
+
+def test_immutdocks_own_markers_are_no_strangers() -> None:
+    """The lock and the mark of a stateful recreate are immutdock's (status names an
+    unfinished recreate); they are never reported as containers no release started."""
+    markers = [_c("immutdock.shop.lock", "", role="lock", project="", status="created"),
+               _c("immutdock.shop.recreate", "", role="recreate", project="", status="created")]
+    assert findings(EXPECTED, [*_fleet(), *markers], {}) == []

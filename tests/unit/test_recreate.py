@@ -46,7 +46,9 @@ def test_the_file_changed_since_the_recreate_names_each_service_that_differs() -
     assert recreate.changed_since(mark, _model(cache="h-cache"), running) == ["db"]  # gone from the file
     # a service the recreate did not touch must still be what runs
     assert recreate.changed_since(mark, _model(db="h-db", cache="h-other"), running) == ["cache"]
-    assert recreate.changed_since(mark, None, running) == ["db"]
+    assert recreate.changed_since(mark, None, running) == ["db", "cache"]
+    # finishing it never adds a service the file gained since
+    assert recreate.changed_since(mark, _model(db="h-db", cache="h-cache", queue="h-q"), running) == ["queue"]
 
 
 def test_a_recreate_a_surviving_compose_finished_is_pending_no_more() -> None:

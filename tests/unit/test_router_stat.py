@@ -90,25 +90,24 @@ def test_empty_dump(text: str) -> None:
     assert stats.up("blue") == []
 
 
-def test_backup_servers_are_the_other_colors_and_their_requests_count_as_its() -> None:
-    """During the watch after a switch green's backends hold blue's servers as backups:
-    they are not green's servers (not in its gate or its watch), and what they carry is blue's
-    to drain."""
+def test_fallback_servers_are_the_other_colors_and_their_requests_count_as_its() -> None:
+    """During the watch after a switch green's backends hold blue's servers as backups
+    (fb<release>_<server>): they are not green's servers (not in its gate or its watch), and
+    what they carry is blue's to drain. A custom router's own backup server stays a server."""
     stats = parse_stat(dump(
         row(pxname="blue", svname="s1", scur=1, status="UP", bck=0, addr="172.20.0.3:8000"),
-        row(pxname="blue", svname="b1", scur=0, status="MAINT", bck=1),
         row(pxname="blue", svname="BACKEND", scur=1, status="UP"),
         row(pxname="green", svname="s1", scur=0, status="DOWN", bck=0, addr="172.20.0.7:8000"),
-        row(pxname="green", svname="b1", scur=2, status="UP", bck=1, addr="172.20.0.3:8000"),
-        row(pxname="green_r1", svname="b1", scur=1, status="UP", bck=1, addr="172.20.0.3:9000"),
+        row(pxname="green", svname="fbr2_s1", scur=2, status="UP", bck=1, addr="172.20.0.3:8000"),
+        row(pxname="green", svname="b1", scur=0, status="UP", bck=1, addr="10.0.0.1:80"),
+        row(pxname="green_r1", svname="fbr2_s1", scur=1, status="UP", bck=1, addr="172.20.0.3:9000"),
         row(pxname="green_r1", svname="BACKEND", scur=1, status="UP"),
         row(pxname="green", svname="BACKEND", scur=2, status="UP"),
     ))
-    assert [(s.backend, s.name) for s in stats.servers] == [("blue", "s1"), ("green", "s1")]
-    assert stats.up("green") == [] and stats.resolved("green")[0].name == "s1"
+    assert [(s.backend, s.name) for s in stats.servers] == [("blue", "s1"), ("green", "s1"), ("green", "b1")]
+    assert [s.name for s in stats.resolved("green")] == ["s1", "b1"]
     assert stats.sessions == {"blue": 4, "green": 0}
-    assert [(s.backend, s.route, s.name) for s in stats.backups] == [("blue", 0, "b1"), ("green", 0, "b1"),
-                                                                      ("green", 1, "b1")]
+    assert [(s.backend, s.route, s.name) for s in stats.backups] == [("green", 0, "fbr2_s1"), ("green", 1, "fbr2_s1")]
 
 
 class _Scripted(Router):

@@ -114,3 +114,13 @@ def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said(
     assert out == "|".join(["name", *words]) + "|"
     with pytest.raises(FileNotFoundError):
         spawn.run(["immutdock-no-such-program"])
+
+
+def test_a_tied_child_gets_sigpipe_back_as_subprocess_gives_it() -> None:
+    """Python ignores SIGPIPE at start-up; a program started through the tie must not inherit
+    that (a `yes | head` kind of pipe ends it, as it does any program subprocess starts)."""
+    from immutdock import spawn
+
+    status = spawn.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
+    plain = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
+    assert status == plain, (status, plain)

@@ -117,3 +117,20 @@ def test_a_step_returns_what_its_action_returns() -> None:
     steps = Steps({})
     with steps:
         assert steps.run("plan", lambda: {"release": "r2"}) == {"release": "r2"}
+
+
+def test_a_second_interrupt_during_an_undo_waits_for_every_undo() -> None:
+    log: list[str] = []
+    steps = Steps({})
+
+    def removing(_why: str) -> None:
+        interrupts.defer(KeyboardInterrupt())  # Ctrl-C again while the new color is being removed
+        log.append("removed")
+
+    with pytest.raises(KeyboardInterrupt):
+        with steps:
+            steps.run("cleanup", lambda: None, undo=lambda why: log.append(f"recorded: {why}"))
+            steps.run("start", lambda: None, undo=removing)
+            steps.run("gate", lambda: (_ for _ in ()).throw(Boom("gate")))
+    assert log == ["removed", "recorded: Boom: gate"]
+    assert steps.undone == ["start", "cleanup"]
