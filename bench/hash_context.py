@@ -9,7 +9,7 @@ of about ``--files`` files totalling about ``--mb`` MB: many small source-like f
 nested directories plus some large binary ones. Then, after one warm-up read of every
 file so the page cache is warm for both, it times (best of 3 interleaved rounds each)
 
-* (a) ``immutdock.contexthash.hash_context`` on the context, and
+* (a) ``immutdock.identity.contexthash.hash_context`` on the context, and
 * (b) ``find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum``,
 
 and prints both times, the ratio baseline/immutdock, and whether the goal (immutdock no
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from immutdock.contexthash import ContextDigest, hash_context
+from immutdock.identity.contexthash import ContextDigest, hash_context
 
 DATASET_VERSION = 2
 BASELINE = "set -o pipefail; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum"

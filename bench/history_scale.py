@@ -17,7 +17,7 @@ One run, in a temp dir:
    (a no-op: nothing changed) and ``docker compose -p NAME up -d --build`` (everything built,
    nothing to recreate), each a fresh process from the app's folder, as a user types them.
 3. The history is filled to ``--records`` records through immutdock's own ledger
-   (``immutdock.ledger.write``): copies of r1's record (its labels, images, salt and redacted
+   (``immutdock.targets.ledger.write``): copies of r1's record (its labels, images, salt and redacted
    model), numbered r2, r3, ... As ``prune`` leaves a history, every record but the newest 5
    is compacted (no model). Step 2 again.
 4. The same number of records, none compacted (a history ``prune`` never ran on). Step 2 again.
@@ -47,8 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 IMMUTDOCK = REPO / ".venv" / "bin" / "immutdock"
 sys.path.insert(0, str(REPO))
 
-from immutdock import ledger  # noqa: E402
-from immutdock.engine import Engine  # noqa: E402
+from immutdock.targets import ledger  # noqa: E402
+from immutdock.gateways.engine import Engine  # noqa: E402
 
 WEB_DOCKERFILE = 'FROM busybox:latest\nCOPY . /www\nCMD ["httpd", "-f", "-p", "8000", "-h", "/www"]\n'
 DB_DOCKERFILE = 'FROM busybox:latest\nCMD ["sh", "-c", "mkdir -p /data && exec httpd -f -p 9000 -h /data"]\n'

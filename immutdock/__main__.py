@@ -1,3 +1,3 @@
-from immutdock.cli import main
+from immutdock.cli.main import main
 
 main()

@@ -16,7 +16,7 @@ def folder(name: str) -> Path:
     packaged = resources.files("immutdock") / name
     if packaged.is_dir():
         return Path(str(packaged))
-    source = Path(__file__).resolve().parent.parent / name
+    source = Path(__file__).resolve().parent.parent / name  # immutdock/assets.py -> the checkout
     if source.is_dir():
         return source
     raise ImmutdockError(f"this installation of immutdock lacks its {name}/ folder",

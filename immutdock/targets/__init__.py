@@ -1,7 +1,4 @@
-"""Where a release lands: one Target per place (the local engine, a host over SSH), each
-answering the questions of immutdock.targets.base its own way (immutdock.targets.engine)."""
-
-from immutdock.targets.base import Colors, Ledger, Runtime, Switch, Target
-from immutdock.targets.engine import engine_target
-
-__all__ = ["Colors", "Ledger", "Runtime", "Switch", "Target", "engine_target"]
+"""Targets: where a release lands. The questions a place answers (base), the docker engine's
+answers, local or over SSH (engine), and what a target holds: observe, records (ledger), the
+lock, the recreate mark, and how images reach it (ship, registry). Importing the package
+imports none of them."""

@@ -1,5 +1,5 @@
 """The questions a place that runs an app answers, one small interface each, bundled in a
-Target. The release flow (immutdock.release, immutdock.steps) asks them; it never asks what
+Target. The release flow (immutdock.apply.release, immutdock.apply.steps) asks them; it never asks what
 kind of place it releases to.
 
 | question                          | interface | a docker engine (local, or a host over SSH)      | Docker Swarm (to come)                                |
@@ -16,7 +16,7 @@ kind of place it releases to.
 |                                   |           | through a registry per host (ship.py,             | registry and pulled by the nodes                      |
 |                                   |           | registry.py)                                      |                                                       |
 
-Images are delivered by immutdock.fleet for all of a target's hosts at once (one `docker save`
+Images are delivered by immutdock.apply.fleet for all of a target's hosts at once (one `docker save`
 serves every host); they become a sixth interface when Swarm needs per-node delivery.
 
 Every method takes plain data and returns plain data or immutdock's own state types; none
@@ -28,13 +28,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from immutdock.state import ContainerState
+from immutdock.plan.state import ContainerState
 
 if TYPE_CHECKING:
-    from immutdock.compose import Compose
-    from immutdock.engine import Engine
-    from immutdock.ledger import Record
-    from immutdock.router import Router
+    from immutdock.gateways.compose import Compose
+    from immutdock.gateways.engine import Engine
+    from immutdock.targets.ledger import Record
+    from immutdock.apply.router import Router
 
 Say = Callable[[str], None]
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from immutdock import labels as L
-from immutdock import ledger as records
-from immutdock import lock
-from immutdock.compose import Compose
-from immutdock.engine import Engine
+from immutdock.targets import ledger as records
+from immutdock.targets import lock
+from immutdock.gateways.compose import Compose
+from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
-from immutdock.router import Router
-from immutdock.state import ContainerState
+from immutdock.apply.router import Router
+from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Say, Target
 
 
@@ -38,7 +38,7 @@ class EngineRuntime:
 
 @dataclass(frozen=True)
 class EngineLedger:
-    """Records as labelled volumes, the lock as a container (immutdock.ledger, immutdock.lock)."""
+    """Records as labelled volumes, the lock as a container (immutdock.targets.ledger, immutdock.targets.lock)."""
 
     engine: Engine
 

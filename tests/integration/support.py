@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from immutdock.build import is_pin
-from immutdock.engine import Engine
+from immutdock.apply.build import is_pin
+from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
 
 IMMUTDOCK = [sys.executable, "-m", "immutdock"]

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from immutdock.docker_exec import ExecSession
-from immutdock.engine import Engine
+from immutdock.gateways.docker_exec import ExecSession
+from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
 
 from .support import cleanup

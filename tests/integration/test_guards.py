@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import lock, procs, scratch
-from immutdock.engine import Engine
+from immutdock.targets import lock
+from immutdock.gateways import procs, scratch
+from immutdock.gateways.engine import Engine
 
 from .support import Background, TinyApp, json_out, run_cli
 
@@ -89,8 +90,8 @@ def test_bad_input_on_a_live_app_changes_nothing(tiny: TinyApp, engine) -> None:
 
 TAKER = """
 import sys
-from immutdock import lock
-from immutdock.engine import Engine
+from immutdock.targets import lock
+from immutdock.gateways.engine import Engine
 from immutdock.errors import LockHeld
 try:
     lock.acquire(Engine(), sys.argv[1], "taker", warn=lambda _m: None)

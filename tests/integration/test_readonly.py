@@ -58,6 +58,6 @@ def test_reads_and_a_noop_release_never_load_docker_py(tiny: TinyApp) -> None:
         proc = run_cli(tiny.root, *args, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert proc.returncode == 0, (args, proc.stderr[-2000:])
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-        assert "immutdock.engine" in imported, args  # the import trace was read
+        assert "immutdock.gateways.engine" in imported, args  # the import trace was read
         assert not imported & {"docker", "requests", "urllib3", "python_on_whales"}, args
     assert "nothing to release" in run_cli(tiny.root, "release").stdout

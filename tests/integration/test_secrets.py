@@ -15,8 +15,8 @@ from typing import Iterator, TypeVar
 
 import pytest
 
-from immutdock import ledger
-from immutdock.procs import machine_id, start_time
+from immutdock.targets import ledger
+from immutdock.gateways.procs import machine_id, start_time
 
 from .support import Background, TinyApp, cleanup, json_out, run_cli
 
@@ -85,7 +85,7 @@ def _everything_at_rest(engine, app: str) -> str:
     for i in engine.images.list(filters=mine):
         parts.append(json.dumps(i.attrs["Config"].get("Labels")))
         parts.append(json.dumps(i.history()))  # what each layer was made by
-    from immutdock.engine import Engine
+    from immutdock.gateways.engine import Engine
 
     for rec in ledger.history(Engine(), app):
         parts.append(json.dumps(dict(rec.model)))
@@ -150,7 +150,7 @@ def test_a_record_number_collision_keeps_both_and_old_records_are_redacted(secre
     """A volume that already has the next record's name, and a record written before digests
     (the model held values): the release writes its record under another name and redacts the old
     one in place (same id, same key)."""
-    from immutdock.engine import Engine
+    from immutdock.gateways.engine import Engine
 
     app = secret_app
     token = f"old-{uuid.uuid4().hex}"

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from immutdock.procs import children, running
+from immutdock.gateways.procs import children, running
 
 from .support import cleanup
 
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.engine,
 # immutdock's compose runner, waiting for a service that stays "starting" for 1000 s.
 UP = textwrap.dedent("""\
     import sys
-    from immutdock.compose import Compose
+    from immutdock.gateways.compose import Compose
     app = sys.argv[1]
     model = {"name": f"{app}-blue", "services": {"never": {
         "image": "busybox:latest", "command": ["sleep", "600"], "init": True,

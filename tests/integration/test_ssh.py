@@ -21,10 +21,10 @@ from typing import Iterator
 
 import pytest
 
-from immutdock import lock
-from immutdock.engine import Engine
-from immutdock.fleet import close_hosts, open_hosts
-from immutdock.model import Target
+from immutdock.targets import lock
+from immutdock.gateways.engine import Engine
+from immutdock.apply.fleet import close_hosts, open_hosts
+from immutdock.config.model import Target
 
 from .hosts import SshHosts
 from .support import Background, get, json_out, run_cli

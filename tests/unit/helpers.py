@@ -10,15 +10,16 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from immutdock import config, render
+from immutdock.config import compose_file as config
+from immutdock.plan import render
 from immutdock import labels as L
-from immutdock.build import ImagePlan
-from immutdock.engine import ContainerState
+from immutdock.apply.build import ImagePlan
+from immutdock.gateways.engine import ContainerState
 from immutdock.errors import ConfigError
-from immutdock.ledger import Record
-from immutdock.model import App, BuildSpec
-from immutdock.observe import AppState
-from immutdock.redact import Redactor
+from immutdock.targets.ledger import Record
+from immutdock.config.model import App, BuildSpec
+from immutdock.targets.observe import AppState
+from immutdock.identity.redact import Redactor
 
 APP = "shop"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import archive
+from immutdock.apply import archive
 from immutdock.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import backup
+from immutdock.apply import backup
 from immutdock.errors import ConfigError
 
 from .helpers import APP, color_container, full_app, state_container

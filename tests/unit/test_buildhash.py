@@ -1,4 +1,4 @@
-"""Unit tests for immutdock.buildhash: the build digest and the tag derived from it."""
+"""Unit tests for immutdock.identity.buildhash: the build digest and the tag derived from it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from immutdock.buildhash import BuildInputs, build_digest, canonical_json, tag_for
-from immutdock.contexthash import ALGORITHM_VERSION, ContextDigest
+from immutdock.identity.buildhash import BuildInputs, build_digest, canonical_json, tag_for
+from immutdock.identity.contexthash import ALGORITHM_VERSION, ContextDigest
 
 CONTEXT = ContextDigest(digest="sha256:" + "1" * 64, files=3, bytes=100)
 
@@ -146,7 +146,7 @@ def test_tag_for_rejects_non_digests(bad: str) -> None:
 
 
 # -- what an image's label keeps of its inputs, and naming what changed ------------------------
-from immutdock.buildhash import differing_inputs, recorded_inputs  # noqa: E402
+from immutdock.identity.buildhash import differing_inputs, recorded_inputs  # noqa: E402
 
 PARTED = ContextDigest(digest="sha256:" + "2" * 64, files=3, bytes=100,
                        parts={"app.py": "a" * 16, "static": "b" * 16, "Dockerfile": "c" * 16})

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from immutdock import config
+from immutdock.config import compose_file as config
 from immutdock.errors import ConfigError
-from immutdock.model import BuildSecret
+from immutdock.config.model import BuildSecret
 
 from .helpers import (APP, anonymous_volume, bind, full_block, full_model, make_context, minimal_model,
                      named_volume, port, raises_config, validate)
@@ -602,7 +602,7 @@ def test_validate_does_not_mutate_its_input(tmp_path: Path) -> None:
 
 def _compose_available() -> bool:
     try:
-        from immutdock import compose
+        from immutdock.gateways import compose
         compose._compose_argv()
         return True
     except ConfigError:
@@ -728,7 +728,7 @@ def test_a_file_without_a_block_releases_as_its_users_wrote_it(tmp_path: Path) -
 
 
 def test_services_keep_the_order_the_files_give_them() -> None:
-    from immutdock.config import in_file_order
+    from immutdock.config.compose_file import in_file_order
 
     raws = [{"services": {"web": {}, "api": {}}}, {"services": {"db": {}, "api": {}}}]
     services = {"api": 1, "db": 2, "included": 3, "web": 4}  # compose sorts by name

@@ -1,4 +1,4 @@
-"""Unit tests for immutdock.contexthash: what does and does not change a context digest."""
+"""Unit tests for immutdock.identity.contexthash: what does and does not change a context digest."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Callable, Mapping
 
 import pytest
 
-from immutdock import contexthash
-from immutdock.contexthash import ALGORITHM_VERSION, ContextDigest, ContextReadError, hash_context
+from immutdock.identity import contexthash
+from immutdock.identity.contexthash import ALGORITHM_VERSION, ContextDigest, ContextReadError, hash_context
 
 Tree = Mapping[str, "bytes | str | None"]  # relpath -> file content, or None for an empty dir
 

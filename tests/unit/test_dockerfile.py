@@ -1,10 +1,10 @@
-"""Unit tests for immutdock.dockerfile: which external images a Dockerfile builds from."""
+"""Unit tests for immutdock.identity.dockerfile: which external images a Dockerfile builds from."""
 
 from __future__ import annotations
 
 import pytest
 
-from immutdock.dockerfile import base_images, expand, instructions
+from immutdock.identity.dockerfile import base_images, expand, instructions
 
 
 def images(text: str, **build_args: str) -> list[str]:

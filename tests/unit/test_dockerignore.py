@@ -1,4 +1,4 @@
-"""Unit tests for immutdock.dockerignore: reading ignore files and moby's pattern rules."""
+"""Unit tests for immutdock.identity.dockerignore: reading ignore files and moby's pattern rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from immutdock.dockerignore import (
+from immutdock.identity.dockerignore import (
     IgnoreMatcher,
     _translate,
     go_clean,

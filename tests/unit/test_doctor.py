@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.doctor import judge, parse_version
+from immutdock.cli.doctor import judge, parse_version
 
 
 @pytest.mark.parametrize("text, version", [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from immutdock.drift import Expected, changed_paths, findings
-from immutdock.engine import ContainerState
+from immutdock.apply.drift import Expected, changed_paths, findings
+from immutdock.gateways.engine import ContainerState
 
 WEB = "sha256:" + "a" * 64
 DB = "sha256:" + "d" * 64

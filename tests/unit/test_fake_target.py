@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from immutdock import labels as L
-from immutdock.observe import observe
-from immutdock.state import ContainerState
+from immutdock.targets.observe import observe
+from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Target
 
 from .helpers import APP, color_container, record, router_container, state_container

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.health import container_verdict
+from immutdock.apply.health import container_verdict
 
 from .helpers import container
 
@@ -86,8 +86,8 @@ def test_dead_with_exit_code_zero_fails() -> None:
 
 # -- the router half: evidence from HAProxy's own checks, never from DNS alone --------------
 
-from immutdock.health import router_evidence  # noqa: E402
-from immutdock.router import Server  # noqa: E402
+from immutdock.apply.health import router_evidence  # noqa: E402
+from immutdock.apply.router import Server  # noqa: E402
 
 
 def server(name: str, status: str = "UP", address: str = "10.0.0.5:8000", check: str = "L7OK",

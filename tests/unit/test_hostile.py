@@ -15,10 +15,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from immutdock import bounds, config, tls
+from immutdock.config import bounds, compose_file as config, tls
 from immutdock.errors import ConfigError
-from immutdock.model import TLS
-from immutdock.projectfiles import interpolate
+from immutdock.config.model import TLS
+from immutdock.config.projectfiles import interpolate
 
 from .test_config import needs_compose
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from immutdock.errors import ConfigError
-from immutdock.infer import image_names, refers_to, resolve, stateful_evidence
-from immutdock.settings import parse_settings
+from immutdock.config.infer import image_names, refers_to, resolve, stateful_evidence
+from immutdock.config.settings import parse_settings
 
 from .helpers import bind, named_volume, port
 
@@ -235,8 +235,8 @@ def test_refers_to_matches_host_names_only() -> None:
 def test_the_init_block_sets_what_was_inferred_with_each_reason_as_a_comment() -> None:
     import yaml
 
-    from immutdock.infer import block_text
-    from immutdock.model import Route, Router
+    from immutdock.config.infer import block_text
+    from immutdock.config.model import Route, Router
 
     services = {"web": {"ports": [port(5000, "8000")], "depends_on": {
                     "migrate": {"condition": "service_completed_successfully"}}},

@@ -12,8 +12,9 @@ from typing import Any, Mapping
 import pytest
 
 from immutdock import labels as L
-from immutdock import ledger, render
-from immutdock.ledger import Record, from_labels, parse_release_id, to_labels
+from immutdock.targets import ledger
+from immutdock.plan import render
+from immutdock.targets.ledger import Record, from_labels, parse_release_id, to_labels
 
 from .helpers import APP, IMAGES, full_app, record
 
@@ -189,7 +190,7 @@ def test_a_taken_name_never_drops_a_record(tmp_path: Path) -> None:
 
 
 def test_tidy_compacts_redacts_and_finishes_a_rewrite_cut_short(tmp_path: Path) -> None:
-    from immutdock.redact import Redactor, is_digest
+    from immutdock.identity.redact import Redactor, is_digest
 
     store = _Store()
     model = {"services": {"web": {"image": "shop-web:aaa", "environment": {"TOKEN": "plain-value"}}}}
@@ -220,7 +221,7 @@ def test_a_record_that_kept_a_value_inside_a_command_is_redacted_with_its_own_sa
     """An older immutdock digested environment values only where they were defined: a record
     of it keeps DATABASE_URL in clear in a command and a label. tidy digests them, keeping the
     record's salt and key; a record that holds no value is left as it is."""
-    from immutdock.redact import Redactor, is_digest
+    from immutdock.identity.redact import Redactor, is_digest
 
     url = "postgres://app:pw-0f9e8d7c@db/shop"
     old = Redactor("ab" * 16)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from immutdock.lock import Holder, _holder
-from immutdock.procs import children, machine_id, start_time
+from immutdock.targets.lock import Holder, _holder
+from immutdock.gateways.procs import children, machine_id, start_time
 
 
 def holder(machine: str = "boot/pid:[1]", start: str = "100", pid: int = 42) -> Holder:
@@ -66,7 +66,7 @@ def test_a_child_that_exited_is_not_running_even_before_it_is_reaped() -> None:
     import subprocess
     import time
 
-    from immutdock.procs import running
+    from immutdock.gateways.procs import running
 
     child = subprocess.Popen(["sleep", "30"])
     try:

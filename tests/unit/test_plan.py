@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from immutdock import labels as L
-from immutdock.model import App
-from immutdock import ledger
-from immutdock.plan import config_hash, decide, image_refs
+from immutdock.config.model import App
+from immutdock.targets import ledger
+from immutdock.plan.release import config_hash, decide, image_refs
 
 from .helpers import (APP, IMAGES, REDACTOR, app_state, running_db, color_container, container, full_app, full_block, full_model,
                       image_plan, record, router_container, state_container, validate, RUNNING_DB)
@@ -54,7 +54,7 @@ def test_config_hash_follows_images(app: App) -> None:
 def test_config_hash_keeps_no_value_but_follows_each(app: App, tmp_path: Path) -> None:
     """The hash is made of digests of the environment values: the same for the same value
     and salt, another for another value or salt."""
-    from immutdock.redact import Redactor
+    from immutdock.identity.redact import Redactor
 
     model = full_model(tmp_path)
     model["services"]["web"]["environment"] = {"DB_PASSWORD": "s3cret-value"}
@@ -269,7 +269,7 @@ def test_same_config_is_no_noop_while_something_does_not_serve(app: App, images:
 # -- rollback_target (pure) ------------------------------------------------------------------
 
 from immutdock.errors import ConfigError  # noqa: E402
-from immutdock.plan import rollback_target  # noqa: E402
+from immutdock.plan.release import rollback_target  # noqa: E402
 
 
 def _history(*hashes: str, failed: tuple[int, ...] = ()) -> tuple:
@@ -307,7 +307,7 @@ def test_rollback_with_no_earlier_release() -> None:
 def _live(app: App, settings: dict | None, identity: str = "sha256:router") -> "object":
     from dataclasses import replace
 
-    from immutdock import render
+    from immutdock.plan import render
 
     rec = replace(record(3), packed=ledger.pack({render.ROUTER_SETTINGS: settings} if settings else {}))
     router = router_container()
@@ -317,7 +317,7 @@ def _live(app: App, settings: dict | None, identity: str = "sha256:router") -> "
 
 
 def test_the_router_is_left_alone_when_nothing_of_it_changed(app: App, images: list) -> None:
-    from immutdock import render
+    from immutdock.plan import render
 
     plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, REDACTOR, "sha256:router")
     assert plan.router == "" and plan.as_json()["router"] == ""
@@ -327,7 +327,7 @@ def test_a_router_settings_change_is_a_reload(app: App, images: list, tmp_path: 
     block = full_block()
     block["router"]["health"]["path"] = "/ready"
     block["router"]["request_timeout"] = 300
-    from immutdock import render
+    from immutdock.plan import render
 
     state = _live(app, render.backend_settings(app))
     plan = decide(full_app(tmp_path, block), images, state, NEW, REDACTOR, "sha256:router")
@@ -336,7 +336,7 @@ def test_a_router_settings_change_is_a_reload(app: App, images: list, tmp_path: 
 
 
 def test_a_new_router_image_or_address_recreates_it(app: App, images: list) -> None:
-    from immutdock import render
+    from immutdock.plan import render
 
     plan = decide(app, images, _live(app, render.backend_settings(app)), NEW, REDACTOR, "sha256:other")
     assert plan.router.startswith("recreated on 127.0.0.1:8080: its image or published address changed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.prune import PrunePlan, plan_prune
+from immutdock.apply.prune import PrunePlan, plan_prune
 
 from .helpers import app_state, color_container, container, record, router_container
 

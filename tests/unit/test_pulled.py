@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.build import is_pin, pinned_tag, plan_pulled
+from immutdock.apply.build import is_pin, pinned_tag, plan_pulled
 from immutdock.errors import ConfigError
 
 OLD = "sha256:" + "a" * 64

@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 
 GROUPS = {
-    "config": ["config", "settings", "model", "infer", "bounds", "projectfiles", "tls", "labels", "errors"],
-    "identity": ["buildhash", "contexthash", "dockerfile", "dockerignore", "redact"],
-    "plan": ["plan", "render", "state", "imageplan", "ledger", "steps"],
+    "config": ["config.compose_file", "config.settings", "config.model", "config.infer", "config.bounds",
+               "config.projectfiles", "config.tls", "labels", "errors"],
+    "identity": ["identity.buildhash", "identity.contexthash", "identity.dockerfile", "identity.dockerignore",
+                 "identity.redact"],
+    "plan": ["plan.release", "plan.render", "plan.state", "plan.imageplan", "targets.ledger", "apply.steps"],
 }
 # Libraries that reach an engine or a host, and immutdock's own gateways to them.
 TALKERS = ["docker", "requests", "paramiko", "fabric", "invoke", "python_on_whales", "subprocess", "socket",
-           "http.client", "immutdock.engine", "immutdock.compose", "immutdock.ssh", "immutdock.wire",
-           "immutdock.docker_exec", "immutdock.spawn", "immutdock.router", "immutdock.observe", "immutdock.build"]
+           "http.client", "immutdock.gateways.engine", "immutdock.gateways.compose", "immutdock.gateways.ssh", "immutdock.gateways.wire",
+           "immutdock.gateways.docker_exec", "immutdock.gateways.spawn", "immutdock.apply.router", "immutdock.targets.observe", "immutdock.apply.build"]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,11 +1,11 @@
-"""The mark of a stateful recreate (immutdock.recreate): what it holds, how it is read back, and
+"""The mark of a stateful recreate (immutdock.targets.recreate): what it holds, how it is read back, and
 when the file no longer defines what it was recreating."""
 
 from __future__ import annotations
 
 from immutdock import labels as L
-from immutdock import recreate
-from immutdock.engine import ContainerState
+from immutdock.targets import recreate
+from immutdock.gateways.engine import ContainerState
 
 
 def _model(**hashes: str) -> dict:

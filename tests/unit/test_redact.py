@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from immutdock.config import read_dotenv, secret_values
+from immutdock.config.compose_file import read_dotenv, secret_values
 from immutdock.errors import ConfigError
-from immutdock.redact import Redactor, is_digest
+from immutdock.identity.redact import Redactor, is_digest
 
 SALT = "ab" * 16
 SECRET = "hunter2-unique-7f3a"
@@ -147,7 +147,7 @@ def test_a_value_redacted_inside_another_string_comes_back_on_rollback() -> None
 
 
 def test_minimum_lengths_of_values_looked_for() -> None:
-    from immutdock.redact import MIN_ELSEWHERE, MIN_SECRET, environment_values
+    from immutdock.identity.redact import MIN_ELSEWHERE, MIN_SECRET, environment_values
 
     env = {"MODE": "x" * (MIN_ELSEWHERE - 1), "URL": "y" * MIN_ELSEWHERE, "DB_PASSWORD": "z" * MIN_SECRET,
            "API_TOKEN": "w" * (MIN_SECRET - 1), "UNSET": None}
@@ -174,7 +174,7 @@ def _as_compose_reads(node, values: dict[str, str]):
 
 
 def test_the_file_compose_reads_holds_no_value_and_runs_the_same() -> None:
-    from immutdock.redact import externalized
+    from immutdock.identity.redact import externalized
 
     model = _reused()
     model["services"]["web"]["environment"]["PRICE"] = "$$5 a$$b"  # literal dollars, as compose writes them

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from immutdock import labels as L
-from immutdock import render
-from immutdock.render import EDGE, OWN_NETWORK_PRIORITY
+from immutdock.plan import render
+from immutdock.plan.render import EDGE, OWN_NETWORK_PRIORITY
 
 from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, full_model, minimal_model, validate
 

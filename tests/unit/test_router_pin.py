@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import render
+from immutdock.plan import render
 
 from .helpers import full_app, full_block
 

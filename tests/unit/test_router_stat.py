@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from immutdock.errors import EngineError
-from immutdock.router import BackendStats, Router, Server, parse_stat
+from immutdock.apply.router import BackendStats, Router, Server, parse_stat
 
 # Captured from a running immutdock router (HAProxy 2.6.12, `docker exec ... router-ctl stat`), servers s3..s16
 # of each backend left out. Blue's template does not resolve (blue is gone); green's s1 is a live container.

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from immutdock import render, tls
+from immutdock.plan import render
+from immutdock.config import tls
 from immutdock.errors import ConfigError
-from immutdock.model import TLS
-from immutdock.router import parse_stat
-from immutdock.settings import parse_settings
+from immutdock.config.model import TLS
+from immutdock.apply.router import parse_stat
+from immutdock.config.settings import parse_settings
 
 from .helpers import full_model, validate
 

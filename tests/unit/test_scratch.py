@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from immutdock import scratch
-from immutdock.procs import machine_id, start_time
+from immutdock.gateways import scratch
+from immutdock.gateways.procs import machine_id, start_time
 
 pytestmark = pytest.mark.skipif(not machine_id(), reason="needs /proc (Linux)")
 
@@ -87,7 +87,7 @@ def test_a_folder_an_older_immutdock_left_goes_after_a_day(temp: Path) -> None:
 
 
 def test_compose_writes_its_files_there_without_a_value(temp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from immutdock.compose import Compose
+    from immutdock.gateways.compose import Compose
 
     monkeypatch.setattr(scratch, "_reaped", False)
     gone = _left_by(temp, "immutdock-killed", _dead_pid(), "1")
@@ -116,7 +116,7 @@ def test_a_saved_archive_lives_in_a_private_folder_that_the_next_command_can_rea
     import tarfile
     import tempfile
 
-    from immutdock import ship
+    from immutdock.targets import ship
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 

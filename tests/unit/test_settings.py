@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.model import Health, PreReleaseTest, Route, Router, Settings
-from immutdock.settings import BLOCK, DEFAULT_PUBLISH, parse_publish, parse_settings
+from immutdock.config.model import Health, PreReleaseTest, Route, Router, Settings
+from immutdock.config.settings import BLOCK, DEFAULT_PUBLISH, parse_publish, parse_settings
 
 from .helpers import raises_config
 

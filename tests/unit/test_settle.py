@@ -8,9 +8,9 @@ from typing import Iterator
 
 import pytest
 
-from immutdock.health import container_verdict
-from immutdock.router import BackendStats, Server
-from immutdock.settle import container_problem, router_problem, watch
+from immutdock.apply.health import container_verdict
+from immutdock.apply.router import BackendStats, Server
+from immutdock.apply.settle import container_problem, router_problem, watch
 
 from .helpers import container
 

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from immutdock.procs import running
+from immutdock.gateways.procs import running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
 FAKE = '#!/bin/sh\necho $$ > "$FAKE_PID"\nexec sleep 60\n'  # a compose, buildx or docker that never ends
 
-# A stand-in for immutdock: the named runner of immutdock.compose, its compose and buildx found
+# A stand-in for immutdock: the named runner of immutdock.gateways.compose, its compose and buildx found
 # in the fake folder (the docker CLI too, should it run `docker buildx`).
 RUNNER = textwrap.dedent("""\
     import sys
     from pathlib import Path
-    from immutdock import compose
+    from immutdock.gateways import compose
     folder, what = sys.argv[1], sys.argv[2]
     compose._PLUGIN_DIRS = (folder,)
     if what == "config":
@@ -80,7 +80,7 @@ def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: 
 
 
 def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
-    from immutdock import spawn
+    from immutdock.gateways import spawn
 
     done = spawn.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, text=True)
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
@@ -91,7 +91,7 @@ def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
 def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch) -> None:
     """preexec_fn is unsafe in a process with threads (a lock held by another thread at the fork
     deadlocks the child); the tie is made by the child's own program instead."""
-    from immutdock import spawn
+    from immutdock.gateways import spawn
 
     seen: list[dict] = []
     real = subprocess.Popen
@@ -107,7 +107,7 @@ def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.Mon
 
 
 def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said() -> None:
-    from immutdock import spawn
+    from immutdock.gateways import spawn
 
     words = ["a b", "$(touch /tmp/never)", "'", ";", ""]
     out = spawn.run(["sh", "-c", 'printf "%s|" "$0" "$@"', "name", *words], capture_output=True, text=True).stdout
@@ -119,7 +119,7 @@ def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said(
 def test_a_tied_child_gets_sigpipe_back_as_subprocess_gives_it() -> None:
     """Python ignores SIGPIPE at start-up; a program started through the tie must not inherit
     that (a `yes | head` kind of pipe ends it, as it does any program subprocess starts)."""
-    from immutdock import spawn
+    from immutdock.gateways import spawn
 
     status = spawn.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
     plain = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout

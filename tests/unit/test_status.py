@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from immutdock.status import problem
+from immutdock.apply.status import problem
 
 from .helpers import RUNNING_DB, app_state, color_container, full_app, record, router_container, state_container
 
@@ -47,8 +47,8 @@ def test_a_switching_record_is_interrupted_only_when_no_live_process_holds_the_l
     from dataclasses import replace
 
     from immutdock import labels as L
-    from immutdock.lock import _my_labels
-    from immutdock.status import describe
+    from immutdock.targets.lock import _my_labels
+    from immutdock.apply.status import describe
 
     from .helpers import APP, container
 

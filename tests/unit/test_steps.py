@@ -1,4 +1,4 @@
-"""The step runner (immutdock.steps): steps in order, each timed; on a failure or an interrupt
+"""The step runner (immutdock.apply.steps): steps in order, each timed; on a failure or an interrupt
 the steps taken are undone newest first; nothing is undone past the switch."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from immutdock import interrupts
-from immutdock.steps import Steps
+from immutdock.apply.steps import Steps
 
 NAMES = ["shared", "start", "gate", "record", "switch", "drain", "retire"]
 

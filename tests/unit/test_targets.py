@@ -7,11 +7,11 @@ import hashlib
 import pytest
 
 from immutdock.errors import ConfigError
-from immutdock.fleet import drift, resolve
-from immutdock.registry import remote_ref
-from immutdock.settings import parse_settings
-from immutdock.ship import chain_ids, held_chains, layers_to_send
-from immutdock.ssh import parse_host
+from immutdock.apply.fleet import drift, resolve
+from immutdock.targets.registry import remote_ref
+from immutdock.config.settings import parse_settings
+from immutdock.targets.ship import chain_ids, held_chains, layers_to_send
+from immutdock.gateways.ssh import parse_host
 
 
 @pytest.mark.parametrize("text, host, user, port", [
@@ -156,7 +156,7 @@ def test_drift_names_the_hosts_behind_the_newest_live_release() -> None:
 
 
 def test_a_pull_and_a_push_count_the_layers_moved_and_those_already_there() -> None:
-    from immutdock.engine import Transfer, _Layers
+    from immutdock.gateways.engine import Transfer, _Layers
 
     seen: list[tuple[int, int]] = []
     pull = _Layers(moved="Pull complete", present="Already exists", sized={"Downloading": False, "Extracting": True},

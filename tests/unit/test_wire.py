@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from immutdock.wire import Reply, Unsupported, Wire, demux, filters, segment
+from immutdock.gateways.wire import Reply, Unsupported, Wire, demux, filters, segment
 
 
 @pytest.fixture

@@ -1,0 +1,201 @@
+"""Content-addressed builds: observe the inputs, plan (hash -> tag, cached or not), apply."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from immutdock import labels as L
+from immutdock.identity.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
+from immutdock.gateways.compose import Compose
+from immutdock.identity.contexthash import hash_context
+from immutdock.identity.dockerfile import base_images
+from immutdock.gateways.engine import Engine
+from immutdock.errors import ConfigError
+from immutdock.plan.imageplan import ImagePlan
+from immutdock.config.model import App, BuildSpec
+
+Progress = Callable[[str], None]
+
+
+PIN_PREFIX = "id-"  # the tag of a pulled image pinned under the app's own name: id-<12 hex of its ID>
+
+
+class MissingBase(Exception):
+    """A FROM image is not on the engine, and this reading must not pull it."""
+
+
+def build_inputs(spec: BuildSpec, engine: Engine, pull: bool = True) -> BuildInputs:
+    """Everything the image is made from, with every FROM image resolved to its ID (pulled
+    when missing, with `pull`; else MissingBase)."""
+    text = spec.dockerfile.read_bytes()
+    stage_args = dict(spec.args)
+    bases = base_images(text.decode("utf-8", "replace"), stage_args)
+    named = set(spec.additional_contexts)
+    base_ids: dict[str, str] = {}
+    for ref in bases:
+        if ref not in named:
+            found = engine.resolve_image(ref, pull=pull)
+            if found is None:
+                raise MissingBase(ref)
+            base_ids[ref] = found
+    extra: dict[str, str] = {}
+    for name, source in spec.additional_contexts.items():
+        if "://" in source:
+            extra[name] = source
+        else:
+            path = Path(source)
+            extra[name] = hash_context(path, path / "Dockerfile").digest
+    return BuildInputs(context=hash_context(spec.context, spec.dockerfile), dockerfile_text=text,
+                       args=dict(spec.args), target=spec.target, additional_contexts=extra,
+                       base_image_ids=base_ids, secrets_ids=tuple(sorted(s.id for s in spec.secrets)))
+
+
+def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, pull: bool = True) -> ImagePlan:
+    """The image's tag from its content. Without `pull`, a base image the engine lacks leaves
+    the tag unknown ("pending"): the image is then planned as a build."""
+    try:
+        inputs = build_inputs(spec, engine, pull)
+        digest = build_digest(inputs)
+    except MissingBase as missing:
+        return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
+                         image_id=None, spec=spec, missing_base=str(missing))
+    except OSError as exc:
+        raise ConfigError(f"services.{service}.build", f"cannot read the build context: {exc}",
+                          "check the files' permissions") from None
+    except ValueError as exc:  # an invalid .dockerignore pattern
+        raise ConfigError(f"services.{service}.build.context", f".dockerignore: {exc}",
+                          "fix the pattern (Docker's own syntax)") from None
+    tag = tag_for(digest)
+    found = engine.inspect_image(f"{repository}:{tag}")  # one request: ID and labels
+    image_id = found["Id"] if found else None
+    cached = found is not None and ((found.get("Config") or {}).get("Labels") or {}).get(L.CONTENT_HASH) == digest
+    return ImagePlan(service=service, repository=repository, tag=tag, content_hash=digest,
+                     cached=cached, image_id=image_id if cached else None, spec=spec, inputs=inputs)
+
+
+def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine, pull: bool = True) -> list[ImagePlan]:
+    """Hash every build (in parallel: hashing is I/O and hashlib releases the GIL)."""
+    items = list(specs.items())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(plan_image, svc, f"{app_name}-{svc}", spec, engine, pull) for svc, spec in items]
+        return [f.result() for f in futures]
+
+
+def pinned_tag(image_id: str) -> str:
+    return PIN_PREFIX + image_id.rpartition(":")[2][:12]
+
+
+def is_pin(app_name: str, ref: str) -> bool:
+    """A tag immutdock gave a pulled image of this app (prune may remove it)."""
+    repository, _, tag = ref.rpartition(":")
+    return repository.startswith(f"{app_name}-") and tag.startswith(PIN_PREFIX)
+
+
+def plan_pulled(service: str, repository: str, source: str, policy: str, engine: Engine, pull: bool = True,
+                pinned: bool = True, progress: Progress = lambda _l: None) -> ImagePlan:
+    """An image-only service's image, by ID. With `pull` (a release) it is pulled as compose's
+    `pull_policy` says: `always` every time, `never` not at all, otherwise (missing,
+    if_not_present, daily, ...) when the engine lacks it. Without `pull` (plan) a missing image
+    is planned as a pull ("pending")."""
+    said: Progress = lambda line: progress(f"{service}: {line}")
+    if pull and policy == "always":
+        engine.pull(source, said)
+    found = engine.image_id(source)
+    if found is None and policy == "never":
+        raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
+                          "load it (docker load -i FILE) or drop pull_policy so a release pulls it")
+    if found is None and pull:
+        found = engine.resolve_image(source, progress=said)  # raises when the pull does not bring it
+    if found is None:
+        return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
+                         image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)
+    tag = pinned_tag(found)
+    cached = not pinned or engine.image_id(f"{repository}:{tag}") == found
+    return ImagePlan(service=service, repository=repository, tag=tag, content_hash=found, cached=cached,
+                     image_id=found, spec=None, source=source, pinned=pinned)
+
+
+def plan_app_images(app: App, engine: Engine, pull: bool = True,
+                    progress: Progress = lambda _l: None) -> list[ImagePlan]:
+    """Every image the app runs: its builds hashed, its image-only services resolved by ID
+    (pulled, with `pull`, as their pull_policy says)."""
+    plans = plan_images(app.name, {s.name: s.build for s in app.services.values() if s.build}, engine, pull)
+    for svc in app.services.values():
+        if svc.build is None and svc.image:
+            plans.append(plan_pulled(svc.name, f"{app.name}-{svc.name}", svc.image,
+                                     str(svc.definition.get("pull_policy") or "missing"), engine, pull,
+                                     pinned=not svc.stateful, progress=progress))
+    return plans
+
+
+def _git(project_dir: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", "-C", str(project_dir), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def git_revision(project_dir: Path) -> str | None:
+    return _git(project_dir, "rev-parse", "HEAD")
+
+
+def oci_labels(app_name: str, item: ImagePlan, project_dir: Path) -> dict[str, str]:
+    found = {
+        L.APP: app_name, L.ROLE: "image", L.SERVICE: item.service, L.CONTENT_HASH: item.content_hash,
+        L.OCI_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        L.OCI_VERSION: item.tag,
+        L.OCI_SOURCE: _git(project_dir, "remote", "get-url", "origin") or str(project_dir),
+    }
+    revision = git_revision(project_dir)
+    if revision:
+        found[L.OCI_REVISION] = revision
+    if item.inputs is not None:  # what `verify` compares a later checkout with (no arg value in clear)
+        found[L.INPUTS] = json.dumps(recorded_inputs(item.inputs), sort_keys=True, separators=(",", ":"))
+    return found
+
+
+def build_one(service: str, spec: BuildSpec, tag: str, labels: Mapping[str, str], compose: Compose,
+              progress: Progress = lambda _l: None, cache: bool = True) -> None:
+    """One build of `spec` into `tag`, its output as progress lines."""
+    for line in compose.build(spec.context, dockerfile=spec.dockerfile, tag=tag, labels=labels, args=spec.args,
+                              target=spec.target, secrets=[f"id={s.id},{s.source}" for s in spec.secrets],
+                              build_contexts=spec.additional_contexts, cache=cache):
+        progress(f"{service}: {line}")
+
+
+def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
+                 compose: Compose, progress: Progress = lambda _l: None) -> list[ImagePlan]:
+    """Build what is not cached; an identical build of another service is tagged, not rebuilt."""
+    done: list[ImagePlan] = []
+    built_by_hash: dict[str, str] = {}
+    for item in plans:
+        if item.cached:
+            if item.spec is not None:
+                progress(f"{item.service}: {item.image} cached")
+            done.append(item)
+            continue
+        if item.source is not None:  # pulled while planned: pinned now
+            assert item.image_id is not None, f"{item.source} was not pulled"
+            progress(f"{item.service}: {item.source} pinned as {item.image}")
+            engine.tag(item.image_id, item.repository, item.tag)
+            done.append(item)
+            continue
+        assert item.spec is not None
+        twin = built_by_hash.get(item.content_hash)
+        if twin is None:
+            progress(f"{item.service}: building {item.image}")
+            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+        else:
+            progress(f"{item.service}: same content as {twin}, tagging {item.image}")
+            engine.tag(twin, item.repository, item.tag)
+        image_id = engine.image_id(item.image)
+        built_by_hash[item.content_hash] = item.image
+        done.append(ImagePlan(service=item.service, repository=item.repository, tag=item.tag,
+                              content_hash=item.content_hash, cached=False, image_id=image_id, spec=item.spec))
+    return done

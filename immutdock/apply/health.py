@@ -1,0 +1,143 @@
+"""The health gate: a new color serves only on evidence.
+
+- Containers: every one running (a one-shot may have exited 0), and healthy where it has a
+  Docker HEALTHCHECK.
+- Router: on every route, HAProxy's own check passed `rise` times in a row on a server at the
+  address of every running container of the route's service: 2xx on the health path the user
+  set (a redirect is not healthy), any answer below 500 to GET / when none is set (the server
+  answers HTTP), a connection made on a TCP route.
+  HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
+  forces each new server down first ("arms" it), so that state is never taken for health.
+
+It fails fast: an exited, restarting or unhealthy container ends the wait at once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Collection, Mapping, Sequence
+
+from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.plan.render import backend_name
+from immutdock.apply.router import Router, Server
+
+POLL = 0.1  # seconds between two looks at the engine and the router
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    reason: str
+    culprit: ContainerState | None = None
+    seconds: float = 0.0
+
+
+def container_verdict(containers: list[ContainerState], jobs: Collection[str] | None = None,
+                      ) -> tuple[bool | None, str, ContainerState | None]:
+    """(True: all ready, False: a failure, None: still starting), reason, culprit. Pure.
+    `jobs`: the services that may exit 0 (None: any may)."""
+    if not containers:
+        return None, "no containers yet", None
+    waiting = None
+    for c in containers:
+        if c.status == "dead":
+            return False, f"{c.name} is dead (the engine could not stop or remove it)", c
+        if c.status == "exited" and c.exit_code not in (0, None):
+            return False, f"{c.name} exited with code {c.exit_code}", c
+        if c.status == "restarting":
+            return False, f"{c.name} keeps restarting", c
+        if c.health == "unhealthy":
+            return False, f"{c.name} is unhealthy", c
+        if c.status == "exited" and jobs is not None and c.service not in jobs:
+            return False, (f"{c.name} exited with code 0: only a job (a service another one waits for with "
+                           "condition: service_completed_successfully) may end"), c
+        if c.status == "exited":
+            continue  # a one-shot service that finished with 0
+        if c.status != "running" or c.health == "starting":
+            waiting = waiting or c
+    if waiting is not None:
+        return None, f"waiting for {waiting.name} ({waiting.health or waiting.status})", waiting
+    return True, "all containers running and healthy", None
+
+
+@dataclass(frozen=True)
+class RouterEvidence:
+    """One look at the new color's servers in the router (see `router_evidence`)."""
+
+    to_arm: tuple[str, ...]  # resolved servers not yet forced down at their current address
+    armed: Mapping[str, str]  # server name -> address, once `to_arm` is armed: the next look's input
+    waiting: tuple[ContainerState, ...]  # routed containers without a passing server at their address
+    last_check: str = ""  # what the router's last check of a waiting container said, e.g. "L7STS 500"
+
+    @property
+    def ready(self) -> bool:
+        return not self.to_arm and not self.waiting
+
+
+def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
+                    routed: Sequence[ContainerState]) -> RouterEvidence:
+    """Pure. `servers` are the new color's backend servers; `armed` what earlier looks armed;
+    `routed` the running containers of the routed service. A server counts only once armed at
+    the address it has now (a server that went unresolved and came back is armed again)."""
+    now: dict[str, str] = {}
+    to_arm: list[str] = []
+    passing: set[str] = set()
+    checks: dict[str, str] = {}
+    for s in servers:
+        if not s.resolved or not s.address:
+            continue
+        now[s.name] = s.address
+        if armed.get(s.name) != s.address:
+            to_arm.append(s.name)
+        elif s.passing:
+            passing.add(s.ip)
+        elif s.check_status:
+            checks[s.ip] = f"{s.status}, last check {s.check_status} {s.check_code or ''}".rstrip()
+    waiting = tuple(c for c in routed if not set(c.ips) & passing)
+    last = next((checks[ip] for c in waiting for ip in c.ips if ip in checks), "")
+    return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
+
+
+def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
+               timeout: float, tick: Callable[[str], None] = lambda _m: None,
+               jobs: Collection[str] | None = None) -> GateResult:
+    """Wait until the color's containers are ready and, for each route (`routes[i]` is the
+    service behind route i), the router's own checks pass at the address of every running
+    container of that service. Every route must pass: they switch together."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last = ""
+    armed: dict[int, Mapping[str, str]] = {}
+    while True:
+        containers = engine.project_containers(project)
+        verdict, reason, culprit = container_verdict(containers, jobs)
+        if verdict is False:
+            return GateResult(False, reason, culprit, time.monotonic() - start)
+        if router is not None and routes:
+            # Arming starts as soon as servers resolve, while the containers still start.
+            servers = [s for s in router.stats().servers if s.backend == color]
+            for i, service in enumerate(routes):
+                routed = [c for c in containers if c.service == service and c.status == "running"]
+                evidence = router_evidence([s for s in servers if s.route == i], armed.get(i, {}), routed)
+                router.arm(backend_name(color, i), list(evidence.to_arm))
+                armed[i] = evidence.armed
+                if verdict is True and (not routed or not evidence.ready):
+                    verdict = None
+                    culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
+                    reason = _router_reason(service, evidence, routed)
+        if verdict is True:
+            return GateResult(True, "healthy", None, time.monotonic() - start)
+        if reason != last:
+            tick(reason)
+            last = reason
+        if time.monotonic() >= deadline:
+            return GateResult(False, f"not healthy after {timeout:g}s: {reason}", culprit, time.monotonic() - start)
+        time.sleep(POLL)
+
+
+def _router_reason(service: str, evidence: RouterEvidence, routed: Sequence[ContainerState]) -> str:
+    if not routed:
+        return f"no running {service} container"
+    passing = len(routed) - len(evidence.waiting)
+    note = f" ({evidence.last_check})" if evidence.last_check else ""
+    return f"router check of {service} passing on {passing}/{len(routed)}{note}"

@@ -1,0 +1,74 @@
+"""Prune: remove release images beyond `keep`. Never a volume, never the live release's
+images nor those of the release `rollback` would pick, never an image immutdock did not
+build for this app. The records of releases whose images are gone are compacted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from immutdock import labels as L
+from immutdock.targets import ledger
+from immutdock.apply.build import is_pin
+from immutdock.gateways.engine import Engine
+from immutdock.errors import ConfigError
+from immutdock.targets.ledger import Record
+from immutdock.targets.observe import AppState
+from immutdock.plan.release import rollback_target
+from immutdock.identity.redact import Redactor
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    keep: tuple[str, ...]  # release ids whose images stay
+    remove: tuple[str, ...]  # image references
+
+
+def plan_prune(state: AppState, keep: int) -> PrunePlan:
+    """Pure: which image references to remove."""
+    ok = [r for r in state.records if r.outcome == "ok"]
+    kept: list[Record] = ok[-keep:] if keep > 0 else []
+    live = state.live_release
+    protected = {r.id for r in kept} | {r.id for r in ok[-2:]}
+    if live:
+        protected.add(live)
+    try:  # the release `immutdock rollback` would pick stays, however old it is
+        protected.add(rollback_target(state, None).id)
+    except ConfigError:
+        pass
+    keep_refs = {ref for r in state.records if r.id in protected for ref in r.images.values()}
+    for cs in state.colors.values():  # whatever runs now stays
+        keep_refs.update(c.image for c in cs)
+    keep_refs.update(c.image for c in state.state)
+    candidates = {ref for r in state.records for ref in r.images.values()} - keep_refs
+    return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)))
+
+
+def compact_records(engine: Engine, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
+    """Drop the model of every record one of whose images is gone (it cannot be rolled back to;
+    its id, time, images, git revision and outcome stay), and redact models written before
+    digests. Returns the release ids rewritten."""
+    present: dict[str, bool] = {ref: False for ref in removed}
+
+    def gone(ref: str) -> bool:
+        if ref not in present:
+            present[ref] = engine.image_id(ref) is not None
+        return not present[ref]
+
+    return ledger.tidy(engine, app, list(state.records), redactor, gone)
+
+
+def owned(engine: Engine, app: str, ref: str) -> bool:
+    """The image is on the engine and immutdock built or pinned it for this app (a database's
+    public image is the registry's to keep: never pruned, never archived)."""
+    found = engine.inspect_image(ref)
+    return found is not None and (((found.get("Config") or {}).get("Labels") or {}).get(L.APP) == app
+                                  or is_pin(app, ref))
+
+
+def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
+    removed = []
+    for ref in plan.remove:
+        if owned(engine, app, ref):
+            engine.remove_image(ref)
+            removed.append(ref)
+    return removed

@@ -1,0 +1,218 @@
+"""The router gateway: HAProxy's runtime API, reached with `docker exec router-ctl ...`.
+
+Nothing here is published on the host; the admin socket lives inside the container."""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+
+from immutdock.gateways.docker_exec import ExecSession
+from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.errors import EngineError
+from immutdock.plan.render import backend_name
+
+LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
+UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before HAProxy takes it
+ROUTER_ENTRYPOINT = "/usr/local/bin/router-entrypoint"  # in the router image; `... check` checks its config
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+_SEND = f'printf "%s\\n" "$1" | socat -t 2 stdio UNIX-CONNECT:{ADMIN_SOCKET}'  # $1: one line of commands
+FALLBACK = "fb"  # the prefix of a fallback server's name: fb<token>_<the old color's server>
+_FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
+_ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
+# A fallback server's checks: as often as render.haproxy_config checks every server; one slow
+# check under load does not take it down (it is the old color's: down only when that one is).
+_CHECK = "check inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3"
+
+
+@dataclass(frozen=True)
+class Server:
+    backend: str  # the color: blue | green
+    name: str
+    status: str  # UP | DOWN | MAINT (resolution) | "UP 1/2" (going down) | "DOWN 1/2" (going up) | ...
+    sessions: int
+    address: str  # "IP:PORT", "" while unresolved
+    check_status: str = ""  # the last health check: L7OK | L7STS | L4CON | INI | "" (none yet) ...
+    check_code: int | None = None  # the HTTP status the last check got
+    route: int = 0  # which of the router's routes this server is behind
+
+    @property
+    def resolved(self) -> bool:
+        return "resolution" not in self.status.lower()
+
+    @property
+    def ip(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def passing(self) -> bool:
+        """UP, and the last check HAProxy itself ran passed: an HTTP answer its expect rule passes
+        (2xx on a health path the user set, below 500 on GET / otherwise), or on a TCP route a
+        connection made. Not a state set by DNS alone."""
+        if self.status != "UP":
+            return False
+        return (self.check_status == "L7OK" and self.check_code is not None) or self.check_status == "L4OK"
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    servers: tuple[Server, ...]
+    sessions: dict[str, int]  # backend -> current sessions (requests in flight)
+    backups: tuple[Server, ...] = ()  # the fallback: the other color's servers in this color's backends
+
+    def up(self, color: str, route: int | None = None) -> list[Server]:
+        return [s for s in self.servers if s.backend == color and s.status.startswith("UP")
+                and (route is None or s.route == route)]
+
+    def resolved(self, color: str) -> list[Server]:
+        return [s for s in self.servers if s.backend == color and s.resolved]
+
+
+_BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # render.backend_name
+
+
+def parse_stat(csv_text: str) -> BackendStats:
+    """Parse HAProxy's `show stat` CSV (pure). A backend's fallback servers (Router.fallback_on)
+    are the other color's: they are not among its servers, and the requests they carry count as
+    that other color's."""
+    text = csv_text.lstrip("# ")
+    servers: list[Server] = []
+    backups: list[Server] = []
+    sessions: dict[str, int] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        name = row.get("svname", "")
+        found = _BACKEND.fullmatch(row.get("pxname", ""))
+        if not found:
+            continue
+        backend, route = found.group(1), int(found.group(2) or 0)
+        scur = int(row.get("scur") or 0)
+        if name == "BACKEND":
+            sessions[backend] = sessions.get(backend, 0) + scur
+        elif name != "FRONTEND":
+            code = row.get("check_code") or ""
+            server = Server(backend=backend, name=name, status=row.get("status", ""), sessions=scur,
+                            address=row.get("addr", ""), check_status=row.get("check_status") or "",
+                            check_code=int(code) if code.isdecimal() else None, route=route)
+            if row.get("bck") != "1" or not _FALLBACK_NAME.fullmatch(name):  # a custom router's own backups stay
+                servers.append(server)
+                continue
+            backups.append(server)  # the other color's server: what it carries is that color's to drain
+            other = "green" if backend == "blue" else "blue"
+            sessions[other] = sessions.get(other, 0) + scur
+            sessions[backend] = sessions.get(backend, 0) - scur
+    return BackendStats(servers=tuple(servers), sessions=sessions, backups=tuple(backups))
+
+
+class Router:
+    def __init__(self, engine: Engine, container: ContainerState) -> None:
+        self.engine = engine
+        self.container = container
+        self._session: ExecSession | None = None
+
+    def open(self) -> "Router":
+        """Keep a shell open in the router, so the switch later skips exec's start-up."""
+        if self._session is None:
+            self._session = ExecSession(self.engine, self.container.id)
+        return self
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _ctl(self, *args: str) -> str:
+        """Run router-ctl with `args`, each one word (never read by a shell)."""
+        return self._run(["router-ctl", *args])
+
+    def _run(self, argv: list[str]) -> str:
+        if self._session is not None:
+            code, out = self._session.run(argv)
+        else:
+            code, out = self.engine.exec(self.container.id, argv)
+        if code != 0:
+            raise EngineError(f"{shlex.join(argv)} failed: {out.strip()[-300:]}",
+                              "check the router with `docker logs` on its container")
+        return out
+
+    def live(self) -> str | None:
+        """The color the live link names. The engine gives the link's target resolved in the
+        container ("/var/lib/router/green"), whatever the link holds."""
+        stat = self.engine.path_stat(self.container.id, LIVE_LINK)
+        color = posixpath.basename((stat or {}).get("linkTarget", ""))
+        return color if color in ("blue", "green") else None
+
+    def switch(self, color: str) -> None:
+        self._ctl("switch", color)
+
+    def fallback_on(self, color: str, token: str) -> int:
+        """Add the other color's passing servers to `color`'s backends as backup servers
+        (HAProxy's runtime API, nothing in the configuration changes): while every server of
+        `color` is down, requests go to them, and a request `color` refused is sent again to
+        them. Each is health-checked as `color`'s own servers are. `token` makes their names
+        unique (a fallback a killed run left cannot stand in the way). How many were added."""
+        stats = self.stats()
+        self._drop(stats.backups)
+        old = "green" if color == "blue" else "blue"
+        added = 0
+        for server in stats.servers:
+            if server.backend != old or not server.passing or not _ADDRESS.fullmatch(server.address):
+                continue
+            name = f"{backend_name(color, server.route)}/{FALLBACK}{token}_{server.name}"
+            answer = self._api(f"add server {name} {server.address} backup {_CHECK}")
+            if "New server registered" not in answer:
+                raise EngineError(f"HAProxy refused the fallback server {name}: {answer.strip()[-200:]}")
+            # It passed its own color's checks: up at once (not one failed check from down).
+            answer = self._api(f"enable health {name}; set server {name} health up; enable server {name}")
+            if answer.strip():
+                raise EngineError(f"HAProxy did not start the fallback server {name}: {answer.strip()[-200:]}")
+            added += 1
+        return added
+
+    def fallback_off(self) -> None:
+        """Remove every fallback server; one that still carries a request is only put in
+        maintenance (it takes no new one; the next fallback_on removes it)."""
+        self._drop(self.stats().backups)
+
+    def _drop(self, backups: tuple[Server, ...]) -> None:
+        for server in backups:
+            name = f"{backend_name(server.backend, server.route)}/{server.name}"
+            # One still holding a connection stays, in maintenance (it takes no new request).
+            self._api(f"disable server {name}; del server {name}")
+
+    def _api(self, line: str) -> str:
+        """One line to HAProxy's runtime API (admin socket), its answer. The line goes to the
+        shell as data, never as code."""
+        return self._run(["sh", "-c", _SEND, "sh", line])
+
+    def arm(self, backend: str, servers: list[str]) -> None:
+        """Force servers of a backend (blue, green_r1, ...) down: from now on only `rise` passing
+        checks in a row bring them up."""
+        if servers:
+            self._ctl("arm", backend, *servers)
+
+    def stats(self) -> BackendStats:
+        return parse_stat(self._ctl("stat"))
+
+    def settings(self) -> dict[str, str]:
+        """The settings HAProxy runs with (render.router_env's names)."""
+        return dict(line.split("=", 1) for line in self._ctl("settings").splitlines() if "=" in line)
+
+    def certificate(self) -> str | None:
+        """The SHA-1 fingerprint of the certificate HAProxy serves (hex, upper case), or None."""
+        found = re.search(r"SHA1 FingerPrint:\s*([0-9A-Fa-f]+)", self._ctl("cert"))
+        return found.group(1).upper() if found else None
+
+    def load_certificate(self, pem: bytes) -> None:
+        """Serve `pem` (certificate chain and key) from now on: uploaded into the router, then
+        swapped in by HAProxy's runtime API, with no reload and no connection dropped."""
+        self.engine.put_files(self.container.id, {UPLOAD: pem})
+        self._ctl("cert-load", UPLOAD)
+
+    def configure(self, env: dict[str, str]) -> None:
+        """Check new settings, then apply them by a seamless reload: listening sockets and the
+        live color's server states pass to the new HAProxy process; requests in flight finish."""
+        self._ctl("configure", *(f"{k}={v}" for k, v in sorted(env.items())))

@@ -1,0 +1,89 @@
+"""`immutdock doctor`: is everything immutdock drives here, in a version it can drive?
+
+Each check says what it found and, when something is missing or too old, how to get it.
+`judge` is pure; `run_checks` asks the engine, compose and buildx (the only side effects:
+reading their versions)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from immutdock import __version__, assets
+from immutdock.errors import ImmutdockError
+
+# The oldest versions immutdock uses features of: the engine API of Docker 20.10,
+# `compose up --wait-timeout` (2.17), `buildx build --provenance` (0.10).
+MINIMUM = {"engine": (20, 10), "compose": (2, 17), "buildx": (0, 10)}
+FIX = {
+    "engine": "install Docker Engine (Debian: apt-get install docker.io, or bash .ci/engine) and start it; "
+              "DOCKER_HOST picks another engine",
+    "compose": "install the compose v2 plugin into /usr/local/lib/docker/cli-plugins (bash .ci/engine does)",
+    "buildx": "install the buildx plugin into /usr/local/lib/docker/cli-plugins (bash .ci/engine does)",
+    "files": "reinstall immutdock from a wheel built by `pip wheel .`, or from the source checkout",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    found: str  # the version found, or what went wrong
+    fix: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "found": self.found, "fix": self.fix}
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    match = re.search(r"v?(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def judge(name: str, found: str | None, problem: str = "") -> Check:
+    """A check from what was found (None: nothing answered; `problem` says why)."""
+    if found is None:
+        return Check(name, False, problem or "not found", FIX[name])
+    version = parse_version(found)
+    minimum = MINIMUM[name]
+    if version is None:
+        return Check(name, False, f"{found} (no version number in it)", FIX[name])
+    if version < minimum:
+        return Check(name, False, f"{found} (needs {minimum[0]}.{minimum[1]} or newer)", FIX[name])
+    return Check(name, True, found)
+
+
+def _command_version(argv: list[str]) -> tuple[str | None, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return None, lines[-1] if lines else f"exit {proc.returncode}"
+    return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "", ""
+
+
+def run_checks() -> list[Check]:
+    from immutdock.gateways.compose import _compose_argv
+    from immutdock.gateways.engine import Engine
+
+    checks = [Check("immutdock", True, f"{__version__} (Python {sys.version.split()[0]})")]
+    try:
+        data = Engine().client.version()
+        checks.append(judge("engine", f"{data.get('Version', '?')} (API {data.get('ApiVersion', '?')})"))
+    except ImmutdockError as exc:
+        checks.append(judge("engine", None, exc.message))
+    try:
+        checks.append(judge("compose", *_command_version(_compose_argv() + ["version", "--short"])))
+    except ImmutdockError as exc:
+        checks.append(judge("compose", None, exc.message))
+    checks.append(judge("buildx", *_command_version(["docker", "buildx", "version"])))
+    for name in ("compose", "images", "volumes"):
+        try:
+            checks.append(Check(f"{name}/", True, str(assets.folder(name))))
+        except ImmutdockError as exc:
+            checks.append(Check(f"{name}/", False, exc.message, FIX["files"]))
+    return checks

@@ -1,0 +1,1 @@
+"""Config (pure): the user's compose file and x-immutdock block, loaded into a frozen, validated App."""

@@ -1,0 +1,200 @@
+"""The compose/buildx gateway: their CLIs, run as children that die with immutdock
+(immutdock.gateways.spawn), reading the project files immutdock renders into a private folder
+(immutdock.gateways.scratch) that holds no value from the environment: compose gets the values in its
+own environment (immutdock.identity.redact.externalized)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import yaml
+
+from immutdock import interrupts
+from immutdock.gateways import procs, scratch, spawn
+from immutdock.errors import BuildError, ConfigError, EngineError
+from immutdock.identity.redact import externalized
+
+_PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
+                "/usr/lib/docker/cli-plugins", str(Path.home() / ".docker/cli-plugins"))
+
+
+def _plugin_argv(name: str, missing: str) -> list[str]:
+    """A docker CLI plugin (compose, buildx) as its own binary when it can be found: it runs
+    on its own (no docker CLI start-up), and it is the child tied to immutdock's life."""
+    for folder in _PLUGIN_DIRS:
+        binary = Path(folder) / f"docker-{name}"
+        if os.access(binary, os.X_OK):
+            return [str(binary)]
+    if shutil.which("docker"):
+        return ["docker", name]
+    raise ConfigError("", missing, f"run bash .ci/engine, or install the {name} plugin")
+
+
+def _compose_argv() -> list[str]:
+    return _plugin_argv("compose", "docker compose v2 is not installed")
+
+
+def normalized_model(files: list[Path]) -> dict[str, Any]:
+    """`docker compose config --format json`: compose's interpretation of the user's files."""
+    path = files[0]
+    argv = _compose_argv() + [a for f in files for a in ("-f", str(f))] + ["config", "--format", "json"]
+    proc = spawn.run(argv, cwd=path.parent, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise ConfigError(path.name, lines[-1] if lines else "compose cannot read the file",
+                          "fix the compose file (compose's own check)")
+    return json.loads(proc.stdout)
+
+
+def _finish(proc: "subprocess.Popen[str]") -> tuple[str, str]:
+    """(stdout, stderr) of `proc`, waited for in short waits: a thread asked to stop
+    (interrupts.checkpoint) stops it too, SIGTERM first."""
+    try:
+        while True:
+            try:
+                return proc.communicate(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                interrupts.checkpoint()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
+SURVIVOR_WAIT = 300  # seconds a compose up waits for one a killed immutdock left running on its project
+
+
+def _wait_for_survivor(project: str) -> None:
+    """Wait while a compose up of `project` that outlived a killed immutdock (a stateful
+    recreate) still runs here: two on one project would race for its containers."""
+    deadline = time.monotonic() + SURVIVOR_WAIT
+    while procs.with_args("--project-name", project, "up") and time.monotonic() < deadline:
+        interrupts.checkpoint()
+        time.sleep(0.2)
+
+
+class Compose:
+    """compose and buildx on one target engine. `hidden`: values (the app's, see
+    redact.hidden_values) that the rendered files must not hold besides environment values."""
+
+    def __init__(self, host: str | None = None, hidden: Iterable[str] = ()) -> None:
+        self.host = host
+        self.hidden = frozenset(hidden)
+        self._dir: Path | None = None  # rendered compose files; made on first use, removed by close()
+        scratch.reap_once()  # the folders of runs that were killed
+
+    @property
+    def _workdir(self) -> Path:
+        if self._dir is None:
+            self._dir = scratch.folder()
+        return self._dir
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _project(self, project: str, model: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """compose's argv for `project`, its file written (no value in it), and the environment
+        that gives compose the values."""
+        placed, values = externalized(dict(model), self.hidden)
+        path = self._workdir / f"{project}.yaml"
+        scratch.write(path, yaml.safe_dump(placed, sort_keys=False))
+        env = {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {}), **values}
+        return _compose_argv() + ["--file", str(path), "--project-name", project], env
+
+    def _compose(self, argv: list[str], env: Mapping[str, str], stoppable: bool = True) -> tuple[int, str, str]:
+        """Run compose in its own session: a Ctrl-C at the terminal reaches immutdock only,
+        which stops compose itself unless the step is one that must finish (`interrupts.whole`)
+        or is not `stoppable` (a clean-up)."""
+        proc = spawn.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(env), start_new_session=True)
+        out, err = _finish(proc) if stoppable else proc.communicate()
+        return proc.returncode, out, err
+
+    def _compose_surviving(self, argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+        """Run compose so that it finishes even when immutdock dies meanwhile (a stateful
+        recreate must never stop half-way): not tied to immutdock's life, in its own session,
+        its output in a file of the private folder rather than a pipe (compose would die at its
+        next write into a pipe whose reader died)."""
+        log = self._workdir / f"compose-{os.getpid()}-{id(argv)}.log"
+        fd = os.open(log, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w+", encoding="utf-8", errors="replace") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=dict(env),
+                                        start_new_session=True)
+                code = proc.wait()
+                out.seek(0)
+                return code, "", out.read()
+        finally:
+            log.unlink(missing_ok=True)
+
+    def up(self, project: str, model: Mapping[str, Any], *, wait: bool = False, timeout: int | None = None,
+           surviving: bool = False) -> None:
+        """Create and start the project's containers, recreating only what changed. With
+        `surviving`, compose finishes even when immutdock is killed meanwhile."""
+        _wait_for_survivor(project)
+        argv, env = self._project(project, model)
+        argv += ["up", "--detach", "--no-build", "--remove-orphans", "--pull", "never"]
+        if wait:
+            argv += ["--wait"] + (["--wait-timeout", str(timeout)] if timeout else [])
+        code, _out, err = self._compose_surviving(argv, env) if surviving else self._compose(argv, env)
+        if code != 0:
+            raise EngineError(f"compose up {project} failed: {_tail(err)}",
+                              "see the message above; nothing of the live release was changed")
+
+    def run_once(self, project: str, model: Mapping[str, Any], service: str, command: list[str]) -> tuple[bool, str]:
+        """Run `command` in a throwaway container of `service`; (succeeded, output)."""
+        interrupts.checkpoint()
+        argv, env = self._project(project, model)
+        try:
+            code, out, err = self._compose(argv + ["run", "--no-TTY", "--no-deps", "--rm", service, *command], env)
+            return (True, out.removesuffix("\n")) if code == 0 else (False, out + err)
+        finally:
+            self._compose(argv + ["down", "--remove-orphans"], env, stoppable=False)
+
+    def build(self, context: Path, *, dockerfile: Path, tag: str, labels: Mapping[str, str],
+              args: Mapping[str, str], target: str | None, secrets: list[str],
+              build_contexts: Mapping[str, str], cache: bool = True) -> Iterator[str]:
+        """Build with BuildKit into the engine's image store, yielding progress lines; without
+        `cache`, every step runs again (--no-cache)."""
+        argv = _plugin_argv("buildx", "docker buildx is not installed")
+        argv += ["buildx"] if argv[0] == "docker" else []
+        argv += ["build", "--progress", "plain", "--provenance=false", "--load", "--file", str(dockerfile),
+                 "--tag", tag]
+        for flag, pairs in (("--label", labels), ("--build-arg", args), ("--build-context", build_contexts)):
+            argv += [a for k, v in pairs.items() for a in (flag, f"{k}={v}")]
+        argv += [a for s in secrets for a in ("--secret", s)] + (["--target", target] if target else [])
+        argv += ([] if cache else ["--no-cache"]) + [str(context)]
+        env = {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {})}
+        lines: list[str] = []
+        proc = spawn.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, errors="replace", env=env)
+        try:
+            for line in proc.stdout or ():
+                lines.append(line)
+                yield line.rstrip("\n")
+            if proc.wait() != 0:
+                raise BuildError(f"building {tag} failed: {_tail(''.join(lines[-5:]))}",
+                                 "fix the Dockerfile or build context; the live release is untouched",
+                                 details="".join(lines[-30:]))
+        finally:
+            if proc.poll() is None:  # the caller stopped reading (an interrupt)
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _tail(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1][:400] if lines else "no output"

@@ -1,0 +1,1 @@
+"""Identity (pure): the content hashes that name images, and the digests that keep values out of records."""

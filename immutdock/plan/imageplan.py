@@ -1,0 +1,39 @@
+"""What a release does about one image, as plain data (planned by immutdock.apply.build)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from immutdock.identity.buildhash import BuildInputs
+from immutdock.config.model import BuildSpec
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """One image to have on the engine: built now, or already there (cached); or, for an
+    image-only service (`source`), pulled and pinned by its ID under the app's own tag
+    (`<app>-<service>:id-<ID>`), or, for a stateful one (`pinned` False), run as the file names it."""
+
+    service: str
+    repository: str
+    tag: str
+    content_hash: str  # a pulled image's: its image ID
+    cached: bool  # built: the tag holds this content; pulled: the pin holds this ID
+    image_id: str | None
+    spec: BuildSpec | None  # None for a pulled image
+    missing_base: str | None = None  # an image the engine lacks, planned without pulling it
+    source: str | None = None  # a pulled image: the file's image:
+    pinned: bool = True  # a pulled image runs under its pin (the colors' services), else as `source`
+    inputs: BuildInputs | None = field(default=None, compare=False, repr=False)  # a build's, as hashed
+
+    @property
+    def image(self) -> str:
+        return f"{self.repository}:{self.tag}" if self.pinned else str(self.source)
+
+    def as_json(self) -> dict[str, object]:
+        found: dict[str, object] = {"service": self.service, "image": self.image, "content_hash": self.content_hash,
+                                    "cached": self.cached, "image_id": self.image_id,
+                                    "missing_base": None if self.source else self.missing_base}
+        if self.source:
+            found.update(pulled_from=self.source, missing=self.missing_base is not None)
+        return found

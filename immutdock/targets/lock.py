@@ -1,0 +1,142 @@
+"""One release at a time per app, held on the target engine.
+
+The lock is a created-but-never-started container named `immutdock.<app>.lock`: the engine
+refuses a second container of that name, atomically, whoever asks from wherever.
+
+Who holds it is told by labels. A holder is known to be alive or gone only when it ran in
+this process namespace of this boot of this machine (boot id + PID namespace, not hostname,
+which containers share) and its PID still names the same process (its start time, so a
+reused PID is not taken for the holder)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import io
+import os
+import socket
+import tarfile
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from immutdock import labels as L
+from immutdock.gateways.engine import Engine
+from immutdock.errors import ConfigError, LockHeld
+from immutdock.gateways.procs import machine_id, start_time
+
+LOCK_IMAGE = "immutdock-lock:1"  # an empty image: the lock container is never started
+_H = f"{L.PREFIX}.lock"
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    user: str
+    since: str
+    command: str
+    machine: str = ""  # procs.machine_id() of the holder
+    start: str = ""  # start_time() of the holder
+    lock_id: str = ""  # the lock container's ID
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid} ({self.command}) since {self.since}"
+
+    def liveness(self, machine: str, start_of: Callable[[int], str]) -> bool | None:
+        """True: alive; False: gone; None: cannot tell from here (another machine or namespace)."""
+        if not self.machine or not self.start or self.machine != machine:
+            return None
+        return start_of(self.pid) == self.start
+
+    def is_gone(self) -> bool:
+        return self.liveness(machine_id(), start_time) is False
+
+    def is_alive(self) -> bool:
+        return self.liveness(machine_id(), start_time) is True
+
+
+def lock_name(app: str) -> str:
+    return f"immutdock.{app}.lock"
+
+
+def _holder(labels: Mapping[str, str], lock_id: str = "") -> Holder:
+    return Holder(host=labels.get(f"{_H}.host", "?"), pid=int(labels.get(f"{_H}.pid", "0") or 0),
+                  user=labels.get(f"{_H}.user", "?"), since=labels.get(f"{_H}.since", "?"),
+                  command=labels.get(f"{_H}.command", "?"), machine=labels.get(f"{_H}.machine", ""),
+                  start=labels.get(f"{_H}.start", ""), lock_id=lock_id)
+
+
+def holder_of(labels: Mapping[str, str]) -> Holder:
+    """Who a lock container's labels say holds it."""
+    return _holder(labels)
+
+
+def _my_labels(app: str, command: str) -> dict[str, str]:
+    return {L.APP: app, L.ROLE: "lock", f"{_H}.host": socket.gethostname(), f"{_H}.pid": str(os.getpid()),
+            f"{_H}.user": getpass.getuser(), f"{_H}.command": command, f"{_H}.machine": machine_id(),
+            f"{_H}.start": start_time(os.getpid()),
+            f"{_H}.since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _empty_image_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("immutdock-lock")
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        tar.addfile(info)
+    return buf.getvalue()
+
+
+def current_holder(engine: Engine, app: str) -> Holder | None:
+    found = engine.marker(lock_name(app))
+    return _holder(found[1], found[0]) if found is not None else None
+
+
+def _is_mine(holder: Holder) -> bool:
+    return holder.pid == os.getpid() and holder.machine == machine_id() and holder.start == start_time(os.getpid())
+
+
+def ensure_image(engine: Engine) -> None:
+    """The empty image markers are made of (the lock, the mark of a recreate)."""
+    if engine.image_id(LOCK_IMAGE) is None:
+        engine.import_image(_empty_image_tar(), LOCK_IMAGE, ["LABEL io.immutdock.role=lock-image"])
+
+
+def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:
+    ensure_image(engine)
+    me = _my_labels(app, command)
+    for _attempt in range(3):
+        if engine.create_marker(lock_name(app), LOCK_IMAGE, me):
+            return
+        holder = current_holder(engine, app)
+        if holder is None:
+            continue  # released between our two calls
+        if holder.is_gone():
+            warn(f"taking over the lock of {app}: its holder {holder.describe()} is gone")
+            # Remove that very lock (by ID): if another taker already replaced it, this removes nothing.
+            engine.remove_marker(holder.lock_id)
+            continue
+        raise LockHeld(f"another release of {app} is running: {holder.describe()}",
+                       "wait for it, or if it died on another machine run `immutdock unlock`")
+    raise LockHeld(f"could not take the lock of {app}", "retry, or run `immutdock unlock`")
+
+
+def release(engine: Engine, app: str) -> None:
+    holder = current_holder(engine, app)
+    if holder is not None and _is_mine(holder):
+        engine.remove_marker(holder.lock_id)
+
+
+def unlock(engine: Engine, app: str, force: bool, warn: Callable[[str], None]) -> Holder | None:
+    """Remove the lock after saying who held it; a holder alive on this machine needs `force`."""
+    holder = current_holder(engine, app)
+    if holder is None:
+        return None
+    if holder.is_alive():
+        if not force:
+            raise ConfigError("unlock", f"the lock of {app} is held by a running process: {holder.describe()}",
+                              "wait for it to finish, or pass --force if you are sure")
+        warn(f"removing the lock of a running process: {holder.describe()}")
+    engine.remove_marker(holder.lock_id)
+    return holder
