@@ -1,10 +1,10 @@
-"""Releases to SSH hosts: one host or a fleet, the same flow as on the local engine.
+"""A command's places, released: the local engine (a list of one), or a target's hosts.
 
-Each host answers the targets' questions as the local engine does (its router, colors,
-state project, volumes, records and lock live on it), reached over SSH (ssh.py). What
-differs is how images arrive: they are planned and built once, on this machine's engine (so
-every host gets the same tags), and shipped to the hosts that lack them (ship.py), or pushed
-to the registry the target names and pulled by those hosts (registry.py).
+Each place answers the questions of immutdock.targets.base (its router, colors, state
+project, volumes, records and lock live on it). A place that builds its own images (the local
+engine) releases whole by itself: its Deployer plans, locks, builds and goes live. For the
+others, images are planned and built once on this machine's engine (so every place gets the
+same tags) and delivered by each place's Images (shipped, or through the target's registry).
 
 A fleet is locked whole (every host's lock, taken in a fixed order) before anything
 changes; then the canary hosts are released, then the rest `parallel` at a time. The first
@@ -15,114 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import interrupts
-from immutdock.targets.base import Target as Place
-from immutdock.targets.engine import engine_target
-from immutdock.targets import ledger, lock, registry, ship
-from immutdock.gateways import ssh
 from immutdock.apply.build import plan_app_images
-from immutdock.gateways.compose import Compose
-from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError, EngineError, ImmutdockError, Interrupted, LockHeld
-from immutdock.gateways.files import Bar
-from immutdock.config.model import App, Target
-from immutdock.config.settings import ssh_host
-from immutdock.targets.engine import EngineRuntime
-from immutdock.plan.release import image_refs
 from immutdock.apply.release import Deployer, Outcome, Prepared
+from immutdock.config.model import App
+from immutdock.config.model import Target as Policy
+from immutdock.errors import EngineError, ImmutdockError, Interrupted, LockHeld
+from immutdock.gateways.engine import Engine
+from immutdock.gateways.files import Bar
+from immutdock.plan.release import ReleasePlan, image_refs
+from immutdock.targets import ledger, lock, registry, ship
+from immutdock.targets.base import Images, Target
+from immutdock.targets.images import Delivery
+from immutdock.targets.ship import size_text
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class Host:
-    """An open connection to one host, its engine forwarded here."""
-
-    name: str
-    engine: Engine
-    compose: Compose
-    _conn: Any
-    _tunnel: ssh.DockerTunnel
-
-    def close(self) -> None:
-        self.compose.close()
-        self._tunnel.close()
-        self._conn.close()
-
-    @property
-    def stalled(self) -> str:
-        """Why the host counts as gone ("" while it answers): see ssh.DockerTunnel._watch."""
-        return self._tunnel.stalled
-
-    @property
-    def target(self) -> Place:
-        """The host as a Target (closed by its fleet's session, not by the Target)."""
-        return engine_target(EngineRuntime(self.name, self.engine, self.compose,
-                                                   why_stalled=lambda: self.stalled))
-
-
-def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Target | None:
-    """The target a command names (--target NAME, or --host for a one-off); None: the local engine."""
-    if target and hosts:
-        raise ConfigError("--host", "given with --target", "use one: --target NAME, or --host ssh://user@host")
-    if hosts:
-        names = [ssh_host(h, "--host") for h in hosts]  # the checks a file's targets get
-        return Target(name="(--host)", hosts=tuple(dict.fromkeys(names)), parallel=len(names))
-    if target is None:
-        return None
-    found = app.settings.targets.get(target)
-    if found is None:
-        known = ", ".join(sorted(app.settings.targets)) or "none"
-        raise ConfigError("--target", f"{target!r} is not a target of {app.compose_file.name} (known: {known})",
-                          "add it under x-immutdock.targets, or pass --host ssh://user@host")
-    return found
-
-
-def open_hosts(target: Target, identity: Path | None, accept_new: bool,
-               hidden: frozenset[str] = frozenset()) -> list[Host]:
-    """Connect to every host (in parallel), each key checked and its Docker usable; all or
-    none: a host that cannot be reached closes the others and stops the command. `hidden`:
-    the app's values its rendered compose files must not hold (see Compose)."""
-
-    def one(text: str) -> Host:
-        spec = ssh.parse_host(text)
-        conn = ssh.connect(spec, identity, accept_new)
-        try:
-            ssh.check_docker(conn, spec)
-            tunnel = ssh.DockerTunnel(conn, lambda: ssh.connect(spec, identity, accept_new))
-        except BaseException:
-            conn.close()
-            raise
-        return Host(name=spec.name, engine=Engine(tunnel.url, name=spec.name), compose=Compose(tunnel.url, hidden),
-                    _conn=conn, _tunnel=tunnel)
-
-    opened: list[Host] = []
-    failure: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=min(8, len(target.hosts))) as pool:
-        futures = [pool.submit(one, h) for h in target.hosts]
-        for fut in futures:
-            try:
-                opened.append(fut.result())
-            except BaseException as exc:  # noqa: BLE001 - the first failure is raised below
-                failure = failure or exc
-    if failure is not None:
-        close_hosts(opened)
-        raise failure
-    return opened
-
-
-def close_hosts(hosts: Sequence[Host]) -> None:
-    for h in hosts:
-        try:
-            h.close()
-        except Exception:  # noqa: BLE001 - closing never hides the command's own outcome
-            pass
 
 
 @dataclass
@@ -134,6 +45,7 @@ class HostResult:
     bytes: int = 0
     seconds: float = 0.0
     message: str = ""
+    detail: Outcome | None = None  # the place's own outcome (what the local engine reports)
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "release": self.release, "color": self.color, "outcome": self.outcome,
@@ -161,26 +73,38 @@ class FleetOutcome:
 
 
 class Fleet:
-    """One command over a target's hosts, opened."""
+    """One command over its places, opened (`policy`: the target that names them, None for
+    the local engine)."""
 
-    def __init__(self, app: App, target: Target, hosts: list[Host], builder: Engine, say: Say, warn: Say,
-                 shipping: ship.Progress = lambda *_a: None) -> None:
+    def __init__(self, app: App, policy: Policy | None, targets: list[Target], builder: Engine, say: Say,
+                 warn: Say, shipping: ship.Progress = lambda *_a: None) -> None:
         self.app = app
-        self.target = target
-        self.hosts = hosts
+        self.policy = policy
+        self.name = policy.name if policy is not None else targets[0].name
+        self.targets = targets
         self.builder = builder
         self.say = say
         self.warn = warn
         self.shipping = shipping
 
-    def deployer(self, host: Host, prepared: Prepared | None = None, hold_lock: bool = False) -> Deployer:
-        """A Deployer on `host`; the fleet holds the host's lock unless `hold_lock` (the
+    @property
+    def builds_itself(self) -> bool:
+        """One place that builds its own images: its Deployer does the whole command itself
+        (plans, locks, builds, goes live), and what it says is not prefixed with its name."""
+        return len(self.targets) == 1 and self.targets[0].images.builds_here
+
+    def deployer(self, target: Target, prepared: Prepared | None = None, hold_lock: bool = False) -> Deployer:
+        """A Deployer on `target`; the fleet holds the target's lock unless `hold_lock` (the
         Deployer takes it itself)."""
-        one = len(self.hosts) == 1
-        return Deployer(self.app, host.target,
-                        self.say if one else (lambda m, h=host.name: self.say(f"{h}: {m}")),
-                        self.warn if one else (lambda m, h=host.name: self.warn(f"{h}: {m}")),
+        one = len(self.targets) == 1
+        return Deployer(self.app, target,
+                        self.say if one else (lambda m, h=target.name: self.say(f"{h}: {m}")),
+                        self.warn if one else (lambda m, h=target.name: self.warn(f"{h}: {m}")),
                         builder=self.builder, prepared=prepared, hold_lock=hold_lock)
+
+    def named(self, target: Target, message: str) -> str:
+        """`message` about `target`, prefixed with its name unless it is the local engine alone."""
+        return message if self.builds_itself else f"{target.name}: {message}"
 
     # -- the whole-target lock ----------------------------------------------------------------
     def locked(self, command: str) -> "_FleetLock":
@@ -190,25 +114,38 @@ class Fleet:
     def _checked(self) -> Deployer:
         """The first host's Deployer, once the file is found able to release (a router, a
         usable certificate): a bad file stops here, before any host changes."""
-        first = self.deployer(self.hosts[0])
+        first = self.deployer(self.targets[0])
         first._require_router()
         first.certificate()
         return first
 
-    def release(self) -> FleetOutcome:
+    def _whole(self, kind: str, run: Callable[[Deployer], Outcome]) -> FleetOutcome:
+        """The command done by the one place's Deployer, whole (it takes its own lock); its
+        failures are its own."""
+        t0 = time.monotonic()
+        target = self.targets[0]
+        outcome = run(self.deployer(target, hold_lock=True))
+        row = HostResult(host=target.name, outcome=outcome.outcome, release=outcome.release, color=outcome.color,
+                         seconds=time.monotonic() - t0, message=outcome.message, detail=outcome)
+        return FleetOutcome(target=self.name, kind=kind, hosts=[row], seconds=row.seconds)
+
+    def release(self, observed: Callable[[], Any] | None = None) -> FleetOutcome:
+        """Release the file on every place; `observed`: the state the local engine's release
+        starts from, read ahead (see Deployer.release)."""
+        if self.builds_itself:
+            return self._whole("release", lambda d: d.release(observed=observed))
         t0 = time.monotonic()
         first = self._checked()
-        result = FleetOutcome(target=self.target.name, kind="release",
-                              hosts=[HostResult(host=h.name) for h in self.hosts])
+        result = FleetOutcome(target=self.name, kind="release", hosts=[HostResult(host=t.name) for t in self.targets])
         with self.locked("release"):
             images = plan_app_images(self.app, self.builder, True, self.say)
             router_plan = first._router_image_plan()
-            deployers = {h.name: self.deployer(h, Prepared(tuple(images), router_plan)) for h in self.hosts}
-            plans = dict(zip(deployers, self.each(lambda h: deployers[h.name].plan())))
-            behind = [h.name for h in self.hosts if not plans[h.name][0].noop]
+            deployers = {t.name: self.deployer(t, Prepared(tuple(images), router_plan)) for t in self.targets}
+            plans = dict(zip(deployers, self.each(lambda t: deployers[t.name].plan())))
+            behind = [t.name for t in self.targets if not plans[t.name][0].noop]
             # One number for the file's release across the fleet: the one hosts serving it have.
-            serving = [ledger.parse_release_id(plans[h.name][0].release) or 0 for h in self.hosts
-                       if h.name not in behind]
+            serving = [ledger.parse_release_id(plans[t.name][0].release) or 0 for t in self.targets
+                       if t.name not in behind]
             number = max(serving) if serving else \
                 max(state.highest_release_number() for _p, _r, state in plans.values()) + 1
             if behind:
@@ -225,73 +162,74 @@ class Fleet:
         result.seconds = time.monotonic() - t0
         return result
 
-    def plan(self) -> list[dict[str, Any]]:
-        """What a release would do on each host (reads only: nothing is pulled or built)."""
+    def plan(self, observed: Callable[[], Any] | None = None) -> list[ReleasePlan]:
+        """What a release would do on each place (reads only: nothing is pulled or built);
+        `observed`: as for `release`."""
+        if self.builds_itself:
+            return [self.deployer(self.targets[0]).plan(pull=False, observed=observed)[0]]
         first = self._checked()
         images = plan_app_images(self.app, self.builder, False)
         prepared = Prepared(tuple(images), first._router_image_plan(pull=False))
-
-        def one(host: Host) -> dict[str, Any]:
-            plan, _router, _state = self.deployer(host, prepared).plan(pull=False)
-            return {"host": host.name, **plan.as_json()}
-
-        return self.each(one)
+        return self.each(lambda t: self.deployer(t, prepared).plan(pull=False)[0])
 
     def rollback(self, to: str | None, archives: Mapping[str, Path] | None = None,
                  bar: Bar | None = None) -> FleetOutcome:
-        """Roll every host back (see Deployer.rollback); `archives`: each host's folder of
+        """Roll every place back (see Deployer.rollback); `archives`: each place's folder of
         `prune --archive`, where images it lacks are loaded from."""
+        if self.builds_itself:
+            return self._whole("rollback", lambda d: d.rollback(to, archive=(archives or {}).get(self.name),
+                                                                 bar=bar or (lambda _w, _d, _t: None)))
         t0 = time.monotonic()
         first = self._checked()
-        result = FleetOutcome(target=self.target.name, kind="rollback",
-                              hosts=[HostResult(host=h.name) for h in self.hosts])
+        result = FleetOutcome(target=self.name, kind="rollback", hosts=[HostResult(host=t.name) for t in self.targets])
         with self.locked("rollback"):
             router_plan = first._router_image_plan()
             if router_plan is not None:
                 if not router_plan.cached:
                     first.build((), router_plan)
-                self._deliver(result, [router_plan.image], [h.name for h in self.hosts])
+                self._deliver(result, [router_plan.image], [t.name for t in self.targets])
                 router_plan = dataclasses.replace(router_plan, cached=True)
-            deployers = {h.name: self.deployer(h, Prepared((), router_plan)) for h in self.hosts}
-            self._roll(result, [h.name for h in self.hosts], lambda name: deployers[name].rollback(
+            deployers = {t.name: self.deployer(t, Prepared((), router_plan)) for t in self.targets}
+            self._roll(result, [t.name for t in self.targets], lambda name: deployers[name].rollback(
                 to, archive=(archives or {}).get(name),
                 bar=(lambda w, d, t, n=name: bar(f"{n}: {w}", d, t)) if bar else (lambda _w, _d, _t: None)))
         result.seconds = time.monotonic() - t0
         return result
 
+    def deliver(self, refs: list[str], names: Sequence[str] | None = None) -> Delivery:
+        """Make the places `names` (default: all) hold `refs` as this machine's engine does,
+        each through its Images (one delivery per Images they share)."""
+        groups: dict[Images, dict[str, Engine]] = {}
+        for t in self.targets:
+            if names is None or t.name in names:
+                groups.setdefault(t.images, {})[t.name] = t.engine
+        done = Delivery()
+        for images, to in groups.items():
+            got = images.deliver(self.builder, to, refs, self.shipping, self.say)
+            done.verb, done.pushed = got.verb or done.verb, got.pushed or done.pushed
+            done.got.update(got.got)
+        return done
+
     def _deliver(self, result: FleetOutcome, refs: list[str], names: list[str]) -> None:
-        """Make the hosts `names` hold `refs` as this machine's engine does: shipped, or
-        through the target's registry; what each got goes in its row."""
-        engines = {h.name: h.engine for h in self.hosts if h.name in names}
-        if self.target.registry:
-            self.say(f"pushing images to {self.target.registry} for {len(names)} host(s) that may lack them")
-            result.pushed, moved = registry.through_registry(self.builder, engines, refs, self.target.registry,
-                                                              self.shipping)
-            if result.pushed.images:
-                self.say(f"pushed {len(result.pushed.images)} image(s) to {self.target.registry} "
-                         f"({result.pushed.layers_pushed} layer(s) pushed, {result.pushed.layers_present} already there)")
-            verb = "pulled"
-        else:
-            self.say(f"shipping images to {len(names)} host(s) that may lack them")
-            moved = ship.ship(self.builder, engines, refs, self.shipping)
-            verb = "shipped"
-        result.shipped = list(moved.values())
+        """`deliver`, and what each place got in its row."""
+        moved = self.deliver(refs, names)
+        result.pushed, result.shipped = moved.pushed, list(moved.got.values())
         for row in result.hosts:
-            if row.host in moved:
-                got = moved[row.host]
+            if row.host in moved.got:
+                got = moved.got[row.host]
                 row.bytes, row.seconds = got.bytes, got.seconds
                 if got.images:
-                    self.say(f"{row.host}: {verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
-                             f"{'sent' if verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")
+                    self.say(f"{row.host}: {moved.verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
+                             f"{'sent' if moved.verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")
 
     def _roll(self, result: FleetOutcome, behind: list[str], run: Callable[[str], Outcome]) -> None:
         """Run `run` on every host: canary hosts (of those behind) first, then the rest in
         batches of `parallel`; the first batch with a failure stops the rollout."""
         rows = {r.host: r for r in result.hosts}
-        canary = behind[:self.target.canary]
-        rest = [h.name for h in self.hosts if h.name not in canary]
-        batches = [[h] for h in canary] + [rest[i:i + self.target.parallel]
-                                           for i in range(0, len(rest), self.target.parallel)]
+        canary = behind[:self.policy.canary if self.policy else 0]
+        policy = self.policy or Policy(name=self.name, hosts=(self.name,))
+        rest = [t.name for t in self.targets if t.name not in canary]
+        batches = [[h] for h in canary] + [rest[i:i + policy.parallel] for i in range(0, len(rest), policy.parallel)]
         for batch in batches:
             failures: list[tuple[str, ImmutdockError]] = []
 
@@ -300,11 +238,11 @@ class Fleet:
                 try:
                     outcome = run(name)
                 except ImmutdockError as exc:
-                    stalled = next(h.stalled for h in self.hosts if h.name == name)
+                    stalled = next(t.runtime.stalled() for t in self.targets if t.name == name)
                     if stalled:  # what the engine saw is a closed connection; this is why
                         exc = EngineError(f"{name} stopped answering: {stalled}; its release was cut off "
                                           f"({exc.message})", "check the host; `immutdock status --target "
-                                          f"{self.target.name}` shows what it runs once it answers")
+                                          f"{self.name}` shows what it runs once it answers")
                     rows[name].outcome = "interrupted" if exc.exit_code == 130 else "failed"
                     rows[name].message = exc.one_line()
                     failures.append((name, exc))
@@ -338,9 +276,12 @@ class Fleet:
                 raise error
 
     # -- reading ----------------------------------------------------------------------------------
-    def each(self, fn: Callable[[Host], Any]) -> list[Any]:
-        """fn(host) for every host, in parallel, in the hosts' order."""
-        return interrupts.in_threads(fn, self.hosts)
+    def each(self, fn: Callable[[Target], Any]) -> list[Any]:
+        """fn(target) for every place, in parallel, in the places' order (one place: in this
+        thread, so that a Ctrl-C reaches it as it does a command on the local engine)."""
+        if len(self.targets) == 1:
+            return [fn(self.targets[0])]
+        return interrupts.in_threads(fn, self.targets)
 
 
 def _fleet_hint(exc: ImmutdockError, done: list[str], left: list[str]) -> str:
@@ -360,15 +301,15 @@ class _FleetLock:
     def __init__(self, fleet: Fleet, command: str) -> None:
         self.fleet = fleet
         self.command = command
-        self.taken: list[Host] = []
+        self.taken: list[Target] = []
 
     def __enter__(self) -> None:
-        for host in sorted(self.fleet.hosts, key=lambda h: h.name):
+        for host in sorted(self.fleet.targets, key=lambda t: t.name):
             try:
                 lock.acquire(host.engine, self.fleet.app.name, self.command, self.fleet.warn)
             except LockHeld as exc:
                 self._free()
-                raise LockHeld(f"{host.name}: {exc.message}", exc.hint) from None
+                raise LockHeld(self.fleet.named(host, exc.message), exc.hint) from None
             except BaseException:
                 self._free()
                 raise
@@ -382,17 +323,8 @@ class _FleetLock:
             try:
                 lock.release(host.engine, self.fleet.app.name)
             except ImmutdockError as exc:
-                self.fleet.warn(f"{host.name}: could not free the lock: {exc.message}")
+                self.fleet.warn(self.fleet.named(host, f"could not free the lock: {exc.message}"))
         self.taken.clear()
-
-
-def size_text(n: float) -> str:
-    """Bytes as a person reads them: 512 B, 258.4 KB, 132.0 MB."""
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def drift(live: dict[str, tuple[int, Any]]) -> list[str]:
@@ -402,14 +334,3 @@ def drift(live: dict[str, tuple[int, Any]]) -> list[str]:
         return []
     newest = max(live.values(), key=lambda v: v[0])[1]
     return [h for h, (_n, images) in live.items() if images != newest]
-
-
-@contextmanager
-def session(target: Target, identity: Path | None, accept_new: bool,
-            hidden: frozenset[str] = frozenset()) -> Iterator[list[Host]]:
-    """The target's hosts, opened for the length of a `with`."""
-    hosts = open_hosts(target, identity, accept_new, hidden)
-    try:
-        yield hosts
-    finally:
-        close_hosts(hosts)

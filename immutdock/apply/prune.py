@@ -4,6 +4,9 @@ build for this app. The records of releases whose images are gone are compacted.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from dataclasses import dataclass
 
 from immutdock import labels as L
@@ -15,6 +18,10 @@ from immutdock.targets.ledger import Record
 from immutdock.targets.observe import AppState
 from immutdock.plan.release import rollback_target
 from immutdock.identity.redact import Redactor
+
+if TYPE_CHECKING:
+    from immutdock.apply.release import Deployer
+    from immutdock.gateways.files import Bar
 
 
 @dataclass(frozen=True)
@@ -72,3 +79,30 @@ def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
             engine.remove_image(ref)
             removed.append(ref)
     return removed
+
+
+def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = None,
+                bar: Bar | None = None) -> dict[str, Any]:
+    """Prune the deployer's place (its lock held by the caller); with `archive`, what goes is
+    archived first (immutdock.apply.archive)."""
+    from immutdock.apply import archive as archives
+    from immutdock.targets.observe import observe
+
+    engine, app = deployer.engine, deployer.app
+    state = observe(engine, app.name)
+    result = plan_prune(state, keep or app.settings.keep)
+    archived = []
+    redactor = deployer.redactor(state)
+    if archive is not None:
+        going = set(result.remove)
+        for record in state.records:
+            refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
+                going & set(record.images.values()) else []
+            if going & set(refs):  # the manifest keeps the record as tidy leaves it: no value in clear
+                made = archives.write(engine, app.name, ledger.redacted(record, redactor), refs, archive, bar)
+                archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
+                                 "sha256": made.sha256, "images": list(made.image_ids)})
+    removed = apply_prune(engine, app.name, result)
+    compacted = compact_records(engine, app.name, state, removed, redactor)
+    return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
+            "archived": archived}

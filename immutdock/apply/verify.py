@@ -74,6 +74,26 @@ def pick_record(records: tuple[Record, ...], wanted: str | None, live: str | Non
     return found
 
 
+def check_release(app: App, engine: Engine, release_id: str | None,
+                  done: dict[tuple[str, str, str | None], ImageCheck],
+                  check: Callable[[str, str, dict[str, Any] | None], ImageCheck]) -> tuple[Record, list[ImageCheck]]:
+    """The release `release_id` (default: the live one) on `engine`, and each of its images
+    checked by check(service, ref, the image as the engine has it); `done` keeps the checks
+    made, so the same image on several engines is checked once."""
+    from immutdock.targets.observe import observe
+
+    state = observe(engine, app.name)
+    record = pick_record(state.records, release_id, state.live_record.id if state.live_record else None)
+    checks = []
+    for service, ref in sorted(record.images.items()):
+        found = engine.inspect_image(ref)
+        key = (service, ref, (found or {}).get("Id"))
+        if key not in done:
+            done[key] = check(service, ref, found)
+        checks.append(done[key])
+    return record, checks
+
+
 def check_image(app: App, engine: Engine, compose: Compose, service: str, ref: str, rebuild: bool, cache: bool,
                 say: Callable[[str], None], found: Mapping[str, Any] | None) -> ImageCheck:
     """Check one release image, `found` (its inspection where it runs; None when it is gone),

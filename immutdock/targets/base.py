@@ -12,12 +12,12 @@ kind of place it releases to.
 |                                   |           | live link, arm, stats, switch                     | the switch runs in every task of it                   |
 | what is a color?                  | Colors    | a compose project (up, down, its containers       | a stack (`docker stack deploy`, `docker stack rm`),   |
 |                                   |           | found by label)                                   | its tasks found by label                              |
-| how do images arrive?             | (fleet)   | built here; shipped (missing layers) or pulled    | shipped to each node, or pushed to the target's       |
-|                                   |           | through a registry per host (ship.py,             | registry and pulled by the nodes                      |
-|                                   |           | registry.py)                                      |                                                       |
+| how do images arrive?             | Images    | the local engine builds them itself; a host gets  | shipped to each node (missing layers: the nodes are   |
+|                                   |           | them shipped (missing layers) or pulled through   | the places delivered to), or pushed to the target's   |
+|                                   |           | the target's registry (targets/images.py)         | registry and pulled by the nodes                      |
 
-Images are delivered by immutdock.apply.fleet for all of a target's hosts at once (one `docker save`
-serves every host); they become a sixth interface when Swarm needs per-node delivery.
+A delivery serves several places at once (one `docker save` or one push for every host): a
+fleet hands each Images all the places that share it.
 
 Every method takes plain data and returns plain data or immutdock's own state types; none
 prints (progress goes through the callbacks the caller gives)."""
@@ -33,6 +33,7 @@ from immutdock.plan.state import ContainerState
 if TYPE_CHECKING:
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
+    from immutdock.targets.images import Delivery
     from immutdock.targets.ledger import Record
     from immutdock.apply.router import Router
 
@@ -63,6 +64,20 @@ class Ledger(Protocol):
     def lock(self, app: str, command: str, warn: Say) -> AbstractContextManager[None]: ...
 
 
+class Images(Protocol):
+    """How images the builder holds reach this place."""
+
+    @property
+    def builds_here(self) -> bool:
+        """The place's own engine builds (nothing to deliver: its release builds itself)."""
+        ...
+    def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
+                progress: Callable[[str, int, int, int], None], say: Say) -> Delivery:
+        """Make every place of `to` (name -> its engine) hold `refs` as `builder` has them
+        (`progress`: per transfer; `say`: what is done)."""
+        ...
+
+
 class Switch(Protocol):
     """How traffic switches: the router of an app, when one runs."""
 
@@ -90,6 +105,7 @@ class Target:
 
     name: str
     runtime: Runtime
+    images: Images
     ledger: Ledger
     switch: Switch
     colors: Colors

@@ -15,7 +15,8 @@ from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
 from immutdock.apply.router import Router
 from immutdock.plan.state import ContainerState
-from immutdock.targets.base import Say, Target
+from immutdock.targets.base import Images, Say, Target
+from immutdock.targets.images import BuiltHere
 
 
 @dataclass
@@ -96,7 +97,7 @@ class ComposeColors:
         return self.engine.containers(**{L.APP: app})
 
 
-def engine_target(runtime: EngineRuntime) -> Target:
-    """The Target of the engine `runtime` reaches."""
-    return Target(name=runtime.name, runtime=runtime, ledger=EngineLedger(runtime.engine),
+def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:
+    """The Target of the engine `runtime` reaches; `images`: how they arrive (default: built there)."""
+    return Target(name=runtime.name, runtime=runtime, images=images or BuiltHere(), ledger=EngineLedger(runtime.engine),
                   switch=RouterSwitch(runtime.engine), colors=ComposeColors(runtime.engine, runtime.compose))

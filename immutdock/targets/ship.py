@@ -209,3 +209,12 @@ def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress
     finally:
         archive.close()
     return result
+
+
+def size_text(n: float) -> str:
+    """Bytes as a person reads them: 512 B, 258.4 KB, 132.0 MB."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

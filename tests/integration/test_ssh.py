@@ -23,7 +23,7 @@ import pytest
 
 from immutdock.targets import lock
 from immutdock.gateways.engine import Engine
-from immutdock.apply.fleet import close_hosts, open_hosts
+from immutdock.targets.hosts import close_hosts, open_hosts
 from immutdock.config.model import Target
 
 from .hosts import SshHosts

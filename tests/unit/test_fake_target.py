@@ -11,6 +11,7 @@ from immutdock import labels as L
 from immutdock.targets.observe import observe
 from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Target
+from immutdock.targets.images import BuiltHere
 
 from .helpers import APP, color_container, record, router_container, state_container
 
@@ -73,7 +74,8 @@ class Memory:
 
 
 def fake_target(memory: Memory) -> Target:
-    return Target(name="memory", runtime=memory, ledger=memory, switch=memory, colors=memory)  # type: ignore[arg-type]
+    return Target(name="memory", runtime=memory, images=BuiltHere(), ledger=memory, switch=memory,  # type: ignore[arg-type]
+                  colors=memory)
 
 
 def test_observe_reads_a_target_through_its_interfaces_alone() -> None:

@@ -1,0 +1,323 @@
+"""What every command shares: its options (`common`), its context (`Ctx`: progress on
+stderr, the app, the places it runs on, its output), the signals that stop it, and how an
+error becomes a message and an exit code.
+
+Exit codes: 0 success (or nothing to do), 1 the operation failed and the previous release
+is still serving, 2 bad input and nothing changed, 3 another release holds the lock."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar
+
+import click
+
+from immutdock.errors import ConfigError, ImmutdockError, Terminated
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from immutdock.apply.fleet import Fleet
+    from immutdock.config.model import App
+    from immutdock.config.model import Target as Policy
+    from immutdock.gateways.engine import Engine
+    from immutdock.targets.base import Target
+
+F = TypeVar("F", bound=Callable[..., Any])
+_STEP = re.compile(r"#\d+ (\[|ERROR|CACHED)")
+
+EPILOG = """\b
+Exit codes: 0 ok, 1 failed (the previous release still serves), 2 bad input
+(nothing changed), 3 another release holds the lock, 4 the new release serves
+but a step after the switch failed, 130 interrupted (Ctrl-C or SIGTERM)."""
+
+
+class Ctx:
+    def __init__(self, file: Path | None, as_json: bool, verbose: bool, target: str | None = None,
+                 hosts: tuple[str, ...] = (), identity: Path | None = None, accept_new: bool = False) -> None:
+        self.file = file
+        self.as_json = as_json
+        self.verbose = verbose
+        self.target_name = target
+        self.hosts = hosts
+        self.identity = identity
+        self.accept_new = accept_new
+        self.started = time.monotonic()
+        self._ahead: tuple[str, Future[Any]] | None = None  # (app name, what `load` prefetched for it)
+        self._bars: Any = None  # rich progress bars of image shipping, made on first use
+        self._bars_lock = threading.Lock()  # hosts in parallel each move their own bar
+
+    def say(self, message: str) -> None:
+        """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
+        click.echo(f"[{time.monotonic() - self.started:6.1f}s] {message}", err=True)
+
+    def progress(self, line: str) -> None:
+        """Progress with BuildKit's output cut to its step headers, unless --verbose."""
+        _service, sep, rest = line.partition(": ")
+        build_noise = sep and (not rest.strip() or (rest.startswith("#") and not _STEP.match(rest)))
+        if self.verbose or not build_noise:
+            self.say(line)
+
+    def warn(self, message: str) -> None:
+        click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
+
+    @functools.cached_property
+    def engine(self) -> Engine:  # made without a request
+        from immutdock.gateways.engine import Engine
+
+        return Engine()
+
+    def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False) -> App:
+        """The app, from its compose file. With `prefetch`, prefetch(engine, name) runs in the
+        background while compose reads the file (the engine's reads overlap compose's start-up),
+        for the name the file gives; `prefetched` hands its result over (not for a command on
+        SSH hosts: the local engine is not theirs). With `warn`, what the release leaves out of
+        the file is warned."""
+        from immutdock.config import compose_file as config
+
+        def named(name: str) -> None:
+            if prefetch is not None and not self.target_name and not self.hosts:
+                self._ahead = (name, _background(prefetch, self.engine, name))
+
+        from immutdock.identity.redact import hidden_values
+
+        app = config.load(Path.cwd(), self.file, named=named)
+        app = dataclasses.replace(app, secret_values=hidden_values(app))  # no record or file keeps one
+        for warning in app.warnings if warn else ():
+            self.warn(warning)
+        return app
+
+    def prefetched(self, app: App, fetch: Callable[[Any, str], Any], where: Target) -> Any:
+        """What `load`'s prefetch read, when it read this app (the name held) on the local
+        engine; else fetch(where's engine, app name) now."""
+        if self._ahead is not None and self._ahead[0] == app.name and where.engine is self.engine:
+            return self._ahead[1].result()
+        return fetch(where.engine, app.name)
+
+    def policy(self, app: App) -> Policy | None:
+        """The target the command names (None: the local engine)."""
+        from immutdock.targets.hosts import resolve
+
+        return resolve(app, self.target_name, self.hosts)
+
+    @contextlib.contextmanager
+    def places(self, app: App) -> Iterator[Fleet]:
+        """The command's places as a Fleet, open meanwhile: the local engine (a list of one),
+        or the hosts of the target the command names (connected over SSH)."""
+        from immutdock.apply.fleet import Fleet
+        from immutdock.targets.hosts import local, session
+
+        policy = self.policy(app)
+        if policy is None:
+            opened = contextlib.nullcontext([local(self.engine, app.secret_values)])
+        else:
+            self.say(f"connecting to {', '.join(policy.hosts)}")
+            opened = session(policy, self.identity, self.accept_new, app.secret_values)
+        with opened as targets:
+            try:
+                yield Fleet(app, policy, targets, self.engine, self.progress, self.warn, self.shipping)
+            finally:
+                for t in targets if policy is None else ():
+                    t.close()
+                self.stop_bars()
+
+    def emit_each(self, fleet: Fleet, found: Sequence[Any], flat: Callable[[Any], Any],
+                  lines: Callable[[Any], list[str]], row: Callable[[Any], Mapping[str, Any]] | None = None,
+                  before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None) -> None:
+        """A command's result on each of its places, in the one shape a command's output
+        takes: on the local engine, `flat` of its result (and its `lines`); on a target,
+        {**before, "target", **after, "hosts": one row per host ({"host", **row})}, each line
+        prefixed with the host's name."""
+        if fleet.policy is None:
+            self.emit(flat(found[0]), lambda: [click.echo(line) for line in lines(found[0])])
+            return
+        rows = [{"host": t.name, **(row or flat)(x)} for t, x in zip(fleet.targets, found)]
+        self.emit({**(before or {}), "target": fleet.name, **(after or {}), "hosts": rows},
+                  lambda: [click.echo(f"{t.name}  {line}") for t, x in zip(fleet.targets, found) for line in lines(x)])
+
+    def shipping(self, what: str, sent: int, read: int, total: int) -> None:
+        """A progress bar per transfer while images move to hosts (rich, on stderr)."""
+        from immutdock.targets.ship import size_text
+
+        self.bar(what, read, total, f"{size_text(sent)} sent" if sent >= 0 else "")
+
+    def bar(self, what: str, done: int, total: int, note: str = "") -> None:
+        """A progress bar per `what`, in bytes (rich, on stderr; not with --json unless stderr
+        is a terminal). `stop_bars` ends them."""
+        if self.as_json and not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        with self._bars_lock:
+            if self._bars is None:
+                bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TextColumn("{task.fields[sent]}"), console=Console(stderr=True), transient=False)
+                bars.start()
+                self._bars = (bars, {})
+            bars, tasks = self._bars
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total, sent="")
+        bars.update(tasks[what], completed=done, total=total or None, sent=note)
+
+    def stop_bars(self) -> None:
+        if self._bars is not None:
+            self._bars[0].stop()
+            self._bars = None
+
+    def emit(self, data: Any, human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            human()
+
+
+def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
+    """fn(*args) in a daemon thread: a command that fails first never waits for it."""
+    import threading
+    from concurrent.futures import Future
+
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+def common(fn: F) -> F:
+    """-f/--file, --json, --verbose and --profile on every command; errors become messages and exit codes."""
+
+    @click.option("-f", "--file", "file", type=click.Path(path_type=Path), default=None,
+                  help="Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or "
+                       "docker-compose.yml in the current folder).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")
+    @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and full build output.")
+    @click.option("--profile", "profiles", multiple=True, metavar="NAME",
+                  help="Activate a compose profile (repeatable; as compose's --profile or COMPOSE_PROFILES). "
+                       "A release records its profiles; a rollback runs the recorded release's services.")
+    @click.option("--target", "target", metavar="NAME", default=None,
+                  help="Run on the hosts of x-immutdock.targets.NAME over SSH (default: the local engine, or "
+                       "DOCKER_HOST).")
+    @click.option("--host", "hosts", multiple=True, metavar="ssh://USER@HOST[:PORT]",
+                  help="Run on this host over SSH, a one-off target (repeatable; a ~/.ssh/config alias works).")
+    @click.option("--identity", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                  help="SSH private key to log in with (besides ~/.ssh/config's IdentityFile and the agent).")
+    @click.option("--accept-new-host-key", "accept_new", is_flag=True,
+                  help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
+    @functools.wraps(fn)
+    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], target: str | None,
+                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, **kwargs: Any) -> None:
+        if profiles:
+            os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
+        ctx = Ctx(file, as_json, verbose, target, hosts, identity, accept_new)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous_int = signal.signal(signal.SIGINT, _on_sigint)
+        try:
+            fn(ctx, **kwargs)
+        except ImmutdockError as exc:
+            if verbose:
+                traceback.print_exc()
+            fail(ctx, exc)
+        except KeyboardInterrupt:
+            fail(ctx, ImmutdockError("interrupted", None), code=130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _on_sigterm(_sig: int, _frame: Any) -> None:
+    """SIGTERM works like Ctrl-C: child processes (buildx, compose) are stopped, and the
+    command unwinds through the same undo, lock release and record as an interrupt; a step
+    that must not be cut in half (a stateful recreate, an undo) finishes first."""
+    if _deferred(Terminated()):
+        return
+    _stop_children()
+    raise Terminated()
+
+
+def _on_sigint(_sig: int, _frame: Any) -> None:
+    if not _deferred(KeyboardInterrupt()):
+        raise KeyboardInterrupt()
+
+
+def _deferred(exc: KeyboardInterrupt) -> bool:
+    from immutdock import interrupts
+
+    what = interrupts.section()
+    if what is None:
+        return False
+    interrupts.defer(exc)
+    click.echo(click.style(f"interrupt: finishing {what} first, then stopping", fg="yellow"), err=True)
+    return True
+
+
+def _stop_children(grace: float = 5.0) -> None:
+    """SIGTERM to every child process (buildx, compose), then wait until each has exited, so
+    none outlives the command; one still running after `grace` seconds gets SIGKILL."""
+    from immutdock.gateways.procs import children, running
+
+    pids = children(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            continue
+    deadline = time.monotonic() + grace
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+
+
+def fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
+    code = exc.exit_code if code is None else code
+    if ctx.as_json:
+        click.echo(json.dumps({"outcome": "error", "exit_code": code, "error": exc.message, "hint": exc.hint,
+                               "details": exc.details, **exc.data}, indent=2, default=str))
+    click.echo(click.style(f"error: {exc.one_line()}", fg="red"), err=True)
+    if exc.details:
+        click.echo(exc.details.rstrip(), err=True)
+    sys.exit(code)
+
+
+def host_folder(folder: Path, host: str | None) -> Path:
+    """A host's folder in `folder` (backups, release archives): its name without ssh://, safe as
+    one path segment; `folder` itself for the local engine (None)."""
+    return folder / re.sub(r"[^A-Za-z0-9@._-]", "_", host.removeprefix("ssh://")) if host else folder
+
+
+def place_folder(fleet: Fleet, folder: Path, target: Target) -> Path:
+    """`target`'s folder in `folder`: `folder` itself when the command runs on the local engine."""
+    return host_folder(folder, None if fleet.policy is None else target.name)
+
+
+def writable(folder: Path, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(option, f"cannot make the folder {folder}: {exc.strerror or exc}",
+                          f"name a folder you can write with {option}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(option, f"cannot write into {folder}", f"name a folder you can write with {option}")

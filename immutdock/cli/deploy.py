@@ -1,0 +1,223 @@
+"""Commands that change what serves: plan (what a release would do), release, rollback, heal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import click
+
+from immutdock.cli.context import EPILOG, Ctx, common, place_folder
+
+if TYPE_CHECKING:
+    from immutdock.apply.fleet import Fleet, FleetOutcome
+    from immutdock.apply.release import Deployer
+    from immutdock.config.model import App
+    from immutdock.gateways.engine import Engine
+    from immutdock.apply.release import Outcome
+    from immutdock.plan.imageplan import ImagePlan
+    from immutdock.plan.release import ReleasePlan
+
+
+@click.command(epilog=EPILOG)
+@common
+def plan(ctx: Ctx) -> None:
+    """Show what a release would do, changing nothing.
+
+    Lists each service's role (routed, stateful, swapped, or a job that runs once per
+    release) and why: what the x-immutdock block says, or what the file shows (published
+    ports, a database image, a data volume, a service others wait for to complete). Then
+    the images to build, pull, pin or reuse, which color starts, which one stops, and
+    whether the release would be a no-op.
+    """
+    from immutdock.targets.observe import observe
+
+    app = ctx.load(prefetch=observe, warn=True)
+    roles = [r.as_json() for r in app.roles]
+    with ctx.places(app) as fleet:
+        if app.settings.router is None and fleet.builds_itself:
+            _images_only(ctx, app, fleet, roles)
+            return
+        found = fleet.plan(observed=lambda: ctx.prefetched(app, observe, fleet.targets[0]))
+        lookups = _lookups(ctx, fleet.builder, found[0].images) if fleet.policy is None else {}
+    ctx.emit_each(fleet, found, lambda p: {"roles": roles, **p.as_json(),
+                                           "images": [{**i.as_json(), **_found(i, lookups)} for i in p.images]},
+                  lambda p: _plan_lines(app, p, lookups) if fleet.policy is None else [_plan_line(app, p)],
+                  row=lambda p: p.as_json(), before={"roles": roles})
+
+
+def _images_only(ctx: Ctx, app: App, fleet: Fleet, roles: list[dict[str, Any]]) -> None:
+    """plan of a file with no router: the images a build would make or reuse."""
+    from immutdock.apply.build import plan_app_images
+
+    images = plan_app_images(app, fleet.builder, pull=False)
+    lookups = _lookups(ctx, fleet.builder, images)
+    ctx.emit({"roles": roles, "images": [{**i.as_json(), **_found(i, lookups)} for i in images]},
+             lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i, app, lookups)}") for i in images])
+
+
+def _plan_line(app: App, p: ReleasePlan) -> str:
+    return (f"no-op: {p.reason}; {p.color} keeps serving {p.release}" if p.noop else
+            f"start {p.release} as {app.name}-{p.color} ({p.reason})")
+
+
+def _plan_lines(app: App, p: ReleasePlan, lookups: Mapping[str, str | None]) -> list[str]:
+    lines = [f"role   {r.line()}" for r in app.roles]
+    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app, lookups)}" for i in p.images]
+    if p.noop:
+        return lines + [f"no-op: {p.reason}; {p.color} keeps serving {p.release}"]
+    lines.append(f"start  {p.release} as {app.name}-{p.color} ({p.reason})")
+    lines += [f"remove half-made {app.name}-{c}" for c in p.cleanup]
+    if p.router:
+        lines.append(f"router {app.name}-router {p.router}")
+    if p.stateful_changes:
+        lines.append(f"state  {', '.join(p.stateful_changes)} changes FIRST: recreated stop-first (a short outage "
+                     f"of {', '.join(p.stateful_changes)}) before the new color starts; if the release then "
+                     f"fails, {'they keep' if len(p.stateful_changes) > 1 else 'it keeps'} the new definition")
+    elif p.stateful:
+        lines.append(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
+    lines += [f"state  {name} is no longer in the file: its container is removed, its volumes are kept"
+              for name in p.stateful_removed]
+    return lines + [f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else "")]
+
+
+def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> str:
+    if i.source is None:
+        if i.missing_base:
+            return f"build (its base {i.missing_base} is not on the engine: release pulls it, then knows the tag)"
+        return "reuse" if i.cached else "build"
+    always = app.services[i.service].definition.get("pull_policy") == "always"
+    if i.missing_base:
+        found = lookups.get(i.source)
+        return f"pull {i.source} (not on the engine" + (f"; CANNOT BE FOUND: {found})" if found else ")")
+    then = "; release pulls it again first (pull_policy: always)" if always else ""
+    if not i.pinned:
+        return f"reuse {i.source} as it is (stateful){then}"
+    return (f"reuse {i.source} ({i.image_id[:19]}){then}" if i.cached
+            else f"pin {i.source} ({i.image_id[:19]}) by its ID{then}")
+
+
+def _found(i: ImagePlan, lookups: Mapping[str, str | None]) -> dict[str, Any]:
+    """The registry lookup of a missing pulled image, for --json."""
+    return {"registry": lookups[i.source] or "found"} if i.source in lookups else {}
+
+
+def _lookups(ctx: Ctx, engine: Engine, images: Sequence[ImagePlan]) -> dict[str, str | None]:
+    """Each image-only service's image the engine lacks, looked up in its registry (nothing
+    pulled): None when found, else why not, also warned."""
+    found = {i.source: engine.registry_lookup(i.source) for i in images if i.source and i.missing_base}
+    for ref, why in found.items():
+        if why:
+            ctx.warn(f"image {ref} is not on the engine and cannot be found in its registry ({why}); "
+                     "fix the name, or load it (docker load -i FILE)")
+    return found
+
+
+@click.command(epilog=EPILOG)
+@common
+def release(ctx: Ctx) -> None:
+    """Build, start the new color, gate it on health, switch traffic, retire the old.
+
+    A no-op when content and config are unchanged. On any failure before the switch
+    the new color is removed and the live release keeps serving (exit 1).
+    """
+    from immutdock.targets.observe import observe
+
+    app = ctx.load(prefetch=observe, warn=True)
+    with ctx.places(app) as fleet:
+        result = fleet.release(observed=lambda: ctx.prefetched(app, observe, fleet.targets[0]))
+    _emit_outcome(ctx, fleet, result, lambda o: (
+        f"nothing to release: {o.message}; {o.color} is serving at {o.url}" if o.outcome == "noop"
+        else f"{o.release} is live on {o.color} at {o.url}"))
+
+
+def _emit_outcome(ctx: Ctx, fleet: Fleet, result: FleetOutcome, line: Callable[[Outcome], str]) -> None:
+    """A release or rollback: the local engine's own outcome, or the fleet's table."""
+    if fleet.policy is None:
+        outcome = result.hosts[0].detail
+        ctx.emit(outcome.as_json(), lambda: click.echo(line(outcome)))
+    else:
+        ctx.emit(result.as_json(), lambda: click.echo(_hosts_text(result)))
+
+
+@click.command(epilog=EPILOG)
+@click.option("--to", "to", default=None, metavar="RELEASE", help="Release id to go back to (e.g. r3).")
+@click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Where `prune --archive` wrote the release's images, loaded back when they are gone "
+                   "(with --target, each host's from DIR/HOST/).")
+@common
+def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
+    """Go back to the previous (or the named) release, without rebuilding.
+
+    The old release's images and recorded compose project are started as the idle
+    color and pass the same health gate and switch as a release. Stateful services
+    are left as they are. When a prune removed the release's images, --archive DIR
+    (the folder of `prune --archive`) loads them back first, checksum checked.
+    """
+    app = ctx.load()
+    with ctx.places(app) as fleet:
+        folders = {t.name: place_folder(fleet, archive, t) for t in fleet.targets} if archive is not None else None
+        result = fleet.rollback(to, archives=folders, bar=ctx.bar)
+    _emit_outcome(ctx, fleet, result, lambda o: f"{o.message} at {o.url}")
+
+
+@click.command(epilog=EPILOG)
+@click.option("--stateful", is_flag=True, help="Also replace drifted stateful services (stop-first: each is down "
+                                               "until its fresh container is up; its volumes are kept).")
+@common
+def heal(ctx: Ctx, stateful: bool) -> None:
+    """Replace what drifted with fresh containers of the live release, without rebuilding.
+
+    The live release's images and recorded compose project start as the idle color and pass
+    the same health gate and switch as a release (no request dropped); the drifted color is
+    drained and removed. It is recorded as a new release (kind heal). Stateful services are
+    replaced only with --stateful, stop-first, from the same image and definition. Strangers
+    and a compose file changed without a release are never healed: they are reported. Exits
+    0 with "nothing to heal" when `drift` finds nothing heal replaces. With --target, each
+    host heals what drifted on it.
+    """
+    app = ctx.load()
+    with ctx.places(app) as fleet:
+        rows = fleet.each(lambda t: _heal(ctx, fleet.deployer(t, hold_lock=True), app, stateful,
+                                          f"{t.name}: " if len(fleet.targets) > 1 else ""))
+    ctx.emit_each(fleet, rows, lambda r: r, lambda r: r["lines"])
+
+
+def _heal(ctx: Ctx, deployer: Deployer, app: App, stateful: bool, prefix: str = "") -> dict[str, Any]:
+    """Heal one engine: what drifted, replaced; the result with its lines for people."""
+    from immutdock.apply import drift
+
+    report = _drift(deployer, app)
+    stateful_names = {s.name for s in app.stateful}
+    replaceable = [f for f in report["drift"] if f["service"]
+                   and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]
+    swapped = [f for f in replaceable if f["service"] not in stateful_names]
+    states = [f for f in replaceable if f["service"] in stateful_names and stateful and f["kind"] != "extra"]
+    for f in report["drift"]:
+        if f not in swapped and f not in states:
+            hint = " (add --stateful to replace it)" if f in replaceable and f["kind"] != "extra" else ""
+            ctx.warn(f"{prefix}not healed: {drift.Finding(**f).text()}{hint}")
+    if not swapped and not states:
+        return {"outcome": "noop", "drift": report["drift"],
+                "lines": [f"nothing to heal ({report['release'] or 'nothing released'})"]}
+    for f in swapped + states:
+        ctx.say(f"{prefix}healing: {drift.Finding(**f).text()}")
+    try:
+        replaced = deployer.heal_stateful(sorted({f["service"] for f in states})) if states else []
+        outcome = deployer.rollback(None, heal=True) if swapped else None
+    finally:
+        deployer.compose.close()
+    lines = [f"replaced {name} (stateful) with a fresh container of {report['release']}" for name in replaced]
+    lines += [f"{outcome.message} at {outcome.url}"] if outcome else []
+    return {**(outcome.as_json() if outcome else {"outcome": "ok", "kind": "heal"}), "healed": swapped + states,
+            "stateful_replaced": replaced, "lines": lines}
+
+
+def _hosts_text(result: FleetOutcome) -> str:
+    from immutdock.targets.ship import size_text
+
+    lines = [f"{'host':<36} {'release':<8} {'color':<6} {'outcome':<12} {'shipped':>10} {'seconds':>8}"]
+    for h in result.hosts:
+        lines.append(f"{h.host:<36} {h.release or '-':<8} {h.color or '-':<6} {h.outcome:<12} "
+                     f"{size_text(h.bytes):>10} {h.seconds:>8.1f}")
+    return "\n".join(lines)
