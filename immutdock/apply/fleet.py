@@ -13,6 +13,7 @@ are untouched, hosts done stay on the new release."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from immutdock.errors import EngineError, ImmutdockError, Interrupted, LockHeld
 from immutdock.gateways.engine import Engine
 from immutdock.gateways.files import Bar
 from immutdock.plan.release import ReleasePlan, image_refs
-from immutdock.targets import ledger, lock, registry, ship
+from immutdock.targets import ledger, registry, ship
 from immutdock.targets.base import Images, Target
 from immutdock.targets.images import Delivery
 from immutdock.targets.ship import size_text
@@ -295,36 +296,27 @@ def _fleet_hint(exc: ImmutdockError, done: list[str], left: list[str]) -> str:
 
 
 class _FleetLock:
-    """Every host's lock, taken in the hosts' sorted order; a host whose lock is held frees
-    those taken and refuses the command (exit 3)."""
+    """Every place's lock (its Ledger's), taken in the places' sorted order; a place whose lock
+    is held frees those taken and refuses the command (exit 3)."""
 
     def __init__(self, fleet: Fleet, command: str) -> None:
         self.fleet = fleet
         self.command = command
-        self.taken: list[Target] = []
+        self.taken = contextlib.ExitStack()
 
     def __enter__(self) -> None:
-        for host in sorted(self.fleet.targets, key=lambda t: t.name):
+        for place in sorted(self.fleet.targets, key=lambda t: t.name):
             try:
-                lock.acquire(host.engine, self.fleet.app.name, self.command, self.fleet.warn)
+                self.taken.enter_context(place.ledger.lock(self.fleet.app.name, self.command, self.fleet.warn))
             except LockHeld as exc:
-                self._free()
-                raise LockHeld(self.fleet.named(host, exc.message), exc.hint) from None
+                self.taken.close()
+                raise LockHeld(self.fleet.named(place, exc.message), exc.hint) from None
             except BaseException:
-                self._free()
+                self.taken.close()
                 raise
-            self.taken.append(host)
 
-    def __exit__(self, *_exc: object) -> None:
-        self._free()
-
-    def _free(self) -> None:
-        for host in reversed(self.taken):
-            try:
-                lock.release(host.engine, self.fleet.app.name)
-            except ImmutdockError as exc:
-                self.fleet.warn(self.fleet.named(host, f"could not free the lock: {exc.message}"))
-        self.taken.clear()
+    def __exit__(self, *exc: object) -> None:
+        self.taken.__exit__(*exc)
 
 
 def drift(live: dict[str, tuple[int, Any]]) -> list[str]:

@@ -173,7 +173,7 @@ class Deployer:
         before = Steps(timings)  # the steps before anything changes: nothing to undo
         plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed))
         running = state.router if state.router is not None and state.router.status == "running" else None
-        router = Router(self.engine, running) if plan.noop and running is not None else None
+        router = self.target.switch.control(running) if plan.noop and running is not None else None
         serving = self._stale_certificate(router) if router is not None else None
         if router is not None and serving is not None:
             with self._locked("release"):
@@ -579,7 +579,7 @@ class Deployer:
         running = current is not None and current.status == "running"
         pem = self.certificate()
         if running and current.labels.get(L.CONFIG_HASH) == identity:
-            router = Router(self.engine, current).open()
+            router = self.target.switch.control(current).open()
             try:
                 now = router.settings()
                 backends = render.parse_router_env(now)
@@ -599,7 +599,7 @@ class Deployer:
         backends = {c: dict(backend) for c in render.COLORS}
         if running and live != color:  # the live color keeps what it runs with
             try:
-                kept = render.parse_router_env(Router(self.engine, current).settings())[live]
+                kept = render.parse_router_env(self.target.switch.control(current).settings())[live]
             except EngineError:
                 kept = {}
             if set(kept) >= set(backend):
@@ -714,7 +714,7 @@ class Deployer:
         is drained first (it may still answer requests that were sent to it)."""
         router = state.router
         if color in state.not_retired and router is not None and router.status == "running":
-            with contextlib.closing(Router(self.engine, router).open()) as drainer:
+            with contextlib.closing(self.target.switch.control(router).open()) as drainer:
                 self._drain(drainer, color, state)
         self.target.colors.down(render.project_name(self.app.name, color))
 

@@ -87,6 +87,9 @@ class Switch(Protocol):
     def live(self, router: ContainerState) -> str | None:
         """The color the router (running or not) sends traffic to."""
         ...
+    def control(self, router: ContainerState) -> Router:
+        """The runtime API of the router container (arm, stats, switch, fallback, certificate)."""
+        ...
 
 
 class Colors(Protocol):

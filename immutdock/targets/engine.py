@@ -79,6 +79,9 @@ class RouterSwitch:
     def live(self, router: ContainerState) -> str | None:
         return Router(self.engine, router).live()
 
+    def control(self, router: ContainerState) -> Router:
+        return Router(self.engine, router)
+
 
 @dataclass(frozen=True)
 class ComposeColors:
@@ -99,5 +102,6 @@ class ComposeColors:
 
 def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:
     """The Target of the engine `runtime` reaches; `images`: how they arrive (default: built there)."""
-    return Target(name=runtime.name, runtime=runtime, images=images or BuiltHere(), ledger=EngineLedger(runtime.engine),
-                  switch=RouterSwitch(runtime.engine), colors=ComposeColors(runtime.engine, runtime.compose))
+    return Target(name=runtime.name, runtime=runtime, images=images or BuiltHere(),
+                  ledger=EngineLedger(runtime.engine), switch=RouterSwitch(runtime.engine),
+                  colors=ComposeColors(runtime.engine, runtime.compose))
