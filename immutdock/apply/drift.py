@@ -76,11 +76,29 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
              changes: Mapping[str, Sequence[tuple[str, str]]]) -> list[Finding]:
     """Every difference between what runs and what the live release started (pure;
     `changes`: container ID -> its `docker diff`)."""
+    found, live, state = _sorted_out(expected, containers)
+    found += _counts(expected, live, state)
+    hashes = {c.labels.get(L.CONFIG_HASH) for cs in live.values() for c in cs}
+    if expected.config_hash and hashes and hashes != {expected.config_hash}:
+        found.append(Finding("config", None, None, f"the compose file changed since {expected.release} was "
+                             "released (its configuration hash differs); `immutdock plan` shows how, "
+                             "`immutdock release` makes it live"))
+    for c in [c for cs in (*live.values(), *state.values()) for c in cs]:
+        found += _container_findings(expected, c, changes.get(c.id, ()))
+    return found
+
+
+Grouped = dict[str, list[ContainerState]]  # service -> its containers
+
+
+def _sorted_out(expected: Expected, containers: Sequence[ContainerState]) -> tuple[list[Finding], Grouped, Grouped]:
+    """Strangers, the colors that are not live and a router that does not run, found; the live
+    color's and the state project's containers, by service."""
     app, color = expected.app, expected.color
     projects = {f"{app}-{c}" for c in ("blue", "green")} | {f"{app}-state", f"{app}-router"}
     found: list[Finding] = []
-    live: dict[str, list[ContainerState]] = {}
-    state: dict[str, list[ContainerState]] = {}
+    live: Grouped = {}
+    state: Grouped = {}
     for c in sorted(containers, key=lambda c: c.name):
         role = c.labels.get(L.ROLE)
         if role in ("lock", "probe", "recreate"):
@@ -102,7 +120,12 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
             state.setdefault(c.service, []).append(c)
         elif c.status != "running":  # the router: its files and image are immutdock's own business
             found.append(Finding("stopped", c.name, None, f"the router is {c.status}: nothing is served"))
+    return found, live, state
 
+
+def _counts(expected: Expected, live: Grouped, state: Grouped) -> list[Finding]:
+    """Services with fewer or more containers than the release started."""
+    found: list[Finding] = []
     for service, want in sorted(expected.replicas.items()):
         have = live.get(service, [])
         if len(have) < want:
@@ -123,27 +146,26 @@ def findings(expected: Expected, containers: Sequence[ContainerState],
     for service in sorted(set(state) - set(expected.stateful)):
         for c in state[service]:
             found.append(Finding("extra", c.name, service, f"{service} is not a stateful service of the file"))
+    return found
 
-    hashes = {c.labels.get(L.CONFIG_HASH) for cs in live.values() for c in cs}
-    if expected.config_hash and hashes and hashes != {expected.config_hash}:
-        found.append(Finding("config", None, None, f"the compose file changed since {expected.release} was "
-                             "released (its configuration hash differs); `immutdock plan` shows how, "
-                             "`immutdock release` makes it live"))
-    for c in [c for cs in (*live.values(), *state.values()) for c in cs]:
-        want_id = expected.image_ids.get(c.service)
-        if want_id and c.image_id and c.image_id != want_id:
-            found.append(Finding("image", c.name, c.service, f"runs image {c.image_id[7:19]}, not the release's "
-                                 f"{want_id[7:19]}"))
-        if c.status == "restarting":
-            found.append(Finding("restarting", c.name, c.service, "keeps restarting"))
-        elif c.status != "running" and not _finished_during_release(c, expected):
-            found.append(Finding("stopped", c.name, c.service, f"is {c.status}"
-                                 + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")))
-        edits = changed_paths(changes.get(c.id, ()), c.mounts)
-        if edits:
-            shown = ", ".join(f"{_KIND[k]} {p}" for k, p in edits[:5]) + (f", and {len(edits) - 5} more"
-                                                                          if len(edits) > 5 else "")
-            found.append(Finding("filesystem", c.name, c.service, f"its files were changed after it started: {shown}"))
+
+def _container_findings(expected: Expected, c: ContainerState, changes: Sequence[tuple[str, str]]) -> list[Finding]:
+    """What differs in one container of the release: its image, its state, its files."""
+    found: list[Finding] = []
+    want_id = expected.image_ids.get(c.service)
+    if want_id and c.image_id and c.image_id != want_id:
+        found.append(Finding("image", c.name, c.service, f"runs image {c.image_id[7:19]}, not the release's "
+                             f"{want_id[7:19]}"))
+    if c.status == "restarting":
+        found.append(Finding("restarting", c.name, c.service, "keeps restarting"))
+    elif c.status != "running" and not _finished_during_release(c, expected):
+        found.append(Finding("stopped", c.name, c.service, f"is {c.status}"
+                             + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")))
+    edits = changed_paths(changes, c.mounts)
+    if edits:
+        shown = ", ".join(f"{_KIND[k]} {p}" for k, p in edits[:5]) + (f", and {len(edits) - 5} more"
+                                                                      if len(edits) > 5 else "")
+        found.append(Finding("filesystem", c.name, c.service, f"its files were changed after it started: {shown}"))
     return found
 
 

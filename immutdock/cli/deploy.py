@@ -186,8 +186,9 @@ def heal(ctx: Ctx, stateful: bool) -> None:
 def _heal(ctx: Ctx, deployer: Deployer, app: App, stateful: bool, prefix: str = "") -> dict[str, Any]:
     """Heal one engine: what drifted, replaced; the result with its lines for people."""
     from immutdock.apply import drift
+    from immutdock.cli.inspect import drift_report
 
-    report = _drift(deployer, app)
+    report = drift_report(deployer, app)
     stateful_names = {s.name for s in app.stateful}
     replaceable = [f for f in report["drift"] if f["service"]
                    and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]

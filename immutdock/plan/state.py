@@ -37,7 +37,6 @@ class ContainerState:
         return self.labels.get(L.COMPOSE_PROJECT, "")
 
 
-
 @dataclass(frozen=True)
 class AppState:
     app: str

@@ -157,7 +157,7 @@ def test_drift_names_the_hosts_behind_the_newest_live_release() -> None:
 
 
 def test_a_pull_and_a_push_count_the_layers_moved_and_those_already_there() -> None:
-    from immutdock.gateways.engine import Transfer, _Layers
+    from immutdock.gateways.engine_images import Transfer, _Layers
 
     seen: list[tuple[int, int]] = []
     pull = _Layers(moved="Pull complete", present="Already exists", sized={"Downloading": False, "Extracting": True},

@@ -1,0 +1,270 @@
+"""The router's part of a release (a mixin of immutdock.apply.release.Deployer): its image
+and configuration, started or reconfigured without a cut connection, its certificate, the
+addresses it publishes, the fallback during the watch, and the drain of the old color."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from immutdock import assets, interrupts
+from immutdock.targets import ledger
+from immutdock.plan import render
+from immutdock.config import tls
+from immutdock import labels as L
+from immutdock.apply.build import ImagePlan, plan_image
+from immutdock.gateways.compose import Compose
+from immutdock.gateways.engine import Engine
+from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
+from immutdock.config.model import App, BuildSpec, address, frozen_mapping
+from immutdock.targets.observe import AppState
+from immutdock.plan.release import ReleasePlan, model_jobs
+from immutdock.apply.router import ROUTER_ENTRYPOINT, Router
+from immutdock.apply.settle import watch
+from immutdock.plan.state import ContainerState
+from immutdock.targets.base import Target
+
+Say = Callable[[str], None]
+from immutdock.apply.outcome import Prepared
+
+
+class RouterSteps:
+    app: App
+    target: Target
+    engine: Engine
+    compose: Compose
+    builder: Engine
+    prepared: Prepared | None
+    hold_lock: bool
+    say: Say
+    warn: Say
+    _salt: str | None
+    _pem: bytes | None
+
+    def _require_router(self) -> None:
+        if self.app.settings.router is None:
+            raise ConfigError("x-immutdock.router", "no service publishes a port, so none receives traffic",
+                              'publish the port of the one that does (ports: ["8000:5000"]) or set '
+                              "x-immutdock.router: {service: web, port: 5000}")
+
+    @property
+    def router_context(self) -> Path:
+        """images/router: the router image's build context."""
+        return assets.folder("images") / "router"
+
+    def _router_image_plan(self, pull: bool = True) -> ImagePlan | None:
+        router = self.app.settings.router
+        if router is None or router.image:
+            return None
+        if self.prepared is not None:
+            return self.prepared.router
+        args = frozen_mapping({"BASE": router.base} if router.base else {})
+        spec = BuildSpec(context=self.router_context, dockerfile=self.router_context / "Dockerfile", args=args)
+        return plan_image("router", "immutdock-router", spec, self.builder, pull)
+
+    def router_image(self, plan: ImagePlan | None) -> str | None:
+        router = self.app.settings.router
+        if router is None:
+            return None
+        return router.image or (plan.image if plan else None)
+
+    def _open_router(self, plan: ReleasePlan, state: AppState, image: str, backend: Mapping[str, str]) -> Router:
+        self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
+        return self._router().open()
+
+    def _ensure_router(self, state: AppState, image: str, live: str, color: str,
+                       backend: Mapping[str, str]) -> None:
+        """Give the router `color`'s backend settings and the file's certificate. A change of
+        settings is a seamless reload, a new certificate is swapped in at run time; only a new
+        image, published address or route recreates the router, after the new one's
+        configuration was checked."""
+        identity = render.router_identity(self.app, image)
+        current = state.router
+        running = current is not None and current.status == "running"
+        pem = self.certificate()
+        if running and current.labels.get(L.CONFIG_HASH) == identity:
+            router = self.target.switch.control(current).open()
+            try:
+                now = router.settings()
+                backends = render.parse_router_env(now)
+                changed = render.backend_changes(backends[color], backend)
+                backends[color] = dict(backend)
+                wanted = render.router_env(backends)
+                if any(now.get(k) != v for k, v in wanted.items()):
+                    self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
+                             "is dropped, the live color keeps its settings)")
+                    router.configure(wanted)
+                serving = self._stale_certificate(router)
+                if serving is not None:
+                    self._load_certificate(router, serving)
+            finally:
+                router.close()
+            return
+        self._new_router(current, image, identity, live, color, backend, pem)
+
+    def _new_router(self, current: ContainerState | None, image: str, identity: str, live: str, color: str,
+                    backend: Mapping[str, str], pem: bytes | None) -> None:
+        """Start the router (the first, or one whose image, routes or published addresses
+        changed: recreated), once its configuration is found to load."""
+        running = current is not None and current.status == "running"
+        backends = {c: dict(backend) for c in render.COLORS}
+        if running and live != color:  # the live color keeps what it runs with
+            try:
+                kept = render.parse_router_env(self.target.switch.control(current).settings())[live]
+            except EngineError:
+                kept = {}
+            if set(kept) >= set(backend):
+                backends[live] = kept
+        model = render.router_project(self.app, image, live, backends)
+        svc = model["services"]["router"]
+        svc["labels"][L.CONFIG_HASH] = identity
+        files = {render.TLS_PEM: pem} if pem is not None else None
+        env = {k: v.replace("$$", "$") for k, v in svc["environment"].items()}  # as compose hands it over
+        code, out = self.engine.run_check(image, [ROUTER_ENTRYPOINT, "check"], env,
+                                          {L.APP: self.app.name, L.ROLE: "probe"}, files=files)
+        if code != 0:
+            why = [ln for ln in out.splitlines() if "ALERT" in ln] or out.strip().splitlines()[-1:] or ["no output"]
+            raise EngineError(f"the router image {image} does not load its configuration: {why[0][-300:]}",
+                              "fix x-immutdock.router (image, settings or tls); the live router was not touched")
+        if current is not None:
+            self.warn("the router's image, routes or published addresses changed: recreating it (open connections "
+                      "are cut)")
+        project = render.project_name(self.app.name, "router")
+        self.say(f"starting router {project} on {self.app.settings.router.publish}")
+        try:
+            self.target.colors.up(project, model)
+        except EngineError:
+            if current is None:  # a new router that could not start (its address taken meanwhile) goes
+                with interrupts.whole(f"removing {project}"):
+                    self.target.colors.down(project)
+            raise
+        if files:  # HAProxy waits for it (router-entrypoint)
+            self.engine.put_files(self._router().container.id, files)
+
+    def _stale_certificate(self, router: Router) -> str | None:
+        """The fingerprint of the certificate `router` serves ("-": none) when the file names
+        another one; None when it serves the file's, or the file names none."""
+        pem = self.certificate()
+        if pem is None:
+            return None
+        serving = router.certificate()
+        return None if serving == tls.fingerprint(pem) else serving or "-"
+
+    def _load_certificate(self, router: Router, serving: str) -> None:
+        pem = self.certificate()
+        assert pem is not None
+        self.say(f"router: certificate SHA-1 {serving} -> {tls.fingerprint(pem)}; HAProxy serves it from now on "
+                 "(no reload, no connection dropped)")
+        router.load_certificate(pem)
+
+    def certificate(self) -> bytes | None:
+        """The router's certificate and key (one PEM) from the file's router.tls, or None; a
+        ConfigError before anything changes when they cannot be read."""
+        router = self.app.settings.router
+        if router is None or router.tls is None:
+            return None
+        if self._pem is None:
+            self._pem = tls.read_pem(router.tls, self.app.project_dir)
+        return self._pem
+
+    def _check_publish(self, state: AppState, image: str | None) -> None:
+        """Refuse, before anything changes, a router address the engine cannot publish."""
+        router = self.app.settings.router
+        assert router is not None and image is not None
+        current = state.router
+        held = self.engine.published(current.id) if current is not None and current.status == "running" else set()
+        for i, route in enumerate(router.routes):
+            for key, ip, port in (("publish", route.publish_ip, route.publish_port),
+                                  ("redirect", route.redirect_ip, route.redirect_port)):
+                if port is None or (ip, port) in held:
+                    continue  # none, or our own router holds it
+                problem = self.engine.publish_problem(image, ip, port, {L.APP: self.app.name, L.ROLE: "probe"})
+                if problem:
+                    where = f"routes[{i}].{key}" if len(router.routes) > 1 else key
+                    raise ConfigError(f"x-immutdock.router.{where}",
+                                      f"{address(ip, port)} cannot be published ({problem})",
+                                      "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
+
+    def _router(self) -> Router:
+        found = self.target.switch.router(self.app.name)
+        if found is None:
+            raise EngineError("the router is not running", "see `docker logs` of the router container")
+        return found
+
+    def _serves(self, router: Router | None, color: str) -> bool:
+        """Whether the router's live link names `color` (a switch that failed may have happened)."""
+        try:
+            return router is not None and router.live() == color
+        except ImmutdockError:
+            return False
+
+    def _fallback(self, router: Router | None, plan: ReleasePlan) -> None:
+        """The old color's servers as the new color's backup servers through the watch: what a
+        new version that dies refuses, the old one answers. Without them the watch still
+        switches back; so a router that cannot add them is warned of, not fatal."""
+        assert router is not None
+        try:
+            router.fallback_on(plan.color, plan.release)
+        except EngineError as exc:
+            self.warn(f"{plan.retire} is no fallback during the watch after the switch: {exc.message}")
+
+    def _fallback_off(self, router: Router | None = None) -> None:
+        """Remove the fallback servers a watch added (best effort: without them nothing is
+        lost, and the next switch removes them first)."""
+        try:
+            if router is not None:
+                router.fallback_off()
+                return
+            running = self.target.switch.router(self.app.name)
+            if running is not None:  # (none running: none holds a fallback)
+                with contextlib.closing(running.open()) as opened:
+                    opened.fallback_off()
+        except ImmutdockError as exc:
+            self.warn(f"the router kept the fallback servers of a watch: {exc.message}")
+
+    def _settle(self, plan: ReleasePlan, project: str, router: Router | None, record: ledger.Record | None,
+                model: Mapping[str, Any]) -> None:
+        """Watch the new color through the settle window with the old one kept ready (the
+        fallback of the new color's backends: requests the new servers refuse go to it); on a
+        problem switch traffic back to the old color at once, remove the new one, record the
+        release as rolled back and fail (ReleaseFailed)."""
+        assert router is not None and record is not None
+        routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
+        settled = watch(self.engine, project, router, plan.color, routes, model_jobs(model), self.app.settings.settle,
+                        tick=self.say)
+        if settled.ok:
+            if plan.retire:
+                self._fallback_off(router)
+            return
+        what = f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}"
+        # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
+        with interrupts.whole(f"switching {plan.release} back"):
+            logs = self.engine.logs(settled.culprit.id, tail=20) if settled.culprit else ""
+            if plan.retire:
+                router.switch(plan.retire)
+                self.warn(f"{settled.reason} {settled.seconds:.1f}s after the switch: traffic switched back to "
+                          f"{plan.retire}")
+            back = (f"{plan.retire} serves the previous release again" if plan.retire
+                    else "no earlier release was serving")
+            try:
+                self.say(f"removing {project}")
+                self.target.colors.down(project)
+                self._settle_record(record, "rolled-back" if plan.retire else "failed",
+                                    f"{settled.reason} {settled.seconds:.1f}s after the switch")
+            except ImmutdockError as exc:
+                raise ReleaseFailed(f"{what}; removing it then failed: {exc.message}",
+                                    f"{back}; `immutdock status --reap` removes {project}") from None
+            raise ReleaseFailed(what, back + (f"; last log lines of {settled.culprit.name} follow"
+                                              if settled.culprit else ""), details=logs)
+
+    def _drain(self, router: Router, color: str, state: AppState) -> None:
+        """Wait for requests in flight on the old color, up to its longest stop grace period."""
+        limit = max([c.stop_timeout for c in state.colors.get(color, ())] or [10])
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if router.stats().sessions.get(color, 0) == 0:
+                return
+            time.sleep(0.1)
+        self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")

@@ -1,0 +1,158 @@
+"""The docker API's plumbing: one engine's address, its requests (the standard library's HTTP,
+wire.py, or docker-py's session for the addresses the wire does not speak: ssh://, TLS), and
+how every failure becomes an `EngineError` with a hint. The engine's calls (immutdock.gateways.engine)
+are built on it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
+
+from immutdock import interrupts
+from immutdock.errors import EngineError
+from immutdock.gateways.wire import Reply, Unsupported, Wire
+
+if TYPE_CHECKING:  # docker-py is imported lazily: start-up time matters for no-op releases
+    import docker
+
+
+T = TypeVar("T")
+
+
+class DockerAPI:
+    """The connection to one Docker engine (the local one, or wherever DOCKER_HOST points)."""
+
+
+    def __init__(self, base_url: str | None = None, name: str | None = None) -> None:
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.name = name or self.base_url  # how messages name it (an SSH host: its ssh:// address)
+        self._client: docker.DockerClient | None = None
+        self._wire: Wire | _DockerPyWire | None = None
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def client(self) -> "docker.DockerClient":
+        if self._client is None:
+            import docker
+
+            try:
+                # Negotiating the API version is the first request: it fails when unreachable.
+                self._client = docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
+            except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
+                self._client = None
+                raise self._unreachable(None, exc) from None
+        return self._client
+
+    @property
+    def _hint(self) -> str:
+        if self.name != self.base_url:
+            return f"check the SSH connection to {self.name} and that dockerd runs there"
+        return "start dockerd (bash .ci/engine does) or set DOCKER_HOST"
+
+    def _unreachable(self, what: str | None, exc: BaseException) -> EngineError:
+        """The error for an engine that cannot be reached (while doing `what`)."""
+        return EngineError(f"{what + ': ' if what else ''}cannot reach the Docker engine at {self.name} "
+                           f"({_short(exc)})", self._hint)
+
+    @property
+    def wire(self) -> "Wire | _DockerPyWire":
+        if self._wire is None:
+            try:
+                self._wire = Wire(self.base_url)
+            except Unsupported:
+                self._wire = _DockerPyWire(self.client.api)
+        return self._wire
+
+    def _request(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,
+                 body: Any = None, absent: tuple[int, ...] = (), timeout: float = 120.0) -> Reply | None:
+        """One API request; None when the engine answers with a status in `absent` (e.g. 404),
+        an EngineError naming `what` for any other failure."""
+        reply = self._send(what, method, path, params, body, timeout)
+        if reply.status in absent:
+            return None
+        if reply.status >= 400:
+            raise EngineError(f"{what}: {reply.message}", "see the engine's log for more")
+        return reply
+
+    def _send(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,
+              body: Any = None, timeout: float = 120.0) -> Reply:
+        """One API request, whatever the engine answers; an EngineError when it cannot be reached."""
+        interrupts.checkpoint()
+        try:
+            return self.wire.request(method, path, params, body, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(what, exc) from None
+
+    def _json(self, what: str, path: str, params: Mapping[str, Any] | None = None,
+              absent: tuple[int, ...] = ()) -> Any:
+        """GET a JSON document; None when its status is in `absent`."""
+        reply = self._request(what, "GET", path, params, absent=absent)
+        return reply.json() if reply else None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one docker-py request; every failure becomes an EngineError naming `what`."""
+        interrupts.checkpoint()
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            return fn()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"{what}: {exc.explanation or exc}", "see the engine's log for more") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # Lost connections and time-outs of the engine API arrive as requests' exceptions.
+            raise EngineError(f"{what}: {_short(exc)}", "check that the engine is running") from None
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    """The engine's JSON-lines progress messages (others skipped)."""
+    import json
+
+    found = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            found.append(item)
+    return found
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+class _DockerPyWire:
+    """The wire's requests through docker-py's session, for the addresses wire.py does not
+    speak (ssh://, TLS): the engine's methods stay the same whatever the address."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api  # docker.APIClient, a requests.Session
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                body: Any = None, timeout: float = 120.0) -> Reply:
+        import requests.exceptions
+
+        try:
+            resp = self._api.request(method, self._api.base_url + path, params=params, json=body, timeout=timeout)
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionError(_short(exc)) from None
+        return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+
+    @contextmanager
+    def stream(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+               body: Iterable[bytes] | None = None, timeout: float = 600.0) -> Iterator[tuple[int, BinaryIO]]:
+        import requests.exceptions
+
+        try:
+            resp = self._api.request(method, self._api.base_url + path, params=params, data=body, stream=True,
+                                     timeout=timeout, headers={"Content-Type": "application/x-tar"} if body else None)
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionError(_short(exc)) from None
+        try:
+            yield resp.status_code, resp.raw
+        finally:
+            resp.close()
