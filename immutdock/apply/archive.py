@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from immutdock.targets import ledger
-from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError, EngineError, ImmutdockError
-from immutdock.gateways.files import Bar, Hashed, chunks, file_digest, write_new
 from immutdock.apply.prune import owned
+from immutdock.errors import ConfigError, EngineError, ImmutdockError
+from immutdock.gateways.engine import Engine
+from immutdock.gateways.files import Bar, Hashed, chunks, file_digest, write_new
+from immutdock.targets import ledger
 
 FORMAT = 1
 

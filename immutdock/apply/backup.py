@@ -31,16 +31,15 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Sequence
 
 from immutdock import assets, interrupts
 from immutdock import labels as L
-from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.errors import ConfigError, EngineError, ImmutdockError
-from immutdock.gateways.files import CHUNK, Bar, Hashed, write_new
-from immutdock.config.model import App, VolumeDump
-
 from immutdock.apply.backup_manifest import (ARCHIVE, DUMP, DUMPED, FILES, HELPER, HELPER_REPOSITORY, MANIFEST, MOUNT,
-                                            BackupBroken, Manifest, _clean, _last_line, archive_of, archive_root,
-                                            differences, file_stem, helper_labels, kept, manifest_of, parse_sums,
-                                            pick_volumes, service_state, to_stop, users)
+                                             BackupBroken, Manifest, _clean, _last_line, archive_of, archive_root,
+                                             differences, file_stem, helper_labels, kept, manifest_of, parse_sums,
+                                             pick_volumes, service_state, to_stop, users)
 from immutdock.apply.backup_restore import Restores
+from immutdock.config.model import App, VolumeDump
+from immutdock.errors import ConfigError, EngineError, ImmutdockError
+from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.gateways.files import CHUNK, Bar, Hashed, write_new
 
 if TYPE_CHECKING:
     from immutdock.gateways.compose import Compose

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock.gateways.engine import ContainerState
-from immutdock.errors import ConfigError, ImmutdockError
 from immutdock.config.model import App
+from immutdock.errors import ConfigError, ImmutdockError
+from immutdock.gateways.engine import ContainerState
 
 
 

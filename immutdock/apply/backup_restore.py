@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from immutdock import labels as L
-from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.errors import ConfigError, EngineError, ImmutdockError
-from immutdock.gateways.files import Bar, chunks, file_digest
+from immutdock.apply.backup_manifest import (DUMPED, MOUNT, BackupBroken, Manifest, _last_line, archive_root,
+                                             differences, helper_labels, service_state, to_stop, users)
 from immutdock.config.model import App, VolumeDump
-
-
-from immutdock.apply.backup_manifest import (DUMPED, MOUNT, BackupBroken, Manifest, _last_line, archive_root, differences,
-                                            helper_labels, service_state, to_stop, users)
+from immutdock.errors import ConfigError, EngineError, ImmutdockError
+from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.gateways.files import Bar, chunks, file_digest
 
 
 class Restores:

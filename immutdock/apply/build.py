@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from immutdock import labels as L
-from immutdock.identity.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
+from immutdock.config.model import App, BuildSpec
+from immutdock.errors import ConfigError
 from immutdock.gateways.compose import Compose
+from immutdock.gateways.engine import Engine
+from immutdock.identity.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
 from immutdock.identity.contexthash import hash_context
 from immutdock.identity.dockerfile import base_images
-from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError
 from immutdock.plan.imageplan import ImagePlan
-from immutdock.config.model import App, BuildSpec
 
 Progress = Callable[[str], None]
 

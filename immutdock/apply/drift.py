@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.config.model import App
-from immutdock.targets.observe import AppState
+from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.identity.redact import Redactor
+from immutdock.targets.observe import AppState
 
 # Where a running program keeps its pid files, sockets and scratch files: changes there are
 # not edits to the release.

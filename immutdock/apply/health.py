@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping, Sequence
 
+from immutdock.apply.router import Router, Server
 from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.plan.render import backend_name
-from immutdock.apply.router import Router, Server
 
 POLL = 0.1  # seconds between two looks at the engine and the router
 

@@ -7,10 +7,10 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from immutdock.targets import ledger
 from immutdock.apply.build import ImagePlan
-from immutdock.plan.release import ReleasePlan
 from immutdock.apply.router import Router
+from immutdock.plan.release import ReleasePlan
+from immutdock.targets import ledger
 
 Say = Callable[[str], None]
 

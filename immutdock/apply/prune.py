@@ -4,20 +4,19 @@ build for this app. The records of releases whose images are gone are compacted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dataclasses import dataclass
-
 from immutdock import labels as L
-from immutdock.targets import ledger
 from immutdock.apply.build import is_pin
-from immutdock.gateways.engine import Engine
 from immutdock.errors import ConfigError
+from immutdock.gateways.engine import Engine
+from immutdock.identity.redact import Redactor
+from immutdock.plan.release import rollback_target
+from immutdock.targets import ledger
 from immutdock.targets.ledger import Record
 from immutdock.targets.observe import AppState
-from immutdock.plan.release import rollback_target
-from immutdock.identity.redact import Redactor
 
 if TYPE_CHECKING:
     from immutdock.apply.release import Deployer

@@ -6,31 +6,30 @@ the new color and leaves the live one serving untouched."""
 from __future__ import annotations
 
 import contextlib
-from contextlib import AbstractContextManager
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import interrupts
-from immutdock.plan import render
 from immutdock.apply.build import ImagePlan, apply_images, plan_app_images
-from immutdock.gateways.compose import Compose
-from immutdock.crashpoints import reached
-from immutdock.gateways.engine import Engine
-from immutdock.errors import AfterSwitch, EngineError, ImmutdockError, Interrupted, ReleaseFailed
 from immutdock.apply.health import wait_ready
-from immutdock.config.model import App
-from immutdock.targets.observe import AppState, observe
-from immutdock.plan.release import (ReleasePlan, config_hash, decide, image_refs, live_jobs, model_jobs, rollback_plan,
-                            rollback_target)
-from immutdock.apply.steps import Steps, why_failed
-from immutdock.targets.base import Target
-
 from immutdock.apply.outcome import Live, Outcome, Prepared
 from immutdock.apply.release_records import RecordSteps
 from immutdock.apply.release_router import RouterSteps
 from immutdock.apply.release_state import Reaped, StateSteps
+from immutdock.apply.steps import Steps, why_failed
+from immutdock.config.model import App
+from immutdock.crashpoints import reached
+from immutdock.errors import AfterSwitch, EngineError, ImmutdockError, Interrupted, ReleaseFailed
+from immutdock.gateways.compose import Compose
+from immutdock.gateways.engine import Engine
+from immutdock.plan import render
+from immutdock.plan.release import (ReleasePlan, config_hash, decide, image_refs, live_jobs, model_jobs, rollback_plan,
+                                    rollback_target)
+from immutdock.targets.base import Target
+from immutdock.targets.observe import AppState, observe
 
 Say = Callable[[str], None]
 

@@ -7,18 +7,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from immutdock.targets import ledger
-from immutdock.plan import render
 from immutdock import labels as L
 from immutdock.apply.build import git_revision
+from immutdock.config.model import App, PreReleaseTest
+from immutdock.errors import EngineError, ReleaseFailed
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
-from immutdock.errors import EngineError, ReleaseFailed
-from immutdock.config.model import App, PreReleaseTest
-from immutdock.targets.observe import AppState
-from immutdock.plan.release import ReleasePlan
 from immutdock.identity.redact import Redactor, new_salt
+from immutdock.plan import render
+from immutdock.plan.release import ReleasePlan
+from immutdock.targets import ledger
 from immutdock.targets.base import Target
+from immutdock.targets.observe import AppState
 
 Say = Callable[[str], None]
 from immutdock.apply.outcome import Live, Prepared, now

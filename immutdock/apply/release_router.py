@@ -10,21 +10,21 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from immutdock import assets, interrupts
-from immutdock.targets import ledger
-from immutdock.plan import render
-from immutdock.config import tls
 from immutdock import labels as L
 from immutdock.apply.build import ImagePlan, plan_image
-from immutdock.gateways.compose import Compose
-from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
-from immutdock.config.model import App, BuildSpec, address, frozen_mapping
-from immutdock.targets.observe import AppState
-from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.apply.router import ROUTER_ENTRYPOINT, Router
 from immutdock.apply.settle import watch
+from immutdock.config import tls
+from immutdock.config.model import App, BuildSpec, address, frozen_mapping
+from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
+from immutdock.gateways.compose import Compose
+from immutdock.gateways.engine import Engine
+from immutdock.plan import render
+from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.plan.state import ContainerState
+from immutdock.targets import ledger
 from immutdock.targets.base import Target
+from immutdock.targets.observe import AppState
 
 Say = Callable[[str], None]
 from immutdock.apply.outcome import Prepared

@@ -9,19 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from immutdock.apply import archive as archives
 from immutdock import interrupts
-from immutdock.targets import ledger, recreate
-from immutdock.plan import render
 from immutdock import labels as L
+from immutdock.apply import archive as archives
+from immutdock.config.model import App
+from immutdock.errors import ConfigError, LockHeld, ReleaseFailed
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError, LockHeld, ReleaseFailed
-from immutdock.config.model import App
-from immutdock.targets.observe import AppState, observe
-from immutdock.plan.release import ReleasePlan
 from immutdock.identity.redact import Redactor
+from immutdock.plan import render
+from immutdock.plan.release import ReleasePlan
+from immutdock.targets import ledger, recreate
 from immutdock.targets.base import Target
+from immutdock.targets.observe import AppState, observe
 
 Say = Callable[[str], None]
 from immutdock.apply.outcome import Prepared

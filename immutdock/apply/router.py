@@ -11,9 +11,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
 from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.errors import EngineError
 from immutdock.plan.render import backend_name
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl

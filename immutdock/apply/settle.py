@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.apply.health import POLL
 from immutdock.apply.router import BackendStats, Router
+from immutdock.gateways.engine import ContainerState, Engine
 
 ROUTER_GRACE = 0.5  # seconds a route may have no healthy server (a check that timed out under load)
 _ENDS = ("die", "oom", "health_status: unhealthy")  # container events that end the watch at once

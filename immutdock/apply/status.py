@@ -6,13 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from immutdock import labels as L
-from immutdock.targets import lock, recreate
-from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.errors import EngineError
-from immutdock.config.model import App
-from immutdock.targets.observe import AppState, observe
-from immutdock.plan.release import not_serving
 from immutdock.apply.router import BackendStats, Router
+from immutdock.config.model import App
+from immutdock.errors import EngineError
+from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.plan.release import not_serving
+from immutdock.targets import lock, recreate
+from immutdock.targets.observe import AppState, observe
 
 
 def gather(engine: Engine, app_name: str) -> tuple[AppState, BackendStats | EngineError | None]:

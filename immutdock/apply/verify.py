@@ -19,12 +19,12 @@ from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.build import MissingBase, build_inputs, build_one
-from immutdock.identity.buildhash import build_digest, differing_inputs, tag_for
+from immutdock.config.model import App, BuildSpec
+from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
-from immutdock.errors import ConfigError, EngineError
+from immutdock.identity.buildhash import build_digest, differing_inputs, tag_for
 from immutdock.targets.ledger import Record
-from immutdock.config.model import App, BuildSpec
 
 
 @dataclass

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from immutdock.config import bounds, infer, projectfiles
-from immutdock.errors import ConfigError
 from immutdock.config.model import App, BuildSecret, BuildSpec, Service, VolumeDump, frozen_mapping
 from immutdock.config.settings import BLOCK, parse_settings
+from immutdock.errors import ConfigError
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",

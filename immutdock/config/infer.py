@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from immutdock.errors import ConfigError
 from immutdock.config.settings import ROUTE_KEYS
+from immutdock.errors import ConfigError
 
 # Repository names (any path segment, registry host left out) of well-known stateful images.
 STATEFUL_IMAGES = frozenset({

@@ -9,9 +9,9 @@ import re
 from typing import Any, Mapping
 
 from immutdock.config import bounds
+from immutdock.config.model import (DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router,
+                                    Settings, Target, VolumeDump, frozen_mapping)
 from immutdock.errors import ConfigError
-from immutdock.config.model import (DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router, Settings, Target,
-                             VolumeDump, frozen_mapping)
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle"}

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from immutdock.config import bounds
-from immutdock.errors import ConfigError
 from immutdock.config.model import TLS
+from immutdock.errors import ConfigError
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
 PATH = "x-immutdock.router.tls"

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from immutdock import interrupts
-from immutdock.gateways import procs, scratch, spawn
 from immutdock.errors import BuildError, ConfigError, EngineError
+from immutdock.gateways import procs, scratch, spawn
 from immutdock.identity.redact import externalized
 
 _PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from immutdock import labels as L
-from immutdock.plan.state import ContainerState
-from immutdock.gateways.wire import filters, segment
-
 from immutdock.gateways.engine_containers import ContainerCalls
 from immutdock.gateways.engine_images import ImageCalls, Transfer
+from immutdock.gateways.wire import filters, segment
+from immutdock.plan.state import ContainerState
 
 __all__ = ["ContainerState", "Engine", "Transfer"]
 

@@ -16,12 +16,11 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from immutdock import interrupts
 from immutdock import labels as L
-from immutdock.gateways.docker_exec import Frames, StreamTimeout, raw_socket
 from immutdock.errors import EngineError
-from immutdock.plan.state import ContainerState
-from immutdock.gateways.wire import Reply, demux, filters, segment
-
 from immutdock.gateways.docker_api import DockerAPI, _short
+from immutdock.gateways.docker_exec import Frames, StreamTimeout, raw_socket
+from immutdock.gateways.wire import Reply, demux, filters, segment
+from immutdock.plan.state import ContainerState
 
 
 class ContainerCalls(DockerAPI):

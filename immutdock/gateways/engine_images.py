@@ -10,9 +10,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping
 
 from immutdock import interrupts
 from immutdock.errors import EngineError
-from immutdock.gateways.wire import Reply, segment
-
 from immutdock.gateways.docker_api import DockerAPI, _json_lines, _short
+from immutdock.gateways.wire import Reply, segment
 
 @dataclass(frozen=True)
 class Transfer:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from immutdock.gateways import scratch
 from immutdock.errors import ConfigError, EngineError
+from immutdock.gateways import scratch
 
 if TYPE_CHECKING:  # fabric (and paramiko) are imported when a host is reached
     from fabric import Connection

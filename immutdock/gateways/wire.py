@@ -11,8 +11,8 @@ import http.client
 import json
 import os
 import socket
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 

@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from immutdock import labels as L
 from immutdock.config.compose_file import looks_secret
-from immutdock.errors import ConfigError
 from immutdock.config.model import App
+from immutdock.errors import ConfigError
 
 MARK = "<immutdock:digest "  # a digested string: "<immutdock:digest 3f9a…>"
 _NEVER = frozenset({"image", "name"})  # keys whose strings are kept as they are

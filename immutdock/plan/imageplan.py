@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from immutdock.identity.buildhash import BuildInputs
 from immutdock.config.model import BuildSpec
+from immutdock.identity.buildhash import BuildInputs
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock.targets import ledger
-from immutdock.plan import render
-from immutdock.plan.imageplan import ImagePlan
-from immutdock.errors import ConfigError
 from immutdock.config.infer import awaited_jobs
 from immutdock.config.model import App
-from immutdock.plan.state import AppState
+from immutdock.errors import ConfigError
 from immutdock.identity.redact import Redactor
+from immutdock.plan import render
+from immutdock.plan.imageplan import ImagePlan
+from immutdock.plan.state import AppState
+from immutdock.targets import ledger
 
 
 def image_refs(app: App, images: Sequence[ImagePlan]) -> dict[str, str]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from immutdock import labels as L
-from immutdock.targets import ledger as records
-from immutdock.targets import lock
+from immutdock.apply.router import Router
+from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
-from immutdock.errors import EngineError
-from immutdock.apply.router import Router
 from immutdock.plan.state import ContainerState
+from immutdock.targets import ledger as records
+from immutdock.targets import lock
 from immutdock.targets.base import Images, Say, Target
 from immutdock.targets.images import BuiltHere
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from immutdock import labels as L
-from immutdock.gateways.engine import Engine
 from immutdock.errors import ConfigError, LockHeld
+from immutdock.gateways.engine import Engine
 from immutdock.gateways.procs import machine_id, start_time
 
 LOCK_IMAGE = "immutdock-lock:1"  # an empty image: the lock container is never started

@@ -5,10 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from immutdock import labels as L
-from immutdock.targets import ledger
-from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
+from immutdock.gateways.engine import Engine
 from immutdock.plan.state import AppState, ContainerState
+from immutdock.targets import ledger
 from immutdock.targets.base import Target
 from immutdock.targets.engine import EngineLedger, RouterSwitch
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from immutdock import labels as L
-from immutdock.targets import lock
 from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.targets import lock
 
 ROLE = "recreate"
 _K = f"{L.PREFIX}.recreate"

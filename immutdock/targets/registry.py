@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from immutdock import interrupts
-from immutdock.gateways.engine import Engine
 from immutdock.errors import ConfigError, EngineError
+from immutdock.gateways.engine import Engine
 from immutdock.targets.ship import Progress, Shipment, wanted
 
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"

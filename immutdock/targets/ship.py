@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator, Mapping
 
 from immutdock import interrupts
+from immutdock.errors import EngineError
 from immutdock.gateways import scratch
 from immutdock.gateways.engine import Engine
-from immutdock.errors import EngineError
 
 # (what moves where, e.g. "shipping to HOST"; bytes sent so far (compressed; -1: not known),
 # bytes read so far, bytes to read)

@@ -11,7 +11,6 @@ from typing import Iterator
 
 import pytest
 import yaml
-
 from integration.support import cleanup, free_port, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine

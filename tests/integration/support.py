@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from immutdock.apply.build import is_pin
-from immutdock.gateways.engine import Engine
 from immutdock.errors import EngineError
+from immutdock.gateways.engine import Engine
 
 IMMUTDOCK = [sys.executable, "-m", "immutdock"]
 

@@ -8,10 +8,9 @@ from typing import Iterator
 
 import pytest
 
+from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
 from immutdock.gateways.engine import Engine
-from immutdock.errors import EngineError
-
 from .support import cleanup
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from immutdock.targets import lock
 from immutdock.gateways import procs, scratch
 from immutdock.gateways.engine import Engine
-
+from immutdock.targets import lock
 from .support import Background, TinyApp, json_out, run_cli
 
 pytestmark = pytest.mark.engine

@@ -16,7 +16,6 @@ from typing import Iterator
 import pytest
 
 from immutdock.crashpoints import MOMENTS
-
 from .support import Background, StateWatch, TinyApp, cleanup, compose_yaml, get, json_out, run_cli, stopped
 
 pytestmark = pytest.mark.engine

@@ -15,9 +15,8 @@ from typing import Iterator, TypeVar
 
 import pytest
 
-from immutdock.targets import ledger
 from immutdock.gateways.procs import machine_id, start_time
-
+from immutdock.targets import ledger
 from .support import Background, TinyApp, cleanup, json_out, run_cli
 
 pytestmark = pytest.mark.engine

@@ -15,7 +15,6 @@ from typing import Iterator
 import pytest
 
 from immutdock.gateways.procs import children, running
-
 from .support import cleanup
 
 pytestmark = [pytest.mark.engine,

@@ -21,12 +21,11 @@ from typing import Iterator
 
 import pytest
 
-from immutdock.targets import lock
-from immutdock.gateways.engine import Engine
-from immutdock.targets.hosts import close_hosts, open_hosts
-from immutdock.config.model import Target
-
 from .hosts import SshHosts
+from immutdock.config.model import Target
+from immutdock.gateways.engine import Engine
+from immutdock.targets import lock
+from immutdock.targets.hosts import close_hosts, open_hosts
 from .support import Background, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine

@@ -10,16 +10,16 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from immutdock.config import compose_file as config
-from immutdock.plan import render
 from immutdock import labels as L
 from immutdock.apply.build import ImagePlan
-from immutdock.gateways.engine import ContainerState
-from immutdock.errors import ConfigError
-from immutdock.targets.ledger import Record
+from immutdock.config import compose_file as config
 from immutdock.config.model import App, BuildSpec
-from immutdock.targets.observe import AppState
+from immutdock.errors import ConfigError
+from immutdock.gateways.engine import ContainerState
 from immutdock.identity.redact import Redactor
+from immutdock.plan import render
+from immutdock.targets.ledger import Record
+from immutdock.targets.observe import AppState
 
 APP = "shop"
 

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
+from .helpers import APP, image_plan, make_context, port, validate
 from immutdock import labels as L
 from immutdock.apply.fleet import Fleet
 from immutdock.apply.release import Deployer, Prepared
@@ -27,8 +28,6 @@ from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Target
 from immutdock.targets.images import Delivery
 from immutdock.targets.ledger import Record
-
-from .helpers import APP, image_plan, make_context, port, validate
 
 # -- the in-memory place ---------------------------------------------------------------------------
 

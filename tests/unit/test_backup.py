@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import APP, color_container, full_app, state_container
 from immutdock.apply import backup
 from immutdock.errors import ConfigError
-
-from .helpers import APP, color_container, full_app, state_container
 
 
 def test_volumes_picked_by_key_or_engine_name_all_by_default_and_an_unknown_one_refused(tmp_path: Path) -> None:

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from immutdock.config import compose_file as config
-from immutdock.errors import ConfigError
-from immutdock.config.model import BuildSecret
-
 from .helpers import (APP, anonymous_volume, bind, full_block, full_model, make_context, minimal_model,
-                     named_volume, port, raises_config, validate)
+                      named_volume, port, raises_config, validate)
+from immutdock.config import compose_file as config
+from immutdock.config.model import BuildSecret
+from immutdock.errors import ConfigError
 
 ROUTER = {"router": {"service": "web", "port": 8000}}
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from immutdock.identity.dockerignore import (
-    IgnoreMatcher,
-    _translate,
-    go_clean,
-    parse_ignore_file,
-    read_ignore_patterns,
-)
+                                             IgnoreMatcher,
+                                             _translate,
+                                             go_clean,
+                                             parse_ignore_file,
+                                             read_ignore_patterns,
+                                             )
 
 # --------------------------------------------------------------------------- parsing
 

@@ -7,13 +7,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from .helpers import APP, color_container, record, router_container, state_container
 from immutdock import labels as L
-from immutdock.targets.observe import observe
 from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Target
 from immutdock.targets.images import BuiltHere
-
-from .helpers import APP, color_container, record, router_container, state_container
+from immutdock.targets.observe import observe
 
 
 @dataclass

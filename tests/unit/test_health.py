@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.apply.health import container_verdict
-
 from .helpers import container
+from immutdock.apply.health import container_verdict
 
 
 def running(name: str = "web", health: str | None = None):

@@ -16,10 +16,9 @@ import pytest
 import yaml
 
 from immutdock.config import bounds, compose_file as config, tls
-from immutdock.errors import ConfigError
 from immutdock.config.model import TLS
 from immutdock.config.projectfiles import interpolate
-
+from immutdock.errors import ConfigError
 from .test_config import needs_compose
 
 pytestmark = needs_compose

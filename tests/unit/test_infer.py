@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from immutdock.errors import ConfigError
+from .helpers import bind, named_volume, port
 from immutdock.config.infer import image_names, refers_to, resolve, stateful_evidence
 from immutdock.config.settings import parse_settings
-
-from .helpers import bind, named_volume, port
+from immutdock.errors import ConfigError
 
 
 def roles(services: dict[str, Any], block: dict[str, Any] | None = None) -> dict[str, tuple[str, str, bool]]:

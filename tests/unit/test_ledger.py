@@ -11,12 +11,11 @@ from typing import Any, Mapping
 
 import pytest
 
-from immutdock import labels as L
-from immutdock.targets import ledger
-from immutdock.plan import render
-from immutdock.targets.ledger import Record, from_labels, parse_release_id, to_labels
-
 from .helpers import APP, IMAGES, full_app, record
+from immutdock import labels as L
+from immutdock.plan import render
+from immutdock.targets import ledger
+from immutdock.targets.ledger import Record, from_labels, parse_release_id, to_labels
 
 R = f"{L.PREFIX}.record"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from immutdock.targets.lock import Holder, _holder
 from immutdock.gateways.procs import children, machine_id, start_time
+from immutdock.targets.lock import Holder, _holder
 
 
 def holder(machine: str = "boot/pid:[1]", start: str = "100", pid: int = 42) -> Holder:

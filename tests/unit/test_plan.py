@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import (APP, IMAGES, REDACTOR, app_state, running_db, color_container, container, full_app, full_block,
+                      full_model, image_plan, record, router_container, state_container, validate, RUNNING_DB)
 from immutdock import labels as L
 from immutdock.config.model import App
-from immutdock.targets import ledger
 from immutdock.plan.release import config_hash, decide, image_refs
-
-from .helpers import (APP, IMAGES, REDACTOR, app_state, running_db, color_container, container, full_app, full_block, full_model,
-                      image_plan, record, router_container, state_container, validate, RUNNING_DB)
+from immutdock.targets import ledger
 
 NEW = "sha256:new"
 OLD = "sha256:old"

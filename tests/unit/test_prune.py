@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.apply.prune import PrunePlan, plan_prune
-
 from .helpers import app_state, color_container, container, record, router_container
+from immutdock.apply.prune import PrunePlan, plan_prune
 
 
 def img(n: int, service: str = "web") -> str:

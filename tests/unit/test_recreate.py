@@ -4,8 +4,8 @@ when the file no longer defines what it was recreating."""
 from __future__ import annotations
 
 from immutdock import labels as L
-from immutdock.targets import recreate
 from immutdock.gateways.engine import ContainerState
+from immutdock.targets import recreate
 
 
 def _model(**hashes: str) -> dict:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, full_model, minimal_model, validate
 from immutdock import labels as L
 from immutdock.plan import render
 from immutdock.plan.render import EDGE, OWN_NETWORK_PRIORITY
-
-from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, full_model, minimal_model, validate
 
 HASH = "sha256:cafe"
 

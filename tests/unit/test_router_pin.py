@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from immutdock.plan import render
-
 from .helpers import full_app, full_block
+from immutdock.plan import render
 
 ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path": "/healthz"}},
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from immutdock.errors import EngineError
 from immutdock.apply.router import BackendStats, Router, Server, parse_stat
+from immutdock.errors import EngineError
 
 # Captured from a running immutdock router (HAProxy 2.6.12, `docker exec ... router-ctl stat`), servers s3..s16
 # of each backend left out. Blue's template does not resolve (blue is gone); green's s1 is a live container.

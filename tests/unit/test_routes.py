@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
-from immutdock.plan import render
-from immutdock.config import tls
-from immutdock.errors import ConfigError
-from immutdock.config.model import TLS
-from immutdock.apply.router import parse_stat
-from immutdock.config.settings import parse_settings
-
 from .helpers import full_model, validate
+from immutdock.apply.router import parse_stat
+from immutdock.config import tls
+from immutdock.config.model import TLS
+from immutdock.config.settings import parse_settings
+from immutdock.errors import ConfigError
+from immutdock.plan import render
 
 SERVICES = {"web", "api", "broker", "db"}
 

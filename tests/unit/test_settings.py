@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from .helpers import raises_config
 from immutdock.config.model import Health, PreReleaseTest, Route, Router, Settings
 from immutdock.config.settings import BLOCK, DEFAULT_PUBLISH, parse_publish, parse_settings
-
-from .helpers import raises_config
 
 SERVICES = {"web", "worker", "db"}
 

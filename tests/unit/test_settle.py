@@ -8,11 +8,10 @@ from typing import Iterator
 
 import pytest
 
+from .helpers import container
 from immutdock.apply.health import container_verdict
 from immutdock.apply.router import BackendStats, Server
 from immutdock.apply.settle import container_problem, router_problem, watch
-
-from .helpers import container
 
 WEB = replace(container("app-green-web-1", service="web"), started="2026-12-03T10:00:00Z")
 WORKER = replace(container("app-green-worker-1", service="worker"), started="2026-12-03T10:00:00Z")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from immutdock.apply.status import problem
-
 from .helpers import RUNNING_DB, app_state, color_container, full_app, record, router_container, state_container
+from immutdock.apply.status import problem
 
 UP = {"up": 1}
 

@@ -6,13 +6,13 @@ import hashlib
 
 import pytest
 
-from immutdock.errors import ConfigError
 from immutdock.apply.fleet import drift
+from immutdock.config.settings import parse_settings
+from immutdock.errors import ConfigError
+from immutdock.gateways.ssh import parse_host
 from immutdock.targets.hosts import resolve
 from immutdock.targets.registry import remote_ref
-from immutdock.config.settings import parse_settings
 from immutdock.targets.ship import chain_ids, held_chains, layers_to_send
-from immutdock.gateways.ssh import parse_host
 
 
 @pytest.mark.parametrize("text, host, user, port", [
