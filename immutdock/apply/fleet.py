@@ -94,14 +94,16 @@ class Fleet:
         (plans, locks, builds, goes live), and what it says is not prefixed with its name."""
         return len(self.targets) == 1 and self.targets[0].images.builds_here
 
-    def deployer(self, target: Target, prepared: Prepared | None = None, hold_lock: bool = False) -> Deployer:
+    def deployer(self, target: Target, prepared: Prepared | None = None, hold_lock: bool = False,
+                 number: int = 1, same_number: bool = False) -> Deployer:
         """A Deployer on `target`; the fleet holds the target's lock unless `hold_lock` (the
-        Deployer takes it itself)."""
+        Deployer takes it itself); `number`, `same_number`: see Deployer."""
         one = len(self.targets) == 1
         return Deployer(self.app, target,
                         self.say if one else (lambda m, h=target.name: self.say(f"{h}: {m}")),
                         self.warn if one else (lambda m, h=target.name: self.warn(f"{h}: {m}")),
-                        builder=self.builder, prepared=prepared, hold_lock=hold_lock)
+                        builder=self.builder, prepared=prepared, hold_lock=hold_lock, number=number,
+                        same_number=same_number)
 
     def named(self, target: Target, message: str) -> str:
         """`message` about `target`, prefixed with its name unless it is the local engine alone."""
@@ -155,9 +157,8 @@ class Fleet:
                                     dataclasses.replace(router_plan, cached=True) if router_plan else None)
                 refs = list(image_refs(self.app, built).values()) + ([router_plan.image] if router_plan else [])
                 self._deliver(result, refs, behind)
-                for d in deployers.values():
-                    d.prepared = prepared
-                    d.number, d.same_number = number, bool(serving)
+                deployers = {t.name: self.deployer(t, prepared, number=number, same_number=bool(serving))
+                             for t in self.targets}
             # Each host's release starts from the state its plan read (under the same lock).
             self._roll(result, behind, lambda name: deployers[name].release(observed=lambda: plans[name][2]))
         result.seconds = time.monotonic() - t0

@@ -43,7 +43,8 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
     (a fleet locks all its hosts first)."""
 
     def __init__(self, app: App, target: Target, say: Say, warn: Say, *,
-                 builder: Engine | None = None, prepared: Prepared | None = None, hold_lock: bool = True) -> None:
+                 builder: Engine | None = None, prepared: Prepared | None = None, hold_lock: bool = True,
+                 number: int = 1, same_number: bool = False) -> None:
         self.app = app
         self.target = target
         self.engine = target.engine
@@ -53,8 +54,8 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         self.builder = builder or target.engine
         self.prepared = prepared
         self.hold_lock = hold_lock
-        self.number = 1  # the least release number a release takes (a fleet gives its hosts one)
-        self.same_number = False  # take `number` itself: other hosts of the fleet serve this file as it
+        self.number = number  # the least release number a release takes (a fleet gives its hosts one)
+        self.same_number = same_number  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
 

@@ -16,6 +16,7 @@ from immutdock.errors import ConfigError
 
 if TYPE_CHECKING:
     from immutdock.apply.backup import Manifest, Volumes
+    from immutdock.targets.base import Ledger
     from immutdock.config.model import App
 
 # -- volumes -----------------------------------------------------------------------------------
@@ -75,8 +76,8 @@ def _backups_folder(app: App, folder: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes]]]:
-    """(host name or None for the local engine, backup.Volumes) of each place the command
+def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes, Ledger]]]:
+    """(host name or None for the local engine, backup.Volumes, its Ledger) of each place the command
     runs on: the local engine, or each host of --target, which gets the helper image built
     here (delivered as its release images are). `one`: a command that writes into one engine."""
     from immutdock.apply import backup
@@ -95,7 +96,7 @@ def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[st
         fleet.deliver([helper])
         yield [(None if fleet.policy is None else t.name,
                 backup.Volumes(t.engine, app, helper, lambda m, t=t: ctx.say(fleet.named(t, m)),
-                               lambda w, d, n, t=t: ctx.bar(fleet.named(t, w), d, n))) for t in fleet.targets]
+                               lambda w, d, n, t=t: ctx.bar(fleet.named(t, w), d, n)), t.ledger) for t in fleet.targets]
 
 
 def _read_backup(path: Path) -> tuple[Manifest, Path]:
@@ -118,7 +119,7 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
     where = _backups_folder(app, folder)
     rows = []
     with _volume_ops(ctx, app) as engines:
-        for host, ops in engines:
+        for host, ops, _ledger in engines:
             state = observe(ops.engine, app.name)
             kept_in = host_folder(where, host)
             for key, name in backup.pick_volumes(app, ()):
@@ -154,7 +155,6 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     again; swapped services keep serving. Takes the release lock (exit 3 while a release
     runs). A backup that fails leaves no file under a backup's name."""
     from immutdock.apply import backup
-    from immutdock.targets import lock
     from immutdock.targets.observe import observe
 
     app = ctx.load()
@@ -163,7 +163,7 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     writable(where, "--to")
     rows = []
     with _volume_ops(ctx, app) as engines:
-        for host, ops in engines:  # every volume is there and the app's, and each dump can run, before any copy
+        for host, ops, _ledger in engines:  # every volume is there and the app's, and each dump can run, before any copy
             containers = observe(ops.engine, app.name).containers
             for key, name in picked:
                 if not ops.own(name, key):
@@ -171,11 +171,10 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                                       "release the app once; it creates its volumes")
                 if key in app.settings.volumes:
                     ops.runs_dump(key, app.settings.volumes[key], containers, name)
-        for host, ops in engines:
+        for host, ops, ledger in engines:
             into = host_folder(where, host)
             writable(into, "--to")
-            lock.acquire(ops.engine, app.name, "volumes backup", ctx.warn)
-            try:
+            with ledger.lock(app.name, "volumes backup", ctx.warn):
                 state = observe(ops.engine, app.name)
                 release = state.live_record.id if state.live_record else None
                 for key, name in picked:
@@ -190,8 +189,6 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                         ops.verify(made, into / made.archive, state.containers)
                         row["verified"] = True
                     rows.append(row)
-            finally:
-                lock.release(ops.engine, app.name)
 
     def human() -> None:
         from immutdock.targets.ship import size_text
@@ -220,7 +217,6 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     the volume are stopped meanwhile and started again. A dump is loaded by its load
     command: into the running service (with --force), or into a copy of the service started
     on the --into volume. Takes the release lock."""
-    from immutdock.targets import lock
     from immutdock.targets.observe import observe
 
     app = ctx.load()
@@ -228,14 +224,11 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     if into is not None and not _VOLUME_NAME.match(into):
         raise ConfigError("--into", f"{into!r} is not a volume name", "use letters, digits, '_', '.' or '-'")
     with _volume_ops(ctx, app, one=True) as engines:
-        host, ops = engines[0]
-        lock.acquire(ops.engine, app.name, "volumes restore", ctx.warn)
-        try:
+        host, ops, ledger = engines[0]
+        with ledger.lock(app.name, "volumes restore", ctx.warn):
             state = observe(ops.engine, app.name)
             t0 = time.monotonic()
             volume, made = ops.restore(manifest, archive, into, state.containers, force)
-        finally:
-            lock.release(ops.engine, app.name)
     data = {"app": app.name, "host": host, "outcome": "restored", "backup": str(archive), "volume": volume,
             "created": made, "kind": manifest.kind,
             "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
