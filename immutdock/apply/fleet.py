@@ -32,6 +32,7 @@ from immutdock.plan.release import ReleasePlan, image_refs
 from immutdock.targets import ledger, registry, ship
 from immutdock.targets.base import Images, Target
 from immutdock.targets.images import Delivery
+from immutdock.targets.observe import AppState
 from immutdock.targets.ship import size_text
 
 Say = Callable[[str], None]
@@ -132,7 +133,7 @@ class Fleet:
                          seconds=time.monotonic() - t0, message=outcome.message, detail=outcome)
         return FleetOutcome(target=self.name, kind=kind, hosts=[row], seconds=row.seconds)
 
-    def release(self, observed: Callable[[], Any] | None = None) -> FleetOutcome:
+    def release(self, observed: Callable[[], AppState] | None = None) -> FleetOutcome:
         """Release the file on every place; `observed`: the state the local engine's release
         starts from, read ahead (see Deployer.release)."""
         if self.builds_itself:
@@ -164,7 +165,7 @@ class Fleet:
         result.seconds = time.monotonic() - t0
         return result
 
-    def plan(self, observed: Callable[[], Any] | None = None) -> list[ReleasePlan]:
+    def plan(self, observed: Callable[[], AppState] | None = None) -> list[ReleasePlan]:
         """What a release would do on each place (reads only: nothing is pulled or built);
         `observed`: as for `release`."""
         if self.builds_itself:

@@ -270,7 +270,7 @@ def verify_command(ctx: Ctx, release_id: str | None, cached: bool, no_rebuild: b
 
     app = ctx.load()
     compose = Compose()
-    done: dict[tuple[str, str, str | None], Any] = {}  # the same image on several hosts is checked once
+    done: dict[tuple[str, str, str | None], verify.ImageCheck] = {}  # the same image on several hosts is checked once
 
     def check(t: Target) -> dict[str, Any]:
         record, checks = verify.check_release(app, t.engine, release_id, done, lambda service, ref, found: (

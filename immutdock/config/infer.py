@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from immutdock.config.model import Route, Router
 from immutdock.config.settings import ROUTE_KEYS
 from immutdock.errors import ConfigError
 
@@ -293,7 +294,7 @@ def refers_to(name: str, definition: Mapping[str, Any]) -> bool:
     return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", json.dumps(dict(definition))) is not None
 
 
-def _route_lines(route: Any) -> list[str]:
+def _route_lines(route: Route) -> list[str]:
     """The keys `init` writes for one route (settings' Route)."""
     lines = [f"service: {json.dumps(route.service)}", f"port: {route.port}", f"publish: {json.dumps(route.publish)}"]
     if route.mode != "http":
@@ -303,7 +304,7 @@ def _route_lines(route: Any) -> list[str]:
     return lines
 
 
-def block_text(router: Any, roles: tuple[Role, ...], width: int = 100) -> str:
+def block_text(router: Router | None, roles: tuple[Role, ...], width: int = 100) -> str:
     """The x-immutdock block `immutdock init` writes (pure): what was inferred, set explicitly,
     each line under a comment saying why. `router` is the settings' Router or None."""
     import textwrap

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 
 def frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
+
+
+if TYPE_CHECKING:
+    from immutdock.config.infer import Role
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ class App:
     networks: Mapping[str, Mapping[str, Any]]
     settings: Settings
     configs: Mapping[str, Mapping[str, Any]] = field(default_factory=frozen_mapping)
-    roles: tuple[Any, ...] = ()  # infer.Role of every service: its role and why
+    roles: tuple[Role, ...] = ()  # every service's role and why
     warnings: tuple[str, ...] = ()  # what the file says that the release leaves out, and why
     profiles: tuple[str, ...] = ()  # the compose profiles active when the file was read (COMPOSE_PROFILES)
     # Values of secret-looking variables and environment keys: a record keeps no string that
