@@ -59,16 +59,12 @@ def lock_name(app: str) -> str:
     return f"immutdock.{app}.lock"
 
 
-def _holder(labels: Mapping[str, str], lock_id: str = "") -> Holder:
+def holder_of(labels: Mapping[str, str], lock_id: str = "") -> Holder:
+    """Who a lock container's labels say holds it."""
     return Holder(host=labels.get(f"{_H}.host", "?"), pid=int(labels.get(f"{_H}.pid", "0") or 0),
                   user=labels.get(f"{_H}.user", "?"), since=labels.get(f"{_H}.since", "?"),
                   command=labels.get(f"{_H}.command", "?"), machine=labels.get(f"{_H}.machine", ""),
                   start=labels.get(f"{_H}.start", ""), lock_id=lock_id)
-
-
-def holder_of(labels: Mapping[str, str]) -> Holder:
-    """Who a lock container's labels say holds it."""
-    return _holder(labels)
 
 
 def _my_labels(app: str, command: str) -> dict[str, str]:
@@ -90,7 +86,7 @@ def _empty_image_tar() -> bytes:
 
 def current_holder(engine: Engine, app: str) -> Holder | None:
     found = engine.marker(lock_name(app))
-    return _holder(found[1], found[0]) if found is not None else None
+    return holder_of(found[1], found[0]) if found is not None else None
 
 
 def _is_mine(holder: Holder) -> bool:

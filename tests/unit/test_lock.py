@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from immutdock.gateways.procs import children, machine_id, start_time
-from immutdock.targets.lock import Holder, _holder
+from immutdock.targets.lock import Holder, holder_of
 
 
 def holder(machine: str = "boot/pid:[1]", start: str = "100", pid: int = 42) -> Holder:
@@ -42,7 +42,7 @@ def test_this_process_reads_as_itself() -> None:
 
 
 def test_labels_round_trip_with_the_lock_id() -> None:
-    h = _holder({"io.immutdock.lock.host": "box", "io.immutdock.lock.pid": "7", "io.immutdock.lock.start": "5",
+    h = holder_of({"io.immutdock.lock.host": "box", "io.immutdock.lock.pid": "7", "io.immutdock.lock.start": "5",
                  "io.immutdock.lock.machine": "m"}, "abc123")
     assert (h.host, h.pid, h.start, h.machine, h.lock_id, h.user) == ("box", 7, "5", "m", "abc123", "?")
 
