@@ -18,11 +18,9 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from immutdock import interrupts
-from immutdock.apply.build import plan_app_images
-from immutdock.apply.release import Deployer, Outcome, Prepared
 from immutdock.config.model import App
 from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError, ImmutdockError, Interrupted, LockHeld
@@ -34,6 +32,9 @@ from immutdock.targets.base import Images, Target
 from immutdock.targets.images import Delivery
 from immutdock.targets.observe import AppState
 from immutdock.targets.ship import size_text
+
+if TYPE_CHECKING:
+    from immutdock.apply.release import Deployer, Outcome, Prepared
 
 Say = Callable[[str], None]
 
@@ -99,6 +100,8 @@ class Fleet:
                  number: int = 1, same_number: bool = False) -> Deployer:
         """A Deployer on `target`; the fleet holds the target's lock unless `hold_lock` (the
         Deployer takes it itself); `number`, `same_number`: see Deployer."""
+        from immutdock.apply.release import Deployer
+
         one = len(self.targets) == 1
         return Deployer(self.app, target,
                         self.say if one else (lambda m, h=target.name: self.say(f"{h}: {m}")),
@@ -138,6 +141,9 @@ class Fleet:
         starts from, read ahead (see Deployer.release)."""
         if self.builds_itself:
             return self._whole("release", lambda d: d.release(observed=observed))
+        from immutdock.apply.build import plan_app_images
+        from immutdock.apply.release import Prepared
+
         t0 = time.monotonic()
         first = self._checked()
         result = FleetOutcome(target=self.name, kind="release", hosts=[HostResult(host=t.name) for t in self.targets])
@@ -170,6 +176,9 @@ class Fleet:
         `observed`: as for `release`."""
         if self.builds_itself:
             return [self.deployer(self.targets[0]).plan(pull=False, observed=observed)[0]]
+        from immutdock.apply.build import plan_app_images
+        from immutdock.apply.release import Prepared
+
         first = self._checked()
         images = plan_app_images(self.app, self.builder, False)
         prepared = Prepared(tuple(images), first._router_image_plan(pull=False))
@@ -182,6 +191,8 @@ class Fleet:
         if self.builds_itself:
             return self._whole("rollback", lambda d: d.rollback(to, archive=(archives or {}).get(self.name),
                                                                  bar=bar or (lambda _w, _d, _t: None)))
+        from immutdock.apply.release import Prepared
+
         t0 = time.monotonic()
         first = self._checked()
         result = FleetOutcome(target=self.name, kind="rollback", hosts=[HostResult(host=t.name) for t in self.targets])
@@ -299,7 +310,8 @@ def _fleet_hint(exc: ImmutdockError, done: list[str], left: list[str]) -> str:
 
 class _FleetLock:
     """Every place's lock (its Ledger's), taken in the places' sorted order; a place whose lock
-    is held frees those taken and refuses the command (exit 3)."""
+    is held frees those taken and refuses the command (exit 3). A lock that cannot be freed is
+    warned of: the command keeps its own outcome (the next release takes over a dead holder's)."""
 
     def __init__(self, fleet: Fleet, command: str) -> None:
         self.fleet = fleet
@@ -309,7 +321,7 @@ class _FleetLock:
     def __enter__(self) -> None:
         for place in sorted(self.fleet.targets, key=lambda t: t.name):
             try:
-                self.taken.enter_context(place.ledger.lock(self.fleet.app.name, self.command, self.fleet.warn))
+                self.taken.enter_context(self._held(place))
             except LockHeld as exc:
                 self.taken.close()
                 raise LockHeld(self.fleet.named(place, exc.message), exc.hint) from None
@@ -317,8 +329,20 @@ class _FleetLock:
                 self.taken.close()
                 raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.taken.__exit__(*exc)
+    def __exit__(self, *_exc: object) -> None:
+        self.taken.close()
+
+    @contextlib.contextmanager
+    def _held(self, place: Target) -> Iterator[None]:
+        held = place.ledger.lock(self.fleet.app.name, self.command, self.fleet.warn)
+        held.__enter__()
+        try:
+            yield
+        finally:
+            try:
+                held.__exit__(None, None, None)
+            except ImmutdockError as exc:
+                self.fleet.warn(self.fleet.named(place, f"could not free the lock: {exc.message}"))
 
 
 def drift(live: dict[str, tuple[int, Any]]) -> list[str]:

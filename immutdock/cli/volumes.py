@@ -82,6 +82,7 @@ def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[st
     here (delivered as its release images are). `one`: a command that writes into one engine."""
     from immutdock.apply import backup
     from immutdock.gateways.compose import Compose
+    from immutdock.targets import ship
 
     policy = ctx.policy(app)
     if one and policy is not None and len(policy.hosts) != 1:
@@ -93,7 +94,9 @@ def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[st
     finally:
         compose.close()
     with ctx.places(app) as fleet:
-        fleet.deliver([helper])
+        away = {t.name: t.engine for t in fleet.targets if not t.images.builds_here}
+        if away:  # the helper is shipped (only the layers a host lacks), never pushed to the target's registry
+            ship.ship(fleet.builder, away, [helper], ctx.shipping)
         yield [(None if fleet.policy is None else t.name,
                 backup.Volumes(t.engine, app, helper, lambda m, t=t: ctx.say(fleet.named(t, m)),
                                lambda w, d, n, t=t: ctx.bar(fleet.named(t, w), d, n)), t.ledger) for t in fleet.targets]

@@ -13,7 +13,6 @@ from immutdock.config.model import App
 from immutdock.config.model import Target as Policy
 from immutdock.config.settings import ssh_host
 from immutdock.errors import ConfigError
-from immutdock.gateways import ssh
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.targets.base import Images, Target
@@ -48,6 +47,8 @@ def open_hosts(target: Policy, identity: Path | None, accept_new: bool,
     """Connect to every host (in parallel), each key checked and its Docker usable; all or
     none: a host that cannot be reached closes the others and stops the command. `hidden`:
     the app's values its rendered compose files must not hold (see Compose)."""
+    from immutdock.gateways import ssh
+
     images: Images = ThroughRegistry(target.registry) if target.registry else Shipped()
 
     def one(text: str) -> Target:

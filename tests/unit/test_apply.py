@@ -412,7 +412,7 @@ def builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setattr("immutdock.apply.release.Deployer.build", lambda self, images, router_plan: list(images))
 
     def tag(name: str) -> None:
-        monkeypatch.setattr("immutdock.apply.fleet.plan_app_images", lambda *_a, **_k: [
+        monkeypatch.setattr("immutdock.apply.build.plan_app_images", lambda *_a, **_k: [
             image_plan("web", name, tmp_path, cached=True)])
     return tag
 
