@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from immutdock import labels as L
 from immutdock.apply.router import BackendStats, Router
@@ -12,25 +12,32 @@ from immutdock.errors import EngineError
 from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.plan.release import not_serving
 from immutdock.targets import lock, recreate
+from immutdock.targets.base import Target
 from immutdock.targets.observe import AppState, observe
 
 
-def gather(engine: Engine, app_name: str) -> tuple[AppState, BackendStats | EngineError | None]:
-    """What status reports on: the app's state, and its router's stats (or why they could not
-    be read; None when no router runs a live color). The stats (an exec in the router) are
-    read while the rest is."""
-    routers = [c for c in engine.containers(**{L.APP: app_name, L.ROLE: "router"}) if c.status == "running"]
+def gather(where: Engine | Target, app_name: str) -> tuple[AppState, BackendStats | EngineError | None]:
+    """What status reports on, on an engine or a Target: the app's state, and its router's
+    stats (or why they could not be read; None when no router runs a live color). The stats
+    (an exec in the router) are read while the rest is."""
+    if isinstance(where, Engine):
+        found = where.containers(**{L.APP: app_name, L.ROLE: "router"})
+        control: Callable[[ContainerState], Router] = lambda c: Router(where, c)  # noqa: E731
+    else:
+        found = [c for c in where.colors.containers(app_name) if c.labels.get(L.ROLE) == "router"]
+        control = where.switch.control
+    routers = [c for c in found if c.status == "running"]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        stats_f = pool.submit(_stats, engine, routers[0]) if routers else None
-        state = observe(engine, app_name)
+        stats_f = pool.submit(_stats, control, routers[0]) if routers else None
+        state = observe(where, app_name)
         stats = stats_f.result() if stats_f else None
     running = state.router is not None and state.router.status == "running" and state.live_color
     return state, stats if running else None
 
 
-def _stats(engine: Engine, router: ContainerState) -> BackendStats | EngineError:
+def _stats(control: Callable[[ContainerState], Router], router: ContainerState) -> BackendStats | EngineError:
     try:
-        return Router(engine, router).stats()
+        return control(router).stats()
     except EngineError as exc:
         return exc
 

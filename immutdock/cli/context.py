@@ -99,11 +99,11 @@ class Ctx:
         return app
 
     def prefetched(self, app: App, fetch: Callable[[Any, str], Any], where: Target) -> Any:
-        """What `load`'s prefetch read, when it read this app (the name held) on the local
-        engine; else fetch(where's engine, app name) now."""
+        """What `load`'s prefetch read (fetch(the local engine, name)), when it read this app (the
+        name held) on the local engine; else fetch(where, app name) now, through the Target."""
         if self._ahead is not None and self._ahead[0] == app.name and where.engine is self.engine:
             return self._ahead[1].result()
-        return fetch(where.engine, app.name)
+        return fetch(where, app.name)
 
     def policy(self, app: App) -> Policy | None:
         """The target the command names (None: the local engine)."""

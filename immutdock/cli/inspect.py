@@ -108,7 +108,7 @@ def _reap(ctx: Ctx, deployer: Deployer, state: AppState, stats: BackendStats | N
         ctx.warn(prefix + (f"retired {deployer.app.name}-{color}, the release before {state.live_release}"
                            if color in state.not_retired else
                            f"removed half-made {deployer.app.name}-{color} left by an interrupted release"))
-    return gather(deployer.engine, deployer.app.name) if reaped.colors or reaped.recreated else (state, stats)
+    return gather(deployer.target, deployer.app.name) if reaped.colors or reaped.recreated else (state, stats)
 
 
 def _left_over(ctx: Ctx, app: App, report: Mapping[str, Any], prefix: str = "", where: str = "") -> None:
@@ -149,11 +149,11 @@ def history(ctx: Ctx) -> None:
 
     Records are kept forever; "ok, pruned" marks a release whose images `prune` removed
     (it can no longer be rolled back to)."""
-    from immutdock.targets import ledger
+    from immutdock.targets.observe import records
 
-    app = ctx.load(prefetch=ledger.history)
+    app = ctx.load(prefetch=records)
     with ctx.places(app) as fleet:
-        found = fleet.each(lambda t: [r.summary() for r in ctx.prefetched(app, ledger.history, t)])
+        found = fleet.each(lambda t: [r.summary() for r in ctx.prefetched(app, records, t)])
     ctx.emit_each(fleet, found, lambda rows: rows, lambda rows: _history_lines(app, rows),
                   row=lambda rows: {"releases": rows})
 

@@ -12,7 +12,12 @@ from immutdock.targets import ledger
 from immutdock.targets.base import Target
 from immutdock.targets.engine import EngineLedger, RouterSwitch
 
-__all__ = ["AppState", "ContainerState", "observe"]
+__all__ = ["AppState", "ContainerState", "observe", "records"]
+
+
+def records(where: Engine | Target, app: str) -> list[ledger.Record]:
+    """The app's release records, on an engine or through a Target's Ledger."""
+    return ledger.history(where, app) if isinstance(where, Engine) else where.ledger.records(app)
 
 
 def observe(where: Engine | Target, app: str) -> AppState:

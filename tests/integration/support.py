@@ -183,7 +183,8 @@ TINY_DB = 'build: ./db\ninit: true\nvolumes: ["data:/data"]'
 
 def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: str = "", db: str = TINY_DB,
                  volume: str = "data") -> str:
-    """The tiny app's file; `db` the stateful db's definition, `volume` the one named volume."""
+    """The tiny app's file; `db` the stateful db's definition, `volume` the one named volume. Its
+    watch after the switch is 1 s (test_settle.py and test_safety.py test the watch itself)."""
     db_lines = textwrap.indent(db, " " * 12).strip()  # under `db:`, before the dedent
     return textwrap.dedent(f"""\
         name: {name}
@@ -209,7 +210,7 @@ def compose_yaml(name: str, port: int, health_timeout: int = 30, extra_block: st
             health: {{path: /healthz, timeout: {health_timeout}}}
           stateful: [db]
           keep: 3
-        """) + extra_block
+        """) + ("" if "settle:" in extra_block else "  settle: 1\n") + extra_block
 
 
 @dataclass

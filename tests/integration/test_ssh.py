@@ -77,6 +77,7 @@ class RemoteApp:
             x-immutdock:
               router:
                 health: {{path: /version, timeout: {gate}}}
+              settle: 1
               targets:
                 both: {{hosts: [{aliases}], canary: {canary}, parallel: {parallel}{pushed_to}}}
             """))

@@ -454,3 +454,18 @@ def test_a_fleet_whose_host_is_locked_changes_no_host(tmp_path: Path, builds: An
     with pytest.raises(LockHeld):
         fleet(app, worlds).release()
     assert [w.log for w in worlds] == [[], []] and worlds[0].locked == []
+
+
+# -- reading a place -------------------------------------------------------------------------------
+
+
+def test_status_and_history_read_a_place_through_its_target(tmp_path: Path) -> None:
+    from immutdock.apply.status import describe, gather
+    from immutdock.targets.observe import records
+
+    app, world = released(tmp_path)
+    state, stats = gather(world.target(), APP)
+    report = describe(app, state, stats)
+    assert (report["live_color"], report["live_release"], report["problem"]) == ("blue", "r1", None)
+    assert report["router"]["up"] == 1
+    assert [r.id for r in records(world.target(), APP)] == ["r1"]
