@@ -229,11 +229,9 @@ def unlock(ctx: Ctx, force: bool) -> None:
     A release that finds the lock of a holder that died on this machine takes it over
     by itself; `unlock` is for holders that died elsewhere.
     """
-    from immutdock.targets import lock
-
     app = ctx.load()
     with ctx.places(app) as fleet:
-        holders = fleet.each(lambda t: lock.unlock(t.engine, app.name, force, ctx.warn))
+        holders = fleet.each(lambda t: t.ledger.unlock(app.name, force, ctx.warn))
     ctx.emit_each(fleet, holders, lambda x: {"app": app.name, "held_by": x.describe() if x else None},
                   lambda x: [f"released the lock held by {x.describe()}" if x else f"{app.name} was not locked"],
                   row=lambda x: {"held_by": x.describe() if x else None}, before={"app": app.name})

@@ -2,14 +2,15 @@
 Target. The release flow (immutdock.apply.release, immutdock.apply.steps) asks them; it never asks what
 kind of place it releases to.
 
-| question                          | interface | a docker engine (local, or a host over SSH)      | Docker Swarm (to come)                                |
+| question                          | interface | a docker engine (local, or a host over SSH)      | Docker Swarm (targets/swarm.py, as it is built)      |
 |-----------------------------------|-----------|--------------------------------------------------|-------------------------------------------------------|
 | how do engine calls and compose   | Runtime   | the docker socket or DOCKER_HOST; for a host, its | the manager's engine (local, or over SSH), and each   |
 | run, and how do they end?         |           | engine through one SSH connection (ssh.py)        | node's for per-node work (shipping layers)            |
-| where do history and the lock     | Ledger    | labelled volumes (ledger.py), a lock container    | cluster-wide objects: labelled Swarm configs for the  |
-| live?                             |           | (lock.py), on that engine                         | records, a config created exclusively for the lock    |
+| where do history and the lock     | Ledger    | labelled volumes (ledger.py), a lock container    | BUILT: cluster-wide objects, labelled Swarm configs   |
+| live?                             |           | (lock.py), on that engine                         | for the records, one config named for the lock        |
 | how does traffic switch?          | Switch    | the HAProxy router container (router.py): its     | the router as a Swarm service with host-mode ports;   |
-|                                   |           | live link, arm, stats, switch                     | the switch runs in every task of it                   |
+|                                   |           | live link, arm, stats, switch                     | `control` answers for all its tasks: the switch runs  |
+|                                   |           |                                                   | in every one, stats join theirs                       |
 | what is a color?                  | Colors    | a compose project (up, down, its containers       | a stack (`docker stack deploy`, `docker stack rm`),   |
 |                                   |           | found by label)                                   | its tasks found by label                              |
 | how do images arrive?             | Images    | the local engine builds them itself; a host gets  | shipped to each node (missing layers: the nodes are   |
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from immutdock.gateways.engine import Engine
     from immutdock.targets.images import Delivery
     from immutdock.targets.ledger import Record
+    from immutdock.targets.lock import Holder
     from immutdock.apply.router import Router
 
 Say = Callable[[str], None]
@@ -62,6 +64,9 @@ class Ledger(Protocol):
     def write(self, app: str, record: Record, taken: frozenset[str] = frozenset()) -> Record: ...
     def rewrite(self, app: str, old: Record, new: Record) -> Record: ...
     def lock(self, app: str, command: str, warn: Say) -> AbstractContextManager[None]: ...
+    def unlock(self, app: str, force: bool, warn: Say) -> Holder | None:
+        """Free the lock after saying who held it (a holder alive on this machine needs `force`)."""
+        ...
 
 
 class Images(Protocol):

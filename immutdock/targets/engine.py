@@ -38,34 +38,45 @@ class EngineRuntime:
 
 
 @dataclass(frozen=True)
-class EngineLedger:
-    """Records as labelled volumes, the lock as a container (immutdock.targets.ledger, immutdock.targets.lock)."""
+class StoredLedger:
+    """Records as labelled objects on a Shelf, the lock among Markers (immutdock.targets.ledger,
+    immutdock.targets.lock): an engine's volumes and containers (`engine_ledger`), or a
+    Swarm's configs (targets/swarm.py)."""
 
-    engine: Engine
+    shelf: records.Shelf
+    markers: lock.Markers
 
     def records(self, app: str) -> list[records.Record]:
-        return records.history(self.engine, app)
+        return records.history(self.shelf, app)
 
     def write(self, app: str, record: records.Record, taken: frozenset[str] = frozenset()) -> records.Record:
-        return records.write(self.engine, app, record, taken)
+        return records.write(self.shelf, app, record, taken)
 
     def rewrite(self, app: str, old: records.Record, new: records.Record) -> records.Record:
-        return records.rewrite(self.engine, app, old, new, frozenset())
+        return records.rewrite(self.shelf, app, old, new, frozenset())
+
+    def unlock(self, app: str, force: bool, warn: Say) -> lock.Holder | None:
+        return lock.unlock(self.markers, app, force, warn)
 
     @contextlib.contextmanager
     def lock(self, app: str, command: str, warn: Say) -> Iterator[None]:
-        lock.acquire(self.engine, app, command, warn)
+        lock.acquire(self.markers, app, command, warn)
         try:
             yield
         except BaseException:
             try:
-                lock.release(self.engine, app)
+                lock.release(self.markers, app)
             except EngineError as exc:
                 # The error already on its way says what happened (and picks the exit code); a
                 # lock left behind is taken over by the next release once this process is gone.
                 warn(f"could not free the lock: {exc.message}")
             raise
-        lock.release(self.engine, app)
+        lock.release(self.markers, app)
+
+
+def engine_ledger(engine: Engine) -> StoredLedger:
+    """Records as labelled volumes, the lock as a never-started container, on `engine`."""
+    return StoredLedger(engine, lock.ContainerMarkers(engine))
 
 
 @dataclass(frozen=True)
@@ -103,5 +114,5 @@ class ComposeColors:
 def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:
     """The Target of the engine `runtime` reaches; `images`: how they arrive (default: built there)."""
     return Target(name=runtime.name, runtime=runtime, images=images or BuiltHere(),
-                  ledger=EngineLedger(runtime.engine), switch=RouterSwitch(runtime.engine),
+                  ledger=engine_ledger(runtime.engine), switch=RouterSwitch(runtime.engine),
                   colors=ComposeColors(runtime.engine, runtime.compose))

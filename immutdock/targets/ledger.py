@@ -1,6 +1,7 @@
-"""Release history on the target engine: one small labelled volume per release.
+"""Release history on the target: one small labelled object per release, on its Shelf: a
+volume on an engine, a Swarm config on a cluster (targets/swarm.py).
 
-The volume holds nothing; its labels are the record (id, color, images, outcome, git revision,
+The object holds nothing; its labels are the record (id, color, images, outcome, git revision,
 and the rendered color project, compressed, with every environment value kept as a salted
 digest: see immutdock.identity.redact), so any checkout on any machine sees the same history, and a
 rollback re-runs a release without rebuilding.
@@ -17,14 +18,25 @@ import uuid
 import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.identity.redact import Redactor
 
-if TYPE_CHECKING:  # records are pure data; only the functions that read and write them take an engine
-    from immutdock.gateways.engine import Engine
+
+class Shelf(Protocol):
+    """Where records are kept, in the words of an engine's volumes (an Engine is one): labelled
+    objects, listed by label, made under a name (the one of that name when it exists), removed.
+    Records are pure data; only the functions that read and write them take a Shelf."""
+
+    def volumes(self, **label_values: str) -> list[Mapping[str, Any]]:
+        """Each object as {"Name": ..., "Labels": {...}}."""
+        ...
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> Mapping[str, Any]:
+        """The object named `name`: made now, or the one that had that name (its "Labels")."""
+        ...
+    def remove_volume(self, name: str) -> None: ...
 
 _R = f"{L.PREFIX}.record"
 
@@ -103,7 +115,7 @@ def from_labels(labels: Mapping[str, str], volume: str = "") -> Record:
                   profiles=tuple(p for p in labels.get(f"{_R}.profiles", "").split(",") if p))
 
 
-def history(engine: Engine, app: str) -> list[Record]:
+def history(engine: Shelf, app: str) -> list[Record]:
     """Every recorded release of `app`, oldest first (one per key: a rewrite cut short leaves
     two volumes of one record, and the compacted or redacted one is read)."""
     found: dict[str, Record] = {}
@@ -121,7 +133,7 @@ def history(engine: Engine, app: str) -> list[Record]:
     return sorted(found.values(), key=lambda r: (r.number, r.created))
 
 
-def write(engine: Engine, app: str, rec: Record, taken: frozenset[str] = frozenset()) -> Record:
+def write(engine: Shelf, app: str, rec: Record, taken: frozenset[str] = frozenset()) -> Record:
     """Write `rec` under a volume name nobody has (the engine hands back an existing volume of
     the same name instead of failing, so the labels it returns are checked)."""
     rec = replace(rec, key=rec.key or uuid.uuid4().hex)
@@ -138,7 +150,7 @@ def write(engine: Engine, app: str, rec: Record, taken: frozenset[str] = frozens
                       f"remove stray volumes named {base}-*")
 
 
-def rewrite(engine: Engine, app: str, old: Record, new: Record, taken: frozenset[str]) -> Record:
+def rewrite(engine: Shelf, app: str, old: Record, new: Record, taken: frozenset[str]) -> Record:
     """Replace a record (same key): the new one is written before the old one goes."""
     written = write(engine, app, replace(new, key=old.key), taken | {old.volume})
     if old.volume and old.volume != written.volume:
@@ -146,7 +158,7 @@ def rewrite(engine: Engine, app: str, old: Record, new: Record, taken: frozenset
     return written
 
 
-def tidy(engine: Engine, app: str, records: list[Record], redactor: Redactor,
+def tidy(engine: Shelf, app: str, records: list[Record], redactor: Redactor,
          gone: Callable[[str], bool] | None = None) -> list[str]:
     """Rewrite what should not stay as it is: the model of a release one of whose images is
     `gone` (it cannot be rolled back to) is dropped; a model that holds a value in clear is

@@ -1,7 +1,8 @@
-"""One release at a time per app, held on the target engine.
+"""One release at a time per app, held on the target.
 
-The lock is a created-but-never-started container named `immutdock.<app>.lock`: the engine
-refuses a second container of that name, atomically, whoever asks from wherever.
+The lock is a marker named `immutdock.<app>.lock` that its store keeps unique, atomically,
+whoever asks from wherever: on an engine a created-but-never-started container (the engine
+refuses a second container of that name), on a Swarm a config (targets/swarm.py).
 
 Who holds it is told by labels. A holder is known to be alive or gone only when it ran in
 this process namespace of this boot of this machine (boot id + PID namespace, not hostname,
@@ -17,7 +18,7 @@ import os
 import socket
 import tarfile
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 from immutdock import labels as L
 from immutdock.errors import ConfigError, LockHeld
@@ -84,8 +85,43 @@ def _empty_image_tar() -> bytes:
     return buf.getvalue()
 
 
-def current_holder(engine: Engine, app: str) -> Holder | None:
-    found = engine.marker(lock_name(app))
+class Markers(Protocol):
+    """Where a lock lives: named markers whose store keeps the names unique."""
+
+    def create_marker(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create the marker; False when one of that name exists."""
+        ...
+    def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
+        """(its ID, its labels), or None."""
+        ...
+    def remove_marker(self, marker_id: str) -> None:
+        """Remove one marker by its ID (never by name: the name may be a newer one's by now)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContainerMarkers:
+    """An engine's markers: never-started containers of the empty lock image."""
+
+    engine: Engine
+
+    def create_marker(self, name: str, labels: Mapping[str, str]) -> bool:
+        ensure_image(self.engine)
+        return self.engine.create_marker(name, LOCK_IMAGE, labels)
+
+    def marker(self, name: str) -> tuple[str, Mapping[str, str]] | None:
+        return self.engine.marker(name)
+
+    def remove_marker(self, marker_id: str) -> None:
+        self.engine.remove_marker(marker_id)
+
+
+def _markers(where: Engine | Markers) -> Markers:
+    return ContainerMarkers(where) if isinstance(where, Engine) else where
+
+
+def current_holder(where: Engine | Markers, app: str) -> Holder | None:
+    found = _markers(where).marker(lock_name(app))
     return holder_of(found[1], found[0]) if found is not None else None
 
 
@@ -99,34 +135,36 @@ def ensure_image(engine: Engine) -> None:
         engine.import_image(_empty_image_tar(), LOCK_IMAGE, ["LABEL io.immutdock.role=lock-image"])
 
 
-def acquire(engine: Engine, app: str, command: str, warn: Callable[[str], None]) -> None:
-    ensure_image(engine)
+def acquire(where: Engine | Markers, app: str, command: str, warn: Callable[[str], None]) -> None:
+    markers = _markers(where)
     me = _my_labels(app, command)
     for _attempt in range(3):
-        if engine.create_marker(lock_name(app), LOCK_IMAGE, me):
+        if markers.create_marker(lock_name(app), me):
             return
-        holder = current_holder(engine, app)
+        holder = current_holder(markers, app)
         if holder is None:
             continue  # released between our two calls
         if holder.is_gone():
             warn(f"taking over the lock of {app}: its holder {holder.describe()} is gone")
             # Remove that very lock (by ID): if another taker already replaced it, this removes nothing.
-            engine.remove_marker(holder.lock_id)
+            markers.remove_marker(holder.lock_id)
             continue
         raise LockHeld(f"another release of {app} is running: {holder.describe()}",
                        "wait for it, or if it died on another machine run `immutdock unlock`")
     raise LockHeld(f"could not take the lock of {app}", "retry, or run `immutdock unlock`")
 
 
-def release(engine: Engine, app: str) -> None:
-    holder = current_holder(engine, app)
+def release(where: Engine | Markers, app: str) -> None:
+    markers = _markers(where)
+    holder = current_holder(markers, app)
     if holder is not None and _is_mine(holder):
-        engine.remove_marker(holder.lock_id)
+        markers.remove_marker(holder.lock_id)
 
 
-def unlock(engine: Engine, app: str, force: bool, warn: Callable[[str], None]) -> Holder | None:
+def unlock(where: Engine | Markers, app: str, force: bool, warn: Callable[[str], None]) -> Holder | None:
     """Remove the lock after saying who held it; a holder alive on this machine needs `force`."""
-    holder = current_holder(engine, app)
+    markers = _markers(where)
+    holder = current_holder(markers, app)
     if holder is None:
         return None
     if holder.is_alive():
@@ -134,5 +172,5 @@ def unlock(engine: Engine, app: str, force: bool, warn: Callable[[str], None]) -
             raise ConfigError("unlock", f"the lock of {app} is held by a running process: {holder.describe()}",
                               "wait for it to finish, or pass --force if you are sure")
         warn(f"removing the lock of a running process: {holder.describe()}")
-    engine.remove_marker(holder.lock_id)
+    markers.remove_marker(holder.lock_id)
     return holder

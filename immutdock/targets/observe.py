@@ -10,7 +10,7 @@ from immutdock.gateways.engine import Engine
 from immutdock.plan.state import AppState, ContainerState
 from immutdock.targets import ledger
 from immutdock.targets.base import Target
-from immutdock.targets.engine import EngineLedger, RouterSwitch
+from immutdock.targets.engine import RouterSwitch, engine_ledger
 
 __all__ = ["AppState", "ContainerState", "observe", "records"]
 
@@ -23,7 +23,7 @@ def records(where: Engine | Target, app: str) -> list[ledger.Record]:
 def observe(where: Engine | Target, app: str) -> AppState:
     """What runs of `app` on an engine, or on a Target (through its Colors, Ledger and Switch)."""
     if isinstance(where, Engine):
-        ledger_, switch = EngineLedger(where), RouterSwitch(where)
+        ledger_, switch = engine_ledger(where), RouterSwitch(where)
         containers_of = lambda a: where.containers(**{L.APP: a})  # noqa: E731
     else:
         ledger_, switch, containers_of = where.ledger, where.switch, where.colors.containers

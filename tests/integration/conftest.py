@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from .support import TinyApp, cleanup
+
+if TYPE_CHECKING:
+    from .swarm import SwarmHosts
 
 
 @pytest.fixture
@@ -17,3 +20,15 @@ def tiny(tmp_path: Path, engine, app_name: str) -> Iterator[TinyApp]:
     app = TinyApp(tmp_path / "app", app_name).write()
     yield app
     cleanup(app_name)
+
+
+@pytest.fixture(scope="session")
+def swarm(engine: object) -> Iterator[SwarmHosts]:
+    """One Swarm of three test hosts for the whole run, formed when a test first needs it."""
+    from .swarm import SwarmHosts
+
+    made = SwarmHosts(3)
+    try:
+        yield made
+    finally:
+        made.close()

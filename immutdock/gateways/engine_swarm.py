@@ -1,0 +1,37 @@
+"""The docker API's Swarm calls: whether the engine is a manager, and Swarm configs (the
+cluster-wide, immutable objects immutdock keeps its records and lock in on a Swarm)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Mapping
+
+from immutdock.gateways.docker_api import DockerAPI
+from immutdock.gateways.wire import filters, segment
+
+
+class SwarmCalls(DockerAPI):
+    def swarm(self) -> Mapping[str, Any] | None:
+        """The Swarm this engine manages (its ID, join tokens...); None when it is no manager."""
+        return self._json("inspect the swarm", "/swarm", absent=(406, 503))
+
+    def configs(self, **label_values: str) -> list[Mapping[str, Any]]:
+        """The configs whose labels have these values, each as the engine lists it (ID, Spec)."""
+        labels = [f"{k}={v}" for k, v in label_values.items()]
+        return self._json("list configs", "/configs", {"filters": filters(label=labels)}) or []
+
+    def config(self, name: str) -> Mapping[str, Any] | None:
+        """The config of that name (or ID), or None."""
+        return self._json(f"inspect config {name}", f"/configs/{segment(name)}", absent=(404,))
+
+    def create_config(self, name: str, labels: Mapping[str, str], data: bytes = b"immutdock\n") -> str | None:
+        """Create a config (Swarm wants at least one byte of data); its ID, or None when one of
+        that name exists (the cluster keeps config names unique, atomically, whichever manager
+        is asked)."""
+        reply = self._request(f"create config {name}", "POST", "/configs/create", body={
+            "Name": name, "Labels": dict(labels), "Data": base64.b64encode(data).decode()}, absent=(409,))
+        return str(reply.json().get("ID")) if reply else None
+
+    def remove_config(self, ref: str) -> None:
+        """Remove a config by its name or ID (one that is gone already is no error)."""
+        self._request(f"remove config {ref}", "DELETE", f"/configs/{segment(ref)}", absent=(404,))

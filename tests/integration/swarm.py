@@ -1,0 +1,69 @@
+"""A Docker Swarm made of test hosts (hosts.py): the first host inits it, the others join as
+managers, so every node can answer for the cluster. One Swarm of three nodes is formed per
+run (the `swarm` fixture of conftest.py) and shared by the tests that need one; each test uses
+its own app name and removes what it made. The engine that runs the rest of the suite never
+joins a swarm."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from immutdock.config.model import Target as Policy
+from immutdock.targets.base import Target
+from immutdock.targets.hosts import close_hosts, open_hosts
+
+from .hosts import SshHost, SshHosts
+
+
+class SwarmHosts(SshHosts):
+    def __init__(self, count: int = 3) -> None:
+        super().__init__(count)
+        try:
+            self._form()
+        except BaseException:
+            self.close()
+            raise
+
+    def _form(self) -> None:
+        first, *others = self.hosts
+        address = first.sh("hostname -i").stdout.split()[0]
+        first.docker("swarm", "init", "--advertise-addr", address)
+        token = first.docker("swarm", "join-token", "-q", "manager").stdout.strip()
+        for host in others:
+            host.docker("swarm", "join", "--token", token, f"{address}:2377", timeout=120)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            nodes = [json.loads(line) for line in first.docker("node", "ls", "--format", "{{json .}}").stdout.split("\n")
+                     if line.strip()]
+            if len(nodes) == len(self.hosts) and all(n["Status"] == "Ready" for n in nodes):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the test swarm did not form: {nodes}")
+
+    @property
+    def managers(self) -> list[SshHost]:
+        return self.hosts
+
+    @contextmanager
+    def opened(self, *hosts: SshHost) -> Iterator[list[Target]]:
+        """The hosts as immutdock opens them (over SSH, their keys known)."""
+        old_home = os.environ.get("HOME")
+        os.environ["HOME"] = str(self.home)
+        try:
+            targets = open_hosts(Policy(name="swarm", hosts=tuple(h.url for h in hosts)), self.key, False)
+        finally:
+            os.environ["HOME"] = old_home or ""
+        try:
+            yield targets
+        finally:
+            close_hosts(targets)
+
+    def remove_configs(self, app: str) -> None:
+        first = self.hosts[0]
+        found = first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app}").stdout.split()
+        if found:
+            first.docker("config", "rm", *found, check=False)
