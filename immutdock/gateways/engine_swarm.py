@@ -7,7 +7,7 @@ import base64
 from typing import Any, Mapping
 
 from immutdock.gateways.docker_api import DockerAPI
-from immutdock.gateways.wire import filters, segment
+from immutdock.gateways.wire import demux, filters, segment
 
 
 class SwarmCalls(DockerAPI):
@@ -35,3 +35,19 @@ class SwarmCalls(DockerAPI):
     def remove_config(self, ref: str) -> None:
         """Remove a config by its name or ID (one that is gone already is no error)."""
         self._request(f"remove config {ref}", "DELETE", f"/configs/{segment(ref)}", absent=(404,))
+
+    def service(self, name: str) -> Mapping[str, Any] | None:
+        """The service of that name (or ID) as the engine inspects it, or None."""
+        return self._json(f"inspect service {name}", f"/services/{segment(name)}", absent=(404,))
+
+    def tasks(self, service: str) -> list[Mapping[str, Any]]:
+        """Every task of the service the managers still know (running, ended, rejected)."""
+        return self._json(f"list the tasks of {service}", "/tasks", {"filters": filters(service=[service])}) or []
+
+    def service_logs(self, service: str, tail: int = 20) -> str:
+        """The last lines the service's tasks wrote (stdout and stderr), "" when none can be read."""
+        reply = self._send(f"read the logs of {service}", "GET", f"/services/{segment(service)}/logs",
+                           {"stdout": "1", "stderr": "1", "tail": str(tail)}, timeout=20.0)
+        if reply.status >= 400:
+            return ""
+        return demux(reply.body).decode("utf-8", "replace")

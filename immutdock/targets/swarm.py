@@ -1,7 +1,8 @@
 """A Docker Swarm's answers to the Target's questions, as they are built (see the table in
 immutdock.targets.base for how each will be answered).
 
-Answered so far: where history and the lock live (`swarm_ledger`). A record is a labelled
+Answered so far: where history and the lock live (`swarm_ledger`). Built beside it: the
+watch after a deploy that tells the truth about convergence (immutdock.apply.converge). A record is a labelled
 Swarm config and the lock a config named `immutdock.<app>.lock`: configs are cluster-wide
 (every manager sees the same ones, a node lost loses none) and their names unique across the
 cluster, atomically, whichever manager is asked. Configs are immutable: a record is rewritten

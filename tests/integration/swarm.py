@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -47,6 +48,27 @@ class SwarmHosts(SshHosts):
     @property
     def managers(self) -> list[SshHost]:
         return self.hosts
+
+    def load(self, image: str) -> None:
+        """`image` (from this engine) on every node, once per run."""
+        loaded = self.__dict__.setdefault("_loaded", set())
+        if image in loaded:
+            return
+        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True, timeout=300).stdout
+        for host in self.hosts:
+            subprocess.run(["docker", "exec", "-i", host.container, "docker", "load"], input=saved,
+                           capture_output=True, check=True, timeout=300)
+        loaded.add(image)
+
+    def tag_image(self, image: str, as_: str) -> None:
+        for host in self.hosts:
+            host.docker("tag", image, as_)
+
+    def remove_services(self, prefix: str) -> None:
+        first = self.hosts[0]
+        found = first.docker("service", "ls", "-q", "--filter", f"name={prefix}").stdout.split()
+        if found:
+            first.docker("service", "rm", *found, check=False)
 
     @contextmanager
     def opened(self, *hosts: SshHost) -> Iterator[list[Target]]:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from immutdock.errors import ConfigError, EngineError, LockHeld
+from immutdock.errors import ConfigError, EngineError, LockHeld, ReleaseFailed
 from immutdock.gateways.engine import Engine
 from immutdock.targets.ledger import Record
 from immutdock.targets.lock import _my_labels, lock_name
@@ -98,3 +98,85 @@ def test_an_engine_that_manages_no_swarm_is_refused(engine: object) -> None:
     with pytest.raises(EngineError) as refused:
         swarm_ledger(Engine())  # the suite's own engine never joins a swarm
     assert "is not a manager of a Docker Swarm" in refused.value.message
+
+
+# -- the watch after a deploy -------------------------------------------------------------------
+
+HEALTH = ["--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s", "--health-start-period", "0s"]
+UPDATE = ["--update-parallelism", "1", "--update-monitor", "3s", "--update-delay", "0s"]
+
+
+def _service(swarm: SwarmHosts, name: str, image: str, healthy: bool = True, *extra: str) -> None:
+    swarm.hosts[0].docker("service", "create", "--detach", "--name", name, "--replicas", "2",
+                          "--health-cmd", "true" if healthy else "false", *HEALTH, *UPDATE, *extra,
+                          image, "sleep", "3600", timeout=120)
+
+
+def _update(swarm: SwarmHosts, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return swarm.hosts[0].docker("service", "update", *args, name, timeout=180, check=False)
+
+
+def test_the_watch_waits_for_every_replica_at_the_deployed_image(swarm: SwarmHosts, app_name: str) -> None:
+    from immutdock.apply.converge import watch_services
+
+    swarm.load("busybox:latest")
+    swarm.tag_image("busybox:latest", f"{app_name}:v2")
+    name = f"{app_name}_web"
+    said: list[str] = []
+    try:
+        _service(swarm, name, "busybox:latest")
+        with swarm.opened(swarm.hosts[1]) as (manager,):
+            first = watch_services(manager.engine, {name: "busybox:latest"}, 90, 2, said.append)
+            assert (first[name].running, first[name].desired) == (2, 2)
+            _update(swarm, name, "--detach", "--image", f"{app_name}:v2", "--no-resolve-image")
+            second = watch_services(manager.engine, {name: f"{app_name}:v2"}, 90, 2, said.append)
+            assert second[name].done is True and second[name].running == 2
+        tasks = swarm.hosts[0].docker("service", "ps", "--filter", "desired-state=running", "--format",
+                                      "{{.Image}}", name).stdout.split()
+        assert tasks == [f"{app_name}:v2"] * 2, tasks
+        assert f"{name}: 2/2 running" in said and any("of the previous image" in m for m in said), said
+    finally:
+        swarm.remove_services(app_name)
+
+
+@pytest.mark.parametrize("action, says", [("rollback", "Swarm rolled the update back"),
+                                          ("pause", "Swarm paused the update")])
+def test_an_update_swarm_rolls_back_or_pauses_fails_the_watch_where_the_cli_says_nothing(
+        swarm: SwarmHosts, app_name: str, action: str, says: str) -> None:
+    from immutdock.apply.converge import watch_services
+
+    swarm.load("busybox:latest")
+    swarm.tag_image("busybox:latest", f"{app_name}:v2")
+    name = f"{app_name}_web"
+    try:
+        _service(swarm, name, "busybox:latest", True, "--update-failure-action", action)
+        with swarm.opened(swarm.hosts[2]) as (manager,):
+            watch_services(manager.engine, {name: "busybox:latest"}, 90, 1, lambda _m: None)
+            # The new version fails its health check; `docker service update --detach` exits 0.
+            cli = _update(swarm, name, "--detach", "--image", f"{app_name}:v2", "--no-resolve-image",
+                          "--health-cmd", "false")
+            assert cli.returncode == 0, cli.stderr
+            with pytest.raises(ReleaseFailed) as failed:
+                watch_services(manager.engine, {name: f"{app_name}:v2"}, 120, 2, lambda _m: None)
+        assert failed.value.exit_code == 1
+        assert failed.value.message.startswith(f"service {name}: {says}"), failed.value.message
+    finally:
+        swarm.remove_services(app_name)
+
+
+def test_an_image_no_node_has_fails_the_watch_naming_the_task_error(swarm: SwarmHosts, app_name: str) -> None:
+    from immutdock.apply.converge import watch_services
+
+    swarm.load("busybox:latest")
+    name = f"{app_name}_web"
+    try:
+        _service(swarm, name, "busybox:latest", True, "--restart-delay", "1s")
+        with swarm.opened(swarm.hosts[0]) as (manager,):
+            watch_services(manager.engine, {name: "busybox:latest"}, 90, 1, lambda _m: None)
+            _update(swarm, name, "--detach", "--image", f"{app_name}:nowhere", "--no-resolve-image",
+                    "--update-failure-action", "continue")
+            with pytest.raises(ReleaseFailed) as failed:
+                watch_services(manager.engine, {name: f"{app_name}:nowhere"}, 120, 2, lambda _m: None)
+        assert "No such image" in failed.value.message, failed.value.message
+    finally:
+        swarm.remove_services(app_name)

@@ -16,7 +16,8 @@ GROUPS = {
                "config.projectfiles", "config.tls", "labels", "errors"],
     "identity": ["identity.buildhash", "identity.contexthash", "identity.dockerfile", "identity.dockerignore",
                  "identity.redact"],
-    "plan": ["plan.release", "plan.render", "plan.state", "plan.imageplan", "targets.ledger", "apply.steps"],
+    "plan": ["plan.release", "plan.render", "plan.state", "plan.imageplan", "plan.converge", "targets.ledger",
+             "apply.steps"],
 }
 # Libraries that reach an engine or a host, and immutdock's own packages that do (every module
 # of them: gateways, apply, targets, the command line), but for the records' pure helpers.
