@@ -1,16 +1,23 @@
 """What a release, rollback or heal reports (Outcome), what it carries between its steps
-(Live), and the images a fleet prepared for it (Prepared)."""
+(Live), the images a fleet prepared for it (Prepared), and what every part of the Deployer
+holds (Parts)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from immutdock.apply.build import ImagePlan
 from immutdock.apply.router import Router
 from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger
+
+if TYPE_CHECKING:
+    from immutdock.config.model import App
+    from immutdock.gateways.compose import Compose
+    from immutdock.gateways.engine import Engine
+    from immutdock.targets.base import Target
 
 Say = Callable[[str], None]
 
@@ -59,3 +66,19 @@ class Prepared:
     images: tuple[ImagePlan, ...]
     router: ImagePlan | None
 
+
+class Parts:
+    """What the Deployer (immutdock.apply.release) and each of its parts (release_router,
+    release_state, release_records) hold: set by Deployer.__init__."""
+
+    app: App
+    target: Target
+    engine: Engine
+    compose: Compose
+    builder: Engine
+    prepared: Prepared | None
+    hold_lock: bool
+    say: Say
+    warn: Say
+    _salt: str | None
+    _pem: bytes | None

@@ -9,34 +9,19 @@ from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.build import git_revision
-from immutdock.config.model import App, PreReleaseTest
+from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
-from immutdock.gateways.compose import Compose
-from immutdock.gateways.engine import Engine
 from immutdock.identity.redact import Redactor, new_salt
 from immutdock.plan import render
 from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger
-from immutdock.targets.base import Target
 from immutdock.targets.observe import AppState
 
 Say = Callable[[str], None]
-from immutdock.apply.outcome import Live, Prepared, now
+from immutdock.apply.outcome import Live, Parts, now
 
 
-class RecordSteps:
-    app: App
-    target: Target
-    engine: Engine
-    compose: Compose
-    builder: Engine
-    prepared: Prepared | None
-    hold_lock: bool
-    say: Say
-    warn: Say
-    _salt: str | None
-    _pem: bytes | None
-
+class RecordSteps(Parts):
     def redactor(self, state: AppState) -> Redactor:
         """Digests environment values for records and config-hash labels, with the app's salt."""
         if state.salt is None and self._salt is None:

@@ -15,34 +15,19 @@ from immutdock.apply.build import ImagePlan, plan_image
 from immutdock.apply.router import ROUTER_ENTRYPOINT, Router
 from immutdock.apply.settle import watch
 from immutdock.config import tls
-from immutdock.config.model import App, BuildSpec, address, frozen_mapping
+from immutdock.config.model import BuildSpec, address, frozen_mapping
 from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
-from immutdock.gateways.compose import Compose
-from immutdock.gateways.engine import Engine
 from immutdock.plan import render
 from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger
-from immutdock.targets.base import Target
 from immutdock.targets.observe import AppState
 
 Say = Callable[[str], None]
-from immutdock.apply.outcome import Prepared
+from immutdock.apply.outcome import Parts
 
 
-class RouterSteps:
-    app: App
-    target: Target
-    engine: Engine
-    compose: Compose
-    builder: Engine
-    prepared: Prepared | None
-    hold_lock: bool
-    say: Say
-    warn: Say
-    _salt: str | None
-    _pem: bytes | None
-
+class RouterSteps(Parts):
     def _require_router(self) -> None:
         if self.app.settings.router is None:
             raise ConfigError("x-immutdock.router", "no service publishes a port, so none receives traffic",

@@ -12,19 +12,15 @@ from typing import Any, Callable, Mapping, Sequence
 from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.apply import archive as archives
-from immutdock.config.model import App
 from immutdock.errors import ConfigError, LockHeld, ReleaseFailed
-from immutdock.gateways.compose import Compose
-from immutdock.gateways.engine import Engine
 from immutdock.identity.redact import Redactor
 from immutdock.plan import render
 from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger, recreate
-from immutdock.targets.base import Target
 from immutdock.targets.observe import AppState, observe
 
 Say = Callable[[str], None]
-from immutdock.apply.outcome import Prepared
+from immutdock.apply.outcome import Parts
 
 
 @dataclass(frozen=True)
@@ -35,19 +31,7 @@ class Reaped:
     recreated: tuple[str, ...] = ()
 
 
-class StateSteps:
-    app: App
-    target: Target
-    engine: Engine
-    compose: Compose
-    builder: Engine
-    prepared: Prepared | None
-    hold_lock: bool
-    say: Say
-    warn: Say
-    _salt: str | None
-    _pem: bytes | None
-
+class StateSteps(Parts):
     def _ensure_shared(self, plan: ReleasePlan, state: AppState, state_refs: Mapping[str, str] | None) -> None:
         """Edge network, named volumes (created once, never removed), state project.
 
