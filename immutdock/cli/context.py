@@ -116,14 +116,17 @@ class Ctx:
         """The command's places as a Fleet, open meanwhile: the local engine (a list of one),
         or the hosts of the target the command names (connected over SSH)."""
         from immutdock.apply.fleet import Fleet
-        from immutdock.targets.hosts import local, session
+        from immutdock.targets.hosts import local, reaching, refuse_unready, session
 
         policy = self.policy(app)
         if policy is None:
             opened = contextlib.nullcontext([local(self.engine, app.secret_values)])
         else:
-            self.say(f"connecting to {', '.join(policy.hosts)}")
-            opened = session(policy, self.identity, self.accept_new, app.secret_values)
+            command = click.get_current_context().command.name or ""
+            refuse_unready(policy, command)
+            self.say(f"connecting to {reaching(policy)}")
+            opened = session(policy, self.identity, self.accept_new, app.secret_values, lambda: self.engine,
+                             self.warn, command)
         with opened as targets:
             try:
                 yield Fleet(app, policy, targets, self.engine, self.progress, self.warn, self.shipping)

@@ -117,16 +117,30 @@ class PreReleaseTest:
 
 
 @dataclass(frozen=True)
+class Swarm:
+    """A Docker Swarm a target releases to: its `manager` ("local": this machine's engine),
+    and how each node is reached (images go to every one of them)."""
+
+    manager: str  # "local", or an SSH host as a target's hosts are written
+    nodes: tuple[str, ...]  # SSH hosts
+
+
+LOCAL = "local"  # a swarm manager that is this machine's own engine
+
+
+@dataclass(frozen=True)
 class Target:
     """Where a release lands besides the local engine: SSH hosts, released canary first,
     then `parallel` at a time; images are shipped to them without a registry, or pushed to
-    the `registry` the target names and pulled there."""
+    the `registry` the target names and pulled there. A target with `swarm` is one place, the
+    cluster: its `hosts` are the swarm's nodes."""
 
     name: str
     hosts: tuple[str, ...]  # ssh://[user@]host[:port] or ~/.ssh/config aliases, as written
     parallel: int = 1
     canary: int = 0
     registry: str | None = None  # host[:port][/path]
+    swarm: Swarm | None = None
 
 
 @dataclass(frozen=True)

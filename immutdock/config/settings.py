@@ -10,13 +10,14 @@ from typing import Any, Mapping
 
 from immutdock.config import bounds
 from immutdock.config.model import (DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router,
-                                    Settings, Target, VolumeDump, frozen_mapping)
+                                    Settings, VolumeDump, frozen_mapping)
+from immutdock.config.blocks import mapping as _mapping
+from immutdock.config.blocks import no_unknown as _no_unknown
 from immutdock.errors import ConfigError
 
 BLOCK = "x-immutdock"
 _KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle"}
 _VOLUME_KEYS = {"dump", "load", "service"}
-_TARGET_KEYS = {"hosts", "parallel", "canary", "registry"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
 _ROUTER_KEYS = ROUTE_KEYS | {"routes", "image", "base", "request_timeout", "tls"}
@@ -29,25 +30,15 @@ DEFAULT_PUBLISH = "127.0.0.1:8080"
 # less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
 _URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
 _URL_PATH_MAX = 1024
+
+# A health path is sent in HAProxy's `http-check send uri`: RFC 3986 path and query characters,
+# less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
+_URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
+_URL_PATH_MAX = 1024
 # A host of a target (a name, an alias of ~/.ssh/config or an IP) and its user: no character a
 # shell, an ssh_config line or a URL would read as anything else.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
-
-def _mapping(value: Any, path: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(path, f"must be a mapping, not {type(value).__name__}", "write it as `key: value` lines")
-    return value
-
-
-def _no_unknown(block: Mapping[str, Any], allowed: set[str], path: str) -> None:
-    for key in block:
-        if key not in allowed:
-            known = ", ".join(sorted(allowed))
-            raise ConfigError(f"{path}.{key}", "unknown key", f"known keys here: {known}")
 
 
 def _port(value: Any, path: str) -> int:
@@ -264,6 +255,8 @@ def _volumes(value: Any, path: str, services: set[str], inactive: Mapping[str, l
 
 
 def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str]] | None = None) -> Settings:
+    from immutdock.config.targets import parse_targets
+
     """Validate the raw `x-immutdock` value against the file's service names (`inactive`: the
     services compose left out, each with its profiles)."""
     inactive = inactive or {}
@@ -282,7 +275,7 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
                               "route traffic to a swapped (non-stateful) service")
     test = _test(block.get("test"), f"{BLOCK}.test", services, inactive)
     hooks = _hooks(block.get("hooks"), f"{BLOCK}.hooks", services, inactive, stateful)
-    targets = _targets(block["targets"], f"{BLOCK}.targets") if "targets" in block else frozen_mapping()
+    targets = parse_targets(block["targets"], f"{BLOCK}.targets") if "targets" in block else frozen_mapping()
     volumes = _volumes(block.get("volumes"), f"{BLOCK}.volumes", services, inactive)
     settle = block.get("settle", DEFAULT_SETTLE)
     if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 3600:
@@ -290,48 +283,6 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
                           "the seconds the new version is watched after the switch, e.g. settle: 10 (0: no watch)")
     return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets,
                     volumes=volumes, settle=float(settle))
-
-
-def _count(block: Mapping[str, Any], key: str, path: str, default: int, least: int, meaning: str) -> int:
-    value = block.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{path}.{key}", f"{value!r} is not a whole number of at least {least}", meaning)
-    return value
-
-
-def _targets(value: Any, path: str) -> Mapping[str, Target]:
-    """`targets: {NAME: {hosts: [ssh://user@host[:port], ...], parallel, canary, registry}}`."""
-    from immutdock.targets import registry
-
-    found: dict[str, Target] = {}
-    named = _mapping(value, path)
-    if not named:  # `targets: {}`, or `[]` and a bare `targets:`, which compose gives as null
-        raise ConfigError(path, "names no target", "name one, e.g. targets: {prod: {hosts: [ssh://deploy@app1."
-                          "example.com]}}, or remove targets:")
-    for name, spec in named.items():
-        where = f"{path}.{name}"
-        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
-            raise ConfigError(where, f"{name!r} is not a target name", "use letters, digits, '-', '_' or '.'")
-        block = _mapping(spec, where)
-        _no_unknown(block, _TARGET_KEYS, where)
-        hosts = block.get("hosts")
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
-            raise ConfigError(f"{where}.hosts", "must be a list of SSH hosts",
-                              "e.g. hosts: [ssh://deploy@app1.example.com, ssh://deploy@app2.example.com:2222]")
-        parsed = [ssh_host(h, f"{where}.hosts[{i}]") for i, h in enumerate(hosts)]
-        twice = sorted({h for h in parsed if parsed.count(h) > 1})
-        if twice:
-            raise ConfigError(f"{where}.hosts", f"{twice[0]} is listed twice", "list each host once")
-        parallel = _count(block, "parallel", where, 1, 1, "the hosts released at once, e.g. parallel: 2")
-        canary = _count(block, "canary", where, 0, 0, "the hosts released and gated first, e.g. canary: 1")
-        if canary > len(parsed):
-            raise ConfigError(f"{where}.canary", f"{canary} is more than the {len(parsed)} host(s) listed",
-                              f"at most canary: {len(parsed)}")
-        pushed_to = registry.parse(block["registry"], f"{where}.registry") if "registry" in block else None
-        found[name] = Target(name=name, hosts=tuple(parsed), parallel=parallel, canary=canary, registry=pushed_to)
-    return frozen_mapping(found)
 
 
 def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]],
@@ -357,23 +308,3 @@ def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, lis
             hooks.append(hook)
         found[when] = tuple(hooks)
     return frozen_mapping(found)
-
-
-def ssh_host(text: Any, path: str) -> str:
-    """A target's host as ssh.parse_host reads it (its name), with a user and host of plain
-    characters only: letters, digits, '.', '_' and '-', or an IP address."""
-    from immutdock.gateways.ssh import parse_host
-
-    host = parse_host(text, path)
-    plain = _HOST_NAME.fullmatch(host.host) is not None
-    if not plain and "%" not in host.host:
-        try:
-            ipaddress.ip_address(host.host)
-            plain = True
-        except ValueError:
-            pass
-    if not plain or (host.user is not None and not _USER.fullmatch(host.user)):
-        raise ConfigError(path, f"{text!r} is not an SSH host (a user or host name holds a character such as a "
-                          "space, quote, ';' or '$')", "write ssh://user@host[:port] with letters, digits, '.', "
-                          "'_' and '-', or a Host alias of ~/.ssh/config")
-    return host.name

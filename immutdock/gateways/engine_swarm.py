@@ -15,6 +15,15 @@ class SwarmCalls(DockerAPI):
         """The Swarm this engine manages (its ID, join tokens...); None when it is no manager."""
         return self._json("inspect the swarm", "/swarm", absent=(406, 503))
 
+    def swarm_membership(self) -> Mapping[str, Any]:
+        """What this engine's node knows of the swarm it is in (`docker info`'s Swarm part:
+        NodeID, LocalNodeState, Cluster.ID on a manager); LocalNodeState "inactive" when in none."""
+        return (self._json("read the engine's info", "/info") or {}).get("Swarm") or {"LocalNodeState": "inactive"}
+
+    def nodes(self) -> list[Mapping[str, Any]]:
+        """The swarm's nodes as a manager lists them (ID, Description.Hostname, Status, Spec)."""
+        return self._json("list the swarm's nodes", "/nodes") or []
+
     def configs(self, **label_values: str) -> list[Mapping[str, Any]]:
         """The configs whose labels have these values, each as the engine lists it (ID, Spec)."""
         labels = [f"{k}={v}" for k, v in label_values.items()]

@@ -7,17 +7,20 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from immutdock.config.model import App
 from immutdock.config.model import Target as Policy
-from immutdock.config.settings import ssh_host
+from immutdock.config.targets import ssh_host
 from immutdock.errors import ConfigError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.targets.base import Images, Target
 from immutdock.targets.engine import EngineRuntime, engine_target
 from immutdock.targets.images import Shipped, ThroughRegistry
+
+
+SWARM_READY = frozenset({"status", "history", "unlock"})  # the commands a Swarm target runs so far
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Policy | None:
@@ -42,39 +45,39 @@ def local(engine: Engine, hidden: frozenset[str] = frozenset()) -> Target:
     return engine_target(EngineRuntime("local", engine, Compose(hidden=hidden)))
 
 
-def open_hosts(target: Policy, identity: Path | None, accept_new: bool,
-               hidden: frozenset[str] = frozenset()) -> list[Target]:
-    """Connect to every host (in parallel), each key checked and its Docker usable; all or
-    none: a host that cannot be reached closes the others and stops the command. `hidden`:
-    the app's values its rendered compose files must not hold (see Compose)."""
+def open_host(text: str, identity: Path | None, accept_new: bool, images: Images,
+              hidden: frozenset[str] = frozenset()) -> Target:
+    """One host over SSH, its key checked and its Docker usable, as a Target whose images
+    arrive through `images`."""
     from immutdock.gateways import ssh
 
-    images: Images = ThroughRegistry(target.registry) if target.registry else Shipped()
+    spec = ssh.parse_host(text)
+    conn = ssh.connect(spec, identity, accept_new)
+    try:
+        ssh.check_docker(conn, spec)
+        tunnel = ssh.DockerTunnel(conn, lambda: ssh.connect(spec, identity, accept_new))
+    except BaseException:
+        conn.close()
+        raise
 
-    def one(text: str) -> Target:
-        spec = ssh.parse_host(text)
-        conn = ssh.connect(spec, identity, accept_new)
+    def closed() -> None:
         try:
-            ssh.check_docker(conn, spec)
-            tunnel = ssh.DockerTunnel(conn, lambda: ssh.connect(spec, identity, accept_new))
-        except BaseException:
+            tunnel.close()
+        finally:
             conn.close()
-            raise
 
-        def closed() -> None:
-            try:
-                tunnel.close()
-            finally:
-                conn.close()
+    runtime = EngineRuntime(spec.name, Engine(tunnel.url, name=spec.name), Compose(tunnel.url, hidden),
+                            on_close=closed, why_stalled=lambda: tunnel.stalled)
+    return engine_target(runtime, images)
 
-        runtime = EngineRuntime(spec.name, Engine(tunnel.url, name=spec.name), Compose(tunnel.url, hidden),
-                                on_close=closed, why_stalled=lambda: tunnel.stalled)
-        return engine_target(runtime, images)
 
+def open_all(hosts: Sequence[str], one: Callable[[str], Target]) -> list[Target]:
+    """one(host) for every host, in parallel; all or none: a host that cannot be reached
+    closes the others and stops the command."""
     opened: list[Target] = []
     failure: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=min(8, len(target.hosts))) as pool:
-        futures = [pool.submit(one, h) for h in target.hosts]
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        futures = [pool.submit(one, h) for h in hosts]
         for fut in futures:
             try:
                 opened.append(fut.result())
@@ -86,6 +89,14 @@ def open_hosts(target: Policy, identity: Path | None, accept_new: bool,
     return opened
 
 
+def open_hosts(target: Policy, identity: Path | None, accept_new: bool,
+               hidden: frozenset[str] = frozenset()) -> list[Target]:
+    """Connect to every host of the target (see open_all). `hidden`: the app's values its
+    rendered compose files must not hold (see Compose)."""
+    images: Images = ThroughRegistry(target.registry) if target.registry else Shipped()
+    return open_all(target.hosts, lambda h: open_host(h, identity, accept_new, images, hidden))
+
+
 def close_hosts(hosts: Sequence[Target]) -> None:
     for h in hosts:
         try:
@@ -94,11 +105,39 @@ def close_hosts(hosts: Sequence[Target]) -> None:
             pass
 
 
+def refuse_unready(target: Policy, command: str) -> None:
+    """A command that does not run on a swarm yet stops before anything is reached (exit 2)."""
+    if target.swarm is not None and command not in SWARM_READY:
+        raise ConfigError("--target", f"{target.name} is a Docker Swarm target: `immutdock {command}` does not "
+                          f"run on a swarm yet (only {', '.join(sorted(SWARM_READY))} do)",
+                          "run it against an engine or SSH hosts")
+
+
+def reaching(target: Policy) -> str:
+    """What connecting to the target reaches, said before it is reached."""
+    if target.swarm is None:
+        return ", ".join(target.hosts)
+    nodes = ", ".join(target.swarm.nodes)
+    return f"swarm {target.name} (manager {target.swarm.manager}; nodes {nodes})"
+
+
 @contextmanager
-def session(target: Policy, identity: Path | None, accept_new: bool,
-            hidden: frozenset[str] = frozenset()) -> Iterator[list[Target]]:
-    """The target's hosts, opened for the length of a `with`."""
-    hosts = open_hosts(target, identity, accept_new, hidden)
+def session(target: Policy, identity: Path | None, accept_new: bool, hidden: frozenset[str],
+            local_engine: Callable[[], Engine], warn: Callable[[str], None],
+            command: str = "") -> Iterator[list[Target]]:
+    """The target's places, opened for the length of a `with`: its hosts, or its swarm as one
+    place (`local_engine`: this machine's, when it is the swarm's manager). `command`: the
+    command that runs; on a swarm, only those that read (and unlock) run yet."""
+    if target.swarm is not None:
+        refuse_unready(target, command)
+        from immutdock.targets.swarm import open_swarm
+
+        images: Images = Shipped()  # the manager's own; the swarm delivers to every node itself
+        hosts = [open_swarm(target, lambda h: open_host(h, identity, accept_new, images, hidden),
+                            lambda hs: open_all(hs, lambda h: open_host(h, identity, accept_new, images, hidden)),
+                            lambda: local(local_engine(), hidden), warn, close_hosts)]
+    else:
+        hosts = open_hosts(target, identity, accept_new, hidden)
     try:
         yield hosts
     finally:

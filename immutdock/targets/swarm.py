@@ -1,21 +1,39 @@
 """A Docker Swarm's answers to the Target's questions, as they are built (see the table in
 immutdock.targets.base for how each will be answered).
 
-Answered so far: where history and the lock live (`swarm_ledger`). Built beside it: the
-watch after a deploy that tells the truth about convergence (immutdock.apply.converge). A record is a labelled
-Swarm config and the lock a config named `immutdock.<app>.lock`: configs are cluster-wide
-(every manager sees the same ones, a node lost loses none) and their names unique across the
-cluster, atomically, whichever manager is asked. Configs are immutable: a record is rewritten
-as a new config before the old one goes, as records on volumes are (immutdock.targets.ledger)."""
+Answered so far:
+- Runtime (`open_swarm`): the manager's engine (local, or over SSH) answers for the cluster;
+  each node listed under `nodes:` is reached over SSH for per-node work, and is checked to be
+  a member of the manager's swarm before anything else runs.
+- Ledger (`swarm_ledger`): a record is a labelled Swarm config and the lock a config named
+  `immutdock.<app>.lock`. Configs are cluster-wide (every manager sees the same ones, a node
+  lost loses none) and their names unique across the cluster, atomically, whichever manager is
+  asked. Configs are immutable: a record is rewritten as a new config before the old one goes,
+  as records on volumes are (immutdock.targets.ledger).
+- Images: delivered to every listed node (shipped, or pulled through the target's registry).
+- Colors.containers and the Switch: an app's containers are read on every node, and the
+  router's runtime API is reached on the node that runs it.
+Not yet: Colors.up/down (a color as a stack); the commands that change an app refuse a Swarm
+target until they are built (immutdock.targets.hosts.session). Built beside it: the watch
+after a deploy that tells the truth about convergence (immutdock.apply.converge)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
+from immutdock import labels as L
+from immutdock.apply.router import Router
+from immutdock.config.model import LOCAL
+from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError
+from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.plan.state import ContainerState
+from immutdock.targets.base import Images, Say, Target
 from immutdock.targets.engine import StoredLedger
+from immutdock.targets.images import Delivery, Shipped, ThroughRegistry
 
 
 @dataclass(frozen=True)
@@ -62,3 +80,150 @@ def swarm_ledger(manager: Engine) -> StoredLedger:
                           "name a manager of the swarm (`docker node ls` works there), or run "
                           "`docker swarm init` on it")
     return StoredLedger(ConfigShelf(manager), ConfigMarkers(manager))
+
+
+@dataclass
+class SwarmRuntime:
+    """The manager answers for the cluster; `nodes` (name -> engine) for per-node work."""
+
+    name: str
+    engine: Engine
+    compose: Compose
+    nodes: Mapping[str, Engine]
+    on_close: Callable[[], None] = lambda: None
+    why_stalled: Callable[[], str] = field(default=lambda: "")
+
+    def stalled(self) -> str:
+        return self.why_stalled()
+
+    def close(self) -> None:
+        self.on_close()
+
+
+@dataclass(frozen=True)
+class NodeImages:
+    """Images go to every node of the swarm (a task may be placed on any of them), however
+    the place they were asked for is named."""
+
+    inner: Images
+    nodes: Mapping[str, Engine]
+    builds_here: bool = False
+
+    def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
+                progress: Callable[[str, int, int, int], None], say: Say) -> Delivery:
+        return self.inner.deliver(builder, self.nodes, refs, progress, say)
+
+
+def _on_nodes(nodes: Mapping[str, Engine], fn: Callable[[Engine], Any]) -> list[tuple[str, Any]]:
+    """fn(engine) on every node at once, in the nodes' order."""
+    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+        futures = [(name, pool.submit(fn, e)) for name, e in nodes.items()]
+        return [(name, f.result()) for name, f in futures]
+
+
+@dataclass(frozen=True)
+class NodeContainers:
+    """An app's containers on a swarm are the containers of its tasks on every node, found by
+    label as on one engine; each is remembered with the node that runs it."""
+
+    nodes: Mapping[str, Engine]
+    where: dict[str, Engine] = field(default_factory=dict)  # container id -> its node's engine
+
+    def containers(self, app: str) -> list[ContainerState]:
+        found: list[ContainerState] = []
+        for _name, (engine, cs) in _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.APP: app}))):
+            for c in cs:
+                self.where[c.id] = engine
+            found.extend(cs)
+        return found
+
+    def node_of(self, container: ContainerState) -> Engine:
+        if container.id not in self.where:
+            self.containers(container.labels.get(L.APP, ""))
+        if container.id not in self.where:
+            raise EngineError(f"container {container.name} is on no node of the swarm",
+                              "it was removed meanwhile: run the command again")
+        return self.where[container.id]
+
+    def up(self, project: str, model: Mapping[str, Any]) -> None:
+        raise EngineError(f"cannot start {project} as a stack: releasing to a Swarm is not available yet",
+                          "release to an engine or to SSH hosts")
+
+    def down(self, project: str) -> None:
+        raise EngineError(f"cannot remove {project} as a stack: releasing to a Swarm is not available yet",
+                          "remove it with `docker stack rm` on a manager")
+
+
+@dataclass(frozen=True)
+class NodeSwitch:
+    """The router's tasks run on nodes; each is reached on its node's engine."""
+
+    found: NodeContainers
+
+    def router(self, app: str) -> Router | None:
+        running = [c for c in self.found.containers(app)
+                   if c.labels.get(L.ROLE) == "router" and c.status == "running"]
+        return self.control(running[0]) if running else None
+
+    def live(self, router: ContainerState) -> str | None:
+        return self.control(router).live()
+
+    def control(self, router: ContainerState) -> Router:
+        return Router(self.found.node_of(router), router)
+
+
+def check_members(manager: Engine, nodes: Mapping[str, Engine], warn: Say) -> None:
+    """Every listed node is a node of the swarm `manager` manages, or the command stops naming
+    it; a node of the swarm that is not listed is warned of (immutdock cannot give it images)."""
+    if manager.swarm() is None:
+        raise EngineError(f"{manager.name} is not a manager of a Docker Swarm",
+                          "name a manager of the swarm (`docker node ls` works there), or run "
+                          "`docker swarm init` on it")
+    members = {str(n["ID"]): n for n in manager.nodes()}
+    seen: set[str] = set()
+    for name, membership in _on_nodes(nodes, lambda e: e.swarm_membership()):
+        node_id = str(membership.get("NodeID") or "")
+        if membership.get("LocalNodeState") != "active" or node_id not in members:
+            raise EngineError(f"{name} is not a node of the swarm {manager.name} manages",
+                              f"join it (`docker swarm join-token worker` on {manager.name} says how), or "
+                              "remove it from the target's nodes")
+        seen.add(node_id)
+    for node_id, node in sorted(members.items()):
+        if node_id not in seen and (node.get("Spec") or {}).get("Availability", "active") == "active":
+            hostname = (node.get("Description") or {}).get("Hostname") or node_id
+            warn(f"swarm node {hostname} is not among the target's nodes: immutdock cannot give it images, "
+                 "so a task placed there would not start; list how it is reached under nodes, or drain it")
+
+
+def open_swarm(policy: Policy, open_host: Callable[[str], Target], open_all: Callable[[list[str]], list[Target]],
+               local: Callable[[], Target], warn: Say, close: Callable[[list[Target]], None]) -> Target:
+    """The swarm `policy` names as one Target: its nodes opened (open_all, through open_host),
+    its manager one of them, another host, or this machine's engine (`local`), every node
+    checked to be the manager's swarm's before anything else runs."""
+    assert policy.swarm is not None
+    swarm = policy.swarm
+    opened = open_all(list(swarm.nodes))
+    extra: list[Target] = []
+    try:
+        by_name = {t.name: t for t in opened}
+        if swarm.manager in by_name:
+            head = by_name[swarm.manager]
+        else:
+            head = local() if swarm.manager == LOCAL else open_host(swarm.manager)
+            extra.append(head)
+        manager, compose = head.engine, head.runtime.compose
+        nodes = {t.name: t.engine for t in opened}
+        check_members(manager, nodes, warn)
+    except BaseException:
+        close(opened + extra)
+        raise
+
+    def stalled() -> str:
+        return next((why for t in opened + extra if (why := t.runtime.stalled())), "")
+
+    runtime = SwarmRuntime(policy.name, manager, compose, nodes, on_close=lambda: close(opened + extra),
+                           why_stalled=stalled)
+    inner: Images = ThroughRegistry(policy.registry) if policy.registry else Shipped()
+    found = NodeContainers(nodes)
+    return Target(name=policy.name, runtime=runtime, images=NodeImages(inner, nodes),
+                  ledger=swarm_ledger(manager), switch=NodeSwitch(found), colors=found)

@@ -181,3 +181,43 @@ def test_a_pull_and_a_push_count_the_layers_moved_and_those_already_there() -> N
                   {"status": "Pushed", "progressDetail": {}, "id": "app"}]:
         push.add(event)
     assert push.transfer() == Transfer(bytes=1984172, layers=1, present=1)
+
+
+def test_a_swarm_target_is_one_place_whose_nodes_get_the_images() -> None:
+    targets = parse_settings({"targets": {
+        "cluster": {"swarm": {"manager": "ssh://ops@m1", "nodes": ["ssh://ops@m1", "ops@w1:2222"]},
+                    "registry": "reg.internal:5000"},
+        "here": {"swarm": {"manager": "local", "nodes": ["ssh://ops@w1"]}},
+        "alone": {"swarm": {"manager": "ssh://ops@m1"}}}}, set()).targets
+    cluster = targets["cluster"]
+    assert cluster.swarm is not None
+    assert cluster.swarm.manager == "ssh://ops@m1"
+    assert cluster.swarm.nodes == cluster.hosts == ("ssh://ops@m1", "ssh://ops@w1:2222")
+    assert cluster.registry == "reg.internal:5000"
+    assert targets["here"].swarm.manager == "local"
+    assert targets["alone"].swarm.nodes == ("ssh://ops@m1",)  # a single-node swarm: its manager
+    assert parse_settings({"targets": {"prod": {"hosts": ["ssh://a"]}}}, set()).targets["prod"].swarm is None
+
+
+@pytest.mark.parametrize("swarm, where", [
+    ({"nodes": ["ssh://a"]}, "x-immutdock.targets.c.swarm.manager"),
+    ({"manager": "local"}, "x-immutdock.targets.c.swarm.nodes"),
+    ({"manager": "ssh://a", "nodes": []}, "x-immutdock.targets.c.swarm.nodes"),
+    ({"manager": "ssh://a", "nodes": ["ssh://b", "b"]}, "x-immutdock.targets.c.swarm.nodes"),
+    ({"manager": "ssh://a;reboot"}, "x-immutdock.targets.c.swarm.manager"),
+    ({"manager": "ssh://a", "workers": ["b"]}, "x-immutdock.targets.c.swarm.workers"),
+    ("ssh://a", "x-immutdock.targets.c.swarm"),
+])
+def test_a_bad_swarm_target_names_its_key(swarm: object, where: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"targets": {"c": {"swarm": swarm}}}, set())
+    assert err.value.message.startswith(f"{where}: ")
+    assert err.value.hint
+
+
+@pytest.mark.parametrize("key", ["hosts", "parallel", "canary"])
+def test_a_swarm_target_takes_no_fleet_keys(key: str) -> None:
+    block = {"swarm": {"manager": "ssh://a"}, key: ["ssh://b"] if key == "hosts" else 1}
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"targets": {"c": block}}, set())
+    assert err.value.message.startswith(f"x-immutdock.targets.c.{key}: is not for a swarm target")
