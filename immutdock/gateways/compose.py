@@ -1,4 +1,4 @@
-"""The compose/buildx gateway: their CLIs, run as children that die with immutdock
+"""The compose/buildx gateway (and the docker CLI's stack deploy): their CLIs, run as children that die with immutdock
 (immutdock.gateways.spawn), reading the project files immutdock renders into a private folder
 (immutdock.gateways.scratch) that holds no value from the environment: compose gets the values in its
 own environment (immutdock.identity.redact.externalized)."""
@@ -103,13 +103,17 @@ class Compose:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def _project(self, project: str, model: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
-        """compose's argv for `project`, its file written (no value in it), and the environment
-        that gives compose the values."""
+    def _file(self, project: str, model: Mapping[str, Any]) -> tuple[Path, dict[str, str]]:
+        """`model` written as `project`'s file (no value in it), and the environment that gives
+        compose (or the docker CLI, which reads ${...} the same way) the values."""
         placed, values = externalized(dict(model), self.hidden)
         path = self._workdir / f"{project}.yaml"
         scratch.write(path, yaml.safe_dump(placed, sort_keys=False))
-        env = {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {}), **values}
+        return path, {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {}), **values}
+
+    def _project(self, project: str, model: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """compose's argv for `project`, its file written, and its environment (see _file)."""
+        path, env = self._file(project, model)
         return _compose_argv() + ["--file", str(path), "--project-name", project], env
 
     def _compose(self, argv: list[str], env: Mapping[str, str], stoppable: bool = True) -> tuple[int, str, str]:
@@ -151,6 +155,27 @@ class Compose:
         if code != 0:
             raise EngineError(f"compose up {project} failed: {_tail(err)}",
                               "see the message above; nothing of the live release was changed")
+
+    def deploy_stack(self, name: str, model: Mapping[str, Any]) -> None:
+        """`docker stack deploy` of a stack file (immutdock.plan.stack) on the engine, a Swarm
+        manager: its images as they are on the nodes (--resolve-image never), services the file
+        no longer has removed. It returns once the manager took it; converging is watched apart
+        (immutdock.apply.converge)."""
+        path, env = self._file(f"stack-{name}", model)
+        argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--prune", "--detach=true",
+                "--compose-file", str(path), name]
+        code, _out, err = self._compose(argv, env)
+        if code != 0:
+            raise EngineError(f"docker stack deploy {name} failed: {_tail(err)}",
+                              "see the message above; nothing of the live release was changed")
+
+    def remove_stack(self, name: str) -> None:
+        """`docker stack rm`: its services, networks, and the secrets and configs it made."""
+        env = {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {})}
+        code, _out, err = self._compose(["docker", "stack", "rm", name], env, stoppable=False)
+        if code != 0 and "Nothing found in stack" not in err:
+            raise EngineError(f"docker stack rm {name} failed: {_tail(err)}",
+                              f"remove it with `docker stack rm {name}` on a manager")
 
     def run_once(self, project: str, model: Mapping[str, Any], service: str, command: list[str]) -> tuple[bool, str]:
         """Run `command` in a throwaway container of `service`; (succeeded, output)."""

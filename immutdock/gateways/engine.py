@@ -55,12 +55,15 @@ class Engine(ImageCalls, ContainerCalls, SwarmCalls):
     def remove_volume(self, name: str) -> None:
         self._request(f"remove volume {name}", "DELETE", f"/volumes/{segment(name)}", absent=(404,))
 
-    def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+    def ensure_network(self, name: str, labels: Mapping[str, str], driver: str = "bridge") -> None:
+        """The network named `name` exists (made now with `driver` when it did not); an overlay
+        is attachable, so that a container started beside a Swarm's tasks can join it."""
         existing = self._json("list networks", "/networks", {"filters": filters(name=[name])})
         if any(n["Name"] == name for n in existing):
             return
         self._request(f"create network {name}", "POST", "/networks/create", body={
-            "Name": name, "Driver": "bridge", "Labels": dict(labels), "CheckDuplicate": True})
+            "Name": name, "Driver": driver, "Labels": dict(labels), "CheckDuplicate": True,
+            **({"Attachable": True} if driver == "overlay" else {})})
 
     # -- the lock: a never-started container, whose name the engine keeps unique ---------
     def create_marker(self, name: str, image: str, labels: Mapping[str, str]) -> bool:

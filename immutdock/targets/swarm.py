@@ -19,8 +19,11 @@ after a deploy that tells the truth about convergence (immutdock.apply.converge)
 
 from __future__ import annotations
 
+import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
@@ -30,6 +33,7 @@ from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.plan.render import edge_network
 from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Images, Say, Target
 from immutdock.targets.engine import StoredLedger
@@ -145,13 +149,88 @@ class NodeContainers:
                               "it was removed meanwhile: run the command again")
         return self.where[container.id]
 
+    def stack_containers(self, stack: str) -> list[ContainerState]:
+        """The containers of a stack's tasks on every node (a removed stack's linger a moment)."""
+        return [c for _n, cs in _on_nodes(self.nodes, lambda e: e.containers(**{STACK_LABEL: stack})) for c in cs]
+
+
+STACK_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with
+STATEFUL_ROLE = "state"
+
+
+def _digests(model: Mapping[str, Any]) -> dict[str, str]:
+    """The content digest of every secret and config of a model made from a file."""
+    out = {}
+    for kind in ("secrets", "configs"):
+        for key, spec in (model.get(kind) or {}).items():
+            if isinstance(spec, Mapping) and spec.get("file") and not spec.get("external"):
+                out[f"{kind}.{key}"] = "sha256:" + hashlib.sha256(Path(spec["file"]).read_bytes()).hexdigest()
+    return out
+
+
+@dataclass
+class StackColors:
+    """A color, the stateful services and the router, each as a stack deployed through the
+    manager (immutdock.plan.stack), its services watched until they converged (or the deploy
+    fails naming the service and the task's error); a stack removed is waited for until its
+    tasks' containers are gone from every node."""
+
+    manager: Engine
+    compose: Compose
+    found: NodeContainers
+    say: Say
+    timeout: float = 300.0
+    stable: float = 3.0
+
+    def containers(self, app: str) -> list[ContainerState]:
+        return self.found.containers(app)
+
+    def _volume_node(self, model: Mapping[str, Any]) -> dict[str, str]:
+        """service -> the Swarm node ID it stays on: the node holding its named volumes, or for a
+        first release the manager's node (where its volumes are then made)."""
+        here = str(self.manager.swarm_membership().get("NodeID") or "")
+        ids = dict(_on_nodes(self.found.nodes, lambda e: str(e.swarm_membership().get("NodeID") or "")))
+        placed = {}
+        for name, svc in (model.get("services") or {}).items():
+            volumes = [(model.get("volumes") or {}).get(m.get("source"), {}).get("name")
+                       for m in svc.get("volumes") or [] if m.get("type") == "volume"]
+            volumes = [v for v in volumes if v]
+            holding = [n for n, has in _on_nodes(self.found.nodes,
+                                                 lambda e: all(e.volume_exists(v) for v in volumes))
+                       if has] if volumes else []
+            placed[name] = ids[holding[0]] if holding else here
+        return placed
+
     def up(self, project: str, model: Mapping[str, Any]) -> None:
-        raise EngineError(f"cannot start {project} as a stack: releasing to a Swarm is not available yet",
-                          "release to an engine or to SSH hosts")
+        from immutdock.apply.converge import watch_services
+        from immutdock.plan.stack import router_stack, stack, state_stack
+
+        role = project.rpartition("-")[2]
+        app = project[: -len(role) - 1]
+        digests = _digests(model)
+        if role == STATEFUL_ROLE:
+            rendered, notes = state_stack(model, self._volume_node(model), app, digests)
+        elif role == "router":
+            rendered, notes = router_stack(model)
+        else:
+            rendered, notes = stack(model, app, digests)
+        for note in notes:
+            self.say(note)
+        for spec in (rendered.get("networks") or {}).values():
+            if isinstance(spec, Mapping) and spec.get("external") and spec.get("name") == edge_network(app):
+                self.manager.ensure_network(edge_network(app), {L.APP: app, L.ROLE: "network"}, driver="overlay")
+        self.compose.deploy_stack(project, rendered)
+        images = {f"{project}_{name}": str(svc["image"]) for name, svc in rendered["services"].items()}
+        watch_services(self.manager, images, self.timeout, self.stable, self.say)
 
     def down(self, project: str) -> None:
-        raise EngineError(f"cannot remove {project} as a stack: releasing to a Swarm is not available yet",
-                          "remove it with `docker stack rm` on a manager")
+        self.compose.remove_stack(project)
+        deadline = time.monotonic() + self.timeout
+        while self.found.stack_containers(project):
+            if time.monotonic() >= deadline:
+                raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was removed",
+                                  f"`docker stack ps {project}` on a manager shows what is left")
+            time.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -226,4 +305,5 @@ def open_swarm(policy: Policy, open_host: Callable[[str], Target], open_all: Cal
     inner: Images = ThroughRegistry(policy.registry) if policy.registry else Shipped()
     found = NodeContainers(nodes)
     return Target(name=policy.name, runtime=runtime, images=NodeImages(inner, nodes),
-                  ledger=swarm_ledger(manager), switch=NodeSwitch(found), colors=found)
+                  ledger=swarm_ledger(manager), switch=NodeSwitch(found),
+                  colors=StackColors(manager, compose, found, warn))

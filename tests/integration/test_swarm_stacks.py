@@ -1,0 +1,134 @@
+"""A color and the stateful services as Swarm stacks (immutdock.targets.swarm.StackColors), on
+the run's Swarm of three test hosts: the file immutdock renders for an engine, deployed with
+`docker stack deploy` through a manager, watched until it converged; each color's tasks answer
+on the edge overlay network under the names the router resolves, from any node; the stateful
+service stays on the node of its volume; a color removed leaves no task behind."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from immutdock.config.compose_file import load
+from immutdock.errors import ReleaseFailed
+from immutdock.identity.redact import Redactor
+from immutdock.plan import render
+from immutdock.targets.swarm import NodeContainers, StackColors
+
+from .swarm import SwarmHosts
+
+pytestmark = pytest.mark.engine
+
+WEB = 'echo "$$(hostname)" > /tmp/index.html; exec httpd -f -p 8000 -h /tmp'
+
+
+def _app_file(root: Path, name: str, web_command: str = WEB) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "token.txt").write_text("not-a-real-token\n")
+    (root / "compose.yaml").write_text(textwrap.dedent(f"""\
+        name: {name}
+        services:
+          web:
+            image: busybox:latest
+            command: ["sh", "-c", {json.dumps(web_command)}]
+            deploy:
+              replicas: 3
+            secrets: [token]
+          db:
+            image: busybox:latest
+            command: ["sh", "-c", "date >> /data/boots; exec sleep 3600"]
+            volumes: ["data:/data"]
+        volumes:
+          data: {{}}
+        secrets:
+          token:
+            file: ./token.txt
+        x-immutdock:
+          router:
+            service: web
+            port: 8000
+          stateful: [db]
+        """))
+    return root
+
+
+def _cleanup(swarm: SwarmHosts, app: str) -> None:
+    first = swarm.hosts[0]
+    for role in ("blue", "green", "state"):
+        first.docker("stack", "rm", f"{app}-{role}", check=False)
+    for host in swarm.hosts:  # the tasks' containers go, then their volumes and the edge network
+        host.sh(f"for i in $(seq 60); do [ -z \"$(docker ps -aq --filter label=com.docker.stack.namespace={app}-state"
+                f" --filter label=com.docker.stack.namespace={app}-blue)\" ] && break; sleep 0.5; done; "
+                f"docker volume rm {app}_data >/dev/null 2>&1; true")
+    first.docker("network", "rm", render.edge_network(app), check=False)
+
+
+def test_a_color_and_the_state_run_as_stacks_answering_where_the_router_looks(
+        swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    first, second, third = swarm.hosts
+    app = load(_app_file(tmp_path, app_name))
+    said: list[str] = []
+    try:
+        with swarm.opened(first, second, third) as targets:
+            found = NodeContainers({t.name: t.engine for t in targets})
+            colors = StackColors(targets[0].engine, targets[0].runtime.compose, found, said.append,
+                                 timeout=180, stable=2)
+            colors.up(f"{app_name}-blue", render.color_project(app, "blue", {}, "r1", "sha256:c"))
+            assert any(line.startswith(f"{app_name}-blue_web") for line in said), said  # progress per service
+            web = [c for c in colors.containers(app_name) if c.labels.get("io.immutdock.color") == "blue"]
+            assert len(web) == 3 and all(c.status == "running" for c in web), web
+            assert len({found.node_of(c).name for c in web}) >= 2, "the tasks spread over the nodes"
+
+            # The name the router's server-template resolves answers with every task, from any node.
+            alias = render.routed_alias("blue", "web")
+            looked = third.docker("run", "--rm", "--network", render.edge_network(app_name), "busybox:latest",
+                                  "nslookup", alias).stdout
+            assert sum(1 for line in looked.splitlines() if line.startswith("Address") and ":53" not in line) == 3, \
+                looked
+            answered = second.docker("run", "--rm", "--network", render.edge_network(app_name), "busybox:latest",
+                                     "wget", "-qO-", f"http://{alias}:8000/").stdout.strip()
+            assert answered in {c.id[:12] for c in web}, answered  # a task's container answered (its hostname)
+
+            # The secret is a Swarm secret named by its content, holding the file's value.
+            secrets = first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split()
+            assert [s for s in secrets if s.startswith(f"{app_name}_secret_token_")], secrets
+            inside = first.docker("service", "inspect", f"{app_name}-blue_web").stdout
+            assert "not-a-real-token" not in inside
+
+            # The stateful service: one task, on the manager's node, where its volume is made.
+            colors.up(f"{app_name}-state", render.state_project(app, {}, Redactor("00" * 16)))
+            spec = json.loads(first.docker("service", "inspect", f"{app_name}-state_db").stdout)[0]["Spec"]
+            node = first.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+            assert spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id == {node}"]
+            assert spec["UpdateConfig"]["Order"] == "stop-first"
+            assert first.sh(f"docker volume inspect {app_name}_data >/dev/null && echo here").stdout.strip() == "here"
+
+            colors.down(f"{app_name}-blue")
+            assert not found.stack_containers(f"{app_name}-blue")
+            assert not first.docker("service", "ls", "-q", "--filter",
+                                    f"label=com.docker.stack.namespace={app_name}-blue").stdout.split()
+    finally:
+        _cleanup(swarm, app_name)
+
+
+def test_a_color_whose_tasks_keep_failing_fails_its_up_naming_the_service(
+        swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    first, second, third = swarm.hosts
+    app = load(_app_file(tmp_path, app_name, web_command="echo cannot start >&2; exit 3"))
+    try:
+        with swarm.opened(first, second, third) as targets:
+            colors = StackColors(targets[0].engine, targets[0].runtime.compose,
+                                 NodeContainers({t.name: t.engine for t in targets}), lambda _l: None,
+                                 timeout=180, stable=2)
+            with pytest.raises(ReleaseFailed) as failed:
+                colors.up(f"{app_name}-blue", render.color_project(app, "blue", {}, "r1", "sha256:c"))
+            assert f"service {app_name}-blue_web" in str(failed.value)
+            assert "non-zero exit (3)" in str(failed.value), str(failed.value)  # the task's error
+            assert "cannot start" in (failed.value.details or "")  # and the service's last log lines
+    finally:
+        _cleanup(swarm, app_name)
