@@ -14,6 +14,7 @@ INPUTS = f"{PREFIX}.build-inputs"  # an image's build inputs, each as a digest (
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+STACK = "com.docker.stack.namespace"  # what `docker stack deploy` labels a stack's objects with
 
 OCI_REVISION = "org.opencontainers.image.revision"
 OCI_CREATED = "org.opencontainers.image.created"

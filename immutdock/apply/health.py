@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 from immutdock.apply.router import Router, Server
-from immutdock.gateways.engine import ContainerState, Engine
+from immutdock.gateways.engine import ContainerState
 from immutdock.plan.render import backend_name
 
 POLL = 0.1  # seconds between two looks at the engine and the router
@@ -98,33 +98,41 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
     return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
 
 
-def wait_ready(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
+class ProjectContainers(Protocol):
+    """Whatever lists a project's containers: an Engine, or a Swarm's stacks (on every node)."""
+
+    def project_containers(self, project: str) -> list[ContainerState]: ...
+
+
+def wait_ready(engine: ProjectContainers, project: str, router: Router | None, color: str, routes: Sequence[str],
                timeout: float, tick: Callable[[str], None] = lambda _m: None,
                jobs: Collection[str] | None = None) -> GateResult:
     """Wait until the color's containers are ready and, for each route (`routes[i]` is the
     service behind route i), the router's own checks pass at the address of every running
-    container of that service. Every route must pass: they switch together."""
+    container of that service, in every router (`router.members`). Every route must pass:
+    they switch together."""
     start = time.monotonic()
     deadline = start + timeout
     last = ""
-    armed: dict[int, Mapping[str, str]] = {}
+    armed: dict[tuple[int, int], Mapping[str, str]] = {}  # (router, route) -> what it armed
     while True:
         containers = engine.project_containers(project)
         verdict, reason, culprit = container_verdict(containers, jobs)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)
-        if router is not None and routes:
+        # Every router (a Swarm runs one on each routing node) checks every container itself.
+        for k, member in enumerate(router.members if router is not None and routes else ()):
             # Arming starts as soon as servers resolve, while the containers still start.
-            servers = [s for s in router.stats().servers if s.backend == color]
+            servers = [s for s in member.stats().servers if s.backend == color]
             for i, service in enumerate(routes):
                 routed = [c for c in containers if c.service == service and c.status == "running"]
-                evidence = router_evidence([s for s in servers if s.route == i], armed.get(i, {}), routed)
-                router.arm(backend_name(color, i), list(evidence.to_arm))
-                armed[i] = evidence.armed
+                evidence = router_evidence([s for s in servers if s.route == i], armed.get((k, i), {}), routed)
+                member.arm(backend_name(color, i), list(evidence.to_arm))
+                armed[(k, i)] = evidence.armed
                 if verdict is True and (not routed or not evidence.ready):
                     verdict = None
                     culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
-                    reason = _router_reason(service, evidence, routed)
+                    reason = _router_reason(service, evidence, routed) + member.where
         if verdict is True:
             return GateResult(True, "healthy", None, time.monotonic() - start)
         if reason != last:

@@ -9,7 +9,9 @@ import io
 import posixpath
 import re
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
@@ -21,6 +23,7 @@ UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before 
 ROUTER_ENTRYPOINT = "/usr/local/bin/router-entrypoint"  # in the router image; `... check` checks its config
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 _SEND = f'printf "%s\\n" "$1" | socat -t 2 stdio UNIX-CONNECT:{ADMIN_SOCKET}'  # $1: one line of commands
+T = TypeVar("T")
 FALLBACK = "fb"  # the prefix of a fallback server's name: fb<token>_<the old color's server>
 _FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
 _ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
@@ -112,6 +115,13 @@ class Router:
         self.engine = engine
         self.container = container
         self._session: ExecSession | None = None
+
+    @property
+    def members(self) -> "tuple[Router, ...]":
+        """The routers this one answers for (itself; see RouterSet)."""
+        return (self,)
+
+    where = ""  # which of several routers this is, as a reason names it ("": the only one)
 
     def open(self) -> "Router":
         """Keep a shell open in the router, so the switch later skips exec's start-up."""
@@ -216,3 +226,84 @@ class Router:
         """Check new settings, then apply them by a seamless reload: listening sockets and the
         live color's server states pass to the new HAProxy process; requests in flight finish."""
         self._ctl("configure", *(f"{k}={v}" for k, v in sorted(env.items())))
+
+
+class RouterSet(Router):
+    """Several routers that take one app's traffic (a Swarm runs one task of the router on
+    each routing node) answering as one: a switch, an arm, a fallback or a new certificate
+    goes to every one; the live color is theirs when they agree; stats join theirs (requests
+    in flight add up). The gate asks each (`members`): their server slots are their own."""
+
+    def __init__(self, routers: "list[Router]") -> None:
+        assert routers
+        super().__init__(routers[0].engine, routers[0].container)
+        self._members = tuple(routers)
+        for r in routers:
+            r.where = f" on the router at {r.engine.name}" if len(routers) > 1 else ""
+
+    @property
+    def members(self) -> "tuple[Router, ...]":
+        return self._members
+
+    def _each(self, fn: "Callable[[Router], T]") -> "list[T]":
+        """fn on every router at once (a switch reaches them all within one round trip); every
+        one is tried, and the first failure is raised after."""
+        with ThreadPoolExecutor(max_workers=min(8, len(self._members))) as pool:
+            futures = [pool.submit(fn, r) for r in self._members]
+        results, failure = [], None
+        for f in futures:
+            try:
+                results.append(f.result())
+            except Exception as exc:  # noqa: BLE001 - raised below, once all were tried
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
+    def open(self) -> "Router":
+        self._each(lambda r: r.open())
+        return self
+
+    def close(self) -> None:
+        for r in self._members:
+            r.close()
+
+    def live(self) -> str | None:
+        """The color every router sends traffic to; None when they disagree (a switch cut short)."""
+        colors = set(self._each(lambda r: r.live()))
+        return colors.pop() if len(colors) == 1 else None
+
+    def switch(self, color: str) -> None:
+        self._each(lambda r: r.switch(color))
+
+    def fallback_on(self, color: str, token: str) -> int:
+        return sum(self._each(lambda r: r.fallback_on(color, token)))
+
+    def fallback_off(self) -> None:
+        self._each(lambda r: r.fallback_off())
+
+    def arm(self, backend: str, servers: list[str]) -> None:
+        raise NotImplementedError("arm each of `members`: their server slots are their own")
+
+    def stats(self) -> BackendStats:
+        found = self._each(lambda r: r.stats())
+        sessions: dict[str, int] = {}
+        for stats in found:
+            for backend, n in stats.sessions.items():
+                sessions[backend] = sessions.get(backend, 0) + n
+        return BackendStats(servers=tuple(s for st in found for s in st.servers), sessions=sessions,
+                            backups=tuple(b for st in found for b in st.backups))
+
+    def settings(self) -> dict[str, str]:
+        return self._members[0].settings()
+
+    def certificate(self) -> str | None:
+        """The certificate every router serves; None when one serves none or they differ."""
+        served = set(self._each(lambda r: r.certificate()))
+        return served.pop() if len(served) == 1 else None
+
+    def load_certificate(self, pem: bytes) -> None:
+        self._each(lambda r: r.load_certificate(pem))
+
+    def configure(self, env: dict[str, str]) -> None:
+        self._each(lambda r: r.configure(env))

@@ -30,11 +30,13 @@ class ContainerState:
 
     @property
     def service(self) -> str:
-        return self.labels.get(L.COMPOSE_SERVICE, "")
+        """Its service in the file (a Swarm task's container has it from immutdock's label)."""
+        return self.labels.get(L.COMPOSE_SERVICE) or self.labels.get(L.SERVICE, "")
 
     @property
     def project(self) -> str:
-        return self.labels.get(L.COMPOSE_PROJECT, "")
+        """Its compose project, or its stack on a Swarm."""
+        return self.labels.get(L.COMPOSE_PROJECT) or self.labels.get(L.STACK, "")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
-from immutdock.apply.router import Router
+from immutdock.apply.router import Router, RouterSet
 from immutdock.config.model import LOCAL
 from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError
@@ -151,10 +151,9 @@ class NodeContainers:
 
     def stack_containers(self, stack: str) -> list[ContainerState]:
         """The containers of a stack's tasks on every node (a removed stack's linger a moment)."""
-        return [c for _n, cs in _on_nodes(self.nodes, lambda e: e.containers(**{STACK_LABEL: stack})) for c in cs]
+        return [c for _n, cs in _on_nodes(self.nodes, lambda e: e.containers(**{L.STACK: stack})) for c in cs]
 
 
-STACK_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with
 STATEFUL_ROLE = "state"
 
 
@@ -184,6 +183,10 @@ class StackColors:
 
     def containers(self, app: str) -> list[ContainerState]:
         return self.found.containers(app)
+
+    def project_containers(self, project: str) -> list[ContainerState]:
+        """The containers of one stack's tasks, on every node (what the gate looks at)."""
+        return self.found.stack_containers(project)
 
     def _volume_node(self, model: Mapping[str, Any]) -> dict[str, str]:
         """service -> the Swarm node ID it stays on: the node holding its named volumes, or for a
@@ -239,16 +242,26 @@ class NodeSwitch:
 
     found: NodeContainers
 
+    def _running(self, app: str) -> list[ContainerState]:
+        return [c for c in self.found.containers(app) if c.labels.get(L.ROLE) == "router" and c.status == "running"]
+
     def router(self, app: str) -> Router | None:
-        running = [c for c in self.found.containers(app)
-                   if c.labels.get(L.ROLE) == "router" and c.status == "running"]
-        return self.control(running[0]) if running else None
+        """Every running router task of the app, as one (RouterSet): one on each routing node."""
+        running = self._running(app)
+        return self._all(running) if running else None
 
     def live(self, router: ContainerState) -> str | None:
-        return self.control(router).live()
+        return Router(self.found.node_of(router), router).live()
 
     def control(self, router: ContainerState) -> Router:
-        return Router(self.found.node_of(router), router)
+        """The app's routers, reached through any one of them: what is done to one is done
+        to every running router task (a switch, new settings, a certificate)."""
+        running = self._running(router.labels.get(L.APP, "")) or [router]
+        return self._all(running)
+
+    def _all(self, running: list[ContainerState]) -> Router:
+        routers = [Router(self.found.node_of(c), c) for c in running]
+        return routers[0] if len(routers) == 1 else RouterSet(routers)
 
 
 def check_members(manager: Engine, nodes: Mapping[str, Engine], warn: Say) -> None:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.engine
 WEB = 'echo "$$(hostname)" > /tmp/index.html; exec httpd -f -p 8000 -h /tmp'
 
 
-def _app_file(root: Path, name: str, web_command: str = WEB) -> Path:
+def _app_file(root: Path, name: str, web_command: str = WEB, publish: int | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "token.txt").write_text("not-a-real-token\n")
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
@@ -50,6 +50,7 @@ def _app_file(root: Path, name: str, web_command: str = WEB) -> Path:
           router:
             service: web
             port: 8000
+        {f"    publish: {publish}" if publish else ""}
           stateful: [db]
         """))
     return root
@@ -57,11 +58,11 @@ def _app_file(root: Path, name: str, web_command: str = WEB) -> Path:
 
 def _cleanup(swarm: SwarmHosts, app: str) -> None:
     first = swarm.hosts[0]
-    for role in ("blue", "green", "state"):
+    for role in ("blue", "green", "state", "router"):
         first.docker("stack", "rm", f"{app}-{role}", check=False)
     for host in swarm.hosts:  # the tasks' containers go, then their volumes and the edge network
-        host.sh(f"for i in $(seq 60); do [ -z \"$(docker ps -aq --filter label=com.docker.stack.namespace={app}-state"
-                f" --filter label=com.docker.stack.namespace={app}-blue)\" ] && break; sleep 0.5; done; "
+        host.sh(f"for i in $(seq 60); do [ -z \"$(docker ps -aq --filter label=io.immutdock.app={app})\" ] && break; "
+                "sleep 0.5; done; "
                 f"docker volume rm {app}_data >/dev/null 2>&1; true")
     first.docker("network", "rm", render.edge_network(app), check=False)
 
@@ -131,4 +132,65 @@ def test_a_color_whose_tasks_keep_failing_fails_its_up_naming_the_service(
             assert "non-zero exit (3)" in str(failed.value), str(failed.value)  # the task's error
             assert "cannot start" in (failed.value.details or "")  # and the service's last log lines
     finally:
+        _cleanup(swarm, app_name)
+
+
+def _router_image(app: object) -> str:
+    """The router image (images/router), built on this engine as a release builds it."""
+    from immutdock.apply.release import Deployer
+    from immutdock.gateways.engine import Engine
+    from immutdock.targets.hosts import local
+
+    deployer = Deployer(app, local(Engine()), lambda _l: None, lambda _l: None)  # type: ignore[arg-type]
+    plan = deployer._router_image_plan()
+    deployer.build((), plan)
+    image = deployer.router_image(plan)
+    assert image
+    return image
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode().strip()
+
+
+def test_the_router_runs_on_every_node_gates_in_each_and_switches_them_all(
+        swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    from immutdock.apply.health import wait_ready
+    from immutdock.targets.swarm import NodeSwitch
+
+    swarm.load("busybox:latest")
+    blue_app = load(_app_file(tmp_path / "blue", app_name, 'echo blue > /tmp/index.html; exec httpd -f -p 8000 -h /tmp',
+                              publish=8080))
+    green_app = load(_app_file(tmp_path / "green", app_name,
+                               'echo green > /tmp/index.html; exec httpd -f -p 8000 -h /tmp', publish=8080))
+    image = _router_image(blue_app)
+    swarm.load(image)
+    said: list[str] = []
+    try:
+        with swarm.opened(*swarm.hosts) as targets:
+            found = NodeContainers({t.name: t.engine for t in targets})
+            colors = StackColors(targets[0].engine, targets[0].runtime.compose, found, said.append,
+                                 timeout=180, stable=2)
+            colors.up(f"{app_name}-router", render.router_project(blue_app, image, "blue"))
+            colors.up(f"{app_name}-blue", render.color_project(blue_app, "blue", {}, "r1", "sha256:b"))
+            colors.up(f"{app_name}-green", render.color_project(green_app, "green", {}, "r2", "sha256:g"))
+            routers = NodeSwitch(found).router(app_name)
+            assert routers is not None and len(routers.members) == 3  # one router task on each node
+            for color in ("blue", "green"):
+                gate = wait_ready(colors, f"{app_name}-{color}", routers, color, ["web"], 120)
+                assert gate.ok, gate.reason  # every router passes every task of the color
+            assert routers.live() == "blue"
+            assert [_get(h.app_url) for h in swarm.hosts] == ["blue"] * 3
+
+            routers.switch("green")  # in every router
+            assert routers.live() == "green"
+            assert [_get(h.app_url) for h in swarm.hosts] == ["green"] * 3
+            one = NodeSwitch(found).control(routers.members[2].container)  # any one reaches them all
+            one.switch("blue")
+            assert {r.live() for r in routers.members} == {"blue"}
+    finally:
+        swarm.hosts[0].docker("stack", "rm", f"{app_name}-router", check=False)
         _cleanup(swarm, app_name)

@@ -206,6 +206,12 @@ class FakeRouter:
         self.container = ContainerState(id="router", name=f"{APP}-router-router-1", labels={}, status="running",
                                         health=None, exit_code=None, image="", stop_timeout=1)
 
+    where = ""
+
+    @property
+    def members(self) -> tuple["FakeRouter", ...]:
+        return (self,)
+
     def open(self) -> "FakeRouter":
         return self
 
