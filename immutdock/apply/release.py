@@ -290,10 +290,10 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         are read before the undo removes it."""
         plan, router_cfg = live.plan, self.app.settings.router
         assert router_cfg is not None
-        gate = wait_ready(self.engine, live.project, live.router, plan.color, [r.service for r in router_cfg.routes],
+        gate = wait_ready(self.target.colors, live.project, live.router, plan.color, [r.service for r in router_cfg.routes],
                           router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=model_jobs(model))
         if not gate.ok:
-            logs = self.engine.logs(gate.culprit.id, tail=20) if gate.culprit else ""
+            logs = self.target.colors.logs(gate.culprit, tail=20) if gate.culprit else ""
             failed = ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",
                                    self._still_serving(plan)
                                    + (f"; last log lines of {gate.culprit.name} follow" if gate.culprit else ""),
@@ -318,12 +318,13 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         try:
             self.target.colors.up(project, model)
         except EngineError:
-            failed = [c for c in self.engine.project_containers(project) if c.status == "exited" and c.exit_code]
+            failed = [c for c in self.target.colors.project_containers(project)
+                      if c.status == "exited" and c.exit_code]
             if not failed:
                 raise
             job = failed[0]
             raise EngineError(f"{job.service} exited with code {job.exit_code} before the new color could start",
-                              details=f"last log lines of {job.name}:\n" + self.engine.logs(job.id, tail=20)
+                              details=f"last log lines of {job.name}:\n" + self.target.colors.logs(job, tail=20)
                               ) from None
 
     def _still_serving(self, plan: ReleasePlan) -> str:

@@ -217,7 +217,7 @@ class RouterSteps(Parts):
         release as rolled back and fail (ReleaseFailed)."""
         assert router is not None and record is not None
         routes = [r.service for r in self.app.settings.router.routes] if self.app.settings.router else []
-        settled = watch(self.engine, project, router, plan.color, routes, model_jobs(model), self.app.settings.settle,
+        settled = watch(self.target.colors, project, router, plan.color, routes, model_jobs(model), self.app.settings.settle,
                         tick=self.say)
         if settled.ok:
             if plan.retire:
@@ -226,7 +226,7 @@ class RouterSteps(Parts):
         what = f"{plan.release} failed {settled.seconds:.1f}s after the switch: {settled.reason}"
         # Whole, and failing inside: an interrupt meanwhile ends with this release's failure.
         with interrupts.whole(f"switching {plan.release} back"):
-            logs = self.engine.logs(settled.culprit.id, tail=20) if settled.culprit else ""
+            logs = self.target.colors.logs(settled.culprit, tail=20) if settled.culprit else ""
             if plan.retire:
                 router.switch(plan.retire)
                 self.warn(f"{settled.reason} {settled.seconds:.1f}s after the switch: traffic switched back to "

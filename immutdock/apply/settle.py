@@ -12,12 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from immutdock import labels as L
 from immutdock.apply.health import POLL
 from immutdock.apply.router import BackendStats, Router
-from immutdock.gateways.engine import ContainerState, Engine
+
+if TYPE_CHECKING:
+    from immutdock.targets.base import Colors
+from immutdock.gateways.engine import ContainerState
 
 ROUTER_GRACE = 0.5  # seconds a route may have no healthy server (a check that timed out under load)
 _ENDS = ("die", "oom", "health_status: unhealthy")  # container events that end the watch at once
@@ -62,12 +65,13 @@ def router_problem(stats: BackendStats, color: str, routes: Sequence[str]) -> st
     return None
 
 
-def watch(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
+def watch(colors: Colors, project: str, router: Router | None, color: str, routes: Sequence[str],
           jobs: Collection[str], seconds: float, tick: Callable[[str], None] = lambda _m: None) -> Settled:
-    """Watch the new color for `seconds`; the first problem ends the watch."""
-    with engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project}) as stream:
+    """Watch the new color (its containers as `colors` finds them) for `seconds`; the first
+    problem ends the watch."""
+    with colors.events(project) as stream:
         ended = _listen(stream, jobs)
-        return _look(engine, project, router, color, routes, jobs, seconds, ended, tick)
+        return _look(colors, project, router, color, routes, jobs, seconds, ended, tick)
 
 
 def _listen(stream: Iterator[Mapping[str, Any]], jobs: Collection[str]) -> threading.Event:
@@ -89,15 +93,15 @@ def _listen(stream: Iterator[Mapping[str, Any]], jobs: Collection[str]) -> threa
     return ended
 
 
-def _look(engine: Engine, project: str, router: Router | None, color: str, routes: Sequence[str],
+def _look(colors: Colors, project: str, router: Router | None, color: str, routes: Sequence[str],
           jobs: Collection[str], seconds: float, ended: threading.Event, tick: Callable[[str], None]) -> Settled:
     start = time.monotonic()
     deadline = start + seconds
-    before = {c.id: c for c in engine.project_containers(project)}
+    before = {c.id: c for c in colors.project_containers(project)}
     tick(f"watching {color} for {seconds:g}s, the old color kept ready")
     down_since: float | None = None  # since when a route has had no healthy server
     while time.monotonic() < deadline:
-        now = engine.project_containers(project)
+        now = colors.project_containers(project)
         problem = container_problem(before, now, jobs)
         if problem is not None:
             return Settled(False, problem[0], problem[1], time.monotonic() - start)

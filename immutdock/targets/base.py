@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 from immutdock.plan.state import ContainerState
 
@@ -104,6 +104,16 @@ class Colors(Protocol):
     def down(self, project: str) -> None: ...
     def containers(self, app: str) -> list[ContainerState]:
         """Every container of the app, whatever its role, found by label."""
+        ...
+    def project_containers(self, project: str) -> list[ContainerState]:
+        """The containers of one color, the state or the router (what the gate and the watch see)."""
+        ...
+    def logs(self, container: ContainerState, tail: int = 20) -> str:
+        """The last log lines of one of them, "" when none can be read."""
+        ...
+    def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
+        """The engine's events of the project's containers as they happen (die, health_status...),
+        for the length of a `with`; a place that cannot tell gives none (the watch looks anyway)."""
         ...
 
 

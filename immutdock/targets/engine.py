@@ -4,6 +4,7 @@ answers; only how the engine is reached differs, which the caller's Runtime says
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -109,6 +110,15 @@ class ComposeColors:
 
     def containers(self, app: str) -> list[ContainerState]:
         return self.engine.containers(**{L.APP: app})
+
+    def project_containers(self, project: str) -> list[ContainerState]:
+        return self.engine.project_containers(project)
+
+    def logs(self, container: ContainerState, tail: int = 20) -> str:
+        return self.engine.logs(container.id, tail=tail)
+
+    def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
+        return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})
 
 
 def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:

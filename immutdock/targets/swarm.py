@@ -19,12 +19,13 @@ after a deploy that tells the truth about convergence (immutdock.apply.converge)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.router import Router, RouterSet
@@ -187,6 +188,14 @@ class StackColors:
     def project_containers(self, project: str) -> list[ContainerState]:
         """The containers of one stack's tasks, on every node (what the gate looks at)."""
         return self.found.stack_containers(project)
+
+    def logs(self, container: ContainerState, tail: int = 20) -> str:
+        return self.found.node_of(container).logs(container.id, tail=tail)
+
+    @contextlib.contextmanager
+    def events(self, project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
+        """None: the watch after the switch looks at every node's containers each time instead."""
+        yield iter(())
 
     def _volume_node(self, model: Mapping[str, Any]) -> dict[str, str]:
         """service -> the Swarm node ID it stays on: the node holding its named volumes, or for a

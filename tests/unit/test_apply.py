@@ -154,6 +154,16 @@ class FakeColors:
     def containers(self, app: str) -> list[ContainerState]:
         return [c for project in list(self.world.projects) for c in self.world.project_containers(project)]
 
+    def project_containers(self, project: str) -> list[ContainerState]:
+        return self.world.project_containers(project)
+
+    def logs(self, container: ContainerState, tail: int = 20) -> str:
+        return f"the last lines of {container.name}"
+
+    @contextlib.contextmanager
+    def events(self, _project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
+        yield iter(())
+
 
 @dataclasses.dataclass
 class FakeEngine:
@@ -475,3 +485,16 @@ def test_status_and_history_read_a_place_through_its_target(tmp_path: Path) -> N
     assert (report["live_color"], report["live_release"], report["problem"]) == ("blue", "r1", None)
     assert report["router"]["up"] == 1
     assert [r.id for r in records(world.target(), APP)] == ["r1"]
+
+
+def test_the_gate_and_the_watch_see_the_new_color_through_the_targets_colors(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Swarm's tasks run on many nodes: the manager's engine alone does not see them."""
+    app, world = small_app(tmp_path), World()
+
+    def blind(_self: object, _project: str) -> list[ContainerState]:
+        raise AssertionError("the flow asked the engine for a project's containers")
+
+    monkeypatch.setattr(FakeEngine, "project_containers", blind)
+    done = deployer(app, world, tmp_path, "t1").release()
+    assert (done.outcome, done.color) == ("ok", "blue") and world.serving == "r1"

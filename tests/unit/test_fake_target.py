@@ -71,6 +71,16 @@ class Memory:
     def containers(self, app: str) -> list[ContainerState]:
         return [c for c in self.running if c.labels.get(L.APP) == app]
 
+    def project_containers(self, project: str) -> list[ContainerState]:
+        return [c for c in self.running if c.project == project]
+
+    def logs(self, container: ContainerState, tail: int = 20) -> str:
+        return ""
+
+    @contextlib.contextmanager
+    def events(self, _project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
+        yield iter(())
+
 
 def fake_target(memory: Memory) -> Target:
     return Target(name="memory", runtime=memory, images=BuiltHere(), ledger=memory, switch=memory,  # type: ignore[arg-type]
