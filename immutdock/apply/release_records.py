@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from immutdock import labels as L
 from immutdock.apply.build import git_revision
 from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
@@ -85,7 +84,7 @@ class RecordSteps(Parts):
         if env:
             svc = model["services"][test.service]
             svc["environment"] = {**(svc.get("environment") or {}), **env}
-        self.engine.ensure_network(render.edge_network(self.app.name), {L.APP: self.app.name, L.ROLE: "network"})
+        self.target.colors.ensure_edge(self.app.name)
         ok, output = self.compose.run_once(render.project_name(self.app.name, role), model, test.service,
                                            list(test.command))
         return None if ok else "\n".join(output.strip().splitlines()[-20:])

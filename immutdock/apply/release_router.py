@@ -159,7 +159,8 @@ class RouterSteps(Parts):
         router = self.app.settings.router
         assert router is not None and image is not None
         current = state.router
-        held = self.engine.published(current.id) if current is not None and current.status == "running" else set()
+        running = current is not None and current.status == "running"
+        held = self.target.switch.published(current) if current is not None and running else set()
         for i, route in enumerate(router.routes):
             for key, ip, port in (("publish", route.publish_ip, route.publish_port),
                                   ("redirect", route.redirect_ip, route.redirect_port)):

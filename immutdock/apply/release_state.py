@@ -37,7 +37,7 @@ class StateSteps(Parts):
 
         A rollback passes no `state_refs`: it leaves running stateful services as they are."""
         app = self.app
-        self.engine.ensure_network(render.edge_network(app.name), {L.APP: app.name, L.ROLE: "network"})
+        self.target.colors.ensure_edge(app.name)
         for key, spec in app.volumes.items():
             if spec.get("external"):
                 continue

@@ -123,7 +123,7 @@ class Ctx:
             opened = contextlib.nullcontext([local(self.engine, app.secret_values)])
         else:
             command = click.get_current_context().command.name or ""
-            refuse_unready(policy, command)
+            refuse_unready(policy, command, app)
             self.say(f"connecting to {reaching(policy)}")
             opened = session(policy, self.identity, self.accept_new, app.secret_values, lambda: self.engine,
                              self.warn, command)

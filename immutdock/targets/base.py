@@ -95,6 +95,9 @@ class Switch(Protocol):
     def control(self, router: ContainerState) -> Router:
         """The runtime API of the router container (arm, stats, switch, fallback, certificate)."""
         ...
+    def published(self, router: ContainerState) -> set[tuple[str, int]]:
+        """The addresses the router container holds (its own: no probe needs them free)."""
+        ...
 
 
 class Colors(Protocol):
@@ -107,6 +110,9 @@ class Colors(Protocol):
         ...
     def project_containers(self, project: str) -> list[ContainerState]:
         """The containers of one color, the state or the router (what the gate and the watch see)."""
+        ...
+    def ensure_edge(self, app: str) -> None:
+        """The network the app's colors, state and router share exists (render.edge_network)."""
         ...
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         """The last log lines of one of them, "" when none can be read."""

@@ -13,6 +13,7 @@ from immutdock.apply.router import Router
 from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.plan.render import edge_network
 from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger as records
 from immutdock.targets import lock
@@ -94,6 +95,9 @@ class RouterSwitch:
     def control(self, router: ContainerState) -> Router:
         return Router(self.engine, router)
 
+    def published(self, router: ContainerState) -> set[tuple[str, int]]:
+        return self.engine.published(router.id)
+
 
 @dataclass(frozen=True)
 class ComposeColors:
@@ -113,6 +117,9 @@ class ComposeColors:
 
     def project_containers(self, project: str) -> list[ContainerState]:
         return self.engine.project_containers(project)
+
+    def ensure_edge(self, app: str) -> None:
+        self.engine.ensure_network(edge_network(app), {L.APP: app, L.ROLE: "network"})
 
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return self.engine.logs(container.id, tail=tail)

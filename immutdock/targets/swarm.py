@@ -105,7 +105,7 @@ class SwarmRuntime:
         self.on_close()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one delivery per swarm: a fleet groups places by their Images
 class NodeImages:
     """Images go to every node of the swarm (a task may be placed on any of them), however
     the place they were asked for is named."""
@@ -192,6 +192,11 @@ class StackColors:
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return self.found.node_of(container).logs(container.id, tail=tail)
 
+    def ensure_edge(self, app: str) -> None:
+        """An attachable overlay: it spans the nodes, and a one-off container (a hook, a test)
+        joins it beside the tasks."""
+        self.manager.ensure_network(edge_network(app), {L.APP: app, L.ROLE: "network"}, driver="overlay")
+
     @contextlib.contextmanager
     def events(self, project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
         """None: the watch after the switch looks at every node's containers each time instead."""
@@ -228,9 +233,6 @@ class StackColors:
             rendered, notes = stack(model, app, digests)
         for note in notes:
             self.say(note)
-        for spec in (rendered.get("networks") or {}).values():
-            if isinstance(spec, Mapping) and spec.get("external") and spec.get("name") == edge_network(app):
-                self.manager.ensure_network(edge_network(app), {L.APP: app, L.ROLE: "network"}, driver="overlay")
         self.compose.deploy_stack(project, rendered)
         images = {f"{project}_{name}": str(svc["image"]) for name, svc in rendered["services"].items()}
         watch_services(self.manager, images, self.timeout, self.stable, self.say)
@@ -261,6 +263,10 @@ class NodeSwitch:
 
     def live(self, router: ContainerState) -> str | None:
         return Router(self.found.node_of(router), router).live()
+
+    def published(self, router: ContainerState) -> set[tuple[str, int]]:
+        """What the router task holds on its node: every router task publishes the same ports."""
+        return self.found.node_of(router).published(router.id)
 
     def control(self, router: ContainerState) -> Router:
         """The app's routers, reached through any one of them: what is done to one is done

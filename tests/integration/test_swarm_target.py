@@ -121,7 +121,7 @@ def test_a_node_outside_the_swarm_or_out_of_reach_stops_the_command_naming_it(
         _cleanup(swarm, app_name)
 
 
-@pytest.mark.parametrize("command", [["release"], ["rollback"], ["prune"], ["drift"], ["heal"]])
+@pytest.mark.parametrize("command", [["prune"], ["drift"], ["heal"], ["verify"]])
 def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_is_reached(
         swarm: SwarmHosts, app_name: str, tmp_path: Path, command: list[str]) -> None:
     first = swarm.hosts[0]
@@ -133,3 +133,23 @@ def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_
     assert "connecting to" not in refused.stderr  # refused before anything is reached
     assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
     assert not first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
+
+
+def test_an_app_with_a_stateful_service_is_not_released_to_a_swarm_yet(swarm: SwarmHosts, app_name: str,
+                                                                       tmp_path: Path) -> None:
+    first = swarm.hosts[0]
+    root = _app(tmp_path / "app", app_name, first.url, [first.url])
+    text = (root / "compose.yaml").read_text().replace("x-immutdock:", textwrap.dedent("""\
+          db:
+            image: busybox:latest
+            command: ["sleep", "600"]
+            volumes: ["data:/data"]
+        volumes:
+          data: {}
+        x-immutdock:"""))
+    (root / "compose.yaml").write_text(text.replace("  router:", "  stateful: [db]\n  router:"))
+    refused = run_cli(root, "release", "--target", "cluster", env=swarm.env)
+    assert refused.returncode == 2, refused.stderr
+    assert "x-immutdock.stateful: db would run on a Docker Swarm target" in refused.stderr, refused.stderr
+    assert "connecting to" not in refused.stderr
+    assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()

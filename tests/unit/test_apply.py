@@ -138,6 +138,9 @@ class FakeSwitch:
     def control(self, router: ContainerState) -> "FakeRouter":
         return FakeRouter(self.world)
 
+    def published(self, router: ContainerState) -> set[tuple[str, int]]:
+        return {("127.0.0.1", 8080)}
+
 
 @dataclasses.dataclass
 class FakeColors:
@@ -156,6 +159,9 @@ class FakeColors:
 
     def project_containers(self, project: str) -> list[ContainerState]:
         return self.world.project_containers(project)
+
+    def ensure_edge(self, app: str) -> None:
+        self.world.did("network")
 
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return f"the last lines of {container.name}"

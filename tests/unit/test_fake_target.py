@@ -61,6 +61,9 @@ class Memory:
     def live(self, router: ContainerState) -> str | None:
         return self.live_color
 
+    def published(self, router: ContainerState) -> set[tuple[str, int]]:
+        return set()
+
     # Colors
     def up(self, project: str, model: Mapping[str, Any]) -> None:
         self.projects[project] = model
@@ -76,6 +79,9 @@ class Memory:
 
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return ""
+
+    def ensure_edge(self, app: str) -> None:
+        pass
 
     @contextlib.contextmanager
     def events(self, _project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
