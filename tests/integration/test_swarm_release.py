@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .support import json_out, run_cli
+from .support import Load, json_out, run_cli
 from .swarm import SwarmHosts
 
 pytestmark = pytest.mark.engine
@@ -69,8 +70,24 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
         assert first.returncode == 0, first.stderr
         assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
         _write(tmp_path / "app", app_name, "v2", nodes)
-        second = run_cli(root, "release", "--target", "cluster", "--json", env=swarm.env)
+        # Under load on every node: no request fails, and once a node answered v2 it never
+        # answers v1 again (each node's router switched once, atomically).
+        loads = [Load(h.app_url, clients=2, path="/") for h in swarm.hosts]
+        for load in loads:
+            load.__enter__()
+        try:
+            second = run_cli(root, "release", "--target", "cluster", "--json", env=swarm.env)
+            time.sleep(1)
+        finally:
+            for load in loads:
+                load.__exit__(None, None, None)
         assert second.returncode == 0, second.stderr
+        for host, load in zip(swarm.hosts, loads):
+            assert not load.failures and load.ok > 20, (host.container, load.failures[:5], load.ok)
+            assert {body for *_t, body in load.samples} == {"v1", "v2"}
+            first_new = min(ended for _sent, ended, _ok, body in load.samples if body == "v2")
+            late = [sent - first_new for sent, _ended, _ok, body in load.samples if body == "v1" and sent > first_new]
+            assert not late, (host.container, late[:5])  # nothing sent after v2 answered got v1
         assert json_out(second)["hosts"][0]["color"] == "green"
         assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
         left = swarm.hosts[0].docker("stack", "ls", "--format", "{{.Name}}").stdout.split()

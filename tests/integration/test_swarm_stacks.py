@@ -78,6 +78,7 @@ def test_a_color_and_the_state_run_as_stacks_answering_where_the_router_looks(
             found = NodeContainers({t.name: t.engine for t in targets})
             colors = StackColors(targets[0].engine, targets[0].runtime.compose, found, said.append,
                                  timeout=180, stable=2)
+            colors.ensure_edge(app_name)  # as a release makes it, before any stack
             colors.up(f"{app_name}-blue", render.color_project(app, "blue", {}, "r1", "sha256:c"))
             assert any(line.startswith(f"{app_name}-blue_web") for line in said), said  # progress per service
             web = [c for c in colors.containers(app_name) if c.labels.get("io.immutdock.color") == "blue"]
@@ -126,6 +127,7 @@ def test_a_color_whose_tasks_keep_failing_fails_its_up_naming_the_service(
             colors = StackColors(targets[0].engine, targets[0].runtime.compose,
                                  NodeContainers({t.name: t.engine for t in targets}), lambda _l: None,
                                  timeout=180, stable=2)
+            colors.ensure_edge(app_name)
             with pytest.raises(ReleaseFailed) as failed:
                 colors.up(f"{app_name}-blue", render.color_project(app, "blue", {}, "r1", "sha256:c"))
             assert f"service {app_name}-blue_web" in str(failed.value)
@@ -174,6 +176,7 @@ def test_the_router_runs_on_every_node_gates_in_each_and_switches_them_all(
             found = NodeContainers({t.name: t.engine for t in targets})
             colors = StackColors(targets[0].engine, targets[0].runtime.compose, found, said.append,
                                  timeout=180, stable=2)
+            colors.ensure_edge(app_name)
             colors.up(f"{app_name}-router", render.router_project(blue_app, image, "blue"))
             colors.up(f"{app_name}-blue", render.color_project(blue_app, "blue", {}, "r1", "sha256:b"))
             colors.up(f"{app_name}-green", render.color_project(green_app, "green", {}, "r2", "sha256:g"))
