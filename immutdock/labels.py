@@ -15,6 +15,8 @@ INPUTS = f"{PREFIX}.build-inputs"  # an image's build inputs, each as a digest (
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 STACK = "com.docker.stack.namespace"  # what `docker stack deploy` labels a stack's objects with
+SWARM_SERVICE_ID = "com.docker.swarm.service.id"  # what Swarm labels a task's container with
+SWARM_TASK_NAME = "com.docker.swarm.task.name"  # SERVICE.SLOT.TASK, or SERVICE.NODE.TASK for a global one
 
 OCI_REVISION = "org.opencontainers.image.revision"
 OCI_CREATED = "org.opencontainers.image.created"

@@ -41,9 +41,9 @@ class StateSteps(Parts):
         for key, spec in app.volumes.items():
             if spec.get("external"):
                 continue
-            created = self.engine.ensure_volume(app.volume_name(key), {L.APP: app.name, L.ROLE: "volume",
-                                                                       **(spec.get("labels") or {})},
-                                                driver=spec.get("driver"), driver_opts=spec.get("driver_opts"))
+            created = self.target.colors.ensure_volume(app.volume_name(key),
+                                                       {L.APP: app.name, L.ROLE: "volume", **(spec.get("labels") or {})},
+                                                       driver=spec.get("driver"), driver_opts=spec.get("driver_opts"))
             if created:
                 self.say(f"created volume {app.volume_name(key)}")
         redactor = self.redactor(state)
@@ -61,7 +61,7 @@ class StateSteps(Parts):
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
                         recreate.marked(self.engine, app.name, state_model, plan.stateful_changes, redactor.salt):
-                    self.compose.up(render.project_name(app.name, "state"), state_model, surviving=True)
+                    self.target.colors.up(render.project_name(app.name, "state"), state_model, surviving=True)
             self._up_state(state_model)
             if state.recreating is not None and not plan.stateful_changes:  # finished by a compose that outlived it
                 recreate.drop(self.engine, app.name)
@@ -70,8 +70,8 @@ class StateSteps(Parts):
         """The state project up, waiting (as long as the router's gate) for it to be healthy;
         `surviving`: compose finishes it even when immutdock is killed meanwhile."""
         router = self.app.settings.router
-        self.compose.up(render.project_name(self.app.name, "state"), model, wait=True,
-                        timeout=int(router.timeout) if router else 120, surviving=surviving)
+        self.target.colors.up(render.project_name(self.app.name, "state"), model,
+                              timeout=int(router.timeout) if router else 120, surviving=surviving)
 
     def heal_stateful(self, services: Sequence[str]) -> list[str]:
         """Replace the containers of drifted stateful `services` with fresh ones of the live

@@ -103,8 +103,17 @@ class Switch(Protocol):
 class Colors(Protocol):
     """What a color (or the state project, or the router) is: started, removed, found."""
 
-    def up(self, project: str, model: Mapping[str, Any]) -> None: ...
+    def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
+           surviving: bool = False) -> None:
+        """Start the project, replacing only what changed; `timeout`: wait that long for it to
+        be healthy; `surviving`: what was started finishes even when immutdock is killed."""
+        ...
     def down(self, project: str) -> None: ...
+    def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
+                      driver_opts: Mapping[str, str] | None = None) -> bool:
+        """A named volume exists where the services that mount it run (made once, never removed
+        or changed); True when it was made now."""
+        ...
     def containers(self, app: str) -> list[ContainerState]:
         """Every container of the app, whatever its role, found by label."""
         ...

@@ -106,11 +106,16 @@ class ComposeColors:
     engine: Engine
     compose: Compose
 
-    def up(self, project: str, model: Mapping[str, Any]) -> None:
-        self.compose.up(project, model)
+    def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
+           surviving: bool = False) -> None:
+        self.compose.up(project, model, wait=timeout is not None, timeout=timeout, surviving=surviving)
 
     def down(self, project: str) -> None:
         self.engine.remove_project(project)
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
+                      driver_opts: Mapping[str, str] | None = None) -> bool:
+        return self.engine.ensure_volume(name, labels, driver, driver_opts)
 
     def containers(self, app: str) -> list[ContainerState]:
         return self.engine.containers(**{L.APP: app})

@@ -108,7 +108,7 @@ def close_hosts(hosts: Sequence[Target]) -> None:
 
 def refuse_unready(target: Policy, command: str, app: App | None = None) -> None:
     """A command, or an app, that does not run on a swarm yet stops before anything is reached
-    (exit 2): stateful services and a router with TLS are not released to a swarm yet."""
+    (exit 2): a router with TLS is not released to a swarm yet."""
     if target.swarm is None:
         return
     if command not in SWARM_READY:
@@ -117,10 +117,6 @@ def refuse_unready(target: Policy, command: str, app: App | None = None) -> None
                           "run it against an engine or SSH hosts")
     if app is None or command not in SWARM_CHANGES:
         return
-    if app.stateful:
-        names = ", ".join(s.name for s in app.stateful)
-        raise ConfigError("x-immutdock.stateful", f"{names} would run on a Docker Swarm target, which does not take "
-                          "stateful services yet", "release the app to an engine or SSH hosts")
     if app.settings.router is not None and app.settings.router.tls is not None:
         raise ConfigError("x-immutdock.router.tls", "a Docker Swarm target does not serve TLS yet",
                           "remove router.tls for the swarm, or release to an engine or SSH hosts")

@@ -11,21 +11,17 @@ Answered so far:
   asked. Configs are immutable: a record is rewritten as a new config before the old one goes,
   as records on volumes are (immutdock.targets.ledger).
 - Images: delivered to every listed node (shipped, or pulled through the target's registry).
-- Colors.containers and the Switch: an app's containers are read on every node, and the
-  router's runtime API is reached on the node that runs it.
-Not yet: Colors.up/down (a color as a stack); the commands that change an app refuse a Swarm
-target until they are built (immutdock.targets.hosts.session). Built beside it: the watch
-after a deploy that tells the truth about convergence (immutdock.apply.converge)."""
+- Colors (immutdock.targets.stacks): a color, the stateful services and the router are
+  stacks; an app's containers are its tasks' on every node.
+- Switch (`NodeSwitch`): the router runs on every routing node; its runtime API is reached
+  on the node of each task, and a switch runs in all of them.
+The commands that do not run on a swarm yet are refused before anything is reached
+(immutdock.targets.hosts.refuse_unready)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.router import Router, RouterSet
@@ -34,11 +30,11 @@ from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
-from immutdock.plan.render import edge_network
 from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Images, Say, Target
 from immutdock.targets.engine import StoredLedger
 from immutdock.targets.images import Delivery, Shipped, ThroughRegistry
+from immutdock.targets.stacks import NodeContainers, StackColors, _on_nodes
 
 
 @dataclass(frozen=True)
@@ -117,134 +113,6 @@ class NodeImages:
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
                 progress: Callable[[str, int, int, int], None], say: Say) -> Delivery:
         return self.inner.deliver(builder, self.nodes, refs, progress, say)
-
-
-def _on_nodes(nodes: Mapping[str, Engine], fn: Callable[[Engine], Any]) -> list[tuple[str, Any]]:
-    """fn(engine) on every node at once, in the nodes' order."""
-    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
-        futures = [(name, pool.submit(fn, e)) for name, e in nodes.items()]
-        return [(name, f.result()) for name, f in futures]
-
-
-@dataclass(frozen=True)
-class NodeContainers:
-    """An app's containers on a swarm are the containers of its tasks on every node, found by
-    label as on one engine; each is remembered with the node that runs it."""
-
-    nodes: Mapping[str, Engine]
-    where: dict[str, Engine] = field(default_factory=dict)  # container id -> its node's engine
-
-    def containers(self, app: str) -> list[ContainerState]:
-        found: list[ContainerState] = []
-        for _name, (engine, cs) in _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.APP: app}))):
-            for c in cs:
-                self.where[c.id] = engine
-            found.extend(cs)
-        return found
-
-    def node_of(self, container: ContainerState) -> Engine:
-        if container.id not in self.where:
-            self.containers(container.labels.get(L.APP, ""))
-        if container.id not in self.where:
-            raise EngineError(f"container {container.name} is on no node of the swarm",
-                              "it was removed meanwhile: run the command again")
-        return self.where[container.id]
-
-    def stack_containers(self, stack: str) -> list[ContainerState]:
-        """The containers of a stack's tasks on every node (a removed stack's linger a moment)."""
-        return [c for _n, cs in _on_nodes(self.nodes, lambda e: e.containers(**{L.STACK: stack})) for c in cs]
-
-
-STATEFUL_ROLE = "state"
-
-
-def _digests(model: Mapping[str, Any]) -> dict[str, str]:
-    """The content digest of every secret and config of a model made from a file."""
-    out = {}
-    for kind in ("secrets", "configs"):
-        for key, spec in (model.get(kind) or {}).items():
-            if isinstance(spec, Mapping) and spec.get("file") and not spec.get("external"):
-                out[f"{kind}.{key}"] = "sha256:" + hashlib.sha256(Path(spec["file"]).read_bytes()).hexdigest()
-    return out
-
-
-@dataclass
-class StackColors:
-    """A color, the stateful services and the router, each as a stack deployed through the
-    manager (immutdock.plan.stack), its services watched until they converged (or the deploy
-    fails naming the service and the task's error); a stack removed is waited for until its
-    tasks' containers are gone from every node."""
-
-    manager: Engine
-    compose: Compose
-    found: NodeContainers
-    say: Say
-    timeout: float = 300.0
-    stable: float = 3.0
-
-    def containers(self, app: str) -> list[ContainerState]:
-        return self.found.containers(app)
-
-    def project_containers(self, project: str) -> list[ContainerState]:
-        """The containers of one stack's tasks, on every node (what the gate looks at)."""
-        return self.found.stack_containers(project)
-
-    def logs(self, container: ContainerState, tail: int = 20) -> str:
-        return self.found.node_of(container).logs(container.id, tail=tail)
-
-    def ensure_edge(self, app: str) -> None:
-        """An attachable overlay: it spans the nodes, and a one-off container (a hook, a test)
-        joins it beside the tasks."""
-        self.manager.ensure_network(edge_network(app), {L.APP: app, L.ROLE: "network"}, driver="overlay")
-
-    @contextlib.contextmanager
-    def events(self, project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
-        """None: the watch after the switch looks at every node's containers each time instead."""
-        yield iter(())
-
-    def _volume_node(self, model: Mapping[str, Any]) -> dict[str, str]:
-        """service -> the Swarm node ID it stays on: the node holding its named volumes, or for a
-        first release the manager's node (where its volumes are then made)."""
-        here = str(self.manager.swarm_membership().get("NodeID") or "")
-        ids = dict(_on_nodes(self.found.nodes, lambda e: str(e.swarm_membership().get("NodeID") or "")))
-        placed = {}
-        for name, svc in (model.get("services") or {}).items():
-            volumes = [(model.get("volumes") or {}).get(m.get("source"), {}).get("name")
-                       for m in svc.get("volumes") or [] if m.get("type") == "volume"]
-            volumes = [v for v in volumes if v]
-            holding = [n for n, has in _on_nodes(self.found.nodes,
-                                                 lambda e: all(e.volume_exists(v) for v in volumes))
-                       if has] if volumes else []
-            placed[name] = ids[holding[0]] if holding else here
-        return placed
-
-    def up(self, project: str, model: Mapping[str, Any]) -> None:
-        from immutdock.apply.converge import watch_services
-        from immutdock.plan.stack import router_stack, stack, state_stack
-
-        role = project.rpartition("-")[2]
-        app = project[: -len(role) - 1]
-        digests = _digests(model)
-        if role == STATEFUL_ROLE:
-            rendered, notes = state_stack(model, self._volume_node(model), app, digests)
-        elif role == "router":
-            rendered, notes = router_stack(model)
-        else:
-            rendered, notes = stack(model, app, digests)
-        for note in notes:
-            self.say(note)
-        self.compose.deploy_stack(project, rendered)
-        images = {f"{project}_{name}": str(svc["image"]) for name, svc in rendered["services"].items()}
-        watch_services(self.manager, images, self.timeout, self.stable, self.say)
-
-    def down(self, project: str) -> None:
-        self.compose.remove_stack(project)
-        deadline = time.monotonic() + self.timeout
-        while self.found.stack_containers(project):
-            if time.monotonic() >= deadline:
-                raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was removed",
-                                  f"`docker stack ps {project}` on a manager shows what is left")
-            time.sleep(0.5)
 
 
 @dataclass(frozen=True)

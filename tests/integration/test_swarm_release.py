@@ -114,3 +114,95 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
         assert outcomes.count("ok") == 3 and "failed" in outcomes, outcomes
     finally:
         _cleanup(swarm, app_name)
+
+
+def _with_db(root: Path, name: str, version: str, nodes: list[str], db_env: str) -> Path:
+    """The app with a stateful db that counts its boots on its volume."""
+    _write(root, name, version, nodes)
+    text = (root / "compose.yaml").read_text()
+    text = text.replace("x-immutdock:\n", textwrap.dedent(f"""\
+          db:
+            image: busybox:latest
+            command: ["sh", "-c", "date >> /data/boots; exec sleep 3600"]
+            environment: {{SETTING: {db_env}}}
+            volumes: ["data:/data"]
+        volumes:
+          data: {{}}
+        x-immutdock:
+          stateful: [db]
+        """))
+    (root / "compose.yaml").write_text(text)
+    return root
+
+
+class _DbWatch:
+    """Counts the db's running task containers on every node, over and over, while a `with` lasts."""
+
+    def __init__(self, swarm: SwarmHosts, app: str) -> None:
+        import threading
+
+        self.swarm, self.app, self.most, self.looks = swarm, app, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            running = sum(len(h.docker("ps", "-q", "--filter", f"label=io.immutdock.app={self.app}",
+                                       "--filter", "label=io.immutdock.role=state", "--filter", "status=running",
+                                       check=False).stdout.split()) for h in self.swarm.hosts)
+            self.most, self.looks = max(self.most, running), self.looks + 1
+
+    def __enter__(self) -> "_DbWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _db(swarm: SwarmHosts, app: str) -> tuple[int, str]:
+    """(the index of the node that runs the db's task, the boots its volume holds)."""
+    for i, host in enumerate(swarm.hosts):
+        found = host.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app}", "--filter",
+                            "label=io.immutdock.role=state", "--filter", "status=running").stdout.split()
+        if found:
+            return i, host.docker("exec", found[0], "cat", "/data/boots").stdout
+    raise AssertionError("the db runs on no node")
+
+
+def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_runs_twice(
+        swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    nodes = [h.url for h in swarm.hosts]
+    root = tmp_path / "app"
+    try:
+        with _DbWatch(swarm, app_name) as watch:
+            first = run_cli(_with_db(root, app_name, "v1", nodes, "one"), "release", "--target", "cluster",
+                            env=swarm.env)
+            assert first.returncode == 0, first.stderr
+            node, boots = _db(swarm, app_name)
+            assert node == 0 and len(boots.splitlines()) == 1, (node, boots)  # on the manager's node, once
+            # A release that changes the db recreates it stop-first, on its node, with its data.
+            second = run_cli(_with_db(root, app_name, "v2", nodes, "two"), "release", "--target", "cluster",
+                             env=swarm.env)
+            assert second.returncode == 0, second.stderr
+            assert "stateful db changes first" in second.stderr, second.stderr
+            assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
+            node, boots = _db(swarm, app_name)
+            assert node == 0 and len(boots.splitlines()) == 2, (node, boots)
+            # A rollback never changes the stateful services.
+            back = run_cli(root, "rollback", "--target", "cluster", env=swarm.env)
+            assert back.returncode == 0, back.stderr
+            assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
+            assert _db(swarm, app_name) == (node, boots)
+            status = run_cli(root, "status", "--target", "cluster", "--json", env=swarm.env)
+            assert status.returncode == 0, status.stderr
+        assert watch.looks > 10 and watch.most == 1, (watch.looks, watch.most)
+        assert len(swarm.hosts[0].docker("volume", "ls", "-q", "--filter", f"name={app_name}_data").stdout.split()) == 1
+        for host in swarm.hosts[1:]:  # made on its node only
+            assert not host.docker("volume", "ls", "-q", "--filter", f"name={app_name}_data").stdout.split()
+    finally:
+        _cleanup(swarm, app_name)
+        for host in swarm.hosts:
+            host.docker("volume", "rm", f"{app_name}_data", check=False)

@@ -135,21 +135,18 @@ def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_
     assert not first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
 
 
-def test_an_app_with_a_stateful_service_is_not_released_to_a_swarm_yet(swarm: SwarmHosts, app_name: str,
-                                                                       tmp_path: Path) -> None:
+def test_an_app_whose_router_serves_tls_is_not_released_to_a_swarm_yet(swarm: SwarmHosts, app_name: str,
+                                                                        tmp_path: Path) -> None:
     first = swarm.hosts[0]
     root = _app(tmp_path / "app", app_name, first.url, [first.url])
-    text = (root / "compose.yaml").read_text().replace("x-immutdock:", textwrap.dedent("""\
-          db:
-            image: busybox:latest
-            command: ["sleep", "600"]
-            volumes: ["data:/data"]
-        volumes:
-          data: {}
-        x-immutdock:"""))
-    (root / "compose.yaml").write_text(text.replace("  router:", "  stateful: [db]\n  router:"))
+    (root / "tls").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-keyout", str(root / "tls" / "site.key"), "-out", str(root / "tls" / "site.crt")],
+                   check=True, capture_output=True)
+    text = (root / "compose.yaml").read_text()
+    (root / "compose.yaml").write_text(text.replace("    port: 8000\n", "    port: 8000\n    tls: {cert: tls/site.crt, key: tls/site.key}\n"))
     refused = run_cli(root, "release", "--target", "cluster", env=swarm.env)
     assert refused.returncode == 2, refused.stderr
-    assert "x-immutdock.stateful: db would run on a Docker Swarm target" in refused.stderr, refused.stderr
+    assert "x-immutdock.router.tls: a Docker Swarm target does not serve TLS yet" in refused.stderr, refused.stderr
     assert "connecting to" not in refused.stderr
     assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()

@@ -146,9 +146,14 @@ class FakeSwitch:
 class FakeColors:
     world: World
 
-    def up(self, project: str, model: Mapping[str, Any]) -> None:
+    def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
+           surviving: bool = False) -> None:
         self.world.did(f"up {project}")
         self.world.projects[project] = model
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str], **_opts: Any) -> bool:
+        self.world.did("volume")
+        return False
 
     def down(self, project: str) -> None:
         self.world.did(f"down {project}")
@@ -173,22 +178,15 @@ class FakeColors:
 
 @dataclasses.dataclass
 class FakeEngine:
-    """The engine calls the flow makes besides the Target's (and compose's `up` of the state project)."""
+    """The engine calls the flow makes besides the Target's."""
 
     world: World
-
-    def up(self, project: str, model: Mapping[str, Any], surviving: bool = False) -> None:
-        FakeColors(self.world).up(project, model)
 
     def project_containers(self, project: str) -> list[ContainerState]:
         return self.world.project_containers(project)
 
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         self.world.did("network")
-
-    def ensure_volume(self, name: str, labels: Mapping[str, str], **_opts: Any) -> bool:
-        self.world.did("volume")
-        return False
 
     def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
                   files: Any = None) -> tuple[int, str]:

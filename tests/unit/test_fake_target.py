@@ -65,7 +65,8 @@ class Memory:
         return set()
 
     # Colors
-    def up(self, project: str, model: Mapping[str, Any]) -> None:
+    def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
+           surviving: bool = False) -> None:
         self.projects[project] = model
 
     def down(self, project: str) -> None:
@@ -82,6 +83,10 @@ class Memory:
 
     def ensure_edge(self, app: str) -> None:
         pass
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
+                      driver_opts: Mapping[str, str] | None = None) -> bool:
+        return False
 
     @contextlib.contextmanager
     def events(self, _project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
