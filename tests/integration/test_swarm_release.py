@@ -19,15 +19,18 @@ from .swarm import SwarmHosts
 pytestmark = pytest.mark.engine
 
 
-def _write(root: Path, name: str, version: str, nodes: list[str], command: str = "") -> Path:
+def _write(root: Path, name: str, version: str, nodes: list[str], command: str = "", health: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     command = command or f'echo {version} > /tmp/index.html; exec httpd -f -p 8000 -h /tmp'
+    health = f"healthcheck: {{test: {json.dumps(['CMD', 'sh', '-c', health])}, interval: 1s, retries: 2}}" \
+        if health else ""
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
         name: {name}
         services:
           web:
             image: busybox:latest
             command: ["sh", "-c", {json.dumps(command)}]
+            {health}
             deploy:
               replicas: 2
         x-immutdock:
@@ -103,6 +106,15 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
         left = swarm.hosts[0].docker("stack", "ls", "--format", "{{.Name}}").stdout.split()
         assert f"{app_name}-blue" not in left, left
 
+        # A version whose health check fails: exit 1, the previous release still serving.
+        _write(tmp_path / "app", app_name, "v4", nodes, health="exit 1")
+        unhealthy = run_cli(root, "release", "--target", "cluster", env=swarm.env)
+        assert unhealthy.returncode == 1, unhealthy.stderr
+        assert f"{app_name}-blue_web" in unhealthy.stderr, unhealthy.stderr
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
+        left = swarm.hosts[0].docker("stack", "ls", "--format", "{{.Name}}").stdout.split()
+        assert f"{app_name}-blue" not in left, left
+
         # Rollback: the recorded release before, back on every node, from the images the nodes hold.
         back = run_cli(root, "rollback", "--target", "cluster", "--json", env=swarm.env)
         assert back.returncode == 0, back.stderr
@@ -111,7 +123,7 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
         assert status.returncode == 0, status.stderr
         history = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
         outcomes = [r["outcome"] for r in history["hosts"][0]["releases"]]
-        assert outcomes.count("ok") == 3 and "failed" in outcomes, outcomes
+        assert outcomes.count("ok") == 3 and outcomes.count("failed") == 2, outcomes
     finally:
         _cleanup(swarm, app_name)
 
