@@ -18,6 +18,7 @@ from immutdock import labels as L
 from immutdock.config.model import App
 from immutdock.gateways.engine import ContainerState, Engine
 from immutdock.identity.redact import Redactor
+from immutdock.targets.base import Colors
 from immutdock.targets.observe import AppState
 
 # Where a running program keeps its pid files, sockets and scratch files: changes there are
@@ -206,8 +207,8 @@ def _replicas(definition: Mapping[str, Any]) -> int:
     return found if isinstance(found, int) else 1
 
 
-def look(engine: Engine, containers: Sequence[ContainerState]) -> dict[str, list[tuple[str, str]]]:
-    """The `docker diff` of each running container of `containers` (read in parallel)."""
+def look(colors: Colors, containers: Sequence[ContainerState]) -> dict[str, list[tuple[str, str]]]:
+    """The `docker diff` of each running container of `containers`, where it runs (read in parallel)."""
     running = [c for c in containers if c.status in ("running", "restarting", "paused")]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(running)))) as pool:
-        return dict(zip([c.id for c in running], pool.map(lambda c: engine.changes(c.id), running)))
+        return dict(zip([c.id for c in running], pool.map(colors.changes, running)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.build import is_pin
@@ -15,6 +15,7 @@ from immutdock.gateways.engine import Engine
 from immutdock.identity.redact import Redactor
 from immutdock.plan.release import rollback_target
 from immutdock.targets import ledger
+from immutdock.targets.base import Target
 from immutdock.targets.ledger import Record
 from immutdock.targets.observe import AppState
 
@@ -49,18 +50,18 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
     return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)))
 
 
-def compact_records(engine: Engine, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
-    """Drop the model of every record one of whose images is gone (it cannot be rolled back to;
-    its id, time, images, git revision and outcome stay), and redact models written before
-    digests. Returns the release ids rewritten."""
-    present: dict[str, bool] = {ref: False for ref in removed}
+def compact_records(target: Target, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
+    """Drop the model of every record one of whose images is gone from a node of the place (it
+    cannot be rolled back to; its id, time, images, git revision and outcome stay), and redact
+    models written before digests. Returns the release ids rewritten."""
+    present: dict[str, bool] = {}
 
     def gone(ref: str) -> bool:
         if ref not in present:
-            present[ref] = engine.image_id(ref) is not None
+            present[ref] = ref not in removed and all(e.image_id(ref) is not None for e in target.runtime.nodes.values())
         return not present[ref]
 
-    return ledger.tidy(engine, app, list(state.records), redactor, gone)
+    return target.ledger.tidy(app, list(state.records), redactor, gone)
 
 
 def owned(engine: Engine, app: str, ref: str) -> bool:
@@ -71,13 +72,16 @@ def owned(engine: Engine, app: str, ref: str) -> bool:
                                   or is_pin(app, ref))
 
 
-def apply_prune(engine: Engine, app: str, plan: PrunePlan) -> list[str]:
-    removed = []
-    for ref in plan.remove:
-        if owned(engine, app, ref):
-            engine.remove_image(ref)
-            removed.append(ref)
-    return removed
+def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan) -> list[str]:
+    """Remove the plan's images that immutdock made for the app from every engine of the place
+    (each node of a swarm); the references removed from any."""
+    removed: list[str] = []
+    for engine in nodes.values():
+        for ref in plan.remove:
+            if owned(engine, app, ref):
+                engine.remove_image(ref)
+                removed.append(ref)
+    return list(dict.fromkeys(removed))
 
 
 def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = None,
@@ -88,7 +92,7 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
     from immutdock.targets.observe import observe
 
     engine, app = deployer.engine, deployer.app
-    state = observe(engine, app.name)
+    state = observe(deployer.target, app.name)
     result = plan_prune(state, keep or app.settings.keep)
     archived = []
     redactor = deployer.redactor(state)
@@ -101,7 +105,7 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
                 made = archives.write(engine, app.name, ledger.redacted(record, redactor), refs, archive, bar)
                 archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
                                  "sha256": made.sha256, "images": list(made.image_ids)})
-    removed = apply_prune(engine, app.name, result)
-    compacted = compact_records(engine, app.name, state, removed, redactor)
+    removed = apply_prune(deployer.target.runtime.nodes, app.name, result)
+    compacted = compact_records(deployer.target, app.name, state, removed, redactor)
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
             "archived": archived}

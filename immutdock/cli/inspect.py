@@ -202,10 +202,9 @@ def drift_report(deployer: Deployer, app: App) -> dict[str, Any]:
     from immutdock.targets.observe import observe
 
     t0 = time.monotonic()
-    engine = deployer.engine
-    state = observe(engine, app.name)
-    expected = drift.expect(app, state, engine, deployer.redactor(state))
-    found = drift.findings(expected, state.containers, drift.look(engine, state.containers))
+    state = observe(deployer.target, app.name)
+    expected = drift.expect(app, state, deployer.engine, deployer.redactor(state))
+    found = drift.findings(expected, state.containers, drift.look(deployer.target.colors, state.containers))
     return {"app": app.name, "release": expected.release, "color": expected.color,
             "outcome": "drift" if found else "no drift", "drift": [f.as_json() for f in found],
             "seconds": round(time.monotonic() - t0, 3)}

@@ -156,14 +156,14 @@ class Compose:
             raise EngineError(f"compose up {project} failed: {_tail(err)}",
                               "see the message above; nothing of the live release was changed")
 
-    def deploy_stack(self, name: str, model: Mapping[str, Any]) -> None:
+    def deploy_stack(self, name: str, model: Mapping[str, Any], prune: bool = True) -> None:
         """`docker stack deploy` of a stack file (immutdock.plan.stack) on the engine, a Swarm
-        manager: its images as they are on the nodes (--resolve-image never), services the file
-        no longer has removed. It returns once the manager took it; converging is watched apart
-        (immutdock.apply.converge)."""
+        manager: its images as they are on the nodes (--resolve-image never); with `prune`,
+        services the file no longer has removed. It returns once the manager took it;
+        converging is watched apart (immutdock.apply.converge)."""
         path, env = self._file(f"stack-{name}", model)
-        argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--prune", "--detach=true",
-                "--compose-file", str(path), name]
+        argv = ["docker", "stack", "deploy", "--resolve-image", "never", *(["--prune"] if prune else []),
+                "--detach=true", "--compose-file", str(path), name]
         code, _out, err = self._compose(argv, env)
         if code != 0:
             raise EngineError(f"docker stack deploy {name} failed: {_tail(err)}",

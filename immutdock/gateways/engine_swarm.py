@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Mapping
 
+from immutdock.errors import EngineError
 from immutdock.gateways.docker_api import DockerAPI
 from immutdock.gateways.wire import demux, filters, segment
 
@@ -44,6 +45,28 @@ class SwarmCalls(DockerAPI):
     def remove_config(self, ref: str) -> None:
         """Remove a config by its name or ID (one that is gone already is no error)."""
         self._request(f"remove config {ref}", "DELETE", f"/configs/{segment(ref)}", absent=(404,))
+
+    def ensure_object(self, kind: str, name: str, data: bytes, labels: Mapping[str, str]) -> bool:
+        """A Swarm secret or config (`kind`: "secrets" or "configs") of that name exists; made
+        now from `data` (True) unless one was (objects cannot change: a name is its content's)."""
+        path = f"/{kind}/create"
+        reply = self._request(f"create {kind.rstrip('s')} {name}", "POST", path, body={
+            "Name": name, "Labels": dict(labels), "Data": base64.b64encode(data).decode()}, absent=(409,))
+        return reply is not None
+
+    def objects(self, kind: str, **label_values: str) -> list[Mapping[str, Any]]:
+        """The secrets or configs whose labels have these values (ID, Spec.Name, Spec.Labels)."""
+        labels = [f"{k}={v}" for k, v in label_values.items()]
+        return self._json(f"list {kind}", f"/{kind}", {"filters": filters(label=labels)}) or []
+
+    def remove_unused_object(self, kind: str, ref: str) -> bool:
+        """Remove a secret or config unless a service uses it (Swarm refuses that); True when gone."""
+        reply = self._send(f"remove {kind.rstrip('s')} {ref}", "DELETE", f"/{kind}/{segment(ref)}")
+        if reply.status in (200, 204, 404):
+            return True
+        if reply.status == 400 and "in use" in reply.message:
+            return False
+        raise EngineError(f"remove {kind.rstrip('s')} {ref}: {reply.message}", "see the engine's log for more")
 
     def service(self, name: str) -> Mapping[str, Any] | None:
         """The service of that name (or ID) as the engine inspects it, or None."""

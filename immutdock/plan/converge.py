@@ -34,7 +34,8 @@ class Task:
 class Service:
     name: str
     image: str  # what the spec runs now
-    replicas: int | None  # None: a global service (one task per eligible node)
+    replicas: int | None  # None: a global service (one task per eligible node), or a job
+    job: int | None  # a job's completions wanted (None: not a job)
     update: str  # UpdateStatus.State ("" when there was no update: a service just created)
     update_message: str
     update_started: float  # UpdateStatus.StartedAt (0 when none)
@@ -76,6 +77,7 @@ def parse_service(data: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -
     spec = data.get("Spec") or {}
     mode = spec.get("Mode") or {}
     replicas = (mode.get("Replicated") or {}).get("Replicas") if "Global" not in mode else None
+    job = (mode.get("ReplicatedJob") or {}).get("TotalCompletions", 1) if "ReplicatedJob" in mode else None
     status = data.get("UpdateStatus") or {}
     found = []
     for t in tasks:
@@ -86,7 +88,8 @@ def parse_service(data: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -
                           error=str(st.get("Err", "")), updated=when(str(st.get("Timestamp", "")))))
     return Service(name=str(spec.get("Name", "")),
                    image=_image(str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))),
-                   replicas=int(replicas) if replicas is not None else None, update=str(status.get("State", "")),
+                   replicas=int(replicas) if replicas is not None else None,
+                   job=int(job) if job is not None else None, update=str(status.get("State", "")),
                    update_message=str(status.get("Message", "")), update_started=when(str(status.get("StartedAt", ""))),
                    changed=when(str(data.get("UpdatedAt", ""))), tasks=tuple(found))
 
@@ -114,6 +117,8 @@ def verdict(service: Service, image: str, since: float | None = None, failures: 
         return Verdict(False, len(running), wanted, why + _error(failed), failed[-1] if failed else None)
     if service.image != image:
         return Verdict(False, len(running), wanted, f"the service runs {service.image}, not {image}")
+    if service.job is not None:
+        return _job_verdict(service, ours, failed)
     if len(failed) >= failures:
         return Verdict(False, len(running), wanted, f"{len(failed)} tasks failed" + _error(failed), failed[-1])
     others = [t for t in service.tasks if t.image != image and t.state == "running" and t.desired == "running"]
@@ -122,6 +127,17 @@ def verdict(service: Service, image: str, since: float | None = None, failures: 
         return Verdict(True, len(running), wanted, f"{len(running)}/{wanted} running")
     return Verdict(None, len(running), wanted, f"{len(running)}/{wanted} running"
                    + (f", {len(others)} of the previous image" if others else "") + _error(failed, "last failure"))
+
+
+def _job_verdict(service: Service, ours: Sequence[Task], failed: Sequence[Task]) -> Verdict:
+    """A job is done once its tasks at the image completed as often as wanted; a task that
+    failed fails it (a job's failure is not retried)."""
+    wanted = service.job or 1
+    complete = [t for t in ours if t.state == "complete"]
+    if failed:
+        return Verdict(False, len(complete), wanted, "the job failed" + _error(failed), failed[-1])
+    return Verdict(True if len(complete) >= wanted else None, len(complete), wanted,
+                   f"{len(complete)}/{wanted} completed")
 
 
 def _error(failed: Sequence[Task], what: str = "task error") -> str:

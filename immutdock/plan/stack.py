@@ -19,9 +19,14 @@ What changes on the way, and why:
   network's `priority`, a healthcheck's `start_interval`, keys compose
   writes as null (a stack's schema takes none), and the project `name` (the stack's
   name is given at deploy).
-- Secrets and configs are named by their content (object_name): Swarm's cannot change, and
-  two colors' stacks must not claim one object. A stateful service's `container_name` is left out too (a task's
-  container is named by Swarm), and said."""
+- A service another waits for to complete (`service_completed_successfully`) is a Swarm
+  job (`replicated-job`): it runs to completion, not restarted, once per color's stack (the
+  color's other services start once it completed: immutdock.targets.stacks).
+- Secrets and configs are named by their content (object_name) and external to the stack:
+  Swarm's cannot change, and two colors' stacks must not claim one object (immutdock makes
+  them, immutdock.targets.stacks, and removes them once no service uses them).
+- A stateful service's `container_name` is left out too (a task's container is named by
+  Swarm), and said."""
 
 from __future__ import annotations
 
@@ -29,9 +34,10 @@ import copy
 from typing import Any, Mapping
 
 from immutdock import labels as L
+from immutdock.config.infer import awaited_jobs
 from immutdock.errors import ConfigError
 
-STACK_VERSION = "3.8"
+STACK_VERSION = "3.9"  # the first with Swarm jobs (deploy.mode: replicated-job)
 
 _LEFT_OUT = ("pull_policy", "depends_on", "restart", "profiles", "build")
 
@@ -56,6 +62,16 @@ def _ports(service: str, ports: list[Any]) -> list[dict[str, Any]]:
             entry["published"] = int(str(port["published"]))
         out.append(entry)
     return out
+
+
+def _as_job(deploy: dict[str, Any]) -> None:
+    """A service another waits for to complete, as a Swarm job: its tasks run to completion
+    once per deploy that changes it, a failure is not retried (compose's
+    service_completed_successfully fails at the first), and it has no rolling update."""
+    deploy["mode"] = "replicated-job"
+    deploy["restart_policy"] = {"condition": "none"}
+    for key in ("update_config", "rollback_config"):
+        deploy.pop(key, None)
 
 
 def _service(name: str, svc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -92,7 +108,9 @@ def object_name(app: str, kind: str, key: str, content_digest: str) -> str:
 
 def _objects(model: Mapping[str, Any], app: str, digests: Mapping[str, str]) -> dict[str, Any]:
     """The model's secrets and configs, each named by its content (`digests`: "secrets.KEY" ->
-    the digest of its value), a file's path kept; an external one keeps its name."""
+    the digest of its value) and external to the stack: immutdock makes them (two colors'
+    stacks share one, and removing a stack must not take it from the other); an external one
+    of the file keeps its name."""
     out: dict[str, Any] = {}
     for kind in ("secrets", "configs"):
         for key, spec in (model.get(kind) or {}).items():
@@ -105,7 +123,7 @@ def _objects(model: Mapping[str, Any], app: str, digests: Mapping[str, str]) -> 
                                   f"give it file: ./{key}.txt (or make it external: true on the swarm)")
             if f"{kind}.{key}" not in digests:
                 raise ValueError(f"no content digest for {kind}.{key}")
-            out.setdefault(kind, {})[key] = {"file": spec["file"],
+            out.setdefault(kind, {})[key] = {"external": True,
                                              "name": object_name(app, kind, key, digests[f"{kind}.{key}"])}
     return out
 
@@ -118,9 +136,12 @@ def stack(model: Mapping[str, Any], app: str = "", digests: Mapping[str, str] | 
     out: dict[str, Any] = {"version": STACK_VERSION}
     notes: list[str] = []
     services: dict[str, Any] = {}
+    jobs = awaited_jobs(model.get("services") or {})
     for name, svc in (model.get("services") or {}).items():
         services[name], said = _service(name, svc)
         notes += said
+        if name in jobs:
+            _as_job(services[name]["deploy"])
     out["services"] = services
     for key, value in model.items():
         if key not in ("name", "services", "secrets", "configs"):
@@ -135,8 +156,8 @@ def stack(model: Mapping[str, Any], app: str = "", digests: Mapping[str, str] | 
 def state_stack(model: Mapping[str, Any], placed: Mapping[str, str], app: str = "",
                 digests: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The stateful services' model as a stack: one task each, replaced stop-first, and kept on
-    the node that holds its volumes (`placed`: service -> Swarm node ID; a service not placed
-    yet goes where Swarm puts it, and is placed from then on)."""
+    the node that holds its volumes (`placed`: service -> Swarm node ID, chosen by
+    immutdock.targets.stacks; a service not in it goes where Swarm puts it)."""
     out, notes = stack(model, app, digests)
     for name, svc in out["services"].items():
         deploy = svc["deploy"]

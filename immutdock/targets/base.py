@@ -34,6 +34,7 @@ from immutdock.plan.state import ContainerState
 if TYPE_CHECKING:
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
+    from immutdock.identity.redact import Redactor
     from immutdock.targets.images import Delivery
     from immutdock.targets.ledger import Record
     from immutdock.targets.lock import Holder
@@ -51,6 +52,11 @@ class Runtime(Protocol):
     def engine(self) -> Engine: ...
     @property
     def compose(self) -> Compose: ...
+    @property
+    def nodes(self) -> Mapping[str, Engine]:
+        """The engines that hold the place's images and run its containers (name -> engine):
+        its own engine, or every listed node of a swarm."""
+        ...
     def stalled(self) -> str:
         """Why the place stopped answering ("" while it answers)."""
         ...
@@ -63,6 +69,10 @@ class Ledger(Protocol):
     def records(self, app: str) -> list[Record]: ...
     def write(self, app: str, record: Record, taken: frozenset[str] = frozenset()) -> Record: ...
     def rewrite(self, app: str, old: Record, new: Record) -> Record: ...
+    def tidy(self, app: str, records: list[Record], redactor: Redactor,
+             gone: Callable[[str], bool] | None = None) -> list[str]:
+        """Rewrite the records that should not stay as they are (immutdock.targets.ledger.tidy)."""
+        ...
     def lock(self, app: str, command: str, warn: Say) -> AbstractContextManager[None]: ...
     def unlock(self, app: str, force: bool, warn: Say) -> Holder | None:
         """Free the lock after saying who held it (a holder alive on this machine needs `force`)."""
@@ -125,6 +135,9 @@ class Colors(Protocol):
         ...
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         """The last log lines of one of them, "" when none can be read."""
+        ...
+    def changes(self, container: ContainerState) -> list[tuple[str, str]]:
+        """The files changed in one of them since it started (`docker diff`: kind, path)."""
         ...
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         """The engine's events of the project's containers as they happen (die, health_status...),

@@ -13,6 +13,7 @@ from immutdock.apply.router import Router
 from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.identity.redact import Redactor
 from immutdock.plan.render import edge_network
 from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger as records
@@ -28,6 +29,10 @@ class EngineRuntime:
     compose: Compose
     on_close: Callable[[], None] = lambda: None
     why_stalled: Callable[[], str] = field(default=lambda: "")
+
+    @property
+    def nodes(self) -> Mapping[str, Engine]:
+        return {self.name: self.engine}
 
     def stalled(self) -> str:
         return self.why_stalled()
@@ -56,6 +61,10 @@ class StoredLedger:
 
     def rewrite(self, app: str, old: records.Record, new: records.Record) -> records.Record:
         return records.rewrite(self.shelf, app, old, new, frozenset())
+
+    def tidy(self, app: str, recorded: list[records.Record], redactor: Redactor,
+             gone: Callable[[str], bool] | None = None) -> list[str]:
+        return records.tidy(self.shelf, app, recorded, redactor, gone)
 
     def unlock(self, app: str, force: bool, warn: Say) -> lock.Holder | None:
         return lock.unlock(self.markers, app, force, warn)
@@ -128,6 +137,9 @@ class ComposeColors:
 
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return self.engine.logs(container.id, tail=tail)
+
+    def changes(self, container: ContainerState) -> list[tuple[str, str]]:
+        return self.engine.changes(container.id)
 
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})

@@ -20,7 +20,7 @@ from immutdock.targets.engine import EngineRuntime, engine_target
 from immutdock.targets.images import Shipped, ThroughRegistry
 
 
-SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback"})  # what a Swarm target runs so far
+SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift"})  # what a Swarm target runs so far
 SWARM_CHANGES = frozenset({"release", "rollback"})  # of those, the ones that change the app
 
 

@@ -7,9 +7,11 @@ that runs: what runs of an app is, per task slot, the running container, or else
 one that ran (`current_tasks`).
 
 Named volumes are per node. A stateful service is kept on one node (immutdock.plan.stack's
-placement): the node its service is kept on now, else the node that holds its volumes (the
-manager's first), else, on a first release, the manager's node; its volumes are made there
-and nowhere else. A color's volumes are made on every node, where any of its tasks may run."""
+placement): the node its service is kept on now, else the listed node that takes tasks and
+holds most of its volumes (the manager's first among equals), else, on a first release, the
+manager's node when it is listed (else the first listed); its volumes are made there and
+nowhere else. A color's volumes are made on every listed node, where any of its tasks may
+run, each node's its own (said at each deploy)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
 from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.plan.render import edge_network
+from immutdock.plan.stack import object_name
 from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Say
 
@@ -56,8 +59,18 @@ def current_tasks(containers: Iterable[ContainerState]) -> list[ContainerState]:
         slots.setdefault(task.rsplit(".", 1)[0], []).append(c)  # SERVICE.SLOT (or .NODE) without the task
     for tasks in slots.values():
         running = [c for c in tasks if c.status == "running"]
-        kept.extend(running or [max(tasks, key=lambda c: (c.started, c.finished))])
+        kept.extend(running or [max(tasks, key=lambda c: (_moment(c.started), _moment(c.finished)))])
     return kept
+
+
+def _moment(rfc3339: str) -> str:
+    """An engine's time stamp made comparable as text: its fraction of a second to 9 digits
+    (the engine drops trailing zeros: .5Z is .500000000Z)."""
+    whole, dot, rest = rfc3339.partition(".")
+    if not dot:
+        return rfc3339
+    digits = "".join(ch for ch in rest if ch.isdigit())
+    return f"{whole}.{digits.ljust(9, '0')}{rest[len(digits):]}"
 
 
 @dataclass(frozen=True)
@@ -91,14 +104,22 @@ class NodeContainers:
 
 
 
-def _digests(model: Mapping[str, Any]) -> dict[str, str]:
-    """The content digest of every secret and config of a model made from a file."""
+OBJECTS = {"secrets": "secret", "configs": "config"}  # kind -> the role label of those immutdock makes
+
+
+def _objects(model: Mapping[str, Any]) -> dict[str, tuple[str, str, bytes]]:
+    """Every secret and config of a model made from a file: "KIND.KEY" -> (kind, key, its value)."""
     out = {}
-    for kind in ("secrets", "configs"):
+    for kind in OBJECTS:
         for key, spec in (model.get(kind) or {}).items():
             if isinstance(spec, Mapping) and spec.get("file") and not spec.get("external"):
-                out[f"{kind}.{key}"] = "sha256:" + hashlib.sha256(Path(spec["file"]).read_bytes()).hexdigest()
+                out[f"{kind}.{key}"] = (kind, key, Path(spec["file"]).read_bytes())
     return out
+
+
+def _digests(objects: Mapping[str, tuple[str, str, bytes]]) -> dict[str, str]:
+    """The content digest of each (what names it on the swarm)."""
+    return {ref: "sha256:" + hashlib.sha256(value).hexdigest() for ref, (_k, _n, value) in objects.items()}
 
 
 def _volumes_of(model: Mapping[str, Any], service: Mapping[str, Any]) -> list[str]:
@@ -113,6 +134,20 @@ def kept_on(service: Mapping[str, Any] | None) -> str | None:
     constraints = (((service or {}).get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
     found = [m.group(1) for c in constraints.get("Constraints") or [] if (m := _KEPT_ON.match(str(c).strip()))]
     return found[0] if found else None
+
+
+def choose_node(held: Mapping[str, int], listed: list[str], usable: Collection[str], here: str) -> str | None:
+    """The node a stateful service is kept on from now on, of the `listed` nodes (node IDs, in
+    the target's order): the one that holds most of its volumes (`held`: node ID -> how many),
+    the manager's node (`here`) first among equals, whether or not it takes tasks now (never a
+    start on a node without its data: the caller refuses one that is not `usable`); with no
+    volume anywhere, the manager's node when it is listed and usable, else the first usable.
+    None: nothing to choose."""
+    holders = [n for n in listed if held.get(n, 0)]
+    if holders:
+        return sorted(holders, key=lambda n: (-held[n], n != here, listed.index(n)))[0]
+    free = [n for n in listed if n in usable]
+    return here if here in free else (free[0] if free else None)
 
 
 @dataclass
@@ -134,11 +169,15 @@ class StackColors:
         return self.found.containers(app)
 
     def project_containers(self, project: str) -> list[ContainerState]:
-        """The containers of one stack's tasks, on every node (what the gate looks at)."""
-        return self.found.stack_containers(project)
+        """The containers of one stack's running tasks (or each slot's last), on every node:
+        what the gate and the watch after the switch look at."""
+        return current_tasks(self.found.stack_containers(project))
 
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return self.found.node_of(container).logs(container.id, tail=tail)
+
+    def changes(self, container: ContainerState) -> list[tuple[str, str]]:
+        return self.found.node_of(container).changes(container.id)
 
     def ensure_edge(self, app: str) -> None:
         """An attachable overlay: it spans the nodes, and a one-off container (a hook, a test)
@@ -157,17 +196,18 @@ class StackColors:
         """None: the watch after the switch looks at every node's containers each time instead."""
         yield iter(())
 
-    def _node_engines(self) -> tuple[str, dict[str, tuple[str, Engine]]]:
-        """The manager's Swarm node ID, and node ID -> (its name here, its engine) for the
-        listed nodes and the manager."""
+    def _node_engines(self) -> tuple[str, dict[str, tuple[str, Engine]], set[str]]:
+        """The manager's Swarm node ID; node ID -> (its name here, its engine) of every listed
+        node; and the IDs of the nodes that take tasks (ready, availability active)."""
         ids = dict(_on_nodes({"": self.manager, **self.found.nodes},
                              lambda e: str(e.swarm_membership().get("NodeID") or "")))
-        engines = {ids[name]: (name, engine) for name, engine in self.found.nodes.items()}
-        engines.setdefault(ids[""], (self.manager.name, self.manager))
-        return ids[""], engines
+        usable = {str(n["ID"]) for n in self.manager.nodes()
+                  if (n.get("Status") or {}).get("State") == "ready"
+                  and (n.get("Spec") or {}).get("Availability", "active") == "active"}
+        return ids[""], {ids[name]: (name, engine) for name, engine in self.found.nodes.items()}, usable
 
     def _placement(self, project: str, model: Mapping[str, Any], here: str,
-                   engines: Mapping[str, tuple[str, Engine]]) -> dict[str, str]:
+                   engines: Mapping[str, tuple[str, Engine]], usable: set[str]) -> dict[str, str]:
         """service -> the node ID a stateful service is kept on (see the module's docstring)."""
         nodes = {node: engine for node, (_name, engine) in engines.items()}
         placed = {}
@@ -177,12 +217,16 @@ class StackColors:
                 placed[name] = now
                 continue
             volumes = _volumes_of(model, svc)
-            holding = [node for node, has in _on_nodes(nodes, lambda e: all(e.volume_exists(v) for v in volumes))
-                       if has] if volumes else []
-            placed[name] = here if not holding or here in holding else holding[0]
-            if len(holding) > 1:
-                self.say(f"the volumes of {name} are on {len(holding)} nodes: it is kept on "
-                         f"{engines[placed[name]][0]}, where they are used from now on")
+            held = dict(_on_nodes(nodes, lambda e: sum(e.volume_exists(v) for v in volumes))) if volumes else {}
+            chosen = choose_node(held, list(nodes), usable, here)
+            if chosen is None:
+                raise EngineError(f"stateful {name} has no node to run on: no listed node of the swarm is ready "
+                                  "and active", "list a node that takes tasks under the target's nodes")
+            placed[name] = chosen
+            holders = sum(1 for n in held.values() if n)
+            if holders > 1:
+                self.say(f"volumes of {name} are on {holders} nodes: it is kept on {engines[chosen][0]}, whose are "
+                         "used from now on")
         return placed
 
     def _make_volumes(self, names: Iterable[str], where: Iterable[tuple[str, Engine]]) -> None:
@@ -192,40 +236,79 @@ class StackColors:
                 if labels and engine.ensure_volume(name, labels, driver, opts):
                     self.say(f"created volume {name} on {node}")
 
+    def _state_stack(self, project: str, app: str, model: Mapping[str, Any],
+                     digests: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+        """The stateful services' stack, each kept on its node, its volumes made there."""
+        from immutdock.plan.stack import state_stack
+
+        services = model.get("services") or {}
+        here, engines, usable = self._node_engines()
+        placed = self._placement(project, model, here, engines, usable)
+        for name, node in placed.items():
+            if node not in engines or node not in usable:
+                raise EngineError(f"stateful {name} is kept on swarm node {node}, where its volumes are, and "
+                                  "that node is not a listed node that takes tasks (ready, active)",
+                                  "list how that node is reached under the target's nodes, and make it "
+                                  "available (`docker node update --availability active NODE`)")
+            self._make_volumes(_volumes_of(model, services[name]), [engines[node]])
+        return state_stack(model, placed, app, digests)
+
+    def _color_stack(self, app: str, model: Mapping[str, Any],
+                     digests: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+        """A color's stack, its volumes made on every listed node (each node's its own)."""
+        from immutdock.plan.stack import stack
+
+        shared = sorted({v for svc in (model.get("services") or {}).values() for v in _volumes_of(model, svc)})
+        for name in shared:
+            self.say(f"volume {name} is per node on a swarm: the tasks on each node share that node's own; "
+                     "make its service stateful to keep one copy")
+        self._make_volumes(shared, list(self.found.nodes.items()))
+        return stack(model, app, digests)
+
+    def _deploy(self, project: str, rendered: Mapping[str, Any], timeout: float, prune: bool = True) -> None:
+        from immutdock.apply.converge import watch_services
+
+        self.compose.deploy_stack(project, rendered, prune=prune)
+        images = {f"{project}_{name}": str(svc["image"]) for name, svc in rendered["services"].items()}
+        watch_services(self.manager, images, timeout, self.stable, self.say)
+
     def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
            surviving: bool = False) -> None:
-        """Deploy the stack and watch it converge (`timeout`: that long at most). Whatever
+        """Deploy the stack and watch it converge (`timeout`: that long at most). A color's
+        jobs are deployed first, alone, and its other services once they completed. Whatever
         `surviving` says, a deploy the manager took is finished by the swarm."""
-        from immutdock.apply.converge import watch_services
-        from immutdock.plan.stack import router_stack, stack, state_stack
+        from immutdock.plan.stack import router_stack
 
         role = project.rpartition("-")[2]
         app = project[: -len(role) - 1]
-        digests = _digests(model)
-        services = model.get("services") or {}
+        objects = _objects(model)
+        digests = _digests(objects)
+        for ref, (kind, key, value) in objects.items():  # made once, shared by every stack that uses them
+            self.manager.ensure_object(kind, object_name(app, kind, key, digests[ref]), value,
+                                       {L.APP: app, L.ROLE: OBJECTS[kind]})
         if role == STATEFUL_ROLE:
-            here, engines = self._node_engines()
-            placed = self._placement(project, model, here, engines)
-            for name, node in placed.items():
-                if node not in engines:
-                    raise EngineError(f"stateful {name} is kept on swarm node {node}, which is not among the "
-                                      "target's nodes: its volumes are there",
-                                      "list how that node is reached under the target's nodes")
-                self._make_volumes(_volumes_of(model, services[name]), [engines[node]])
-            rendered, notes = state_stack(model, placed, app, digests)
+            rendered, notes = self._state_stack(project, app, model, digests)
         elif role == "router":
             rendered, notes = router_stack(model)
         else:
-            self._make_volumes({v for svc in services.values() for v in _volumes_of(model, svc)},
-                               list(self.found.nodes.items()))
-            rendered, notes = stack(model, app, digests)
+            rendered, notes = self._color_stack(app, model, digests)
         for note in notes:
             self.say(note)
-        self.compose.deploy_stack(project, rendered)
-        images = {f"{project}_{name}": str(svc["image"]) for name, svc in rendered["services"].items()}
-        watch_services(self.manager, images, float(timeout or self.timeout), self.stable, self.say)
+        wait = float(timeout or self.timeout)
+        services = rendered["services"]
+        jobs = {n for n, svc in services.items() if svc["deploy"].get("mode") == "replicated-job"}
+        if not jobs or jobs == set(services):
+            self._deploy(project, rendered, wait)
+            return
+        # The jobs first, alone; then the other services, in a deploy that leaves the jobs as they
+        # are (Swarm runs a job again at every update of its service, even one that changes nothing).
+        self._deploy(project, {**rendered, "services": {n: services[n] for n in jobs}}, wait)
+        self._deploy(project, {**rendered, "services": {n: s for n, s in services.items() if n not in jobs}}, wait,
+                     prune=False)
 
     def down(self, project: str) -> None:
+        """Remove the stack, wait until its tasks' containers are gone from every node, then
+        the app's secrets and configs that no service uses any more."""
         self.compose.remove_stack(project)
         deadline = time.monotonic() + self.timeout
         while self.found.stack_containers(project):
@@ -233,3 +316,7 @@ class StackColors:
                 raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was removed",
                                   f"`docker stack ps {project}` on a manager shows what is left")
             time.sleep(0.5)
+        app = project.rpartition("-")[0]
+        for kind, role in OBJECTS.items():
+            for found in self.manager.objects(kind, **{L.APP: app, L.ROLE: role}):
+                self.manager.remove_unused_object(kind, str(found["ID"]))

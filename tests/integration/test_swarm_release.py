@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from immutdock.plan.converge import when
+
 from .support import Load, json_out, run_cli
 from .swarm import SwarmHosts
 
@@ -24,6 +26,7 @@ def _write(root: Path, name: str, version: str, nodes: list[str], command: str =
     command = command or f'echo {version} > /tmp/index.html; exec httpd -f -p 8000 -h /tmp'
     health = f"healthcheck: {{test: {json.dumps(['CMD', 'sh', '-c', health])}, interval: 1s, retries: 2}}" \
         if health else ""
+    (root / "token.txt").write_text("not-a-real-token\n")
     (root / "compose.yaml").write_text(textwrap.dedent(f"""\
         name: {name}
         services:
@@ -31,8 +34,11 @@ def _write(root: Path, name: str, version: str, nodes: list[str], command: str =
             image: busybox:latest
             command: ["sh", "-c", {json.dumps(command)}]
             {health}
+            secrets: [token]
             deploy:
               replicas: 2
+        secrets:
+          token: {{file: ./token.txt}}
         x-immutdock:
           router:
             service: web
@@ -62,6 +68,9 @@ def _cleanup(swarm: SwarmHosts, app: str) -> None:
                 "sleep 0.5; done; true")
     first.docker("network", "rm", f"{app}_immutdock", check=False)
     swarm.remove_configs(app)
+    secrets = [n for n in first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(app)]
+    if secrets:
+        first.docker("secret", "rm", *secrets, check=False)
 
 
 def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
@@ -95,6 +104,11 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
         assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
         left = swarm.hosts[0].docker("stack", "ls", "--format", "{{.Name}}").stdout.split()
         assert f"{app_name}-blue" not in left and f"{app_name}-green" in left, left
+        # The secret is one Swarm secret named by its content, the colors' both, kept as blue went.
+        secrets = [n for n in swarm.hosts[0].docker("secret", "ls", "--format", "{{.Name}}").stdout.split()
+                   if n.startswith(f"{app_name}_secret_token_")]
+        assert len(secrets) == 1, secrets
+        assert "not-a-real-token" not in second.stdout + second.stderr
 
         # A version whose tasks keep failing: exit 1 naming the service and the task's error,
         # its stack removed, the previous release still serving on every node.
@@ -132,7 +146,7 @@ def _with_db(root: Path, name: str, version: str, nodes: list[str], db_env: str)
     """The app with a stateful db that counts its boots on its volume."""
     _write(root, name, version, nodes)
     text = (root / "compose.yaml").read_text()
-    text = text.replace("x-immutdock:\n", textwrap.dedent(f"""\
+    text = text.replace("secrets:\n  token:", textwrap.dedent(f"""\
           db:
             image: busybox:latest
             command: ["sh", "-c", "date >> /data/boots; exec sleep 3600"]
@@ -140,9 +154,8 @@ def _with_db(root: Path, name: str, version: str, nodes: list[str], db_env: str)
             volumes: ["data:/data"]
         volumes:
           data: {{}}
-        x-immutdock:
-          stateful: [db]
-        """))
+        secrets:
+          token:""")).replace("x-immutdock:\n", "x-immutdock:\n  stateful: [db]\n")
     (root / "compose.yaml").write_text(text)
     return root
 
@@ -183,18 +196,27 @@ def _db(swarm: SwarmHosts, app: str) -> tuple[int, str]:
     raise AssertionError("the db runs on no node")
 
 
+def _web(host: object, app: str) -> list[str]:
+    """The running web task containers of the app on one node."""
+    return host.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app}",  # type: ignore[attr-defined]
+                       "--filter", "label=io.immutdock.role=color", "--filter", "status=running").stdout.split()
+
+
 def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_runs_twice(
         swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
     swarm.load("busybox:latest")
     nodes = [h.url for h in swarm.hosts]
     root = tmp_path / "app"
+    holder = swarm.hosts[2]  # its data is there already (an app adopted with its volume): it runs there
+    holder.docker("volume", "create", f"{app_name}_data")
+    holder.docker("run", "--rm", "-v", f"{app_name}_data:/data", "busybox:latest", "sh", "-c", "echo old > /data/boots")
     try:
         with _DbWatch(swarm, app_name) as watch:
             first = run_cli(_with_db(root, app_name, "v1", nodes, "one"), "release", "--target", "cluster",
                             env=swarm.env)
             assert first.returncode == 0, first.stderr
             node, boots = _db(swarm, app_name)
-            assert node == 0 and len(boots.splitlines()) == 1, (node, boots)  # on the manager's node, once
+            assert node == 2 and boots.splitlines()[0] == "old" and len(boots.splitlines()) == 2, (node, boots)
             # A release that changes the db recreates it stop-first, on its node, with its data.
             second = run_cli(_with_db(root, app_name, "v2", nodes, "two"), "release", "--target", "cluster",
                              env=swarm.env)
@@ -202,7 +224,16 @@ def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_r
             assert "stateful db changes first" in second.stderr, second.stderr
             assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
             node, boots = _db(swarm, app_name)
-            assert node == 0 and len(boots.splitlines()) == 2, (node, boots)
+            assert node == 2 and len(boots.splitlines()) == 3, (node, boots)  # kept on its node, with its data
+            # Drift reads every node: nothing, then a file edited inside a web task's container.
+            clean = run_cli(root, "drift", "--target", "cluster", "--json", env=swarm.env)
+            assert clean.returncode == 0 and json_out(clean)["outcome"] == "no drift", clean.stdout + clean.stderr
+            edited = next(h for h in swarm.hosts if _web(h, app_name))
+            edited.docker("exec", _web(edited, app_name)[0], "sh", "-c", "echo x > /etc/snowflake")
+            dirty = run_cli(root, "drift", "--target", "cluster", "--json", env=swarm.env)
+            assert dirty.returncode == 1, dirty.stderr
+            kinds = [(f["kind"], f["service"]) for f in json_out(dirty)["hosts"][0]["drift"]]
+            assert kinds == [("filesystem", "web")], kinds
             # A rollback never changes the stateful services.
             back = run_cli(root, "rollback", "--target", "cluster", env=swarm.env)
             assert back.returncode == 0, back.stderr
@@ -211,10 +242,129 @@ def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_r
             status = run_cli(root, "status", "--target", "cluster", "--json", env=swarm.env)
             assert status.returncode == 0, status.stderr
         assert watch.looks > 10 and watch.most == 1, (watch.looks, watch.most)
-        assert len(swarm.hosts[0].docker("volume", "ls", "-q", "--filter", f"name={app_name}_data").stdout.split()) == 1
-        for host in swarm.hosts[1:]:  # made on its node only
+        for host in swarm.hosts[:2]:  # no empty copy made on another node
             assert not host.docker("volume", "ls", "-q", "--filter", f"name={app_name}_data").stdout.split()
     finally:
         _cleanup(swarm, app_name)
         for host in swarm.hosts:
             host.docker("volume", "rm", f"{app_name}_data", check=False)
+
+
+def _built(root: Path, name: str, version: str, nodes: list[str]) -> Path:
+    """The app with web built here (FROM busybox): each release a new image, shipped to every node."""
+    _write(root, name, version, nodes)
+    (root / "web").mkdir(exist_ok=True)
+    (root / "web" / "index.html").write_text(f"{version}\n")
+    (root / "web" / "Dockerfile").write_text("FROM busybox:latest\nCOPY index.html /www/index.html\n"
+                                             'CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]\n')
+    text = (root / "compose.yaml").read_text()
+    start = text.index("    image: busybox:latest\n")
+    end = text.index("    deploy:\n")
+    (root / "compose.yaml").write_text(text[:start] + "    build: ./web\n" + text[end:])
+    return root
+
+
+def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, app_name: str,
+                                                            tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    nodes = [h.url for h in swarm.hosts]
+    root = tmp_path / "app"
+    try:
+        for version in ("v1", "v2", "v3"):
+            done = run_cli(_built(root, app_name, version, nodes), "release", "--target", "cluster", env=swarm.env)
+            assert done.returncode == 0, done.stderr
+        released = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
+        images = [r["images"]["web"] for r in released["hosts"][0]["releases"]]
+        assert len(set(images)) == 3, images
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v3"] * 3
+        for host in swarm.hosts:  # each release's image was shipped to every node
+            assert all(host.docker("image", "inspect", ref, check=False).returncode == 0 for ref in images), host
+        pruned = run_cli(root, "prune", "--target", "cluster", "--keep", "2", "--json", env=swarm.env)
+        assert pruned.returncode == 0, pruned.stderr
+        assert json_out(pruned)["hosts"][0]["removed_images"] == [images[0]]  # r2 and r3 are kept
+        for host in swarm.hosts:
+            assert host.docker("image", "inspect", images[0], check=False).returncode != 0, host
+            assert all(host.docker("image", "inspect", ref, check=False).returncode == 0 for ref in images[1:]), host
+        history = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
+        assert [r["compacted"] for r in history["hosts"][0]["releases"]] == [True, False, False], history
+        back = run_cli(root, "rollback", "--target", "cluster", env=swarm.env)  # to r2, whose image stayed
+        assert back.returncode == 0, back.stderr
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
+    finally:
+        _cleanup(swarm, app_name)
+        for host in swarm.hosts:
+            host.sh(f"docker image ls -q --filter label=io.immutdock.app={app_name} | xargs -r docker rmi -f "
+                    ">/dev/null 2>&1; true")
+
+
+def _with_job(root: Path, name: str, version: str, nodes: list[str], job: str) -> Path:
+    """The app whose web waits for a one-shot migrate job to complete."""
+    _write(root, name, version, nodes)
+    text = (root / "compose.yaml").read_text().replace("    deploy:\n      replicas: 2\n", textwrap.indent(
+        textwrap.dedent("""\
+              deploy:
+                replicas: 2
+              depends_on:
+                migrate: {condition: service_completed_successfully}
+            migrate:
+              image: busybox:latest
+              command: ["sh", "-c", %s]
+            """) % json.dumps(job), "  "), 1)
+    (root / "compose.yaml").write_text(text)
+    return root
+
+
+def _tasks(host: object, service: str) -> list[dict]:
+    ids = host.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()  # type: ignore[attr-defined]
+    return json.loads(host.docker("inspect", *ids).stdout) if ids else []  # type: ignore[attr-defined]
+
+
+def test_a_job_runs_once_per_release_as_a_swarm_job_before_the_colors_services_start(
+        swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    nodes = [h.url for h in swarm.hosts]
+    root = tmp_path / "app"
+    first = swarm.hosts[0]
+    try:
+        done = run_cli(_with_job(root, app_name, "v1", nodes, "echo migrating; sleep 2"), "release", "--target",
+                       "cluster", env=swarm.env)
+        assert done.returncode == 0, done.stderr
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
+        job = _tasks(first, f"{app_name}-blue_migrate")
+        assert [t["Status"]["State"] for t in job] == ["complete"], job  # once, to completion
+        web = _tasks(first, f"{app_name}-blue_web")
+        assert len(web) == 2 and all(t["Status"]["State"] == "running" for t in web), web
+        web_made = min(when(t["CreatedAt"]) for t in web)  # web's tasks were made once the job completed
+        assert when(job[0]["Status"]["Timestamp"]) <= web_made, (job, web)
+
+        failing = run_cli(_with_job(root, app_name, "v2", nodes, "echo cannot migrate >&2; exit 4"), "release",
+                          "--target", "cluster", env=swarm.env)
+        assert failing.returncode == 1, failing.stderr
+        assert f"service {app_name}-green_migrate" in failing.stderr and "non-zero exit (4)" in failing.stderr, \
+            failing.stderr
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
+    finally:
+        _cleanup(swarm, app_name)
+
+
+def test_a_single_node_swarm_releases_and_rolls_back_keeping_its_stateful_service(
+        engine: object, app_name: str, tmp_path: Path) -> None:
+    one = SwarmHosts(1)  # a swarm of its own: one test host, its manager and only node
+    try:
+        one.load("busybox:latest")
+        nodes = [one.hosts[0].url]
+        root = tmp_path / "app"
+        for version in ("v1", "v2"):
+            done = run_cli(_with_db(root, app_name, version, nodes, "same"), "release", "--target", "cluster",
+                           env=one.env)
+            assert done.returncode == 0, done.stderr
+            assert _get(one.hosts[0].app_url) == version
+        back = run_cli(root, "rollback", "--target", "cluster", env=one.env)
+        assert back.returncode == 0, back.stderr
+        assert _get(one.hosts[0].app_url) == "v1"
+        boots = _db(one, app_name)[1]
+        assert len(boots.splitlines()) == 1, boots  # started once: the db never changed
+        history = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=one.env))
+        assert [r["kind"] for r in history["hosts"][0]["releases"]] == ["release", "release", "rollback"], history
+    finally:
+        one.close()

@@ -65,6 +65,9 @@ def _cleanup(swarm: SwarmHosts, app: str) -> None:
                 "sleep 0.5; done; "
                 f"docker volume rm {app}_data >/dev/null 2>&1; true")
     first.docker("network", "rm", render.edge_network(app), check=False)
+    secrets = [n for n in first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(app)]
+    if secrets:
+        first.docker("secret", "rm", *secrets, check=False)
 
 
 def test_a_color_and_the_state_run_as_stacks_answering_where_the_router_looks(

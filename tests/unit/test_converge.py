@@ -132,3 +132,18 @@ def test_an_update_started_as_its_spec_was_written_is_this_deploys() -> None:
                      started="2026-12-04T10:00:00.499995Z")  # Swarm: StartedAt just before UpdatedAt
     v = verdict(parse_service(rolled, [task("web:t1")]), "web:t2")
     assert v.done is False and v.reason.startswith("Swarm rolled the update back (update rolled back)")
+
+
+def _job(tasks: list[dict[str, Any]], completions: int = 1) -> Any:
+    data = service()
+    data["Spec"]["Mode"] = {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": completions}}
+    return parse_service(data, tasks)
+
+
+def test_a_job_is_done_once_its_tasks_completed_and_fails_at_its_first_failure() -> None:
+    assert verdict(_job([task(state="running")]), "web:t2").done is None
+    done = verdict(_job([task(state="complete", desired="complete")]), "web:t2")
+    assert done.done is True and done.reason == "1/1 completed"
+    assert verdict(_job([task(state="complete", desired="complete")], completions=2), "web:t2").done is None
+    failed = verdict(_job([task(state="failed", desired="shutdown", err="task: non-zero exit (4)")]), "web:t2")
+    assert failed.done is False and "non-zero exit (4)" in failed.reason

@@ -44,7 +44,9 @@ def test_a_secret_is_named_by_its_content(tmp_path: Path) -> None:
     out, _ = _color(tmp_path)
     name = object_name(APP, "secrets", "api_key", DIGESTS["secrets.api_key"])
     assert name == f"{APP}_secret_api_key_{'ab' * 6}"
-    assert out["secrets"]["api_key"] == {"file": str(tmp_path / "api_key.txt"), "name": name}
+    # External to the stack: immutdock makes it, and a color's stack removed leaves it to the other's.
+    assert out["secrets"]["api_key"] == {"external": True, "name": name}
+    assert "s3cr3t" not in str(out)  # the value is in no stack file
     changed, _ = stack(render.color_project(full_app(tmp_path), "blue", IMAGES, "r3", "sha256:c"), APP,
                        {"secrets.api_key": "sha256:" + "cd" * 32})
     assert changed["secrets"]["api_key"]["name"] != name  # a changed value is a new object
@@ -110,3 +112,17 @@ def test_a_router_published_on_one_address_is_refused_naming_the_routers_key(tmp
     model = render.router_project(full_app(tmp_path), "img", "blue")  # publishes on 127.0.0.1
     with raises_config("x-immutdock.router.publish"):
         router_stack(model)
+
+
+def test_a_service_another_waits_to_complete_is_a_swarm_job_without_retries_or_updates() -> None:
+    model = {"services": {
+        "migrate": {"image": "app:t1", "deploy": {"update_config": {"order": "start-first"}},
+                    "restart": "no"},
+        "web": {"image": "app:t1", "depends_on": {"migrate": {"condition": "service_completed_successfully"}}},
+    }}
+    out, _notes = stack(model, APP, {})
+    job = out["services"]["migrate"]["deploy"]
+    assert job["mode"] == "replicated-job" and job["restart_policy"] == {"condition": "none"}
+    assert "update_config" not in job and "rollback_config" not in job
+    assert out["services"]["web"]["deploy"].get("mode") is None  # the service that waits stays a service
+    assert STACK_VERSION >= "3.9"  # where stack files gained jobs

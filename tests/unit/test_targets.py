@@ -221,3 +221,20 @@ def test_a_swarm_target_takes_no_fleet_keys(key: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_settings({"targets": {"c": block}}, set())
     assert err.value.message.startswith(f"x-immutdock.targets.c.{key}: is not for a swarm target")
+
+
+def test_a_compose_color_waits_only_with_a_timeout_and_survives_only_when_asked() -> None:
+    from immutdock.targets.engine import ComposeColors
+
+    calls: list[tuple[str, bool, int | None, bool]] = []
+
+    class Recording:
+        def up(self, project: str, model: object, *, wait: bool = False, timeout: int | None = None,
+               surviving: bool = False) -> None:
+            calls.append((project, wait, timeout, surviving))
+
+    colors = ComposeColors(engine=None, compose=Recording())  # type: ignore[arg-type]
+    colors.up("a-state", {}, surviving=True)  # a stateful recreate: not waited on, finished if immutdock dies
+    colors.up("a-state", {}, timeout=60)  # then waited on until healthy
+    colors.up("a-blue", {})
+    assert calls == [("a-state", False, None, True), ("a-state", True, 60, False), ("a-blue", False, None, False)]
