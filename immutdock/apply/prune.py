@@ -51,14 +51,14 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
 
 
 def compact_records(target: Target, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
-    """Drop the model of every record one of whose images is gone from a node of the place (it
-    cannot be rolled back to; its id, time, images, git revision and outcome stay), and redact
-    models written before digests. Returns the release ids rewritten."""
+    """Drop the model of every record one of whose images is gone: removed now, or on no node
+    of the place (it cannot be rolled back to; its id, time, images, git revision and outcome
+    stay), and redact models written before digests. Returns the release ids rewritten."""
     present: dict[str, bool] = {}
 
     def gone(ref: str) -> bool:
         if ref not in present:
-            present[ref] = ref not in removed and all(e.image_id(ref) is not None for e in target.runtime.nodes.values())
+            present[ref] = ref not in removed and any(e.image_id(ref) is not None for e in target.runtime.nodes.values())
         return not present[ref]
 
     return target.ledger.tidy(app, list(state.records), redactor, gone)
@@ -91,13 +91,16 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
     from immutdock.apply import archive as archives
     from immutdock.targets.observe import observe
 
-    engine, app = deployer.engine, deployer.app
+    app, nodes = deployer.app, deployer.target.runtime.nodes
+    # The images are read from the place's engine, or from its first node when that engine
+    # holds none of them (a swarm's manager that is not one of its listed nodes).
+    engine = deployer.engine if any(e is deployer.engine for e in nodes.values()) else next(iter(nodes.values()))
     state = observe(deployer.target, app.name)
     result = plan_prune(state, keep or app.settings.keep)
     archived = []
     redactor = deployer.redactor(state)
     if archive is not None:
-        going = set(result.remove)
+        going, kept_in = set(result.remove), set()
         for record in state.records:
             refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
                 going & set(record.images.values()) else []
@@ -105,7 +108,9 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
                 made = archives.write(engine, app.name, ledger.redacted(record, redactor), refs, archive, bar)
                 archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
                                  "sha256": made.sha256, "images": list(made.image_ids)})
-    removed = apply_prune(deployer.target.runtime.nodes, app.name, result)
+                kept_in |= set(refs)
+        result = PrunePlan(keep=result.keep, remove=tuple(r for r in result.remove if r in kept_in))  # archived only
+    removed = apply_prune(nodes, app.name, result)
     compacted = compact_records(deployer.target, app.name, state, removed, redactor)
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
             "archived": archived}

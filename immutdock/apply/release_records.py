@@ -57,7 +57,7 @@ class RecordSteps(Parts):
             salt=redactor.salt if redactor else "", profiles=plan.profiles),
             taken=frozenset(r.volume for r in state.records) if state else frozenset())
         if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
-            ledger.tidy(self.engine, self.app.name, list(state.records), redactor)
+            self.target.ledger.tidy(self.app.name, list(state.records), redactor)
         return written
 
     def _settle_interrupted(self, state: AppState, by: str) -> None:

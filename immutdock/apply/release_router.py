@@ -125,8 +125,9 @@ class RouterSteps(Parts):
                 with interrupts.whole(f"removing {project}"):
                     self.target.colors.down(project)
             raise
-        if files:  # HAProxy waits for it (router-entrypoint)
-            self.engine.put_files(self._router().container.id, files)
+        if files:  # HAProxy waits for it (router-entrypoint), in every router (one a node on a swarm)
+            for member in self._router().members:
+                member.engine.put_files(member.container.id, files)
 
     def _stale_certificate(self, router: Router) -> str | None:
         """The fingerprint of the certificate `router` serves ("-": none) when the file names

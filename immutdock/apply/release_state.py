@@ -97,7 +97,7 @@ class StateSteps(Parts):
                     recreate.marked(self.engine, self.app.name, model, services, redactor.salt):
                 for name in services:
                     self.say(f"replacing {name} stop-first (it is down until its fresh container is up)")
-                self.engine.remove_containers([running[n] for n in services if n in running])
+                self.target.colors.remove([running[n] for n in services if n in running])
                 self._up_state(model, surviving=True)
         return list(services)
 

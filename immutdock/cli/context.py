@@ -122,8 +122,8 @@ class Ctx:
         if policy is None:
             opened = contextlib.nullcontext([local(self.engine, app.secret_values)])
         else:
-            command = click.get_current_context().command.name or ""
-            refuse_unready(policy, command, app)
+            command = _command_words()
+            refuse_unready(policy, command)
             self.say(f"connecting to {reaching(policy)}")
             opened = session(policy, self.identity, self.accept_new, app.secret_values, lambda: self.engine,
                              self.warn, command)
@@ -324,3 +324,13 @@ def writable(folder: Path, option: str) -> None:
                           f"name a folder you can write with {option}") from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(option, f"cannot write into {folder}", f"name a folder you can write with {option}")
+
+
+def _command_words() -> str:
+    """The command that runs, as typed after the program's name ("release", "volumes ls")."""
+    words: list[str] = []
+    current: click.Context | None = click.get_current_context()
+    while current is not None and current.parent is not None:
+        words.append(current.info_name or "")
+        current = current.parent
+    return " ".join(reversed(words))

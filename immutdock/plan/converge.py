@@ -118,7 +118,7 @@ def verdict(service: Service, image: str, since: float | None = None, failures: 
     if service.image != image:
         return Verdict(False, len(running), wanted, f"the service runs {service.image}, not {image}")
     if service.job is not None:
-        return _job_verdict(service, ours, failed)
+        return _job_verdict(service, [t for t in ours if t.updated >= since], failed)
     if len(failed) >= failures:
         return Verdict(False, len(running), wanted, f"{len(failed)} tasks failed" + _error(failed), failed[-1])
     others = [t for t in service.tasks if t.image != image and t.state == "running" and t.desired == "running"]
@@ -130,8 +130,8 @@ def verdict(service: Service, image: str, since: float | None = None, failures: 
 
 
 def _job_verdict(service: Service, ours: Sequence[Task], failed: Sequence[Task]) -> Verdict:
-    """A job is done once its tasks at the image completed as often as wanted; a task that
-    failed fails it (a job's failure is not retried)."""
+    """A job is done once its tasks at the image completed as often as wanted since this
+    deploy (`ours`); a task that failed fails it (a job's failure is not retried)."""
     wanted = service.job or 1
     complete = [t for t in ours if t.state == "complete"]
     if failed:

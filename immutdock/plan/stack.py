@@ -74,6 +74,17 @@ def _as_job(deploy: dict[str, Any]) -> None:
         deploy.pop(key, None)
 
 
+def _jobs_wait_for_nothing(services: Mapping[str, Any], jobs: Mapping[str, str]) -> None:
+    """A color's jobs run first on a Swarm, all at once, before its other services exist: a job
+    that waits for a service of the color (a job or not) cannot run so, and is refused."""
+    for name in sorted(jobs):
+        waits = sorted(d for d in (services[name].get("depends_on") or {}) if d in services)
+        if waits:
+            raise ConfigError(f"services.{name}.depends_on", f"{name} is a job, and on a Swarm a color's jobs run "
+                              f"first, together, before its other services: it cannot wait for {waits[0]}",
+                              "let the job wait only for stateful services, or make one job of a chain")
+
+
 def _service(name: str, svc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """One service of a rendered model as a stack's; the notes say what was left out."""
     out = {k: copy.deepcopy(v) for k, v in svc.items() if k not in _LEFT_OUT and v is not None}
@@ -137,6 +148,7 @@ def stack(model: Mapping[str, Any], app: str = "", digests: Mapping[str, str] | 
     notes: list[str] = []
     services: dict[str, Any] = {}
     jobs = awaited_jobs(model.get("services") or {})
+    _jobs_wait_for_nothing(model.get("services") or {}, jobs)
     for name, svc in (model.get("services") or {}).items():
         services[name], said = _service(name, svc)
         notes += said

@@ -139,6 +139,10 @@ class Colors(Protocol):
     def changes(self, container: ContainerState) -> list[tuple[str, str]]:
         """The files changed in one of them since it started (`docker diff`: kind, path)."""
         ...
+    def remove(self, containers: list[ContainerState]) -> None:
+        """Stop and remove these containers where they run (a project that keeps its tasks
+        running, a swarm's, replaces them with fresh ones)."""
+        ...
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         """The engine's events of the project's containers as they happen (die, health_status...),
         for the length of a `with`; a place that cannot tell gives none (the watch looks anyway)."""

@@ -141,6 +141,9 @@ class ComposeColors:
     def changes(self, container: ContainerState) -> list[tuple[str, str]]:
         return self.engine.changes(container.id)
 
+    def remove(self, containers: list[ContainerState]) -> None:
+        self.engine.remove_containers(containers)
+
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})
 

@@ -20,8 +20,7 @@ from immutdock.targets.engine import EngineRuntime, engine_target
 from immutdock.targets.images import Shipped, ThroughRegistry
 
 
-SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift"})  # what a Swarm target runs so far
-SWARM_CHANGES = frozenset({"release", "rollback"})  # of those, the ones that change the app
+SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift", "heal"})  # what a Swarm target runs so far
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Policy | None:
@@ -106,20 +105,14 @@ def close_hosts(hosts: Sequence[Target]) -> None:
             pass
 
 
-def refuse_unready(target: Policy, command: str, app: App | None = None) -> None:
-    """A command, or an app, that does not run on a swarm yet stops before anything is reached
-    (exit 2): a router with TLS is not released to a swarm yet."""
+def refuse_unready(target: Policy, command: str) -> None:
+    """A command that does not run on a swarm yet stops before anything is reached (exit 2)."""
     if target.swarm is None:
         return
     if command not in SWARM_READY:
         raise ConfigError("--target", f"{target.name} is a Docker Swarm target: `immutdock {command}` does not "
                           f"run on a swarm yet (only {', '.join(sorted(SWARM_READY))} do)",
                           "run it against an engine or SSH hosts")
-    if app is None or command not in SWARM_CHANGES:
-        return
-    if app.settings.router is not None and app.settings.router.tls is not None:
-        raise ConfigError("x-immutdock.router.tls", "a Docker Swarm target does not serve TLS yet",
-                          "remove router.tls for the swarm, or release to an engine or SSH hosts")
 
 
 def reaching(target: Policy) -> str:

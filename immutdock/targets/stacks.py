@@ -7,10 +7,11 @@ that runs: what runs of an app is, per task slot, the running container, or else
 one that ran (`current_tasks`).
 
 Named volumes are per node. A stateful service is kept on one node (immutdock.plan.stack's
-placement): the node its service is kept on now, else the listed node that takes tasks and
-holds most of its volumes (the manager's first among equals), else, on a first release, the
-manager's node when it is listed (else the first listed); its volumes are made there and
-nowhere else. A color's volumes are made on every listed node, where any of its tasks may
+placement): the node its service is kept on now, else the listed node that holds most of
+its volumes (the manager's first among equals), else, on a first release, the manager's node
+when it is listed and takes tasks (else the first listed node that does); its volumes are
+made there and nowhere else. A node so chosen that takes no tasks stops the deploy, naming
+it: a stateful service never starts where its data is not. A color's volumes are made on every listed node, where any of its tasks may
 run, each node's its own (said at each deploy)."""
 
 from __future__ import annotations
@@ -179,6 +180,15 @@ class StackColors:
     def changes(self, container: ContainerState) -> list[tuple[str, str]]:
         return self.found.node_of(container).changes(container.id)
 
+    def remove(self, containers: list[ContainerState]) -> None:
+        """Each on its node; Swarm starts a fresh task in its place (where it is kept)."""
+        by_node: dict[int, tuple[Engine, list[ContainerState]]] = {}
+        for c in containers:
+            engine = self.found.node_of(c)
+            by_node.setdefault(id(engine), (engine, []))[1].append(c)
+        for engine, on_it in by_node.values():
+            engine.remove_containers(on_it)
+
     def ensure_edge(self, app: str) -> None:
         """An attachable overlay: it spans the nodes, and a one-off container (a hook, a test)
         joins it beside the tasks."""
@@ -317,6 +327,9 @@ class StackColors:
                                   f"`docker stack ps {project}` on a manager shows what is left")
             time.sleep(0.5)
         app = project.rpartition("-")[0]
-        for kind, role in OBJECTS.items():
-            for found in self.manager.objects(kind, **{L.APP: app, L.ROLE: role}):
-                self.manager.remove_unused_object(kind, str(found["ID"]))
+        try:
+            for kind, role in OBJECTS.items():
+                for found in self.manager.objects(kind, **{L.APP: app, L.ROLE: role}):
+                    self.manager.remove_unused_object(kind, str(found["ID"]))
+        except EngineError as exc:  # the stack is gone; an object left is removed by the next one
+            self.say(f"a secret or config of {app} stays for now: {exc.message}")

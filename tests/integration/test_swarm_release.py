@@ -6,6 +6,7 @@ the cluster."""
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 import time
 import urllib.request
@@ -364,7 +365,52 @@ def test_a_single_node_swarm_releases_and_rolls_back_keeping_its_stateful_servic
         assert _get(one.hosts[0].app_url) == "v1"
         boots = _db(one, app_name)[1]
         assert len(boots.splitlines()) == 1, boots  # started once: the db never changed
+        # heal --stateful: a file edited in a web task and in the db's task, both replaced by fresh ones.
+        node = one.hosts[0]
+        db = node.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app_name}", "--filter",
+                         "label=io.immutdock.role=state", "--filter", "status=running").stdout.split()
+        for container in (_web(node, app_name)[0], *db):
+            node.docker("exec", container, "sh", "-c", "echo x > /etc/snowflake")
+        assert run_cli(root, "drift", "--target", "cluster", env=one.env).returncode == 1
+        healed = run_cli(root, "heal", "--stateful", "--target", "cluster", env=one.env)
+        assert healed.returncode == 0, healed.stderr
+        clean = run_cli(root, "drift", "--target", "cluster", env=one.env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert _get(one.hosts[0].app_url) == "v1"
+        assert len(_db(one, app_name)[1].splitlines()) == 2  # the db's fresh task, on its volume
         history = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=one.env))
-        assert [r["kind"] for r in history["hosts"][0]["releases"]] == ["release", "release", "rollback"], history
+        assert [r["kind"] for r in history["hosts"][0]["releases"]] == ["release", "release", "rollback", "heal"], \
+            history
     finally:
         one.close()
+
+
+def test_a_router_with_tls_serves_https_on_every_node(swarm: SwarmHosts, app_name: str, tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    swarm.load("busybox:latest")
+    nodes = [h.url for h in swarm.hosts]
+    root = _write(tmp_path / "app", app_name, "v1", nodes)
+    (root / "tls").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(root / "tls" / "site.key"),
+                    "-out", str(root / "tls" / "site.crt")], check=True, capture_output=True)
+    text = (root / "compose.yaml").read_text()
+    (root / "compose.yaml").write_text(text.replace("    publish: 8080\n",
+                                                    "    publish: 8080\n    tls: {cert: tls/site.crt, key: tls/site.key}\n"))
+    trusted = ssl.create_default_context(cafile=str(root / "tls" / "site.crt"))
+    try:
+        done = run_cli(root, "release", "--target", "cluster", env=swarm.env)
+        assert done.returncode == 0, done.stderr
+        for host in swarm.hosts:  # every node's router task holds the certificate
+            port = int(host.app_url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    trusted.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := tls.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and answer.rstrip().endswith(b"v1"), (host, answer[-200:])
+    finally:
+        _cleanup(swarm, app_name)

@@ -121,32 +121,15 @@ def test_a_node_outside_the_swarm_or_out_of_reach_stops_the_command_naming_it(
         _cleanup(swarm, app_name)
 
 
-@pytest.mark.parametrize("command", [["heal"], ["verify"]])
+@pytest.mark.parametrize("command", [["verify"], ["volumes", "ls"]])
 def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_is_reached(
         swarm: SwarmHosts, app_name: str, tmp_path: Path, command: list[str]) -> None:
     first = swarm.hosts[0]
     root = _app(tmp_path / "app", app_name, first.url, [first.url])
     refused = run_cli(root, *command, "--target", "cluster", env=swarm.env)
     assert refused.returncode == 2, refused.stderr
-    assert f"cluster is a Docker Swarm target: `immutdock {command[0]}` does not run on a swarm yet" \
+    assert f"cluster is a Docker Swarm target: `immutdock {' '.join(command)}` does not run on a swarm yet" \
         in refused.stderr, refused.stderr
     assert "connecting to" not in refused.stderr  # refused before anything is reached
     assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
     assert not first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
-
-
-def test_an_app_whose_router_serves_tls_is_not_released_to_a_swarm_yet(swarm: SwarmHosts, app_name: str,
-                                                                        tmp_path: Path) -> None:
-    first = swarm.hosts[0]
-    root = _app(tmp_path / "app", app_name, first.url, [first.url])
-    (root / "tls").mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-keyout", str(root / "tls" / "site.key"), "-out", str(root / "tls" / "site.crt")],
-                   check=True, capture_output=True)
-    text = (root / "compose.yaml").read_text()
-    (root / "compose.yaml").write_text(text.replace("    port: 8000\n", "    port: 8000\n    tls: {cert: tls/site.crt, key: tls/site.key}\n"))
-    refused = run_cli(root, "release", "--target", "cluster", env=swarm.env)
-    assert refused.returncode == 2, refused.stderr
-    assert "x-immutdock.router.tls: a Docker Swarm target does not serve TLS yet" in refused.stderr, refused.stderr
-    assert "connecting to" not in refused.stderr
-    assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()

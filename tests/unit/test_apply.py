@@ -155,6 +155,12 @@ class FakeColors:
         self.world.did("volume")
         return False
 
+    def changes(self, container: ContainerState) -> list[tuple[str, str]]:
+        return []
+
+    def remove(self, containers: list[ContainerState]) -> None:
+        self.world.did(f"remove {' '.join(c.name for c in containers)}")
+
     def down(self, project: str) -> None:
         self.world.did(f"down {project}")
         self.world.projects.pop(project, None)

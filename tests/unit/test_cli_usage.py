@@ -42,3 +42,32 @@ def test_help_and_version_still_exit_0(tmp_path: Path) -> None:
     for args in (("--help",), ("release", "--help"), ("status", "-h")):
         proc = _run(tmp_path, *args)
         assert proc.returncode == 0 and proc.stdout.startswith("Usage: immutdock"), (args, proc.stderr)
+
+
+def test_the_command_a_target_refusal_names_is_every_word_after_the_program() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from immutdock.cli.context import _command_words
+
+    seen: list[str] = []
+
+    @click.group()
+    def top() -> None:
+        pass
+
+    @top.group()
+    def volumes() -> None:
+        pass
+
+    @volumes.command()
+    def ls() -> None:
+        seen.append(_command_words())
+
+    @top.command()
+    def release() -> None:
+        seen.append(_command_words())
+
+    CliRunner().invoke(top, ["volumes", "ls"])
+    CliRunner().invoke(top, ["release"])
+    assert seen == ["volumes ls", "release"]

@@ -147,3 +147,9 @@ def test_a_job_is_done_once_its_tasks_completed_and_fails_at_its_first_failure()
     assert verdict(_job([task(state="complete", desired="complete")], completions=2), "web:t2").done is None
     failed = verdict(_job([task(state="failed", desired="shutdown", err="task: non-zero exit (4)")]), "web:t2")
     assert failed.done is False and "non-zero exit (4)" in failed.reason
+
+
+def test_a_jobs_completion_before_this_deploy_does_not_count() -> None:
+    earlier = task(state="complete", desired="complete", at="2026-12-04T09:00:00Z")
+    assert verdict(_job([earlier]), "web:t2").done is None
+    assert verdict(_job([earlier, task(state="complete", desired="complete")]), "web:t2").done is True

@@ -88,6 +88,12 @@ class Memory:
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         return False
 
+    def changes(self, container: ContainerState) -> list[tuple[str, str]]:
+        return []
+
+    def remove(self, containers: list[ContainerState]) -> None:
+        self.running = [c for c in self.running if c not in containers]
+
     @contextlib.contextmanager
     def events(self, _project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
         yield iter(())

@@ -126,3 +126,15 @@ def test_a_service_another_waits_to_complete_is_a_swarm_job_without_retries_or_u
     assert "update_config" not in job and "rollback_config" not in job
     assert out["services"]["web"]["deploy"].get("mode") is None  # the service that waits stays a service
     assert STACK_VERSION >= "3.9"  # where stack files gained jobs
+
+
+@pytest.mark.parametrize("waits_for", ["web", "seed"])
+def test_a_job_that_waits_for_a_service_of_its_color_is_refused(waits_for: str) -> None:
+    done = {"condition": "service_completed_successfully"}
+    model = {"services": {
+        "seed": {"image": "app:t1"},
+        "migrate": {"image": "app:t1", "depends_on": {waits_for: {"condition": "service_started"}}},
+        "web": {"image": "app:t1", "depends_on": {"migrate": done, "seed": done}},
+    }}
+    with raises_config("services.migrate.depends_on"):
+        stack(model, APP, {})
