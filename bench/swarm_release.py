@@ -271,13 +271,7 @@ def remove_immutdock(swarm: SwarmHosts, app: str) -> str:
     first = swarm.hosts[0]
     image = first.docker("service", "inspect", f"{app}-router_router", "--format",
                          "{{.Spec.TaskTemplate.ContainerSpec.Image}}", check=False).stdout.strip().split("@")[0]
-    for role in ("blue", "green", "state", "router"):
-        first.docker("stack", "rm", f"{app}-{role}", check=False)
-    for host in swarm.hosts:
-        host.sh(f"for i in $(seq 120); do [ -z \"$(docker ps -aq --filter label=io.immutdock.app={app})\" ] && break; "
-                "sleep 0.5; done; true")
-    first.docker("network", "rm", f"{app}_immutdock", check=False)
-    swarm.remove_configs(app)
+    swarm.remove_app(app, wait=60)
     if not image:
         raise RuntimeError(f"no router service {app}-router_router to take the HAProxy image from")
     return image

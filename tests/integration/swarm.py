@@ -84,6 +84,24 @@ class SwarmHosts(SshHosts):
         finally:
             close_hosts(targets)
 
+    def remove_app(self, app: str, wait: int = 30) -> None:
+        """Everything of `app` on the swarm: its stacks, then (once their tasks' containers are
+        gone from every node, `wait` seconds at most) its volumes, edge network, configs
+        (records, lock) and secrets."""
+        first = self.hosts[0]
+        for role in ("blue", "green", "state", "router"):
+            first.docker("stack", "rm", f"{app}-{role}", check=False)
+        for host in self.hosts:
+            host.sh(f"for i in $(seq {wait * 2}); do [ -z \"$(docker ps -aq --filter label=io.immutdock.app={app})\" ] "
+                    "&& break; sleep 0.5; done; "
+                    f"docker volume ls -q --filter label=io.immutdock.app={app} | xargs -r docker volume rm "
+                    f">/dev/null 2>&1; docker volume rm {app}_data >/dev/null 2>&1; true")
+        first.docker("network", "rm", f"{app}_immutdock", check=False)
+        self.remove_configs(app)
+        secrets = [n for n in first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(app)]
+        if secrets:
+            first.docker("secret", "rm", *secrets, check=False)
+
     def remove_configs(self, app: str) -> None:
         first = self.hosts[0]
         found = first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app}").stdout.split()

@@ -57,17 +57,7 @@ def _app_file(root: Path, name: str, web_command: str = WEB, publish: int | None
 
 
 def _cleanup(swarm: SwarmHosts, app: str) -> None:
-    first = swarm.hosts[0]
-    for role in ("blue", "green", "state", "router"):
-        first.docker("stack", "rm", f"{app}-{role}", check=False)
-    for host in swarm.hosts:  # the tasks' containers go, then their volumes and the edge network
-        host.sh(f"for i in $(seq 60); do [ -z \"$(docker ps -aq --filter label=io.immutdock.app={app})\" ] && break; "
-                "sleep 0.5; done; "
-                f"docker volume rm {app}_data >/dev/null 2>&1; true")
-    first.docker("network", "rm", render.edge_network(app), check=False)
-    secrets = [n for n in first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(app)]
-    if secrets:
-        first.docker("secret", "rm", *secrets, check=False)
+    swarm.remove_app(app)
 
 
 def test_a_color_and_the_state_run_as_stacks_answering_where_the_router_looks(
