@@ -100,16 +100,17 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
     archived = []
     redactor = deployer.redactor(state)
     if archive is not None:
-        going, kept_in = set(result.remove), set()
+        going, unread = set(result.remove), set()
         for record in state.records:
             refs = archives.own_images(engine, app.name, record) if record.outcome == "ok" and \
                 going & set(record.images.values()) else []
+            unread |= going & set(record.images.values()) - set(refs) if record.outcome == "ok" else set()
             if going & set(refs):  # the manifest keeps the record as tidy leaves it: no value in clear
                 made = archives.write(engine, app.name, ledger.redacted(record, redactor), refs, archive, bar)
                 archived.append({"release": record.id, "archive": str(archive / made.archive), "size": made.size,
                                  "sha256": made.sha256, "images": list(made.image_ids)})
-                kept_in |= set(refs)
-        result = PrunePlan(keep=result.keep, remove=tuple(r for r in result.remove if r in kept_in))  # archived only
+        # A good release's image that `engine` lacks (another node of a swarm holds it) stays: it is in no archive.
+        result = PrunePlan(keep=result.keep, remove=tuple(r for r in result.remove if r not in unread))
     removed = apply_prune(nodes, app.name, result)
     compacted = compact_records(deployer.target, app.name, state, removed, redactor)
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
