@@ -4,6 +4,7 @@ answers; only how the engine is reached differs, which the caller's Runtime says
 from __future__ import annotations
 
 import contextlib
+import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -117,6 +118,10 @@ class ComposeColors:
 
     def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
            surviving: bool = False) -> None:
+        if surviving:  # a replacement a killed immutdock left half-made would race compose's own
+            leftovers = half_replaced(project, self.engine.project_containers(project))
+            if leftovers:
+                self.engine.remove_containers(leftovers)
         self.compose.up(project, model, wait=timeout is not None, timeout=timeout, surviving=surviving)
 
     def down(self, project: str) -> None:
@@ -146,6 +151,15 @@ class ComposeColors:
 
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})
+
+
+def half_replaced(project: str, found: list[ContainerState]) -> list[ContainerState]:
+    """The replacements compose created and never started under its temporary name (the
+    replaced container's short ID, `_`, its name): a kill between creating one and renaming it
+    leaves it. The next `up` would recreate the old container under that same name while it
+    removes this one, and fail on the name when the removal comes second."""
+    pattern = re.compile(rf"[0-9a-f]{{12}}_{re.escape(project)}[-_].+")
+    return [c for c in found if c.status == "created" and pattern.fullmatch(c.name)]
 
 
 def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:

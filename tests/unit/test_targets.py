@@ -233,8 +233,45 @@ def test_a_compose_color_waits_only_with_a_timeout_and_survives_only_when_asked(
                surviving: bool = False) -> None:
             calls.append((project, wait, timeout, surviving))
 
-    colors = ComposeColors(engine=None, compose=Recording())  # type: ignore[arg-type]
+    class NoLeftovers:
+        def project_containers(self, project: str) -> list:
+            return []
+
+    colors = ComposeColors(engine=NoLeftovers(), compose=Recording())  # type: ignore[arg-type]
     colors.up("a-state", {}, surviving=True)  # a stateful recreate: not waited on, finished if immutdock dies
     colors.up("a-state", {}, timeout=60)  # then waited on until healthy
     colors.up("a-blue", {})
     assert calls == [("a-state", False, None, True), ("a-state", True, 60, False), ("a-blue", False, None, False)]
+
+
+def test_a_replacement_compose_left_unrenamed_is_removed_before_the_recreate_is_finished() -> None:
+    """A kill between compose creating a stateful service's replacement (under the old
+    container's short ID and `_`) and renaming it leaves both: the next `compose up` would
+    recreate the old one under that same name while removing the other, a race it can lose."""
+    from immutdock.plan.state import ContainerState
+    from immutdock.targets.engine import ComposeColors
+
+    def container(cid: str, name: str, status: str) -> ContainerState:
+        return ContainerState(id=cid, name=name, labels={}, status=status, health=None, exit_code=None,
+                              image="db", stop_timeout=10)
+
+    old = container("dba26d81a45e" + "0" * 52, "shop-state-db-1", "exited")
+    fresh = container("e5cc70349a56" + "0" * 52, "dba26d81a45e_shop-state-db-1", "created")
+    started = container("77cc70349a56" + "0" * 52, "dba26d81a45e_shop-state-cache-1", "running")
+    other = container("88cc70349a56" + "0" * 52, "dba26d81a45e_shop-stateful-db-1", "created")
+    events: list[object] = []
+
+    class Engine:
+        def project_containers(self, project: str) -> list[ContainerState]:
+            return [old, fresh, started, other]
+
+        def remove_containers(self, found: list[ContainerState]) -> None:
+            events.append(("removed", [c.name for c in found]))
+
+    class Compose:
+        def up(self, project: str, model: object, **kwargs: object) -> None:
+            events.append(("up", project))
+
+    colors = ComposeColors(engine=Engine(), compose=Compose())  # type: ignore[arg-type]
+    colors.up("shop-state", {}, surviving=True)
+    assert events == [("removed", ["dba26d81a45e_shop-state-db-1"]), ("up", "shop-state")]
