@@ -14,6 +14,7 @@ from immutdock.errors import ConfigError
 from immutdock.gateways.engine import Engine
 from immutdock.identity.redact import Redactor
 from immutdock.plan.release import rollback_target
+from immutdock.plan.state import ENDED, ContainerState
 from immutdock.targets import ledger
 from immutdock.targets.base import Target
 from immutdock.targets.ledger import Record
@@ -77,11 +78,24 @@ def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan) -> list[
     (each node of a swarm); the references removed from any."""
     removed: list[str] = []
     for engine in nodes.values():
+        history: list[ContainerState] | None = None
         for ref in plan.remove:
             if owned(engine, app, ref):
+                if history is None:
+                    history = ended_tasks(engine.containers(**{L.APP: app}))
+                image_id = engine.image_id(ref)
+                held = [c for c in history if c.image == ref or (image_id and c.image_id == image_id)]
+                if held:  # what a swarm keeps of the tasks it replaced would hold the image
+                    engine.remove_containers(held)
                 engine.remove_image(ref)
                 removed.append(ref)
     return list(dict.fromkeys(removed))
+
+
+def ended_tasks(containers: list[ContainerState]) -> list[ContainerState]:
+    """The containers of a swarm's ended tasks: the task history it keeps (a stateful service's
+    replaced tasks, stopped), nothing that runs or could run again."""
+    return [c for c in containers if c.labels.get(L.SWARM_SERVICE_ID) and c.status in ENDED]
 
 
 def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = None,

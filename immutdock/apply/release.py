@@ -77,7 +77,19 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
                                                                                        self.say)
             router_plan, state = router_f.result(), state_f.result()
         plan, _ = self._decide(images, router_plan, state)
+        if not plan.noop:
+            self._check_models(plan, state)
         return plan, router_plan, state
+
+    def _check_models(self, plan: ReleasePlan, state: AppState) -> None:
+        """What the target would refuse of the new color and the stateful services is refused
+        now (exit 2), before anything is built or changed."""
+        refs = image_refs(self.app, plan.images)
+        self.target.colors.check(render.project_name(self.app.name, plan.color),
+                                 render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash))
+        stateful = render.state_project(self.app, refs, self.redactor(state))
+        if stateful is not None:
+            self.target.colors.check(render.project_name(self.app.name, "state"), stateful)
 
     def _decide(self, images: list[ImagePlan] | tuple[ImagePlan, ...], router_plan: ImagePlan | None,
                 state: AppState | None = None) -> tuple[ReleasePlan, AppState]:

@@ -24,6 +24,7 @@ from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.identity.buildhash import build_digest, differing_inputs, tag_for
+from immutdock.targets.base import Target
 from immutdock.targets.ledger import Record
 
 
@@ -74,19 +75,21 @@ def pick_record(records: tuple[Record, ...], wanted: str | None, live: str | Non
     return found
 
 
-def check_release(app: App, engine: Engine, release_id: str | None,
+def check_release(app: App, target: Target, release_id: str | None,
                   done: dict[tuple[str, str, str | None], ImageCheck],
                   check: Callable[[str, str, dict[str, Any] | None], ImageCheck]) -> tuple[Record, list[ImageCheck]]:
-    """The release `release_id` (default: the live one) on `engine`, and each of its images
-    checked by check(service, ref, the image as the engine has it); `done` keeps the checks
-    made, so the same image on several engines is checked once."""
+    """The release `release_id` (default: the live one) of `target`, and each of its images
+    checked by check(service, ref, the image as the target has it: on the first of its nodes
+    that holds it); `done` keeps the checks made, so the same image on several places is
+    checked once."""
     from immutdock.targets.observe import observe
 
-    state = observe(engine, app.name)
+    state = observe(target, app.name)
     record = pick_record(state.records, release_id, state.live_record.id if state.live_record else None)
     checks = []
     for service, ref in sorted(record.images.items()):
-        found = engine.inspect_image(ref)
+        found = next((image for node in target.runtime.nodes.values()
+                      if (image := node.inspect_image(ref))), None)
         key = (service, ref, (found or {}).get("Id"))
         if key not in done:
             done[key] = check(service, ref, found)

@@ -270,7 +270,7 @@ def verify_command(ctx: Ctx, release_id: str | None, cached: bool, no_rebuild: b
     done: dict[tuple[str, str, str | None], verify.ImageCheck] = {}  # the same image on several hosts is checked once
 
     def check(t: Target) -> dict[str, Any]:
-        record, checks = verify.check_release(app, t.engine, release_id, done, lambda service, ref, found: (
+        record, checks = verify.check_release(app, t, release_id, done, lambda service, ref, found: (
             verify.check_image(app, ctx.engine, compose, service, ref, not no_rebuild, cached, ctx.progress, found)))
         differs = any(c.content_hash_equal is False for c in checks)
         unreproducible = any(c.image_id_equal is False for c in checks)

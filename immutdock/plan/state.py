@@ -9,6 +9,8 @@ from typing import Collection, Mapping
 from immutdock import labels as L
 from immutdock.targets import ledger
 
+ENDED = frozenset({"created", "exited", "dead"})  # a container's status when it runs no more (or never ran)
+
 
 @dataclass(frozen=True)
 class ContainerState:

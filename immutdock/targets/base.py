@@ -119,6 +119,10 @@ class Colors(Protocol):
         be healthy; `surviving`: what was started finishes even when immutdock is killed."""
         ...
     def down(self, project: str) -> None: ...
+    def check(self, project: str, model: Mapping[str, Any]) -> None:
+        """Refuse (ConfigError, exit 2) a project this target cannot run as it is written,
+        before anything changes: what `up` would refuse only once it is reached."""
+        ...
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         """A named volume exists where the services that mount it run (made once, never removed

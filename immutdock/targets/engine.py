@@ -127,6 +127,9 @@ class ComposeColors:
     def down(self, project: str) -> None:
         self.engine.remove_project(project)
 
+    def check(self, project: str, model: Mapping[str, Any]) -> None:
+        """A compose project runs whatever compose accepted when the file was read."""
+
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         return self.engine.ensure_volume(name, labels, driver, driver_opts)

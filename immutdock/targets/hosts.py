@@ -20,7 +20,8 @@ from immutdock.targets.engine import EngineRuntime, engine_target
 from immutdock.targets.images import Shipped, ThroughRegistry
 
 
-SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift", "heal"})  # what a Swarm target runs so far
+SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift", "heal",
+                         "verify", "plan"})  # what a Swarm target runs so far
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Policy | None:

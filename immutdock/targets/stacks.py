@@ -31,7 +31,7 @@ from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.plan.render import edge_network
 from immutdock.plan.stack import object_name
-from immutdock.plan.state import ContainerState
+from immutdock.plan.state import ENDED, ContainerState
 from immutdock.targets.base import Say
 
 STATEFUL_ROLE = "state"
@@ -100,7 +100,12 @@ class NodeContainers:
 
     def stack_containers(self, stack: str) -> list[ContainerState]:
         """The containers of a stack's tasks on every node (a removed stack's linger a moment)."""
-        return [c for _n, cs in _on_nodes(self.nodes, lambda e: e.containers(**{L.STACK: stack})) for c in cs]
+        return [c for _e, c in self.stack_containers_on(stack)]
+
+    def stack_containers_on(self, stack: str) -> list[tuple[Engine, ContainerState]]:
+        """The same, each with its node's engine."""
+        found = _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.STACK: stack})))
+        return [(engine, c) for _n, (engine, cs) in found for c in cs]
 
 
 
@@ -316,12 +321,32 @@ class StackColors:
         self._deploy(project, {**rendered, "services": {n: s for n, s in services.items() if n not in jobs}}, wait,
                      prune=False)
 
+    def check(self, project: str, model: Mapping[str, Any]) -> None:
+        """The stack's rendering, which refuses what a Swarm cannot run (a job that waits for
+        a service of its color, a stateful service of several tasks, a secret not from a file,
+        network_mode, ...) before anything is reached."""
+        from immutdock.plan.stack import router_stack, stack, state_stack
+
+        role = project.rpartition("-")[2]
+        app = project[: -len(role) - 1]
+        digests = _digests(_objects(model))
+        if role == STATEFUL_ROLE:
+            state_stack(model, {}, app, digests)
+        elif role == "router":
+            router_stack(model)
+        else:
+            stack(model, app, digests)
+
     def down(self, project: str) -> None:
         """Remove the stack, wait until its tasks' containers are gone from every node, then
         the app's secrets and configs that no service uses any more."""
         self.compose.remove_stack(project)
         deadline = time.monotonic() + self.timeout
-        while self.found.stack_containers(project):
+        while left := self.found.stack_containers_on(project):
+            for engine, c in left:  # a job's ended task keeps its container after its stack: removed here
+                if c.status in ENDED:
+                    with contextlib.suppress(EngineError):  # its node removes it meanwhile
+                        engine.remove_containers([c])
             if time.monotonic() >= deadline:
                 raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was removed",
                                   f"`docker stack ps {project}` on a manager shows what is left")

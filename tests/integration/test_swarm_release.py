@@ -239,9 +239,19 @@ def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_r
         _cleanup(swarm, app_name)
 
 
-def _built(root: Path, name: str, version: str, nodes: list[str]) -> Path:
-    """The app with web built here (FROM busybox): each release a new image, shipped to every node."""
+def _built(root: Path, name: str, version: str, nodes: list[str], stateful: bool = False) -> Path:
+    """The app with web built here (FROM busybox): each release a new image, shipped to every node;
+    `stateful`: with a stateful db of the same image (each release replaces its task)."""
     _write(root, name, version, nodes)
+    if stateful:
+        text = (root / "compose.yaml").read_text()
+        (root / "compose.yaml").write_text(text.replace("secrets:\n  token:", textwrap.dedent("""\
+              db:
+                build: ./web
+                command: ["sleep", "3600"]
+                stop_grace_period: 1s
+            secrets:
+              token:""")).replace("x-immutdock:\n", "x-immutdock:\n  stateful: [db]\n"))
     (root / "web").mkdir(exist_ok=True)
     (root / "web" / "index.html").write_text(f"{version}\n")
     (root / "web" / "Dockerfile").write_text("FROM busybox:latest\nCOPY index.html /www/index.html\n"
@@ -260,19 +270,36 @@ def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, 
     root = tmp_path / "app"
     try:
         for version in ("v1", "v2", "v3"):
-            done = run_cli(_built(root, app_name, version, nodes), "release", "--target", "cluster", env=swarm.env)
+            done = run_cli(_built(root, app_name, version, nodes, stateful=True), "release", "--target", "cluster",
+                           env=swarm.env)
             assert done.returncode == 0, done.stderr
         released = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
         images = [r["images"]["web"] for r in released["hosts"][0]["releases"]]
-        assert len(set(images)) == 3, images
+        dbs = [r["images"]["db"] for r in released["hosts"][0]["releases"]]
+        assert len(set(images)) == 3 and len(set(dbs)) == 3, (images, dbs)
         assert [_get(h.app_url) for h in swarm.hosts] == ["v3"] * 3
         for host in swarm.hosts:  # each release's image was shipped to every node
             assert all(host.docker("image", "inspect", ref, check=False).returncode == 0 for ref in images), host
+        verified = run_cli(root, "verify", "--target", "cluster", "--json", env=swarm.env)  # r3, rebuilt here
+        assert verified.returncode == 0, verified.stderr
+        checked = json_out(verified)["hosts"][0]
+        assert checked["release"] == "r3" and checked["outcome"] in ("verified", "not reproducible"), checked
+        for image in checked["images"]:  # the release's image as a node has it, and its rebuild here, compared
+            assert image["content_hash_equal"] is True and image["recorded_id"], image
+            assert image["rebuilt_id"] and isinstance(image["image_id_equal"], bool), image
+        (root / "web" / "index.html").write_text("v4\n")
+        differs = run_cli(root, "verify", "--target", "cluster", "--release", "r2", "--no-rebuild", env=swarm.env)
+        assert differs.returncode == 1 and "web:   file index.html changed" in differs.stdout, differs.stdout
+        _built(root, app_name, "v3", nodes, stateful=True)
+        # The db's node keeps its replaced tasks' stopped containers (Swarm's task history): r1's db among them.
+        held = [h for h in swarm.hosts if h.docker("ps", "-aq", "--filter", f"ancestor={dbs[0]}").stdout.split()]
+        assert held, "no stopped task of r1's db is left to hold its image"
         pruned = run_cli(root, "prune", "--target", "cluster", "--keep", "2", "--json", env=swarm.env)
         assert pruned.returncode == 0, pruned.stderr
-        assert json_out(pruned)["hosts"][0]["removed_images"] == [images[0]]  # r2 and r3 are kept
+        assert sorted(json_out(pruned)["hosts"][0]["removed_images"]) == sorted([images[0], dbs[0]])  # r2, r3 kept
         for host in swarm.hosts:
             assert host.docker("image", "inspect", images[0], check=False).returncode != 0, host
+            assert host.docker("image", "inspect", dbs[0], check=False).returncode != 0, host
             assert all(host.docker("image", "inspect", ref, check=False).returncode == 0 for ref in images[1:]), host
         history = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
         assert [r["compacted"] for r in history["hosts"][0]["releases"]] == [True, False, False], history
@@ -315,6 +342,28 @@ def test_a_job_runs_once_per_release_as_a_swarm_job_before_the_colors_services_s
     root = tmp_path / "app"
     first = swarm.hosts[0]
     try:
+        # What a Swarm cannot run is refused at plan time (exit 2), before anything is built or made:
+        # a job that waits for another job, and a stateful service of two tasks.
+        chained = _with_job(root, app_name, "v1", nodes, "echo migrating")
+        text = (root / "compose.yaml").read_text()
+        assert "  migrate:\n" in text and "    volumes: [\"data:/data\"]\n" in _with_db(
+            tmp_path / "doubled", app_name, "v1", nodes, "one").joinpath("compose.yaml").read_text()
+        chained.joinpath("compose.yaml").write_text(text.replace(
+            "  migrate:\n", "  prepare:\n    image: busybox:latest\n    command: [\"true\"]\n  migrate:\n"
+            "    depends_on:\n      prepare: {condition: service_completed_successfully}\n", 1))
+        doubled = _with_db(tmp_path / "doubled", app_name, "v1", nodes, "one")
+        text = (doubled / "compose.yaml").read_text()
+        (doubled / "compose.yaml").write_text(text.replace("    volumes: [\"data:/data\"]\n",
+                                                           "    volumes: [\"data:/data\"]\n    deploy: {replicas: 2}\n"))
+        for where, says in ((chained, "services.migrate.depends_on: migrate is a job"),
+                            (doubled, "services.db.deploy: a stateful service runs exactly one task on a Swarm")):
+            for command in ("plan", "release"):
+                refused = run_cli(where, command, "--target", "cluster", env=swarm.env)
+                assert refused.returncode == 2 and says in refused.stderr, (command, refused.stderr)
+        assert not first.docker("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={app_name}-blue"
+                                ).stdout.split()
+        assert not [v for h in swarm.hosts for v in h.docker("volume", "ls", "-q", "--filter",
+                                                             f"name={app_name}_").stdout.split()]
         done = run_cli(_with_job(root, app_name, "v1", nodes, "echo migrating; sleep 2"), "release", "--target",
                        "cluster", env=swarm.env)
         assert done.returncode == 0, done.stderr

@@ -121,7 +121,7 @@ def test_a_node_outside_the_swarm_or_out_of_reach_stops_the_command_naming_it(
         _cleanup(swarm, app_name)
 
 
-@pytest.mark.parametrize("command", [["verify"], ["volumes", "ls"]])
+@pytest.mark.parametrize("command", [["volumes", "ls"]])
 def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_is_reached(
         swarm: SwarmHosts, app_name: str, tmp_path: Path, command: list[str]) -> None:
     first = swarm.hosts[0]

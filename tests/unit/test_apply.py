@@ -171,6 +171,9 @@ class FakeColors:
     def project_containers(self, project: str) -> list[ContainerState]:
         return self.world.project_containers(project)
 
+    def check(self, project: str, model: Mapping[str, Any]) -> None:
+        pass
+
     def ensure_edge(self, app: str) -> None:
         self.world.did("network")
 

@@ -81,6 +81,9 @@ class Memory:
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return ""
 
+    def check(self, project: str, model: Mapping[str, Any]) -> None:
+        pass
+
     def ensure_edge(self, app: str) -> None:
         pass
 

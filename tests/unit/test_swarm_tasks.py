@@ -4,6 +4,8 @@ from its placement (kept_on)."""
 
 from __future__ import annotations
 
+import pytest
+
 from immutdock import labels as L
 from immutdock.plan.state import ContainerState
 from immutdock.targets.stacks import choose_node, current_tasks, kept_on
@@ -59,3 +61,76 @@ def test_a_stateful_service_goes_where_most_of_its_volumes_are_else_the_managers
     # Its data decides, even on a node that takes no tasks now (the caller refuses it, naming it).
     assert choose_node({"m1": 1}, listed, {"w1"}, "m1") == "m1"
     assert choose_node({}, listed, set(), "m1") is None
+
+
+class _Node:
+    """A node's engine holding some task containers; removing one makes it gone."""
+
+    def __init__(self, *containers: ContainerState, images: dict[str, str] | None = None) -> None:
+        self.held = list(containers)
+        self.images = dict(images or {})
+        self.removed: list[str] = []
+
+    def containers(self, **labels: str) -> list[ContainerState]:
+        return [c for c in self.held if all(c.labels.get(k) == v for k, v in labels.items())]
+
+    def remove_containers(self, found: list[ContainerState]) -> None:
+        if any(c.status == "running" for c in found):
+            raise AssertionError("a running container was removed")
+        self.removed += [c.id for c in found]
+        self.held = [c for c in self.held if c not in found]
+
+    def inspect_image(self, ref: str) -> dict | None:
+        return {"Id": self.images[ref], "Config": {"Labels": {L.APP: "a"}}} if ref in self.images else None
+
+    def image_id(self, ref: str) -> str | None:
+        return self.images.get(ref)
+
+    def remove_image(self, ref: str) -> None:
+        if any(c.image == ref or c.image_id == self.images[ref] for c in self.held):
+            raise AssertionError(f"conflict: a container uses {ref}")
+        del self.images[ref]
+
+
+def test_a_removed_stacks_ended_task_containers_are_removed_not_waited_for() -> None:
+    """Swarm leaves the container of a job's ended task after its stack is removed (for minutes):
+    `down` removes it on its node instead of waiting for it."""
+    from dataclasses import replace
+
+    from immutdock.targets.stacks import NodeContainers, StackColors
+
+    job = replace(_task("job", "a-green_migrate.1.t1", "exited"), labels={
+        **_task("job", "a-green_migrate.1.t1", "exited").labels, L.STACK: "a-green"})
+    node = _Node(job)
+
+    class Compose:
+        def remove_stack(self, name: str) -> None:
+            pass
+
+    class Manager:
+        def objects(self, kind: str, **labels: str) -> list:
+            return []
+
+    colors = StackColors(manager=Manager(), compose=Compose(), found=NodeContainers({"n1": node}),  # type: ignore[arg-type]
+                         say=lambda m: None, timeout=5)
+    colors.down("a-green")
+    assert node.removed == ["job"]
+
+
+def test_prune_removes_the_ended_tasks_that_hold_an_image_it_removes_and_nothing_that_runs() -> None:
+    """A swarm keeps the stopped containers of a stateful service's replaced tasks: they would
+    hold an old release's image (the engine refuses to remove it, 409)."""
+    from dataclasses import replace
+
+    from immutdock.apply.prune import PrunePlan, apply_prune
+
+    old = replace(_task("old", "a-state_db.1.t1", "exited"), image="a-db:r1", image_id="sha256:1")
+    new = replace(_task("new", "a-state_db.1.t2", "running"), image="a-db:r2", image_id="sha256:2")
+    other = replace(_task("x", "", "exited"), image="a-db:r1", image_id="sha256:1")  # not a task: left alone
+    node = _Node(old, new, images={"a-db:r1": "sha256:1", "a-db:r2": "sha256:2"})
+    assert apply_prune({"n1": node}, "a", PrunePlan(keep=("r2",), remove=("a-db:r1",))) == ["a-db:r1"]  # type: ignore[dict-item]
+    assert node.removed == ["old"] and "a-db:r2" in node.images
+    lone = _Node(other, images={"a-db:r1": "sha256:1"})
+    with pytest.raises(AssertionError, match="conflict"):  # the engine's refusal, said as it is
+        apply_prune({"n1": lone}, "a", PrunePlan(keep=(), remove=("a-db:r1",)))  # type: ignore[dict-item]
+    assert lone.removed == []
