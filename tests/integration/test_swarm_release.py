@@ -9,6 +9,7 @@ import json
 import socket
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +56,23 @@ def _write(root: Path, name: str, version: str, nodes: list[str], command: str =
     return root
 
 
+def _slow_post(version: str) -> str:
+    """web's command: its version at / and at a CGI that answers a POST after 1.5 s."""
+    cgi = f"#!/bin/sh\\nsleep 1.5\\necho Content-Type: text/plain; echo; echo {version}\\n"
+    return (f"mkdir -p /tmp/cgi-bin; echo {version} > /tmp/index.html; printf '{cgi}' > /tmp/cgi-bin/slow; "
+            "chmod +x /tmp/cgi-bin/slow; exec httpd -f -p 8000 -h /tmp")
+
+
+def _fetch(url: str, path: str) -> tuple[int, str]:
+    """GET /, or POST to the slow CGI."""
+    request = urllib.request.Request(url + path, data=b"order=1" if path.startswith("/cgi-bin/") else None)
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, ""
+
+
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as answer:
         return answer.read().decode().strip()
@@ -68,14 +86,15 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
     swarm.load("busybox:latest")
     nodes = [h.url for h in swarm.hosts]
     try:
-        root = _write(tmp_path / "app", app_name, "v1", nodes)
+        root = _write(tmp_path / "app", app_name, "v1", nodes, command=_slow_post("v1"))
         first = run_cli(root, "release", "--target", "cluster", "--json", env=swarm.env)
         assert first.returncode == 0, first.stderr
         assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
-        _write(tmp_path / "app", app_name, "v2", nodes)
-        # Under load on every node: no request fails, and once a node answered v2 it never
-        # answers v1 again (each node's router switched once, atomically).
-        loads = [Load(h.app_url, clients=2, path="/") for h in swarm.hosts]
+        _write(tmp_path / "app", app_name, "v2", nodes, command=_slow_post("v2"))
+        # Under load on every node (fast GETs, and slow POSTs in flight when traffic switches): no
+        # request fails, and once a node answered v2 it never answers v1 again (each node's router
+        # switched once, atomically).
+        loads = [Load(h.app_url, clients=2, path="/", slow=1, fetch=_fetch) for h in swarm.hosts]
         for load in loads:
             load.__enter__()
         try:
@@ -86,7 +105,8 @@ def test_a_release_and_the_next_serve_on_every_node(swarm: SwarmHosts, app_name:
                 load.__exit__(None, None, None)
         assert second.returncode == 0, second.stderr
         for host, load in zip(swarm.hosts, loads):
-            assert not load.failures and load.ok > 20, (host.container, load.failures[:5], load.ok)
+            assert not load.failures and load.ok > 20 and load.slow_ok > 5, (host.container, load.failures[:5],
+                                                                             load.ok, load.slow_ok)
             assert {body for *_t, body in load.samples} == {"v1", "v2"}
             first_new = min(ended for _sent, ended, _ok, body in load.samples if body == "v2")
             late = [sent - first_new for sent, _ended, _ok, body in load.samples if body == "v1" and sent > first_new]
