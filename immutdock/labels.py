@@ -14,6 +14,7 @@ INPUTS = f"{PREFIX}.build-inputs"  # an image's build inputs, each as a digest (
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+COMPOSE_REPLACE = "com.docker.compose.replace"  # on the replacement compose makes when it recreates a container
 STACK = "com.docker.stack.namespace"  # what `docker stack deploy` labels a stack's objects with
 SWARM_SERVICE_ID = "com.docker.swarm.service.id"  # what Swarm labels a task's container with
 SWARM_TASK_NAME = "com.docker.swarm.task.name"  # SERVICE.SLOT.TASK, or SERVICE.NODE.TASK for a global one

@@ -77,6 +77,7 @@ def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan) -> list[
     """Remove the plan's images that immutdock made for the app from every engine of the place
     (each node of a swarm); the references removed from any."""
     removed: list[str] = []
+    going = set(plan.remove)
     for engine in nodes.values():
         history: list[ContainerState] | None = None
         for ref in plan.remove:
@@ -84,9 +85,10 @@ def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan) -> list[
                 if history is None:
                     history = ended_tasks(engine.containers(**{L.APP: app}))
                 image_id = engine.image_id(ref)
-                held = [c for c in history if c.image == ref or (image_id and c.image_id == image_id)]
-                if held:  # what a swarm keeps of the tasks it replaced would hold the image
+                held = [c for c in history if c.image in going and (c.image == ref or c.image_id == image_id)]
+                if held:  # what a swarm keeps of the tasks it replaced (of releases pruned now) would hold it
                     engine.remove_containers(held)
+                    history = [c for c in history if c not in held]
                 engine.remove_image(ref)
                 removed.append(ref)
     return list(dict.fromkeys(removed))

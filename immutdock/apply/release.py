@@ -78,13 +78,16 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             router_plan, state = router_f.result(), state_f.result()
         plan, _ = self._decide(images, router_plan, state)
         if not plan.noop:
-            self._check_models(plan, state)
+            self._check_models(plan, state, self.router_image(router_plan))
         return plan, router_plan, state
 
-    def _check_models(self, plan: ReleasePlan, state: AppState) -> None:
-        """What the target would refuse of the new color and the stateful services is refused
-        now (exit 2), before anything is built or changed."""
+    def _check_models(self, plan: ReleasePlan, state: AppState, router_image: str | None) -> None:
+        """What the target would refuse of the new color, the stateful services and the router
+        is refused now (exit 2), before anything is built or deployed."""
         refs = image_refs(self.app, plan.images)
+        if router_image is not None:
+            self.target.colors.check(render.project_name(self.app.name, "router"),
+                                     render.router_project(self.app, router_image, plan.color))
         self.target.colors.check(render.project_name(self.app.name, plan.color),
                                  render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash))
         stateful = render.state_project(self.app, refs, self.redactor(state))

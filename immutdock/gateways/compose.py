@@ -142,6 +142,11 @@ class Compose:
         finally:
             log.unlink(missing_ok=True)
 
+    @staticmethod
+    def wait_for_survivor(project: str) -> None:
+        """Return once no compose up of `project` that outlived a killed immutdock runs here."""
+        _wait_for_survivor(project)
+
     def up(self, project: str, model: Mapping[str, Any], *, wait: bool = False, timeout: int | None = None,
            surviving: bool = False) -> None:
         """Create and start the project's containers, recreating only what changed. With

@@ -119,7 +119,8 @@ class ComposeColors:
     def up(self, project: str, model: Mapping[str, Any], *, timeout: int | None = None,
            surviving: bool = False) -> None:
         if surviving:  # a replacement a killed immutdock left half-made would race compose's own
-            leftovers = half_replaced(project, self.engine.project_containers(project))
+            self.compose.wait_for_survivor(project)
+            leftovers = half_replaced(self.engine.project_containers(project))
             if leftovers:
                 self.engine.remove_containers(leftovers)
         self.compose.up(project, model, wait=timeout is not None, timeout=timeout, surviving=surviving)
@@ -156,13 +157,14 @@ class ComposeColors:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})
 
 
-def half_replaced(project: str, found: list[ContainerState]) -> list[ContainerState]:
+def half_replaced(found: list[ContainerState]) -> list[ContainerState]:
     """The replacements compose created and never started under its temporary name (the
-    replaced container's short ID, `_`, its name): a kill between creating one and renaming it
-    leaves it. The next `up` would recreate the old container under that same name while it
-    removes this one, and fail on the name when the removal comes second."""
-    pattern = re.compile(rf"[0-9a-f]{{12}}_{re.escape(project)}[-_].+")
-    return [c for c in found if c.status == "created" and pattern.fullmatch(c.name)]
+    replaced container's short ID, `_`, its name; labelled with the replaced ID): a kill
+    between creating one and renaming it leaves it. The next `up` would recreate the old
+    container under that same name while it removes this one, and fail on the name when the
+    removal comes second."""
+    return [c for c in found if c.status == "created" and L.COMPOSE_REPLACE in c.labels
+            and re.match(r"[0-9a-f]{12}_", c.name) and c.name.startswith(c.labels[L.COMPOSE_REPLACE][:12])]
 
 
 def engine_target(runtime: EngineRuntime, images: Images | None = None) -> Target:

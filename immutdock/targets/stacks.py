@@ -342,14 +342,17 @@ class StackColors:
         the app's secrets and configs that no service uses any more."""
         self.compose.remove_stack(project)
         deadline = time.monotonic() + self.timeout
+        failed = ""
         while left := self.found.stack_containers_on(project):
             for engine, c in left:  # a job's ended task keeps its container after its stack: removed here
                 if c.status in ENDED:
-                    with contextlib.suppress(EngineError):  # its node removes it meanwhile
+                    try:
                         engine.remove_containers([c])
+                    except EngineError as exc:  # its node may remove it meanwhile: said only if it stays
+                        failed = f" (removing {c.name}: {exc.message})"
             if time.monotonic() >= deadline:
-                raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was removed",
-                                  f"`docker stack ps {project}` on a manager shows what is left")
+                raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was "
+                                  f"removed{failed}", f"`docker stack ps {project}` on a manager shows what is left")
             time.sleep(0.5)
         app = project.rpartition("-")[0]
         try:

@@ -44,6 +44,7 @@ class World:
         self.log: list[str] = []
         self.failing: dict[str, BaseException] = {}  # operation -> what it raises the next time
         self.broken: set[str] = set()  # projects whose containers exit as they start
+        self.checked: list[str] = []  # the projects Colors.check was asked about
 
     def fail(self, operation: str, exc: BaseException | None = None) -> None:
         self.failing[operation] = exc or EngineError(f"{operation} failed on {self.name}")
@@ -171,8 +172,10 @@ class FakeColors:
     def project_containers(self, project: str) -> list[ContainerState]:
         return self.world.project_containers(project)
 
-    def check(self, project: str, model: Mapping[str, Any]) -> None:
-        pass
+    def check(self, project: str, model: Mapping[str, Any]) -> None:  # reads only: not in the log
+        if f"check {project}" in self.world.failing:
+            raise self.world.failing.pop(f"check {project}")
+        self.world.checked.append(project)
 
     def ensure_edge(self, app: str) -> None:
         self.world.did("network")
@@ -321,6 +324,23 @@ def test_a_release_goes_live_and_the_next_retires_the_old_color(tmp_path: Path) 
     assert world.outcomes() == [("r1", "ok"), ("r2", "ok")]
     assert set(second.timings) >= {"plan", "lock", "cleanup", "shared", "router", "start", "gate", "hooks", "record",
                                    "switch", "settle", "drain", "retire", "total"}
+
+
+def test_what_the_target_refuses_stops_the_release_at_plan_before_anything_changes(tmp_path: Path) -> None:
+    """A Swarm refuses a model it cannot run (Colors.check): asked at plan time, for the new
+    color and the router, so a release stops there (exit 2) with nothing built or started; a
+    no-op plan asks nothing."""
+    from immutdock.errors import ConfigError
+
+    app, world = small_app(tmp_path), World()
+    world.fail(f"check {APP}-blue", ConfigError("services.web.ports[0]", "a Swarm cannot", "fix it"))
+    with pytest.raises(ConfigError):
+        deployer(app, world, tmp_path, "t1").release()
+    assert world.checked == [f"{APP}-router"] and not world.log and not world.projects and not world.history
+    deployer(app, world, tmp_path, "t1").release()
+    assert world.checked == [f"{APP}-router", f"{APP}-router", f"{APP}-blue"] and world.serving == "r1"
+    assert deployer(app, world, tmp_path, "t1").release().outcome == "noop"
+    assert len(world.checked) == 3
 
 
 def released(tmp_path: Path, world: World | None = None) -> tuple[App, World]:

@@ -87,21 +87,33 @@ class _Node:
         return self.images.get(ref)
 
     def remove_image(self, ref: str) -> None:
-        if any(c.image == ref or c.image_id == self.images[ref] for c in self.held):
+        """As the engine: a tag among others is untagged; the last is refused while a container uses it."""
+        last = [r for r, i in self.images.items() if i == self.images[ref]] == [ref]
+        if last and any(c.image_id == self.images[ref] or c.image == ref for c in self.held):
             raise AssertionError(f"conflict: a container uses {ref}")
         del self.images[ref]
 
 
 def test_a_removed_stacks_ended_task_containers_are_removed_not_waited_for() -> None:
     """Swarm leaves the container of a job's ended task after its stack is removed (for minutes):
-    `down` removes it on its node instead of waiting for it."""
+    `down` removes it on its node instead of waiting for it; a running one is Swarm's to stop."""
     from dataclasses import replace
 
     from immutdock.targets.stacks import NodeContainers, StackColors
 
-    job = replace(_task("job", "a-green_migrate.1.t1", "exited"), labels={
-        **_task("job", "a-green_migrate.1.t1", "exited").labels, L.STACK: "a-green"})
-    node = _Node(job)
+    def in_stack(c: ContainerState) -> ContainerState:
+        return replace(c, labels={**c.labels, L.STACK: "a-green"})
+
+    node = _Node(in_stack(_task("job", "a-green_migrate.1.t1", "exited")),
+                 in_stack(_task("web", "a-green_web.1.t2", "running")))
+    looks = []
+
+    class Swarm(NodeContainers):
+        def stack_containers_on(self, stack: str) -> list:
+            looks.append(stack)
+            if len(looks) > 1:  # Swarm stopped and removed the running task meanwhile
+                node.held = [c for c in node.held if c.status != "running"]
+            return super().stack_containers_on(stack)
 
     class Compose:
         def remove_stack(self, name: str) -> None:
@@ -111,26 +123,35 @@ def test_a_removed_stacks_ended_task_containers_are_removed_not_waited_for() -> 
         def objects(self, kind: str, **labels: str) -> list:
             return []
 
-    colors = StackColors(manager=Manager(), compose=Compose(), found=NodeContainers({"n1": node}),  # type: ignore[arg-type]
+    colors = StackColors(manager=Manager(), compose=Compose(), found=Swarm({"n1": node}),  # type: ignore[arg-type]
                          say=lambda m: None, timeout=5)
     colors.down("a-green")
-    assert node.removed == ["job"]
+    assert node.removed == ["job"] and not node.held
 
 
-def test_prune_removes_the_ended_tasks_that_hold_an_image_it_removes_and_nothing_that_runs() -> None:
+def test_prune_removes_the_ended_tasks_that_hold_an_image_it_removes_and_nothing_else() -> None:
     """A swarm keeps the stopped containers of a stateful service's replaced tasks: they would
-    hold an old release's image (the engine refuses to remove it, 409)."""
+    hold an old release's image (the engine refuses to remove it, 409). Only those of images
+    pruned now go: never one that runs, one of a kept release sharing the image's ID, or a
+    container that is no Swarm task."""
     from dataclasses import replace
 
     from immutdock.apply.prune import PrunePlan, apply_prune
 
     old = replace(_task("old", "a-state_db.1.t1", "exited"), image="a-db:r1", image_id="sha256:1")
-    new = replace(_task("new", "a-state_db.1.t2", "running"), image="a-db:r2", image_id="sha256:2")
-    other = replace(_task("x", "", "exited"), image="a-db:r1", image_id="sha256:1")  # not a task: left alone
-    node = _Node(old, new, images={"a-db:r1": "sha256:1", "a-db:r2": "sha256:2"})
-    assert apply_prune({"n1": node}, "a", PrunePlan(keep=("r2",), remove=("a-db:r1",))) == ["a-db:r1"]  # type: ignore[dict-item]
-    assert node.removed == ["old"] and "a-db:r2" in node.images
-    lone = _Node(other, images={"a-db:r1": "sha256:1"})
-    with pytest.raises(AssertionError, match="conflict"):  # the engine's refusal, said as it is
+    twin = replace(_task("twin", "a-state_db.1.t0", "exited"), image="a-web:r1", image_id="sha256:1")
+    kept = replace(_task("kept", "a-green_job.1.t3", "exited"), image="a-job:r2", image_id="sha256:1")
+    runs = replace(_task("runs", "a-state_db.1.t2", "running"), image="a-db:r1", image_id="sha256:1")
+    node = _Node(old, twin, kept, runs, images={"a-db:r1": "sha256:1", "a-web:r1": "sha256:1",
+                                                "a-job:r2": "sha256:1"})
+    removed = apply_prune({"n1": node}, "a", PrunePlan(keep=("r2",), remove=("a-db:r1", "a-web:r1")))  # type: ignore[dict-item]
+    assert removed == ["a-db:r1", "a-web:r1"] and "a-job:r2" in node.images
+    assert sorted(node.removed) == ["old", "twin"] and [c.id for c in node.held] == ["kept", "runs"]
+    running = _Node(runs, images={"a-db:r1": "sha256:1"})
+    with pytest.raises(AssertionError, match="conflict"):  # what runs is never removed: the engine refuses
+        apply_prune({"n1": running}, "a", PrunePlan(keep=(), remove=("a-db:r1",)))  # type: ignore[dict-item]
+    assert running.removed == []
+    lone = _Node(replace(_task("x", "", "exited"), image="a-db:r1", image_id="sha256:1"), images={"a-db:r1": "sha256:1"})
+    with pytest.raises(AssertionError, match="conflict"):
         apply_prune({"n1": lone}, "a", PrunePlan(keep=(), remove=("a-db:r1",)))  # type: ignore[dict-item]
     assert lone.removed == []

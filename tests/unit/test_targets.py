@@ -229,6 +229,9 @@ def test_a_compose_color_waits_only_with_a_timeout_and_survives_only_when_asked(
     calls: list[tuple[str, bool, int | None, bool]] = []
 
     class Recording:
+        def wait_for_survivor(self, project: str) -> None:
+            pass
+
         def up(self, project: str, model: object, *, wait: bool = False, timeout: int | None = None,
                surviving: bool = False) -> None:
             calls.append((project, wait, timeout, surviving))
@@ -246,32 +249,42 @@ def test_a_compose_color_waits_only_with_a_timeout_and_survives_only_when_asked(
 
 def test_a_replacement_compose_left_unrenamed_is_removed_before_the_recreate_is_finished() -> None:
     """A kill between compose creating a stateful service's replacement (under the old
-    container's short ID and `_`) and renaming it leaves both: the next `compose up` would
-    recreate the old one under that same name while removing the other, a race it can lose."""
+    container's short ID and `_`, labelled with what it replaces) and renaming it leaves both:
+    the next `compose up` would recreate the old one under that same name while removing the
+    other, a race it can lose. A compose that outlived immutdock is waited for first."""
+    from immutdock import labels as L
     from immutdock.plan.state import ContainerState
     from immutdock.targets.engine import ComposeColors
 
-    def container(cid: str, name: str, status: str) -> ContainerState:
-        return ContainerState(id=cid, name=name, labels={}, status=status, health=None, exit_code=None,
-                              image="db", stop_timeout=10)
+    def container(cid: str, name: str, status: str, replaces: str | None = None) -> ContainerState:
+        labels = {L.COMPOSE_PROJECT: "shop-state", **({L.COMPOSE_REPLACE: replaces} if replaces else {})}
+        return ContainerState(id=cid + "0" * 52, name=name, labels=labels, status=status, health=None,
+                              exit_code=None, image="db", stop_timeout=10)
 
-    old = container("dba26d81a45e" + "0" * 52, "shop-state-db-1", "exited")
-    fresh = container("e5cc70349a56" + "0" * 52, "dba26d81a45e_shop-state-db-1", "created")
-    started = container("77cc70349a56" + "0" * 52, "dba26d81a45e_shop-state-cache-1", "running")
-    other = container("88cc70349a56" + "0" * 52, "dba26d81a45e_shop-stateful-db-1", "created")
+    found = [container("dba26d81a45e", "shop-state-db-1", "exited"),
+             container("e5cc70349a56", "dba26d81a45e_shop-state-db-1", "created", "dba26d81a45e" + "0" * 52),  # left half-made
+             container("11cc70349a56", "0123456789ab_pg", "created", "0123456789ab" + "0" * 52),  # a container_name: pg
+             container("77cc70349a56", "dba26d81a45e_shop-state-cache-1", "running", "dba26d81a45e"),  # it started
+             container("88cc70349a56", "shop-state-queue-1", "created", "fedcba987654"),  # renamed, not started yet
+             container("99cc70349a56", "abcdefabcdef_shop-state-x-1", "created")]  # not compose's replacement
     events: list[object] = []
 
     class Engine:
         def project_containers(self, project: str) -> list[ContainerState]:
-            return [old, fresh, started, other]
+            events.append(("listed", project))
+            return found
 
-        def remove_containers(self, found: list[ContainerState]) -> None:
-            events.append(("removed", [c.name for c in found]))
+        def remove_containers(self, gone: list[ContainerState]) -> None:
+            events.append(("removed", [c.name for c in gone]))
 
     class Compose:
+        def wait_for_survivor(self, project: str) -> None:
+            events.append(("waited", project))
+
         def up(self, project: str, model: object, **kwargs: object) -> None:
             events.append(("up", project))
 
     colors = ComposeColors(engine=Engine(), compose=Compose())  # type: ignore[arg-type]
     colors.up("shop-state", {}, surviving=True)
-    assert events == [("removed", ["dba26d81a45e_shop-state-db-1"]), ("up", "shop-state")]
+    assert events == [("waited", "shop-state"), ("listed", "shop-state"),
+                      ("removed", ["dba26d81a45e_shop-state-db-1", "0123456789ab_pg"]), ("up", "shop-state")]
