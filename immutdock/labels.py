@@ -17,6 +17,7 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_REPLACE = "com.docker.compose.replace"  # on the replacement compose makes when it recreates a container
 STACK = "com.docker.stack.namespace"  # what `docker stack deploy` labels a stack's objects with
 SWARM_SERVICE_ID = "com.docker.swarm.service.id"  # what Swarm labels a task's container with
+SWARM_SERVICE_NAME = "com.docker.swarm.service.name"
 SWARM_TASK_NAME = "com.docker.swarm.task.name"  # SERVICE.SLOT.TASK, or SERVICE.NODE.TASK for a global one
 
 OCI_REVISION = "org.opencontainers.image.revision"

@@ -24,17 +24,17 @@ import io
 import json
 import os
 import tarfile
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 from immutdock import assets, interrupts
 from immutdock import labels as L
 from immutdock.apply.backup_manifest import (ARCHIVE, DUMP, DUMPED, FILES, HELPER, HELPER_REPOSITORY, MANIFEST, MOUNT,
                                              BackupBroken, Manifest, _clean, _last_line, archive_of, archive_root,
-                                             differences, file_stem, helper_labels, kept, manifest_of, parse_sums,
-                                             pick_volumes, service_state, to_stop, users)
+                                             differences, file_stem, helper_labels, kept, manifest_of, mounting,
+                                             parse_sums, pick_volumes, service_state, to_stop, users)
 from immutdock.apply.backup_restore import Restores
 from immutdock.config.model import App, VolumeDump
 from immutdock.errors import ConfigError, EngineError, ImmutdockError
@@ -43,6 +43,7 @@ from immutdock.gateways.files import CHUNK, Bar, Hashed, write_new
 
 if TYPE_CHECKING:
     from immutdock.gateways.compose import Compose
+    from immutdock.targets.base import Colors
 
 # What the commands use of backups, by this module's name (the files' own are in backup_manifest).
 __all__ = ["BackupBroken", "Manifest", "Volumes", "archive_of", "archive_root", "differences", "helper_image",
@@ -101,6 +102,8 @@ class Volumes(Restores):
     helper: str  # the helper image, on this engine
     say: Callable[[str], None]
     bar: Bar
+    colors: Colors  # how the stateful services that mount a volume are stopped, and where a volume is
+    node: str = ""  # the name of the engine's place
 
     def size(self, engine_volume: str) -> int:
         code, out = self._helper(engine_volume, "ro", "size")
@@ -238,23 +241,43 @@ class Volumes(Restores):
         self.bar(what, dumped[0], dumped[0])
         return raw.hexdigest(), dumped[0], hashed.digest.hexdigest(), hashed.size
 
-    @contextmanager
-    def _stopped(self, containers: Sequence[ContainerState], why: str, after_failure: bool = True) -> Iterator[None]:
-        """`containers` stopped meanwhile, started again afterwards (a start Ctrl-C does not cut);
-        without `after_failure`, only when the block succeeded."""
-        for c in containers:
-            self.say(f"stopping {c.service} ({c.name}) {why}")
-            self.engine.stop_container(c)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            if ok or after_failure:
-                with interrupts.whole(f"starting {', '.join(c.service for c in containers)} again"):
-                    for c in containers:
-                        self.say(f"starting {c.service} ({c.name}) again")
-                        self.engine.start_container(c)
+    def _stopped(self, containers: Sequence[ContainerState], why: str,
+                 after_failure: bool = True) -> AbstractContextManager[None]:
+        """`containers` stopped meanwhile, started again afterwards (see Colors.paused)."""
+        return self.colors.paused(containers, why, self.say, after_failure)
+
+    # -- where a volume is -------------------------------------------------------------------
+    def homes(self, engine_volume: str) -> list[tuple[str, Engine]]:
+        """The engines that hold the volume, each with its name (see Colors.volume_nodes)."""
+        return self.colors.volume_nodes(self.app.name, engine_volume, mounting(self.app, engine_volume))
+
+    def at(self, key: str, engine_volume: str, anywhere: bool = False) -> "Volumes":
+        """These operations on the engine that holds the volume (on a swarm, the node of the
+        stateful service that mounts it). Refused: a volume each node holds a copy of, unless
+        `anywhere` (then the first node's), and one not made yet."""
+        homes = self.homes(engine_volume)
+        if anywhere and not homes:
+            homes = self.colors.volume_nodes(self.app.name, engine_volume, ())
+        if len(homes) > 1 and not anywhere:
+            raise ConfigError(key, f"volume {engine_volume} is per node on this swarm: no stateful service mounts "
+                              "it, so the tasks on each node have a copy of their own",
+                              "name the other volumes, or mount it from a stateful service (x-immutdock.stateful) "
+                              "and release")
+        if not homes:
+            raise ConfigError(key, f"volume {engine_volume} does not exist yet",
+                              "release the app once; it creates its volumes")
+        node, engine = homes[0]
+        return replace(self, engine=engine, node=node)
+
+    def for_restore(self, manifest: Manifest, into: str | None) -> "Volumes":
+        """Where a restore writes: the engine of the volume restored into, or for a new volume,
+        the one of the volume the backup was taken from."""
+        key = into or manifest.volume
+        if key in self.app.volumes:
+            return self.at(key, self.app.volume_name(key), anywhere=False)
+        source = self.app.volume_name(manifest.volume) if manifest.volume in self.app.volumes \
+            else manifest.engine_volume
+        return self.at(manifest.volume, source, anywhere=manifest.kind != DUMPED)
 
     def own(self, engine_volume: str, key: str) -> bool:
         """Whether the volume exists; refused when it is another app's (immutdock labels the
@@ -265,17 +288,3 @@ class Volumes(Restores):
             raise ConfigError(key, f"volume {engine_volume} belongs to app {owner}, not {self.app.name}",
                               "run the command in that app's folder")
         return labels is not None
-
-    # -- restore and verify ------------------------------------------------------------------
-
-
-
-
-    # -- dumps -------------------------------------------------------------------------------
-
-
-
-
-
-
-

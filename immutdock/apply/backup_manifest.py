@@ -98,6 +98,13 @@ def to_stop(app: App, containers: Sequence[ContainerState], engine_volume: str) 
             if c.status == "running" and c.service in stateful and c.labels.get(L.ROLE) == "state"]
 
 
+def mounting(app: App, engine_volume: str) -> list[str]:
+    """The stateful services of the file that mount the volume."""
+    return [s.name for s in app.stateful
+            if any(isinstance(m, Mapping) and m.get("type") == "volume" and m.get("source") in app.volumes
+                   and app.volume_name(str(m["source"])) == engine_volume for m in s.definition.get("volumes") or [])]
+
+
 def service_state(containers: Sequence[ContainerState], service: str, engine_volume: str) -> list[ContainerState]:
     """The containers of stateful `service` (its state project's) that mount the volume."""
     return [c for c in users(containers, engine_volume) if c.service == service and c.labels.get(L.ROLE) == "state"]

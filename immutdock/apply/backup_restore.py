@@ -90,7 +90,7 @@ class Restores:
                     self.engine.remove_volume(engine_volume)
                 elif stop and isinstance(exc, ImmutdockError):
                     exc.hint = (f"volume {engine_volume} is half-restored and {', '.join(c.service for c in stop)} "
-                                f"stay stopped; restore again")
+                                "stay stopped; restore again, then `immutdock release` starts them")
                 raise
         return engine_volume, not exists
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from immutdock import labels as L
 from immutdock.apply.build import is_pin
-from immutdock.errors import ConfigError
+from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways.engine import Engine
 from immutdock.identity.redact import Redactor
 from immutdock.plan.release import rollback_target
-from immutdock.plan.state import ENDED, ContainerState
+from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger
 from immutdock.targets.base import Target
 from immutdock.targets.ledger import Record
@@ -73,31 +73,26 @@ def owned(engine: Engine, app: str, ref: str) -> bool:
                                   or is_pin(app, ref))
 
 
-def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan) -> list[str]:
+def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan,
+                history: Sequence[tuple[Engine, ContainerState]] = ()) -> list[str]:
     """Remove the plan's images that immutdock made for the app from every engine of the place
-    (each node of a swarm); the references removed from any."""
+    (each node of a swarm); the references removed from any. `history`: the stopped containers
+    the place keeps of ended tasks, each with its engine (Colors.task_history): those of a
+    pruned image would hold it (the engine refuses, 409), and go first."""
     removed: list[str] = []
     going = set(plan.remove)
     for engine in nodes.values():
-        history: list[ContainerState] | None = None
+        kept = [c for e, c in history if e is engine]
         for ref in plan.remove:
             if owned(engine, app, ref):
-                if history is None:
-                    history = ended_tasks(engine.containers(**{L.APP: app}))
                 image_id = engine.image_id(ref)
-                held = [c for c in history if c.image in going and (c.image == ref or c.image_id == image_id)]
-                if held:  # what a swarm keeps of the tasks it replaced (of releases pruned now) would hold it
+                held = [c for c in kept if c.image in going and (c.image == ref or c.image_id == image_id)]
+                if held:
                     engine.remove_containers(held)
-                    history = [c for c in history if c not in held]
+                    kept = [c for c in kept if c not in held]
                 engine.remove_image(ref)
                 removed.append(ref)
     return list(dict.fromkeys(removed))
-
-
-def ended_tasks(containers: list[ContainerState]) -> list[ContainerState]:
-    """The containers of a swarm's ended tasks: the task history it keeps (a stateful service's
-    replaced tasks, stopped), nothing that runs or could run again."""
-    return [c for c in containers if c.labels.get(L.SWARM_SERVICE_ID) and c.status in ENDED]
 
 
 def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = None,
@@ -127,7 +122,14 @@ def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = Non
                                  "sha256": made.sha256, "images": list(made.image_ids)})
         # A good release's image that `engine` lacks (another node of a swarm holds it) stays: it is in no archive.
         result = PrunePlan(keep=result.keep, remove=tuple(r for r in result.remove if r not in unread))
-    removed = apply_prune(nodes, app.name, result)
+    removed = apply_prune(nodes, app.name, result, deployer.target.colors.task_history(app.name))
     compacted = compact_records(deployer.target, app.name, state, removed, redactor)
+    # The secrets and configs of the releases that can no longer be rolled back to (their model was dropped).
+    try:
+        objects = deployer.target.colors.drop_objects(
+            app.name, [r.model for r in deployer.target.ledger.records(app.name) if r.packed])
+    except EngineError as exc:  # the images are gone already: said, and the next prune removes them
+        deployer.warn(f"the secrets and configs of pruned releases stay for now: {exc.message}")
+        objects = []
     return {"kept_releases": list(result.keep), "removed_images": removed, "compacted_records": compacted,
-            "archived": archived}
+            "removed_objects": objects, "archived": archived}

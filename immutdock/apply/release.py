@@ -147,6 +147,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
                 raise Interrupted(f"release {plan.release} interrupted before anything started",
                                   "the previous release is still serving") from None
             model = render.color_project(self.app, plan.color, refs, plan.release, plan.config_hash)
+            model = self.target.colors.with_objects(model, self.redactor(state).salt)
             outcome = self._go_live(plan, state, model, refs, self.router_image(router_plan), kind="release",
                                     timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
@@ -198,6 +199,9 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             release_id = f"r{max(self.number, state.highest_release_number() + 1)}"
             model = before.run("plan", lambda: self._rerun(target, color, release_id))
             plan, model = rollback_plan(self.app, state, target, model, color, release_id, kind, self.redactor(state))
+            model = self.target.colors.with_objects(model, self.redactor(state).salt)  # recorded without: the files'
+            # What the target refuses of the recorded model (a secret value gone with prune) stops it before anything.
+            before.run("plan", lambda: self.target.colors.check(render.project_name(self.app.name, color), model))
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached and self.prepared is None:
                 before.run("build", lambda: self.build((), router_plan))

@@ -48,6 +48,8 @@ class StateSteps(Parts):
                 self.say(f"created volume {app.volume_name(key)}")
         redactor = self.redactor(state)
         state_model = render.state_project(app, state_refs, redactor) if state_refs is not None else None
+        if state_model is not None:
+            state_model = self.target.colors.with_objects(state_model, redactor.salt)
         if state_model is not None and plan.stateful_changes:
             self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
@@ -87,6 +89,7 @@ class StateSteps(Parts):
             model = render.state_project(self.app, dict(record.images) if record else {}, redactor)
             if model is None:
                 return []
+            model = self.target.colors.with_objects(model, redactor.salt)
             running = {c.service: c for c in state.state}
             for name in services:
                 c = running.get(name)
@@ -123,6 +126,7 @@ class StateSteps(Parts):
             self.engine.remove_marker(mark.marker_id)
             return False
         model = render.state_project(self.app, mark.images, Redactor(mark.salt, self.app.secret_values))
+        model = self.target.colors.with_objects(model, mark.salt) if model is not None else None
         differ = recreate.changed_since(mark, model, {c.service: c.labels.get(L.CONFIG_HASH) for c in state.state})
         names = ", ".join(mark.services)
         if differ or model is None:

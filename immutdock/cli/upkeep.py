@@ -42,4 +42,5 @@ def _prune_lines(result: Mapping[str, Any]) -> list[str]:
     lines += [f"removed {r}" for r in result["removed_images"]]
     if result["compacted_records"]:
         lines.append(f"compacted the records of {', '.join(result['compacted_records'])}")
+    lines += [f"removed {name}, which no release left to roll back to runs with" for name in result["removed_objects"]]
     return lines or ["nothing to prune"]

@@ -16,7 +16,7 @@ from immutdock.errors import ConfigError
 
 if TYPE_CHECKING:
     from immutdock.apply.backup import Manifest, Volumes
-    from immutdock.targets.base import Ledger
+    from immutdock.targets.base import Target
     from immutdock.config.model import App
 
 # -- volumes -----------------------------------------------------------------------------------
@@ -59,7 +59,10 @@ def volumes() -> None:
       immutdock volumes restore BACKUP --force      # over the volume's current content
 
     With --target, ls and backup work on each host (its backups in DIR/HOST/); restore
-    and verify write into one engine: name its host with --host.
+    and verify write into one engine: name its host with --host. On a Docker Swarm target
+    (backups in DIR/TARGET/) a volume is used on the node its stateful service is kept on,
+    that service scaled to no task and back for a copy; a volume only swapped services mount
+    is per node there, and refused.
     """
 
 
@@ -76,16 +79,18 @@ def _backups_folder(app: App, folder: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes, Ledger]]]:
-    """(host name or None for the local engine, backup.Volumes, its Ledger) of each place the command
-    runs on: the local engine, or each host of --target, which gets the helper image built
-    here (delivered as its release images are). `one`: a command that writes into one engine."""
+def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes, Target]]]:
+    """(host name or None for the local engine, backup.Volumes, its Target) of each place the
+    command runs on: the local engine, each host of --target, or its swarm (one place; each
+    operation runs on the node that holds its volume: Volumes.at). Every engine that may hold a
+    volume gets the helper image built here (delivered as release images are: only the layers
+    it lacks). `one`: a command that writes into one engine."""
     from immutdock.apply import backup
     from immutdock.gateways.compose import Compose
     from immutdock.targets import ship
 
     policy = ctx.policy(app)
-    if one and policy is not None and len(policy.hosts) != 1:
+    if one and policy is not None and policy.swarm is None and len(policy.hosts) != 1:
         raise ConfigError("--target", f"{policy.name} has {len(policy.hosts)} hosts and a backup is one volume's",
                           "name one with --host")
     compose = Compose()
@@ -94,12 +99,14 @@ def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[st
     finally:
         compose.close()
     with ctx.places(app) as fleet:
-        away = {t.name: t.engine for t in fleet.targets if not t.images.builds_here}
-        if away:  # the helper is shipped (only the layers a host lacks), never pushed to the target's registry
+        away = {name: engine for t in fleet.targets if not t.images.builds_here
+                for name, engine in t.runtime.nodes.items()}
+        if away:  # the helper is shipped, never pushed to the target's registry
             ship.ship(fleet.builder, away, [helper], ctx.shipping)
         yield [(None if fleet.policy is None else t.name,
                 backup.Volumes(t.engine, app, helper, lambda m, t=t: ctx.say(fleet.named(t, m)),
-                               lambda w, d, n, t=t: ctx.bar(fleet.named(t, w), d, n)), t.ledger) for t in fleet.targets]
+                               lambda w, d, n, t=t: ctx.bar(fleet.named(t, w), d, n), t.colors, t.engine.name), t)
+               for t in fleet.targets]
 
 
 def _read_backup(path: Path) -> tuple[Manifest, Path]:
@@ -122,26 +129,32 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
     where = _backups_folder(app, folder)
     rows = []
     with _volume_ops(ctx, app) as engines:
-        for host, ops, _ledger in engines:
-            state = observe(ops.engine, app.name)
+        for host, ops, target in engines:
+            state = observe(target, app.name)
             kept_in = host_folder(where, host)
             for key, name in backup.pick_volumes(app, ()):
                 kept = backup.kept(kept_in, app.name, key)
-                rows.append({"host": host, "volume": key, "engine_volume": name,
-                             "exists": ops.engine.volume_exists(name),
-                             "mounted_by": [c.name for c in backup.users(state.containers, name)],
-                             "dump": bool(app.settings.volumes.get(key)),
-                             "backups": [str(backup.archive_of(p)) for p in kept]})
+                try:
+                    homes, problem = ops.homes(name) or [(None, None)], None
+                except ConfigError as exc:  # said on its row: the other volumes are still listed
+                    homes, problem = [(None, None)], exc.message
+                for node, engine in homes:
+                    rows.append({"host": host, "volume": key, "engine_volume": name, "node": node, "problem": problem,
+                                 "exists": engine is not None and engine.volume_exists(name),
+                                 "mounted_by": [c.name for c in backup.users(state.containers, name)],
+                                 "dump": bool(app.settings.volumes.get(key)),
+                                 "backups": [str(backup.archive_of(p)) for p in kept]})
 
     def human() -> None:
         for r in rows:
             latest = f"{len(r['backups'])} backup(s), newest {Path(r['backups'][-1]).name}" if r["backups"] \
                 else "no backup"
             click.echo((f"{r['host']}  " if r["host"] else "")
+                       + (f"{r['node']}  " if r["host"] and r["node"] and r["node"] != r["host"] else "")
                        + f"{r['volume']:<16} {r['engine_volume']:<32} "
                        f"{'exists' if r['exists'] else 'not created yet':<16} "
                        f"{'mounted by ' + ', '.join(r['mounted_by']) if r['mounted_by'] else 'not mounted':<40} "
-                       f"{latest}")
+                       f"{latest}" + (f"  ({r['problem']})" if r["problem"] else ""))
         click.echo(f"backups in {where}")
     ctx.emit({"app": app.name, "folder": str(where), "volumes": rows}, human)
 
@@ -166,30 +179,35 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     writable(where, "--to")
     rows = []
     with _volume_ops(ctx, app) as engines:
-        for host, ops, _ledger in engines:  # every volume is there and the app's, and each dump can run, before any copy
-            containers = observe(ops.engine, app.name).containers
+        for host, ops, target in engines:  # every volume is there and the app's, and each dump can run, before any copy
+            containers = observe(target, app.name).containers
             for key, name in picked:
-                if not ops.own(name, key):
+                at = ops.at(key, name)
+                if not at.own(name, key):
                     raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
                                       "release the app once; it creates its volumes")
                 if key in app.settings.volumes:
-                    ops.runs_dump(key, app.settings.volumes[key], containers, name)
-        for host, ops, ledger in engines:
+                    at.runs_dump(key, app.settings.volumes[key], containers, name)
+        for host, ops, target in engines:
             into = host_folder(where, host)
             writable(into, "--to")
-            with ledger.lock(app.name, "volumes backup", ctx.warn):
-                state = observe(ops.engine, app.name)
+            with target.ledger.lock(app.name, "volumes backup", ctx.warn):
+                state = observe(target, app.name)
                 release = state.live_record.id if state.live_record else None
                 for key, name in picked:
                     t0 = time.monotonic()
-                    made = ops.backup(key, name, state.containers, release, into)
-                    row = {"host": host, "volume": key, "engine_volume": name, "archive": str(into / made.archive),
+                    at = ops.at(key, name)
+                    made = at.backup(key, name, state.containers, release, into)
+                    if made.stopped:  # started again: a swarm's are new tasks
+                        state = observe(target, app.name)
+                    row = {"host": host, "node": at.node, "volume": key, "engine_volume": name,
+                           "archive": str(into / made.archive),
                            "manifest": str(backup.manifest_of(into / made.archive)), "sha256": made.sha256,
                            "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
                            "kind": made.kind, "dumped_by": made.service, "stopped": list(made.stopped),
                            "release": release, "seconds": round(time.monotonic() - t0, 2), "verified": None}
                     if and_verify:
-                        ops.verify(made, into / made.archive, state.containers)
+                        at.verify(made, into / made.archive, state.containers)
                         row["verified"] = True
                     rows.append(row)
 
@@ -227,14 +245,14 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     if into is not None and not _VOLUME_NAME.match(into):
         raise ConfigError("--into", f"{into!r} is not a volume name", "use letters, digits, '_', '.' or '-'")
     with _volume_ops(ctx, app, one=True) as engines:
-        host, ops, ledger = engines[0]
-        with ledger.lock(app.name, "volumes restore", ctx.warn):
-            state = observe(ops.engine, app.name)
+        host, ops, target = engines[0]
+        with target.ledger.lock(app.name, "volumes restore", ctx.warn):
+            at = ops.for_restore(manifest, into)
+            state = observe(target, app.name)
             t0 = time.monotonic()
-            volume, made = ops.restore(manifest, archive, into, state.containers, force)
-    data = {"app": app.name, "host": host, "outcome": "restored", "backup": str(archive), "volume": volume,
-            "created": made, "kind": manifest.kind,
-            "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
+            volume, made = at.restore(manifest, archive, into, state.containers, force)
+    data = {"app": app.name, "host": host, "node": at.node, "outcome": "restored", "backup": str(archive),
+            "volume": volume, "created": made, "kind": manifest.kind, "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
             "seconds": round(time.monotonic() - t0, 2)}
     how = f"loaded by {manifest.service}" if manifest.kind == "dump" else f"{len(manifest.files)} files checked"
     ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} ({how})"))
@@ -251,13 +269,16 @@ def volumes_verify(ctx: Ctx, backup_path: Path) -> None:
     volume, compare every file's SHA-256 with the manifest, remove the scratch volume.
     A dump is loaded by the load command into a copy of its service started on the scratch
     volume. Exit 1 on any difference or a load that fails."""
+    from immutdock.apply.backup_manifest import DUMPED
     from immutdock.targets.observe import observe
 
     app = ctx.load()
     manifest, archive = _read_backup(backup_path)
     with _volume_ops(ctx, app, one=True) as engines:
-        ops = engines[0][1]
-        files = ops.verify(manifest, archive, observe(ops.engine, app.name).containers)
+        _host, ops, target = engines[0]
+        at = ops.at(manifest.volume, app.volume_name(manifest.volume) if manifest.volume in app.volumes
+                    else manifest.engine_volume, anywhere=manifest.kind != DUMPED)
+        files = at.verify(manifest, archive, observe(target, app.name).containers)
     data = {"app": app.name, "outcome": "verified", "backup": str(archive), "kind": manifest.kind, "files": files,
             "sha256": manifest.sha256}
     how = f"loaded into a copy of {manifest.service}" if manifest.kind == "dump" else \

@@ -54,6 +54,10 @@ class SwarmCalls(DockerAPI):
             "Name": name, "Labels": dict(labels), "Data": base64.b64encode(data).decode()}, absent=(409,))
         return reply is not None
 
+    def has_object(self, kind: str, name: str) -> bool:
+        """Whether a Swarm secret or config (`kind`: "secrets" or "configs") of that name exists."""
+        return self._json(f"inspect {kind.rstrip('s')} {name}", f"/{kind}/{segment(name)}", absent=(404,)) is not None
+
     def objects(self, kind: str, **label_values: str) -> list[Mapping[str, Any]]:
         """The secrets or configs whose labels have these values (ID, Spec.Name, Spec.Labels)."""
         labels = [f"{k}={v}" for k, v in label_values.items()]
@@ -71,6 +75,29 @@ class SwarmCalls(DockerAPI):
     def service(self, name: str) -> Mapping[str, Any] | None:
         """The service of that name (or ID) as the engine inspects it, or None."""
         return self._json(f"inspect service {name}", f"/services/{segment(name)}", absent=(404,))
+
+    def scale_service(self, name: str, replicas: int) -> int:
+        """Set a replicated service's replicas, the rest of its spec sent back as it is (so
+        nothing else changes and no image is resolved again); the replicas it had. A spec
+        changed meanwhile by another client is read again."""
+        for attempt in range(3):
+            data = self.service(name)
+            if data is None:
+                raise EngineError(f"service {name} is gone", "release the app again")
+            spec = dict(data.get("Spec") or {})
+            had = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+            if had is None:
+                raise EngineError(f"service {name} is not a replicated service", "release the app again")
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+            version = ((data.get("Version") or {}).get("Index"))
+            reply = self._send(f"scale service {name}", "POST", f"/services/{segment(str(data['ID']))}/update",
+                               {"version": str(version)}, spec)
+            if reply.status < 400:
+                return int(had)
+            if "out of sequence" not in reply.message or attempt == 2:
+                raise EngineError(f"scale service {name} to {replicas}: {reply.message}",
+                                  "see the engine's log for more")
+        raise AssertionError("unreachable")
 
     def tasks(self, service: str) -> list[Mapping[str, Any]]:
         """Every task of the service the managers still know (running, ended, rejected)."""

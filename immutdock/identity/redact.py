@@ -49,6 +49,13 @@ def _scrypt(salt: str, value: str) -> str:
     return hashlib.scrypt(value.encode(), salt=bytes.fromhex(salt), n=1024, r=8, p=1, dklen=20).hex()
 
 
+def content_digest(salt: str, data: bytes) -> str:
+    """A file's value as a salted scrypt digest: what names a Swarm secret or config made of it
+    (a name shows no unsalted hash of a value, which a short password would not survive)."""
+    return "scrypt:" + hashlib.scrypt(hashlib.sha256(data).digest(), salt=bytes.fromhex(salt), n=1024, r=8, p=1,
+                                      dklen=20).hex()
+
+
 def is_digest(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(MARK) and value.endswith(">")
 

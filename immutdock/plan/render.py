@@ -20,6 +20,7 @@ from immutdock import assets
 from immutdock import labels as L
 from immutdock.config.model import App, Service
 from immutdock.identity.redact import Redactor
+from immutdock.plan.objects import OBJECTS
 
 COLORS = ("blue", "green")
 EDGE = "immutdock-edge"  # the edge network's key inside rendered files
@@ -167,6 +168,7 @@ def color_hash(model: Mapping[str, Any], app_name: str, redactor: Redactor) -> s
     """What a color runs, whichever color and release it is: the digest of its model (values
     digested), the same for a release and for a rollback that re-runs it."""
     plain = with_color(model, app_name, "blue", "-")
+    plain.pop(OBJECTS, None)  # what names its secrets on a swarm, recorded with it: not what it runs
     for svc in plain["services"].values():
         svc["labels"].pop(L.CONFIG_HASH, None)
     return digest(redactor.scrub(plain))

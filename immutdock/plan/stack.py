@@ -36,6 +36,7 @@ from typing import Any, Mapping
 from immutdock import labels as L
 from immutdock.config.infer import awaited_jobs
 from immutdock.errors import ConfigError
+from immutdock.plan.objects import object_name
 
 STACK_VERSION = "3.9"  # the first with Swarm jobs (deploy.mode: replicated-job)
 
@@ -109,12 +110,6 @@ def _service(name: str, svc: Mapping[str, Any]) -> tuple[dict[str, Any], list[st
     deploy["labels"] = {**dict(deploy.get("labels") or {}), **ours}
     out["deploy"] = deploy
     return out, notes
-
-
-def object_name(app: str, kind: str, key: str, content_digest: str) -> str:
-    """A secret's or config's name on the Swarm: named by its content, since Swarm's are
-    immutable (a changed value is a new object, and a rollback finds the old one)."""
-    return f"{app}_{kind.rstrip('s')}_{key}_{content_digest.removeprefix('sha256:')[:12]}"
 
 
 def _objects(model: Mapping[str, Any], app: str, digests: Mapping[str, str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from immutdock.plan.state import ContainerState
 
@@ -146,6 +146,34 @@ class Colors(Protocol):
     def remove(self, containers: list[ContainerState]) -> None:
         """Stop and remove these containers where they run (a project that keeps its tasks
         running, a swarm's, replaces them with fresh ones)."""
+        ...
+    def with_objects(self, model: Mapping[str, Any], salt: str) -> dict[str, Any]:
+        """The model with what names its secrets and configs here recorded in it (on a swarm,
+        their values' salted digests: immutdock.plan.objects), so that a rollback runs its
+        release's values; a model that has them keeps them. As it is where compose reads the
+        files itself."""
+        ...
+    def drop_objects(self, app: str, models: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The objects made for the app's secrets and configs (a swarm's) that no service uses
+        and none of `models` (the releases that can still be rolled back to) runs with,
+        removed; their names. None where compose reads the files itself."""
+        ...
+    def task_history(self, app: str) -> list[tuple[Engine, ContainerState]]:
+        """The stopped containers the place keeps of the app's ended tasks (a swarm's task
+        history: a stateful service's replaced tasks, a job's), each with its node's engine;
+        none where every container is the app's own (a compose project's)."""
+        ...
+    def volume_nodes(self, app: str, engine_volume: str, stateful: Sequence[str]) -> list[tuple[str, Engine]]:
+        """The engines that hold a named volume of the app, each with its name: the engine
+        itself; on a swarm, the node the stateful services that mount it (`stateful`, of the
+        file) are kept on ([] before their first release), or, for a volume no stateful
+        service mounts, every listed node (each node's is its own)."""
+        ...
+    def paused(self, containers: Sequence[ContainerState], why: str, say: Say,
+               after_failure: bool = True) -> AbstractContextManager[None]:
+        """These containers of stateful services stopped for the length of a `with` (nothing
+        started in their place meanwhile), running again after it (a start Ctrl-C does not
+        cut); without `after_failure`, only when the block succeeded."""
         ...
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         """The engine's events of the project's containers as they happen (die, health_status...),

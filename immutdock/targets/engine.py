@@ -7,8 +7,9 @@ import contextlib
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.apply.router import Router
 from immutdock.errors import EngineError
@@ -152,6 +153,36 @@ class ComposeColors:
 
     def remove(self, containers: list[ContainerState]) -> None:
         self.engine.remove_containers(containers)
+
+    def with_objects(self, model: Mapping[str, Any], salt: str) -> dict[str, Any]:
+        return dict(model)
+
+    def drop_objects(self, app: str, models: Iterable[Mapping[str, Any]]) -> list[str]:
+        return []
+
+    def task_history(self, app: str) -> list[tuple[Engine, ContainerState]]:
+        return []
+
+    def volume_nodes(self, app: str, engine_volume: str, stateful: Sequence[str]) -> list[tuple[str, Engine]]:
+        return [(self.engine.name, self.engine)]
+
+    @contextlib.contextmanager
+    def paused(self, containers: Sequence[ContainerState], why: str, say: Say,
+               after_failure: bool = True) -> Iterator[None]:
+        """Each container stopped within its grace period and started again (the same one)."""
+        for c in containers:
+            say(f"stopping {c.service} ({c.name}) {why}")
+            self.engine.stop_container(c)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if ok or after_failure:
+                with interrupts.whole(f"starting {', '.join(c.service for c in containers)} again"):
+                    for c in containers:
+                        say(f"starting {c.service} ({c.name}) again")
+                        self.engine.start_container(c)
 
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})

@@ -21,7 +21,8 @@ from immutdock.targets.images import Shipped, ThroughRegistry
 
 
 SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift", "heal",
-                         "verify", "plan"})  # what a Swarm target runs so far
+                         "verify", "plan", "volumes ls", "volumes backup", "volumes restore",
+                         "volumes verify"})  # what a Swarm target runs (a command added later joins once it does)
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Policy | None:
@@ -130,7 +131,7 @@ def session(target: Policy, identity: Path | None, accept_new: bool, hidden: fro
             command: str = "") -> Iterator[list[Target]]:
     """The target's places, opened for the length of a `with`: its hosts, or its swarm as one
     place (`local_engine`: this machine's, when it is the swarm's manager). `command`: the
-    command that runs; on a swarm, only those that read (and unlock) run yet."""
+    command that runs (on a swarm, one of SWARM_READY)."""
     if target.swarm is not None:
         refuse_unready(target, command)
         from immutdock.targets.swarm import open_swarm

@@ -2,130 +2,44 @@
 its services watched until they converged (immutdock.apply.converge), and its tasks'
 containers found by label on every node.
 
-A Swarm keeps the containers of a service's ended tasks (its task history) beside the task
-that runs: what runs of an app is, per task slot, the running container, or else the last
-one that ran (`current_tasks`).
+An app's containers are its tasks' on every node (immutdock.targets.nodes).
 
 Named volumes are per node. A stateful service is kept on one node (immutdock.plan.stack's
 placement): the node its service is kept on now, else the listed node that holds most of
 its volumes (the manager's first among equals), else, on a first release, the manager's node
 when it is listed and takes tasks (else the first listed node that does); its volumes are
 made there and nowhere else. A node so chosen that takes no tasks stops the deploy, naming
-it: a stateful service never starts where its data is not. A color's volumes are made on every listed node, where any of its tasks may
-run, each node's its own (said at each deploy)."""
+it: a stateful service never starts where its data is not. A color's volumes are made on every
+listed node, where any of its tasks may run, each node's its own (said at each deploy).
+
+`immutdock volumes` finds a volume on the node its stateful service is kept on
+(`volume_nodes`), and stops that service for a consistent copy by scaling it to no task
+and back (`paused`): a task container stopped alone would be replaced by Swarm."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
+from immutdock import interrupts
 from immutdock import labels as L
-from immutdock.errors import EngineError
+from immutdock.errors import ConfigError, EngineError, ImmutdockError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.plan import objects
+from immutdock.plan.objects import KINDS, object_name
 from immutdock.plan.render import edge_network
-from immutdock.plan.stack import object_name
 from immutdock.plan.state import ENDED, ContainerState
 from immutdock.targets.base import Say
+from immutdock.targets.nodes import NodeContainers, _on_nodes, current_tasks
 
 STATEFUL_ROLE = "state"
 _KEPT_ON = re.compile(r"^node\.id\s*==\s*(\S+)$")
 
 VolumeSpec = tuple[Mapping[str, str], "str | None", Mapping[str, str]]
-
-
-def _on_nodes(nodes: Mapping[str, Engine], fn: Callable[[Engine], Any]) -> list[tuple[str, Any]]:
-    """fn(engine) on every node at once, in the nodes' order."""
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes)))) as pool:
-        futures = [(name, pool.submit(fn, e)) for name, e in nodes.items()]
-        return [(name, f.result()) for name, f in futures]
-
-
-def current_tasks(containers: Iterable[ContainerState]) -> list[ContainerState]:
-    """Of the containers of Swarm tasks, the one of each task slot that runs, or else the last
-    that ran (the engine keeps those of ended tasks); any other container as it is."""
-    kept: list[ContainerState] = []
-    slots: dict[str, list[ContainerState]] = {}
-    for c in containers:
-        task = c.labels.get(L.SWARM_TASK_NAME)
-        if not c.labels.get(L.SWARM_SERVICE_ID) or not task:
-            kept.append(c)
-            continue
-        slots.setdefault(task.rsplit(".", 1)[0], []).append(c)  # SERVICE.SLOT (or .NODE) without the task
-    for tasks in slots.values():
-        running = [c for c in tasks if c.status == "running"]
-        kept.extend(running or [max(tasks, key=lambda c: (_moment(c.started), _moment(c.finished)))])
-    return kept
-
-
-def _moment(rfc3339: str) -> str:
-    """An engine's time stamp made comparable as text: its fraction of a second to 9 digits
-    (the engine drops trailing zeros: .5Z is .500000000Z)."""
-    whole, dot, rest = rfc3339.partition(".")
-    if not dot:
-        return rfc3339
-    digits = "".join(ch for ch in rest if ch.isdigit())
-    return f"{whole}.{digits.ljust(9, '0')}{rest[len(digits):]}"
-
-
-@dataclass(frozen=True)
-class NodeContainers:
-    """An app's containers on a swarm are the containers of its tasks on every node, found by
-    label as on one engine; each is remembered with the node that runs it."""
-
-    nodes: Mapping[str, Engine]
-    where: dict[str, Engine] = field(default_factory=dict)  # container id -> its node's engine
-
-    def containers(self, app: str) -> list[ContainerState]:
-        found: list[ContainerState] = []
-        for _name, (engine, cs) in _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.APP: app}))):
-            for c in cs:
-                self.where[c.id] = engine
-            found.extend(cs)
-        return current_tasks(found)
-
-    def node_of(self, container: ContainerState) -> Engine:
-        if container.id not in self.where:
-            self.containers(container.labels.get(L.APP, ""))
-        if container.id not in self.where:
-            raise EngineError(f"container {container.name} is on no node of the swarm",
-                              "it was removed meanwhile: run the command again")
-        return self.where[container.id]
-
-    def stack_containers(self, stack: str) -> list[ContainerState]:
-        """The containers of a stack's tasks on every node (a removed stack's linger a moment)."""
-        return [c for _e, c in self.stack_containers_on(stack)]
-
-    def stack_containers_on(self, stack: str) -> list[tuple[Engine, ContainerState]]:
-        """The same, each with its node's engine."""
-        found = _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.STACK: stack})))
-        return [(engine, c) for _n, (engine, cs) in found for c in cs]
-
-
-
-
-OBJECTS = {"secrets": "secret", "configs": "config"}  # kind -> the role label of those immutdock makes
-
-
-def _objects(model: Mapping[str, Any]) -> dict[str, tuple[str, str, bytes]]:
-    """Every secret and config of a model made from a file: "KIND.KEY" -> (kind, key, its value)."""
-    out = {}
-    for kind in OBJECTS:
-        for key, spec in (model.get(kind) or {}).items():
-            if isinstance(spec, Mapping) and spec.get("file") and not spec.get("external"):
-                out[f"{kind}.{key}"] = (kind, key, Path(spec["file"]).read_bytes())
-    return out
-
-
-def _digests(objects: Mapping[str, tuple[str, str, bytes]]) -> dict[str, str]:
-    """The content digest of each (what names it on the swarm)."""
-    return {ref: "sha256:" + hashlib.sha256(value).hexdigest() for ref, (_k, _n, value) in objects.items()}
 
 
 def _volumes_of(model: Mapping[str, Any], service: Mapping[str, Any]) -> list[str]:
@@ -210,6 +124,100 @@ class StackColors:
     def events(self, project: str) -> Iterator[Iterator[Mapping[str, Any]]]:
         """None: the watch after the switch looks at every node's containers each time instead."""
         yield iter(())
+
+    def task_history(self, app: str) -> list[tuple[Engine, ContainerState]]:
+        """Each node's stopped containers of the app's ended tasks (nothing that runs or could)."""
+        found = _on_nodes(self.found.nodes, lambda e: (e, e.containers(**{L.APP: app})))
+        return [(engine, c) for _n, (engine, cs) in found for c in cs
+                if c.labels.get(L.SWARM_SERVICE_ID) and c.status in ENDED]
+
+    def volume_nodes(self, app: str, engine_volume: str, stateful: Sequence[str]) -> list[tuple[str, Engine]]:
+        """The node the stateful services that mount the volume are kept on (where it was made,
+        see the module's docstring); every listed node for a volume only colors mount."""
+        if not stateful:
+            return list(self.found.nodes.items())
+        kept = {name: kept_on(self.manager.service(f"{app}-{STATEFUL_ROLE}_{name}")) for name in stateful}
+        if any(node is None for node in kept.values()):
+            return []  # a service not released yet: the volume is made by its first release
+        _here, engines, _usable = self._node_engines()
+        homes = sorted(set(kept.values()), key=str)
+        if len(homes) > 1:
+            raise ConfigError(engine_volume, f"volume {engine_volume} is mounted by {', '.join(sorted(kept))}, "
+                              "which are kept on different swarm nodes, each with a copy of its own",
+                              "mount it from one stateful service")
+        node = str(homes[0])
+        if node not in engines:
+            raise ConfigError(engine_volume, f"volume {engine_volume} is on swarm node {node} (where "
+                              f"{', '.join(sorted(kept))} is kept), which is not among the target's nodes",
+                              "list how that node is reached under the target's nodes")
+        return [engines[node]]
+
+    @contextlib.contextmanager
+    def paused(self, containers: Sequence[ContainerState], why: str, say: Say,
+               after_failure: bool = True) -> Iterator[None]:
+        """Their services scaled to no task (a container stopped alone would be replaced by
+        Swarm), until no task of theirs runs on any node; scaled back after, and watched until
+        they run and are healthy again. Never two tasks: none runs before the last stopped."""
+        services = sorted({c.labels.get(L.SWARM_SERVICE_NAME) or f"{c.labels.get(L.STACK, '')}_{c.service}"
+                           for c in containers})
+        scaled: list[str] = []
+        ok = False
+        try:
+            for name in services:
+                say(f"scaling {name} to 0 {why}")
+                with interrupts.whole(f"scaling {name} to 0"):  # once asked, it is scaled back
+                    self.manager.scale_service(name, 0)
+                    scaled.append(name)
+                self._stopped(name)
+            yield
+            ok = True
+        finally:
+            if scaled and (ok or after_failure):
+                with interrupts.whole(f"starting {', '.join(scaled)} again"):
+                    self._scale_back(scaled, say, raising=ok)
+
+    def _scale_back(self, services: Sequence[str], say: Say, raising: bool) -> None:
+        """Each service back to its one task (a stateful service runs one on a swarm), watched
+        until it runs and is healthy. Every one is tried; the first failure is raised when
+        `raising` (else said: the failure that unwinds is the one to tell)."""
+        from immutdock.apply.converge import watch_services
+
+        failures: list[ImmutdockError] = []
+        images = {}
+        for name in services:
+            say(f"scaling {name} back to 1")
+            try:
+                self.manager.scale_service(name, 1)
+                spec = ((self.manager.service(name) or {}).get("Spec") or {}).get("TaskTemplate") or {}
+                images[name] = str((spec.get("ContainerSpec") or {}).get("Image", ""))
+            except ImmutdockError as exc:
+                failures.append(exc)
+        try:
+            if images:
+                watch_services(self.manager, images, self.timeout, self.stable, say)
+        except ImmutdockError as exc:
+            failures.append(exc)
+        for exc in failures[1:] if raising else failures:
+            say(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+        if failures and raising:
+            raise failures[0]
+
+    def _stopped(self, service: str) -> None:
+        """Wait until no container of the service's tasks runs on any node."""
+        found = self.manager.service(service)
+        if found is None:
+            return
+        deadline = time.monotonic() + self.timeout
+        while any(c.status in ("running", "restarting", "paused") for _e, c in
+                  self._service_containers(str(found["ID"]))):
+            if time.monotonic() >= deadline:
+                raise EngineError(f"the task of {service} still runs {self.timeout:g} s after it was scaled to 0",
+                                  f"`docker service ps {service}` on a manager shows it")
+            time.sleep(0.5)
+
+    def _service_containers(self, service_id: str) -> list[tuple[Engine, ContainerState]]:
+        found = _on_nodes(self.found.nodes, lambda e: (e, e.containers(**{L.SWARM_SERVICE_ID: service_id})))
+        return [(engine, c) for _n, (engine, cs) in found for c in cs]
 
     def _node_engines(self) -> tuple[str, dict[str, tuple[str, Engine]], set[str]]:
         """The manager's Swarm node ID; node ID -> (its name here, its engine) of every listed
@@ -296,17 +304,15 @@ class StackColors:
 
         role = project.rpartition("-")[2]
         app = project[: -len(role) - 1]
-        objects = _objects(model)
-        digests = _digests(objects)
-        for ref, (kind, key, value) in objects.items():  # made once, shared by every stack that uses them
-            self.manager.ensure_object(kind, object_name(app, kind, key, digests[ref]), value,
-                                       {L.APP: app, L.ROLE: OBJECTS[kind]})
+        named = objects.digests(model)
+        for kind, name, value in self._objects_to_make(app, model, named):  # made once, shared by stacks
+            self.manager.ensure_object(kind, name, value, {L.APP: app, L.ROLE: KINDS[kind]})
         if role == STATEFUL_ROLE:
-            rendered, notes = self._state_stack(project, app, model, digests)
+            rendered, notes = self._state_stack(project, app, model, named)
         elif role == "router":
             rendered, notes = router_stack(model)
         else:
-            rendered, notes = self._color_stack(app, model, digests)
+            rendered, notes = self._color_stack(app, model, named)
         for note in notes:
             self.say(note)
         wait = float(timeout or self.timeout)
@@ -324,22 +330,41 @@ class StackColors:
     def check(self, project: str, model: Mapping[str, Any]) -> None:
         """The stack's rendering, which refuses what a Swarm cannot run (a job that waits for
         a service of its color, a stateful service of several tasks, a secret not from a file,
-        network_mode, ...) before anything is reached."""
+        network_mode, ...), and a secret or config a recorded model ran with that is gone and
+        cannot be made again, before anything changes."""
         from immutdock.plan.stack import router_stack, stack, state_stack
 
         role = project.rpartition("-")[2]
         app = project[: -len(role) - 1]
-        digests = _digests(_objects(model))
+        named = objects.digests(model)
         if role == STATEFUL_ROLE:
-            state_stack(model, {}, app, digests)
+            state_stack(model, {}, app, named)
         elif role == "router":
             router_stack(model)
         else:
-            stack(model, app, digests)
+            stack(model, app, named)
+        self._objects_to_make(app, model, named)
+
+    def _objects_to_make(self, app: str, model: Mapping[str, Any],
+                         named: Mapping[str, str]) -> list[tuple[str, str, bytes]]:
+        """(kind, name, value) of each secret and config of the model the swarm lacks, from its
+        file; refused when the model recorded another value (its object went with prune)."""
+        missing = []
+        for ref, (kind, key, path) in objects.from_files(model).items():
+            name = object_name(app, kind, key, named[ref])
+            if self.manager.has_object(kind, name):
+                continue
+            value = objects.file_value(kind, key, path)
+            if objects.stale(model, ref, value):
+                raise ConfigError(f"{kind}.{key}", f"the {KINDS[kind]} {key} this release ran with was removed "
+                                  "from the swarm with the releases prune removed, and its file holds another "
+                                  "value now", "release the file as it is, or put the old value back in the file")
+            missing.append((kind, name, value))
+        return missing
 
     def down(self, project: str) -> None:
-        """Remove the stack, wait until its tasks' containers are gone from every node, then
-        the app's secrets and configs that no service uses any more."""
+        """Remove the stack and wait until its tasks' containers are gone from every node (its
+        secrets and configs stay for a rollback: `drop_objects` removes them with prune)."""
         self.compose.remove_stack(project)
         deadline = time.monotonic() + self.timeout
         failed = ""
@@ -354,10 +379,18 @@ class StackColors:
                 raise EngineError(f"the tasks of stack {project} were not gone {self.timeout:g} s after it was "
                                   f"removed{failed}", f"`docker stack ps {project}` on a manager shows what is left")
             time.sleep(0.5)
-        app = project.rpartition("-")[0]
-        try:
-            for kind, role in OBJECTS.items():
-                for found in self.manager.objects(kind, **{L.APP: app, L.ROLE: role}):
-                    self.manager.remove_unused_object(kind, str(found["ID"]))
-        except EngineError as exc:  # the stack is gone; an object left is removed by the next one
-            self.say(f"a secret or config of {app} stays for now: {exc.message}")
+
+    def with_objects(self, model: Mapping[str, Any], salt: str) -> dict[str, Any]:
+        return objects.with_objects(model, salt)
+
+    def drop_objects(self, app: str, models: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The app's secrets and configs that no service uses and none of `models` (the
+        releases that can still be rolled back to) runs with, removed; their names."""
+        kept = {name for model in models for name in objects.recorded_names(app, model)}
+        removed = []
+        for kind, role in KINDS.items():
+            for found in self.manager.objects(kind, **{L.APP: app, L.ROLE: role}):
+                name = str((found.get("Spec") or {}).get("Name", ""))
+                if name not in kept and self.manager.remove_unused_object(kind, str(found["ID"])):
+                    removed.append(name)
+        return removed

@@ -34,7 +34,8 @@ from immutdock.plan.state import ContainerState
 from immutdock.targets.base import Images, Say, Target
 from immutdock.targets.engine import StoredLedger
 from immutdock.targets.images import Delivery, Shipped, ThroughRegistry
-from immutdock.targets.stacks import NodeContainers, StackColors, _on_nodes
+from immutdock.targets.nodes import NodeContainers, _on_nodes
+from immutdock.targets.stacks import StackColors
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the cluster."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import textwrap
@@ -279,7 +280,7 @@ def _built(root: Path, name: str, version: str, nodes: list[str], stateful: bool
     text = (root / "compose.yaml").read_text()
     start = text.index("    image: busybox:latest\n")
     end = text.index("    deploy:\n")
-    (root / "compose.yaml").write_text(text[:start] + "    build: ./web\n" + text[end:])
+    (root / "compose.yaml").write_text(text[:start] + "    build: ./web\n    secrets: [token]\n" + text[end:])
     return root
 
 
@@ -290,9 +291,13 @@ def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, 
     root = tmp_path / "app"
     try:
         for version in ("v1", "v2", "v3"):
-            done = run_cli(_built(root, app_name, version, nodes, stateful=True), "release", "--target", "cluster",
-                           env=swarm.env)
+            _built(root, app_name, version, nodes, stateful=True)
+            (root / "token.txt").write_text(f"token-of-{version}\n")  # each release its own secret value
+            done = run_cli(root, "release", "--target", "cluster", env=swarm.env)
             assert done.returncode == 0, done.stderr
+        secrets = _secrets(swarm, app_name)
+        assert len(secrets) == 3, secrets  # the old ones stay for a rollback, named by a salted digest
+        assert not [s for s in secrets if hashlib.sha256(b"token-of-v1\n").hexdigest()[:12] in s], secrets
         released = json_out(run_cli(root, "history", "--target", "cluster", "--json", env=swarm.env))
         images = [r["images"]["web"] for r in released["hosts"][0]["releases"]]
         dbs = [r["images"]["db"] for r in released["hosts"][0]["releases"]]
@@ -317,6 +322,8 @@ def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, 
         pruned = run_cli(root, "prune", "--target", "cluster", "--keep", "2", "--json", env=swarm.env)
         assert pruned.returncode == 0, pruned.stderr
         assert sorted(json_out(pruned)["hosts"][0]["removed_images"]) == sorted([images[0], dbs[0]])  # r2, r3 kept
+        gone = json_out(pruned)["hosts"][0]["removed_objects"]  # r1's secret, with the release it ran with
+        assert len(gone) == 1 and _secrets(swarm, app_name) == sorted(set(secrets) - set(gone)), (gone, secrets)
         for host in swarm.hosts:
             assert host.docker("image", "inspect", images[0], check=False).returncode != 0, host
             assert host.docker("image", "inspect", dbs[0], check=False).returncode != 0, host
@@ -326,11 +333,21 @@ def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, 
         back = run_cli(root, "rollback", "--target", "cluster", env=swarm.env)  # to r2, whose image stayed
         assert back.returncode == 0, back.stderr
         assert [_get(h.app_url) for h in swarm.hosts] == ["v2"] * 3
+        # r2's own secret value, though the file now holds another.
+        assert (root / "token.txt").read_text() == "not-a-real-token\n"
+        for host in swarm.hosts:
+            for container in _web(host, app_name):
+                assert host.docker("exec", container, "cat", "/run/secrets/token").stdout == "token-of-v2\n"
     finally:
         _cleanup(swarm, app_name)
         for host in swarm.hosts:
             host.sh(f"docker image ls -q --filter label=io.immutdock.app={app_name} | xargs -r docker rmi -f "
                     ">/dev/null 2>&1; true")
+
+
+def _secrets(swarm: SwarmHosts, app: str) -> list[str]:
+    return sorted(n for n in swarm.hosts[0].docker("secret", "ls", "--format", "{{.Name}}").stdout.split()
+                  if n.startswith(f"{app}_secret_token_"))
 
 
 def _with_job(root: Path, name: str, version: str, nodes: list[str], job: str) -> Path:

@@ -16,7 +16,8 @@ from immutdock.config.compose_file import load
 from immutdock.errors import ReleaseFailed
 from immutdock.identity.redact import Redactor
 from immutdock.plan import render
-from immutdock.targets.stacks import NodeContainers, StackColors
+from immutdock.targets.nodes import NodeContainers
+from immutdock.targets.stacks import StackColors
 
 from .swarm import SwarmHosts
 

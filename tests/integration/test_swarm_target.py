@@ -119,17 +119,3 @@ def test_a_node_outside_the_swarm_or_out_of_reach_stops_the_command_naming_it(
     finally:
         outsider.close()
         _cleanup(swarm, app_name)
-
-
-@pytest.mark.parametrize("command", [["volumes", "ls"]])
-def test_a_command_that_does_not_run_on_a_swarm_yet_is_refused_before_the_swarm_is_reached(
-        swarm: SwarmHosts, app_name: str, tmp_path: Path, command: list[str]) -> None:
-    first = swarm.hosts[0]
-    root = _app(tmp_path / "app", app_name, first.url, [first.url])
-    refused = run_cli(root, *command, "--target", "cluster", env=swarm.env)
-    assert refused.returncode == 2, refused.stderr
-    assert f"cluster is a Docker Swarm target: `immutdock {' '.join(command)}` does not run on a swarm yet" \
-        in refused.stderr, refused.stderr
-    assert "connecting to" not in refused.stderr  # refused before anything is reached
-    assert not first.docker("config", "ls", "-q", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
-    assert not first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()

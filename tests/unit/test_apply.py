@@ -180,6 +180,9 @@ class FakeColors:
     def ensure_edge(self, app: str) -> None:
         self.world.did("network")
 
+    def with_objects(self, model: Mapping[str, Any], salt: str) -> dict[str, Any]:
+        return dict(model)
+
     def logs(self, container: ContainerState, tail: int = 20) -> str:
         return f"the last lines of {container.name}"
 

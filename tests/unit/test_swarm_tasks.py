@@ -1,5 +1,5 @@
 """What runs of an app on a Swarm: the task containers the engine keeps of ended tasks are not
-what runs (immutdock.targets.stacks.current_tasks), and a stateful service's node is read back
+what runs (immutdock.targets.nodes.current_tasks), and a stateful service's node is read back
 from its placement (kept_on)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 
 from immutdock import labels as L
 from immutdock.plan.state import ContainerState
-from immutdock.targets.stacks import choose_node, current_tasks, kept_on
+from immutdock.targets.nodes import current_tasks
+from immutdock.targets.stacks import choose_node, kept_on
 
 
 def _task(cid: str, task: str, status: str, started: str = "", service: str = "svc1") -> ContainerState:
@@ -99,7 +100,8 @@ def test_a_removed_stacks_ended_task_containers_are_removed_not_waited_for() -> 
     `down` removes it on its node instead of waiting for it; a running one is Swarm's to stop."""
     from dataclasses import replace
 
-    from immutdock.targets.stacks import NodeContainers, StackColors
+    from immutdock.targets.nodes import NodeContainers
+    from immutdock.targets.stacks import StackColors
 
     def in_stack(c: ContainerState) -> ContainerState:
         return replace(c, labels={**c.labels, L.STACK: "a-green"})
@@ -144,14 +146,22 @@ def test_prune_removes_the_ended_tasks_that_hold_an_image_it_removes_and_nothing
     runs = replace(_task("runs", "a-state_db.1.t2", "running"), image="a-db:r1", image_id="sha256:1")
     node = _Node(old, twin, kept, runs, images={"a-db:r1": "sha256:1", "a-web:r1": "sha256:1",
                                                 "a-job:r2": "sha256:1"})
-    removed = apply_prune({"n1": node}, "a", PrunePlan(keep=("r2",), remove=("a-db:r1", "a-web:r1")))  # type: ignore[dict-item]
+    def prune(node: _Node, plan: PrunePlan) -> list[str]:
+        from immutdock.targets.nodes import NodeContainers
+        from immutdock.targets.stacks import StackColors
+
+        colors = StackColors(manager=None, compose=None, found=NodeContainers({"n1": node}),  # type: ignore[arg-type, dict-item]
+                             say=lambda m: None)
+        return apply_prune({"n1": node}, "a", plan, colors.task_history("a"))  # type: ignore[dict-item]
+
+    removed = prune(node, PrunePlan(keep=("r2",), remove=("a-db:r1", "a-web:r1")))
     assert removed == ["a-db:r1", "a-web:r1"] and "a-job:r2" in node.images
     assert sorted(node.removed) == ["old", "twin"] and [c.id for c in node.held] == ["kept", "runs"]
     running = _Node(runs, images={"a-db:r1": "sha256:1"})
     with pytest.raises(AssertionError, match="conflict"):  # what runs is never removed: the engine refuses
-        apply_prune({"n1": running}, "a", PrunePlan(keep=(), remove=("a-db:r1",)))  # type: ignore[dict-item]
+        prune(running, PrunePlan(keep=(), remove=("a-db:r1",)))
     assert running.removed == []
     lone = _Node(replace(_task("x", "", "exited"), image="a-db:r1", image_id="sha256:1"), images={"a-db:r1": "sha256:1"})
     with pytest.raises(AssertionError, match="conflict"):
-        apply_prune({"n1": lone}, "a", PrunePlan(keep=(), remove=("a-db:r1",)))  # type: ignore[dict-item]
+        prune(lone, PrunePlan(keep=(), remove=("a-db:r1",)))
     assert lone.removed == []

@@ -288,3 +288,18 @@ def test_a_replacement_compose_left_unrenamed_is_removed_before_the_recreate_is_
     colors.up("shop-state", {}, surviving=True)
     assert events == [("waited", "shop-state"), ("listed", "shop-state"),
                       ("removed", ["dba26d81a45e_shop-state-db-1", "0123456789ab_pg"]), ("up", "shop-state")]
+
+
+
+def test_a_command_a_swarm_does_not_run_is_refused_and_the_volumes_commands_run_there() -> None:
+    """A command added later that does not run on a swarm yet is refused (exit 2) before the
+    swarm is reached; SSH hosts run every command."""
+    from immutdock.config.model import Swarm, Target
+    from immutdock.targets.hosts import refuse_unready
+
+    cluster = Target(name="cluster", hosts=("ssh://m1",), swarm=Swarm(manager="ssh://m1", nodes=("ssh://m1",)))
+    with pytest.raises(ConfigError, match="`immutdock down` does not run on a swarm yet"):
+        refuse_unready(cluster, "down")
+    refuse_unready(Target(name="hosts", hosts=("ssh://h1",)), "down")
+    for command in ("volumes ls", "volumes backup", "volumes restore", "volumes verify", "release", "prune"):
+        refuse_unready(cluster, command)
