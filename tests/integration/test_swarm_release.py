@@ -345,6 +345,32 @@ def test_prune_removes_an_old_releases_image_from_every_node(swarm: SwarmHosts, 
                     ">/dev/null 2>&1; true")
 
 
+def test_a_swarm_target_with_a_registry_pushes_once_and_every_node_pulls(swarm: SwarmHosts, app_name: str,
+                                                                         tmp_path: Path) -> None:
+    swarm.load("busybox:latest")
+    address = swarm.registry()  # 127.0.0.1:PORT here and on every node
+    nodes = [h.url for h in swarm.hosts]
+    root = _built(tmp_path / "app", app_name, "v1", nodes)
+    text = (root / "compose.yaml").read_text()
+    (root / "compose.yaml").write_text(text.replace("    cluster:\n", f"    cluster:\n      registry: {address}\n", 1))
+    try:
+        done = run_cli(root, "release", "--target", "cluster", "--json", env=swarm.env)
+        assert done.returncode == 0, done.stderr
+        out = json_out(done)
+        status = json_out(run_cli(root, "status", "--target", "cluster", "--json", env=swarm.env))
+        image = status["hosts"][0]["images"]["web"]
+        assert out["registry"]["registry"] == address and image in out["registry"]["images"], out
+        assert [_get(h.app_url) for h in swarm.hosts] == ["v1"] * 3
+        for host in swarm.hosts:  # every node holds it under its content-hash name; the registry's was passing
+            assert host.docker("image", "inspect", image, check=False).returncode == 0, host
+            assert not host.docker("image", "ls", "-q", "--filter", f"reference={address}/*").stdout.strip(), host
+    finally:
+        _cleanup(swarm, app_name)
+        for host in swarm.hosts:
+            host.sh(f"docker image ls -q --filter label=io.immutdock.app={app_name} | xargs -r docker rmi -f "
+                    ">/dev/null 2>&1; true")
+
+
 def _secrets(swarm: SwarmHosts, app: str) -> list[str]:
     return sorted(n for n in swarm.hosts[0].docker("secret", "ls", "--format", "{{.Name}}").stdout.split()
                   if n.startswith(f"{app}_secret_token_"))

@@ -1,7 +1,6 @@
 """A Swarm target (`x-immutdock.targets.NAME.swarm`) through the command line, on the run's
 Swarm of three test hosts: opened as one place (its manager and every listed node over SSH,
-each node checked to be the manager's swarm's), read by status and history from the cluster,
-and refused, naming why, by the commands that do not run on a swarm yet."""
+each node checked to be the manager's swarm's), read by status and history from the cluster."""
 
 from __future__ import annotations
 
