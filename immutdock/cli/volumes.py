@@ -179,10 +179,11 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     writable(where, "--to")
     rows = []
     with _volume_ops(ctx, app) as engines:
+        placed: dict[tuple[str | None, str], Volumes] = {}  # (host, volume) -> its operations where it is
         for host, ops, target in engines:  # every volume is there and the app's, and each dump can run, before any copy
             containers = observe(target, app.name).containers
             for key, name in picked:
-                at = ops.at(key, name)
+                at = placed[host, key] = ops.at(key, name)
                 if not at.own(name, key):
                     raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
                                       "release the app once; it creates its volumes")
@@ -196,7 +197,7 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                 release = state.live_record.id if state.live_record else None
                 for key, name in picked:
                     t0 = time.monotonic()
-                    at = ops.at(key, name)
+                    at = placed[host, key]
                     made = at.backup(key, name, state.containers, release, into)
                     if made.stopped:  # started again: a swarm's are new tasks
                         state = observe(target, app.name)
@@ -252,7 +253,8 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
             t0 = time.monotonic()
             volume, made = at.restore(manifest, archive, into, state.containers, force)
     data = {"app": app.name, "host": host, "node": at.node, "outcome": "restored", "backup": str(archive),
-            "volume": volume, "created": made, "kind": manifest.kind, "files": len(manifest.files), "release": manifest.release, "created_at": manifest.created,
+            "volume": volume, "created": made, "kind": manifest.kind, "files": len(manifest.files),
+            "release": manifest.release, "created_at": manifest.created,
             "seconds": round(time.monotonic() - t0, 2)}
     how = f"loaded by {manifest.service}" if manifest.kind == "dump" else f"{len(manifest.files)} files checked"
     ctx.emit(data, lambda: click.echo(f"restored {archive.name} into {'new ' if made else ''}volume {volume} ({how})"))

@@ -47,23 +47,27 @@ def with_objects(model: Mapping[str, Any], salt: str) -> dict[str, Any]:
     return {**model, OBJECTS: {"salt": salt, "digests": digests}} if digests else dict(model)
 
 
+def _recorded(model: Mapping[str, Any]) -> Mapping[str, str]:
+    """The digests a model records ("KIND.KEY" -> digest), none for a model without them."""
+    return (model.get(OBJECTS) or {}).get("digests") or {}
+
+
 def digests(model: Mapping[str, Any]) -> dict[str, str]:
     """The digest that names each of the model's objects: the one it records, else the
     file's value's now (a model rendered without them)."""
-    recorded = (model.get(OBJECTS) or {}).get("digests") or {}
+    recorded = _recorded(model)
     return {ref: recorded.get(ref) or "sha256:" + hashlib.sha256(file_value(kind, key, path)).hexdigest()
             for ref, (kind, key, path) in from_files(model).items()}
 
 
 def recorded_names(app: str, model: Mapping[str, Any]) -> set[str]:
     """The names of the objects a model runs with, as the model records them."""
-    recorded = (model.get(OBJECTS) or {}).get("digests") or {}
+    recorded = _recorded(model)
     return {object_name(app, kind, key, recorded[ref]) for ref, (kind, key, _f) in from_files(model).items()
             if ref in recorded}
 
 
 def stale(model: Mapping[str, Any], ref: str, value: bytes) -> bool:
     """Whether `value` (a file's now) is not the one the model recorded for `ref`."""
-    recorded = model.get(OBJECTS) or {}
-    digest = (recorded.get("digests") or {}).get(ref)
-    return bool(digest) and content_digest(str(recorded.get("salt") or ""), value) != digest
+    digest = _recorded(model).get(ref)
+    return bool(digest) and content_digest(str((model.get(OBJECTS) or {}).get("salt") or ""), value) != digest

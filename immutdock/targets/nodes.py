@@ -81,5 +81,10 @@ class NodeContainers:
 
     def stack_containers_on(self, stack: str) -> list[tuple[Engine, ContainerState]]:
         """The same, each with its node's engine."""
-        found = _on_nodes(self.nodes, lambda e: (e, e.containers(**{L.STACK: stack})))
+        return self.labelled_on(**{L.STACK: stack})
+
+    def labelled_on(self, **label_values: str) -> list[tuple[Engine, ContainerState]]:
+        """Every node's containers with these label values (as they are: ended tasks' too),
+        each with its node's engine."""
+        found = _on_nodes(self.nodes, lambda e: (e, e.containers(**label_values)))
         return [(engine, c) for _n, (engine, cs) in found for c in cs]

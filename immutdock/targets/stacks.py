@@ -127,8 +127,7 @@ class StackColors:
 
     def task_history(self, app: str) -> list[tuple[Engine, ContainerState]]:
         """Each node's stopped containers of the app's ended tasks (nothing that runs or could)."""
-        found = _on_nodes(self.found.nodes, lambda e: (e, e.containers(**{L.APP: app})))
-        return [(engine, c) for _n, (engine, cs) in found for c in cs
+        return [(engine, c) for engine, c in self.found.labelled_on(**{L.APP: app})
                 if c.labels.get(L.SWARM_SERVICE_ID) and c.status in ENDED]
 
     def volume_nodes(self, app: str, engine_volume: str, stateful: Sequence[str]) -> list[tuple[str, Engine]]:
@@ -209,15 +208,11 @@ class StackColors:
             return
         deadline = time.monotonic() + self.timeout
         while any(c.status in ("running", "restarting", "paused") for _e, c in
-                  self._service_containers(str(found["ID"]))):
+                  self.found.labelled_on(**{L.SWARM_SERVICE_ID: str(found["ID"])})):
             if time.monotonic() >= deadline:
                 raise EngineError(f"the task of {service} still runs {self.timeout:g} s after it was scaled to 0",
                                   f"`docker service ps {service}` on a manager shows it")
             time.sleep(0.5)
-
-    def _service_containers(self, service_id: str) -> list[tuple[Engine, ContainerState]]:
-        found = _on_nodes(self.found.nodes, lambda e: (e, e.containers(**{L.SWARM_SERVICE_ID: service_id})))
-        return [(engine, c) for _n, (engine, cs) in found for c in cs]
 
     def _node_engines(self) -> tuple[str, dict[str, tuple[str, Engine]], set[str]]:
         """The manager's Swarm node ID; node ID -> (its name here, its engine) of every listed
