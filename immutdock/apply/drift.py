@@ -4,12 +4,22 @@
 A release replaces containers and never changes them, so anything that differs from what the
 live release started is drift: a container running another image, a compose file changed and
 not released, a container with the app's labels that no release started, a service with too
-few or too many containers, a stopped or restarting container, and a file changed inside a
-running container (someone exec'd in and edited it: a snowflake), outside its named volumes,
-binds and tmpfs, where changes are the container's business."""
+few or too many containers, a stopped or restarting container, and a file of its image changed
+or deleted inside a running container (someone exec'd in and edited it: a snowflake), outside
+its named volumes, binds and tmpfs, where changes are the container's business.
+
+A file *added* to a container's writable layer is no edit of its image: it is what the app
+writes at run time (a cache, an upload, a pid file in a folder of its own), as is a log
+changed under /var/log, and is reported apart, as a runtime write, with the folders to declare
+as a volume or tmpfs; it is drift only when asked (`drift --strict`). What the engine itself
+adds (the init of `init: true`, the name files, the mount points of volumes and binds) is never
+reported, on a merged-/usr system too,
+where `/sbin/docker-init` shows as `/usr/sbin/docker-init`; neither are the paths the app's
+`x-immutdock.drift.ignore` globs match (see `ignored`)."""
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -26,17 +36,34 @@ from immutdock.targets.observe import AppState
 RUNTIME = ("/run", "/var/run", "/tmp", "/var/tmp", "/proc", "/sys", "/dev")
 # What the engine itself puts in a container (`init: true`'s init, the name files).
 ENGINE_PATHS = ("/sbin/docker-init", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/.dockerenv")
+# Where programs write their logs: a file changed or deleted there (a log appended to, rotated)
+# is written at run time, as an added one is, not an edit of the image.
+LOGS = ("/var/log",)
+# The top folders that are links into /usr on a merged-/usr system (Debian 12, Fedora, ...):
+# `docker diff` names a file under them by its /usr path.
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+RUNTIME_WRITE = "runtime-write"  # a finding that is drift only with --strict
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # image | config | stranger | missing | extra | stopped | restarting | filesystem
+    kind: str  # image | config | stranger | missing | extra | stopped | restarting | filesystem | runtime-write
     container: str | None  # its name; None for a finding about the app or a service
     service: str | None
     detail: str
+    paths: tuple[str, ...] = ()  # filesystem: the files changed or deleted; runtime-write: the folders written
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "container": self.container, "service": self.service, "detail": self.detail}
+        return {"kind": self.kind, "container": self.container, "service": self.service, "detail": self.detail,
+                "paths": list(self.paths)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(data["kind"], data["container"], data["service"], data["detail"], tuple(data.get("paths") or ()))
+
+    def drifted(self, strict: bool = False) -> bool:
+        """Whether it makes `drift` exit 1: every finding but a runtime write, that too when strict."""
+        return strict or self.kind != RUNTIME_WRITE
 
     def text(self) -> str:
         where = self.container or (f"service {self.service}" if self.service else "app")
@@ -57,20 +84,94 @@ class Expected:
     config_hash: str | None = None  # the live color's, recomputed from the file now
     known_releases: frozenset[str] = field(default_factory=frozenset)
     jobs: frozenset[str] | None = None  # the services that may end (with 0); None: any of them
+    ignore: tuple[str, ...] = ()  # x-immutdock.drift.ignore: globs of paths never reported
 
 
-def changed_paths(changes: Sequence[tuple[str, str]], mounts: Sequence[str]) -> list[tuple[str, str]]:
-    """The changes that are edits to the container's image: not under a mount or a runtime
-    folder, and not a folder changed only because something under it changed."""
+def changed_paths(changes: Sequence[tuple[str, str]], mounts: Sequence[str],
+                  ignore: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """The changes that are the container's business: not under a mount, a runtime folder or
+    what the engine puts in, not matched by an `ignore` glob, and not a folder changed only
+    because something under it changed (kind A added, C changed, D deleted)."""
     skip = tuple(m.rstrip("/") for m in (*mounts, *RUNTIME, *ENGINE_PATHS) if m and m != "/")
     parents = {q for _k, p in changes for q in _ancestors(p)}
-    return [(k, p) for k, p in changes
-            if p not in parents and not any(p == s or p.startswith(s + "/") for s in skip)]
+    globs = [_glob(g) for g in ignore]
+    return [(k, p) for k, p in changes if p not in parents and not _under(p, skip) and not _ignored(p, globs)]
+
+
+def edits_and_writes(changes: Sequence[tuple[str, str]], mounts: Sequence[str],
+                     ignore: Sequence[str] = ()) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """The container's changes sorted out: the files of its image changed or deleted (edits:
+    kind and path), the paths written at run time (added, or a log changed), and the folders
+    those were written to (each top-most added folder, or the folder of a file; sorted)."""
+    kept = changed_paths(changes, mounts, ignore)
+    written = [p for k, p in kept if k == "A" or _under(p, LOGS)]
+    edits = [(k, p) for k, p in kept if k != "A" and not _under(p, LOGS)]
+    new = {p for k, p in changes if k == "A"}  # folders too: what the image did not hold
+    folders: set[str] = set()
+    for path in written:
+        top = path
+        while _parent(top) in new:
+            top = _parent(top)
+        folders.add(top if top != path else _parent(path))
+    return edits, written, sorted(folders)
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    """Whether the path is one of the folders or in one (under either of its names)."""
+    return any(q == f or q.startswith(f + "/") for q in _spellings(path) for f in folders)
 
 
 def _ancestors(path: str) -> list[str]:
     parts = path.strip("/").split("/")
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _spellings(path: str) -> tuple[str, ...]:
+    """The path, and its other name on a merged-/usr system (/sbin/x is /usr/sbin/x)."""
+    parts = path.split("/")
+    if len(parts) > 1 and parts[1] in MERGED_USR:
+        return path, "/usr" + path
+    if len(parts) > 2 and parts[1] == "usr" and parts[2] in MERGED_USR:
+        return path, path[4:]
+    return (path,)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """An ignore glob as a regular expression: `*` any characters but `/`, `?` one of them,
+    `**` any number of folders; a glob that does not start with `/` matches at any depth."""
+    text = pattern if pattern.startswith("/") else "/**/" + pattern
+    out, i = "", 0
+    while i < len(text):
+        if text.startswith("/**", i) and (i + 3 == len(text) or text[i + 3] == "/"):
+            out += "(?:/.*)?"
+            i += 3
+        elif text.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif text[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif text[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(text[i])
+            i += 1
+    return re.compile(out.rstrip("/") if len(out) > 1 else out)
+
+
+def _ignored(path: str, globs: Sequence[re.Pattern[str]]) -> bool:
+    """Whether a glob matches the path or a folder it is in (under either of its names)."""
+    return any(g.fullmatch(q) for g in globs for p in _spellings(path) for q in (p, *_ancestors(p)))
+
+
+def ignored(path: str, ignore: Sequence[str]) -> bool:
+    """Whether one of the `x-immutdock.drift.ignore` globs covers a path of a container."""
+    return _ignored(path, [_glob(g) for g in ignore])
 
 
 def findings(expected: Expected, containers: Sequence[ContainerState],
@@ -102,8 +203,8 @@ def _sorted_out(expected: Expected, containers: Sequence[ContainerState]) -> tup
     state: Grouped = {}
     for c in sorted(containers, key=lambda c: c.name):
         role = c.labels.get(L.ROLE)
-        if role in ("lock", "probe", "recreate"):
-            continue  # immutdock's own markers and passing containers (a recreate's: status names it)
+        if role in ("lock", "probe", "recreate", "run"):
+            continue  # immutdock's own markers and passing containers (a recreate's: status names it; `run`'s)
         release = c.labels.get(L.RELEASE)
         if c.project not in projects or role not in ("color", "state", "router") or \
                 (role == "color" and release not in expected.known_releases):
@@ -162,12 +263,24 @@ def _container_findings(expected: Expected, c: ContainerState, changes: Sequence
     elif c.status != "running" and not _finished_during_release(c, expected):
         found.append(Finding("stopped", c.name, c.service, f"is {c.status}"
                              + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")))
-    edits = changed_paths(changes, c.mounts)
+    edits, written, folders = edits_and_writes(changes, c.mounts, expected.ignore)
     if edits:
-        shown = ", ".join(f"{_KIND[k]} {p}" for k, p in edits[:5]) + (f", and {len(edits) - 5} more"
-                                                                      if len(edits) > 5 else "")
-        found.append(Finding("filesystem", c.name, c.service, f"its files were changed after it started: {shown}"))
+        shown = ", ".join(f"{_KIND[k]} {p}" for k, p in edits[:5]) + _more(edits)
+        found.append(Finding("filesystem", c.name, c.service, "files of its image were changed after it started: "
+                             + shown, tuple(p for _k, p in edits)))
+    if written:
+        it = "it" if len(folders) == 1 else "them"
+        logs = sum(_under(p, LOGS) for p in written)
+        what = ", ".join(f"{n} {noun}{'s' if n > 1 else ''} {verb}" for n, noun, verb in
+                         ((len(written) - logs, "path", "added"), (logs, "log", "written")) if n)
+        found.append(Finding(RUNTIME_WRITE, c.name, c.service, f"writes at run time under {', '.join(folders[:5])}"
+                             f"{_more(folders)} ({what}): declare {it} as a volume or tmpfs, or accept {it} in "
+                             "x-immutdock.drift.ignore", tuple(folders)))
     return found
+
+
+def _more(items: Sequence[Any]) -> str:
+    return f", and {len(items) - 5} more" if len(items) > 5 else ""
 
 
 _KIND = {"A": "added", "C": "changed", "D": "deleted"}
@@ -188,9 +301,10 @@ def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Exp
 
     known = frozenset(r.id for r in state.records)
     record = state.live_record
+    ignore = app.settings.drift_ignore
     if record is None or state.live_color is None:
         return Expected(app=app.name, release=None, color=None, replicas={}, stateful=(), image_ids={},
-                        known_releases=known)
+                        known_releases=known, ignore=ignore)
     model = record.model if record.packed else color_project(app, record.color, record.images, record.id, "-")
     replicas = {name: _replicas(d) for name, d in (model.get("services") or {}).items()}
     refs = dict(record.images)
@@ -199,7 +313,8 @@ def expect(app: App, state: AppState, engine: Engine, redactor: Redactor) -> Exp
         ids = dict(zip(refs, pool.map(engine.image_id, refs.values())))
     return Expected(app=app.name, release=record.id, color=state.live_color, replicas=replicas, stateful=stateful,
                     image_ids={k: v for k, v in ids.items() if v}, released=record.created,
-                    config_hash=config_hash(app, refs, redactor), known_releases=known, jobs=model_jobs(model))
+                    config_hash=config_hash(app, refs, redactor), known_releases=known, jobs=model_jobs(model),
+                    ignore=ignore)
 
 
 def _replicas(definition: Mapping[str, Any]) -> int:

@@ -205,8 +205,16 @@ def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
 
 def common(fn: F) -> F:
     """-f/--file, --json, --verbose and --profile on every command; errors become messages and exit codes."""
+    return _common(fn, ("-f", "--file"))
 
-    @click.option("-f", "--file", "file", type=click.Path(path_type=Path), default=None,
+
+def common_long_file(fn: F) -> F:
+    """`common` for a command whose -f is its own (logs -f follows, as compose's): --file only."""
+    return _common(fn, ("--file",))
+
+
+def _common(fn: F, file_flags: tuple[str, ...]) -> F:
+    @click.option(*file_flags, "file", type=click.Path(path_type=Path), default=None,
                   help="Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or "
                        "docker-compose.yml in the current folder).")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for CI).")

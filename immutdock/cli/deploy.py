@@ -164,45 +164,56 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
 @click.command(epilog=EPILOG)
 @click.option("--stateful", is_flag=True, help="Also replace drifted stateful services (stop-first: each is down "
                                                "until its fresh container is up; its volumes are kept).")
+@click.option("--strict", is_flag=True, help="Also replace the containers with runtime writes (what `drift "
+                                             "--strict` reports as drift).")
 @common
-def heal(ctx: Ctx, stateful: bool) -> None:
+def heal(ctx: Ctx, stateful: bool, strict: bool) -> None:
     """Replace what drifted with fresh containers of the live release, without rebuilding.
 
     The live release's images and recorded compose project start as the idle color and pass
     the same health gate and switch as a release (no request dropped); the drifted color is
     drained and removed. It is recorded as a new release (kind heal). Stateful services are
     replaced only with --stateful, stop-first, from the same image and definition. Strangers
-    and a compose file changed without a release are never healed: they are reported. Exits
-    0 with "nothing to heal" when `drift` finds nothing heal replaces. With --target, each
+    and a compose file changed without a release are never healed: they are reported; runtime
+    writes (files added at run time) only with --strict. Exits 0 with "nothing to heal" when
+    `drift` (with --strict: `drift --strict`) finds nothing heal replaces. With --target, each
     host heals what drifted on it.
     """
     app = ctx.load()
     with ctx.places(app) as fleet:
         rows = fleet.each(lambda t: _heal(ctx, fleet.deployer(t, hold_lock=True), app, stateful,
-                                          f"{t.name}: " if len(fleet.targets) > 1 else ""))
+                                          f"{t.name}: " if len(fleet.targets) > 1 else "", strict))
     ctx.emit_each(fleet, rows, lambda r: r, lambda r: r["lines"])
 
 
-def _heal(ctx: Ctx, deployer: Deployer, app: App, stateful: bool, prefix: str = "") -> dict[str, Any]:
-    """Heal one engine: what drifted, replaced; the result with its lines for people."""
-    from immutdock.apply import drift
+_HEALED = ("image", "missing", "extra", "stopped", "restarting", "filesystem")
+
+
+def _heal(ctx: Ctx, deployer: Deployer, app: App, stateful: bool, prefix: str = "",
+          strict: bool = False) -> dict[str, Any]:
+    """Heal one engine: what drifted (with `strict`, runtime writes too), replaced; the result
+    with its lines for people."""
+    from immutdock.apply.drift import RUNTIME_WRITE, Finding
     from immutdock.cli.inspect import drift_report
 
-    report = drift_report(deployer, app)
+    report = drift_report(deployer, app, strict)
     stateful_names = {s.name for s in app.stateful}
-    replaceable = [f for f in report["drift"] if f["service"]
-                   and f["kind"] in ("image", "missing", "extra", "stopped", "restarting", "filesystem")]
+    kinds = (*_HEALED, RUNTIME_WRITE) if strict else _HEALED
+    replaceable = [f for f in report["drift"] if f["service"] and f["kind"] in kinds]
     swapped = [f for f in replaceable if f["service"] not in stateful_names]
     states = [f for f in replaceable if f["service"] in stateful_names and stateful and f["kind"] != "extra"]
     for f in report["drift"]:
         if f not in swapped and f not in states:
             hint = " (add --stateful to replace it)" if f in replaceable and f["kind"] != "extra" else ""
-            ctx.warn(f"{prefix}not healed: {drift.Finding(**f).text()}{hint}")
+            if f["kind"] == RUNTIME_WRITE and not strict:
+                both = " --stateful" if f["service"] in stateful_names else ""
+                hint = f" (no drift: `immutdock heal --strict{both}` replaces it too)"
+            ctx.warn(f"{prefix}not healed: {Finding.from_json(f).text()}{hint}")
     if not swapped and not states:
         return {"outcome": "noop", "drift": report["drift"],
                 "lines": [f"nothing to heal ({report['release'] or 'nothing released'})"]}
     for f in swapped + states:
-        ctx.say(f"{prefix}healing: {drift.Finding(**f).text()}")
+        ctx.say(f"{prefix}healing: {Finding.from_json(f).text()}")
     try:
         replaced = deployer.heal_stateful(sorted({f["service"] for f in states})) if states else []
         outcome = deployer.rollback(None, heal=True) if swapped else None

@@ -171,8 +171,10 @@ def _history_lines(app: App, rows: list[dict[str, Any]]) -> list[str]:
 
 
 @click.command(name="drift", epilog=EPILOG)
+@click.option("--strict", is_flag=True, help="Runtime writes are drift too (exit 1): files added to a container's "
+                                             "layer, outside its volumes, tmpfs and x-immutdock.drift.ignore.")
 @common
-def drift_command(ctx: Ctx) -> None:
+def drift_command(ctx: Ctx, strict: bool) -> None:
     """Compare what runs with the live release; exit 1 when anything drifted, 0 ("no drift")
     otherwise. Reads only.
 
@@ -184,20 +186,28 @@ def drift_command(ctx: Ctx) -> None:
       missing     a service has fewer containers than the release started
       extra       more containers than the release started, or a color that is not live
       stopped     a container (or the router) that does not run; restarting: keeps restarting
-      filesystem  files changed inside a running container (`docker diff`), outside its
-                  volumes, binds, tmpfs and runtime folders (/run, /tmp, ...): a snowflake
+      filesystem  a file of the container's image changed or deleted (`docker diff`), outside
+                  its volumes, binds, tmpfs and runtime folders (/run, /tmp, ...): a snowflake
+    \b
+    Also reported, and no drift unless --strict:
+      runtime-write  files added to a container's layer at run time (a cache, uploads) and
+                     logs written under /var/log, with the folders to declare as a volume
+                     or tmpfs (or accept them in x-immutdock.drift.ignore: [GLOB, ...])
+    What the engine adds (the init of `init: true`, /etc/hosts, mount points) is never reported.
     With --target, each host is compared with its own live release.
     """
     app = ctx.load()
     with ctx.places(app) as fleet:
-        reports = fleet.each(lambda t: drift_report(fleet.deployer(t), app))
-    drifted = any(r["drift"] for r in reports)
+        reports = fleet.each(lambda t: drift_report(fleet.deployer(t), app, strict))
+    drifted = any(r["outcome"] == "drift" for r in reports)
     ctx.emit_each(fleet, reports, lambda r: r, _drift_lines, after={"outcome": "drift" if drifted else "no drift"})
     sys.exit(1 if drifted else 0)
 
 
-def drift_report(deployer: Deployer, app: App) -> dict[str, Any]:
-    """What drifted on the deployer's place, as `drift --json` says it."""
+def drift_report(deployer: Deployer, app: App, strict: bool = False) -> dict[str, Any]:
+    """What drifted on the deployer's place, as `drift --json` says it: every finding (runtime
+    writes too), the outcome "drift" when one of them is drift (a runtime write only when
+    `strict`)."""
     from immutdock.apply import drift
     from immutdock.targets.observe import observe
 
@@ -205,17 +215,18 @@ def drift_report(deployer: Deployer, app: App) -> dict[str, Any]:
     state = observe(deployer.target, app.name)
     expected = drift.expect(app, state, deployer.engine, deployer.redactor(state))
     found = drift.findings(expected, state.containers, drift.look(deployer.target.colors, state.containers))
-    return {"app": app.name, "release": expected.release, "color": expected.color,
-            "outcome": "drift" if found else "no drift", "drift": [f.as_json() for f in found],
+    drifted = any(f.drifted(strict) for f in found)
+    return {"app": app.name, "release": expected.release, "color": expected.color, "strict": strict,
+            "outcome": "drift" if drifted else "no drift", "drift": [f.as_json() for f in found],
             "seconds": round(time.monotonic() - t0, 3)}
 
 
 def _drift_lines(report: Mapping[str, Any]) -> list[str]:
     from immutdock.apply.drift import Finding
 
-    if not report["drift"]:
-        return [f"no drift ({report['release'] or 'nothing released'})"]
-    return [Finding(**f).text() for f in report["drift"]]
+    found = [Finding.from_json(f) for f in report["drift"]]
+    head = [] if report["outcome"] == "drift" else [f"no drift ({report['release'] or 'nothing released'})"]
+    return head + [f.text() for f in found]
 
 
 @click.command(epilog=EPILOG)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from immutdock import __version__
-from immutdock.cli import deploy, inspect, upkeep, volumes
+from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
 from immutdock.cli.context import EPILOG, Ctx, common, fail
 from immutdock.errors import ConfigError, ImmutdockError
 
@@ -161,7 +161,8 @@ def doctor(as_json: bool) -> None:
 
 
 for command in (deploy.plan, deploy.release, deploy.rollback, deploy.heal, inspect.status, inspect.history,
-                upkeep.prune, inspect.drift_command, inspect.unlock, inspect.verify_command, volumes.volumes):
+                upkeep.prune, inspect.drift_command, inspect.unlock, inspect.verify_command, volumes.volumes,
+                operate.ps, operate.ls_command, operate.logs, operate.exec_command, operate.run, down.down):
     main.add_command(command)
 
 

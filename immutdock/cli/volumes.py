@@ -7,7 +7,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
@@ -79,7 +79,7 @@ def _backups_folder(app: App, folder: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def _volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes, Target]]]:
+def volume_ops(ctx: Ctx, app: App, one: bool = False) -> Iterator[list[tuple[str | None, Volumes, Target]]]:
     """(host name or None for the local engine, backup.Volumes, its Target) of each place the
     command runs on: the local engine, each host of --target, or its swarm (one place; each
     operation runs on the node that holds its volume: Volumes.at). Every engine that may hold a
@@ -128,7 +128,7 @@ def volumes_ls(ctx: Ctx, folder: Path | None) -> None:
     app = ctx.load()
     where = _backups_folder(app, folder)
     rows = []
-    with _volume_ops(ctx, app) as engines:
+    with volume_ops(ctx, app) as engines:
         for host, ops, target in engines:
             state = observe(target, app.name)
             kept_in = host_folder(where, host)
@@ -171,46 +171,17 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
     again; swapped services keep serving. Takes the release lock (exit 3 while a release
     runs). A backup that fails leaves no file under a backup's name."""
     from immutdock.apply import backup
-    from immutdock.targets.observe import observe
 
     app = ctx.load()
     picked = backup.pick_volumes(app, names)
     where = _backups_folder(app, folder)
     writable(where, "--to")
     rows = []
-    with _volume_ops(ctx, app) as engines:
-        placed: dict[tuple[str | None, str], Volumes] = {}  # (host, volume) -> its operations where it is
-        for host, ops, target in engines:  # every volume is there and the app's, and each dump can run, before any copy
-            containers = observe(target, app.name).containers
-            for key, name in picked:
-                at = placed[host, key] = ops.at(key, name)
-                if not at.own(name, key):
-                    raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
-                                      "release the app once; it creates its volumes")
-                if key in app.settings.volumes:
-                    at.runs_dump(key, app.settings.volumes[key], containers, name)
-        for host, ops, target in engines:
-            into = host_folder(where, host)
-            writable(into, "--to")
+    with volume_ops(ctx, app) as engines:
+        placed = checked_backups(app, engines, picked)
+        for host, _ops, target in engines:
             with target.ledger.lock(app.name, "volumes backup", ctx.warn):
-                state = observe(target, app.name)
-                release = state.live_record.id if state.live_record else None
-                for key, name in picked:
-                    t0 = time.monotonic()
-                    at = placed[host, key]
-                    made = at.backup(key, name, state.containers, release, into)
-                    if made.stopped:  # started again: a swarm's are new tasks
-                        state = observe(target, app.name)
-                    row = {"host": host, "node": at.node, "volume": key, "engine_volume": name,
-                           "archive": str(into / made.archive),
-                           "manifest": str(backup.manifest_of(into / made.archive)), "sha256": made.sha256,
-                           "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
-                           "kind": made.kind, "dumped_by": made.service, "stopped": list(made.stopped),
-                           "release": release, "seconds": round(time.monotonic() - t0, 2), "verified": None}
-                    if and_verify:
-                        at.verify(made, into / made.archive, state.containers)
-                        row["verified"] = True
-                    rows.append(row)
+                rows += back_up(ctx, app, host, target, placed, picked, where, and_verify)
 
     def human() -> None:
         from immutdock.targets.ship import size_text
@@ -222,6 +193,56 @@ def volumes_backup(ctx: Ctx, names: tuple[str, ...], folder: Path | None, and_ve
                        + (f", {', '.join(r['stopped'])} stopped meanwhile" if r["stopped"] else "")
                        + (", verified" if r["verified"] is not None else "") + ")")
     ctx.emit({"app": app.name, "outcome": "backed up", "backups": rows}, human)
+
+
+def checked_backups(app: App, engines: list[tuple[str | None, Volumes, Target]],
+                    picked: list[tuple[str, str]]) -> dict[tuple[str | None, str], Volumes]:
+    """Each volume's operations where it is ((host, volume) -> Volumes), once every volume is
+    found there and the app's, and each dump can run: before any copy."""
+    from immutdock.targets.observe import observe
+
+    placed: dict[tuple[str | None, str], Volumes] = {}
+    for host, ops, target in engines:
+        containers = observe(target, app.name).containers
+        for key, name in picked:
+            at = placed[host, key] = ops.at(key, name)
+            if not at.own(name, key):
+                raise ConfigError(key, f"volume {name} does not exist {f'on {host} ' if host else ''}yet",
+                                  "release the app once; it creates its volumes")
+            if key in app.settings.volumes:
+                at.runs_dump(key, app.settings.volumes[key], containers, name)
+    return placed
+
+
+def back_up(ctx: Ctx, app: App, host: str | None, target: Target, placed: dict[tuple[str | None, str], Volumes],
+            picked: list[tuple[str, str]], where: Path, and_verify: bool) -> list[dict[str, Any]]:
+    """Back up the picked volumes of one place into `where` (its host's folder of it), the
+    app's lock held by the caller; a row per backup."""
+    from immutdock.apply import backup
+    from immutdock.targets.observe import observe
+
+    into = host_folder(where, host)
+    writable(into, "--to")
+    rows = []
+    state = observe(target, app.name)
+    release = state.live_record.id if state.live_record else None
+    for key, name in picked:
+        t0 = time.monotonic()
+        at = placed[host, key]
+        made = at.backup(key, name, state.containers, release, into)
+        if made.stopped:  # started again: a swarm's are new tasks
+            state = observe(target, app.name)
+        row = {"host": host, "node": at.node, "volume": key, "engine_volume": name,
+               "archive": str(into / made.archive),
+               "manifest": str(backup.manifest_of(into / made.archive)), "sha256": made.sha256,
+               "size": made.size, "tar_bytes": made.tar_bytes, "files": len(made.files),
+               "kind": made.kind, "dumped_by": made.service, "stopped": list(made.stopped),
+               "release": release, "seconds": round(time.monotonic() - t0, 2), "verified": None}
+        if and_verify:
+            at.verify(made, into / made.archive, state.containers)
+            row["verified"] = True
+        rows.append(row)
+    return rows
 
 
 @volumes.command(name="restore", epilog=VOLUMES_EPILOG)
@@ -245,7 +266,7 @@ def volumes_restore(ctx: Ctx, backup_path: Path, into: str | None, force: bool) 
     manifest, archive = _read_backup(backup_path)
     if into is not None and not _VOLUME_NAME.match(into):
         raise ConfigError("--into", f"{into!r} is not a volume name", "use letters, digits, '_', '.' or '-'")
-    with _volume_ops(ctx, app, one=True) as engines:
+    with volume_ops(ctx, app, one=True) as engines:
         host, ops, target = engines[0]
         with target.ledger.lock(app.name, "volumes restore", ctx.warn):
             at = ops.for_restore(manifest, into)
@@ -276,7 +297,7 @@ def volumes_verify(ctx: Ctx, backup_path: Path) -> None:
 
     app = ctx.load()
     manifest, archive = _read_backup(backup_path)
-    with _volume_ops(ctx, app, one=True) as engines:
+    with volume_ops(ctx, app, one=True) as engines:
         _host, ops, target = engines[0]
         at = ops.at(manifest.volume, app.volume_name(manifest.volume) if manifest.volume in app.volumes
                     else manifest.engine_volume, anywhere=manifest.kind != DUMPED)

@@ -170,6 +170,9 @@ class Settings:
     # Seconds the new color is watched after the switch while the old one stays ready: a
     # container of it that exits, restarts or turns unhealthy meanwhile switches traffic back.
     settle: float = DEFAULT_SETTLE
+    # x-immutdock.drift.ignore: globs of paths inside the containers whose changes `drift` never
+    # reports (what the user accepts the app writes in its layer).
+    drift_ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

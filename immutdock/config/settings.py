@@ -16,7 +16,8 @@ from immutdock.config.blocks import no_unknown as _no_unknown
 from immutdock.errors import ConfigError
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle", "drift"}
+_DRIFT_KEYS = {"ignore"}
 _VOLUME_KEYS = {"dump", "load", "service"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
@@ -281,8 +282,26 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
     if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 3600:
         raise ConfigError(f"{BLOCK}.settle", f"{settle!r} is not a number of seconds from 0 to 3600",
                           "the seconds the new version is watched after the switch, e.g. settle: 10 (0: no watch)")
+    ignore = _drift_ignore(block.get("drift"), f"{BLOCK}.drift")
     return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets,
-                    volumes=volumes, settle=float(settle))
+                    volumes=volumes, settle=float(settle), drift_ignore=ignore)
+
+
+def _drift_ignore(value: Any, path: str) -> tuple[str, ...]:
+    """`drift: {ignore: [GLOB, ...]}`: paths inside the containers that `drift` never reports
+    (immutdock.apply.drift.ignored says how a glob matches)."""
+    block = _mapping(value, path)
+    _no_unknown(block, _DRIFT_KEYS, path)
+    globs = block.get("ignore")
+    example = 'e.g. ignore: ["/srv/uploads", "__pycache__"] (a path inside the containers, * and ** allowed)'
+    if globs is None:
+        return ()
+    if not isinstance(globs, list):
+        raise ConfigError(f"{path}.ignore", f"must be a list of path globs, not {type(globs).__name__}", example)
+    for i, glob in enumerate(globs):
+        if not isinstance(glob, str) or not glob.strip() or not glob.isprintable():
+            raise ConfigError(f"{path}.ignore[{i}]", f"{glob!r} is not a path glob", example)
+    return tuple(dict.fromkeys(globs))
 
 
 def _hooks(value: Any, path: str, services: set[str], inactive: Mapping[str, list[str]],

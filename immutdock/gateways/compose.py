@@ -192,6 +192,20 @@ class Compose:
         finally:
             self._compose(argv + ["down", "--remove-orphans"], env, stoppable=False)
 
+    def run_attached(self, project: str, model: Mapping[str, Any], service: str, command: list[str],
+                     tty: bool) -> int:
+        """A throwaway container of `service` on immutdock's own terminal (stdin passed; a TTY
+        with `tty`), removed with its project after; its exit code."""
+        from immutdock.gateways import attached
+
+        interrupts.checkpoint()
+        argv, env = self._project(project, model)
+        try:
+            return attached.attached(argv + ["run", "--rm", "--no-deps", *([] if tty else ["--no-TTY"]), service,
+                                             *command], env)
+        finally:
+            self._compose(argv + ["down", "--remove-orphans"], env, stoppable=False)
+
     def build(self, context: Path, *, dockerfile: Path, tag: str, labels: Mapping[str, str],
               args: Mapping[str, str], target: str | None, secrets: list[str],
               build_contexts: Mapping[str, str], cache: bool = True) -> Iterator[str]:

@@ -55,6 +55,13 @@ class Engine(ImageCalls, ContainerCalls, SwarmCalls):
     def remove_volume(self, name: str) -> None:
         self._request(f"remove volume {name}", "DELETE", f"/volumes/{segment(name)}", absent=(404,))
 
+    def remove_networks(self, **label_values: str) -> list[str]:
+        """Every network with these label values, removed; their names."""
+        nets = self._json("list networks", "/networks", {"filters": filters(label=L.selector(**label_values))})
+        for net in nets:
+            self.remove_network(net["Name"], net["Id"])
+        return sorted(net["Name"] for net in nets)
+
     def ensure_network(self, name: str, labels: Mapping[str, str], driver: str = "bridge") -> None:
         """The network named `name` exists (made now with `driver` when it did not); an overlay
         is attachable, so that a container started beside a Swarm's tasks can join it."""

@@ -67,7 +67,8 @@ class ContainerCalls(DockerAPI):
                          + list(((data.get("HostConfig") or {}).get("Tmpfs") or {}))),
             finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")),
             volumes=tuple(str(m["Name"]) for m in data.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")),
-            started=str(state.get("StartedAt", "")), restarts=int(data.get("RestartCount") or 0))
+            started=str(state.get("StartedAt", "")), restarts=int(data.get("RestartCount") or 0),
+            ports=_ports(data))
 
     def changes(self, cid: str) -> list[tuple[str, str]]:
         """`docker diff`: (A|C|D, path) for every change to the container's own filesystem."""
@@ -368,7 +369,13 @@ class ContainerCalls(DockerAPI):
                 tar.addfile(info, io.BytesIO(content))
             self._call(f"write {path} into container {cid[:12]}", lambda: api.put_archive(cid, folder, buf.getvalue()))
 
-    # -- volumes and networks -------------------------------------------------------------
+
+def _ports(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Its ports as `docker ps` shows them: "127.0.0.1:8080->80/tcp", or "80/tcp" (exposed)."""
+    found = []
+    for port, bound in sorted(((data.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        found += [f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}" for b in bound or []] or [port]
+    return tuple(dict.fromkeys(found))
 
 
 def _read_frames(frames: Frames, what: str, timeout: float, errors: bytearray,

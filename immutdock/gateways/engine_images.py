@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Mapping
 
 from immutdock import interrupts
+from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_api import DockerAPI, _json_lines, _short
-from immutdock.gateways.wire import Reply, segment
+from immutdock.gateways.wire import Reply, filters, segment
 
 @dataclass(frozen=True)
 class Transfer:
@@ -110,6 +111,11 @@ class ImageCalls(DockerAPI):
 
     def remove_image(self, ref: str) -> None:
         self._request(f"remove image {ref}", "DELETE", f"/images/{segment(ref)}")
+
+    def image_tags(self, **label_values: str) -> list[str]:
+        """The tags of every image with these label values."""
+        listed = self._json("list images", "/images/json", {"filters": filters(label=L.selector(**label_values))})
+        return sorted({t for i in listed or [] for t in i.get("RepoTags") or [] if t != "<none>:<none>"})
 
     def image_layers(self) -> list[list[str]]:
         """The diff IDs (RootFS.Layers) of every image the engine holds, bottom first."""

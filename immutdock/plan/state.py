@@ -29,6 +29,7 @@ class ContainerState:
     volumes: tuple[str, ...] = ()  # the engine names of the named volumes it mounts
     started: str = ""  # when it last started (RFC 3339)
     restarts: int = 0  # how often the engine restarted it (its restart policy)
+    ports: tuple[str, ...] = ()  # as `docker ps` shows them: "127.0.0.1:8080->80/tcp", "8000/tcp"
 
     @property
     def service(self) -> str:

@@ -77,6 +77,12 @@ class Ledger(Protocol):
     def unlock(self, app: str, force: bool, warn: Say) -> Holder | None:
         """Free the lock after saying who held it (a holder alive on this machine needs `force`)."""
         ...
+    def apps(self) -> list[str]:
+        """Every app with a record here, sorted."""
+        ...
+    def forget(self, app: str) -> int:
+        """Remove every record of the app (its history ends: the next release is r1); how many."""
+        ...
 
 
 class Images(Protocol):
@@ -174,6 +180,14 @@ class Colors(Protocol):
         """These containers of stateful services stopped for the length of a `with` (nothing
         started in their place meanwhile), running again after it (a start Ctrl-C does not
         cut); without `after_failure`, only when the block succeeded."""
+        ...
+    def engine_of(self, container: ContainerState) -> Engine:
+        """The engine that runs one of them (a swarm's: its node's), for what is done inside
+        it (exec, a log stream)."""
+        ...
+    def drop_networks(self, app: str) -> list[str]:
+        """The networks made for the app (its edge network), removed once nothing uses them;
+        their names."""
         ...
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         """The engine's events of the project's containers as they happen (die, health_status...),

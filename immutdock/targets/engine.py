@@ -71,6 +71,15 @@ class StoredLedger:
     def unlock(self, app: str, force: bool, warn: Say) -> lock.Holder | None:
         return lock.unlock(self.markers, app, force, warn)
 
+    def apps(self) -> list[str]:
+        return sorted({(v.get("Labels") or {}).get(L.APP, "") for v in self.shelf.volumes(**{L.ROLE: "record"})} - {""})
+
+    def forget(self, app: str) -> int:
+        found = self.shelf.volumes(**{L.APP: app, L.ROLE: "record"})
+        for v in found:
+            self.shelf.remove_volume(v["Name"])
+        return len(found)
+
     @contextlib.contextmanager
     def lock(self, app: str, command: str, warn: Say) -> Iterator[None]:
         lock.acquire(self.markers, app, command, warn)
@@ -183,6 +192,12 @@ class ComposeColors:
                     for c in containers:
                         say(f"starting {c.service} ({c.name}) again")
                         self.engine.start_container(c)
+
+    def engine_of(self, container: ContainerState) -> Engine:
+        return self.engine
+
+    def drop_networks(self, app: str) -> list[str]:
+        return self.engine.remove_networks(**{L.APP: app})
 
     def events(self, project: str) -> AbstractContextManager[Iterator[Mapping[str, Any]]]:
         return self.engine.events(f"watch {project}", **{L.COMPOSE_PROJECT: project})

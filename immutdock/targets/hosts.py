@@ -22,7 +22,7 @@ from immutdock.targets.images import Shipped, ThroughRegistry
 
 SWARM_READY = frozenset({"status", "history", "unlock", "release", "rollback", "prune", "drift", "heal",
                          "verify", "plan", "volumes ls", "volumes backup", "volumes restore",
-                         "volumes verify"})  # what a Swarm target runs (a command added later joins once it does)
+                         "volumes verify", "ps", "ls", "logs", "exec", "run", "down"})  # what a Swarm target runs (a command added later joins once it does)
 
 
 def resolve(app: App, target: str | None, hosts: Sequence[str]) -> Policy | None:

@@ -108,6 +108,12 @@ class StackColors:
         for engine, on_it in by_node.values():
             engine.remove_containers(on_it)
 
+    def engine_of(self, container: ContainerState) -> Engine:
+        return self.found.node_of(container)
+
+    def drop_networks(self, app: str) -> list[str]:
+        return self.manager.remove_networks(**{L.APP: app})  # an overlay: the manager removes it
+
     def ensure_edge(self, app: str) -> None:
         """An attachable overlay: it spans the nodes, and a one-off container (a hook, a test)
         joins it beside the tasks."""

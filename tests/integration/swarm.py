@@ -95,12 +95,17 @@ class SwarmHosts(SshHosts):
             host.sh(f"for i in $(seq {wait * 2}); do [ -z \"$(docker ps -aq --filter label=io.immutdock.app={app})\" ] "
                     "&& break; sleep 0.5; done; "
                     f"docker volume ls -q --filter label=io.immutdock.app={app} | xargs -r docker volume rm "
-                    f">/dev/null 2>&1; docker volume rm {app}_data >/dev/null 2>&1; true")
+                    f">/dev/null 2>&1; docker volume rm {app}_data >/dev/null 2>&1; "
+                    f"docker image ls -q --filter label=io.immutdock.app={app} | xargs -r docker rmi -f "
+                    ">/dev/null 2>&1; true")
         first.docker("network", "rm", f"{app}_immutdock", check=False)
         self.remove_configs(app)
         secrets = [n for n in first.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(app)]
         if secrets:
             first.docker("secret", "rm", *secrets, check=False)
+        from .support import cleanup
+
+        cleanup(app)  # what was built for it on this machine
 
     def remove_configs(self, app: str) -> None:
         first = self.hosts[0]

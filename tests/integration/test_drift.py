@@ -64,7 +64,7 @@ def test_drift_names_an_edited_file_a_stranger_and_an_unreleased_file_and_heal_r
     assert _drift(tiny) == (0, [])
 
     db = engine.containers.list(filters={"label": [f"io.immutdock.app={tiny.name}", "io.immutdock.role=state"]})[0]
-    assert db.exec_run(["sh", "-c", "echo hacked > /etc/hacked"]).exit_code == 0  # a stateful snowflake
+    assert db.exec_run(["sh", "-c", "echo '# hacked' >> /www/cgi-bin/incr"]).exit_code == 0  # a stateful snowflake
     counter = int(tiny.visit().split()[1])
     code, found = _drift(tiny)
     assert code == 1 and [(f["kind"], f["container"]) for f in found] == [("filesystem", db.name)], found

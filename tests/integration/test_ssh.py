@@ -26,7 +26,7 @@ from immutdock.config.model import Target
 from immutdock.gateways.engine import Engine
 from immutdock.targets import lock
 from immutdock.targets.hosts import close_hosts, open_hosts
-from .support import Background, get, json_out, run_cli
+from .support import IMMUTDOCK, Background, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -685,3 +685,50 @@ def test_a_stateful_recreate_killed_on_a_host_is_named_and_finished_by_the_next_
     again = app.cli("release", "--host", first.alias)
     assert again.returncode == 0, again.stderr
     assert dbs("running") == running, "the next release recreated the db again"
+
+
+def test_ps_ls_logs_exec_run_and_down_on_hosts(app: RemoteApp) -> None:
+    """The operate commands through SSH: ps, ls and logs per host, exec and run in one host's
+    release (their exit codes and stdin), down on both hosts and nothing of the app left there."""
+    (app.root / "web" / "Dockerfile").write_text(DOCKERFILE.replace(
+        'CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]',
+        'CMD ["sh", "-c", "echo started $(cat /www/version); exec httpd -f -p 8000 -h /www"]'))
+    assert app.cli("release", "--target", "both").returncode == 0
+    first, second = app.hosts.hosts
+    ps = app.cli("ps", "--target", "both", "--json")
+    assert ps.returncode == 0, ps.stderr
+    rows = json_out(ps)["hosts"]
+    assert [(r["host"], [(c["role"], c["release"]) for c in r["containers"]]) for r in rows] == [
+        (f"ssh://{h.alias}", [("router", None), ("swapped", "r1")]) for h in (first, second)], rows
+    listed = json_out(app.cli("ls", "--target", "both", "--json"))["hosts"]
+    assert [[(a["app"], a["live_release"], a["health"]) for a in h["apps"]] for h in listed] == [
+        [(app.name, "r1", "serving")]] * 2, listed
+    logs = app.cli("logs", "--target", "both", "web")
+    assert logs.returncode == 0, logs.stderr
+    for h in (first, second):
+        assert f"ssh://{h.alias} web-1 (blue)" in logs.stdout and "started v1" in logs.stdout, logs.stdout
+
+    one = ("--host", first.alias)
+    assert app.cli("exec", "--target", "both", "web", "true").returncode == 2  # two hosts: which one?
+    shown = app.cli("exec", *one, "web", "cat", "/www/version")
+    assert (shown.returncode, shown.stdout) == (0, "v1\n"), shown.stderr
+    fed = subprocess.run([*IMMUTDOCK, "exec", *one, "-i", "web", "sh", "-c", "cat; exit 4"], cwd=app.root,
+                         input="over ssh\n", capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **app.hosts.env})
+    assert (fed.returncode, fed.stdout) == (4, "over ssh\n"), fed.stderr
+    ran = app.cli("run", *one, "web", "sh", "-c", "cat /www/version; exit 6")
+    assert (ran.returncode, ran.stdout) == (6, "v1\n"), ran.stderr
+    assert len(first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app.name}").stdout.split()) == 2
+
+    gone = app.cli("down", "--target", "both", "--yes", "--json")
+    assert gone.returncode == 0, gone.stderr
+    assert [h["outcome"] for h in json_out(gone)["hosts"]] == ["removed", "removed"], gone.stdout
+    for h in (first, second):
+        label = f"label=io.immutdock.app={app.name}"
+        left = {kind: h.docker(*cmd, "--filter", label).stdout.split()
+                for kind, cmd in {"containers": ("ps", "-aq"), "networks": ("network", "ls", "-q"),
+                                  "images": ("image", "ls", "-q"), "volumes": ("volume", "ls", "-q")}.items()}
+        assert left == {"containers": [], "networks": [], "images": [],
+                        "volumes": left["volumes"]} and len(left["volumes"]) == 1, left  # the flags volume stays
+    again = app.cli("down", "--target", "both", "--yes", "--json")
+    assert [h["outcome"] for h in json_out(again)["hosts"]] == ["nothing to remove"] * 2, again.stdout

@@ -241,7 +241,7 @@ def test_a_stateful_service_stays_on_its_volumes_node_keeps_its_data_and_never_r
             clean = run_cli(root, "drift", "--target", "cluster", "--json", env=swarm.env)
             assert clean.returncode == 0 and json_out(clean)["outcome"] == "no drift", clean.stdout + clean.stderr
             edited = next(h for h in swarm.hosts if _web(h, app_name))
-            edited.docker("exec", _web(edited, app_name)[0], "sh", "-c", "echo x > /etc/snowflake")
+            edited.docker("exec", _web(edited, app_name)[0], "rm", "/bin/arch")  # a file of the image deleted
             dirty = run_cli(root, "drift", "--target", "cluster", "--json", env=swarm.env)
             assert dirty.returncode == 1, dirty.stderr
             kinds = [(f["kind"], f["service"]) for f in json_out(dirty)["hosts"][0]["drift"]]
@@ -472,7 +472,7 @@ def test_a_single_node_swarm_releases_and_rolls_back_keeping_its_stateful_servic
         db = node.docker("ps", "-q", "--filter", f"label=io.immutdock.app={app_name}", "--filter",
                          "label=io.immutdock.role=state", "--filter", "status=running").stdout.split()
         for container in (_web(node, app_name)[0], *db):
-            node.docker("exec", container, "sh", "-c", "echo x > /etc/snowflake")
+            node.docker("exec", container, "rm", "/bin/arch")  # a file of the image deleted: a snowflake
         assert run_cli(root, "drift", "--target", "cluster", env=one.env).returncode == 1
         healed = run_cli(root, "heal", "--stateful", "--target", "cluster", env=one.env)
         assert healed.returncode == 0, healed.stderr

@@ -298,8 +298,9 @@ def test_a_command_a_swarm_does_not_run_is_refused_and_the_volumes_commands_run_
     from immutdock.targets.hosts import refuse_unready
 
     cluster = Target(name="cluster", hosts=("ssh://m1",), swarm=Swarm(manager="ssh://m1", nodes=("ssh://m1",)))
-    with pytest.raises(ConfigError, match="`immutdock down` does not run on a swarm yet"):
-        refuse_unready(cluster, "down")
-    refuse_unready(Target(name="hosts", hosts=("ssh://h1",)), "down")
-    for command in ("volumes ls", "volumes backup", "volumes restore", "volumes verify", "release", "prune"):
+    with pytest.raises(ConfigError, match="`immutdock later` does not run on a swarm yet"):
+        refuse_unready(cluster, "later")
+    refuse_unready(Target(name="hosts", hosts=("ssh://h1",)), "later")
+    for command in ("volumes ls", "volumes backup", "volumes restore", "volumes verify", "release", "prune",
+                    "ps", "ls", "logs", "exec", "run", "down"):
         refuse_unready(cluster, command)
