@@ -2,12 +2,13 @@
 (service, replica, color), as compose does. Which containers (`chosen`, pure): the live
 color's and the stateful services', the router's when asked, or one release's. Following,
 the app's containers are looked at again every second: a new color's containers join the
-stream when they start (a release's switch), and a retired one's stream ends when it is
-removed. Each container's stream is the docker CLI's `docker logs` on the engine that runs it
-(gateways/attached.py), read by a thread of its own."""
+stream when they start (a release's switch), a retired one's stream ends when it is removed,
+and one that started again (a restart) is read again from its new start. Each container's
+lines are read from the engine that runs it (gateways/attached.py) by a thread of its own."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable, Collection, Sequence
@@ -15,6 +16,7 @@ from typing import Callable, Collection, Sequence
 from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.apply.operate import number, role_of
+from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways import attached
 from immutdock.plan.state import AppState, ContainerState
 from immutdock.targets.base import Target
@@ -56,59 +58,99 @@ def prefix(c: ContainerState) -> str:
 
 
 class Streams:
-    """One thread per container reading its `docker logs`, each line handed to `line`."""
+    """One thread per container reading its log lines, each handed to `line`; a container that
+    stopped and started again is read again from its new start."""
 
-    def __init__(self, target: Target, line: Line, tail: int | None, since: str | None, follow: bool) -> None:
+    def __init__(self, target: Target, line: Line, tail: int | None, since: float | None, follow: bool) -> None:
         self.target, self.line, self.tail, self.since, self.follow = target, line, tail, since, follow
-        self.threads: dict[str, threading.Thread] = {}
+        self.threads: dict[str, tuple[str, threading.Thread]] = {}  # id -> (the start it was read from, reader)
         self.errors: list[str] = []
+        self.closing = threading.Event()  # set when the command ends, or its output is closed
+        self.broken = False  # its output was closed (`logs | head`)
 
     def start(self, containers: Sequence[ContainerState], joined: bool = False) -> None:
-        """Stream each container not streamed yet (`joined`: it started after the command did,
-        so all of its lines are shown)."""
+        """Read each container not read yet (`joined`: it started after the command did, so all
+        of its lines are shown), and one that started again since its reader ended."""
         for c in containers:
-            if c.id in self.threads:
+            seen = self.threads.get(c.id)
+            again = seen is not None and not seen[1].is_alive() and c.started != seen[0]
+            if seen is not None and not again:
                 continue
-            thread = threading.Thread(target=self._read, args=(c, joined), daemon=True, name=f"logs {c.name}")
-            self.threads[c.id] = thread
+            since = _epoch(c.started) if again else None if joined else self.since
+            thread = threading.Thread(target=self._read, args=(c, None if again or joined else self.tail, since),
+                                      daemon=True, name=f"logs {c.name}")
+            self.threads[c.id] = (c.started, thread)
             thread.start()
 
-    def _read(self, c: ContainerState, joined: bool) -> None:
-        host = self.target.colors.engine_of(c).base_url
+    def _read(self, c: ContainerState, tail: int | None, since: float | None) -> None:
         mark = prefix(c)
-        proc = attached.log_stream(host, c.id, follow=self.follow, tail=None if joined else self.tail,
-                                   since=None if joined else self.since)
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                self.line(c, mark, raw.decode("utf-8", "replace").rstrip("\r\n"))
-        finally:
-            proc.kill()
-            if proc.wait() not in (0, -9) and not self.follow:
-                self.errors.append(f"could not read the logs of {c.name}")
-
-    def alive(self) -> bool:
-        return any(t.is_alive() for t in self.threads.values())
+            for text in attached.log_lines(self.target.colors.engine_of(c), c.id, follow=self.follow, tail=tail,
+                                           since=since):
+                if self.closing.is_set():
+                    return
+                self.line(c, mark, text)
+        except OSError:  # the output was closed: the command ends quietly
+            self.broken = True
+            self.closing.set()
+        except EngineError as exc:
+            if not self.follow:  # following, a container removed meanwhile just leaves
+                self.errors.append(f"could not read the logs of {c.name}: {exc.message}")
 
     def wait(self) -> None:
-        for t in list(self.threads.values()):
+        for _started, t in list(self.threads.values()):
             while t.is_alive():
                 interrupts.checkpoint()
                 t.join(0.2)
 
 
+def _epoch(rfc3339: str) -> float | None:
+    """A time stamp of the engine's as seconds since 1970 (None when it has none)."""
+    import datetime as dt
+
+    whole = rfc3339.split(".")[0].rstrip("Z")
+    try:
+        return dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp() if whole else None
+    except ValueError:
+        return None
+
+
 def stream(target: Target, observe: Callable[[], AppState], pick: Callable[[AppState, bool], list[ContainerState]],
-           line: Line, *, tail: int | None, since: str | None, follow: bool, poll: float = 1.0) -> list[str]:
-    """Show the logs of what `pick` chooses; following, until interrupted, looking for new
-    containers every `poll` seconds. Returns the streams that could not be read."""
+           line: Line, *, tail: int | None, since: float | None, follow: bool, poll: float = 1.0) -> Streams:
+    """Show the logs of what `pick` chooses; following, until interrupted or the output is
+    closed, looking for new (or started again) containers every `poll` seconds. Returns the
+    streams: their errors, and whether the output was closed."""
     streams = Streams(target, line, tail, since, follow)
-    streams.start(pick(observe(), follow))
-    if not follow:
-        streams.wait()
-        return streams.errors
-    while True:
-        deadline = time.monotonic() + poll
-        while time.monotonic() < deadline:
-            interrupts.checkpoint()
-            time.sleep(0.1)
-        streams.start([c for c in pick(observe(), True) if c.status == "running"], joined=True)
+    try:
+        streams.start(pick(observe(), follow))
+        if not follow:
+            streams.wait()
+            return streams
+        while not streams.closing.is_set():
+            deadline = time.monotonic() + poll
+            while time.monotonic() < deadline and not streams.closing.is_set():
+                interrupts.checkpoint()
+                time.sleep(0.1)
+            streams.start([c for c in pick(observe(), True) if c.status == "running"], joined=True)
+        return streams
+    finally:
+        streams.closing.set()
+
+
+_SPAN = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$")
+
+
+def since_epoch(text: str, now: float) -> float:
+    """`--since`: a span back from `now` (90s, 10m, 1h30m, 2d) or a date and time (2026-01-02,
+    2026-01-02T15:04:05, with Z or an offset; UTC without one), as seconds since 1970."""
+    import datetime as dt
+
+    if _SPAN.match(text):
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        return now - sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text))
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError("--since", f"{text!r} is neither a span nor a date and time",
+                          "e.g. --since 10m, --since 2h30m or --since 2026-01-02T15:04:05Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()

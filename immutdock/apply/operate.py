@@ -16,7 +16,7 @@ from immutdock.plan.state import AppState, ContainerState
 from immutdock.targets.base import Target
 
 ONE_OFF = ("hook", "test", "run")  # the colors of containers a command starts and removes (not a release's)
-_HIDDEN = ("lock", "probe")  # markers and passing containers: immutdock's own business
+_SHOWN = ("color", "state", "router", "run")  # not immutdock's markers and passing helpers (lock, probe, backup)
 
 
 def role_of(c: ContainerState) -> str:
@@ -38,7 +38,7 @@ def ps_rows(state: AppState, node_of: Callable[[ContainerState], str] | None = N
     """The app's containers, router first, then the live color, the other, the stateful, each
     service's replicas in order (pure; `node_of`: the node that runs one, on a swarm)."""
     order = {"router": 0, "swapped": 1, "stateful": 3, "one-off": 4}
-    found = [c for c in state.containers if c.labels.get(L.ROLE) not in _HIDDEN]
+    found = [c for c in state.containers if c.labels.get(L.ROLE) in _SHOWN]
 
     def key(c: ContainerState) -> tuple[int, str, int, str]:
         role = role_of(c)
@@ -53,12 +53,12 @@ def ps_rows(state: AppState, node_of: Callable[[ContainerState], str] | None = N
 
 
 def url_of(router: ContainerState | None) -> str | None:
-    """Where the router serves, from the addresses it publishes (https for a container port 443)."""
+    """Where the router serves, from the first address it publishes (https on port 443 or 8443)."""
     for port in router.ports if router else ():
-        host, arrow, inside = port.rpartition("->")
+        host, arrow, _inside = port.rpartition("->")
         if arrow and host:
             ip, _, published = host.rpartition(":")
-            scheme = "https" if inside.split("/")[0] in ("443", "8443") else "http"
+            scheme = "https" if published in ("443", "8443") else "http"
             ip = "127.0.0.1" if ip in ("0.0.0.0", "::", "") else ip
             return f"{scheme}://{ip}:{published}"
     return None
@@ -86,7 +86,7 @@ def health_of(state: AppState) -> str:
 def ls_row(state: AppState) -> dict[str, Any]:
     return {"app": state.app, "live_release": state.live_release, "live_color": state.live_color,
             "url": url_of(state.router), "health": health_of(state), "releases": len(state.records),
-            "containers": len([c for c in state.containers if c.labels.get(L.ROLE) not in _HIDDEN])}
+            "containers": len([c for c in state.containers if c.labels.get(L.ROLE) in _SHOWN])}
 
 
 def live_services(app: App, state: AppState) -> dict[str, list[ContainerState]]:
@@ -121,11 +121,15 @@ def pick(app: App, state: AppState, service: str, index: int | None) -> Containe
     return chosen[0]
 
 
-def run_model(app: App, state: AppState, service: str, remote: bool = False) -> tuple[str, dict[str, Any]]:
+def run_model(app: App, state: AppState, service: str, remote: bool = False
+              ) -> tuple[str, dict[str, Any], list[str]]:
     """The project name and model of a one-off container of `service`: the live release's own
-    definition (its recorded model), relabelled as a one-off so that drift and ps tell it apart.
-    `remote`: compose runs it on an engine of another machine, which cannot mount the files of
-    its secrets and configs (on a swarm, only services get those): refused."""
+    definition (its recorded model, each value it keeps as a digest taken from the file as a
+    rollback does: the warnings name what differs), relabelled as a one-off so that drift and
+    ps tell it apart, with no health check. `remote`: compose runs it on an engine of another
+    machine, which cannot mount the files of its secrets and configs (on a swarm, only services
+    get those): refused."""
+    from immutdock.identity.redact import Redactor
     from immutdock.plan.render import color_project
 
     record = state.live_record
@@ -134,7 +138,11 @@ def run_model(app: App, state: AppState, service: str, remote: bool = False) -> 
     if service in {s.name for s in app.stateful}:
         raise ConfigError("SERVICE", f"{service} is stateful: a second container of it would share its volumes "
                           "with the one that runs", f"run the command in it: `immutdock exec {service} ...`")
-    model = dict(record.model if record.packed else color_project(app, record.color, record.images, record.id, "-"))
+    current = color_project(app, record.color, record.images, record.id, "-")
+    notes: list[str] = []
+    model = dict(record.model) if record.packed else current
+    if record.packed and record.salt:
+        model, notes = Redactor(record.salt).restore(model, current, record.id)
     services = dict(model.get("services") or {})
     if service not in services:
         known = ", ".join(sorted(services))
@@ -149,9 +157,16 @@ def run_model(app: App, state: AppState, service: str, remote: bool = False) -> 
     one["labels"] = {**(one.get("labels") or {}), L.ROLE: "run", L.COLOR: "run"}
     one.pop("container_name", None)  # the live one holds that name
     one.pop("ports", None)  # the live one holds the addresses
+    one["healthcheck"] = {"disable": True}  # a command, not a server: never "unhealthy"
     model["services"] = {service: one}
     model.pop("name", None)
-    return f"{app.name}-run-{uuid.uuid4().hex[:8]}", model
+    declared = dict(model.get("networks") or {})
+    joined = one.get("networks") or {"default": None}
+    declared.update({key: {} for key in joined if key not in declared})  # compose's implicit default too
+    model["networks"] = {key: net if (net or {}).get("external") else
+                         {**(net or {}), "labels": {**((net or {}).get("labels") or {}), L.APP: app.name}}
+                         for key, net in declared.items()}  # labelled: `down` finds one a killed run left
+    return f"{app.name}-run-{uuid.uuid4().hex[:8]}", model, notes
 
 
 def node_names(target: Target) -> Callable[[ContainerState], str] | None:

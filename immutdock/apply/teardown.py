@@ -57,16 +57,21 @@ class Removed:
                 "records": self.records}
 
 
-def take_down(target: Target, state: AppState, volumes: Sequence[str], keep_history: bool,
-              say: Callable[[str], None]) -> Removed:
+def take_down(target: Target, state: AppState, volumes: Sequence[tuple[str, Engine]], keep_history: bool,
+              say: Callable[[str], None], backup: Callable[[], None] | None = None) -> Removed:
     """Remove the app from `target` (its lock held by the caller): see the module's docstring.
-    `volumes`: the engine names of the named volumes to remove (backed up by the caller)."""
+    `volumes`: the named volumes to remove, each with the engine that holds the copy `backup`
+    saves; `backup` runs once nothing serves and the colors are gone, before the stateful
+    services go (it may stop and start them: nothing else writes meanwhile)."""
     app, colors = state.app, target.colors
     removed = Removed()
     used: list[tuple[Engine, str]] = []  # (its engine, an anonymous volume) of each container removed
     for c in state.containers:
-        used += [(colors.engine_of(c), v) for v in c.volumes if _ANONYMOUS.match(v)]
+        if c.labels.get(L.ROLE) != "lock":
+            used += [(colors.engine_of(c), v) for v in c.volumes if _ANONYMOUS.match(v)]
     for project in projects(state):
+        if project == f"{app}-state" and backup is not None:
+            backup()
         if any(c.project == project for c in state.containers):
             say(f"removing {project}")
             removed.containers += [c.name for c in state.containers if c.project == project]
@@ -85,12 +90,11 @@ def take_down(target: Target, state: AppState, volumes: Sequence[str], keep_hist
     removed.networks = colors.drop_networks(app)
     removed.objects = colors.drop_objects(app, [])
     removed.images = _remove_images(target, state)
-    for name in volumes:
-        for _node, engine in colors.volume_nodes(app, name, ()) or [(target.engine.name, target.engine)]:
-            if engine.volume_exists(name):
-                say(f"removing volume {name}" + ("" if engine is target.engine else f" on {engine.name}"))
-                engine.remove_volume(name)
-                removed.volumes.append(name)
+    for name, engine in volumes:  # the copy that was backed up (a swarm's other nodes' copies stay)
+        if engine.volume_exists(name):
+            say(f"removing volume {name}" + ("" if engine is target.engine else f" on {engine.name}"))
+            engine.remove_volume(name)
+            removed.volumes.append(name)
     if not keep_history:
         removed.records = target.ledger.forget(app)
     return removed

@@ -60,37 +60,54 @@ def down(ctx: Ctx, with_volumes: bool, backup_to: Path | None, keep_history: boo
         writable(backup_to, "--backup-to")
     volumes = [(key, app.volume_name(key)) for key in app.volumes]
     picked = volumes if with_volumes else []
-    results = []
     with _places(ctx, app, with_volumes) as places:
         states = [observe(t, app.name) for _h, _o, t in places]
         data = [any(_ours(app, t, n) for _k, n in picked) for _h, _o, t in places]
-        if not any(_anything(s) for s in states) and not any(data):
+        if not any(_anything(s, keep_history) for s in states) and not any(data):
             _emit(ctx, app, places, [{"outcome": "nothing to remove", "removed": teardown.Removed().as_json(),
                                       "backups": [], "kept_volumes": []} for _ in places])
             return
         _confirm(ctx, app, places, states, with_volumes, keep_history, yes)
-        for host, ops, target in places:
-            say = ctx.say if host is None else (lambda m, h=host: ctx.say(f"{h}: {m}"))
-            with contextlib.ExitStack() as stack:
-                try:
-                    stack.enter_context(target.ledger.lock(app.name, "down", ctx.warn))
-                except LockHeld as exc:  # nothing changed: bad timing, not a failure
-                    raise ConfigError("", exc.message, exc.hint) from None
-                state = observe(target, app.name)  # again, under the lock
-                present = [(k, n) for k, n in picked if _ours(app, target, n)]
-                rows: list[dict[str, Any]] = []
-                if present and ops is not None and backup_to is not None:
-                    from immutdock.cli.volumes import back_up, checked_backups
+        results = _take_down_all(ctx, app, places, picked, volumes, backup_to, keep_history)
+    _emit(ctx, app, places, results)
 
-                    say(f"backing up {', '.join(k for k, _n in present)} into {backup_to} before removing")
-                    placed = checked_backups(app, [(host, ops, target)], present)
-                    rows = back_up(ctx, app, host, target, placed, present, backup_to, and_verify=True)
-                    state = observe(target, app.name)
-                removed = teardown.take_down(target, state, [n for _k, n in present], keep_history, say)
-            kept = [n for _k, n in volumes if n not in removed.volumes and _ours(app, target, n, anyone=True)]
+
+def _take_down_all(ctx: Ctx, app: App, places: list[Place], picked: list[tuple[str, str]],
+                   volumes: list[tuple[str, str]], backup_to: Path | None, keep_history: bool) -> list[dict[str, Any]]:
+    """Every place's lock taken, every volume found able to be backed up, then each place taken
+    down (immutdock.apply.teardown); a result per place."""
+    from immutdock.apply import teardown
+    from immutdock.targets.observe import observe
+
+    results: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        for _h, _o, target in places:  # every place's lock before anything changes on any
+            try:
+                stack.enter_context(target.ledger.lock(app.name, "down", ctx.warn))
+            except LockHeld as exc:  # nothing changed: bad timing, not a failure
+                raise ConfigError("", exc.message, exc.hint) from None
+        states = [observe(t, app.name) for _h, _o, t in places]  # again, under the locks
+        present = [[(k, n) for k, n in picked if _ours(app, t, n)] for _h, _o, t in places]
+        placed = [_checked(app, place, found) for place, found in zip(places, present)]  # before any removal
+        for (host, _ops, target), state, found, at in zip(places, states, present, placed):
+            say = ctx.say if host is None else (lambda m, h=host: ctx.say(f"{h}: {m}"))
+            rows: list[dict[str, Any]] = []
+
+            def back_up_now(host: str | None = host, target: Target = target, found: Any = found,
+                            at: Any = at, say: Any = say) -> None:
+                """Once nothing serves and no color writes: each volume backed up and verified."""
+                from immutdock.cli.volumes import back_up
+
+                say(f"backing up {', '.join(k for k, _n in found)} into {backup_to} before removing")
+                rows.extend(back_up(ctx, app, host, target, at, found, backup_to, and_verify=True))
+
+            removed = teardown.take_down(target, state, [(n, at[host, k].engine) for k, n in found],
+                                         keep_history, say, back_up_now if found else None)
+            kept = sorted({n for _k, n in volumes if _ours(app, target, n, anyone=True)}
+                          | set(_labelled_volumes(app, target)))
             results.append({"outcome": "removed" if not removed.nothing() else "nothing to remove",
                             "removed": removed.as_json(), "backups": rows, "kept_volumes": kept})
-    _emit(ctx, app, places, results)
+    return results
 
 
 @contextlib.contextmanager
@@ -106,8 +123,26 @@ def _places(ctx: Ctx, app: App, with_volumes: bool) -> Iterator[list[Place]]:
         yield [(None if fleet.policy is None else t.name, None, t) for t in fleet.targets]
 
 
-def _anything(state: AppState) -> bool:
-    return bool(state.records or [c for c in state.containers if c.labels.get(L.ROLE) != "lock"])
+def _anything(state: AppState, keep_history: bool) -> bool:
+    """Whether `down` has anything to remove of the app (a lock a gone command left counts)."""
+    return bool((state.records and not keep_history) or state.containers)
+
+
+def _checked(app: App, place: Place, found: list[tuple[str, str]]) -> dict[tuple[str | None, str], Volumes]:
+    """Each volume's backup operations where it is, every one found able to be backed up."""
+    host, ops, target = place
+    if not found or ops is None:
+        return {}
+    from immutdock.cli.volumes import checked_backups
+
+    return checked_backups(app, [(host, ops, target)], found)
+
+
+def _labelled_volumes(app: App, target: Target) -> list[str]:
+    """The volumes immutdock made for the app that the file names no more (kept: said)."""
+    named = {app.volume_name(k) for k in app.volumes}
+    return sorted({str(v["Name"]) for e in target.runtime.nodes.values()
+                   for v in e.volumes(**{L.APP: app.name, L.ROLE: "volume"})} - named)
 
 
 def _ours(app: App, target: Target, name: str, anyone: bool = False) -> bool:

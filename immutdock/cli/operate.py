@@ -5,9 +5,10 @@ swarm) through its Target, the same way."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
-from pathlib import Path
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -45,8 +46,8 @@ def ps(ctx: Ctx) -> None:
 @common
 def ls_command(ctx: Ctx) -> None:
     """Every app immutdock manages on the target (the local engine, or --target's places):
-    its live release and color, URL, health and number of releases. Reads only. Without
-    --target it needs no compose file.
+    its live release and color, URL, health and number of releases. Reads only. On the local
+    engine it reads no compose file.
 
     \b
       immutdock ls
@@ -63,7 +64,7 @@ def ls_command(ctx: Ctx) -> None:
         return [head] + [f"{r['app']:<24} {r['live_release'] or '-':<6} {r['live_color'] or '-':<6} "
                          f"{r['health']:<12} {r['releases']:<9} {r['url'] or '-'}" for r in rows]
 
-    if ctx.target_name is None and not ctx.hosts and not _has_file(ctx):
+    if ctx.target_name is None and not ctx.hosts:  # every app of the local engine: the file is not needed
         from immutdock.targets.hosts import local
 
         target = local(ctx.engine)
@@ -74,12 +75,6 @@ def ls_command(ctx: Ctx) -> None:
     with ctx.places(app) as fleet:
         all_found = fleet.each(one)
     ctx.emit_each(fleet, all_found, lambda rows: {"apps": rows}, lines, row=lambda rows: {"apps": rows})
-
-
-def _has_file(ctx: Ctx) -> bool:
-    from immutdock.config.compose_file import COMPOSE_FILE_NAMES as CANDIDATES
-
-    return ctx.file is not None or any((Path.cwd() / name).is_file() for name in CANDIDATES)
 
 
 @click.command(epilog=EPILOG)
@@ -116,9 +111,10 @@ def logs(ctx: Ctx, services: tuple[str, ...], follow: bool, tail: int | None, si
             raise ConfigError("SERVICE", f"{app.name} has no service {s!r}", f"pick among {', '.join(sorted(known))}")
     if release is not None and parse_release_id(release) is None:
         raise ConfigError("--release", f"{release!r} is not a release id", "use rN, e.g. r3 (`immutdock history`)")
+    after = logstream.since_epoch(since, time.time()) if since else None
     out = threading.Lock()
     with ctx.places(app) as fleet:
-        def one(t: Target) -> list[str]:
+        def one(t: Target) -> logstream.Streams:
             host = "" if fleet.policy is None else f"{t.name} "
 
             def line(c: ContainerState, mark: str, text: str) -> None:
@@ -135,16 +131,22 @@ def logs(ctx: Ctx, services: tuple[str, ...], follow: bool, tail: int | None, si
             return logstream.stream(t, lambda: observe(t, app.name),
                                     lambda state, following: logstream.chosen(state, services, with_router, release,
                                                                               following),
-                                    line, tail=tail, since=since, follow=follow)
+                                    line, tail=tail, since=after, follow=follow)
 
         try:
-            problems = [p for found in fleet.each(one) for p in found]
+            streams = fleet.each(one)
         except (KeyboardInterrupt, Interrupted):
             if not follow:
                 raise
             return  # Ctrl-C is how a follow ends
+    if any(s.broken for s in streams):  # `logs | head`: what reads it has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    problems = [p for s in streams for p in s.errors]
     for p in problems:
         ctx.warn(p)
+    if problems:
+        sys.exit(1)
 
 
 def _one_place(ctx: Ctx, fleet: Fleet, command: str) -> Target:
@@ -152,6 +154,11 @@ def _one_place(ctx: Ctx, fleet: Fleet, command: str) -> Target:
         raise ConfigError("--target", f"{fleet.name} has {len(fleet.targets)} hosts and `{command}` runs in one",
                           "name one with --host ssh://USER@HOST")
     return fleet.targets[0]
+
+
+def _argv(command: tuple[str, ...]) -> list[str]:
+    """The command as given, without a leading `--` (what separates it from immutdock's options)."""
+    return list(command[1:] if command[:1] == ("--",) else command)
 
 
 def _tty(no_tty: bool) -> bool:
@@ -165,19 +172,19 @@ def _tty(no_tty: bool) -> bool:
 @click.option("--index", type=click.IntRange(min=1), default=None, metavar="N",
               help="The service's Nth replica (default: the first that runs).")
 @click.option("-T", "no_tty", is_flag=True, help="No TTY, even when stdin is a terminal.")
-@click.option("-i", "--interactive", is_flag=True, help="Pass stdin to the command (on when stdin is a terminal).")
+@click.option("-i", "--interactive", is_flag=True, help="Pass stdin to the command (the default, as compose's exec).")
 @click.option("-u", "--user", default=None, metavar="USER", help="Run as this user.")
 @click.option("-w", "--workdir", default=None, metavar="DIR", help="Run in this folder.")
 @common
 def exec_command(ctx: Ctx, service: str, command: tuple[str, ...], index: int | None, no_tty: bool,
                  interactive: bool, user: str | None, workdir: str | None) -> None:
     """Run a command in a running container of the live release (or of a stateful service),
-    whatever its color; immutdock exits with the command's exit code.
+    whatever its color; stdin is passed to it, and immutdock exits with its exit code.
 
     \b
       immutdock exec web sh                 # a shell, with a TTY on a terminal
       immutdock exec db psql -U app
-      echo 'select 1' | immutdock exec -i db psql -U app
+      echo 'select 1' | immutdock exec db psql -U app
       immutdock exec --index 2 web cat /app/VERSION
     """
     from immutdock.apply import operate
@@ -191,8 +198,7 @@ def exec_command(ctx: Ctx, service: str, command: tuple[str, ...], index: int | 
         tty = _tty(no_tty)
         host = target.colors.engine_of(chosen).base_url
         ctx.say(f"exec in {chosen.name} ({chosen.labels.get('io.immutdock.release') or service})")
-        code = attached.attached(attached.exec_argv(host, chosen.id, list(command),
-                                                    interactive=interactive or sys.stdin.isatty(), tty=tty,
+        code = attached.attached(attached.exec_argv(host, chosen.id, _argv(command), interactive=True, tty=tty,
                                                     user=user, workdir=workdir))
     sys.exit(code)
 
@@ -221,9 +227,11 @@ def run(ctx: Ctx, service: str, command: tuple[str, ...], no_tty: bool) -> None:
     with ctx.places(app) as fleet:
         target = _one_place(ctx, fleet, "run")
         state = observe(target, app.name)
-        project, model = operate.run_model(app, state, service, remote=target.runtime.compose.host is not None)
+        project, model, notes = operate.run_model(app, state, service, remote=target.runtime.compose.host is not None)
+        for note in notes:
+            ctx.warn(note)
         target.colors.ensure_edge(app.name)
         ctx.say(f"running a one-off {service} container of {state.live_release}")
-        code = target.runtime.compose.run_attached(project, model, service, list(command), tty=_tty(no_tty))
+        code = target.runtime.compose.run_attached(project, model, service, _argv(command), tty=_tty(no_tty))
     sys.exit(code)
 

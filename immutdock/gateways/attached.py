@@ -1,7 +1,8 @@
 """The docker CLI run for the user, attached to immutdock's own terminal: a command in a
-running container (`docker exec`), a one-off container (`docker compose run`), a container's
-log stream (`docker logs`). Its standard input, output and error are immutdock's (a log
-stream's output is read line by line instead); its exit code is handed back as it is.
+running container (`docker exec`), a one-off container (`docker compose run`). Its standard
+input, output and error are immutdock's; its exit code is handed back (a signal that ended it
+as 128 + its number, as a shell says it). And a container's log lines, read through the
+engine's API (its errors are the engine's, never mistaken for a line).
 
 The CLI is pointed at the engine immutdock reached (`-H`: the local socket, DOCKER_HOST, or an
 SSH host's tunnel), so it talks to the same engine the container runs on. The argv is a list:
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from immutdock.errors import EngineError
 from immutdock.gateways import spawn
+
+if TYPE_CHECKING:
+    from immutdock.gateways.engine import Engine
 
 
 def docker(host: str) -> list[str]:
@@ -41,20 +44,27 @@ def attached(argv: list[str], env: Mapping[str, str] | None = None) -> int:
     """Run `argv` on immutdock's own standard input, output and error; its exit code."""
     proc = spawn.popen(argv, env={**os.environ, **(env or {})})
     try:
-        return proc.wait()
+        code = proc.wait()
     except BaseException:
         proc.kill()
         proc.wait()
         raise
+    return 128 - code if code < 0 else code
 
 
-def log_stream(host: str, container: str, *, follow: bool, tail: int | None, since: str | None,
-               timestamps: bool = False) -> "subprocess.Popen[bytes]":
-    """`docker logs` of `container`, its output and error merged on a pipe (read it line by line;
-    it ends when the container is removed, or at once without `follow`)."""
-    argv = docker(host) + ["logs"] + (["--follow"] if follow else []) + (["--timestamps"] if timestamps else [])
-    argv += ["--tail", str(tail)] if tail is not None else []
-    argv += ["--since", since] if since else []
-    return spawn.popen(argv + [container], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-
+def log_lines(engine: Engine, container: str, *, follow: bool, tail: int | None,
+              since: float | None) -> Iterator[str]:
+    """A container's log lines (its output and error, as the engine interleaves them), read
+    through the engine's API; following, until the container stops. An EngineError when the
+    engine refuses (the container is gone, the engine is not reached)."""
+    stream = engine._call(f"read the logs of {container[:12]}", lambda: engine.client.api.logs(
+        container, stdout=True, stderr=True, stream=True, follow=follow, tail="all" if tail is None else tail,
+        since=since if since else None))
+    pending = b""
+    for chunk in stream:
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")

@@ -38,6 +38,9 @@ def _piped(root: Path, *args: str, given: str) -> subprocess.CompletedProcess[st
 def test_ps_ls_exec_run_logs_and_down_on_the_engine(tiny: TinyApp, tmp_path: Path, app_name: str) -> None:
     client = docker.from_env()
     (tiny.root / "web" / "start").write_text(START)
+    compose = tiny.root / "compose.yaml"  # a value the records keep as a digest: `run` gets the value
+    compose.write_text(compose.read_text().replace("    init: true\n",
+                                                   "    init: true\n    environment: {GREETING: hello there}\n", 1))
     other = TinyApp(tmp_path / "other", f"{app_name}b").write()
     try:
         assert run_cli(tiny.root, "release").returncode == 0
@@ -69,8 +72,9 @@ def test_ps_ls_exec_run_logs_and_down_on_the_engine(tiny: TinyApp, tmp_path: Pat
         assert _on_terminal(tiny.root, "exec", "-T", "web", "tty").returncode == 1
         assert run_cli(tiny.root, "exec", "--index", "2", "web", "true").returncode == 2
         assert run_cli(tiny.root, "exec", "nosuch", "true").returncode == 2
-        once = _piped(tiny.root, "run", "web", "sh", "-c", "cat /www/version; cat; exit 5", given="typed\n")
-        assert (once.returncode, once.stdout) == (5, "v1\ntyped\n"), once.stderr
+        once = _piped(tiny.root, "run", "web", "sh", "-c", "cat /www/version; cat; echo $GREETING; exit 5",
+                      given="typed\n")
+        assert (once.returncode, once.stdout) == (5, "v1\ntyped\nhello there\n"), once.stderr  # the value itself
         assert [c.name for c in client.containers.list(all=True, filters={"label": f"io.immutdock.app={tiny.name}"})
                 if "-run-" in c.name] == []  # the one-off is gone
         refused = run_cli(tiny.root, "run", "db", "true")
@@ -84,13 +88,23 @@ def test_ps_ls_exec_run_logs_and_down_on_the_engine(tiny: TinyApp, tmp_path: Pat
             tiny.set_version("v2")
             assert run_cli(tiny.root, "release").returncode == 0
             _wait_for_line(follow, "started v2")
+            green = client.containers.get(f"{tiny.name}-green-web-1")
+            green.restart(timeout=1)  # a container that starts again is read again, from its new start
+            _wait_for_line(follow, "started v2", count=2)
         finally:
             follow.proc.send_signal(2)  # Ctrl-C ends a follow
             follow.finish()
         assert follow.proc.returncode == 0, follow.lines
         seen = [json.loads(line) for line in _rest(follow).splitlines()]
         started = [(s["color"], s["release"], s["line"]) for s in seen if s["line"].startswith("started")]
-        assert started == [("blue", "r1", "started v1"), ("green", "r2", "started v2")], seen
+        assert started == [("blue", "r1", "started v1"), ("green", "r2", "started v2"),
+                           ("green", "r2", "started v2")], seen
+        head = subprocess.Popen([*IMMUTDOCK, "logs", "-f"], cwd=tiny.root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # `immutdock logs -f | head -1`
+        assert head.stdout.readline()
+        head.stdout.close()  # what read it has what it wanted: the follow ends quietly at its next line
+        green.restart(timeout=1)
+        assert head.wait(timeout=60) == 0 and "Traceback" not in head.stderr.read()
 
         tiny.set_start_delay(6)  # a release that holds the lock while its new color starts
         tiny.set_version("v3")
@@ -158,7 +172,7 @@ def _rest(follow: Background) -> str:
         return getattr(follow, "seen", "") + rest.read().decode()
 
 
-def _wait_for_line(follow: Background, text: str, timeout: float = 120) -> None:
+def _wait_for_line(follow: Background, text: str, timeout: float = 120, count: int = 1) -> None:
     """Until the follow printed a line holding `text` (its stdout read as it comes)."""
     import os
     import select
@@ -167,7 +181,7 @@ def _wait_for_line(follow: Background, text: str, timeout: float = 120) -> None:
     fd = follow.proc.stdout.fileno()
     os.set_blocking(fd, False)
     buf = getattr(follow, "seen", "")
-    while text not in buf:
+    while buf.count(text) < count:
         assert time.monotonic() < deadline and follow.proc.poll() is None, (buf, follow.lines)
         if select.select([fd], [], [], 0.2)[0]:
             buf += os.read(fd, 65536).decode()

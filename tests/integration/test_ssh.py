@@ -17,7 +17,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -690,9 +690,13 @@ def test_a_stateful_recreate_killed_on_a_host_is_named_and_finished_by_the_next_
 def test_ps_ls_logs_exec_run_and_down_on_hosts(app: RemoteApp) -> None:
     """The operate commands through SSH: ps, ls and logs per host, exec and run in one host's
     release (their exit codes and stdin), down on both hosts and nothing of the app left there."""
-    (app.root / "web" / "Dockerfile").write_text(DOCKERFILE.replace(
-        'CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]',
-        'CMD ["sh", "-c", "echo started $(cat /www/version); exec httpd -f -p 8000 -h /www"]'))
+    def write(version: str) -> None:  # web says its version when it starts
+        app.write(version)
+        (app.root / "web" / "Dockerfile").write_text(DOCKERFILE.replace(
+            'CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]',
+            'CMD ["sh", "-c", "echo started $(cat /www/version); exec httpd -f -p 8000 -h /www"]'))
+
+    write("v1")
     assert app.cli("release", "--target", "both").returncode == 0
     first, second = app.hosts.hosts
     ps = app.cli("ps", "--target", "both", "--json")
@@ -720,15 +724,64 @@ def test_ps_ls_logs_exec_run_and_down_on_hosts(app: RemoteApp) -> None:
     assert (ran.returncode, ran.stdout) == (6, "v1\n"), ran.stderr
     assert len(first.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app.name}").stdout.split()) == 2
 
+    follow = Background(app.root, "logs", "--target", "both", "-f", "web", env=app.hosts.env)
+    try:
+        _until(follow, lambda seen: seen.count("started v1") == 2)
+        write("v2")
+        assert app.cli("release", "--target", "both").returncode == 0
+        _until(follow, lambda seen: seen.count("started v2") == 2)
+    finally:
+        follow.proc.send_signal(signal.SIGINT)
+        follow.finish()
+    streamed = [" ".join(line.split()) for line in _peek(follow).splitlines()]  # (prefixes are padded)
+    for h in (first, second):  # each host's old color, then its new one
+        old, new = (f"ssh://{h.alias} web-1 ({c}) | started {v}" for c, v in (("blue", "v1"), ("green", "v2")))
+        assert old in streamed and new in streamed and streamed.index(old) < streamed.index(new), streamed
+    assert not [line for line in streamed if "EOF" in line], streamed  # nothing of the CLI's as the follow ends
+
     gone = app.cli("down", "--target", "both", "--yes", "--json")
     assert gone.returncode == 0, gone.stderr
     assert [h["outcome"] for h in json_out(gone)["hosts"]] == ["removed", "removed"], gone.stdout
-    for h in (first, second):
-        label = f"label=io.immutdock.app={app.name}"
-        left = {kind: h.docker(*cmd, "--filter", label).stdout.split()
+    label = f"label=io.immutdock.app={app.name}"
+
+    def left(h: object) -> dict[str, list[str]]:
+        return {kind: h.docker(*cmd, "--filter", label).stdout.split()  # type: ignore[attr-defined]
                 for kind, cmd in {"containers": ("ps", "-aq"), "networks": ("network", "ls", "-q"),
                                   "images": ("image", "ls", "-q"), "volumes": ("volume", "ls", "-q")}.items()}
-        assert left == {"containers": [], "networks": [], "images": [],
-                        "volumes": left["volumes"]} and len(left["volumes"]) == 1, left  # the flags volume stays
+
+    for h in (first, second):
+        found = left(h)
+        assert found == {"containers": [], "networks": [], "images": [],
+                         "volumes": found["volumes"]} and len(found["volumes"]) == 1, found  # the flags volume stays
+    backups = app.root.parent / "backups"
+    data = app.cli("down", "--target", "both", "--yes", "--volumes", "--backup-to", str(backups), "--json")
+    assert data.returncode == 0, data.stderr
+    rows = json_out(data)["hosts"]
+    assert [[(b["volume"], b["verified"]) for b in r["backups"]] for r in rows] == [[("flags", True)]] * 2, rows
+    for h in (first, second):  # each host's backup in its folder here, then its volume gone
+        assert (backups / h.alias).is_dir() and left(h)["volumes"] == [], h.alias
     again = app.cli("down", "--target", "both", "--yes", "--json")
     assert [h["outcome"] for h in json_out(again)["hosts"]] == ["nothing to remove"] * 2, again.stdout
+
+
+def _until(follow: Background, done: Callable[[str], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not done(_peek(follow)):
+        assert follow.proc.poll() is None and time.monotonic() < deadline, (_peek(follow), follow.lines)
+        time.sleep(0.3)
+
+
+def _peek(follow: Background) -> str:
+    """What a command in the background printed on stdout so far (read without waiting)."""
+    import select
+
+    fd = follow.proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    seen = getattr(follow, "seen", "")
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        seen += chunk.decode()
+    follow.seen = seen  # type: ignore[attr-defined]
+    return seen

@@ -69,7 +69,7 @@ def test_ls_row_says_where_and_how_the_app_serves() -> None:
     row = operate.ls_row(_served())
     assert (row["live_release"], row["live_color"], row["url"], row["health"], row["releases"], row["containers"]) == (
         "r2", "blue", "http://127.0.0.1:8080", "serving", 2, 5)
-    assert operate.url_of(dataclasses.replace(router_container(), ports=("0.0.0.0:443->443/tcp",))) == \
+    assert operate.url_of(dataclasses.replace(router_container(), ports=("0.0.0.0:443->8080/tcp",))) == \
         "https://127.0.0.1:443"
     assert operate.url_of(None) is None
     down = _state("blue", color_container("blue", "r2", "h", status="exited", exit_code=1), router_container())
@@ -97,19 +97,27 @@ def test_exec_picks_a_running_replica_of_the_live_color_or_a_stateful_service(ap
         operate.pick(app, _state(None), "web", None)
 
 
-def test_a_one_off_runs_the_live_releases_recorded_definition_relabelled(app: App) -> None:
+def test_a_one_off_runs_the_live_releases_recorded_definition_relabelled_its_values_from_the_file(app: App) -> None:
+    from immutdock.identity.redact import Redactor
+
+    salt = "00" * 16
     model = {"name": APP, "services": {"web": {"image": "shop-web:r2", "container_name": "w", "ports": ["80:80"],
                                                "labels": {L.ROLE: "color", L.COLOR: "blue"},
-                                               "environment": {"A": "1"}},
+                                               "environment": {"DB_HOST": Redactor(salt).digest("db")},
+                                               "networks": {"back": None, "edge": None},
+                                               "healthcheck": {"test": ["CMD", "true"]}},
                                        "worker": {"image": "shop-worker:r2", "secrets": ["token"]}},
-             "networks": {"edge": {"external": True}}}
-    live = dataclasses.replace(record(2), packed=ledger.pack(model))
+             "networks": {"edge": {"external": True}, "back": {"name": "shop-blue_back"}}}
+    live = dataclasses.replace(record(2), packed=ledger.pack(model), salt=salt)
     state = _state("blue", color_container("blue", "r2", "h"), records=(live,))
-    project, one = operate.run_model(app, state, "web")
+    project, one, notes = operate.run_model(app, state, "web")
     assert project.startswith(f"{APP}-run-") and list(one["services"]) == ["web"] and "name" not in one
     web = one["services"]["web"]
-    assert web["labels"][L.ROLE] == "run" and web["environment"] == {"A": "1"} and one["networks"] == model["networks"]
+    assert web["environment"] == {"DB_HOST": "db"} and notes == []  # the value, from the file as a rollback takes it
+    assert web["labels"][L.ROLE] == "run" and web["healthcheck"] == {"disable": True}
     assert "container_name" not in web and "ports" not in web
+    assert one["networks"] == {"edge": {"external": True},  # its own networks labelled: `down` finds them
+                               "back": {"name": "shop-blue_back", "labels": {L.APP: APP}}}
     assert operate.run_model(app, state, "worker")[1]["services"]["worker"]["secrets"] == ["token"]
     with pytest.raises(ConfigError, match="cannot get its secrets and configs \\(token\\)"):
         operate.run_model(app, state, "worker", remote=True)
@@ -243,7 +251,33 @@ def test_down_takes_projects_then_strays_networks_objects_images_and_records_kee
 
 def test_down_removes_the_volumes_it_is_given_and_keeps_the_records_when_told() -> None:
     target, did = _target([])
-    removed = teardown.take_down(target, _served(), ("shop_data", "shop_gone"), keep_history=True,
-                                 say=lambda _m: None)  # type: ignore[arg-type]
-    assert "rm volume shop_data" in did and "forget" not in did and removed.volumes == ["shop_data"]
-    assert removed.records == 0
+    engine = target.engine
+    removed = teardown.take_down(target, _served(), (("shop_data", engine), ("shop_gone", engine)),  # type: ignore
+                                 keep_history=True, say=lambda _m: None, backup=lambda: did.append("backup"))
+    assert "forget" not in did and removed.volumes == ["shop_data"] and removed.records == 0
+    # The backup once nothing serves and no color writes, before the stateful services go; then the volume.
+    assert did.index(f"down {APP}-blue") < did.index("backup") < did.index(f"down {APP}-state") < \
+        did.index("rm volume shop_data")
+
+
+def test_since_takes_a_span_or_a_date_and_time_and_refuses_anything_else() -> None:
+    now = 1_800_000_000.0
+    assert logstream.since_epoch("90s", now) == now - 90
+    assert logstream.since_epoch("1h30m", now) == now - 5400
+    assert logstream.since_epoch("2d", now) == now - 2 * 86400
+    assert logstream.since_epoch("2026-01-02T15:04:05Z", now) == 1767366245.0
+    assert logstream.since_epoch("2026-01-02T15:04:05", now) == 1767366245.0  # UTC without an offset
+    assert logstream.since_epoch("2026-01-02T16:04:05+01:00", now) == 1767366245.0
+    for wrong in ("garbage", "10x", "", "-5m"):
+        with pytest.raises(ConfigError, match="--since"):
+            logstream.since_epoch(wrong, now)
+
+
+def test_down_finds_a_lock_a_gone_command_left_and_nothing_in_records_it_keeps() -> None:
+    from immutdock.cli.down import _anything
+
+    lock = ContainerState(id="l", name="immutdock.shop.lock", labels={L.APP: APP, L.ROLE: "lock"}, status="created",
+                          health=None, exit_code=None, image="immutdock-lock:1", stop_timeout=10)
+    assert _anything(_state(None, lock), keep_history=False)  # taken over and freed, if its holder is gone
+    kept = _state(None, records=(record(1),))
+    assert _anything(kept, keep_history=False) and not _anything(kept, keep_history=True)
