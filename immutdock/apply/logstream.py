@@ -49,10 +49,11 @@ def chosen(state: AppState, services: Collection[str], router: bool, release: st
 
 
 def prefix(c: ContainerState) -> str:
-    """How a container's lines are marked: web-1 (blue), db-1, router."""
+    """How a container's lines are marked: web-1 (blue), db-1, router (on a swarm, with its node's ID)."""
     role = role_of(c)
-    if role == "router":
-        return "router"
+    if role == "router":  # a swarm's runs one task on every node: SERVICE.NODE.TASK names it
+        slot = (c.labels.get(L.SWARM_TASK_NAME, "").split(".") + ["", ""])[1]
+        return f"router {slot[:8]}" if slot and not slot.isdigit() else "router"
     color = c.labels.get(L.COLOR) if role == "swapped" else None
     return f"{c.service}-{number(c)}" + (f" ({color})" if color else "")
 

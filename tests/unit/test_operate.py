@@ -135,6 +135,9 @@ def test_logs_show_the_live_color_and_stateful_following_both_colors_that_run() 
     assert following == [f"{APP}-router-router-1", f"{APP}-blue-web-1", f"{APP}-blue-web-2", f"{APP}-green-web-1"]
     assert [c.name for c in logstream.chosen(state, (), False, "r1", following=False)] == [f"{APP}-green-web-1"]
     assert [logstream.prefix(c) for c in state.containers[:2]] == ["web-2 (blue)", "web-1 (blue)"]
+    task = dataclasses.replace(router_container(), labels={L.APP: APP, L.ROLE: "router",
+                                                           L.SWARM_TASK_NAME: "shop-router_router.n0d3abcdefgh.t1"})
+    assert logstream.prefix(task) == "router n0d3abcd" and logstream.prefix(router_container()) == "router"
 
 
 def test_down_removes_the_router_first_the_live_color_after_the_other_and_the_stateful_last() -> None:
