@@ -43,6 +43,10 @@ LOGS = ("/var/log",)
 # `docker diff` names a file under them by its /usr path.
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 RUNTIME_WRITE = "runtime-write"  # a finding that is drift only with --strict
+# Where a file added is an edit of the box, not a program's writing (see `_is_edit`).
+SYSTEM = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/opt")
+_LOADED = re.compile(r"(^|/)\.ssh(/|$)|\.pth$|/(site|user)customize\.py$")
+CODE = (".py", ".so", ".sh", ".rb", ".pl", ".php", ".js", ".jar", ".war", ".class", ".lua")
 
 
 @dataclass(frozen=True)
@@ -94,26 +98,40 @@ def changed_paths(changes: Sequence[tuple[str, str]], mounts: Sequence[str],
     because something under it changed (kind A added, C changed, D deleted)."""
     skip = tuple(m.rstrip("/") for m in (*mounts, *RUNTIME, *ENGINE_PATHS) if m and m != "/")
     parents = {q for _k, p in changes for q in _ancestors(p)}
-    globs = [_glob(g) for g in ignore]
+    globs = _globs(ignore)
     return [(k, p) for k, p in changes if p not in parents and not _under(p, skip) and not _ignored(p, globs)]
 
 
 def edits_and_writes(changes: Sequence[tuple[str, str]], mounts: Sequence[str],
                      ignore: Sequence[str] = ()) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-    """The container's changes sorted out: the files of its image changed or deleted (edits:
-    kind and path), the paths written at run time (added, or a log changed), and the folders
-    those were written to (each top-most added folder, or the folder of a file; sorted)."""
+    """The container's changes sorted out: the edits (kind and path: a file of its image changed
+    or deleted, or one added where it changes what the system or a program does: `_is_edit`),
+    the paths written at run time (the others added, and logs), and where they were written:
+    each top-most new folder (a volume or tmpfs would hold it), or the path itself when its
+    folder is the image's (sorted)."""
     kept = changed_paths(changes, mounts, ignore)
-    written = [p for k, p in kept if k == "A" or _under(p, LOGS)]
-    edits = [(k, p) for k, p in kept if k != "A" and not _under(p, LOGS)]
     new = {p for k, p in changes if k == "A"}  # folders too: what the image did not hold
-    folders: set[str] = set()
+    edits = [(k, p) for k, p in kept if _is_edit(k, p, new)]
+    written = [p for k, p in kept if (k, p) not in edits]
+    places: set[str] = set()
     for path in written:
         top = path
         while _parent(top) in new:
             top = _parent(top)
-        folders.add(top if top != path else _parent(path))
-    return edits, written, sorted(folders)
+        places.add(top)
+    return edits, written, sorted(places)
+
+
+def _is_edit(kind: str, path: str, new: set[str]) -> bool:
+    """A change that is an edit of the box: a file of the image changed or deleted (a log
+    aside), or an added one in the system's folders (a cron job, a key, a binary early in the
+    PATH, a preloaded library, a package installed by hand), where a program loads it by its
+    name (`.ssh`, a `.pth`), or code put beside the image's own (`evil.py` in the app's folder)."""
+    if kind != "A":
+        return not _under(path, LOGS)
+    if _under(path, SYSTEM) or _LOADED.search(path):
+        return True
+    return _parent(path) not in new and path.endswith(CODE)
 
 
 def _under(path: str, folders: Sequence[str]) -> bool:
@@ -140,10 +158,12 @@ def _spellings(path: str) -> tuple[str, ...]:
     return (path,)
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
+def _glob(pattern: str) -> str:
     """An ignore glob as a regular expression: `*` any characters but `/`, `?` one of them,
     `**` any number of folders; a glob that does not start with `/` matches at any depth."""
-    text = pattern if pattern.startswith("/") else "/**/" + pattern
+    text = pattern if pattern.startswith("/") else "/" + pattern if pattern.startswith("**") else "/**/" + pattern
+    while "/**/**" in text:
+        text = text.replace("/**/**", "/**")
     out, i = "", 0
     while i < len(text):
         if text.startswith("/**", i) and (i + 3 == len(text) or text[i + 3] == "/"):
@@ -161,17 +181,23 @@ def _glob(pattern: str) -> re.Pattern[str]:
         else:
             out += re.escape(text[i])
             i += 1
-    return re.compile(out.rstrip("/") if len(out) > 1 else out)
+    return out.rstrip("/") if len(out) > 1 else out
 
 
-def _ignored(path: str, globs: Sequence[re.Pattern[str]]) -> bool:
-    """Whether a glob matches the path or a folder it is in (under either of its names)."""
-    return any(g.fullmatch(q) for g in globs for p in _spellings(path) for q in (p, *_ancestors(p)))
+def _globs(ignore: Sequence[str]) -> re.Pattern[str] | None:
+    """Every glob as one expression that matches a path they cover: one a glob matches, or
+    anything in a folder one matches."""
+    return re.compile(f"(?:{'|'.join(_glob(g) for g in ignore)})(?:/.*)?", re.S) if ignore else None
+
+
+def _ignored(path: str, globs: re.Pattern[str] | None) -> bool:
+    """Whether the globs cover the path (under either of its names)."""
+    return globs is not None and any(globs.fullmatch(p) for p in _spellings(path))
 
 
 def ignored(path: str, ignore: Sequence[str]) -> bool:
     """Whether one of the `x-immutdock.drift.ignore` globs covers a path of a container."""
-    return _ignored(path, [_glob(g) for g in ignore])
+    return _ignored(path, _globs(ignore))
 
 
 def findings(expected: Expected, containers: Sequence[ContainerState],
@@ -266,16 +292,16 @@ def _container_findings(expected: Expected, c: ContainerState, changes: Sequence
     edits, written, folders = edits_and_writes(changes, c.mounts, expected.ignore)
     if edits:
         shown = ", ".join(f"{_KIND[k]} {p}" for k, p in edits[:5]) + _more(edits)
-        found.append(Finding("filesystem", c.name, c.service, "files of its image were changed after it started: "
+        found.append(Finding("filesystem", c.name, c.service, "its files were changed after it started: "
                              + shown, tuple(p for _k, p in edits)))
     if written:
-        it = "it" if len(folders) == 1 else "them"
         logs = sum(_under(p, LOGS) for p in written)
         what = ", ".join(f"{n} {noun}{'s' if n > 1 else ''} {verb}" for n, noun, verb in
                          ((len(written) - logs, "path", "added"), (logs, "log", "written")) if n)
-        found.append(Finding(RUNTIME_WRITE, c.name, c.service, f"writes at run time under {', '.join(folders[:5])}"
-                             f"{_more(folders)} ({what}): declare {it} as a volume or tmpfs, or accept {it} in "
-                             "x-immutdock.drift.ignore", tuple(folders)))
+        found.append(Finding(RUNTIME_WRITE, c.name, c.service, f"writes at run time ({what}) to "
+                             f"{', '.join(folders[:5])}{_more(folders)}: declare a folder of "
+                             f"{'it' if len(folders) == 1 else 'them'} as a volume or tmpfs, or accept "
+                             f"{'it' if len(folders) == 1 else 'them'} in x-immutdock.drift.ignore", tuple(folders)))
     return found
 
 

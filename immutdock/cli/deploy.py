@@ -204,6 +204,10 @@ def _heal(ctx: Ctx, deployer: Deployer, app: App, stateful: bool, prefix: str = 
     states = [f for f in replaceable if f["service"] in stateful_names and stateful and f["kind"] != "extra"]
     for f in report["drift"]:
         if f not in swapped and f not in states:
+            if swapped and f["container"] and f["service"] and f["service"] not in stateful_names and \
+                    f["kind"] in (*_HEALED, RUNTIME_WRITE):
+                ctx.say(f"{prefix}replaced with its color too: {Finding.from_json(f).text()}")
+                continue
             hint = " (add --stateful to replace it)" if f in replaceable and f["kind"] != "extra" else ""
             if f["kind"] == RUNTIME_WRITE and not strict:
                 both = " --stateful" if f["service"] in stateful_names else ""

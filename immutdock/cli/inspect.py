@@ -217,7 +217,8 @@ def drift_report(deployer: Deployer, app: App, strict: bool = False) -> dict[str
     found = drift.findings(expected, state.containers, drift.look(deployer.target.colors, state.containers))
     drifted = any(f.drifted(strict) for f in found)
     return {"app": app.name, "release": expected.release, "color": expected.color, "strict": strict,
-            "outcome": "drift" if drifted else "no drift", "drift": [f.as_json() for f in found],
+            "outcome": "drift" if drifted else "no drift",
+            "drift": [{**f.as_json(), "drifted": f.drifted(strict)} for f in found],
             "seconds": round(time.monotonic() - t0, 3)}
 
 

@@ -301,6 +301,13 @@ def _drift_ignore(value: Any, path: str) -> tuple[str, ...]:
     for i, glob in enumerate(globs):
         if not isinstance(glob, str) or not glob.strip() or not glob.isprintable():
             raise ConfigError(f"{path}.ignore[{i}]", f"{glob!r} is not a path glob", example)
+        wrong = ("has spaces at an end" if glob != glob.strip() else
+                 "is relative to no folder (./ or ~)" if glob.startswith(("./", "~")) else
+                 "has an empty folder name (//)" if "//" in glob else
+                 "uses [ ] or { }, which it does not understand" if set(glob) & set("[]{}") else
+                 "covers every file: drift would never see an edit" if glob.strip("/*") == "" else "")
+        if wrong:
+            raise ConfigError(f"{path}.ignore[{i}]", f"{glob!r} {wrong}", example)
     return tuple(dict.fromkeys(globs))
 
 

@@ -57,12 +57,15 @@ def test_what_the_engine_adds_and_mounts_is_never_reported(changes: list[tuple[s
 
 def test_an_untouched_nginx_and_python_app_write_at_run_time_and_are_no_drift() -> None:
     nginx = _found(NGINX)
-    assert [(f.kind, f.paths) for f in nginx] == [("runtime-write", ("/var/lib/nginx", "/var/log/nginx"))]
+    # Each path itself (never the image's own folder that holds it: a volume there would hide its files).
+    assert [(f.kind, f.paths) for f in nginx] == [("runtime-write", (
+        "/var/lib/nginx/body", "/var/lib/nginx/fastcgi", "/var/lib/nginx/proxy", "/var/lib/nginx/scgi",
+        "/var/lib/nginx/uwsgi", "/var/log/nginx/access.log"))]
     assert "5 paths added, 1 log written" in nginx[0].detail and "volume or tmpfs" in nginx[0].detail
     assert not nginx[0].drifted() and nginx[0].drifted(strict=True)
-    python = _found(PYTHON)
+    python = _found(PYTHON)  # a new folder: it, not what is in it
     assert [(f.kind, f.paths) for f in python] == [("runtime-write", ("/srv/app/__pycache__",))]
-    assert "writes at run time under /srv/app/__pycache__ (1 path added)" in python[0].detail
+    assert "writes at run time (1 path added) to /srv/app/__pycache__: declare" in python[0].detail
 
 
 def test_an_image_file_changed_or_deleted_is_drift_an_added_one_a_runtime_write() -> None:
@@ -70,11 +73,38 @@ def test_an_image_file_changed_or_deleted_is_drift_an_added_one_a_runtime_write(
                ("A", "/srv/uploads/a"), ("A", "/srv/uploads/b"), ("A", "/srv/uploads/b/c"), ("A", "/etc/cron.d/x")]
     found = _found(changes)
     assert [(f.kind, f.paths) for f in found] == [
-        ("filesystem", ("/srv/app/helper.py", "/usr/bin/curl")),
-        ("runtime-write", ("/etc/cron.d", "/srv/app/__pycache__", "/srv/uploads"))]
-    assert found[0].detail.endswith("changed /srv/app/helper.py, deleted /usr/bin/curl") and found[0].drifted()
+        ("filesystem", ("/srv/app/helper.py", "/usr/bin/curl", "/etc/cron.d/x")),
+        ("runtime-write", ("/srv/app/__pycache__", "/srv/uploads"))]
+    assert found[0].detail.endswith("changed /srv/app/helper.py, deleted /usr/bin/curl, added /etc/cron.d/x")
+    assert found[0].drifted()
     assert edits_and_writes(changes, ())[1] == ["/srv/app/__pycache__/helper.cpython-311.pyc", "/srv/uploads/a",
-                                                "/srv/uploads/b/c", "/etc/cron.d/x"]
+                                                "/srv/uploads/b/c"]
+
+
+@pytest.mark.parametrize("added", [
+    [("C", "/etc"), ("C", "/etc/cron.d"), ("A", "/etc/cron.d/backdoor")],  # a cron job
+    [("C", "/root"), ("A", "/root/.ssh"), ("A", "/root/.ssh/authorized_keys")],  # a key
+    [("C", "/home/app"), ("A", "/home/app/.ssh"), ("A", "/home/app/.ssh/authorized_keys")],
+    [("C", "/etc/sudoers.d"), ("A", "/etc/sudoers.d/99-me")],
+    [("C", "/usr/local/bin"), ("A", "/usr/local/bin/kubectl")],  # a binary early in the PATH
+    [("A", "/etc/ld.so.preload")], [("C", "/lib64"), ("A", "/lib64/evil.so")],
+    [("C", "/usr/local/lib/python3.11/site-packages"), ("A", "/usr/local/lib/python3.11/site-packages/x"),
+     ("A", "/usr/local/lib/python3.11/site-packages/x/__init__.py")],  # a package installed by hand
+    [("C", "/srv/venv/lib/site-packages"), ("A", "/srv/venv/lib/site-packages/zzz.pth")],  # run at every start
+    [("C", "/srv/app"), ("A", "/srv/app/evil.py")],  # code beside the image's own
+])
+def test_a_file_added_where_it_changes_what_the_box_does_is_drift(added: list[tuple[str, str]]) -> None:
+    assert [f.kind for f in _found(added)] == ["filesystem"], _found(added)
+
+
+@pytest.mark.parametrize("written", [
+    [("C", "/home/app"), ("A", "/home/app/.cache"), ("A", "/home/app/.cache/pip"),  # in a new folder
+     ("A", "/home/app/.cache/pip/x.py")],
+    [("C", "/srv/app"), ("A", "/srv/app/celerybeat-schedule")],
+    [("C", "/srv/app"), ("A", "/srv/app/node_modules/.cache"), ("A", "/srv/app/node_modules/.cache/a.js")],
+])
+def test_a_file_a_program_writes_beside_its_own_is_a_runtime_write(written: list[tuple[str, str]]) -> None:
+    assert [f.kind for f in _found(written)] == ["runtime-write"], _found(written)
 
 
 @pytest.mark.parametrize("glob", ["/srv/uploads", "/srv/uploads/", "/srv/uploads/**", "/srv/*", "/srv/**/b",
@@ -115,6 +145,12 @@ def test_the_drift_ignore_setting() -> None:
     ({"ignore": [""]}, f"{BLOCK}.drift.ignore[0]"),
     ({"ignore": ["/srv\n/x"]}, f"{BLOCK}.drift.ignore[0]"),
     ({"ignores": ["/srv"]}, f"{BLOCK}.drift.ignores"),
+    ({"ignore": ["/srv", " /srv/uploads"]}, f"{BLOCK}.drift.ignore[1]"),  # globs that could never match
+    ({"ignore": ["./srv/uploads"]}, f"{BLOCK}.drift.ignore[0]"), ({"ignore": ["~/.cache"]}, f"{BLOCK}.drift.ignore[0]"),
+    ({"ignore": ["/srv//uploads"]}, f"{BLOCK}.drift.ignore[0]"), ({"ignore": ["/srv/[ab]"]}, f"{BLOCK}.drift.ignore[0]"),
+    ({"ignore": ["/srv/{a,b}"]}, f"{BLOCK}.drift.ignore[0]"),
+    ({"ignore": ["*"]}, f"{BLOCK}.drift.ignore[0]"), ({"ignore": ["/**"]}, f"{BLOCK}.drift.ignore[0]"),  # everything
+    ({"ignore": ["/"]}, f"{BLOCK}.drift.ignore[0]"),
     (["/srv"], f"{BLOCK}.drift"),
 ])
 def test_a_bad_drift_ignore_is_refused_naming_its_key(raw: object, path: str) -> None:
