@@ -160,13 +160,19 @@ def run_model(app: App, state: AppState, service: str, remote: bool = False
     one["healthcheck"] = {"disable": True}  # a command, not a server: never "unhealthy"
     model["services"] = {service: one}
     model.pop("name", None)
+    return f"{app.name}-run-{uuid.uuid4().hex[:8]}", labelled_networks(model, app.name), notes
+
+
+def labelled_networks(model: Mapping[str, Any], app: str) -> dict[str, Any]:
+    """A one-off project's model (run, a hook, a test) with the networks compose makes for it
+    labelled with the app (compose's implicit default too), so that `down` finds one that a
+    killed command left."""
     declared = dict(model.get("networks") or {})
-    joined = one.get("networks") or {"default": None}
-    declared.update({key: {} for key in joined if key not in declared})  # compose's implicit default too
-    model["networks"] = {key: net if (net or {}).get("external") else
-                         {**(net or {}), "labels": {**((net or {}).get("labels") or {}), L.APP: app.name}}
-                         for key, net in declared.items()}  # labelled: `down` finds one a killed run left
-    return f"{app.name}-run-{uuid.uuid4().hex[:8]}", model, notes
+    for svc in (model.get("services") or {}).values():
+        declared.update({key: {} for key in (svc.get("networks") or {"default": None}) if key not in declared})
+    return {**model, "networks": {key: net if (net or {}).get("external") else
+                                  {**(net or {}), "labels": {**((net or {}).get("labels") or {}), L.APP: app}}
+                                  for key, net in declared.items()}}
 
 
 def node_names(target: Target) -> Callable[[ContainerState], str] | None:

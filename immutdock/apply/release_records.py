@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from immutdock.apply.build import git_revision
+from immutdock.apply.operate import labelled_networks
 from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
 from immutdock.identity.redact import Redactor, new_salt
@@ -85,8 +86,8 @@ class RecordSteps(Parts):
             svc = model["services"][test.service]
             svc["environment"] = {**(svc.get("environment") or {}), **env}
         self.target.colors.ensure_edge(self.app.name)
-        ok, output = self.compose.run_once(render.project_name(self.app.name, role), model, test.service,
-                                           list(test.command))
+        ok, output = self.compose.run_once(render.project_name(self.app.name, role),
+                                           labelled_networks(model, self.app.name), test.service, list(test.command))
         return None if ok else "\n".join(output.strip().splitlines()[-20:])
 
     def _pre_release_test(self, refs: Mapping[str, str], plan: ReleasePlan) -> None:
