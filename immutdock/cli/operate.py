@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from immutdock.cli.context import EPILOG, Ctx, common, common_long_file
-from immutdock.errors import ConfigError, Interrupted
+from immutdock.errors import ConfigError, EngineError, Interrupted
 
 if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet
@@ -57,12 +57,20 @@ def ls_command(ctx: Ctx) -> None:
     from immutdock.targets.observe import observe
 
     def one(t: Target) -> list[dict[str, Any]]:
-        return [operate.ls_row(observe(t, name)) for name in t.ledger.apps()]
+        rows = []
+        for name in t.ledger.apps():
+            try:
+                rows.append(operate.ls_row(observe(t, name)))
+            except EngineError as exc:  # one app that cannot be read (going away meanwhile) hides no other
+                rows.append({"app": name, "live_release": None, "live_color": None, "url": None,
+                             "health": "unreadable", "releases": None, "containers": None, "error": exc.message})
+        return rows
 
     def lines(rows: list[dict[str, Any]]) -> list[str]:
         head = f"{'APP':<24} {'LIVE':<6} {'COLOR':<6} {'HEALTH':<12} {'RELEASES':<9} URL"
         return [head] + [f"{r['app']:<24} {r['live_release'] or '-':<6} {r['live_color'] or '-':<6} "
-                         f"{r['health']:<12} {r['releases']:<9} {r['url'] or '-'}" for r in rows]
+                         f"{r['health']:<12} {r['releases'] if r['releases'] is not None else '-':<9} "
+                         f"{r['url'] or r.get('error') or '-'}" for r in rows]
 
     if ctx.target_name is None and not ctx.hosts:  # every app of the local engine: the file is not needed
         from immutdock.targets.hosts import local
