@@ -30,13 +30,11 @@ def docker(host: str) -> list[str]:
 
 
 def exec_argv(host: str, container: str, command: Sequence[str], *, interactive: bool, tty: bool,
-              user: str | None = None, workdir: str | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+              user: str | None = None, workdir: str | None = None) -> list[str]:
     """`docker exec` of `command` in `container` (its ID), as the options ask."""
     argv = docker(host) + ["exec"] + (["--interactive"] if interactive else []) + (["--tty"] if tty else [])
     argv += ["--user", user] if user else []
     argv += ["--workdir", workdir] if workdir else []
-    for key in env or {}:  # the value comes from immutdock's environment, never from the argv
-        argv += ["--env", key]
     return argv + [container, *command]
 
 
