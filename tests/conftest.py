@@ -45,3 +45,12 @@ def engine() -> Iterator["object"]:
 def app_name() -> str:
     """A unique app name per test; everything it makes is found by label and removed."""
     return f"it{uuid.uuid4().hex[:8]}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Swarm tests share one worker under pytest-xdist (`--dist loadgroup`), so the run
+    forms one Swarm of three test hosts, not one per worker; the other tests spread over the
+    workers."""
+    for item in items:
+        if "swarm" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_swarm"):
+            item.add_marker(pytest.mark.xdist_group("swarm"))
