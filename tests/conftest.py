@@ -48,9 +48,13 @@ def app_name() -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Swarm tests share one worker under pytest-xdist (`--dist loadgroup`), so the run
-    forms one Swarm of three test hosts, not one per worker; the other tests spread over the
-    workers."""
+    """Under pytest-xdist (`--dist loadgroup`) a module's tests stay on one worker, in order,
+    with its module-scoped fixtures made once; the Swarm tests all share one worker, so the run
+    forms one Swarm of three test hosts, not one per worker. The Swarm tests come first: the
+    longest group starts at once, the other worker takes the rest meanwhile."""
+    def on_swarm(item: pytest.Item) -> bool:
+        return "swarm" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_swarm")
+
     for item in items:
-        if "swarm" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_swarm"):
-            item.add_marker(pytest.mark.xdist_group("swarm"))
+        item.add_marker(pytest.mark.xdist_group("swarm" if on_swarm(item) else item.path.stem))
+    items.sort(key=lambda item: not on_swarm(item))  # stable: each module's own order is kept

@@ -17,6 +17,7 @@ from immutdock.gateways.engine import Engine
 from immutdock.identity.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
 from immutdock.identity.contexthash import hash_context
 from immutdock.identity.dockerfile import base_images
+from immutdock.apply.bake import bake_images, build_bake
 from immutdock.plan.imageplan import ImagePlan
 
 Progress = Callable[[str], None]
@@ -130,7 +131,7 @@ def plan_app_images(app: App, engine: Engine, pull: bool = True,
             plans.append(plan_pulled(svc.name, f"{app.name}-{svc.name}", svc.image,
                                      str(svc.definition.get("pull_policy") or "missing"), engine, pull,
                                      pinned=not svc.stateful, progress=progress))
-    return plans
+    return bake_images(plans, app.services, app.project_dir, engine, app.settings.bind_limit)
 
 
 def _git(project_dir: Path, *args: str) -> str | None:
@@ -141,8 +142,17 @@ def _git(project_dir: Path, *args: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+UNCOMMITTED = "_uncommitted"  # the mark of a revision whose checkout has changes not committed
+
+
 def git_revision(project_dir: Path) -> str | None:
-    return _git(project_dir, "rev-parse", "HEAD")
+    """The checkout's revision, marked `<sha>_uncommitted` when a file differs from it or a file
+    git does not ignore is not in it (as Kamal marks its versions)."""
+    revision = _git(project_dir, "rev-parse", "HEAD")
+    if revision is None:
+        return None
+    dirty = _git(project_dir, "status", "--porcelain", "--ignore-submodules=dirty", "--", ".")
+    return revision + UNCOMMITTED if dirty else revision
 
 
 def oci_labels(app_name: str, item: ImagePlan, project_dir: Path) -> dict[str, str]:
@@ -169,12 +179,30 @@ def build_one(service: str, spec: BuildSpec, tag: str, labels: Mapping[str, str]
         progress(f"{service}: {line}")
 
 
+def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engine, compose: Compose,
+                progress: Progress) -> ImagePlan:
+    """The service's own image first, then its project binds baked over it (unless cached)."""
+    import dataclasses
+
+    assert item.bake is not None
+    base = apply_images(app_name, [item.bake.base], project_dir, engine, compose, progress)[0]
+    item = dataclasses.replace(item, bake=dataclasses.replace(item.bake, base=base))
+    if item.cached:
+        progress(f"{item.service}: {item.image} cached (its project binds baked)")
+        return item
+    build_bake(item, oci_labels(app_name, item, project_dir), project_dir, compose, progress)
+    return dataclasses.replace(item, image_id=engine.image_id(item.image))
+
+
 def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
                  compose: Compose, progress: Progress = lambda _l: None) -> list[ImagePlan]:
     """Build what is not cached; an identical build of another service is tagged, not rebuilt."""
     done: list[ImagePlan] = []
     built_by_hash: dict[str, str] = {}
     for item in plans:
+        if item.bake is not None:
+            done.append(_apply_bake(app_name, item, project_dir, engine, compose, progress))
+            continue
         if item.cached:
             if item.spec is not None:
                 progress(f"{item.service}: {item.image} cached")

@@ -53,13 +53,22 @@ class RecordSteps(Parts):
         number = ledger.parse_release_id(plan.release) or 0
         written = self.target.ledger.write(self.app.name, ledger.Record(
             number=number, kind=kind, color=plan.color, images=dict(refs), config_hash=plan.config_hash,
-            created=now(), outcome=outcome, git=git_revision(self.app.project_dir), message=message,
+            created=now(), outcome=outcome, git=self._revision(source, state), message=message,
             source=source, packed=ledger.pack(redactor.scrub(model)) if redactor else "",
             salt=redactor.salt if redactor else "", profiles=plan.profiles),
             taken=frozenset(r.volume for r in state.records) if state else frozenset())
         if redactor and state and any((r.packed and not r.salt) or r.stale for r in state.records):
             self.target.ledger.tidy(self.app.name, list(state.records), redactor)
         return written
+
+    def _revision(self, source: str | None, state: AppState | None) -> str | None:
+        """The git revision a record names: a rollback's or heal's, that of the release it runs
+        again; a release's, the checkout's (marked when it has uncommitted changes)."""
+        if source is not None:
+            found = next((r for r in (state.records if state else ()) if r.id == source), None)
+            if found is not None:
+                return found.git
+        return git_revision(self.app.project_dir)
 
     def _settle_interrupted(self, state: AppState, by: str) -> None:
         """Settle the records of releases killed around their switch: the one that serves is

@@ -5,6 +5,7 @@ are), the colors an interrupted release left, and a recorded release to roll bac
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -60,11 +61,15 @@ class StateSteps(Parts):
         if state_model is None and state_refs is not None and state.recreating is not None:
             recreate.drop(self.engine, app.name)  # the file has no stateful service left to finish
         if state_model is not None:
+            t0 = time.monotonic()
             if plan.stateful_changes:  # an interrupt never leaves a database half-recreated
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
                         recreate.marked(self.engine, app.name, state_model, plan.stateful_changes, redactor.salt):
                     self.target.colors.up(render.project_name(app.name, "state"), state_model, surviving=True)
             self._up_state(state_model)
+            if plan.stateful_changes:  # from the stop of the old container to the new one up (and healthy)
+                self.say(f"stateful {', '.join(plan.stateful_changes)} replaced stop-first: a gap of at most "
+                         f"{time.monotonic() - t0:.1f} s")
             if state.recreating is not None and not plan.stateful_changes:  # finished by a compose that outlived it
                 recreate.drop(self.engine, app.name)
 

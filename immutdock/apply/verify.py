@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.build import MissingBase, build_inputs, build_one
-from immutdock.config.model import App, BuildSpec
+from immutdock.apply.bake import differing_bake
+from immutdock.config.model import App, BuildSpec, Service
 from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
@@ -104,9 +105,11 @@ def check_image(app: App, engine: Engine, compose: Compose, service: str, ref: s
     svc = app.services.get(service)
     if svc is None:
         return ImageCheck(service, ref, None, note="not in the compose file any more: nothing to rebuild")
+    labels = ((found or {}).get("Config") or {}).get("Labels") or {}
+    if svc.bakes:
+        return _check_baked(app, engine, svc, ref, labels, found)
     if svc.build is None:
         return ImageCheck(service, ref, None, note=f"pulled ({svc.image}), not built: nothing to rebuild")
-    labels = ((found or {}).get("Config") or {}).get("Labels") or {}
     recorded_hash = labels.get(L.CONTENT_HASH, "")
     try:
         inputs = build_inputs(svc.build, engine, pull=False)
@@ -142,6 +145,27 @@ def check_image(app: App, engine: Engine, compose: Compose, service: str, ref: s
         theirs = list((found.get("RootFS") or {}).get("Layers") or [])
         check.layers = len(theirs)
         check.layers_equal = sum(1 for a, b in zip(mine, theirs) if a == b)
+    return check
+
+
+def _check_baked(app: App, engine: Engine, svc: Service, ref: str, labels: Mapping[str, Any],
+                 found: Mapping[str, Any] | None) -> ImageCheck:
+    """A release image with the service's project binds baked in: each bind's files and the
+    service's own image compared with the checkout's (a bake is a COPY: nothing is rebuilt)."""
+    if found is None:
+        return ImageCheck(svc.name, ref, None, note="the release's image is gone (pruned): nothing to compare")
+    if svc.build is not None:
+        try:
+            own: str | None = build_digest(build_inputs(svc.build, engine, pull=False))
+        except MissingBase:
+            own = None
+    else:
+        own = engine.image_id(str(svc.image))
+    differing = differing_bake(svc, app.project_dir, app.settings.bind_limit, labels, own)
+    check = ImageCheck(svc.name, ref, not differing, labels.get(L.CONTENT_HASH, ""), labels.get(L.CONTENT_HASH, ""),
+                       differing=differing, recorded_id=found.get("Id"))
+    check.note = ("its project binds and its own image are the checkout's (a bake is a copy: not rebuilt)"
+                  if not differing else "not rebuilt: its inputs differ, so would the image")
     return check
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import click
 
 from immutdock.cli.context import EPILOG, Ctx, common, place_folder
+from immutdock.config import bounds
 
 if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet, FleetOutcome
@@ -82,6 +83,11 @@ def _plan_lines(app: App, p: ReleasePlan, lookups: Mapping[str, str | None]) -> 
 
 
 def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> str:
+    if i.bake is not None:
+        binds = ", ".join(f"./{b.source} ({bounds.size_text(i.bake.sizes.get(b.target, 0))}) at {b.target}"
+                          for b in i.bake.bakes)
+        own = _image_action(i.bake.base, app, lookups)
+        return f"{'reuse' if i.cached else 'bake'} its project binds {binds} into {i.bake.base.image} ({own})"
     if i.source is None:
         if i.missing_base:
             return f"build (its base {i.missing_base} is not on the engine: release pulls it, then knows the tag)"
@@ -99,13 +105,13 @@ def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> 
 
 def _found(i: ImagePlan, lookups: Mapping[str, str | None]) -> dict[str, Any]:
     """The registry lookup of a missing pulled image, for --json."""
-    return {"registry": lookups[i.source] or "found"} if i.source in lookups else {}
+    return {"registry": lookups[i.own.source] or "found"} if i.own.source in lookups else {}
 
 
 def _lookups(ctx: Ctx, engine: Engine, images: Sequence[ImagePlan]) -> dict[str, str | None]:
     """Each image-only service's image the engine lacks, looked up in its registry (nothing
     pulled): None when found, else why not, also warned."""
-    found = {i.source: engine.registry_lookup(i.source) for i in images if i.source and i.missing_base}
+    found = {i.own.source: engine.registry_lookup(i.own.source) for i in images if i.own.source and i.own.missing_base}
     for ref, why in found.items():
         if why:
             ctx.warn(f"image {ref} is not on the engine and cannot be found in its registry ({why}); "

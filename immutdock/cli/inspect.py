@@ -158,6 +158,14 @@ def history(ctx: Ctx) -> None:
                   row=lambda rows: {"releases": rows})
 
 
+def _revision(git: str | None) -> str:
+    """A record's git revision, short, with its uncommitted mark."""
+    if not git:
+        return "-"
+    sha, mark, _ = git.partition("_")
+    return sha[:12] + ("_" + git.partition("_")[2] if mark else "")
+
+
 def _history_lines(app: App, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"{app.name} has no releases yet"] if not rows else []
     for r in rows:
@@ -165,7 +173,7 @@ def _history_lines(app: App, rows: list[dict[str, Any]]) -> list[str]:
         extra = f" -> {r['source']}" if r["source"] else ""
         outcome = "ok, pruned" if r["compacted"] else r["outcome"]
         lines.append(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
-                   f"{(r['git'] or '-')[:12]:<13} {images}"
+                     f"{_revision(r['git']):<25} {images}"
                    + (f"  profiles: {','.join(r['profiles'])}" if r["profiles"] else ""))
     return lines
 

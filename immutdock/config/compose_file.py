@@ -12,9 +12,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from immutdock.config import bounds, infer, projectfiles
+from immutdock.config import binds, bounds, infer, projectfiles
+from immutdock.config.projectfiles import read_dotenv
 from immutdock.config.model import App, BuildSecret, BuildSpec, Service, VolumeDump, frozen_mapping
 from immutdock.config.settings import BLOCK, parse_settings
+from immutdock.config.model import Settings
 from immutdock.errors import ConfigError
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -190,12 +192,10 @@ def _check_swapped(name: str, svc: Mapping[str, Any], routed: bool) -> None:
     for i, mount in enumerate(svc.get("volumes") or []):
         kind = mount.get("type")
         if kind == "bind" and not mount.get("read_only"):
-            raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')}: "
-                              "an immutable release takes its code from the image and its state from named volumes",
-                              "build the code into the image, mount it :ro or keep state in a named volume"
-                              + ("" if routed else f", or list {name} as stateful")
-                              + "; keep a dev bind in compose.dev.yaml (docker compose -f compose.yaml "
-                                "-f compose.dev.yaml up)")
+            raise ConfigError(f"{path}.volumes[{i}]", f"writable bind mount {mount.get('source')}:{mount.get('target')} "
+                              "holds data, and two colors of a blue/green service would both write it",
+                              "keep the data in a named volume" + ("" if routed else f", or list {name} as stateful")
+                              + "; or, if it is code or configuration, mount it :ro (it is then baked into the image)")
         if kind == "volume" and not mount.get("source"):
             raise ConfigError(f"{path}.volumes[{i}]", f"anonymous volume at {mount.get('target')} is lost on every release",
                               "give it a name under the top-level volumes: and mount it by that name")
@@ -224,29 +224,6 @@ def left_out(raws: list[Mapping[str, Any]], services: Mapping[str, Any]) -> dict
 _VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments, `export` and quotes as compose reads them)."""
-    out: dict[str, str] = {}
-    if not os.path.lexists(path):
-        return out
-    try:  # a regular file within bounds.ENV_BYTES, or a ConfigError: compose reads it next
-        text = bounds.read_file(path, bounds.ENV_BYTES, path.name, "env file").decode("utf-8")
-    except UnicodeDecodeError:
-        return out
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.removeprefix("export ").split("=", 1)
-        value = value.strip()
-        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        out[key.strip()] = value
-    return out
-
-
 def secret_values(texts: list[str], services: Mapping[str, Any], variables: Mapping[str, str]) -> frozenset[str]:
     """Pure: the values a record must not hold inside other strings: those of secret-looking
     variables the files interpolate (from `variables`: the shell's, then .env's) and of
@@ -259,11 +236,13 @@ def secret_values(texts: list[str], services: Mapping[str, Any], variables: Mapp
 
 
 def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
-             inactive: Mapping[str, list[str]] | None = None, absolute: frozenset[str] = frozenset()) -> App:
+             inactive: Mapping[str, list[str]] | None = None, absolute: frozenset[str] = frozenset(),
+             relative: frozenset[str] = frozenset()) -> App:
     """Pure: compose's normalized model (+ the x-immutdock block) -> App. `inactive`: the
     services compose left out because their profiles are not active, each with its profiles;
     `absolute`: the key paths of build contexts the files give as absolute paths (others must
-    stay inside the compose file's folder)."""
+    stay inside the compose file's folder); `relative`: the bind sources the files write relative
+    to the project."""
     services_raw: Mapping[str, Any] = model.get("services") or {}
     inactive = inactive or {}
     if not services_raw and inactive:
@@ -276,33 +255,22 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
         raise ConfigError("services", "no services defined", "add at least one service")
     roles: tuple[infer.Role, ...] = ()
     block = raw_block
+    project = infer.Project(compose_file.parent, _marked(raw_block), relative)
     if raw_block is None or isinstance(raw_block, Mapping):  # else parse_settings names the problem
-        block, roles = infer.resolve(raw_block or {}, services_raw)
+        block, roles = infer.resolve(raw_block or {}, services_raw, project)
     settings = parse_settings(block, set(services_raw), inactive)
     secrets = model.get("secrets") or {}
     services: dict[str, Service] = {}
     warnings: list[str] = []
     for name, svc in services_raw.items():
-        stateful = name in settings.stateful
-        bounds.replicas(name, svc, stateful)
-        definition = dict(svc)
-        if not stateful:
-            routed = settings.router is not None and name in settings.router.services
-            if routed:
-                definition.pop("ports", None)  # the router publishes them
-            warnings += _drop_container_name(name, definition, services_raw)
-            _check_swapped(name, definition, routed)
-        build = _build_spec(name, svc["build"], secrets, compose_file.parent, absolute) if svc.get("build") else None
-        if build is None and not svc.get("image"):
-            raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
-        services[name] = Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
-                                 definition=frozen_mapping(definition))
+        services[name] = _service(name, svc, services_raw, settings, secrets, compose_file.parent, absolute,
+                                  relative, warnings)
     for name in settings.router.services if settings.router else ():
         if services[name].definition.get("network_mode"):
             raise ConfigError(f"services.{name}.network_mode", "a routed service must join networks",
                               "remove network_mode")
     bounds.app_name(str(model.get("name")))
-    named = {n: s.build is not None or not s.stateful for n, s in services.items()}  # <app>-<service> images
+    named = {n: s.build is not None or not s.stateful or bool(s.bakes) for n, s in services.items()}  # <app>-<service> images
     bounds.derived_names(str(model.get("name")), named, settings.router.services if settings.router else (),
                          [t.registry for t in settings.targets.values() if t.registry])
     settings = dataclasses.replace(settings, volumes=frozen_mapping(
@@ -312,6 +280,38 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
                secrets=frozen_mapping(secrets), networks=frozen_mapping(model.get("networks") or {}),
                configs=frozen_mapping(model.get("configs") or {}),
                settings=settings, roles=roles, warnings=tuple(warnings), profiles=active_profiles())
+
+
+def _service(name: str, svc: Mapping[str, Any], services_raw: Mapping[str, Any], settings: Settings,
+             secrets: Mapping[str, Any], project_dir: Path, absolute: frozenset[str], relative: frozenset[str],
+             warnings: list[str]) -> Service:
+    """One service, checked for its role; its project binds taken out of its definition to be
+    baked into its image (what is left said in `warnings`)."""
+    stateful = name in settings.stateful
+    bounds.replicas(name, svc, stateful)
+    definition = dict(svc)
+    baked, kept, said = binds.bakes(name, svc, project_dir, stateful, settings.bind_data, relative, infer.DATA_PATHS)
+    if svc.get("volumes"):
+        definition["volumes"] = kept
+    warnings += said
+    if not stateful:
+        routed = settings.router is not None and name in settings.router.services
+        if routed:
+            definition.pop("ports", None)  # the router publishes them
+        warnings += _drop_container_name(name, definition, services_raw)
+        _check_swapped(name, definition, routed)
+    build = _build_spec(name, svc["build"], secrets, project_dir, absolute) if svc.get("build") else None
+    if build is None and not svc.get("image"):
+        raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
+    return Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
+                   definition=frozen_mapping(definition), bakes=baked)
+
+
+def _marked(raw_block: Any) -> tuple[str, ...]:
+    """The paths x-immutdock.binds.data marks as data, as written (parse_settings checks them)."""
+    binds_block = raw_block.get("binds") if isinstance(raw_block, Mapping) else None
+    data = binds_block.get("data") if isinstance(binds_block, Mapping) else None
+    return tuple(d for d in data if isinstance(d, str)) if isinstance(data, list) else ()
 
 
 def _dumped_by(key: str, dump: VolumeDump, volumes: Mapping[str, Any], services: Mapping[str, Service]) -> VolumeDump:
@@ -367,7 +367,8 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
     check_name(given, str(model.get("name")))
     model["services"] = in_file_order(raws, model.get("services") or {})
     app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}),
-                   projectfiles.written_absolute(raws, variables))
+                   projectfiles.written_absolute(raws, variables),
+                   projectfiles.relative_binds(raws, variables, path.parent))
     projectfiles.after_compose(app)
     hidden = secret_values([text for text, _raw in read], model.get("services") or {}, variables)
     return dataclasses.replace(app, secret_values=hidden)

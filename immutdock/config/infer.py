@@ -7,9 +7,13 @@ say is inferred here, each with the reason `plan` shows. Roles, decided in this 
    then a job: a service another one waits for with `condition: service_completed_successfully`
    (a migration) runs once per release in the new color, before the services that wait for it;
 2. stateful (never doubled, replaced stop-first; keeps its `ports` and `container_name`): a
-   well-known database, cache or broker image, a writable mount at a well-known data path, a
-   published well-known database port, or a writable named volume or bind mount with nothing
-   published. Where the evidence is unclear this is the choice: it cannot lose data;
+   well-known database, cache or broker image, or one built FROM such an image, or whose
+   command starts a database program, or that exposes a well-known database port; one that
+   mounts the Docker socket, a writable host folder or a project folder of data (see
+   immutdock.config.binds), or publishes a UDP port (HAProxy does not carry UDP); a writable
+   named volume at a well-known data path, a published well-known database port, or a writable
+   named volume with nothing published. Where the evidence is unclear this is the choice: it
+   cannot lose data;
 3. routed (blue/green behind the router): a service that publishes ports; the router takes
    over the host address it published, and the service publishes nothing itself;
 4. swapped (blue/green, no route): the rest.
@@ -22,8 +26,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
+from immutdock.config import binds, selfbuilt
 from immutdock.config.model import Route, Router
 from immutdock.config.settings import ROUTE_KEYS
 from immutdock.errors import ConfigError
@@ -35,7 +41,7 @@ STATEFUL_IMAGES = frozenset({
     "redis-stack-server", "valkey", "keydb", "dragonfly", "memcached", "rabbitmq", "elasticsearch",
     "opensearch", "cassandra", "scylla", "couchdb", "couchbase", "influxdb", "clickhouse",
     "clickhouse-server", "neo4j", "mssql", "cockroach", "etcd", "zookeeper", "kafka", "nats", "minio",
-    "questdb", "arangodb", "surrealdb", "meilisearch", "qdrant", "typesense",
+    "questdb", "arangodb", "surrealdb", "meilisearch", "qdrant", "typesense", "azure-sql-edge",
 })
 # Where those images keep their data inside the container.
 DATA_PATHS = (
@@ -93,12 +99,60 @@ def _kind(mount: Mapping[str, Any]) -> str:
     return "named volume" if mount["type"] == "volume" else "bind mount"
 
 
-def stateful_evidence(svc: Mapping[str, Any]) -> str | None:
-    """Why a service (compose's normalized definition) is stateful, or None."""
+@dataclass(frozen=True)
+class Project:
+    """What bind mounts are judged against: the project folder, the paths the user marks as data
+    (x-immutdock.binds.data) and the bind sources the files write relative to the project."""
+
+    folder: Path
+    marked: tuple[str, ...] = ()
+    relative: frozenset[str] = frozenset()
+
+    def kind(self, mount: Mapping[str, Any]) -> binds.Kind:
+        return binds.kind(mount, self.folder, False, self.marked, self.relative, DATA_PATHS)
+
+
+def _self_built(svc: Mapping[str, Any]) -> str | None:
+    """Why a service built here, or one whose command starts a database program, is a database."""
+    base, programs, exposed = selfbuilt.final_stage(svc) if svc.get("build") else (None, [], [])
+    known = image_names(base) & STATEFUL_IMAGES
+    if known:
+        return f"is built FROM {base}, a well-known {sorted(known)[0]} image"
+    for key in ("entrypoint", "command"):
+        found = selfbuilt.program(svc.get(key))
+        if found:
+            return f"its {key} starts {found}, a database"
+    if programs:
+        return f"its Dockerfile's command starts {programs[0]}, a database"
+    for port in exposed:
+        if port in DATABASE_PORTS:
+            return f"its Dockerfile EXPOSEs {DATABASE_PORTS[port]}'s port {port}"
+    return None
+
+
+def _held(svc: Mapping[str, Any], project: Project | None) -> str | None:
+    """Why what a service mounts or publishes makes it stateful (each reason): the Docker
+    socket, a host folder or a project folder of data, a UDP port."""
+    found = [k.why for m in (svc.get("volumes") or [] if project is not None else ())
+             if m.get("type") == "bind" and (k := project.kind(m)).kind in ("socket", "host-data", "data")]
+    udp = [_port_text(p) for p in _published(svc) if p.get("protocol", "tcp") == "udp"]
+    if udp:
+        found.append(f"publishes UDP port {', '.join(udp)}: the router (HAProxy) does not carry UDP, so it keeps "
+                     "its own ports and is replaced stop-first (a short gap each time it changes)")
+    return "; ".join(dict.fromkeys(found)) or None
+
+
+def stateful_evidence(svc: Mapping[str, Any], project: Project | None = None) -> str | None:
+    """Why a service (compose's normalized definition) is stateful, or None. Without `project`,
+    a writable bind mount counts as a named volume does."""
     known = image_names(svc.get("image")) & STATEFUL_IMAGES
     if known and not svc.get("build"):
         return f"image {svc['image']} is a well-known {sorted(known)[0]} image"
-    mounts, published = _writable_mounts(svc), _published(svc)
+    built = _self_built(svc) or _held(svc, project)
+    if built:
+        return built
+    mounts = [m for m in _writable_mounts(svc) if project is None or m["type"] == "volume"]
+    published = _published(svc)
     for m in mounts:
         target = str(m.get("target", ""))
         if any(target == p or target.startswith(p + "/") for p in DATA_PATHS):
@@ -199,7 +253,7 @@ def _port_text(p: Mapping[str, Any]) -> str:
     return f"{published}{p.get('target')}{proto}"
 
 
-def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
+def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]], project: Project | None = None
             ) -> tuple[dict[str, Any], tuple[Role, ...]]:
     """The x-immutdock block with what it leaves out inferred, and every service's role.
 
@@ -231,7 +285,7 @@ def resolve(block: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
                                             "service_completed_successfully): it runs once per release, in the new "
                                             f"color with its images, before {jobs[name]}; its failure fails the "
                                             "release before anything serves", True)
-        elif (why := stateful_evidence(svc)) is not None:
+        elif (why := stateful_evidence(svc, project)) is not None:
             roles[name] = Role(name, "stateful", f"{why}; never doubled (list it under x-immutdock.swapped "
                                                  "if it keeps no data)", True)
         elif _published(svc) and not routed_names:

@@ -8,6 +8,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
+from immutdock.config.binds import Bake
+
 
 def frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
@@ -153,6 +155,7 @@ class VolumeDump:
     service: str = ""  # the stateful service that mounts the volume (config.validate fills it in)
 
 
+DEFAULT_BIND_LIMIT = 256 << 20  # bytes of one service's project binds a release bakes into its image
 DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the old one kept ready
 
 
@@ -173,6 +176,10 @@ class Settings:
     # x-immutdock.drift.ignore: globs of paths inside the containers whose changes `drift` never
     # reports (what the user accepts the app writes in its layer).
     drift_ignore: tuple[str, ...] = ()
+    # x-immutdock.binds: project folders bound writable that hold data (they stay binds), and
+    # the most a release bakes of one service's project binds into its image, in bytes.
+    bind_data: tuple[str, ...] = ()
+    bind_limit: int = DEFAULT_BIND_LIMIT
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,9 @@ class Service:
     image: str | None
     stateful: bool
     definition: Mapping[str, Any]  # compose's normalized service, read-only; used to render projects
+    # Its project binds, baked into its release image (immutdock.apply.bake); the definition
+    # no longer mounts them.
+    bakes: tuple[Bake, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,21 @@ def written_absolute(raws: list[Mapping[str, Any]], variables: Mapping[str, str]
     return frozenset(found)
 
 
+def relative_binds(raws: list[Mapping[str, Any]], variables: Mapping[str, str], folder: Path) -> frozenset[str]:
+    """Pure: the bind sources the files write as relative paths (./x, ../x), made absolute
+    against `folder` as compose makes them (short `SRC:DST[:MODE]` and long {type: bind})."""
+    found: set[str] = set()
+    for raw in raws:
+        for _name, svc in _services(raw):
+            for item in svc.get("volumes") or [] if isinstance(svc.get("volumes"), list) else []:
+                text = item.get("source") if isinstance(item, Mapping) and item.get("type") == "bind" else \
+                    item.split(":", 1)[0] if isinstance(item, str) and ":" in item else None
+                text = interpolate(text, variables) if isinstance(text, str) else ""
+                if text.startswith("."):
+                    found.add(os.path.normpath(os.path.join(folder, text)))
+    return frozenset(found)
+
+
 def _contexts(build: Any) -> list[tuple[str, Any]]:
     """(key under build, value as written) of a raw build's context and additional contexts
     (a mapping, or a list of NAME=PATH)."""
@@ -152,3 +167,26 @@ def after_compose(app: App) -> None:
     router = app.settings.router
     if router is not None and router.tls is not None:
         tls.check(router.tls, app.project_dir)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments, `export` and quotes as compose reads them)."""
+    out: dict[str, str] = {}
+    if not os.path.lexists(path):
+        return out
+    try:  # a regular file within bounds.ENV_BYTES, or a ConfigError: compose reads it next
+        text = bounds.read_file(path, bounds.ENV_BYTES, path.name, "env file").decode("utf-8")
+    except UnicodeDecodeError:
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key.strip()] = value
+    return out

@@ -9,15 +9,17 @@ import re
 from typing import Any, Mapping
 
 from immutdock.config import bounds
-from immutdock.config.model import (DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router,
+from immutdock.config.model import (DEFAULT_BIND_LIMIT, DEFAULT_SETTLE, EVERY_INTERFACE, TLS, Health, PreReleaseTest, Route, Router,
                                     Settings, VolumeDump, frozen_mapping)
 from immutdock.config.blocks import mapping as _mapping
 from immutdock.config.blocks import no_unknown as _no_unknown
 from immutdock.errors import ConfigError
 
 BLOCK = "x-immutdock"
-_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle", "drift"}
+_KEYS = {"router", "stateful", "swapped", "keep", "test", "hooks", "targets", "volumes", "settle", "drift", "binds"}
 _DRIFT_KEYS = {"ignore"}
+_BINDS_KEYS = {"data", "limit"}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?", re.IGNORECASE)
 _VOLUME_KEYS = {"dump", "load", "service"}
 HOOKS = ("pre-switch", "post-switch")
 ROUTE_KEYS = {"service", "port", "publish", "health", "mode", "redirect"}
@@ -283,8 +285,29 @@ def parse_settings(raw: Any, services: set[str], inactive: Mapping[str, list[str
         raise ConfigError(f"{BLOCK}.settle", f"{settle!r} is not a number of seconds from 0 to 3600",
                           "the seconds the new version is watched after the switch, e.g. settle: 10 (0: no watch)")
     ignore = _drift_ignore(block.get("drift"), f"{BLOCK}.drift")
+    data, limit = _binds(block.get("binds"), f"{BLOCK}.binds")
     return Settings(router=router, stateful=stateful, keep=keep, test=test, hooks=hooks, targets=targets,
-                    volumes=volumes, settle=float(settle), drift_ignore=ignore)
+                    volumes=volumes, settle=float(settle), drift_ignore=ignore, bind_data=data, bind_limit=limit)
+
+
+def _binds(value: Any, path: str) -> tuple[tuple[str, ...], int]:
+    """`binds: {data: [./uploads, ...], limit: 500MB}`: project folders bound writable that hold
+    data (they stay binds; their services are stateful), and the most a release bakes of one
+    service's project binds into its image."""
+    block = _mapping(value, path)
+    _no_unknown(block, _BINDS_KEYS, path)
+    data = block.get("data", [])
+    if not isinstance(data, list) or not all(isinstance(d, str) and d.strip() and not d.startswith(("/", "~"))
+                                             for d in data):
+        raise ConfigError(f"{path}.data", f"{data!r} is not a list of project paths",
+                          'list the folders bound writable that hold data, e.g. data: ["./uploads"]')
+    limit = block.get("limit", DEFAULT_BIND_LIMIT)
+    found = _SIZE.fullmatch(str(limit).strip()) if not isinstance(limit, bool) else None
+    if found is None:
+        raise ConfigError(f"{path}.limit", f"{limit!r} is not a size", "write e.g. limit: 500MB (or 2GB)")
+    unit = (found.group(2) or "b").lower().rstrip("b").rstrip("i")
+    size = int(float(found.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit])
+    return tuple(dict.fromkeys(data)), size
 
 
 def _drift_ignore(value: Any, path: str) -> tuple[str, ...]:

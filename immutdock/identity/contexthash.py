@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from immutdock.identity.dockerignore import IgnoreMatcher, MatchState, read_ignore_patterns
 
-__all__ = ["ALGORITHM_VERSION", "ContextDigest", "ContextReadError", "hash_context"]
+__all__ = ["ALGORITHM_VERSION", "ContextDigest", "ContextReadError", "hash_context", "hash_paths"]
 
 ALGORITHM_VERSION = 1
 
@@ -107,6 +107,35 @@ def hash_context(context: Path, dockerfile: Path, *, workers: int | None = None)
     return ContextDigest(digest="sha256:" + h.hexdigest(), files=files, bytes=total, parts=named)
 
 
+def hash_paths(root: Path, paths: list[str], patterns: list[str], *, workers: int | None = None) -> ContextDigest:
+    """Hash only `paths` (files or folders, relative to `root`, "/"-separated; "." is all of it)
+    as `patterns` (.dockerignore rules of `root`) leave them, with every file's permission bits
+    (a COPY keeps them) instead of its executable bit alone. The folders above a path are
+    walked, not hashed."""
+    scope = _Scope(tuple("" if p in ("", ".") else p.strip("/") for p in paths))
+    matcher = IgnoreMatcher(patterns)
+    records: list[tuple[bytes, bytes]] = []
+    with _Hasher(workers or os.cpu_count() or 1, modes=True) as hasher:
+        _walk(_resolve_root(root), matcher, records, hasher, scope)
+        files, total = hasher.finish(records)
+    records.sort(key=lambda record: record[0])
+    h = hashlib.sha256(_HEADER + b"paths\0")
+    h.update(b"".join(record for _, record in records))
+    return ContextDigest(digest="sha256:" + h.hexdigest(), files=files, bytes=total)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The paths a walk keeps: "in" one of them, "up" (a folder above one), or "" (neither)."""
+
+    paths: tuple[str, ...]
+
+    def of(self, rel: str) -> str:
+        if any(p == "" or rel == p or rel.startswith(p + "/") for p in self.paths):
+            return "in"
+        return "up" if any(p.startswith(rel + "/") for p in self.paths) else ""
+
+
 def _resolve_root(context: Path) -> str:
     if not context.exists():
         raise FileNotFoundError(errno.ENOENT, "build context directory does not exist", str(context))
@@ -119,7 +148,7 @@ def _resolve_root(context: Path) -> str:
 
 
 def _walk(root: str, matcher: IgnoreMatcher, records: list[tuple[bytes, bytes]],
-          hasher: _Hasher) -> None:
+          hasher: _Hasher, scope: _Scope | None = None) -> None:
     """Depth-first walk of `root` applying `matcher` (pruning excluded directories):
     directories, symlinks and special files go to `records`, regular files to `hasher`."""
     stack = [_Dir(path=root, rel="", state=None, excluded=False, listed=True, parent=None)]
@@ -129,11 +158,23 @@ def _walk(root: str, matcher: IgnoreMatcher, records: list[tuple[bytes, bytes]],
         for entry in _list_dir(directory):
             rel = prefix + entry.name
             try:
-                _visit(entry, rel, directory, matcher, records, hasher, stack)
+                where = scope.of(rel) if scope is not None else "in"
+                if where == "up" and entry.is_dir(follow_symlinks=False):
+                    _walk_up(entry, rel, directory, matcher, stack)
+                elif where == "in":
+                    _visit(entry, rel, directory, matcher, records, hasher, stack)
             except ContextReadError:
                 raise
             except OSError as exc:
                 raise _read_error(rel, entry.path, exc) from None
+
+
+def _walk_up(entry: os.DirEntry[str], rel: str, parent: _Dir, matcher: IgnoreMatcher, stack: list[_Dir]) -> None:
+    """A folder above a hashed path: walked (unless ignored with nothing re-included below it),
+    never recorded."""
+    excluded, state = matcher.match(rel, parent.state) if matcher else (False, None)
+    if not excluded or matcher.may_contain_exceptions(rel):
+        stack.append(_Dir(path=entry.path, rel=rel, state=state, excluded=excluded, listed=True, parent=parent))
 
 
 def _list_dir(directory: _Dir) -> list[os.DirEntry[str]]:
@@ -204,11 +245,12 @@ class _Hasher:
     reads and hashing with the GIL released, so they do run in parallel.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, modes: bool = False) -> None:
+        self._modes = modes  # every permission bit in the record, not only the owner's x
         self._pool = (ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="immutdock-hash")
                       if workers > 1 else None)
         self._done: list[tuple[bytes, bytes]] = []
-        self._pending: list[tuple[bytes, bool, Future[tuple[bytes, int]]]] = []
+        self._pending: list[tuple[bytes, bool | int, Future[tuple[bytes, int]]]] = []
         self._buffer = bytearray(CHUNK_SIZE)
         self.total = 0
 
@@ -220,7 +262,7 @@ class _Hasher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, rel: bytes, path: str, st: os.stat_result) -> None:
-        executable = bool(st.st_mode & stat.S_IXUSR)
+        executable: bool | int = stat.S_IMODE(st.st_mode) if self._modes else bool(st.st_mode & stat.S_IXUSR)
         if self._pool is not None and st.st_size >= OFFLOAD_SIZE:
             future = self._pool.submit(_hash_file, rel, path, st.st_size, None)
             self._pending.append((rel, executable, future))
@@ -239,8 +281,11 @@ class _Hasher:
         return len(self._done), self.total
 
 
-def _file_record(rel: bytes, executable: bool, digest: bytes) -> bytes:
-    return _FILE + b"\0" + rel + b"\0" + (b"x" if executable else b"-") + digest
+def _file_record(rel: bytes, executable: bool | int, digest: bytes) -> bytes:
+    """A file's record: its path, its owner-executable bit (or, given as an int, every
+    permission bit: b"m" and four octal digits) and the SHA-256 of its bytes."""
+    mode = b"m%04o" % executable if type(executable) is int else (b"x" if executable else b"-")
+    return _FILE + b"\0" + rel + b"\0" + mode + digest
 
 
 def _hash_file(rel: bytes, path: str, size: int, buffer: bytearray | None) -> tuple[bytes, int]:

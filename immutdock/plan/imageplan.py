@@ -4,8 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Mapping
+
+from immutdock.config.binds import Bake
 from immutdock.config.model import BuildSpec
 from immutdock.identity.buildhash import BuildInputs
+
+
+@dataclass(frozen=True)
+class BakePlan:
+    """A service's project binds baked over its own image (`base`), see immutdock.apply.bake."""
+
+    base: "ImagePlan"
+    bakes: tuple[Bake, ...]
+    digests: Mapping[str, str]  # mount path -> the digest of that bind's files
+    sizes: Mapping[str, int]  # mount path -> the bytes of that bind's files
+    files: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    def as_json(self) -> dict[str, object]:
+        return {"base": self.base.image, "files": self.files, "bytes": self.bytes,
+                "binds": [{**b.as_json(), "digest": self.digests.get(b.target), "bytes": self.sizes.get(b.target)}
+                          for b in self.bakes]}
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,12 @@ class ImagePlan:
     source: str | None = None  # a pulled image: the file's image:
     pinned: bool = True  # a pulled image runs under its pin (the colors' services), else as `source`
     inputs: BuildInputs | None = field(default=None, compare=False, repr=False)  # a build's, as hashed
+    bake: BakePlan | None = None  # the project binds baked over the service's own image
+
+    @property
+    def own(self) -> "ImagePlan":
+        """The service's own image: built or pulled (the base of a baked one)."""
+        return self.bake.base if self.bake is not None else self
 
     @property
     def image(self) -> str:
@@ -36,4 +65,7 @@ class ImagePlan:
                                     "missing_base": None if self.source else self.missing_base}
         if self.source:
             found.update(pulled_from=self.source, missing=self.missing_base is not None)
+        if self.bake is not None:
+            found["baked"] = self.bake.as_json()
+            found["base"] = self.bake.base.as_json()
         return found

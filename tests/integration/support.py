@@ -259,18 +259,19 @@ class TinyApp:
 
 
 class StateWatch(threading.Thread):
-    """Counts running containers of the stateful `db` service, the whole module long."""
+    """Counts running containers of a stateful service (`db` unless named), the whole module long."""
 
-    def __init__(self, engine, app: str) -> None:
+    def __init__(self, engine, app: str, service: str = "db") -> None:
         super().__init__(daemon=True)
-        self.engine, self.app = engine, app
+        self.engine, self.app, self.service = engine, app, service
         self.most = 0
         self.ids: set[str] = set()
         self.errors: list[str] = []  # what the engine answered instead of a list (the watch went on)
         self.stop = threading.Event()
 
     def run(self) -> None:
-        flt = {"label": [f"io.immutdock.app={self.app}", "com.docker.compose.service=db"], "status": "running"}
+        flt = {"label": [f"io.immutdock.app={self.app}", f"com.docker.compose.service={self.service}"],
+               "status": "running"}
         while not self.stop.is_set():
             try:
                 found = self.engine.api.containers(filters=flt)  # one request: no race with a removal

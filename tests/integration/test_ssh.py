@@ -785,3 +785,30 @@ def _peek(follow: Background) -> str:
         seen += chunk.decode()
     follow.seen = seen  # type: ignore[attr-defined]
     return seen
+
+
+def test_an_nginx_with_its_config_bind_baked_serves_that_config_on_a_host(hosts: SshHosts, tmp_path: Path,
+                                                                          app_name: str) -> None:
+    """A project bind reaches an SSH host inside the release image: the host has no project."""
+    from .support import cleanup
+    from .test_binds import nginx_app, stock_image
+
+    image = stock_image()
+    root = nginx_app(tmp_path / "app", app_name, image, "8080", "config-on-the-host")
+    host = hosts.hosts[0]
+    try:
+        done = run_cli(root, "release", "--host", host.alias, env=hosts.env, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert get(host.app_url, "/version")[1].strip() == "config-on-the-host"
+        assert get(host.app_url, "/")[1].strip() == "page-v1"
+        assert host.sh(f"test -e {root} && echo found || echo none").stdout.strip() == "none"  # no project there
+    finally:
+        found = host.docker("ps", "-aq", "--filter", f"label=io.immutdock.app={app_name}").stdout.split()
+        if found:
+            host.docker("rm", "-f", *found, check=False)
+        host.docker("network", "prune", "-f", check=False)
+        host.sh(f"docker image ls -q --filter label=io.immutdock.app={app_name} | xargs -r docker rmi -f "
+                ">/dev/null 2>&1; docker volume ls -q --filter label=io.immutdock.app={app_name} | "
+                "xargs -r docker volume rm -f >/dev/null 2>&1; true")
+        cleanup(app_name)
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)

@@ -263,8 +263,8 @@ def test_writable_bind_refused_on_a_swapped_service(tmp_path: Path) -> None:
     volumes = [bind("/srv/conf", "/conf", read_only=True), bind("/srv/data", "/data")]
     with raises_config("services.web.volumes[1]") as info:
         validate(minimal_model(tmp_path, volumes=volumes), ROUTER, tmp_path)
-    assert "/srv/data:/data" in info.value.message and "takes its code from the image" in info.value.message
-    assert "-f compose.yaml -f compose.dev.yaml" in info.value.hint and "stateful" not in info.value.hint
+    assert "/srv/data:/data holds data" in info.value.message and "two colors" in info.value.message
+    assert "named volume" in info.value.hint and ":ro" in info.value.hint and "stateful" not in info.value.hint
     with raises_config("services.web.volumes[1]") as info:  # a swapped service may be listed as stateful
         validate(minimal_model(tmp_path, volumes=volumes), {"swapped": ["web"]}, tmp_path)
     assert "list web as stateful" in info.value.hint

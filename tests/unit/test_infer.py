@@ -135,8 +135,8 @@ def test_a_partial_router_block_takes_the_rest_from_the_ports() -> None:
     ([{"target": 5000, "protocol": "tcp"}], "5000 is a port on a random host port"),
 ])
 def test_a_routed_service_needs_one_fixed_tcp_port(ports: list[dict[str, Any]], said: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        resolve({}, {"web": {"ports": ports}})
+    with pytest.raises(ConfigError) as info:  # named as routed (inferred, a UDP port makes it stateful)
+        resolve({"router": {"service": "web"}}, {"web": {"ports": ports}})
     assert info.value.path.startswith("services.web.ports") and said in info.value.message
 
 

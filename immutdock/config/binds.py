@@ -1,0 +1,196 @@
+"""What each bind mount of a service is, and what a release does with it.
+
+A bind whose source is a file or folder of the project is release content: it is baked into
+the service's release image (see immutdock.apply.bake), so it travels with the image to every
+host and node, a rollback brings the old files back and `drift` sees an edit made inside the
+container. Except a writable bind that holds data: baking it would lose every write after the
+release, so it stays a bind and makes its service stateful. When in doubt a writable bind is
+data. Kinds, in the order they are decided:
+
+- `socket`: the Docker socket (the service has root on the host; it runs once, never doubled);
+- `leaves`: a source written relative to the project that resolves outside it (`../..`, or a
+  symlink out of it): refused;
+- `host-file`: a read-only file or folder of the host outside the project (`/etc/localtime:ro`):
+  stays a bind, as the host has it;
+- `host-data`: a writable folder of the host outside the project (`/srv/minecraft:/data`): stays
+  a bind, its service stateful, outside immutdock's volumes (no `volumes backup`);
+- `bake`: a project file or folder mounted read-only, or writable holding code or config;
+- `data`: a writable project folder that holds data (at a database's data path, named like
+  data, empty or missing, marked under `x-immutdock.binds.data`, or on a stateful service).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from immutdock.errors import ConfigError
+
+SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+# Where well-known images keep their data inside the container (infer's DATA_PATHS add to it).
+DATA_TARGETS = ("/data", "/var/lib", "/var/opt", "/bitnami", "/var/log", "/srv/data")
+# Names of a folder (or file) that holds data, not code.
+DATA_WORDS = frozenset({
+    "data", "db", "database", "databases", "dbdata", "pgdata", "db-data", "db_data", "storage", "uploads", "upload",
+    "media", "backup", "backups", "logs", "log", "cache", "state", "volumes", "volume", "persist", "persistent",
+})
+DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".rdb", ".aof", ".log")
+# Files that show a folder holds code or configuration.
+CODE_SUFFIXES = frozenset({
+    ".py", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".vue", ".php", ".rb", ".go", ".rs", ".java", ".kt",
+    ".cs", ".html", ".htm", ".css", ".scss", ".conf", ".cfg", ".ini", ".yml", ".yaml", ".json", ".toml",
+    ".xml", ".sh", ".lua", ".tmpl", ".template", ".properties", ".env", ".txt", ".md", ".sql", ".pl",
+})
+CODE_NAMES = frozenset({"Dockerfile", "Makefile", "Gemfile", "Procfile", "go.mod", "Cargo.toml", "package.json",
+                        "requirements.txt", "pyproject.toml", "composer.json", "pom.xml"})
+# Folders of installed dependencies: an anonymous volume there keeps the image's copy.
+DEPENDENCY_FOLDERS = frozenset({"node_modules", "vendor", ".venv", "venv", "site-packages", "bower_components",
+                                "__pycache__", ".next", ".nuxt"})
+SCAN = 2000  # entries of a folder looked at for code at most
+# Characters a bind's path cannot have to be copied by a Dockerfile COPY as itself.
+_NOT_COPYABLE = set('*?[]\\"$\n\r\t')
+
+
+@dataclass(frozen=True)
+class Bake:
+    """A project file or folder baked into its service's release image, at `target`."""
+
+    source: str  # relative to the project folder, "/"-separated (resolved: no symlink, no "..")
+    target: str  # the absolute path in the container
+    writable: bool  # written without :ro (what the service writes there stays in its color)
+    folder: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"source": "./" + self.source, "target": self.target, "writable": self.writable, "folder": self.folder}
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str  # socket | leaves | host-file | host-data | bake | data
+    why: str
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _data_named(path: str) -> bool:
+    name = os.path.basename(path.rstrip("/")).lower()
+    return name in DATA_WORDS or name.endswith(DATA_SUFFIXES) or name.endswith(("-data", "_data", "data"))
+
+
+def _holds_code(folder: str) -> bool:
+    """Whether a folder holds a file that looks like code or configuration (SCAN entries at most)."""
+    seen = 0
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in (".git", "node_modules", "__pycache__")]
+        for name in files:
+            if name in CODE_NAMES or os.path.splitext(name)[1].lower() in CODE_SUFFIXES:
+                return True
+        seen += len(files) + len(dirs)
+        if seen > SCAN:
+            return False
+    return False
+
+
+def kind(mount: Mapping[str, Any], project_dir: Path, stateful: bool = False,
+         marked: Iterable[str] = (), relative: Iterable[str] = (), data_paths: Iterable[str] = ()) -> Kind:
+    """What a bind mount (compose's normalized long form) is. `marked`: the project paths the
+    user marks as data; `relative`: the sources the files wrote relative to the project;
+    `data_paths`: more container paths where data lives."""
+    source, target = str(mount.get("source") or ""), str(mount.get("target") or "")
+    writable = not mount.get("read_only")
+    if source in SOCKETS or source.endswith("/docker.sock"):
+        return Kind("socket", f"mounts the Docker socket {source}: it has root on the host, so it runs once, "
+                              "never doubled")
+    project = os.path.realpath(project_dir)
+    real = os.path.realpath(source)
+    if not _inside(os.path.abspath(source), str(project_dir.absolute())) and not _inside(source, project):
+        if source in set(relative):
+            return Kind("leaves", f"{source} is outside the project folder")
+        if not writable:
+            return Kind("host-file", f"reads the host's {source}, which is not part of the release")
+        return Kind("host-data", f"keeps its data in host folder {source} (at {target}), outside immutdock's "
+                                 "named volumes: `volumes backup` does not cover it")
+    if os.path.lexists(source) and not _inside(real, project):
+        return Kind("leaves", f"{source} is a symlink out of the project folder (to {real})")
+    rel = os.path.relpath(real, project) if os.path.lexists(source) else os.path.relpath(source, project_dir)
+    shown = "./" + rel.replace(os.sep, "/") if rel != "." else "."
+    if not writable:
+        return Kind("bake", f"{shown} is baked into the image at {target}")
+    data = f"keeps data in the project's {shown} (at {target}): it stays a bind, never baked into an image"
+    marks = {os.path.normpath(m.removeprefix("./")) for m in marked}
+    at_data_path = any(_inside(target, p) for p in (*DATA_TARGETS, *data_paths))
+    if stateful or os.path.normpath(rel) in marks or at_data_path or _data_named(rel) or _data_named(target):
+        return Kind("data", data)
+    if os.path.isfile(real) or (os.path.isdir(real) and _holds_code(real)):
+        return Kind("bake", f"{shown} (writable) holds code or configuration: baked into the image at {target}")
+    return Kind("data", data + ("; it is empty" if os.path.isdir(real) else "; it does not exist yet"))
+
+
+def bakes(name: str, svc: Mapping[str, Any], project_dir: Path, stateful: bool, marked: Iterable[str] = (),
+          relative: Iterable[str] = (), data_paths: Iterable[str] = ()
+          ) -> tuple[tuple[Bake, ...], list[Any], list[str]]:
+    """(the service's project binds baked into its image, its other mounts, warnings). A bind
+    that leaves the project, or whose path a COPY cannot take, is refused."""
+    baked: list[Bake] = []
+    kept: list[Any] = []
+    warnings: list[str] = []
+    for i, mount in enumerate(svc.get("volumes") or []):
+        if not isinstance(mount, Mapping) or mount.get("type") != "bind":
+            kept.append(mount)
+            continue
+        where = f"services.{name}.volumes[{i}]"
+        found = kind(mount, project_dir, stateful, marked, relative, data_paths)
+        if found.kind == "leaves":
+            raise ConfigError(where, f"bind {mount.get('source')}:{mount.get('target')}: {found.why}, so it "
+                              "cannot be part of the release", "move the files into the project folder")
+        if found.kind != "bake":
+            kept.append(mount)
+            continue
+        source = os.path.realpath(str(mount["source"]))
+        rel = os.path.relpath(source, os.path.realpath(project_dir)).replace(os.sep, "/")
+        target = str(mount.get("target") or "")
+        odd = sorted((_NOT_COPYABLE & set(rel + target)) | ({"newline"} if "\n" in rel + target else set()))
+        if odd or not target.startswith("/"):
+            raise ConfigError(where, f"bind {mount.get('source')}:{target} has a path with {odd[0] if odd else 'no /'} "
+                              "in it, which a release cannot copy into the image as it is",
+                              "rename the file or folder (no * ? [ ] \\ \" $)")
+        if not os.path.exists(source):
+            raise ConfigError(where, f"bind source {mount.get('source')} does not exist, and it is baked into the "
+                              "image", "create it, or mark its path under x-immutdock.binds.data if the service "
+                              "writes its data there")
+        baked.append(Bake(source="." if rel == "." else rel, target=target, writable=not mount.get("read_only"),
+                          folder=os.path.isdir(source)))
+        if baked[-1].writable:
+            warnings.append(f"{where} ./{baked[-1].source}:{target} is writable: it is baked into {name}'s image, "
+                            "so what the service writes there is no longer written back to the project (the "
+                            "container's copy goes with its color); mark it :ro, or under x-immutdock.binds.data "
+                            "if it holds data")
+    return tuple(baked), _without_masks(name, baked, kept, warnings), warnings
+
+
+def _without_masks(name: str, baked: list[Bake], kept: list[Any], warnings: list[str]) -> list[Any]:
+    """An anonymous volume inside a baked folder (`.:/code` with `/code/node_modules`), or at a
+    folder of installed dependencies, keeps the image's own files there: it starts as a copy of
+    them and is thrown away with its container. Left out, the container has the image's files
+    there all the same (and `drift` sees them)."""
+    out = []
+    for mount in kept:
+        target = str(mount.get("target") or "") if isinstance(mount, Mapping) else ""
+        anonymous = isinstance(mount, Mapping) and mount.get("type") == "volume" and not mount.get("source")
+        over = next((b for b in baked if b.folder and _inside(target, b.target) and target != b.target), None)
+        if anonymous and over is None and os.path.basename(target.rstrip("/")) in DEPENDENCY_FOLDERS:
+            warnings.append(f"services.{name}: the anonymous volume at {target} is left out: it only keeps the "
+                            "image's own installed files there, which the container has without it")
+            continue
+        if anonymous and over is not None:
+            warnings.append(f"services.{name}: the anonymous volume at {target} is left out: ./{over.source} is "
+                            f"baked into the image at {over.target}, and what the image has at {target} stays "
+                            f"(add {os.path.relpath(target, over.target)} to .dockerignore so the project's own "
+                            "copy is not baked over it)")
+            continue
+        out.append(mount)
+    return out
