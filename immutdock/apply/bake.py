@@ -20,25 +20,41 @@ from typing import Callable, Mapping
 from immutdock import labels as L
 from immutdock.config import bounds
 from immutdock.config.binds import Bake
-from immutdock.config.model import Service
+from immutdock.config.model import App, Service
 from immutdock.errors import ConfigError
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
 from immutdock.identity.buildhash import tag_for
 from immutdock.identity.contexthash import ContextReadError, hash_paths
 from immutdock.identity.dockerignore import IgnoreMatcher, parse_ignore_file
-from immutdock.plan.imageplan import BakePlan, ImagePlan
+from immutdock.plan.imageplan import BakePlan, Baking, ImagePlan
 
 BAKE_VERSION = 1
 BAKE_LABEL = f"{L.PREFIX}.bake"  # {"base": identity, "binds": {target: digest}}: what verify compares
 
 
-def ignore_patterns(project_dir: Path) -> list[str]:
-    """The project's .dockerignore rules (the bake's build context is the project folder)."""
-    path = project_dir / ".dockerignore"
-    if not path.is_file():
-        return []
-    return parse_ignore_file(bounds.read_file(path, bounds.DOCKERFILE_BYTES, "services", ".dockerignore"))
+# Never baked, whatever .dockerignore says: git's history, and compose's .env (variables, often
+# secrets); the app's secret files and env_files are added by Baking.of.
+PRIVATE = (".git", "**/.git", ".env", "**/.env")
+
+
+def baking_of(app: App) -> Baking:
+    """What every bake of `app` reads: its project folder, the .dockerignore rules its bakes use
+    (the project's, then those of the files that are never baked) and its limit."""
+    path = app.project_dir / ".dockerignore"
+    own = parse_ignore_file(bounds.read_file(path, bounds.DOCKERFILE_BYTES, "services", ".dockerignore")) \
+        if path.is_file() else []
+    private = list(PRIVATE)
+    files = [str(spec.get("file")) for spec in app.secrets.values() if spec.get("file")]
+    for svc in app.services.values():
+        for item in svc.definition.get("env_file") or []:
+            files.append(str(item.get("path") if isinstance(item, Mapping) else item))
+    root = os.path.realpath(app.project_dir)
+    for file in files:
+        real = os.path.realpath(file)
+        if real.startswith(root + os.sep):
+            private.append(os.path.relpath(real, root).replace(os.sep, "/"))
+    return Baking(app.project_dir, tuple(own) + tuple(private), tuple(private), app.settings.bind_limit)
 
 
 def dockerfile(base_ref: str, bakes: tuple[Bake, ...]) -> str:
@@ -51,14 +67,20 @@ def dockerfile(base_ref: str, bakes: tuple[Bake, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hash_binds(svc: Service, project_dir: Path, limit: int) -> dict[str, tuple[str, int, int]]:
-    """Each bind's (digest, files, bytes), by its mount path; refused (exit 2) when a bind is
-    left out by .dockerignore, cannot be read, or the binds together are over `limit`."""
-    patterns = ignore_patterns(project_dir)
-    matcher = IgnoreMatcher(patterns)
+def hash_binds(svc: Service, baking: Baking) -> dict[str, tuple[str, int, int]]:
+    """Each bind's (digest, files, bytes), by its mount path; refused (exit 2) when a bind is a
+    file that is never baked, is left out by .dockerignore, cannot be read, or the binds
+    together are over the limit."""
+    patterns = list(baking.patterns)
+    matcher, private = IgnoreMatcher(patterns), IgnoreMatcher(list(baking.private))
+    project_dir, limit = baking.project_dir, baking.limit
     found: dict[str, tuple[str, int, int]] = {}
-    for i, b in enumerate(svc.bakes):
+    for b in svc.bakes:
         where = f"services.{svc.name}.volumes (./{b.source}:{b.target})"
+        if b.source != "." and private.ignored(b.source):
+            raise ConfigError(where, f"./{b.source} is a file of secrets or settings (.env, a secret's file, an "
+                              "env_file, or git's), which a release never bakes into an image",
+                              "pass it as a compose secret (secrets: {NAME: {file: ...}}, read at /run/secrets/NAME)")
         if b.source != "." and matcher.ignored(b.source):
             raise ConfigError(where, f"./{b.source} is left out by the project's .dockerignore, so it cannot be "
                               "baked into the image", f"add !{b.source} to .dockerignore")
@@ -75,11 +97,10 @@ def hash_binds(svc: Service, project_dir: Path, limit: int) -> dict[str, tuple[s
     return found
 
 
-def plan_bake(svc: Service, base: ImagePlan, repository: str, project_dir: Path, engine: Engine,
-              limit: int) -> ImagePlan:
+def plan_bake(svc: Service, base: ImagePlan, repository: str, baking: Baking, engine: Engine) -> ImagePlan:
     """The service's release image: `base` with its project binds copied in."""
-    digests = hash_binds(svc, project_dir, limit)
-    bake = BakePlan(base=base, bakes=svc.bakes, digests={t: d for t, (d, _f, _b) in digests.items()},
+    digests = hash_binds(svc, baking)
+    bake = BakePlan(base=base, bakes=svc.bakes, baking=baking, digests={t: d for t, (d, _f, _b) in digests.items()},
                     sizes={t: b for t, (_d, _f, b) in digests.items()}, files=sum(f for _d, f, _b in digests.values()))
     if base.tag == "pending":
         return ImagePlan(service=svc.name, repository=repository, tag="pending", content_hash="", cached=False,
@@ -94,9 +115,11 @@ def plan_bake(svc: Service, base: ImagePlan, repository: str, project_dir: Path,
                      image_id=found["Id"] if cached and found else None, spec=None, bake=bake)
 
 
-def build_bake(item: ImagePlan, labels: Mapping[str, str], project_dir: Path, compose: Compose,
+def build_bake(item: ImagePlan, labels: Mapping[str, str], baking: Baking, compose: Compose,
                progress: Callable[[str], None]) -> None:
-    """Build the baked image (its base is on the engine), its Dockerfile a private temp file."""
+    """Build the baked image (its base is on the engine): its Dockerfile and the ignore rules
+    beside it (BuildKit reads `Dockerfile.dockerignore` before the context's) are temp files
+    that hold paths only."""
     assert item.bake is not None
     base = item.bake.base
     labels = {**labels, BAKE_LABEL: json.dumps({"base": base.content_hash, "binds": dict(item.bake.digests)},
@@ -106,21 +129,23 @@ def build_bake(item: ImagePlan, labels: Mapping[str, str], project_dir: Path, co
     with tempfile.TemporaryDirectory(prefix="immutdock-bake-") as folder:
         path = Path(folder) / "Dockerfile"
         path.write_text(dockerfile(base.image, item.bake.bakes))
-        os.chmod(path, 0o600)
-        for line in compose.build(project_dir, dockerfile=path, tag=item.image, labels=labels, args={}, target=None,
+        (Path(folder) / "Dockerfile.dockerignore").write_text("\n".join(baking.patterns) + "\n")
+        for line in compose.build(baking.project_dir, dockerfile=path, tag=item.image, labels=labels, args={}, target=None,
                                   secrets=[], build_contexts={}):
             progress(f"{item.service}: {line}")
 
 
-def bake_images(plans: list[ImagePlan], services: Mapping[str, Service], project_dir: Path, engine: Engine,
-                limit: int) -> list[ImagePlan]:
+def bake_images(plans: list[ImagePlan], app: App, engine: Engine) -> list[ImagePlan]:
     """`plans` with the image of each service that has project binds baked over its own."""
-    return [plan_bake(services[p.service], p, p.repository, project_dir, engine, limit)
+    services = app.services
+    if not any(s.bakes for s in services.values()):
+        return plans
+    baking = baking_of(app)
+    return [plan_bake(services[p.service], p, p.repository, baking, engine)
             if services.get(p.service) is not None and services[p.service].bakes else p for p in plans]
 
 
-def differing_bake(svc: Service, project_dir: Path, limit: int, labels: Mapping[str, str],
-                   own_identity: str | None) -> list[str]:
+def differing_bake(svc: Service, baking: Baking, labels: Mapping[str, str], own_identity: str | None) -> list[str]:
     """What differs between a baked release image (its labels) and the checkout: each bind whose
     files changed, named, and the service's own image (`own_identity`: its identity now, a
     build's content hash or a pulled image's ID; None when it cannot be known here)."""
@@ -128,7 +153,7 @@ def differing_bake(svc: Service, project_dir: Path, limit: int, labels: Mapping[
         recorded = json.loads(labels.get(BAKE_LABEL) or "")
     except ValueError:
         return ["(which input: the image has no bake label; it was built by an older immutdock)"]
-    now = hash_binds(svc, project_dir, limit)
+    now = hash_binds(svc, baking)
     was = dict(recorded.get("binds") or {})
     found = [f"bind ./{b.source} at {b.target} changed" for b in svc.bakes
              if was.get(b.target) != now.get(b.target, ("",))[0]]

@@ -131,7 +131,7 @@ def plan_app_images(app: App, engine: Engine, pull: bool = True,
             plans.append(plan_pulled(svc.name, f"{app.name}-{svc.name}", svc.image,
                                      str(svc.definition.get("pull_policy") or "missing"), engine, pull,
                                      pinned=not svc.stateful, progress=progress))
-    return bake_images(plans, app.services, app.project_dir, engine, app.settings.bind_limit)
+    return bake_images(plans, app, engine)
 
 
 def _git(project_dir: Path, *args: str) -> str | None:
@@ -190,7 +190,7 @@ def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engin
     if item.cached:
         progress(f"{item.service}: {item.image} cached (its project binds baked)")
         return item
-    build_bake(item, oci_labels(app_name, item, project_dir), project_dir, compose, progress)
+    build_bake(item, oci_labels(app_name, item, project_dir), item.bake.baking, compose, progress)
     return dataclasses.replace(item, image_id=engine.image_id(item.image))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from immutdock import labels as L
 from immutdock.apply.build import MissingBase, build_inputs, build_one
-from immutdock.apply.bake import differing_bake
+from immutdock.apply.bake import baking_of, differing_bake
 from immutdock.config.model import App, BuildSpec, Service
 from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways.compose import Compose
@@ -161,7 +161,7 @@ def _check_baked(app: App, engine: Engine, svc: Service, ref: str, labels: Mappi
             own = None
     else:
         own = engine.image_id(str(svc.image))
-    differing = differing_bake(svc, app.project_dir, app.settings.bind_limit, labels, own)
+    differing = differing_bake(svc, baking_of(app), labels, own)
     check = ImageCheck(svc.name, ref, not differing, labels.get(L.CONTENT_HASH, ""), labels.get(L.CONTENT_HASH, ""),
                        differing=differing, recorded_id=found.get("Id"))
     check.note = ("its project binds and its own image are the checkout's (a bake is a copy: not rebuilt)"

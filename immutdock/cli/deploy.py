@@ -53,8 +53,12 @@ def _images_only(ctx: Ctx, app: App, fleet: Fleet, roles: list[dict[str, Any]]) 
 
     images = plan_app_images(app, fleet.builder, pull=False)
     lookups = _lookups(ctx, fleet.builder, images)
+    lines = [f"role   {r.line()}" for r in app.roles]
+    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app, lookups)}" for i in images]
+    lines.append("no service is routed, so `release` has nothing to switch: publish a port of a service that "
+                 "runs blue/green, or set x-immutdock.router")
     ctx.emit({"roles": roles, "images": [{**i.as_json(), **_found(i, lookups)} for i in images]},
-             lambda: [click.echo(f"{i.service:<16} {i.image:<40} {_image_action(i, app, lookups)}") for i in images])
+             lambda: [click.echo(line) for line in lines])
 
 
 def _plan_line(app: App, p: ReleasePlan) -> str:

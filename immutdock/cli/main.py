@@ -68,7 +68,9 @@ def build(ctx: Ctx) -> None:
     The hash covers the build context after .dockerignore (paths, bytes, executable
     bits, symlinks), the Dockerfile, build args, target, additional contexts and the
     image IDs of the FROM images - not modification times or where the checkout is.
+    A service's project binds are baked over its image (their files and modes hashed too).
     """
+    from immutdock.apply.bake import bake_images
     from immutdock.apply.build import apply_images, plan_images
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
@@ -76,7 +78,7 @@ def build(ctx: Ctx) -> None:
     app = ctx.load()
     engine = Engine()
     specs = {s.name: s.build for s in app.services.values() if s.build}
-    plans = plan_images(app.name, specs, engine)
+    plans = bake_images(plan_images(app.name, specs, engine), app, engine)  # project binds baked over the images
     compose = Compose()
     try:
         done = apply_images(app.name, plans, app.project_dir, engine, compose, ctx.progress)

@@ -148,6 +148,9 @@ def bakes(name: str, svc: Mapping[str, Any], project_dir: Path, stateful: bool, 
             raise ConfigError(where, f"bind {mount.get('source')}:{mount.get('target')}: {found.why}, so it "
                               "cannot be part of the release", "move the files into the project folder")
         if found.kind != "bake":
+            if found.kind in ("socket", "host-data"):
+                warnings.append(f"services.{name} {found.why}" if found.kind == "socket" else
+                                f"services.{name} {found.why} (on an SSH host, that host's folder)")
             kept.append(mount)
             continue
         source = os.path.realpath(str(mount["source"]))

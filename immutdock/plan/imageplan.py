@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pathlib import Path
 from typing import Mapping
 
 from immutdock.config.binds import Bake
@@ -12,11 +13,24 @@ from immutdock.identity.buildhash import BuildInputs
 
 
 @dataclass(frozen=True)
+class Baking:
+    """What every bake of an app reads (see immutdock.apply.bake.baking_of): its project folder,
+    the .dockerignore rules its bakes use (the project's, then those of the files never baked:
+    `private`) and the most one service's binds may hold."""
+
+    project_dir: Path
+    patterns: tuple[str, ...]
+    private: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True)
 class BakePlan:
     """A service's project binds baked over its own image (`base`), see immutdock.apply.bake."""
 
     base: "ImagePlan"
     bakes: tuple[Bake, ...]
+    baking: Baking
     digests: Mapping[str, str]  # mount path -> the digest of that bind's files
     sizes: Mapping[str, int]  # mount path -> the bytes of that bind's files
     files: int

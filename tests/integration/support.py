@@ -23,6 +23,14 @@ from immutdock.errors import EngineError
 from immutdock.gateways.engine import Engine
 
 IMMUTDOCK = [sys.executable, "-m", "immutdock"]
+# Debian 12 with its nginx, Python and redis: one apt layer, built once and cached for every test.
+DEBIAN_APPS = """\
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx python3 redis-server \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+"""
 
 
 _GIVEN: set[int] = set()

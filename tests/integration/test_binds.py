@@ -17,18 +17,11 @@ from typing import Iterator
 
 import pytest
 
-from .support import Load, StateWatch, cleanup, free_port, get, json_out, run_cli
+from .support import DEBIAN_APPS, Load, StateWatch, cleanup, free_port, get, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 
-# Debian's nginx and redis (the apt layer is the one test_drift_truth builds: cached once).
-STOCK = """\
-ARG BASE=debian:bookworm-slim
-FROM ${BASE}
-RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx python3 redis-server \\
- && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
-"""
+STOCK = DEBIAN_APPS  # Debian's nginx and redis (the apt layer test_drift_truth builds: cached once)
 CONFIG = """\
 server {{
   listen 8000;

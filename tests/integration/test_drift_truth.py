@@ -15,7 +15,7 @@ import docker.errors
 import pytest
 import yaml
 
-from .support import cleanup, free_port, json_out, run_cli
+from .support import DEBIAN_APPS, cleanup, free_port, json_out, run_cli
 
 pytestmark = pytest.mark.engine
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "counter"
@@ -61,12 +61,7 @@ def test_the_readmes_example_right_after_its_first_release_is_no_drift(tmp_path:
         _remove_images(engine, app_name)
 
 
-DOCKERFILE = """\
-ARG BASE=debian:bookworm-slim
-FROM ${BASE}
-RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx python3 redis-server \\
- && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+DOCKERFILE = DEBIAN_APPS + """\
 COPY healthz /var/www/html/healthz
 COPY app/ /srv/app/
 """

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .helpers import anonymous_volume, bind, make_context, port, raises_config, validate
-from immutdock.apply.bake import dockerfile, hash_binds, plan_bake
+from immutdock.apply.bake import baking_of, dockerfile, hash_binds, plan_bake
 from immutdock.apply.build import UNCOMMITTED, git_revision
 from immutdock.config import binds
 from immutdock.config.infer import Project, resolve
@@ -22,12 +22,10 @@ from immutdock.plan.imageplan import ImagePlan
 
 
 def _project(tmp_path: Path) -> Path:
-    (tmp_path / "nginx").mkdir()
+    for folder in ("nginx", "html", "empty", "db-data"):
+        (tmp_path / folder).mkdir(exist_ok=True)
     (tmp_path / "nginx" / "default.conf").write_text("server { listen 8000; }\n")
-    (tmp_path / "html").mkdir()
     (tmp_path / "html" / "index.html").write_text("<h1>v1</h1>\n")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "db-data").mkdir()
     (tmp_path / "db-data" / "base.conf").write_text("x\n")
     return tmp_path
 
@@ -220,13 +218,13 @@ class _Engine:
         return self.images.get(ref)
 
 
-def _service(tmp_path: Path, **block: Any):
+def _app(tmp_path: Path, *more: dict[str, Any], **block: Any):
     _project(tmp_path)
     model = {"name": "shop", "services": {"web": {
         "build": {"context": str(make_context(tmp_path, "web")), "dockerfile": "Dockerfile"}, "ports": [port(80, "8080")],
         "volumes": [bind(str(tmp_path / "nginx" / "default.conf"), "/etc/nginx/conf.d/default.conf", True),
-                    bind(str(tmp_path / "html"), "/usr/share/nginx/html", True)]}}}
-    return validate(model, block or None, tmp_path).services["web"]
+                    bind(str(tmp_path / "html"), "/usr/share/nginx/html", True), *more]}}}
+    return validate(model, block or None, tmp_path)
 
 
 def _base(tag: str = "aaaaaaaaaaaa") -> ImagePlan:
@@ -235,27 +233,48 @@ def _base(tag: str = "aaaaaaaaaaaa") -> ImagePlan:
 
 
 def test_the_baked_image_is_tagged_by_its_base_and_its_files(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
-    first = plan_bake(svc, _base(), "shop-web", tmp_path, _Engine(), 1 << 20)
+    app = _app(tmp_path)
+    svc, baking = app.services["web"], baking_of(app)
+    first = plan_bake(svc, _base(), "shop-web", baking, _Engine())
     assert first.image.startswith("shop-web:") and first.tag != "aaaaaaaaaaaa" and not first.cached
     assert first.bake is not None and first.bake.base.image == "shop-web:aaaaaaaaaaaa"
-    assert plan_bake(svc, _base(), "shop-web", tmp_path, _Engine(), 1 << 20).tag == first.tag
-    assert plan_bake(svc, _base("bbbbbbbbbbbb"), "shop-web", tmp_path, _Engine(), 1 << 20).tag != first.tag
+    assert plan_bake(svc, _base(), "shop-web", baking, _Engine()).tag == first.tag
+    assert plan_bake(svc, _base("bbbbbbbbbbbb"), "shop-web", baking, _Engine()).tag != first.tag
     (tmp_path / "nginx" / "default.conf").write_text("server { listen 8001; }\n")
-    assert plan_bake(svc, _base(), "shop-web", tmp_path, _Engine(), 1 << 20).tag != first.tag
-    pending = plan_bake(svc, _base("pending"), "shop-web", tmp_path, _Engine(), 1 << 20)
+    assert plan_bake(svc, _base(), "shop-web", baking, _Engine()).tag != first.tag
+    pending = plan_bake(svc, _base("pending"), "shop-web", baking, _Engine())
     assert pending.tag == "pending" and pending.bake is not None
 
 
 def test_a_bake_over_the_limit_or_left_out_by_dockerignore_is_refused(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
+    app = _app(tmp_path, binds={"limit": 10})
     with pytest.raises(ConfigError) as info:
-        hash_binds(svc, tmp_path, 10)
+        hash_binds(app.services["web"], baking_of(app))
     assert "raise x-immutdock.binds.limit" in info.value.hint
     (tmp_path / ".dockerignore").write_text("nginx\n")
+    app = _app(tmp_path)
     with pytest.raises(ConfigError) as info:
-        hash_binds(svc, tmp_path, 1 << 20)
+        hash_binds(app.services["web"], baking_of(app))
     assert "left out by the project's .dockerignore" in info.value.message and "!nginx/default.conf" in info.value.hint
+
+
+def test_git_dotenv_secret_files_and_env_files_are_never_baked(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DB_PASSWORD=hunter2\n")
+    (tmp_path / "token.txt").write_text("s3cr3t\n")
+    app = _app(tmp_path)
+    app = type(app)(**{**app.__dict__, "secrets": {"token": {"file": str(tmp_path / "token.txt")}}})
+    baking = baking_of(app)
+    assert {".git", ".env", "token.txt"} <= set(baking.private) and baking.private[-1] == "token.txt"
+    whole = _app(tmp_path, bind(str(tmp_path), "/code", True))  # .:/code
+    before = hash_binds(whole.services["web"], baking_of(whole))["/code"]
+    (tmp_path / ".env").write_text("DB_PASSWORD=changed\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert hash_binds(whole.services["web"], baking_of(whole))["/code"] == before  # neither is in the image
+    leaked = _app(tmp_path, bind(str(tmp_path / ".env"), "/app/.env", True))
+    with pytest.raises(ConfigError) as info:
+        hash_binds(leaked.services["web"], baking_of(leaked))
+    assert "never bakes" in info.value.message and "secret" in info.value.hint
 
 
 def test_the_bake_dockerfile_copies_each_bind_in_exec_form() -> None:
