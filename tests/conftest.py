@@ -47,14 +47,26 @@ def app_name() -> str:
     return f"it{uuid.uuid4().hex[:8]}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`) a module's tests stay on one worker, in order,
-    with its module-scoped fixtures made once; the Swarm tests all share one worker, so the run
-    forms one Swarm of three test hosts, not one per worker. The Swarm tests come first: the
-    longest group starts at once, the other worker takes the rest meanwhile."""
-    def on_swarm(item: pytest.Item) -> bool:
-        return "swarm" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_swarm")
+def _on_swarm(path: str) -> bool:
+    return os.path.basename(path).startswith("test_swarm")
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("swarm" if on_swarm(item) else item.path.stem))
-    items.sort(key=lambda item: not on_swarm(item))  # stable: each module's own order is kept
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under pytest-xdist a module's tests run on one worker, in order, with its module-scoped
+    fixtures made once; all the Swarm tests share one worker, so the run forms one Swarm of
+    three test hosts, not one per worker. (xdist's own `--dist loadgroup` cannot be used: it
+    renames tests through an attribute pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "swarm" if _on_swarm(path) else path
+
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Swarm tests come first: the longest group starts at once, the other worker takes the
+    rest meanwhile."""
+    items.sort(key=lambda item: not _on_swarm(str(item.path)))  # stable: each module's own order is kept

@@ -35,26 +35,34 @@ BAKE_LABEL = f"{L.PREFIX}.bake"  # {"base": identity, "binds": {target: digest}}
 
 # Never baked, whatever .dockerignore says: git's history, and compose's .env (variables, often
 # secrets); the app's secret files and env_files are added by Baking.of.
-PRIVATE = (".git", "**/.git", ".env", "**/.env")
+PRIVATE = (".git", "**/.git", ".env", "**/.env", ".env.*", "**/.env.*")
 
 
 def baking_of(app: App) -> Baking:
     """What every bake of `app` reads: its project folder, the .dockerignore rules its bakes use
-    (the project's, then those of the files that are never baked) and its limit."""
+    and its limit. The rules are the project's, then the project paths a bake never takes: the
+    folders of data other binds keep (and those an anonymous volume covers), and files of
+    secrets or settings (git's, .env, the secrets' files, env_files, the router's TLS files)."""
     path = app.project_dir / ".dockerignore"
     own = parse_ignore_file(bounds.read_file(path, bounds.DOCKERFILE_BYTES, "services", ".dockerignore")) \
         if path.is_file() else []
-    private = list(PRIVATE)
-    files = [str(spec.get("file")) for spec in app.secrets.values() if spec.get("file")]
-    for svc in app.services.values():
-        for item in svc.definition.get("env_file") or []:
-            files.append(str(item.get("path") if isinstance(item, Mapping) else item))
     root = os.path.realpath(app.project_dir)
-    for file in files:
-        real = os.path.realpath(file)
-        if real.startswith(root + os.sep):
-            private.append(os.path.relpath(real, root).replace(os.sep, "/"))
-    return Baking(app.project_dir, tuple(own) + tuple(private), tuple(private), app.settings.bind_limit)
+
+    def inside(files: list[str]) -> list[str]:
+        reals = [os.path.realpath(f) for f in files]
+        return [os.path.relpath(r, root).replace(os.sep, "/") for r in reals if r.startswith(root + os.sep)]
+
+    files = [str(spec.get("file")) for spec in app.secrets.values() if spec.get("file")] + list(app.env_files)
+    tls = app.settings.router.tls if app.settings.router is not None else None
+    files += [str(app.project_dir / p) for p in ((tls.cert, tls.key) if tls is not None else ()) if p]
+    private = [*PRIVATE, *inside(files)]
+    kept = [str(m.get("source")) for svc in app.services.values() for m in svc.definition.get("volumes") or []
+            if isinstance(m, Mapping) and m.get("type") == "bind" and m.get("source")]
+    data = [*inside(kept), *(p.removeprefix("./") for p in app.settings.bind_data),
+            *(m for svc in app.services.values() for b in svc.bakes for m in b.masked)]
+    data = [d for d in data if d.strip("./")]  # never the whole project
+    return Baking(app.project_dir, tuple(dict.fromkeys([*own, *data, *private])), tuple(dict.fromkeys(private)),
+                  app.settings.bind_limit)
 
 
 def dockerfile(base_ref: str, bakes: tuple[Bake, ...]) -> str:

@@ -147,12 +147,17 @@ UNCOMMITTED = "_uncommitted"  # the mark of a revision whose checkout has change
 
 def git_revision(project_dir: Path) -> str | None:
     """The checkout's revision, marked `<sha>_uncommitted` when a file differs from it or a file
-    git does not ignore is not in it (as Kamal marks its versions)."""
+    git does not ignore is not in it (as Kamal marks its versions), or when git cannot tell."""
     revision = _git(project_dir, "rev-parse", "HEAD")
     if revision is None:
         return None
-    dirty = _git(project_dir, "status", "--porcelain", "--ignore-submodules=dirty", "--", ".")
-    return revision + UNCOMMITTED if dirty else revision
+    try:
+        status = subprocess.run(["git", "--no-optional-locks", "-C", str(project_dir), "status", "--porcelain",
+                                 "--ignore-submodules=dirty", "--", "."], capture_output=True, text=True, timeout=10)
+        clean = status.returncode == 0 and not status.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        clean = False
+    return revision if clean else revision + UNCOMMITTED
 
 
 def oci_labels(app_name: str, item: ImagePlan, project_dir: Path) -> dict[str, str]:

@@ -262,9 +262,11 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
     secrets = model.get("secrets") or {}
     services: dict[str, Service] = {}
     warnings: list[str] = []
+    data = binds.data_sources(services_raw, compose_file.parent, settings.stateful, settings.bind_data, relative,
+                              infer.DATA_PATHS)
     for name, svc in services_raw.items():
         services[name] = _service(name, svc, services_raw, settings, secrets, compose_file.parent, absolute,
-                                  relative, warnings)
+                                  relative, warnings, data)
     for name in settings.router.services if settings.router else ():
         if services[name].definition.get("network_mode"):
             raise ConfigError(f"services.{name}.network_mode", "a routed service must join networks",
@@ -284,13 +286,13 @@ def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
 
 def _service(name: str, svc: Mapping[str, Any], services_raw: Mapping[str, Any], settings: Settings,
              secrets: Mapping[str, Any], project_dir: Path, absolute: frozenset[str], relative: frozenset[str],
-             warnings: list[str]) -> Service:
+             warnings: list[str], data: tuple[str, ...]) -> Service:
     """One service, checked for its role; its project binds taken out of its definition to be
     baked into its image (what is left said in `warnings`)."""
     stateful = name in settings.stateful
     bounds.replicas(name, svc, stateful)
     definition = dict(svc)
-    baked, kept, said = binds.bakes(name, svc, project_dir, stateful, settings.bind_data, relative, infer.DATA_PATHS)
+    baked, kept, said = binds.bakes(name, svc, project_dir, stateful, data, relative, infer.DATA_PATHS)
     if svc.get("volumes"):
         definition["volumes"] = kept
     warnings += said
@@ -371,7 +373,7 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
                    projectfiles.relative_binds(raws, variables, path.parent))
     projectfiles.after_compose(app)
     hidden = secret_values([text for text, _raw in read], model.get("services") or {}, variables)
-    return dataclasses.replace(app, secret_values=hidden)
+    return dataclasses.replace(app, secret_values=hidden, env_files=projectfiles.env_files(raws, variables, path.parent))
 
 
 def check_name(given: str, normalized: str) -> None:

@@ -227,6 +227,7 @@ class App:
     # Values of secret-looking variables and environment keys: a record keeps no string that
     # holds one (see immutdock.identity.redact).
     secret_values: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    env_files: tuple[str, ...] = ()  # every env_file the files name, absolute (never baked into an image)
 
     @property
     def swapped(self) -> tuple[Service, ...]:

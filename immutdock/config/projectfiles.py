@@ -132,6 +132,13 @@ def relative_binds(raws: list[Mapping[str, Any]], variables: Mapping[str, str], 
     return frozenset(found)
 
 
+def env_files(raws: list[Mapping[str, Any]], variables: Mapping[str, str], folder: Path) -> tuple[str, ...]:
+    """Pure: every env_file the files name, absolute (compose resolves them into `environment`
+    and leaves them out of its model): files of settings that a bake never takes."""
+    return tuple(dict.fromkeys(os.path.normpath(os.path.join(folder, interpolate(text, variables)))
+                               for raw in raws for _where, text in _env_files(raw)))
+
+
 def _contexts(build: Any) -> list[tuple[str, Any]]:
     """(key under build, value as written) of a raw build's context and additional contexts
     (a mapping, or a list of NAME=PATH)."""

@@ -109,9 +109,9 @@ def hash_context(context: Path, dockerfile: Path, *, workers: int | None = None)
 
 def hash_paths(root: Path, paths: list[str], patterns: list[str], *, workers: int | None = None) -> ContextDigest:
     """Hash only `paths` (files or folders, relative to `root`, "/"-separated; "." is all of it)
-    as `patterns` (.dockerignore rules of `root`) leave them, with every file's permission bits
-    (a COPY keeps them) instead of its executable bit alone. The folders above a path are
-    walked, not hashed."""
+    as `patterns` (.dockerignore rules of `root`) leave them, with every file's and folder's
+    permission bits (a COPY keeps them) instead of a file's executable bit alone. The folders
+    above a path are walked, not hashed."""
     scope = _Scope(tuple("" if p in ("", ".") else p.strip("/") for p in paths))
     matcher = IgnoreMatcher(patterns)
     records: list[tuple[bytes, bytes]] = []
@@ -198,7 +198,8 @@ def _visit(entry: os.DirEntry[str], rel: str, parent: _Dir, matcher: IgnoreMatch
             return
         if not excluded:
             _list_parents(parent, records)
-            records.append(_record(_DIR, rel))
+            mode = b"m%04o" % stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) if hasher.modes else b""
+            records.append(_record(_DIR, rel, mode))
         stack.append(_Dir(path=entry.path, rel=rel, state=state, excluded=excluded,
                           listed=not excluded, parent=parent))
         return
@@ -246,7 +247,7 @@ class _Hasher:
     """
 
     def __init__(self, workers: int, modes: bool = False) -> None:
-        self._modes = modes  # every permission bit in the record, not only the owner's x
+        self.modes = modes  # every permission bit in the record (folders' too), not only a file's owner x
         self._pool = (ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="immutdock-hash")
                       if workers > 1 else None)
         self._done: list[tuple[bytes, bytes]] = []
@@ -262,7 +263,7 @@ class _Hasher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, rel: bytes, path: str, st: os.stat_result) -> None:
-        executable: bool | int = stat.S_IMODE(st.st_mode) if self._modes else bool(st.st_mode & stat.S_IXUSR)
+        executable: bool | int = stat.S_IMODE(st.st_mode) if self.modes else bool(st.st_mode & stat.S_IXUSR)
         if self._pool is not None and st.st_size >= OFFLOAD_SIZE:
             future = self._pool.submit(_hash_file, rel, path, st.st_size, None)
             self._pending.append((rel, executable, future))

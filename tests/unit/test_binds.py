@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -63,9 +64,48 @@ def test_a_read_only_project_bind_is_baked_whatever_it_holds(tmp_path: Path) -> 
 def test_a_writable_project_bind_of_code_or_a_file_is_baked(tmp_path: Path) -> None:
     _project(tmp_path)
     assert _kind(tmp_path, str(tmp_path / "html"), "/usr/share/nginx/html") == "bake"
-    assert _kind(tmp_path, str(tmp_path), "/code") == "bake"  # .:/code
+    assert _kind(tmp_path, str(tmp_path / "nginx"), "/code") == "bake"
     assert _kind(tmp_path, str(tmp_path / "nginx" / "default.conf"), "/tmp/nginx.conf") == "bake"
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "app.py").write_text("print()\n")
+    assert binds.kind(bind(str(code), "/code"), code).kind == "bake"  # .:/code
 
+
+@pytest.mark.parametrize(("files", "target"), [
+    (["manage.py", "db.sqlite3"], "/code"),  # Django's own database beside its code
+    (["index.php", "wp-content/uploads/a.jpg"], "/var/www/html"),  # a folder of uploads inside
+    (["configuration.yaml"], "/config"),  # a linuxserver-style config folder the app writes
+    (["acme.json"], "/letsencrypt/acme.json"),  # a file the service writes its state to
+])
+def test_a_writable_folder_or_file_that_holds_data_is_data_even_with_code_in_it(
+        tmp_path: Path, files: list[str], target: str) -> None:
+    folder = tmp_path / "src"
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x\n")
+    source = folder / files[0] if target.endswith(".json") else folder
+    assert binds.kind(bind(str(source), target), tmp_path).kind == "data"
+
+
+def test_a_host_file_without_ro_is_the_hosts_own_not_data(tmp_path: Path) -> None:
+    host_file = tmp_path.parent / f"{tmp_path.name}-localtime"
+    host_file.write_text("UTC\n")
+    project = tmp_path / "app"
+    project.mkdir()
+    assert binds.kind(bind(str(host_file), "/etc/localtime"), project).kind == "host-file"
+
+
+def test_a_read_only_view_of_a_folder_of_data_stays_a_bind(tmp_path: Path) -> None:
+    _project(tmp_path)
+    uploads = tmp_path / "html"
+    model = {"name": "shop", "services": {
+        "app": {"image": "app:1", "volumes": [bind(str(uploads), "/srv/uploads")]},  # writes: data
+        "web": {"image": "nginx:1", "ports": [port(80, "8080")],
+                "volumes": [bind(str(uploads), "/usr/share/nginx/html/uploads", True)]}}}
+    app = validate(model, {"stateful": ["app"]}, tmp_path)
+    assert app.services["web"].bakes == () and len(app.services["web"].definition["volumes"]) == 1
+    assert binds.kind(bind(str(uploads), "/x", True), tmp_path, marked=["./html"]).kind == "live"
 
 @pytest.mark.parametrize(("source", "target", "extra"), [
     ("db-data", "/srv/x", {}),  # named like data
@@ -152,6 +192,21 @@ def test_baked_binds_leave_the_definition_and_a_writable_one_is_warned_about(tmp
     assert any("anonymous volume at /usr/share/nginx/html/x is left out" in w for w in app.warnings), app.warnings
 
 
+def test_a_bake_a_volume_would_hide_stays_a_bind_and_bakes_go_shallowest_first(tmp_path: Path) -> None:
+    _project(tmp_path)
+    model = {"name": "shop", "services": {"web": {"image": "nextcloud:1", "ports": [port(80, "8080")], "volumes": [
+        bind(str(tmp_path / "nginx" / "default.conf"), "/srv/app/settings.conf", True),
+        bind(str(tmp_path / "html"), "/srv/app", True),
+        {"type": "volume", "source": "nc", "target": "/var/www/html", "volume": {}},
+        bind(str(tmp_path / "nginx" / "default.conf"), "/var/www/html/config/custom.config.php", True)]}},
+        "volumes": {"nc": {"name": "shop_nc"}}}
+    app = validate(model, {"swapped": ["web"], "router": {"service": "web", "port": 80}}, tmp_path)
+    web = app.services["web"]
+    assert [b.target for b in web.bakes] == ["/srv/app", "/srv/app/settings.conf"]  # as Docker mounts them
+    assert [m["target"] for m in web.definition["volumes"]] == ["/var/www/html", "/var/www/html/config/custom.config.php"]
+    assert any("covers it" in w for w in app.warnings), app.warnings
+
+
 def test_an_anonymous_volume_of_installed_dependencies_is_left_out(tmp_path: Path) -> None:
     model = {"name": "shop", "services": {"web": {"image": "node:20", "ports": [port(3000, "3000")],
                                                   "volumes": [anonymous_volume("/project/node_modules")]}}}
@@ -162,7 +217,8 @@ def test_an_anonymous_volume_of_installed_dependencies_is_left_out(tmp_path: Pat
         validate(model, None, tmp_path)
 
 
-@pytest.mark.parametrize(("source", "said"), [("a[1].conf", "[ in it"), ("missing.conf", "does not exist")])
+@pytest.mark.parametrize(("source", "said"), [("a[1].conf", "[ in it"), ("it's.conf", "' in it"),
+                                              ("missing.conf", "does not exist")])
 def test_a_bind_a_release_cannot_bake_is_refused(tmp_path: Path, source: str, said: str) -> None:
     if source != "missing.conf":
         (tmp_path / source).write_text("x\n")
@@ -275,6 +331,38 @@ def test_git_dotenv_secret_files_and_env_files_are_never_baked(tmp_path: Path) -
     with pytest.raises(ConfigError) as info:
         hash_binds(leaked.services["web"], baking_of(leaked))
     assert "never bakes" in info.value.message and "secret" in info.value.hint
+
+
+def test_a_folder_of_data_inside_a_baked_one_and_an_env_file_are_left_out_of_the_bake(tmp_path: Path) -> None:
+    (tmp_path / "html" / "uploads").mkdir(parents=True)
+    (tmp_path / "html" / "conf.env").write_text("API_TOKEN=abc\n")
+    app = _app(tmp_path, bind(str(tmp_path / "html" / "uploads"), "/srv/uploads"), stateful=["web"])
+    app = dataclasses.replace(app, env_files=(str(tmp_path / "html" / "conf.env"),))
+    baking = baking_of(app)
+    assert "html/uploads" in baking.patterns and "html/conf.env" in baking.private
+    before = hash_binds(app.services["web"], baking)["/usr/share/nginx/html"]
+    (tmp_path / "html" / "uploads" / "photo.jpg").write_bytes(b"a user's upload")
+    (tmp_path / "html" / "conf.env").write_text("API_TOKEN=changed\n")
+    assert hash_binds(app.services["web"], baking)["/usr/share/nginx/html"] == before
+
+
+def test_a_folders_mode_is_part_of_the_bind_hash(tmp_path: Path) -> None:
+    _project(tmp_path)
+    (tmp_path / "html" / "sub").mkdir()
+    before = hash_paths(tmp_path, ["html"], []).digest
+    (tmp_path / "html" / "sub").chmod(0o700)
+    assert hash_paths(tmp_path, ["html"], []).digest != before
+
+
+def test_a_baked_image_on_the_engine_with_its_content_hash_is_cached(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    engine = _Engine()
+    first = plan_bake(app.services["web"], _base(), "shop-web", baking_of(app), engine)
+    engine.images[first.image] = {"Id": "sha256:baked", "Config": {"Labels": {"io.immutdock.content-hash": "other"}}}
+    assert not plan_bake(app.services["web"], _base(), "shop-web", baking_of(app), engine).cached
+    engine.images[first.image]["Config"]["Labels"]["io.immutdock.content-hash"] = first.content_hash
+    again = plan_bake(app.services["web"], _base(), "shop-web", baking_of(app), engine)
+    assert again.cached and again.image_id == "sha256:baked"
 
 
 def test_the_bake_dockerfile_copies_each_bind_in_exec_form() -> None:
