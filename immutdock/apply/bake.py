@@ -130,8 +130,8 @@ def build_bake(item: ImagePlan, labels: Mapping[str, str], baking: Baking, compo
     that hold paths only."""
     assert item.bake is not None
     base = item.bake.base
-    labels = {**labels, BAKE_LABEL: json.dumps({"base": base.content_hash, "binds": dict(item.bake.digests)},
-                                               sort_keys=True, separators=(",", ":"))}
+    labels = {**labels, BAKE_LABEL: json.dumps({"base": base.content_hash, "base_image": base.image,
+                                                "binds": dict(item.bake.digests)}, sort_keys=True, separators=(",", ":"))}
     progress(f"{item.service}: baking {len(item.bake.bakes)} project bind(s) "
              f"({bounds.size_text(item.bake.bytes)}) into {item.image}")
     with tempfile.TemporaryDirectory(prefix="immutdock-bake-") as folder:
@@ -151,6 +151,16 @@ def bake_images(plans: list[ImagePlan], app: App, engine: Engine) -> list[ImageP
     baking = baking_of(app)
     return [plan_bake(services[p.service], p, p.repository, baking, engine)
             if services.get(p.service) is not None and services[p.service].bakes else p for p in plans]
+
+
+def base_of(found: Mapping[str, object] | None) -> str | None:
+    """The own image (its reference) a baked image was made FROM, as its label says."""
+    labels = ((found or {}).get("Config") or {}).get("Labels") or {}  # type: ignore[union-attr]
+    try:
+        base = json.loads(labels.get(BAKE_LABEL) or "{}").get("base_image")  # type: ignore[union-attr]
+    except (ValueError, AttributeError):
+        return None
+    return str(base) if base else None
 
 
 def differing_bake(svc: Service, baking: Baking, labels: Mapping[str, str], own_identity: str | None) -> list[str]:

@@ -4,7 +4,7 @@ build for this app. The records of releases whose images are gone are compacted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 class PrunePlan:
     keep: tuple[str, ...]  # release ids whose images stay
     remove: tuple[str, ...]  # image references
+    kept: tuple[str, ...] = field(default=(), compare=False)  # the image references that stay
 
 
 def plan_prune(state: AppState, keep: int) -> PrunePlan:
@@ -48,7 +49,8 @@ def plan_prune(state: AppState, keep: int) -> PrunePlan:
         keep_refs.update(c.image for c in cs)
     keep_refs.update(c.image for c in state.state)
     candidates = {ref for r in state.records for ref in r.images.values()} - keep_refs
-    return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)))
+    return PrunePlan(keep=tuple(sorted(protected, key=lambda i: int(i[1:]))), remove=tuple(sorted(candidates)),
+                     kept=tuple(sorted(keep_refs)))
 
 
 def compact_records(target: Target, app: str, state: AppState, removed: list[str], redactor: Redactor) -> list[str]:
@@ -83,6 +85,7 @@ def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan,
     going = set(plan.remove)
     for engine in nodes.values():
         kept = [c for e, c in history if e is engine]
+        kept_bases: set[str] | None = None
         for ref in plan.remove:
             if owned(engine, app, ref):
                 image_id = engine.image_id(ref)
@@ -90,9 +93,31 @@ def apply_prune(nodes: Mapping[str, Engine], app: str, plan: PrunePlan,
                 if held:
                     engine.remove_containers(held)
                     kept = [c for c in kept if c not in held]
+                bases = _bases(engine, [ref])
                 engine.remove_image(ref)
                 removed.append(ref)
+                if bases:
+                    kept_bases = _bases(engine, plan.kept) if kept_bases is None else kept_bases
+                    _remove_bases(engine, app, bases - kept_bases - set(plan.kept))
     return list(dict.fromkeys(removed))
+
+
+def _bases(engine: Engine, refs: Sequence[str]) -> set[str]:
+    """The service's own images the baked images `refs` are made FROM (see apply.bake)."""
+    from immutdock.apply.bake import base_of
+
+    return {base for ref in refs if (base := base_of(engine.inspect_image(ref))) is not None}
+
+
+def _remove_bases(engine: Engine, app: str, bases: set[str]) -> None:
+    """The own images of pruned baked images go too, when immutdock made them for the app and
+    nothing runs them (else they stay, and a later prune finds them again)."""
+    for base in sorted(bases):
+        if owned(engine, app, base):
+            try:
+                engine.remove_image(base)
+            except EngineError:
+                pass
 
 
 def prune_place(deployer: Deployer, keep: int | None, archive: Path | None = None,

@@ -390,3 +390,37 @@ def test_a_checkout_with_uncommitted_changes_is_marked(tmp_path: Path) -> None:
     git("checkout", "compose.yaml")
     (tmp_path / "new.txt").write_text("x\n")  # a file not committed yet counts too
     assert git_revision(tmp_path) == clean + UNCOMMITTED
+
+
+class _Images:
+    """An engine's images: ref -> labels; removes what it is asked to."""
+
+    def __init__(self, images: dict[str, dict[str, str]]) -> None:
+        self.images = images
+
+    def inspect_image(self, ref: str) -> dict[str, Any] | None:
+        return {"Id": ref, "Config": {"Labels": self.images[ref]}} if ref in self.images else None
+
+    def image_id(self, ref: str) -> str | None:
+        return ref if ref in self.images else None
+
+    def remove_image(self, ref: str) -> None:
+        del self.images[ref]
+
+
+def test_prune_takes_a_baked_images_own_image_along_unless_a_kept_one_is_made_from_it() -> None:
+    import json
+
+    from immutdock.apply.bake import BAKE_LABEL
+    from immutdock.apply.prune import PrunePlan, apply_prune
+
+    def baked(base: str) -> dict[str, str]:
+        return {"io.immutdock.app": "a", BAKE_LABEL: json.dumps({"base": "sha256:x", "base_image": base})}
+
+    own = {"io.immutdock.app": "a"}
+    engine = _Images({"a-web:r1": baked("a-web:own1"), "a-web:own1": own, "a-web:r2": baked("a-web:own2"),
+                      "a-web:own2": own, "a-web:r3": baked("a-web:own2")})
+    removed = apply_prune({"n": engine}, "a", PrunePlan(keep=("r3",), remove=("a-web:r1", "a-web:r2"),  # type: ignore[dict-item]
+                                                        kept=("a-web:r3",)))
+    assert removed == ["a-web:r1", "a-web:r2"]
+    assert sorted(engine.images) == ["a-web:own2", "a-web:r3"]  # own1 went with r1; r3 is made from own2
