@@ -116,7 +116,7 @@ BAD_CONFIGS = {
         "services:\n  web: {container_name: fixed-web}\n  db: {environment: {WEB_URL: 'http://fixed-web:8000'}}\n",
         "services.web.container_name", "refer to the service name 'web' instead", "stateful"),
     "writable bind mount": ("services:\n  web: {volumes: ['./data:/data']}\n", "services.web.volumes[0]",
-                            "takes its code from the image", "stateful"),
+                            "holds data, and two colors", "stateful"),
     "routed service in an inactive profile": ("services:\n  web: {profiles: [debug]}\n", "x-immutdock.router.service",
                                               "'web' is in profile debug, which is not active"),
     "stateful service in an inactive profile": ("services:\n  db: {profiles: [ops]}\n", "x-immutdock.stateful[0]",

@@ -179,7 +179,8 @@ def test_a_postgres_volume_with_a_dump_command_is_dumped_while_it_serves_and_loa
         assert "stopping db" not in done.stderr and "running the dump command of pgdata in db" in done.stderr
         assert "starting a copy of db on volume immutdock-verify-" in done.stderr  # --verify loaded it
         assert _db(engine, app_name).id == db.id  # the same container, never restarted
-        assert not [v for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")]
+        assert not [v for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app_name}"})
+                    if v.name.startswith("immutdock-verify-")]
         listed = json_out(run_cli(root, "volumes", "ls", "--to", str(backups), "--json"))["volumes"]
         assert [(v["volume"], v["dump"], v["backups"]) for v in listed] == [("pgdata", True, [str(archive)])]
 
@@ -217,7 +218,8 @@ def test_a_postgres_volume_with_a_dump_command_is_dumped_while_it_serves_and_loa
         (tmp_path / "bad.json").write_text(json.dumps(manifest))
         bad = run_cli(root, "volumes", "verify", str(tmp_path / "bad.json"))
         assert bad.returncode == 1 and "the load command of pgdata failed in db" in bad.stderr, bad.stderr
-        assert not [v for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")]
+        assert not [v for v in engine.volumes.list(filters={"label": f"io.immutdock.app={app_name}"})
+                    if v.name.startswith("immutdock-verify-")]
     finally:
         if copy is not None:
             copy.remove(force=True)
@@ -352,8 +354,9 @@ def test_a_dump_command_of_any_service_and_what_a_dump_needs(tiny: TinyApp, engi
         refused = run_cli(tiny.root, "volumes", *argv)  # a copy of db could not tell when it is ready
         assert refused.returncode == 2, refused.stderr
         assert "db has no health check" in refused.stderr and "healthcheck:" in refused.stderr, refused.stderr
-    assert not [v.name for v in engine.volumes.list() if v.name.startswith("immutdock-verify-")
-                or v.name == f"{tiny.name}_data2"]
+    assert not [v.name for v in engine.volumes.list() if v.name == f"{tiny.name}_data2"
+                or (v.name.startswith("immutdock-verify-")  # its own: other tests verify backups meanwhile
+                    and (v.attrs.get("Labels") or {}).get("io.immutdock.app") == tiny.name)]
 
     assert tiny.visit() == "v1 2"
     forced = run_cli(tiny.root, "volumes", "restore", row["archive"], "--force")
