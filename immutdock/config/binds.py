@@ -108,17 +108,20 @@ def _overlaps(rel: str, paths: Iterable[str]) -> bool:
     return any(p == "." or rel == p or rel.startswith(p + "/") for p in paths)
 
 
-def _holds_data(folder: str) -> bool:
-    """Whether a folder holds a file or folder named like data (SCAN entries at most)."""
+def _holds_data(folder: str) -> str | None:
+    """Why a folder looks like it holds data: a file or folder in it named like data, or more
+    entries than SCAN to look through (when in doubt it is data); None when it does not."""
     seen = 0
-    for _top, dirs, files in os.walk(folder):
+    for top, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if d not in (".git", "node_modules", "__pycache__")]
-        if any(_data_named(n) for n in files) or any(d.lower() in DATA_WORDS for d in dirs):
-            return True
+        named = next((n for n in files if _data_named(n)), None) or next((d for d in dirs if d.lower() in DATA_WORDS),
+                                                                         None)
+        if named is not None:
+            return f"it holds {os.path.relpath(os.path.join(top, named), folder)}, named like data"
         seen += len(files) + len(dirs)
         if seen > SCAN:
-            return True  # too much to look through: when in doubt it is data
-    return False
+            return f"it holds more than {SCAN} files and folders, too many to look through"
+    return None
 
 
 def kind(mount: Mapping[str, Any], project_dir: Path, stateful: bool = False,
@@ -156,11 +159,12 @@ def kind(mount: Mapping[str, Any], project_dir: Path, stateful: bool = False,
         return Kind("data", data)
     if os.path.isfile(real):
         return Kind("bake", f"{shown} (writable) is a file of code or configuration: baked into the image at {target}")
-    if os.path.isdir(real) and _holds_code(real) and not _holds_data(real):
+    held = _holds_data(real) if os.path.isdir(real) else None
+    if os.path.isdir(real) and _holds_code(real) and held is None:
         return Kind("bake", f"{shown} (writable) holds code or configuration: baked into the image at {target}")
-    why = "it is empty" if os.path.isdir(real) and not os.listdir(real) else \
-        "it holds files named like data" if os.path.isdir(real) else "it does not exist yet"
-    return Kind("data", f"{data}; {why}")
+    why = held or ("it does not exist yet" if not os.path.isdir(real) else "it is empty" if not os.listdir(real)
+                   else "it holds no code or configuration")
+    return Kind("data", f"{data}; {why} (mount it :ro to bake it into the image)")
 
 
 def data_sources(services: Mapping[str, Mapping[str, Any]], project_dir: Path, stateful: Iterable[str],
