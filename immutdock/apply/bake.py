@@ -30,11 +30,12 @@ from immutdock.identity.dockerignore import IgnoreMatcher, parse_ignore_file
 from immutdock.plan.imageplan import BakePlan, Baking, ImagePlan
 
 BAKE_VERSION = 1
-BAKE_LABEL = f"{L.PREFIX}.bake"  # {"base": identity, "binds": {target: digest}}: what verify compares
+# {"base": identity, "base_image": ref, "binds": {target: digest}}: what verify compares, what prune takes along
+BAKE_LABEL = f"{L.PREFIX}.bake"
 
 
 # Never baked, whatever .dockerignore says: git's history, and compose's .env (variables, often
-# secrets); the app's secret files and env_files are added by Baking.of.
+# secrets); the app's secret files, env_files and TLS files are added by baking_of.
 PRIVATE = (".git", "**/.git", ".env", "**/.env", ".env.*", "**/.env.*")
 
 

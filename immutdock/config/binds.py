@@ -84,20 +84,6 @@ def _data_named(path: str) -> bool:
     return name in DATA_WORDS or name in DATA_FILES or name.endswith(DATA_SUFFIXES) or name.endswith(("-data", "_data", "data"))
 
 
-def _holds_code(folder: str) -> bool:
-    """Whether a folder holds a file that looks like code or configuration (SCAN entries at most)."""
-    seen = 0
-    for top, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if d not in (".git", "node_modules", "__pycache__")]
-        for name in files:
-            if name in CODE_NAMES or os.path.splitext(name)[1].lower() in CODE_SUFFIXES:
-                return True
-        seen += len(files) + len(dirs)
-        if seen > SCAN:
-            return False
-    return False
-
-
 def _rel(path: str, project: str) -> str:
     rel = os.path.relpath(path, project).replace(os.sep, "/")
     return "." if rel == "." else rel
@@ -108,20 +94,22 @@ def _overlaps(rel: str, paths: Iterable[str]) -> bool:
     return any(p == "." or rel == p or rel.startswith(p + "/") for p in paths)
 
 
-def _holds_data(folder: str) -> str | None:
-    """Why a folder looks like it holds data: a file or folder in it named like data, or more
-    entries than SCAN to look through (when in doubt it is data); None when it does not."""
-    seen = 0
+def _look(folder: str) -> tuple[bool, str | None]:
+    """One walk of a folder (SCAN entries at most): whether it holds a file that looks like code
+    or configuration, and why it looks like it holds data: a file or folder in it named like
+    data, or more entries than SCAN to look through (when in doubt it is data); None when not."""
+    seen, code = 0, False
     for top, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if d not in (".git", "node_modules", "__pycache__")]
         named = next((n for n in files if _data_named(n)), None) or next((d for d in dirs if d.lower() in DATA_WORDS),
                                                                          None)
         if named is not None:
-            return f"it holds {os.path.relpath(os.path.join(top, named), folder)}, named like data"
+            return code, f"it holds {os.path.relpath(os.path.join(top, named), folder)}, named like data"
+        code = code or any(n in CODE_NAMES or os.path.splitext(n)[1].lower() in CODE_SUFFIXES for n in files)
         seen += len(files) + len(dirs)
         if seen > SCAN:
-            return f"it holds more than {SCAN} files and folders, too many to look through"
-    return None
+            return code, f"it holds more than {SCAN} files and folders, too many to look through"
+    return code, None
 
 
 def kind(mount: Mapping[str, Any], project_dir: Path, stateful: bool = False,
@@ -159,8 +147,8 @@ def kind(mount: Mapping[str, Any], project_dir: Path, stateful: bool = False,
         return Kind("data", data)
     if os.path.isfile(real):
         return Kind("bake", f"{shown} (writable) is a file of code or configuration: baked into the image at {target}")
-    held = _holds_data(real) if os.path.isdir(real) else None
-    if os.path.isdir(real) and _holds_code(real) and held is None:
+    code, held = _look(real) if os.path.isdir(real) else (False, None)
+    if code and held is None:
         return Kind("bake", f"{shown} (writable) holds code or configuration: baked into the image at {target}")
     why = held or ("it does not exist yet" if not os.path.isdir(real) else "it is empty" if not os.listdir(real)
                    else "it holds no code or configuration")
