@@ -19,7 +19,7 @@ from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 from immutdock.apply.router import Router, Server
 from immutdock.gateways.engine import ContainerState
-from immutdock.plan.render import backend_name
+from immutdock.plan.haproxy import backend_name
 
 POLL = 0.1  # seconds between two looks at the engine and the router
 

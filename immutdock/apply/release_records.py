@@ -12,7 +12,7 @@ from immutdock.apply.operate import labelled_networks
 from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
 from immutdock.identity.redact import Redactor, new_salt
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger
 from immutdock.targets.observe import AppState
@@ -116,7 +116,7 @@ class RecordSteps(Parts):
         router = self.app.settings.router
         env = {"IMMUTDOCK_RELEASE": plan.release, "IMMUTDOCK_COLOR": plan.color}
         if router is not None:
-            env["IMMUTDOCK_URL"] = f"http://{render.routed_alias(plan.color, router.service)}:{router.main.port}"
+            env["IMMUTDOCK_URL"] = f"http://{haproxy.routed_alias(plan.color, router.service)}:{router.main.port}"
         for hook in self.app.settings.hooks.get(when, ()):
             self.say(f"{when} hook in {hook.service}: {' '.join(hook.command)}")
             tail = self._run_once("hook", hook, refs, plan, env)

@@ -17,7 +17,7 @@ from immutdock.apply.settle import watch
 from immutdock.config import tls
 from immutdock.config.model import BuildSpec, address, frozen_mapping
 from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger
@@ -105,7 +105,7 @@ class RouterSteps(Parts):
         model = render.router_project(self.app, image, live, backends)
         svc = model["services"]["router"]
         svc["labels"][L.CONFIG_HASH] = identity
-        files = {render.TLS_PEM: pem} if pem is not None else None
+        files = {haproxy.TLS_PEM: pem} if pem is not None else None
         env = {k: v.replace("$$", "$") for k, v in svc["environment"].items()}  # as compose hands it over
         code, out = self.engine.run_check(image, [ROUTER_ENTRYPOINT, "check"], env,
                                           {L.APP: self.app.name, L.ROLE: "probe"}, files=files)

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
 from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.plan.render import backend_name
+from immutdock.plan.haproxy import CHECKS, backend_name
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
 UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before HAProxy takes it
@@ -27,9 +27,9 @@ T = TypeVar("T")
 FALLBACK = "fb"  # the prefix of a fallback server's name: fb<token>_<the old color's server>
 _FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
 _ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
-# A fallback server's checks: as often as render.haproxy_config checks every server; one slow
+# A fallback server's checks: as often as haproxy.haproxy_config checks every server; one slow
 # check under load does not take it down (it is the old color's: down only when that one is).
-_CHECK = "check inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3"
+_CHECK = f"check {CHECKS} rise 1 fall 3"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class BackendStats:
         return [s for s in self.servers if s.backend == color and s.resolved]
 
 
-_BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # render.backend_name
+_BACKEND = re.compile(r"(blue|green)(?:_r(\d+))?")  # haproxy.backend_name
 
 
 def parse_stat(csv_text: str) -> BackendStats:

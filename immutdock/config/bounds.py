@@ -265,7 +265,7 @@ def derived_names(app_name: str, services: Mapping[str, Any], routed: tuple[str,
     a target's registry in front, at most IMAGE_NAME characters); a routed service's alias on
     the edge network, routed-<color>-<service>, a DNS label of its own. `services`: name ->
     whether immutdock names its image."""
-    from immutdock.plan.render import routed_alias
+    from immutdock.plan.haproxy import routed_alias
 
     room = IMAGE_NAME - max((len(r) + 1 for r in registries), default=0)
     for name, named in services.items():

@@ -34,9 +34,13 @@ mode=$(cat /www/mode)
 [ "$mode" = late ] && sleep 12
 exec httpd -f -p 8000 -h /www
 """
+# Every check is logged in /tmp/checks; mode slow answers it in 0.6 s (a health endpoint that
+# asks a database under load).
 HEALTH_CGI = """\
 #!/bin/sh
+echo . >> /tmp/checks
 case "$(cat /www/mode)" in
+  slow) sleep 0.6; printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n' ;;
   500) printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nbroken\\n' ;;
   302) printf 'HTTP/1.0 302 Found\\r\\nLocation: /elsewhere\\r\\n\\r\\n' ;;
   404) printf 'HTTP/1.0 404 Not Found\\r\\n\\r\\n' ;;
@@ -191,6 +195,31 @@ def test_a_post_slower_than_the_request_timeout_runs_once(gate_app: GateApp) -> 
     assert status == 504
     time.sleep(8)  # anything retried would have run by now
     assert len(gate_app.posts()) == before + 1
+
+
+def test_a_live_server_is_checked_every_2s_and_a_slow_health_answer_is_no_failure(gate_app: GateApp,
+                                                                                   engine) -> None:
+    gate_app.write(mode="slow", version="slow")
+    try:
+        proc = run_cli(gate_app.root, "release")
+        assert proc.returncode == 0, proc.stderr  # checks that take 0.6 s pass the gate
+        flt = {"label": [f"io.immutdock.app={gate_app.name}", "io.immutdock.role=color"]}
+        [live] = engine.containers.list(filters=flt)
+
+        def checks() -> int:
+            return int(live.exec_run(["sh", "-c", "cat /tmp/checks 2>/dev/null | wc -l"]).output.decode())
+
+        with Load(gate_app.url, path="/cgi-bin/version") as load:
+            before, start = checks(), time.monotonic()
+            time.sleep(8)
+            seen, took = checks() - before, time.monotonic() - start
+        assert load.ok > 10 and load.failures == [], load.failures[:5]  # never marked down
+        assert gate_app.version() == "slow"
+        assert 2 <= seen <= took / 2 + 1, (seen, took)  # one every 2 s, not 4 a second
+    finally:
+        gate_app.write(mode="ok", version="v1")
+        assert run_cli(gate_app.root, "release").returncode == 0
+    assert gate_app.version() == "v1"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from immutdock.config.compose_file import load
 from immutdock.errors import ReleaseFailed
 from immutdock.identity.redact import Redactor
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 from immutdock.targets.nodes import NodeContainers
 from immutdock.targets.stacks import StackColors
 
@@ -80,7 +80,7 @@ def test_a_color_and_the_state_run_as_stacks_answering_where_the_router_looks(
             assert len({found.node_of(c).name for c in web}) >= 2, "the tasks spread over the nodes"
 
             # The name the router's server-template resolves answers with every task, from any node.
-            alias = render.routed_alias("blue", "web")
+            alias = haproxy.routed_alias("blue", "web")
             looked = third.docker("run", "--rm", "--network", render.edge_network(app_name), "busybox:latest",
                                   "nslookup", alias).stdout
             assert sum(1 for line in looked.splitlines() if line.startswith("Address") and ":53" not in line) == 3, \

@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, full_model, minimal_model, validate
 from immutdock import labels as L
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 from immutdock.plan.render import EDGE, OWN_NETWORK_PRIORITY
 
 HASH = "sha256:cafe"
@@ -21,7 +21,7 @@ def test_names() -> None:
     assert render.other("blue") == "green" and render.other("green") == "blue"
     assert render.project_name("shop", "blue") == "shop-blue"
     assert render.edge_network("shop") == "shop_immutdock"
-    assert render.routed_alias("green", "Web_App.1") == "routed-green-web-app-1"
+    assert haproxy.routed_alias("green", "Web_App.1") == "routed-green-web-app-1"
 
 
 def test_color_project_has_only_swapped_services(tmp_path: Path) -> None:
@@ -265,7 +265,7 @@ def test_router_project(tmp_path: Path) -> None:
     svc = model["services"]["router"]
     assert svc["image"] == "immutdock-router:abc"
     config = svc["environment"].pop("IMMUTDOCK_HAPROXY_CFG")
-    assert config == render.haproxy_config(full_app(tmp_path)).replace("$", "$$")  # compose reads $ as its own
+    assert config == haproxy.haproxy_config(full_app(tmp_path)).replace("$", "$$")  # compose reads $ as its own
     assert svc["environment"] == {
         "IMMUTDOCK_BLUE_HEALTH_PATH": "/healthz", "IMMUTDOCK_BLUE_PORT": "8000", "IMMUTDOCK_BLUE_RISE": "2",
         "IMMUTDOCK_BLUE_HEALTH_STATUS": "200-299", "IMMUTDOCK_GREEN_HEALTH_STATUS": "200-299",

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "immutdock"
-TEMPLATES = {("plan/render.py", "haproxy_config")}  # the HAProxy configuration, line by line
+TEMPLATES = {("plan/haproxy.py", "haproxy_config")}  # the HAProxy configuration, line by line
 
 
 def test_no_module_is_over_400_lines() -> None:

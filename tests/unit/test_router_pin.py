@@ -16,10 +16,12 @@ from immutdock.plan import render
 ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path": "/healthz"}},
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]
 
+# Changed deliberately (README, "Upgrading"): a live server is checked every 2 s, a check may
+# take 2 s, and the first line names plan/haproxy.py. An upgrade recreates each live router once.
 PINNED = {
-    "one http route": "sha256:72a99f7b4cc211587662f1ada62ee5e5859531356bcd44745ccf5d44561e80b4",
-    "published elsewhere": "sha256:b74c2cd3831801885e43ab6ab736a40855e42d4237e2b380f96196aeda2ffc47",
-    "an http and a tcp route": "sha256:53c1f1f286959b22c5ebdee67d5799103b5b3762a844c9ae6a7d713a1136fe5e",
+    "one http route": "sha256:2aa774f64098561f85cb1ec6b73e5c1b6af45c8f0a5904a68cba75868acc6df6",
+    "published elsewhere": "sha256:35d94039ee67ae6f4aaa80edaba55c80dc6c421aba2a764e132e51d78d0b9c53",
+    "an http and a tcp route": "sha256:dc4c082830f59fa57159b42a36766fc7474aea5ab7c342b50b83867cf92dbdcd",
 }
 
 

@@ -15,7 +15,7 @@ from immutdock.config import tls
 from immutdock.config.model import TLS
 from immutdock.config.settings import parse_settings
 from immutdock.errors import ConfigError
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 
 SERVICES = {"web", "api", "broker", "db"}
 
@@ -84,7 +84,7 @@ ROUTES = {"routes": [{"service": "web", "port": 8000, "publish": "8443", "redire
 
 
 def test_the_config_has_a_frontend_per_route_on_the_one_live_entry_and_backends_per_color(tmp_path: Path) -> None:
-    config = render.haproxy_config(app(tmp_path, {"router": ROUTES}))
+    config = haproxy.haproxy_config(app(tmp_path, {"router": ROUTES}))
     assert config.count("use_backend %[str(live),map(/var/lib/router/color.map,blue)]") == 2
     assert "use_backend %[str(live),map(/var/lib/router/color.map,blue)]_r1" in config
     assert "bind :8080 ssl crt /var/lib/router/tls/site.pem alpn h2,http/1.1" in config
@@ -112,7 +112,7 @@ def test_each_routes_backend_settings_have_their_own_keys(tmp_path: Path) -> Non
 def test_the_certificate_is_never_in_the_routers_model_and_does_not_change_its_identity(tmp_path: Path) -> None:
     found = app(tmp_path, {"router": ROUTES})
     model = render.router_project(found, "img", "blue")
-    assert model["services"]["router"]["environment"]["IMMUTDOCK_TLS_PEM"] == render.TLS_PEM
+    assert model["services"]["router"]["environment"]["IMMUTDOCK_TLS_PEM"] == haproxy.TLS_PEM
     plain = app(tmp_path, {"router": {**ROUTES, "tls": None,
                                       "routes": [{**ROUTES["routes"][0], "redirect": None}, ROUTES["routes"][1]]}})
     assert render.router_identity(found, "img") != render.router_identity(plain, "img"), "TLS on or off is"

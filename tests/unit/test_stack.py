@@ -8,7 +8,7 @@ import pytest
 
 from .helpers import APP, IMAGES, REDACTOR, full_app, full_block, raises_config
 from immutdock import labels as L
-from immutdock.plan import render
+from immutdock.plan import haproxy, render
 from immutdock.plan.stack import STACK_VERSION, object_name, router_stack, stack, state_stack
 
 DIGESTS = {"secrets.api_key": "sha256:" + "ab" * 32}
@@ -33,7 +33,7 @@ def test_a_color_as_a_stack_answers_by_dns_and_keeps_what_swarm_takes(tmp_path: 
     assert "team" not in web["deploy"]["labels"]
     # Networks: no priority (a stack's schema has none); the edge network is immutdock's overlay.
     assert all("priority" not in (spec or {}) for spec in web["networks"].values())
-    assert web["networks"][render.EDGE] == {"aliases": [render.routed_alias("blue", "web")]}
+    assert web["networks"][render.EDGE] == {"aliases": [haproxy.routed_alias("blue", "web")]}
     assert out["networks"][render.EDGE] == {"external": True, "name": render.edge_network(APP)}
     assert out["networks"]["back"]["driver"] == "overlay"
     assert out["networks"]["shared"] == {"name": "shared-net", "external": True}
