@@ -32,6 +32,19 @@ class Reaped:
     recreated: tuple[str, ...] = ()
 
 
+def _runs_as_defined(model: Mapping[str, Any], state: AppState) -> bool:
+    """Every stateful service of `model` runs its replicas, healthy where it has a health check,
+    made from the model's definition: bringing the project up would change and wait for nothing."""
+    for name, svc in model["services"].items():
+        found = [c for c in state.state if c.service == name]
+        replicas = (svc.get("deploy") or {}).get("replicas", svc.get("scale", 1))
+        if len(found) != replicas or any(c.status != "running" or c.health not in (None, "healthy")
+                                         or c.labels.get(L.CONFIG_HASH) != svc["labels"][L.CONFIG_HASH]
+                                         for c in found):
+            return False
+    return True
+
+
 class StateSteps(Parts):
     def _ensure_shared(self, plan: ReleasePlan, state: AppState, state_refs: Mapping[str, str] | None) -> None:
         """Edge network, named volumes (created once, never removed), state project.
@@ -66,7 +79,8 @@ class StateSteps(Parts):
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
                         recreate.marked(self.engine, app.name, state_model, plan.stateful_changes, redactor.salt):
                     self.target.colors.up(render.project_name(app.name, "state"), state_model, surviving=True)
-            self._up_state(state_model)
+            if plan.stateful_changes or not _runs_as_defined(state_model, state):
+                self._up_state(state_model)
             if plan.stateful_changes:  # from the stop of the old container to the new one up (and healthy)
                 self.say(f"stateful {', '.join(plan.stateful_changes)} replaced stop-first: a gap of at most "
                          f"{time.monotonic() - t0:.1f} s")

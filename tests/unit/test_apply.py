@@ -45,6 +45,7 @@ class World:
         self.failing: dict[str, BaseException] = {}  # operation -> what it raises the next time
         self.broken: set[str] = set()  # projects whose containers exit as they start
         self.checked: list[str] = []  # the projects Colors.check was asked about
+        self.markers: dict[str, Any] = {}  # the engine's markers (a stateful recreate's)
 
     def fail(self, operation: str, exc: BaseException | None = None) -> None:
         self.failing[operation] = exc or EngineError(f"{operation} failed on {self.name}")
@@ -225,6 +226,15 @@ class FakeEngine:
     @contextlib.contextmanager
     def events(self, _what: str, **_labels: str) -> Iterator[Iterator[Mapping[str, Any]]]:
         yield iter(())
+
+    def marker(self, name: str) -> Any:  # the mark of a stateful recreate
+        return self.world.markers.get(name)
+
+    def create_marker(self, name: str, _image: str, labels: Mapping[str, str]) -> None:
+        self.world.markers[name] = (name, dict(labels))
+
+    def remove_marker(self, found: str) -> None:
+        self.world.markers.pop(found, None)
 
 
 class FakeRouter:
@@ -534,3 +544,29 @@ def test_the_gate_and_the_watch_see_the_new_color_through_the_targets_colors(tmp
     monkeypatch.setattr(FakeEngine, "project_containers", blind)
     done = deployer(app, world, tmp_path, "t1").release()
     assert (done.outcome, done.color) == ("ok", "blue") and world.serving == "r1"
+
+
+def test_stateful_services_that_run_as_defined_are_left_alone_and_others_are_brought_up(tmp_path: Path) -> None:
+    def app_with_db(env: str) -> App:
+        model = {"name": APP, "services": {
+            "web": {"build": {"context": str(make_context(tmp_path, "web")), "dockerfile": "Dockerfile"},
+                    "command": None, "entrypoint": None, "ports": [port(8000, "8080")]},
+            "db": {"image": "busybox:latest", "command": ["sleep", "infinity"], "environment": {"MODE": env}}}}
+        return validate(model, {"router": {"service": "web", "port": 8000, "health": {"timeout": 2}},
+                                "stateful": ["db"], "settle": 0}, tmp_path)
+
+    world = World()
+    deployer(app_with_db("a"), world, tmp_path, "t1").release()
+    assert f"up {APP}-state" in world.log
+    world.log.clear()
+    deployer(app_with_db("a"), world, tmp_path, "t2").release()  # db runs as defined: compose has nothing to do
+    assert f"up {APP}-blue" not in world.log and f"up {APP}-green" in world.log
+    assert f"up {APP}-state" not in world.log, world.log
+    world.broken.add(f"{APP}-state")  # db exited
+    world.log.clear()
+    deployer(app_with_db("a"), world, tmp_path, "t3").release()
+    assert f"up {APP}-state" in world.log, world.log
+    world.broken.discard(f"{APP}-state")
+    world.log.clear()
+    deployer(app_with_db("b"), world, tmp_path, "t4").release()  # db's definition changed
+    assert f"up {APP}-state" in world.log, world.log
