@@ -271,11 +271,16 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         steps.run("cleanup", lambda: self._cleanup(plan, state), undo=lambda why: self._record_undone(live, why))
         reached("shared")
         steps.run("shared", lambda: self._ensure_shared(plan, state, live.refs if live.kind == "release" else None))
-        live.router = steps.run("router", lambda: self._open_router(
-            plan, state, router_image, model.get(render.ROUTER_SETTINGS) or render.backend_settings(app)))
         reached("start")
         self.say(f"starting {plan.release} as {live.project}")
-        steps.run("start", lambda: self._start_color(live.project, model), undo=lambda why: self._remove_new(live, why))
+        # The router is made ready (its settings for the new color, a reload) while the new color
+        # starts: the gate, which needs both, forces the new servers down only after.
+        def router() -> None:  # kept on `live` at once: closed at the end, however the other step ends
+            live.router = self._open_router(plan, state, router_image,
+                                            model.get(render.ROUTER_SETTINGS) or render.backend_settings(app))
+
+        steps.together(("router", router, None),
+                       ("start", lambda: self._start_color(live.project, model), lambda why: self._remove_new(live, why)))
         reached("gate")
         steps.run("gate", lambda: self._gate(live, model))
         steps.run("hooks", lambda: self._hooks("pre-switch", live.refs, plan))

@@ -8,7 +8,8 @@ undoes it.
         steps.run("drain", drain)
 
 - Each step's duration is added to `timings` under its name, failed or not, so `--json`
-  reports where the time went; the durations add up to the run's whole time.
+  reports where the time went; the durations add up to the run's whole time, but for steps
+  run together.
 - An undo is taken on when its step starts: a step that fails halfway is undone too, so an
   undo must be safe whatever part of its step ran.
 - When a step fails, or an interrupt (Ctrl-C, SIGTERM) arrives, the undos run newest first,
@@ -20,6 +21,11 @@ undoes it.
   `happened` says whether it did.
 - A `whole` step runs to its end when an interrupt arrives meanwhile (the stateful recreate,
   the switch, an undo), as `immutdock.interrupts.whole`.
+- Independent steps run at once with `together` (the router's preparation beside the start of
+  the new color): each in a thread, timed under its own name (their durations overlap), each
+  undo taken on as they start. The runner waits for all of them; an interrupt stops each at its
+  next checkpoint (`immutdock.interrupts.in_threads`); then the first failure goes on and every
+  undo runs.
 
 The runner knows nothing of engines: the unit tests drive it with plain functions."""
 
@@ -28,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import time
 from types import TracebackType
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from immutdock import interrupts
 
@@ -76,6 +82,23 @@ class Steps:
         if switches:
             self.switched = True
         return result
+
+    def together(self, *steps: tuple[str, Callable[[], Any], Undo | None]) -> list[Any]:
+        """Run independent steps (name, action, undo) at once; what each returned, in order."""
+        interrupts.checkpoint()
+        for name, _action, undo in steps:
+            if undo is not None:
+                self._undos.append((name, undo))
+
+        def one(step: tuple[str, Callable[[], Any], Undo | None]) -> Any:
+            name, action, _undo = step
+            started = self.clock()
+            try:
+                return action()
+            finally:
+                self.timings[name] = self.timings.get(name, 0.0) + self.clock() - started
+
+        return interrupts.in_threads(one, list(steps), workers=len(steps))
 
     def __enter__(self) -> "Steps":
         return self

@@ -397,7 +397,9 @@ def test_a_failed_first_router_is_undone_and_recorded(tmp_path: Path) -> None:
     with pytest.raises(ImmutdockError) as info:
         deployer(app, world, tmp_path, "t1").release()
     assert info.value.exit_code == 1
-    assert world.log[-2:] == [f"down {APP}-router", "write r1 failed"], world.log
+    # The new color started beside the router (together): both are gone, then the record.
+    assert f"down {APP}-router" in world.log and world.log[-1] == "write r1 failed", world.log
+    assert world.log.index(f"up {APP}-blue") < world.log.index(f"down {APP}-blue"), world.log
     assert world.projects == {} and world.outcomes() == [("r1", "failed")]
 
 

@@ -134,3 +134,51 @@ def test_a_second_interrupt_during_an_undo_waits_for_every_undo() -> None:
             steps.run("gate", lambda: (_ for _ in ()).throw(Boom("gate")))
     assert log == ["removed", "recorded: Boom: gate"]
     assert steps.undone == ["start", "cleanup"]
+
+
+def test_steps_run_together_at_once_each_timed_and_returning_in_order() -> None:
+    import threading
+    import time
+
+    both = threading.Barrier(2, timeout=5)  # passes only while both steps run at the same moment
+    timings: dict[str, float] = {}
+
+    def step(name: str):  # noqa: ANN202
+        def run() -> str:
+            both.wait()
+            time.sleep(0.05)
+            return name
+        return run
+
+    with Steps(timings) as steps:
+        assert steps.together(("router", step("router"), None), ("start", step("start"), None)) == ["router", "start"]
+    assert set(timings) == {"router", "start"} and all(t >= 0.05 for t in timings.values())
+
+
+@pytest.mark.parametrize("failing", ["router", "start", "interrupt"])
+def test_a_step_run_together_that_fails_waits_for_the_other_then_every_undo_runs(failing: str) -> None:
+    import time
+
+    log: list[str] = []
+
+    def step(name: str, slow: bool):  # noqa: ANN202
+        def run() -> None:
+            if slow:
+                time.sleep(0.2)
+                log.append(f"{name} done")
+            elif failing == "interrupt":
+                raise KeyboardInterrupt
+            elif name == failing:
+                raise Boom(f"{name} broke")
+        return run
+
+    expected = KeyboardInterrupt if failing == "interrupt" else Boom
+    with pytest.raises(expected):
+        with Steps({}) as steps:
+            steps.run("shared", lambda: None, undo=lambda why: log.append(f"undo shared: {why}"))
+            steps.together(("router", step("router", failing != "router"), lambda why: log.append("undo router")),
+                           ("start", step("start", failing == "router"), lambda why: log.append("undo start")))
+            steps.run("gate", lambda: log.append("gate"))
+    other = "start" if failing == "router" else "router"
+    why = "interrupted" if failing == "interrupt" else f"Boom: {failing} broke"
+    assert log == [f"{other} done", "undo start", "undo router", f"undo shared: {why}"], log
