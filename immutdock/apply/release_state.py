@@ -17,6 +17,7 @@ from immutdock.errors import ConfigError, LockHeld, ReleaseFailed
 from immutdock.identity.redact import Redactor
 from immutdock.plan import render
 from immutdock.plan.release import ReleasePlan
+from immutdock.plan.state import ContainerState
 from immutdock.targets import ledger, recreate
 from immutdock.targets.observe import AppState, observe
 
@@ -32,11 +33,14 @@ class Reaped:
     recreated: tuple[str, ...] = ()
 
 
-def _runs_as_defined(model: Mapping[str, Any], state: AppState) -> bool:
-    """Every stateful service of `model` runs its replicas, healthy where it has a health check,
-    made from the model's definition: bringing the project up would change and wait for nothing."""
+def _runs_as_defined(model: Mapping[str, Any], running: Sequence[ContainerState]) -> bool:
+    """The state project's containers (`running`, read just now) are the replicas of `model`'s
+    services and no other, each running, healthy where it has a health check, and made from
+    the model's definition: bringing the project up would change and wait for nothing."""
+    if {c.service for c in running} != set(model["services"]):
+        return False  # one missing, or one the file no longer has (compose removes it)
     for name, svc in model["services"].items():
-        found = [c for c in state.state if c.service == name]
+        found = [c for c in running if c.service == name]
         replicas = (svc.get("deploy") or {}).get("replicas", svc.get("scale", 1))
         if len(found) != replicas or any(c.status != "running" or c.health not in (None, "healthy")
                                          or c.labels.get(L.CONFIG_HASH) != svc["labels"][L.CONFIG_HASH]
@@ -79,7 +83,8 @@ class StateSteps(Parts):
                 with interrupts.whole(f"the recreate of {', '.join(plan.stateful_changes)}"), \
                         recreate.marked(self.engine, app.name, state_model, plan.stateful_changes, redactor.salt):
                     self.target.colors.up(render.project_name(app.name, "state"), state_model, surviving=True)
-            if plan.stateful_changes or not _runs_as_defined(state_model, state):
+            found = self.target.colors.project_containers(render.project_name(app.name, "state"))
+            if plan.stateful_changes or not _runs_as_defined(state_model, found):
                 self._up_state(state_model)
             if plan.stateful_changes:  # from the stop of the old container to the new one up (and healthy)
                 self.say(f"stateful {', '.join(plan.stateful_changes)} replaced stop-first: a gap of at most "

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -90,13 +91,15 @@ class Compose:
         self.host = host
         self.hidden = frozenset(hidden)
         self._dir: Path | None = None  # rendered compose files; made on first use, removed by close()
+        self._making = threading.Lock()  # steps run together may both be first
         scratch.reap_once()  # the folders of runs that were killed
 
     @property
     def _workdir(self) -> Path:
-        if self._dir is None:
-            self._dir = scratch.folder()
-        return self._dir
+        with self._making:
+            if self._dir is None:
+                self._dir = scratch.folder()
+            return self._dir
 
     def close(self) -> None:
         if self._dir is not None:

@@ -549,13 +549,15 @@ def test_the_gate_and_the_watch_see_the_new_color_through_the_targets_colors(tmp
 
 
 def test_stateful_services_that_run_as_defined_are_left_alone_and_others_are_brought_up(tmp_path: Path) -> None:
-    def app_with_db(env: str) -> App:
+    def app_with_db(env: str, cache: bool = False) -> App:
         model = {"name": APP, "services": {
             "web": {"build": {"context": str(make_context(tmp_path, "web")), "dockerfile": "Dockerfile"},
                     "command": None, "entrypoint": None, "ports": [port(8000, "8080")]},
             "db": {"image": "busybox:latest", "command": ["sleep", "infinity"], "environment": {"MODE": env}}}}
+        if cache:
+            model["services"]["cache"] = {"image": "busybox:latest", "command": ["sleep", "infinity"]}
         return validate(model, {"router": {"service": "web", "port": 8000, "health": {"timeout": 2}},
-                                "stateful": ["db"], "settle": 0}, tmp_path)
+                                "stateful": ["db", "cache"] if cache else ["db"], "settle": 0}, tmp_path)
 
     world = World()
     deployer(app_with_db("a"), world, tmp_path, "t1").release()
@@ -572,3 +574,8 @@ def test_stateful_services_that_run_as_defined_are_left_alone_and_others_are_bro
     world.log.clear()
     deployer(app_with_db("b"), world, tmp_path, "t4").release()  # db's definition changed
     assert f"up {APP}-state" in world.log, world.log
+    deployer(app_with_db("b", cache=True), world, tmp_path, "t5").release()
+    world.log.clear()
+    deployer(app_with_db("b"), world, tmp_path, "t6").release()  # cache left the file: compose removes it
+    assert f"up {APP}-state" in world.log, world.log
+    assert set(world.projects[f"{APP}-state"]["services"]) == {"db"}

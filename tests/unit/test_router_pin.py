@@ -16,12 +16,12 @@ from immutdock.plan import render
 ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path": "/healthz"}},
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]
 
-# Changed deliberately (README, "Upgrading"): a live server is checked every 2 s, a check may
-# take 2 s, and the first line names plan/haproxy.py. An upgrade recreates each live router once.
+# Changed deliberately (README, "Upgrading"): a check may take 2 s, and the first line names
+# plan/haproxy.py. An upgrade recreates each live router once.
 PINNED = {
-    "one http route": "sha256:2aa774f64098561f85cb1ec6b73e5c1b6af45c8f0a5904a68cba75868acc6df6",
-    "published elsewhere": "sha256:35d94039ee67ae6f4aaa80edaba55c80dc6c421aba2a764e132e51d78d0b9c53",
-    "an http and a tcp route": "sha256:dc4c082830f59fa57159b42a36766fc7474aea5ab7c342b50b83867cf92dbdcd",
+    "one http route": "sha256:f66bb8d663492dc8c023441e32d43698ad674a7ed6e920ea247757f11badb2af",
+    "published elsewhere": "sha256:12fef6c635ff4061f6f86ee9e53d21784940ff2094d0d8992c145fe416981715",
+    "an http and a tcp route": "sha256:1f655d6c18d880796e513de2f6ca136de965205bebb534c504da0f0404efba04",
 }
 
 
