@@ -298,12 +298,16 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         steps.run("settle", lambda: self._settle(plan, live.project, live.router, live.record, model))
         live.record = steps.run("record", lambda: self._settle_record(live.record, "ok"),
                                 whole=f"the record of {plan.release}")
+        relax = ("checks", lambda: self._relax_checks(live.router, plan.color), None)  # the gate and watch are over
         if plan.retire:
             reached("drain")
             steps.run("drain", lambda: self._drain(live.router, plan.retire, state))
             reached("retire")
             self.say(f"retiring {plan.retire}")
-            steps.run("retire", lambda: self.target.colors.down(render.project_name(app.name, plan.retire)))
+            steps.together(("retire", lambda: self.target.colors.down(render.project_name(app.name, plan.retire)), None),
+                           relax)
+        else:
+            steps.run(relax[0], relax[1])
         live.retired = True
         reached("post-switch")
         steps.run("hooks", lambda: self._hooks("post-switch", live.refs, plan))

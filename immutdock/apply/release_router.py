@@ -27,6 +27,9 @@ Say = Callable[[str], None]
 from immutdock.apply.outcome import Parts
 
 
+ROUTER_START = 30  # seconds a router just made may take to answer its runtime API
+
+
 class RouterSteps(Parts):
     def _require_router(self) -> None:
         if self.app.settings.router is None:
@@ -56,8 +59,21 @@ class RouterSteps(Parts):
         return router.image or (plan.image if plan else None)
 
     def _open_router(self, plan: ReleasePlan, state: AppState, image: str, backend: Mapping[str, str]) -> Router:
+        """The router, ready for the gate: set for `plan`'s color, and answering (a router just
+        made starts HAProxy once its certificate is there: the gate may not ask it before)."""
         self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
-        return self._router().open()
+        router = self._router().open()
+        deadline = time.monotonic() + ROUTER_START
+        while True:
+            try:
+                router.stats()
+                return router
+            except EngineError as exc:
+                if time.monotonic() > deadline:
+                    router.close()
+                    raise EngineError(f"the router did not answer within {ROUTER_START} s: {exc.message}",
+                                      "see `docker logs` of the router container") from None
+                time.sleep(0.05)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
                        backend: Mapping[str, str]) -> None:
@@ -76,7 +92,7 @@ class RouterSteps(Parts):
                 backends = render.parse_router_env(now)
                 changed = render.backend_changes(backends[color], backend)
                 backends[color] = dict(backend)
-                wanted = render.router_env(backends)
+                wanted = render.router_env(backends, live if live != color else None)
                 if any(now.get(k) != v for k, v in wanted.items()):
                     self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
                              "is dropped, the live color keeps its settings)")
@@ -245,6 +261,20 @@ class RouterSteps(Parts):
                                     f"{back}; `immutdock status --reap` removes {project}") from None
             raise ReleaseFailed(what, back + (f"; last log lines of {settled.culprit.name} follow"
                                               if settled.culprit else ""), details=logs)
+
+    def _relax_checks(self, router: Router | None, live: str) -> None:
+        """From now on the router checks the `live` color's servers every LIVE_CHECKS (its gate
+        and watch are over) and the other color's every FAST_CHECKS (ready for the next gate):
+        a seamless reload, none when that is so already. One that fails is warned of: the
+        checks stay as they were, and the next release sets them."""
+        assert router is not None
+        try:
+            now = router.settings()
+            wanted = render.router_env(render.parse_router_env(now), live)
+            if any(now.get(k) != v for k, v in wanted.items()):
+                router.configure(wanted)
+        except ImmutdockError as exc:
+            self.warn(f"the router still checks {live} as often as during its gate: {exc.message}")
 
     def _drain(self, router: Router, color: str, state: AppState) -> None:
         """Wait for requests in flight on the old color, up to its longest stop grace period."""

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
 from immutdock.gateways.engine import ContainerState, Engine
-from immutdock.plan.haproxy import CHECKS, backend_name
+from immutdock.plan.haproxy import CHECKS, FAST_CHECKS, backend_name
 
 LIVE_LINK = "/var/lib/router/live"  # a symlink to "blue" or "green", switched by router-ctl
 UPLOAD = "/var/lib/router/tls/new.pem"  # where a new certificate is put before HAProxy takes it
@@ -29,7 +29,7 @@ _FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
 _ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
 # A fallback server's checks: as often as haproxy.haproxy_config checks every server; one slow
 # check under load does not take it down (it is the old color's: down only when that one is).
-_CHECK = f"check {CHECKS} rise 1 fall 3"
+_CHECK = f"check inter {FAST_CHECKS} {CHECKS} rise 1 fall 3"
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,13 @@ LISTEN_PORT = 8080  # route i listens on LISTEN_PORT + i inside the router conta
 REDIRECT_PORT = 9080  # and its HTTP-to-HTTPS redirect, when it has one, on REDIRECT_PORT + i
 TLS_PEM = "/var/lib/router/tls/site.pem"  # uploaded into the router, never in its environment or labels
 COLOR_MAP = "/var/lib/router/color.map"  # one entry, "live <color>": every route's frontend reads it
-# A server is checked every 250 ms (a gate sees health within 250 ms of the app having it).
-# Slower checks of a live color need a way to speed up a server's next check after the gate
-# forces it down: HAProxy 2.6 keeps the check it scheduled (at `inter`) until then.
-CHECKS = "inter 250ms fastinter 250ms downinter 250ms"
+# How often the router checks a color's servers (its setting INTER, changed by a reload): every
+# FAST_CHECKS while a gate or a watch looks at them, every LIVE_CHECKS once their color is live
+# (an app does not feel it). Every 250 ms whatever INTER says while a server is down or changing
+# state, and at once after a connection to it failed (one that died is down in about 0.5 s).
+INTER = "inter"
+FAST_CHECKS, LIVE_CHECKS = "250ms", "2s"
+CHECKS = "fastinter 250ms downinter 250ms observe layer4 error-limit 1 on-error fastinter"
 CHECK_TIMEOUT = "2s"  # a check may take that long to answer (a slow health endpoint is not down)
 
 
@@ -124,7 +127,7 @@ def haproxy_config(app: App) -> str:
                           f'    http-check send meth GET uri "{_env(color, key + "health_path")}"',
                           f'    http-check expect status "{_env(color, key + "health_status")}"',
                           "    retry-on conn-failure empty-response 0rtt-rejected"]
-            lines += [f"    default-server {CHECKS} "
+            lines += [f'    default-server inter "{_env(color, INTER)}" {CHECKS} '
                       f'rise "{_env(color, key + "rise")}" fall 2 resolvers docker init-addr last,none check',
                       f'    server-template s "1-{_env(color, key + "slots")}" '
                       f'"{routed_alias(color, route.service)}:{_env(color, key + "port")}"']

@@ -20,8 +20,8 @@ from immutdock import assets
 from immutdock import labels as L
 from immutdock.config.model import App, Service
 from immutdock.identity.redact import Redactor
-from immutdock.plan.haproxy import (COLORS, LISTEN_PORT, REDIRECT_PORT, TLS_PEM, haproxy_config, route_key,
-                                    routed_alias, setting_name)
+from immutdock.plan.haproxy import (COLORS, FAST_CHECKS, INTER, LISTEN_PORT, LIVE_CHECKS, REDIRECT_PORT, TLS_PEM,
+                                    haproxy_config, route_key, routed_alias, setting_name)
 from immutdock.plan.objects import OBJECTS
 
 EDGE = "immutdock-edge"  # the edge network's key inside rendered files
@@ -200,11 +200,13 @@ def backend_settings(app: App) -> dict[str, str]:
     return found
 
 
-def router_env(backends: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+def router_env(backends: Mapping[str, Mapping[str, str]], live: str | None = None) -> dict[str, str]:
     """The router's settings (HAProxy reads them as environment variables): each color's backend,
-    plus what both share, sized for the slower of the two."""
+    plus what both share, sized for the slower of the two. Servers of the `live` color (one
+    whose gate and watch are over) are checked every LIVE_CHECKS, the others' every FAST_CHECKS."""
     env = {setting_name(color, key): str(value)
            for color in COLORS for key, value in sorted({**_default_slots(backends[color]), **backends[color]}.items())}
+    env.update({setting_name(color, INTER): LIVE_CHECKS if color == live else FAST_CHECKS for color in COLORS})
     slowest = max(int(backends[color]["timeout"]) for color in COLORS)
     env["IMMUTDOCK_CLIENT_TIMEOUT"] = str(slowest)
     env["IMMUTDOCK_HARD_STOP"] = str(slowest + 5)  # a reload's old process finishes what it has
@@ -227,8 +229,8 @@ def parse_router_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             if not name.startswith(prefix):
                 continue
             key = name[len(prefix):].lower()
-            if not (key.endswith("slots") and value == str(ROUTER_SLOTS)):
-                out[color][key] = value
+            if key != INTER and not (key.endswith("slots") and value == str(ROUTER_SLOTS)):
+                out[color][key] = value  # (how often it checks is the router's, not the file's)
     return out
 
 

@@ -579,3 +579,17 @@ def test_stateful_services_that_run_as_defined_are_left_alone_and_others_are_bro
     deployer(app_with_db("b"), world, tmp_path, "t6").release()  # cache left the file: compose removes it
     assert f"up {APP}-state" in world.log, world.log
     assert set(world.projects[f"{APP}-state"]["services"]) == {"db"}
+
+
+def test_once_its_gate_and_watch_are_over_the_live_color_is_checked_every_2s_the_other_every_250ms(
+        tmp_path: Path) -> None:
+    app, world = small_app(tmp_path), World()
+
+    def inter() -> tuple[str, str]:
+        env = world.projects[f"{APP}-router"]["services"]["router"]["environment"]
+        return env["IMMUTDOCK_BLUE_INTER"], env["IMMUTDOCK_GREEN_INTER"]
+
+    deployer(app, world, tmp_path, "t1").release()
+    assert inter() == ("2s", "250ms")
+    second = deployer(app, world, tmp_path, "t2").release()
+    assert inter() == ("250ms", "2s") and "checks" in second.timings

@@ -16,12 +16,13 @@ from immutdock.plan import render
 ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path": "/healthz"}},
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]
 
-# Changed deliberately (README, "Upgrading"): a check may take 2 s, and the first line names
-# plan/haproxy.py. An upgrade recreates each live router once.
+# Changed deliberately (README, "Upgrading"): each color's check interval is a setting (2 s once
+# live), a check may take 2 s, the first line names plan/haproxy.py. An upgrade recreates each
+# live router once.
 PINNED = {
-    "one http route": "sha256:f66bb8d663492dc8c023441e32d43698ad674a7ed6e920ea247757f11badb2af",
-    "published elsewhere": "sha256:12fef6c635ff4061f6f86ee9e53d21784940ff2094d0d8992c145fe416981715",
-    "an http and a tcp route": "sha256:1f655d6c18d880796e513de2f6ca136de965205bebb534c504da0f0404efba04",
+    "one http route": "sha256:cbb3f52d8f0aa7430cbd8693c828434584dbbf9558cbc2502dd42f790581680f",
+    "published elsewhere": "sha256:0d59a2fdd838684428ce8a27429a4a853fe1d7364106d51674763e53c06ba81e",
+    "an http and a tcp route": "sha256:2f3a9eea5a1ee784fdd497875764af2178b013fee529d4ff0732f7f0930331bd",
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from immutdock.apply.router import BackendStats, Router, Server, parse_stat
 from immutdock.errors import EngineError
-from immutdock.plan.haproxy import CHECKS
+from immutdock.plan.haproxy import CHECKS, FAST_CHECKS
 
 # Captured from a running immutdock router (HAProxy 2.6.12, `docker exec ... router-ctl stat`), servers s3..s16
 # of each backend left out. Blue's template does not resolve (blue is gone); green's s1 is a live container.
@@ -140,9 +140,9 @@ def test_the_fallback_adds_the_old_colors_passing_servers_to_the_new_colors_back
     assert router.fallback_on("green", "r4") == 2
     assert router.sent == [
         "disable server green/fbr3_s1; del server green/fbr3_s1",
-        f"add server green/fbr4_s1 172.20.0.3:8000 backup check {CHECKS} rise 1 fall 3",
+        f"add server green/fbr4_s1 172.20.0.3:8000 backup check inter {FAST_CHECKS} {CHECKS} rise 1 fall 3",
         "enable health green/fbr4_s1; set server green/fbr4_s1 health up; enable server green/fbr4_s1",
-        f"add server green_r1/fbr4_s1 172.20.0.3:9000 backup check {CHECKS} rise 1 fall 3",
+        f"add server green_r1/fbr4_s1 172.20.0.3:9000 backup check inter {FAST_CHECKS} {CHECKS} rise 1 fall 3",
         "enable health green_r1/fbr4_s1; set server green_r1/fbr4_s1 health up; enable server green_r1/fbr4_s1",
     ]
     router.sent.clear()
