@@ -85,7 +85,7 @@ backend web
     server-template s 1-4 web:8000
 """
 IMMUTDOCK_PHASES = ("startup", "plan", "lock", "build", "test", "cleanup", "shared", "router", "start", "gate",
-                    "hooks", "record", "fallback", "switch", "settle", "drain", "retire")
+                    "hooks", "record", "fallback", "switch", "settle", "drain", "retire", "checks")
 
 
 @dataclass
