@@ -34,6 +34,10 @@ rollout's. Also printed: each phase of each immutdock release, immutdock's proce
 (wall minus the ``total`` it measured itself), the rollout's steps, and the requests each side
 failed.
 
+immutdock's modules are compiled first (``python -m compileall``), as pip compiles them when it
+installs the wheel: an editable install run with PYTHONDONTWRITEBYTECODE would compile them on
+every run, which no installed immutdock does.
+
 Everything the run made is removed at the end, also on failure or Ctrl-C, unless ``--keep``.
 """
 
@@ -261,6 +265,9 @@ def main() -> int:
     burners: list[subprocess.Popen] = []
     loads: dict[str, rd.Load] = {}
     try:
+        # pip compiles a package's modules when it installs it; the editable install of a
+        # checkout (and PYTHONDONTWRITEBYTECODE) would leave them to be compiled on every run.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(rd.REPO / "immutdock")], check=True)
         port_a, port_b = rd.free_port(), rd.free_port()
         version_a, _ = immutdock_side(args.app, work / "a", ours, port_a)
         rd.log(f"immutdock: first release of {ours} (untimed)")

@@ -9,10 +9,16 @@
   HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
   forces each new server down first ("arms" it), so that state is never taken for health.
 
+A container whose engine still says "starting" counts as healthy once its own health check,
+run in it the way the engine runs it (engine_health.py), passed: the engine's first check
+comes only `interval` after the start, the same evidence can come as soon as the service is up.
+
 It fails fast: an exited, restarting or unhealthy container ends the wait at once."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping, Protocol, Sequence
@@ -22,6 +28,7 @@ from immutdock.gateways.engine import ContainerState
 from immutdock.plan.haproxy import backend_name
 
 POLL = 0.1  # seconds between two looks at the engine and the router
+PROBE_EVERY = 0.25  # seconds between the starts of two runs of one container's own health check
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,64 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
     return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
 
 
+class Prober(Protocol):
+    def health_probe(self, c: ContainerState) -> bool: ...
+
+
 class ProjectContainers(Protocol):
-    """Whatever lists a project's containers: an Engine, or a Swarm's stacks (on every node)."""
+    """Whatever lists a project's containers, and names the engine that runs each: an Engine's
+    target, or a Swarm's stacks (on every node)."""
 
     def project_containers(self, project: str) -> list[ContainerState]: ...
+
+    def engine_of(self, container: ContainerState) -> Prober: ...
+
+
+class Probes:
+    """The own health checks of the containers the engine still calls "starting", run in them
+    (one run at a time per container, each in a thread, so a slow check never delays a look).
+    One that passed once counts as healthy, as the engine counts a container after one passing
+    check; the engine's own later "unhealthy" still counts."""
+
+    def __init__(self, place: ProjectContainers) -> None:
+        self._place = place
+        self._lock = threading.Lock()
+        self._passed: set[str] = set()
+        self._running: set[str] = set()
+        self._started: dict[str, float] = {}
+
+    def seen(self, containers: list[ContainerState]) -> list[ContainerState]:
+        """The containers, those whose check passed here as healthy; a run started for the others."""
+        found = []
+        for c in containers:
+            if c.status == "running" and c.health == "starting" and c.probe:
+                if c.id in self._passed:
+                    c = dataclasses.replace(c, health="healthy")
+                else:
+                    self._start(c)
+            found.append(c)
+        return found
+
+    def _start(self, c: ContainerState) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if c.id in self._running or now - self._started.get(c.id, -PROBE_EVERY) < PROBE_EVERY:
+                return
+            self._running.add(c.id)
+            self._started[c.id] = now
+        threading.Thread(target=self._run, args=(c,), name=f"probe {c.name}", daemon=True).start()
+
+    def _run(self, c: ContainerState) -> None:
+        ok = False
+        try:
+            ok = self._place.engine_of(c).health_probe(c)
+        except Exception:  # noqa: BLE001 - no evidence either way; the engine's own check goes on
+            ok = False
+        finally:
+            with self._lock:
+                self._running.discard(c.id)
+                if ok:
+                    self._passed.add(c.id)
 
 
 def wait_ready(engine: ProjectContainers, project: str, router: Router | None, color: str, routes: Sequence[str],
@@ -115,8 +176,9 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
     deadline = start + timeout
     last = ""
     armed: dict[tuple[int, int], Mapping[str, str]] = {}  # (router, route) -> what it armed
+    probes = Probes(engine)
     while True:
-        containers = engine.project_containers(project)
+        containers = probes.seen(engine.project_containers(project))
         verdict, reason, culprit = container_verdict(containers, jobs)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)

@@ -61,8 +61,8 @@ class RouterSteps(Parts):
     def _open_router(self, plan: ReleasePlan, state: AppState, image: str, backend: Mapping[str, str]) -> Router:
         """The router, ready for the gate: set for `plan`'s color, and answering (a router just
         made starts HAProxy once its certificate is there: the gate may not ask it before)."""
-        self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
-        router = self._router().open()
+        router = self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
+        router = router or self._router().open()
         deadline = time.monotonic() + ROUTER_START
         while True:
             try:
@@ -76,17 +76,18 @@ class RouterSteps(Parts):
                 time.sleep(0.05)
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
-                       backend: Mapping[str, str]) -> None:
+                       backend: Mapping[str, str]) -> Router | None:
         """Give the router `color`'s backend settings and the file's certificate. A change of
         settings is a seamless reload, a new certificate is swapped in at run time; only a new
         image, published address or route recreates the router, after the new one's
-        configuration was checked."""
+        configuration was checked. The router kept, open (None when it was made now)."""
         identity = render.router_identity(self.app, image)
         current = state.router
         running = current is not None and current.status == "running"
         pem = self.certificate()
         if running and current.labels.get(L.CONFIG_HASH) == identity:
             router = self.target.switch.control(current).open()
+            ok = False
             try:
                 now = router.settings()
                 backends = render.parse_router_env(now)
@@ -100,10 +101,13 @@ class RouterSteps(Parts):
                 serving = self._stale_certificate(router)
                 if serving is not None:
                     self._load_certificate(router, serving)
+                ok = True
             finally:
-                router.close()
-            return
+                if not ok:
+                    router.close()
+            return router
         self._new_router(current, image, identity, live, color, backend, pem)
+        return None
 
     def _new_router(self, current: ContainerState | None, image: str, identity: str, live: str, color: str,
                     backend: Mapping[str, str], pem: bytes | None) -> None:

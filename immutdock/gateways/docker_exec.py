@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from immutdock.errors import EngineError
+from immutdock.gateways.wire import Wire, segment
 
 if TYPE_CHECKING:
     from immutdock.gateways.engine import Engine
@@ -70,6 +71,28 @@ def raw_socket(sock: object) -> Any:
     return getattr(sock, "_sock", sock)
 
 
+def _upgraded(engine: "Engine", cid: str, what: str) -> Any:
+    """A shell's exec started on a connection taken over from the standard library's HTTP
+    (wire.py): no docker-py import on the way to the router's first answer."""
+    created = engine._request(what, "POST", f"/containers/{segment(cid)}/exec", body={
+        "AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Cmd": ["sh"]})
+    exec_id = created.json()["Id"] if created else ""
+    assert isinstance(engine.wire, Wire)
+    try:
+        return engine.wire.upgrade(f"/exec/{exec_id}/start", {"Detach": False, "Tty": False})
+    except OSError as exc:
+        raise EngineError(f"{what}: {str(exc).strip() or type(exc).__name__}",
+                          "check that the engine is running") from None
+
+
+def _docker_py(engine: "Engine", cid: str, what: str) -> Any:
+    """The same through docker-py, for the addresses the wire does not speak (TLS)."""
+    api = engine.client.api
+    exec_id = engine._call(what, lambda: api.exec_create(
+        cid, ["sh"], stdin=True, stdout=True, stderr=True, tty=False)["Id"])
+    return engine._call(what, lambda: api.exec_start(exec_id, socket=True))
+
+
 class ExecSession:
     """A shell kept open in a container (`docker exec -i CONTAINER sh`).
 
@@ -79,10 +102,7 @@ class ExecSession:
     the caller's error says so."""
 
     def __init__(self, engine: "Engine", cid: str, what: str = "open a shell in the router") -> None:
-        api = engine.client.api
-        exec_id = engine._call(what, lambda: api.exec_create(
-            cid, ["sh"], stdin=True, stdout=True, stderr=True, tty=False)["Id"])
-        self._sock = engine._call(what, lambda: api.exec_start(exec_id, socket=True))
+        self._sock = _upgraded(engine, cid, what) if isinstance(engine.wire, Wire) else _docker_py(engine, cid, what)
         self._raw = raw_socket(self._sock)
         self._frames = Frames(self._raw)
         self._broken = False

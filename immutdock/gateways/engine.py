@@ -5,8 +5,9 @@ every failure is translated into an `EngineError` with a hint. Most requests go 
 standard library's HTTP (wire.py), so reading the engine never waits for docker-py's import;
 docker-py does the rest (pulls, throwaway containers, the router's shell, logs) and speaks
 the addresses the wire does not (ssh://, TLS). The calls live by what they touch: the
-plumbing (docker_api.py), images (engine_images.py), containers (engine_containers.py), Swarm
-objects (engine_swarm.py), and here volumes, networks and the marker containers of locks."""
+plumbing (docker_api.py), images (engine_images.py), containers (engine_containers.py), their
+health checks (engine_health.py), Swarm objects (engine_swarm.py), and here volumes, networks
+and the marker containers of locks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 from immutdock import labels as L
 from immutdock.gateways.engine_containers import ContainerCalls
+from immutdock.gateways.engine_health import HealthCalls
 from immutdock.gateways.engine_images import ImageCalls, Transfer
 from immutdock.gateways.engine_swarm import SwarmCalls
 from immutdock.gateways.wire import filters, segment
@@ -22,7 +24,7 @@ from immutdock.plan.state import ContainerState
 __all__ = ["ContainerState", "Engine", "Transfer"]
 
 
-class Engine(ImageCalls, ContainerCalls, SwarmCalls):
+class Engine(ImageCalls, ContainerCalls, HealthCalls, SwarmCalls):
     """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,

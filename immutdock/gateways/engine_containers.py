@@ -19,6 +19,7 @@ from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_api import DockerAPI, _short
 from immutdock.gateways.docker_exec import Frames, StreamTimeout, raw_socket
+from immutdock.gateways.engine_health import probe_of
 from immutdock.gateways.wire import Reply, demux, filters, segment
 from immutdock.plan.state import ContainerState
 
@@ -55,6 +56,7 @@ class ContainerCalls(DockerAPI):
             return None
         state = data["State"]
         config = data["Config"]
+        probe = probe_of(config)
         return ContainerState(
             id=data["Id"], name=data["Name"].lstrip("/"), labels=config.get("Labels") or {},
             status=state["Status"], health=(state.get("Health") or {}).get("Status"),
@@ -68,7 +70,7 @@ class ContainerCalls(DockerAPI):
             finished="" if str(state.get("FinishedAt", "")).startswith("0001-") else str(state.get("FinishedAt", "")),
             volumes=tuple(str(m["Name"]) for m in data.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")),
             started=str(state.get("StartedAt", "")), restarts=int(data.get("RestartCount") or 0),
-            ports=_ports(data))
+            ports=_ports(data), probe=probe[0], probe_timeout=probe[1])
 
     def changes(self, cid: str) -> list[tuple[str, str]]:
         """`docker diff`: (A|C|D, path) for every change to the container's own filesystem."""
@@ -210,11 +212,6 @@ class ContainerCalls(DockerAPI):
             yield copy
             self._call("stop the copy of the service", lambda: api.stop(copy, timeout=grace))
 
-    def health_test(self, cid: str) -> list[str]:
-        """A container's health check command ([] when it has none)."""
-        test = (((self.inspect_container(cid) or {}).get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
-        return [] if not test or test[0] == "NONE" else list(test)
-
     def stop_container(self, c: ContainerState) -> None:
         """Stop one container within its own grace period (kept, to be started again)."""
         self._request(f"stop {c.name}", "POST", f"/containers/{c.id}/stop", {"t": c.stop_timeout},
@@ -248,10 +245,10 @@ class ContainerCalls(DockerAPI):
     def remove_network(self, name: str, net_id: str) -> None:
         """Remove a network; the engine may still be detaching endpoints of containers just
         removed ("has active endpoints"), so a conflict is retried for a few seconds."""
-        from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+        from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
 
         @retry(retry=retry_if_result(lambda r: r.status in (403, 409)), stop=stop_after_delay(10),
-               wait=wait_fixed(0.2), retry_error_callback=lambda last: last.outcome.result())
+               wait=wait_exponential(multiplier=0.025, max=0.4), retry_error_callback=lambda last: last.outcome.result())
         def attempt() -> Reply:
             return self._send(f"remove network {name}", "DELETE", f"/networks/{net_id}")
 

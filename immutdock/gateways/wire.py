@@ -108,6 +108,36 @@ class Wire:
             conn.close()
 
 
+    def upgrade(self, path: str, body: Any, timeout: float = 30.0) -> socket.socket:
+        """POST `path` (an exec's or an attach's start) and take over its connection, as the
+        docker CLI does: the socket, read up to the end of the answer's headers (nothing of the
+        stream after them), to write to and read from raw. Raises OSError when the engine
+        cannot be reached or refuses (the message is its own)."""
+        data = json.dumps(body).encode()
+        conn = self._connect(timeout)
+        conn.connect()
+        sock = conn.sock
+        try:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode()
+                         + data)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                byte = sock.recv(1)  # one at a time: the stream's first bytes stay in the socket
+                if not byte or len(head) > 65536:
+                    raise OSError(f"the engine closed {path} before answering")
+                head += byte
+            status = head.split(b" ", 2)[1:2]
+            if status not in ([b"101"], [b"200"]):
+                rest = sock.recv(65536) if status and not status[0].startswith(b"1") else b""
+                raise OSError(f"{path}: {head.split(bytes([13]))[0].decode('latin-1')} {rest.decode('utf-8', 'replace')}"
+                              .strip())
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
 def segment(value: str) -> str:
     """A name or reference as one part of a request path."""
     return quote(value, safe="/:@")

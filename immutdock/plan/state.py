@@ -30,6 +30,8 @@ class ContainerState:
     started: str = ""  # when it last started (RFC 3339)
     restarts: int = 0  # how often the engine restarted it (its restart policy)
     ports: tuple[str, ...] = ()  # as `docker ps` shows them: "127.0.0.1:8080->80/tcp", "8000/tcp"
+    probe: tuple[str, ...] = ()  # the argv of its health check, as the engine runs it; () when none
+    probe_timeout: float = 30.0  # seconds that check may take
 
     @property
     def service(self) -> str:

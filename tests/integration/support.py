@@ -381,11 +381,17 @@ def cleanup(app: str) -> None:
     client = docker.from_env()
     label = f"io.immutdock.app={app}"
     projects = [f"{app}-{role}" for role in ("blue", "green", "state", "router", "test", "hook")]
-    containers = client.containers.list(all=True, filters={"label": label})
+    # Sparse lists and a missing container passed over: the engine removes one whose creation a
+    # killed client cancelled, between the list and its removal here.
+    containers = client.containers.list(all=True, sparse=True, filters={"label": label})
     for project in projects:
-        containers += client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+        containers += client.containers.list(all=True, sparse=True,
+                                             filters={"label": f"com.docker.compose.project={project}"})
     for c in {c.id: c for c in containers}.values():
-        c.remove(force=True)
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
     engine = Engine()
     for project in projects:
         for net in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):

@@ -3,6 +3,8 @@ every read has a deadline."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Iterator
 
@@ -51,3 +53,16 @@ def test_a_streamed_exec_that_stops_answering_fails_within_its_deadline(shell_co
     with pytest.raises(EngineError, match="no output for 1 s"):
         Engine().exec_stream(shell_container, ["sleep", "30"], "a silent command", timeout=1)
     assert time.monotonic() - t0 < 3
+
+
+def test_the_session_is_opened_without_docker_py(shell_container: str) -> None:
+    """The router's shell is the first thing a release asks of it: opened over the standard
+    library's HTTP (the connection taken over), not after docker-py's import."""
+    code = ("import sys\nfrom immutdock.gateways.docker_exec import ExecSession\n"
+            "from immutdock.gateways.engine import Engine\n"
+            "s = ExecSession(Engine(), sys.argv[1])\ncode, out = s.run(['sh', '-c', 'echo out; echo err >&2; exit 3'])\n"
+            "print(code, sorted(out.split()))\n"
+            "s.close()\nprint('docker' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, shell_container], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["3 ['err', 'out']", "False"]

@@ -1,11 +1,14 @@
-"""health.container_verdict: the container half of the health gate (pure)."""
+"""The health gate: its container half (pure), its router half, and the containers' own checks it runs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from .helpers import container
-from immutdock.apply.health import container_verdict
+from immutdock.apply.health import PROBE_EVERY, container_verdict, wait_ready
+from immutdock.gateways.engine_health import probe_of
 
 
 def running(name: str = "web", health: str | None = None):
@@ -165,3 +168,83 @@ def test_a_passing_server_at_another_address_is_not_evidence_for_this_container(
 def test_no_routed_container_is_never_ready_by_itself() -> None:
     ev = router_evidence([], {}, [])
     assert ev.ready  # nothing to wait for in the router; wait_ready itself refuses an empty routed set
+
+
+# -- a container's own health check, run by the gate before the engine's first one ---------
+
+
+class Place:
+    """A project whose one container the engine still calls "starting"; its own check
+    passes once `passes` is set; every run is counted."""
+
+    def __init__(self, probe: tuple[str, ...] = ("wget", "-q", "http://127.0.0.1/"), passes: bool = True,
+                 health: str = "starting") -> None:
+        self.web = replace(container("web-1", status="running", health=health), probe=probe)
+        self.passes = passes
+        self.runs: list[tuple[str, ...]] = []
+
+    def project_containers(self, _project: str) -> list:
+        return [self.web]
+
+    def engine_of(self, _c):
+        return self
+
+    def health_probe(self, c) -> bool:
+        self.runs.append(c.probe)
+        return self.passes
+
+
+def test_a_starting_container_whose_own_check_passes_is_healthy_long_before_the_engine_says_so() -> None:
+    place = Place()
+    gate = wait_ready(place, "app-green", None, "green", [], 5)  # type: ignore[arg-type]
+    assert gate.ok and gate.seconds < 1, gate
+    assert place.runs == [("wget", "-q", "http://127.0.0.1/")]
+
+
+def test_a_check_that_fails_leaves_the_gate_waiting_and_is_run_again_at_most_every_quarter_second() -> None:
+    place = Place(passes=False)
+    gate = wait_ready(place, "app-green", None, "green", [], 1.0)  # type: ignore[arg-type]
+    assert not gate.ok and "waiting for web-1 (starting)" in gate.reason, gate.reason
+    assert 2 <= len(place.runs) <= 1.0 / PROBE_EVERY + 1, place.runs
+
+
+def test_the_engines_unhealthy_wins_over_an_own_check_that_passed() -> None:
+    place = Place(health="unhealthy")
+    gate = wait_ready(place, "app-green", None, "green", [], 2)  # type: ignore[arg-type]
+    assert not gate.ok and gate.reason == "web-1 is unhealthy" and place.runs == []
+
+
+def test_a_container_without_a_check_is_never_run_and_waits_for_the_engine() -> None:
+    place = Place(probe=())
+    assert not wait_ready(place, "app-green", None, "green", [], 0.5).ok  # type: ignore[arg-type]
+    assert place.runs == []
+
+
+def test_a_check_that_raises_is_no_evidence_and_is_tried_again() -> None:
+    place = Place()
+    calls = []
+
+    def broken(c) -> bool:
+        calls.append(c)
+        if len(calls) == 1:
+            raise RuntimeError("lost connection")
+        return True
+
+    place.health_probe = broken  # type: ignore[method-assign]
+    assert wait_ready(place, "app-green", None, "green", [], 5).ok  # type: ignore[arg-type]
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("config, argv, timeout", [
+    ({"Healthcheck": {"Test": ["CMD", "curl", "-f", "http://x/"], "Timeout": 2_000_000_000}},
+     ("curl", "-f", "http://x/"), 2.0),
+    ({"Healthcheck": {"Test": ["CMD-SHELL", "pg_isready -U \"$USER\""]}},
+     ("/bin/sh", "-c", "pg_isready -U \"$USER\""), 30.0),
+    ({"Healthcheck": {"Test": ["CMD-SHELL", "exit 0"]}, "Shell": ["/bin/bash", "-o", "pipefail", "-c"]},
+     ("/bin/bash", "-o", "pipefail", "-c", "exit 0"), 30.0),
+    ({"Healthcheck": {"Test": ["NONE"]}}, (), 30.0),
+    ({"Healthcheck": None}, (), 30.0),
+    ({}, (), 30.0),
+])
+def test_the_check_runs_what_the_engine_runs(config: dict, argv: tuple, timeout: float) -> None:
+    assert probe_of(config) == (argv, timeout)

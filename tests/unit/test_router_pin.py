@@ -17,12 +17,12 @@ ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path":
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]
 
 # Changed deliberately (README, "Upgrading"): each color's check interval is a setting (2 s once
-# live), a check may take 2 s, the first line names plan/haproxy.py. An upgrade recreates each
-# live router once.
+# live), a check may take 2 s, a server that is down or changing state is checked every 100 ms,
+# the first line names plan/haproxy.py. An upgrade recreates each live router once.
 PINNED = {
-    "one http route": "sha256:cbb3f52d8f0aa7430cbd8693c828434584dbbf9558cbc2502dd42f790581680f",
-    "published elsewhere": "sha256:0d59a2fdd838684428ce8a27429a4a853fe1d7364106d51674763e53c06ba81e",
-    "an http and a tcp route": "sha256:2f3a9eea5a1ee784fdd497875764af2178b013fee529d4ff0732f7f0930331bd",
+    "one http route": "sha256:dfb3a6fc5832a9ce56a54d89f6505e3cc95b2bab646e77fd9f045745326278f7",
+    "published elsewhere": "sha256:15042df593a3a0a47682fe70e4980de8008d654b21c95b23632ff76ffc04503e",
+    "an http and a tcp route": "sha256:f6f9789e328db461f06d1fe220c8e12e343bb991b1bd415b2fae8608df29032b",
 }
 
 
