@@ -25,10 +25,12 @@ from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 from immutdock.apply.router import Router, Server
 from immutdock.gateways.engine import ContainerState
+from immutdock.gateways.engine_health import PASSED, TIMED_OUT, UNKNOWN
 from immutdock.plan.haproxy import backend_name
 
 POLL = 0.1  # seconds between two looks at the engine and the router
 PROBE_EVERY = 0.25  # seconds between the starts of two runs of one container's own health check
+PROBE_RETRY = 1.0  # seconds before another run, after one that could not tell
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
 
 
 class Prober(Protocol):
-    def health_probe(self, c: ContainerState) -> bool: ...
+    def health_probe(self, c: ContainerState) -> str: ...
 
 
 class ProjectContainers(Protocol):
@@ -121,22 +123,25 @@ class ProjectContainers(Protocol):
 class Probes:
     """The own health checks of the containers the engine still calls "starting", run in them
     (one run at a time per container, each in a thread, so a slow check never delays a look).
-    One that passed once counts as healthy, as the engine counts a container after one passing
-    check; the engine's own later "unhealthy" still counts."""
+    One that passed counts as healthy, as the engine counts a container after one passing check,
+    for as long as that container runs the process it checked (a restart is checked anew); the
+    engine's own later "unhealthy" still counts. A run that did not end within the check's
+    timeout is the last one for that container (the engine's own checks go on); one that could
+    not tell (the engine unreachable) is tried again a second later."""
 
     def __init__(self, place: ProjectContainers) -> None:
         self._place = place
         self._lock = threading.Lock()
-        self._passed: set[str] = set()
-        self._running: set[str] = set()
-        self._started: dict[str, float] = {}
+        self._passed: set[tuple[str, str]] = set()  # (container id, when it started)
+        self._running: set[tuple[str, str]] = set()
+        self._next: dict[tuple[str, str], float] = {}  # no run before then (inf: none any more)
 
     def seen(self, containers: list[ContainerState]) -> list[ContainerState]:
         """The containers, those whose check passed here as healthy; a run started for the others."""
         found = []
         for c in containers:
             if c.status == "running" and c.health == "starting" and c.probe:
-                if c.id in self._passed:
+                if (c.id, c.started) in self._passed:
                     c = dataclasses.replace(c, health="healthy")
                 else:
                     self._start(c)
@@ -144,25 +149,29 @@ class Probes:
         return found
 
     def _start(self, c: ContainerState) -> None:
-        now = time.monotonic()
+        key, now = (c.id, c.started), time.monotonic()
         with self._lock:
-            if c.id in self._running or now - self._started.get(c.id, -PROBE_EVERY) < PROBE_EVERY:
+            if key in self._running or now < self._next.get(key, now):
                 return
-            self._running.add(c.id)
-            self._started[c.id] = now
-        threading.Thread(target=self._run, args=(c,), name=f"probe {c.name}", daemon=True).start()
+            self._running.add(key)
+            self._next[key] = now + PROBE_EVERY
+        threading.Thread(target=self._run, args=(c, key), name=f"probe {c.name}", daemon=True).start()
 
-    def _run(self, c: ContainerState) -> None:
-        ok = False
+    def _run(self, c: ContainerState, key: tuple[str, str]) -> None:
+        result = UNKNOWN
         try:
-            ok = self._place.engine_of(c).health_probe(c)
+            result = self._place.engine_of(c).health_probe(c)
         except Exception:  # noqa: BLE001 - no evidence either way; the engine's own check goes on
-            ok = False
+            result = UNKNOWN
         finally:
             with self._lock:
-                self._running.discard(c.id)
-                if ok:
-                    self._passed.add(c.id)
+                self._running.discard(key)
+                if result == PASSED:
+                    self._passed.add(key)
+                elif result == TIMED_OUT:
+                    self._next[key] = float("inf")
+                elif result == UNKNOWN:
+                    self._next[key] = time.monotonic() + PROBE_RETRY
 
 
 def wait_ready(engine: ProjectContainers, project: str, router: Router | None, color: str, routes: Sequence[str],

@@ -64,16 +64,19 @@ class RouterSteps(Parts):
         router = self._ensure_router(state, image, state.live_color or plan.color, plan.color, backend)
         router = router or self._router().open()
         deadline = time.monotonic() + ROUTER_START
-        while True:
-            try:
-                router.stats()
-                return router
-            except EngineError as exc:
-                if time.monotonic() > deadline:
-                    router.close()
-                    raise EngineError(f"the router did not answer within {ROUTER_START} s: {exc.message}",
-                                      "see `docker logs` of the router container") from None
-                time.sleep(0.05)
+        try:
+            while True:
+                try:
+                    router.stats()
+                    return router
+                except EngineError as exc:
+                    if time.monotonic() > deadline:
+                        raise EngineError(f"the router did not answer within {ROUTER_START} s: {exc.message}",
+                                          "see `docker logs` of the router container") from None
+                    time.sleep(0.05)
+        except BaseException:  # the open shell is closed on any way out but the answer
+            router.close()
+            raise
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
                        backend: Mapping[str, str]) -> Router | None:

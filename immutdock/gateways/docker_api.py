@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -30,20 +31,25 @@ class DockerAPI:
         self.name = name or self.base_url  # how messages name it (an SSH host: its ssh:// address)
         self._client: docker.DockerClient | None = None
         self._wire: Wire | _DockerPyWire | None = None
+        self._making = threading.RLock()  # threads (the gate's checks, listings) share one of each
 
     # -- plumbing -----------------------------------------------------------------------
     @property
     def client(self) -> "docker.DockerClient":
         if self._client is None:
-            import docker
-
-            try:
-                # Negotiating the API version is the first request: it fails when unreachable.
-                self._client = docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
-            except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
-                self._client = None
-                raise self._unreachable(None, exc) from None
+            with self._making:
+                if self._client is None:
+                    self._client = self._new_client()
         return self._client
+
+    def _new_client(self) -> "docker.DockerClient":
+        import docker
+
+        try:
+            # Negotiating the API version is the first request: it fails when unreachable.
+            return docker.DockerClient(base_url=self.base_url, timeout=120, version="auto")
+        except Exception as exc:  # noqa: BLE001 - every failure here means "not reachable"
+            raise self._unreachable(None, exc) from None
 
     @property
     def _hint(self) -> str:
@@ -59,10 +65,12 @@ class DockerAPI:
     @property
     def wire(self) -> "Wire | _DockerPyWire":
         if self._wire is None:
-            try:
-                self._wire = Wire(self.base_url)
-            except Unsupported:
-                self._wire = _DockerPyWire(self.client.api)
+            with self._making:
+                if self._wire is None:
+                    try:
+                        self._wire = Wire(self.base_url)
+                    except Unsupported:
+                        self._wire = _DockerPyWire(self.client.api)
         return self._wire
 
     def _request(self, what: str, method: str, path: str, params: Mapping[str, Any] | None = None,

@@ -86,7 +86,7 @@ def _upgraded(engine: "Engine", cid: str, what: str) -> Any:
 
 
 def _docker_py(engine: "Engine", cid: str, what: str) -> Any:
-    """The same through docker-py, for the addresses the wire does not speak (TLS)."""
+    """The same through docker-py, for the addresses the wire does not speak (ssh://, TLS)."""
     api = engine.client.api
     exec_id = engine._call(what, lambda: api.exec_create(
         cid, ["sh"], stdin=True, stdout=True, stderr=True, tty=False)["Id"])

@@ -3,8 +3,8 @@
 Every engine call of immutdock that is not compose or buildx goes through an Engine, and
 every failure is translated into an `EngineError` with a hint. Most requests go over the
 standard library's HTTP (wire.py), so reading the engine never waits for docker-py's import;
-docker-py does the rest (pulls, throwaway containers, the router's shell, logs) and speaks
-the addresses the wire does not (ssh://, TLS). The calls live by what they touch: the
+docker-py does the rest (pulls, throwaway containers, logs) and speaks the addresses the wire
+does not (ssh://, TLS). The calls live by what they touch: the
 plumbing (docker_api.py), images (engine_images.py), containers (engine_containers.py), their
 health checks (engine_health.py), Swarm objects (engine_swarm.py), and here volumes, networks
 and the marker containers of locks."""

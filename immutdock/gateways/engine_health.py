@@ -8,6 +8,7 @@ engine still says "starting"."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 from immutdock.errors import EngineError
@@ -16,6 +17,8 @@ from immutdock.gateways.wire import segment
 from immutdock.plan.state import ContainerState
 
 DEFAULT_TIMEOUT = 30.0  # seconds: the engine's default health check timeout
+POLL = 0.05  # seconds between two looks at a running check
+PASSED, FAILED, TIMED_OUT, UNKNOWN = "passed", "failed", "timed out", "unknown"  # what one run of it says
 
 
 def probe_of(config: Mapping[str, Any]) -> tuple[tuple[str, ...], float]:
@@ -39,23 +42,30 @@ class HealthCalls(DockerAPI):
         test = (((data or {}).get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
         return [] if not test or test[0] == "NONE" else list(test)
 
-    def health_probe(self, c: ContainerState) -> bool:
-        """Whether the container's own health check passes now: its command run once in it,
-        exiting 0 within the check's timeout. False when it fails, takes longer, or the
-        container is not running; nothing for a container with no check (False)."""
+    def health_probe(self, c: ContainerState) -> str:
+        """The container's own health check, its command run once in it now: PASSED when it
+        exited 0 within the check's timeout; FAILED when it exited otherwise, or the container
+        runs no more (or has no check); TIMED_OUT when it had not ended by then (it is left to
+        end: the engine cannot stop an exec); UNKNOWN when the engine could not be asked."""
         if not c.probe:
-            return False
+            return FAILED
         what = f"run the health check of {c.name}"
         try:
             created = self._request(what, "POST", f"/containers/{segment(c.id)}/exec", absent=(404, 409),
-                                     body={"AttachStdout": True, "AttachStderr": True, "Cmd": list(c.probe)})
+                                    body={"AttachStdout": False, "AttachStderr": False, "Cmd": list(c.probe)})
             if created is None:
-                return False
+                return FAILED
             exec_id = created.json()["Id"]
-            # Not detached: the engine answers once the command ended (its output is not kept).
-            if self._request(what, "POST", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": False},
-                             absent=(404, 409), timeout=c.probe_timeout) is None:
-                return False
-            return (self._json(what, f"/exec/{exec_id}/json", absent=(404,)) or {}).get("ExitCode") == 0
+            deadline = time.monotonic() + c.probe_timeout
+            if self._request(what, "POST", f"/exec/{exec_id}/start", body={"Detach": True, "Tty": False},
+                             absent=(404, 409)) is None:
+                return FAILED
+            while True:  # the whole run within the timeout, as the engine counts it
+                found = self._json(what, f"/exec/{exec_id}/json", absent=(404,)) or {}
+                if not found.get("Running"):
+                    return PASSED if found.get("ExitCode") == 0 else FAILED
+                if time.monotonic() >= deadline:
+                    return TIMED_OUT
+                time.sleep(POLL)
         except EngineError:
-            return False  # a time-out, a lost connection: no evidence either way
+            return UNKNOWN  # a lost connection: no evidence either way

@@ -112,7 +112,7 @@ class Wire:
         """POST `path` (an exec's or an attach's start) and take over its connection, as the
         docker CLI does: the socket, read up to the end of the answer's headers (nothing of the
         stream after them), to write to and read from raw. Raises OSError when the engine
-        cannot be reached or refuses (the message is its own)."""
+        cannot be reached or refuses (with its message)."""
         data = json.dumps(body).encode()
         conn = self._connect(timeout)
         conn.connect()
@@ -127,11 +127,19 @@ class Wire:
                 if not byte or len(head) > 65536:
                     raise OSError(f"the engine closed {path} before answering")
                 head += byte
-            status = head.split(b" ", 2)[1:2]
-            if status not in ([b"101"], [b"200"]):
-                rest = sock.recv(65536) if status and not status[0].startswith(b"1") else b""
-                raise OSError(f"{path}: {head.split(bytes([13]))[0].decode('latin-1')} {rest.decode('utf-8', 'replace')}"
-                              .strip())
+            lines = head.decode("latin-1").split("\r\n")
+            status = lines[0].split(" ", 2)[1] if lines[0].count(" ") >= 1 else ""
+            if status not in ("101", "200"):
+                headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+                size = {k.strip().lower(): v.strip() for k, v in headers.items()}.get("content-length", "0")
+                rest = b""
+                while size.isdecimal() and len(rest) < int(size):
+                    chunk = sock.recv(int(size) - len(rest))
+                    if not chunk:
+                        break
+                    rest += chunk
+                raise OSError(Reply(int(status) if status.isdecimal() else 0, {}, rest).message
+                              if rest else f"{path}: {lines[0]}")
         except BaseException:
             sock.close()
             raise

@@ -87,4 +87,6 @@ class NodeContainers:
         """Every node's containers with these label values (as they are: ended tasks' too),
         each with its node's engine."""
         found = _on_nodes(self.nodes, lambda e: (e, e.containers(**label_values)))
-        return [(engine, c) for _n, (engine, cs) in found for c in cs]
+        pairs = [(engine, c) for _n, (engine, cs) in found for c in cs]
+        self.where.update((c.id, engine) for engine, c in pairs)  # node_of asks no node again
+        return pairs

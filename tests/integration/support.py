@@ -392,6 +392,9 @@ def cleanup(app: str) -> None:
             c.remove(force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:  # "removal of container ... is already in progress"
+            if exc.status_code != 409:
+                raise
     engine = Engine()
     for project in projects:
         for net in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):

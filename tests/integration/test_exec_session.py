@@ -66,3 +66,14 @@ def test_the_session_is_opened_without_docker_py(shell_container: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code, shell_container], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["3 ['err', 'out']", "False"]
+
+
+def test_a_shell_in_a_stopped_container_is_refused_with_the_engines_message(engine, app_name: str) -> None:
+    box = engine.containers.create("busybox:latest", ["sleep", "600"], labels={"io.immutdock.app": app_name})
+    try:
+        with pytest.raises(EngineError, match=r"open a shell in the router: .*is not running"):
+            ExecSession(Engine(), box.id)
+        with pytest.raises(OSError, match="No such exec instance: nonexistent"):
+            Engine().wire.upgrade("/exec/nonexistent/start", {"Detach": False, "Tty": False})
+    finally:
+        cleanup(app_name)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
 
 from .helpers import container
-from immutdock.apply.health import PROBE_EVERY, container_verdict, wait_ready
-from immutdock.gateways.engine_health import probe_of
+from immutdock.apply.health import PROBE_EVERY, PROBE_RETRY, Probes, container_verdict, wait_ready
+from immutdock.gateways.engine_health import FAILED, PASSED, TIMED_OUT, UNKNOWN, probe_of
+from immutdock.plan.state import ContainerState
 
 
 def running(name: str = "web", health: str | None = None):
@@ -99,8 +101,6 @@ def server(name: str, status: str = "UP", address: str = "10.0.0.5:8000", check:
 
 
 def web(ip: str = "10.0.0.5", name: str = "web-1"):
-    from dataclasses import replace
-
     return replace(running(name), ips=(ip, "172.30.0.9"))
 
 
@@ -174,14 +174,14 @@ def test_no_routed_container_is_never_ready_by_itself() -> None:
 
 
 class Place:
-    """A project whose one container the engine still calls "starting"; its own check
-    passes once `passes` is set; every run is counted."""
+    """A project whose one container the engine still calls "starting"; each run of its own
+    check says `result` (or what `results` says, in turn); every run is counted."""
 
-    def __init__(self, probe: tuple[str, ...] = ("wget", "-q", "http://127.0.0.1/"), passes: bool = True,
+    def __init__(self, probe: tuple[str, ...] = ("wget", "-q", "http://127.0.0.1/"), result: str = PASSED,
                  health: str = "starting") -> None:
-        self.web = replace(container("web-1", status="running", health=health), probe=probe)
-        self.passes = passes
-        self.runs: list[tuple[str, ...]] = []
+        self.web = replace(container("web-1", status="running", health=health), probe=probe, started="t1")
+        self.result = result
+        self.runs: list[ContainerState] = []
 
     def project_containers(self, _project: str) -> list:
         return [self.web]
@@ -189,50 +189,91 @@ class Place:
     def engine_of(self, _c):
         return self
 
-    def health_probe(self, c) -> bool:
-        self.runs.append(c.probe)
-        return self.passes
+    def health_probe(self, c) -> str:
+        self.runs.append(c)
+        return self.result
+
+
+def _gate(place: Place, timeout: float):
+    return wait_ready(place, "app-green", None, "green", [], timeout)  # type: ignore[arg-type]
 
 
 def test_a_starting_container_whose_own_check_passes_is_healthy_long_before_the_engine_says_so() -> None:
     place = Place()
-    gate = wait_ready(place, "app-green", None, "green", [], 5)  # type: ignore[arg-type]
+    gate = _gate(place, 5)
     assert gate.ok and gate.seconds < 1, gate
-    assert place.runs == [("wget", "-q", "http://127.0.0.1/")]
+    assert [c.probe for c in place.runs] == [("wget", "-q", "http://127.0.0.1/")]
 
 
 def test_a_check_that_fails_leaves_the_gate_waiting_and_is_run_again_at_most_every_quarter_second() -> None:
-    place = Place(passes=False)
-    gate = wait_ready(place, "app-green", None, "green", [], 1.0)  # type: ignore[arg-type]
+    place = Place(result=FAILED)
+    gate = _gate(place, 1.0)
     assert not gate.ok and "waiting for web-1 (starting)" in gate.reason, gate.reason
     assert 2 <= len(place.runs) <= 1.0 / PROBE_EVERY + 1, place.runs
 
 
-def test_the_engines_unhealthy_wins_over_an_own_check_that_passed() -> None:
-    place = Place(health="unhealthy")
-    gate = wait_ready(place, "app-green", None, "green", [], 2)  # type: ignore[arg-type]
-    assert not gate.ok and gate.reason == "web-1 is unhealthy" and place.runs == []
+def test_the_engines_unhealthy_after_a_passing_check_fails_the_gate() -> None:
+    place = Place()
+    passed = []
+
+    def probe(c) -> str:
+        place.runs.append(c)
+        passed.append(c)
+        return PASSED
+
+    def project_containers(_project: str) -> list:  # the engine says unhealthy once the check passed here
+        return [replace(place.web, health="unhealthy") if passed else place.web]
+
+    place.health_probe = probe  # type: ignore[method-assign]
+    place.project_containers = project_containers  # type: ignore[method-assign]
+    gate = _gate(place, 5)
+    assert not gate.ok and gate.reason == "web-1 is unhealthy", gate
+    assert len(place.runs) == 1
+
+
+def test_a_restarted_container_is_checked_anew_not_taken_healthy_on_its_last_pass() -> None:
+    place = Place()
+    probes = Probes(place)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 2
+    while probes.seen([place.web])[0].health != "healthy":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    restarted = replace(place.web, started="t2", restarts=1)  # the same container, a new process
+    place.result = FAILED
+    assert probes.seen([restarted])[0].health == "starting"
+    time.sleep(0.3)
+    assert probes.seen([restarted])[0].health == "starting"
+    assert place.runs[0].started == "t1" and {c.started for c in place.runs[1:]} == {"t2"}
 
 
 def test_a_container_without_a_check_is_never_run_and_waits_for_the_engine() -> None:
     place = Place(probe=())
-    assert not wait_ready(place, "app-green", None, "green", [], 0.5).ok  # type: ignore[arg-type]
+    assert not _gate(place, 0.5).ok
     assert place.runs == []
 
 
-def test_a_check_that_raises_is_no_evidence_and_is_tried_again() -> None:
-    place = Place()
-    calls = []
+def test_a_run_that_timed_out_is_the_last_one() -> None:
+    place = Place(result=TIMED_OUT)
+    assert not _gate(place, 1.0).ok
+    assert len(place.runs) == 1
 
-    def broken(c) -> bool:
-        calls.append(c)
+
+@pytest.mark.parametrize("how", ["raises", UNKNOWN])
+def test_a_run_that_could_not_tell_is_no_evidence_and_is_tried_again_a_second_later(how: str) -> None:
+    place = Place()
+    calls: list[float] = []
+
+    def broken(c) -> str:
+        calls.append(time.monotonic())
         if len(calls) == 1:
-            raise RuntimeError("lost connection")
-        return True
+            if how == "raises":
+                raise RuntimeError("lost connection")
+            return UNKNOWN
+        return PASSED
 
     place.health_probe = broken  # type: ignore[method-assign]
-    assert wait_ready(place, "app-green", None, "green", [], 5).ok  # type: ignore[arg-type]
-    assert len(calls) == 2
+    assert _gate(place, 5).ok
+    assert len(calls) == 2 and calls[1] - calls[0] >= PROBE_RETRY - 0.05
 
 
 @pytest.mark.parametrize("config, argv, timeout", [
