@@ -26,6 +26,9 @@ mirror for its first build. One run:
      rollout's best case), ``docker stop`` and ``docker rm`` the old one.
 
    With ``--busy N``, N CPU-bound processes run beside both sides during the rounds.
+3. Once the load stopped, ``--noops`` no-op releases of each side, in turn: immutdock's
+   ``release`` with nothing changed, against ``docker compose up -d --build`` of the rollout's
+   project (its no-op). Goal: immutdock's median no slower.
 
 The compared figure: immutdock's wall time without its build and without the longer of its
 settle window and its drain (``wall - build - max(settle, drain)``), against the rollout's
@@ -205,11 +208,27 @@ def release_rollout(root: Path, project: str, services: list[str], rnd: int) -> 
     return Release("rollout", rnd, time.monotonic() - start, 0, phases)
 
 
+def noops(root_a: Path, root_b: Path, theirs: str, n: int) -> dict[str, list[float]]:
+    """`n` no-op releases of each side, in turn, nothing changed: immutdock's `release` (which
+    must say it had nothing to release) and `docker compose up -d --build`."""
+    walls: dict[str, list[float]] = {"immutdock": [], "compose up -d --build": []}
+    for _ in range(n):
+        result, data = rd.immutdock_step(root_a, ["release"])
+        if result.code != 0 or data.get("outcome") != "noop":
+            raise RuntimeError(f"the no-op release was not one: exit {result.code}, {data.get('outcome')}")
+        walls["immutdock"].append(result.wall)
+        t = time.monotonic()
+        check(rd.run(rd.compose_argv(theirs, "up", "-d", "--build"), cwd=root_b), "compose up -d --build")
+        walls["compose up -d --build"].append(time.monotonic() - t)
+    return walls
+
+
 def busy(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def report(releases: list[Release], loads: dict[str, list[rd.Req]], args: argparse.Namespace) -> bool:
+def report(releases: list[Release], loads: dict[str, list[rd.Req]], idle: dict[str, list[float]],
+           args: argparse.Namespace) -> bool:
     print(f"\n## release speed: {args.app} app, {args.rounds} rounds, {args.clients} clients per side, "
           f"{args.busy} CPU-bound processes beside\n")
     print("| round | side | exit | wall s | build s | settle/drain s | compared s |")
@@ -248,7 +267,14 @@ def report(releases: list[Release], loads: dict[str, list[rd.Req]], args: argpar
     print(f"goal (immutdock no slower than the rollout): {'met' if ok else 'NOT MET'}")
     zero = not [q for q in loads["immutdock"] if not q.ok]
     print(f"goal (immutdock fails no request): {'met' if zero else 'NOT MET'}")
-    return ok and zero
+    if not idle:
+        return ok and zero
+    print(f"\nno-op releases, nothing changed, load stopped ({args.noops} each, s): "
+          + "; ".join(f"{side} " + " ".join(f"{w:.2f}" for w in sorted(walls)) for side, walls in idle.items()))
+    mi, mc = (statistics.median(w) for w in idle.values())
+    same = mi <= mc
+    print(f"median no-op: immutdock {mi:.2f} s, compose {mc:.2f} s; goal (no slower): {'met' if same else 'NOT MET'}")
+    return ok and zero and same
 
 
 def main() -> int:
@@ -257,6 +283,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes running beside both sides")
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--noops", type=int, default=5, help="no-op releases of each side after the rounds")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     tag = uuid.uuid4().hex[:6]
@@ -296,7 +323,9 @@ def main() -> int:
             p.kill()
         time.sleep(2)
         served = {name: load.stop() for name, load in loads.items()}
-        return 0 if report(releases, served, args) else 1
+        rd.log(f"{args.noops} no-op releases of each side")
+        idle = noops(work / "a", work / "b", theirs, args.noops) if args.noops else {}
+        return 0 if report(releases, served, idle, args) else 1
     finally:
         for p in burners:
             p.kill()

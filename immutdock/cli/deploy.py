@@ -131,14 +131,19 @@ def release(ctx: Ctx) -> None:
     A no-op when content and config are unchanged. On any failure before the switch
     the new color is removed and the live release keeps serving (exit 1).
     """
-    from immutdock.targets.observe import observe
-
-    app = ctx.load(prefetch=observe, warn=True)
+    app = ctx.load(prefetch=_observe, warn=True)
     with ctx.places(app) as fleet:
-        result = fleet.release(observed=lambda: ctx.prefetched(app, observe, fleet.targets[0]))
+        result = fleet.release(observed=lambda: ctx.prefetched(app, _observe, fleet.targets[0]))
     _emit_outcome(ctx, fleet, result, lambda o: (
         f"nothing to release: {o.message}; {o.color} is serving at {o.url}" if o.outcome == "noop"
         else f"{o.release} is live on {o.color} at {o.url}"))
+
+
+def _observe(where: Any, name: str) -> Any:
+    """targets.observe, imported in the prefetch's thread while compose reads the file."""
+    from immutdock.targets.observe import observe
+
+    return observe(where, name)
 
 
 def _emit_outcome(ctx: Ctx, fleet: Fleet, result: FleetOutcome, line: Callable[[Outcome], str]) -> None:

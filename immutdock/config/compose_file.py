@@ -363,9 +363,14 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
                 or path.parent.name)
     if "$" not in given:
         bounds.app_name(given, normalized=False)
-        if named is not None:
+    reading = compose.reading_model(files)  # compose reads the files while the caller prepares
+    try:
+        if named is not None and "$" not in given:
             named(given)
-    model = compose.normalized_model(files)
+        model = reading()
+    except BaseException:
+        reading.cancel()
+        raise
     check_name(given, str(model.get("name")))
     model["services"] = in_file_order(raws, model.get("services") or {})
     app = validate(model, model.get(BLOCK), path, left_out(raws, model.get("services") or {}),

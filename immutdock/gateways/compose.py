@@ -43,14 +43,36 @@ def _compose_argv() -> list[str]:
 
 def normalized_model(files: list[Path]) -> dict[str, Any]:
     """`docker compose config --format json`: compose's interpretation of the user's files."""
-    path = files[0]
+    return reading_model(files)()
+
+
+def reading_model(files: list[Path]) -> "ModelReading":
+    """`normalized_model`, compose started now: the reading's call waits for its answer (what
+    the caller does meanwhile, e.g. importing what it needs next, runs beside it)."""
     argv = _compose_argv() + [a for f in files for a in ("-f", str(f))] + ["config", "--format", "json"]
-    proc = spawn.run(argv, cwd=path.parent, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise ConfigError(path.name, lines[-1] if lines else "compose cannot read the file",
-                          "fix the compose file (compose's own check)")
-    return json.loads(proc.stdout)
+    return ModelReading(files[0], spawn.popen(argv, cwd=files[0].parent, stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+
+class ModelReading:
+    """`docker compose config` under way."""
+
+    def __init__(self, path: Path, proc: "subprocess.Popen[str]") -> None:
+        self._path, self._proc = path, proc
+
+    def __call__(self) -> dict[str, Any]:
+        out, err = _finish(self._proc)
+        if self._proc.returncode != 0:
+            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+            raise ConfigError(self._path.name, lines[-1] if lines else "compose cannot read the file",
+                              "fix the compose file (compose's own check)")
+        return json.loads(out)
+
+    def cancel(self) -> None:
+        """Its answer is not wanted (the command failed meanwhile): compose stopped."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
 
 
 def _finish(proc: "subprocess.Popen[str]") -> tuple[str, str]:

@@ -124,3 +124,26 @@ def test_a_tied_child_gets_sigpipe_back_as_subprocess_gives_it() -> None:
     status = spawn.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
     plain = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
     assert status == plain, (status, plain)
+
+
+def test_compose_reads_the_file_while_the_caller_prepares_and_is_stopped_when_the_caller_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from immutdock.config import compose_file
+    from immutdock.gateways import compose
+
+    _fake_tools(tmp_path)
+    (tmp_path / "compose.yaml").write_text("name: demo\nservices:\n  web:\n    image: busybox\n")
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_PID", str(pid_file))
+    monkeypatch.setattr(compose, "_PLUGIN_DIRS", (str(tmp_path),))
+
+    def named(name: str) -> None:  # the caller's preparation (the engine's prefetch) fails
+        deadline = time.monotonic() + 5
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline, "compose had not started when the caller was told the name"
+            time.sleep(0.02)
+        raise RuntimeError(f"prefetch of {name} failed")
+
+    with pytest.raises(RuntimeError, match="prefetch of demo failed"):
+        compose_file.load(tmp_path, named=named)
+    assert not running(int(pid_file.read_text())), "compose outlived the failed load"
