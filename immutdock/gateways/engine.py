@@ -4,8 +4,8 @@ Every engine call of immutdock that is not compose or buildx goes through an Eng
 every failure is translated into an `EngineError` with a hint. Most requests go over the
 standard library's HTTP (wire.py), so reading the engine never waits for docker-py's import;
 docker-py does the rest (pulls, throwaway containers, logs) and speaks the addresses the wire
-does not (ssh://, TLS). The calls live by what they touch: the
-plumbing (docker_api.py), images (engine_images.py), containers (engine_containers.py), their
+does not (ssh://, TLS). The calls live by what they touch: the plumbing (docker_api.py), images
+(engine_images.py), containers (engine_containers.py), their events (engine_events.py) and
 health checks (engine_health.py), Swarm objects (engine_swarm.py), and here volumes, networks
 and the marker containers of locks."""
 
@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from immutdock import labels as L
 from immutdock.gateways.engine_containers import ContainerCalls
+from immutdock.gateways.engine_events import EventCalls
 from immutdock.gateways.engine_health import HealthCalls
 from immutdock.gateways.engine_images import ImageCalls, Transfer
 from immutdock.gateways.engine_swarm import SwarmCalls
@@ -24,7 +25,7 @@ from immutdock.plan.state import ContainerState
 __all__ = ["ContainerState", "Engine", "Transfer"]
 
 
-class Engine(ImageCalls, ContainerCalls, HealthCalls, SwarmCalls):
+class Engine(ImageCalls, ContainerCalls, EventCalls, HealthCalls, SwarmCalls):
     """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,

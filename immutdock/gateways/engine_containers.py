@@ -86,20 +86,6 @@ class ContainerCalls(DockerAPI):
             return ""
         return raw.decode("utf-8", "replace")
 
-    @contextmanager
-    def events(self, what: str, **label_values: str) -> Iterator[Iterator[Mapping[str, Any]]]:
-        """The engine's container events (die, health_status, ...) of the containers with these
-        labels, as they happen, for the length of a `with` (the stream is closed after)."""
-        flt = {"type": ["container"], "label": L.selector(**label_values)}
-        stream = self._call(what, lambda: self.client.api.events(decode=True, filters=flt))
-        try:
-            yield iter(stream)
-        finally:
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a stream the engine already ended
-                pass
-
     def path_stat(self, cid: str, path: str) -> Mapping[str, Any] | None:
         """stat of a path in a container (one HEAD request, no process started in it);
         a symlink's target is in `linkTarget`."""

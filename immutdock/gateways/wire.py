@@ -108,6 +108,27 @@ class Wire:
             conn.close()
 
 
+    @contextmanager
+    def watch(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[tuple[int, Iterator[bytes]]]:
+        """A GET whose answer does not end (the engine's events): (status, its lines as they
+        come), for the length of a `with`. The connection is shut at the end, which also ends
+        a read that waits for the next line in another thread."""
+        target = path + ("?" + urlencode(params, doseq=True) if params else "")
+        conn = self._connect(None)  # type: ignore[arg-type]  # no time-out: events come when they come
+        conn.connect()
+        sock = conn.sock
+        try:
+            conn.request("GET", target, headers={"Host": "docker"})
+            resp = conn.getresponse()
+            yield resp.status, iter(resp.readline, b"")
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+            sock.close()
+
     def upgrade(self, path: str, body: Any, timeout: float = 30.0) -> socket.socket:
         """POST `path` (an exec's or an attach's start) and take over its connection, as the
         docker CLI does: the socket, read up to the end of the answer's headers (nothing of the
