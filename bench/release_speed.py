@@ -294,7 +294,8 @@ def main() -> int:
     try:
         # pip compiles a package's modules when it installs it; the editable install of a
         # checkout (and PYTHONDONTWRITEBYTECODE) would leave them to be compiled on every run.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(rd.REPO / "immutdock")], check=True)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                        str(rd.REPO / "immutdock")], check=True)
         port_a, port_b = rd.free_port(), rd.free_port()
         version_a, _ = immutdock_side(args.app, work / "a", ours, port_a)
         rd.log(f"immutdock: first release of {ours} (untimed)")

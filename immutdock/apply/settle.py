@@ -84,7 +84,8 @@ def _listen(stream: Iterator[Mapping[str, Any]], jobs: Collection[str]) -> threa
         try:
             for event in stream:
                 service = ((event.get("Actor") or {}).get("Attributes") or {}).get(L.COMPOSE_SERVICE, "")
-                if event.get("status") in _ENDS and service not in jobs:
+                # "Action" (API 1.22 on); "status", its older name, is gone from API 1.52.
+                if (event.get("Action") or event.get("status")) in _ENDS and service not in jobs:
                     ended.set()
         except Exception:  # noqa: BLE001 - the stream closed (the watch ended) or broke: the looks go on
             return

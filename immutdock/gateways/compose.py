@@ -72,7 +72,10 @@ class ModelReading:
         """Its answer is not wanted (the command failed meanwhile): compose stopped."""
         if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.communicate()
+        try:
+            self._proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # the plugin under a `docker compose` that was killed holds the pipes
+            pass
 
 
 def _finish(proc: "subprocess.Popen[str]") -> tuple[str, str]:

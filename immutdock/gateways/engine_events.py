@@ -8,6 +8,7 @@ import json
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Mapping
 
+from immutdock import interrupts
 from immutdock import labels as L
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_api import DockerAPI
@@ -26,6 +27,7 @@ class EventCalls(DockerAPI):
             with self._docker_py_events(what, flt) as stream:
                 yield stream
             return
+        interrupts.checkpoint()
         with ExitStack() as stack:
             try:
                 status, lines = stack.enter_context(wire.watch("/events", {"filters": filters(**flt)}))

@@ -114,18 +114,22 @@ class Wire:
         come), for the length of a `with`. The connection is shut at the end, which also ends
         a read that waits for the next line in another thread."""
         target = path + ("?" + urlencode(params, doseq=True) if params else "")
-        conn = self._connect(None)  # type: ignore[arg-type]  # no time-out: events come when they come
+        conn = self._connect(30.0)  # for the connection and the answer's headers
         conn.connect()
         sock = conn.sock
+        resp = None
         try:
             conn.request("GET", target, headers={"Host": "docker"})
             resp = conn.getresponse()
+            sock.settimeout(None)  # then no time-out: events come when they come
             yield resp.status, iter(resp.readline, b"")
         finally:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if resp is not None:
+                resp.close()
             conn.close()
             sock.close()
 

@@ -22,7 +22,7 @@ seen, ended = [], threading.Event()
 def read(stream):
     try:
         for event in stream:
-            seen.append(event.get("status"))
+            seen.append(event.get("Action"))
     except Exception:
         pass
     ended.set()

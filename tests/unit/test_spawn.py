@@ -146,4 +146,25 @@ def test_compose_reads_the_file_while_the_caller_prepares_and_is_stopped_when_th
 
     with pytest.raises(RuntimeError, match="prefetch of demo failed"):
         compose_file.load(tmp_path, named=named)
-    assert not running(int(pid_file.read_text())), "compose outlived the failed load"
+    pid = int(pid_file.read_text())
+    assert not running(pid), "compose outlived the failed load"
+    with pytest.raises(ChildProcessError):  # reaped, not left a zombie
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_compose_never_starts_on_a_file_its_checks_refuse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from immutdock.config import compose_file
+    from immutdock.errors import ConfigError
+    from immutdock.gateways import compose
+
+    _fake_tools(tmp_path)
+    # An env_file outside the project: refused before compose would read it.
+    (tmp_path / "compose.yaml").write_text("name: demo\nservices:\n  web:\n    image: busybox\n"
+                                           "    env_file: ../../../../etc/hostname\n")
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_PID", str(pid_file))
+    monkeypatch.setattr(compose, "_PLUGIN_DIRS", (str(tmp_path),))
+    with pytest.raises(ConfigError):
+        compose_file.load(tmp_path, named=lambda _name: None)
+    time.sleep(0.3)
+    assert not pid_file.exists(), "compose read a file the checks refused"
