@@ -115,7 +115,9 @@ class ExecSession:
             raise EngineError(f"the shell in the router broke before {command!r}", "run the command again")
         marker = f"__immutdock_{os.getpid()}_{id(self)}__"
         try:
-            self._raw.sendall(f"{command}; echo {marker}$?\n".encode())
+            # Its stderr joins its stdout in one stream: in order, and all of it before the marker
+            # (a separate stream may come after it, into the next command's output).
+            self._raw.sendall(f"{command} 2>&1; echo {marker}$?\n".encode())
             buf = b""
             deadline = time.monotonic() + timeout
             while not (marker.encode() in buf and buf.endswith(b"\n")):

@@ -319,7 +319,7 @@ class Load:
             try:
                 status, body = self.fetch(self.url, path)
                 result = None if status == 200 else f"{path}: status {status}"
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # a response cut short is a failure too
                 result = f"{path}: {type(exc).__name__}"
             with self._lock:
                 if not slow:

@@ -87,8 +87,11 @@ def test_a_version_that_dies_after_its_gate_is_switched_back_under_load(app, eng
     failed = [(round(a - t0, 3), round(b - a, 3), body) for a, b, ok, body in sorted(load.samples) if not ok]
     print("failed requests (sent at, took, what):", failed, "windows:", windows, second.stderr)
     # The old color is the new one's fallback during the watch: a request the dying version
-    # refuses waits HAProxy's 1 s turn-around, then the old version answers it.
-    assert not failed and max(windows, default=0.0) < 1.0, (windows, failed)
+    # refuses waits HAProxy's 1 s turn-around, then the old version answers it. Only a response
+    # it had begun to send when it died is lost (cut short: nothing can answer it again), at
+    # most one per client.
+    cut = [f for f in failed if f[2].endswith(("IncompleteRead", "RemoteDisconnected"))]
+    assert len(cut) <= 3 and len(failed) == len(cut) and max(windows, default=0.0) < 1.0, (windows, failed)
     slowest = max(b - a for a, b, _ok, _body in load.samples)
     assert slowest < 3, slowest
     history = json_out(run_cli(root, "history", "--json"))
