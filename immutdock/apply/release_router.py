@@ -96,8 +96,8 @@ class RouterSteps(Parts):
                 backends = render.parse_router_env(now)
                 changed = render.backend_changes(backends[color], backend)
                 backends[color] = dict(backend)
-                wanted = render.router_env(backends, live if live != color else None)
-                if any(now.get(k) != v for k, v in wanted.items()):
+                wanted = _changed_settings(now, backends, live if live != color else None)
+                if wanted is not None:
                     self.say(f"router: {color} {changed or 'settings'} changed; HAProxy reloads (no connection "
                              "is dropped, the live color keeps its settings)")
                     router.configure(wanted)
@@ -277,8 +277,8 @@ class RouterSteps(Parts):
         assert router is not None
         try:
             now = router.settings()
-            wanted = render.router_env(render.parse_router_env(now), live)
-            if any(now.get(k) != v for k, v in wanted.items()):
+            wanted = _changed_settings(now, render.parse_router_env(now), live)
+            if wanted is not None:
                 router.configure(wanted)
         except ImmutdockError as exc:
             self.warn(f"the router still checks {live} as often as during its gate: {exc.message}")
@@ -292,3 +292,11 @@ class RouterSteps(Parts):
                 return
             time.sleep(0.1)
         self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")
+
+
+def _changed_settings(now: Mapping[str, str], backends: Mapping[str, Mapping[str, str]],
+                      live: str | None) -> dict[str, str] | None:
+    """The router settings for `backends` (the `live` color's servers checked as a live
+    color's), when they differ from those it runs with `now`; None when they do not."""
+    wanted = render.router_env(backends, live)
+    return wanted if any(now.get(k) != v for k, v in wanted.items()) else None

@@ -107,7 +107,6 @@ class Wire:
         finally:
             conn.close()
 
-
     @contextmanager
     def watch(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[tuple[int, Iterator[bytes]]]:
         """A GET whose answer does not end (the engine's events): (status, its lines as they
