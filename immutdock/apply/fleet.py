@@ -49,10 +49,12 @@ class HostResult:
     seconds: float = 0.0
     message: str = ""
     detail: Outcome | None = None  # the place's own outcome (what the local engine reports)
+    timings: dict[str, float] = field(default_factory=dict)  # its phases: observe, ship, then its release's
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "release": self.release, "color": self.color, "outcome": self.outcome,
-                "bytes_shipped": self.bytes, "seconds": round(self.seconds, 3), "message": self.message}
+                "bytes_shipped": self.bytes, "seconds": round(self.seconds, 3), "message": self.message,
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 @dataclass
@@ -63,6 +65,8 @@ class FleetOutcome:
     shipped: list[ship.Shipment] = field(default_factory=list)
     pushed: registry.Pushed | None = None  # a target with a registry: what went there
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # the steps done once for every place
+
 
     @property
     def outcome(self) -> str:
@@ -72,7 +76,8 @@ class FleetOutcome:
         return {"target": self.target, "kind": self.kind, "outcome": self.outcome,
                 "hosts": [h.as_json() for h in self.hosts], "shipped": [s.as_json() for s in self.shipped],
                 "bytes_shipped": sum(h.bytes for h in self.hosts),
-                **({"registry": self.pushed.as_json()} if self.pushed else {}), "seconds": round(self.seconds, 3)}
+                **({"registry": self.pushed.as_json()} if self.pushed else {}), "seconds": round(self.seconds, 3),
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 class Fleet:
@@ -147,11 +152,14 @@ class Fleet:
         t0 = time.monotonic()
         first = self._checked()
         result = FleetOutcome(target=self.name, kind="release", hosts=[HostResult(host=t.name) for t in self.targets])
+        rows = {r.host: r for r in result.hosts}
         with self.locked("release"):
+            t = time.monotonic()
             images = plan_app_images(self.app, self.builder, True, self.say)
             router_plan = first._router_image_plan()
             deployers = {t.name: self.deployer(t, Prepared(tuple(images), router_plan)) for t in self.targets}
-            plans = dict(zip(deployers, self.each(lambda t: deployers[t.name].plan())))
+            plans = dict(zip(deployers, self.each(lambda t: _timed(rows[t.name], "observe", deployers[t.name].plan))))
+            result.timings["plan"] = time.monotonic() - t
             behind = [t.name for t in self.targets if not plans[t.name][0].noop]
             # One number for the file's release across the fleet: the one hosts serving it have.
             serving = [ledger.parse_release_id(plans[t.name][0].release) or 0 for t in self.targets
@@ -159,11 +167,15 @@ class Fleet:
             number = max(serving) if serving else \
                 max(state.highest_release_number() for _p, _r, state in plans.values()) + 1
             if behind:
+                t = time.monotonic()
                 built = first.build(images, router_plan)
+                result.timings["build"] = time.monotonic() - t
                 prepared = Prepared(tuple(dataclasses.replace(i, cached=True) for i in built),
                                     dataclasses.replace(router_plan, cached=True) if router_plan else None)
                 refs = list(image_refs(self.app, built).values()) + ([router_plan.image] if router_plan else [])
+                t = time.monotonic()
                 self._deliver(result, refs, behind)
+                result.timings["ship"] = time.monotonic() - t
                 deployers = {t.name: self.deployer(t, prepared, number=number, same_number=bool(serving))
                              for t in self.targets}
             # Each host's release starts from the state its plan read (under the same lock).
@@ -232,6 +244,7 @@ class Fleet:
             if row.host in moved.got:
                 got = moved.got[row.host]
                 row.bytes, row.seconds = got.bytes, got.seconds
+                row.timings["ship"] = got.seconds
                 if got.images:
                     self.say(f"{row.host}: {moved.verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
                              f"{'sent' if moved.verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")
@@ -268,6 +281,7 @@ class Fleet:
                 finally:
                     rows[name].seconds += time.monotonic() - t
                 rows[name].outcome, rows[name].release = outcome.outcome, outcome.release
+                rows[name].timings.update(outcome.timings)
                 rows[name].color, rows[name].message = outcome.color, outcome.message
 
             interrupted = False
@@ -296,6 +310,15 @@ class Fleet:
         if len(self.targets) == 1:
             return [fn(self.targets[0])]
         return interrupts.in_threads(fn, self.targets)
+
+
+def _timed(row: HostResult, phase: str, fn: Callable[[], Any]) -> Any:
+    """fn(), its seconds kept as the row's `phase`."""
+    t = time.monotonic()
+    try:
+        return fn()
+    finally:
+        row.timings[phase] = time.monotonic() - t
 
 
 def _fleet_hint(exc: ImmutdockError, done: list[str], left: list[str]) -> str:

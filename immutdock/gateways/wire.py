@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
@@ -58,8 +59,13 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Wire:
-    """One connection per request: safe from any thread, and an exec's stream (which the
-    engine ends by closing the connection) needs no special case."""
+    """Safe from any thread. A read (GET, HEAD) goes over a connection kept from an earlier
+    read when one is idle: over SSH each new connection is a new channel and a `docker system
+    dial-stdio` started on the host, about 70 ms. A kept connection the engine has closed
+    meanwhile is replaced and the read sent again (it changed nothing). Anything else (and a
+    stream, an exec) gets a connection of its own, closed after it: it is never sent twice."""
+
+    KEEP = 4  # idle connections kept at most
 
     def __init__(self, base_url: str) -> None:
         url = urlsplit(base_url)
@@ -72,6 +78,22 @@ class Wire:
             self._connect = lambda timeout: http.client.HTTPConnection(host, port, timeout=timeout)
         else:
             raise Unsupported(base_url)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _kept(self, timeout: float) -> http.client.HTTPConnection | None:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _keep(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.KEEP:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
                 body: Any = None, timeout: float = 120.0) -> Reply:
@@ -84,13 +106,28 @@ class Wire:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connect(timeout)
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
+        read = method in ("GET", "HEAD")
+        kept = self._kept(timeout) if read else None
+        while True:
+            conn = kept or self._connect(timeout)
+            try:
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
+                reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            except ConnectionError:  # the peer closed it (RemoteDisconnected is one)
+                conn.close()
+                if kept is None:
+                    raise
+                kept = None  # a kept connection the engine had closed: the read once more, on a new one
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            if read and not resp.will_close:
+                self._keep(conn)
+            else:
+                conn.close()
+            return reply
 
     @contextmanager
     def stream(self, method: str, path: str, params: Mapping[str, Any] | None = None,

@@ -100,6 +100,9 @@ class SshHosts:
                 "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
                 "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
                 "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
+                # Its engine's storage on a volume (not on the container's own overlay): overlay2
+                # there, as on a real server; on the container's filesystem it falls back to vfs.
+                "--mount", f"type=volume,dst=/var/lib/docker,volume-label={LABEL}={self.tag}",
                 "-p", f"127.0.0.1:{host.ssh_port}:22", "-p", f"127.0.0.1:{host.app_port}:8080", image,
             ], check=True, capture_output=True)
             self.hosts.append(host)
@@ -171,4 +174,8 @@ class SshHosts:
         if found:
             subprocess.run(["docker", "rm", "-f", "-v", *found], capture_output=True)
         subprocess.run(["docker", "network", "rm", self.network], capture_output=True)
+        left = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={LABEL}={self.tag}"],
+                              capture_output=True, text=True).stdout.split()
+        if left:  # a host's engine storage (removed with the host; here if that failed)
+            subprocess.run(["docker", "volume", "rm", "-f", *left], capture_output=True)
         shutil.rmtree(self.home, ignore_errors=True)

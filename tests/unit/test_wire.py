@@ -104,3 +104,80 @@ def test_messages_and_helpers() -> None:
     assert segment("registry:5000/app/web:1a2b") == "registry:5000/app/web:1a2b"
     assert segment("a b#c?") == "a%20b%23c%3F"
     assert demux(b"") == b"" and demux(b"\x01\x00\x00\x00\x00\x00\x00\x05hel") == b"hel"
+
+
+@pytest.fixture
+def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, bytes]], list[socket.socket]]]:
+    """A unix socket that answers every request on a connection until the client closes it,
+    204 to all; (connection number, request line) for each request; the open connections."""
+    path = str(tmp_path / "docker.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    got: list[tuple[int, bytes]] = []
+    opened: list[socket.socket] = []
+
+    def answer(conn: socket.socket, number: int) -> None:
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    try:
+                        more = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not more:
+                        return
+                    data += more
+                head, _, data = data.partition(b"\r\n\r\n")
+                got.append((number, head.split(b"\r\n")[0]))
+                try:
+                    conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            opened.append(conn)
+            threading.Thread(target=answer, args=(conn, len(opened)), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"unix://{path}", got, opened
+    server.close()
+
+
+def test_reads_share_a_kept_connection_and_changes_get_their_own(keep_alive_engine) -> None:
+    url, got, opened = keep_alive_engine
+    wire = Wire(url)
+    for _ in range(3):
+        assert wire.request("GET", "/containers/json").status == 204
+    wire.request("POST", "/containers/x/stop")
+    wire.request("HEAD", "/containers/x/archive")
+    assert [n for n, _line in got] == [1, 1, 1, 2, 1]  # the POST had a connection of its own
+    # The engine closes the kept connection: the next read goes once more, on a new connection.
+    opened[0].shutdown(socket.SHUT_RDWR)
+    assert wire.request("GET", "/info").status == 204
+    assert got[-1] == (3, b"GET /info HTTP/1.1") and [line for _n, line in got].count(b"GET /info HTTP/1.1") == 1
+
+
+def test_a_change_is_never_sent_twice(keep_alive_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, got, _ = keep_alive_engine
+    wire = Wire(url)
+    wire.request("GET", "/info")
+    calls = []
+    real = wire._connect
+
+    def broken(timeout: float):  # noqa: ANN202
+        conn = real(timeout)
+        calls.append(conn)
+        conn.getresponse = lambda: (_ for _ in ()).throw(ConnectionResetError("reset"))  # type: ignore[method-assign]
+        return conn
+
+    monkeypatch.setattr(wire, "_connect", broken)
+    with pytest.raises(ConnectionResetError):
+        wire.request("POST", "/containers/create", body={})
+    assert len(calls) == 1  # no second connection: a POST whose answer was lost is not sent again
