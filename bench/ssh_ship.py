@@ -102,7 +102,7 @@ def naive(image: str, hosts: SshHosts, which: list[int]) -> tuple[float, int]:
     return time.monotonic() - t, size
 
 
-PHASES = ("observe", "ship", "plan", "shared", "router", "start", "gate", "switch", "settle", "drain", "retire",
+PHASES = ("observe", "delivery", "plan", "shared", "router", "start", "gate", "switch", "settle", "drain", "retire",
           "total")
 
 

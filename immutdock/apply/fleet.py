@@ -49,7 +49,7 @@ class HostResult:
     seconds: float = 0.0
     message: str = ""
     detail: Outcome | None = None  # the place's own outcome (what the local engine reports)
-    timings: dict[str, float] = field(default_factory=dict)  # its phases: observe, ship, then its release's
+    timings: dict[str, float] = field(default_factory=dict)  # its phases: observe, delivery, then its release's
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "release": self.release, "color": self.color, "outcome": self.outcome,
@@ -244,7 +244,7 @@ class Fleet:
             if row.host in moved.got:
                 got = moved.got[row.host]
                 row.bytes, row.seconds = got.bytes, got.seconds
-                row.timings["ship"] = got.seconds
+                row.timings["delivery"] = got.seconds
                 if got.images:
                     self.say(f"{row.host}: {moved.verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
                              f"{'sent' if moved.verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")

@@ -25,7 +25,6 @@ T = TypeVar("T")
 class DockerAPI:
     """The connection to one Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
-
     def __init__(self, base_url: str | None = None, name: str | None = None) -> None:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.name = name or self.base_url  # how messages name it (an SSH host: its ssh:// address)
@@ -61,6 +60,15 @@ class DockerAPI:
         """The error for an engine that cannot be reached (while doing `what`)."""
         return EngineError(f"{what + ': ' if what else ''}cannot reach the Docker engine at {self.name} "
                            f"({_short(exc)})", self._hint)
+
+    def close(self) -> None:
+        """Close the connections kept to the engine (the wire's; docker-py's client)."""
+        with self._making:
+            wire, client, self._wire, self._client = self._wire, self._client, None, None
+        if isinstance(wire, Wire):
+            wire.close()
+        if client is not None:
+            client.close()
 
     @property
     def wire(self) -> "Wire | _DockerPyWire":

@@ -95,6 +95,13 @@ class Wire:
                 return
         conn.close()
 
+    def close(self) -> None:
+        """Close the kept connections (over SSH: their channels, and the host's dial-stdio)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
                 body: Any = None, timeout: float = 120.0) -> Reply:
         """`path` as the API documents it (unversioned: the engine's own API version);
@@ -123,7 +130,7 @@ class Wire:
             except BaseException:
                 conn.close()
                 raise
-            if read and not resp.will_close:
+            if read and resp.status >= 200 and not resp.will_close:  # (a 1xx would leave its answer unread)
                 self._keep(conn)
             else:
                 conn.close()

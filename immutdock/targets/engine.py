@@ -42,6 +42,7 @@ class EngineRuntime:
     def close(self) -> None:
         try:
             self.compose.close()
+            self.engine.close()
         finally:
             self.on_close()
 

@@ -143,7 +143,11 @@ class Packed:
         self._cond = threading.Condition()
         self._fd = os.open(os.path.join(archive.folder, "packed.gz"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self._producer = threading.Thread(target=self._produce, daemon=True)
-        self._producer.start()
+        try:
+            self._producer.start()
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def _produce(self) -> None:
         try:
@@ -187,7 +191,9 @@ class Packed:
         with self._cond:
             while True:
                 if self._failed is not None:
-                    raise EngineError(f"could not read the saved images ({self._failed})", "check the free space in /tmp")
+                    raise EngineError(f"could not read the saved images ({self._failed})",
+                                      "check the free space in /tmp: the images' archive and its compressed "
+                                      "layers are written there")
                 at = self._at.get(name)
                 if at is not None:
                     pos = at[0] if pos is None else pos
@@ -216,9 +222,12 @@ class Packed:
             read += self._raw[name]
 
     def close(self) -> None:
+        """Stop the compression; once every `stream` has ended (ship's threads all have)."""
         self._stop = True
-        self._producer.join()
-        os.close(self._fd)
+        try:
+            self._producer.join()
+        finally:
+            os.close(self._fd)
 
 
 def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
@@ -265,18 +274,21 @@ def ship(builder: Engine, hosts: Mapping[str, Engine], refs: list[str], progress
         behind = [name for name in hosts if missing[name]]
         every = {str(p) for e in archive.manifest for p in e["Layers"]}
 
+        started: dict[str, float] = {}
+
         def lacked(name: str) -> set[str]:
             """The layer files `name` is sent: of the images it lacks, the layers it has no chain for."""
+            started[name] = time.monotonic()
             lacks = {_tagged(r) for r in missing[name]}
             images = [e for e in archive.manifest if lacks & {_tagged(t) for t in e.get("RepoTags") or []}]
             return layers_to_send(images, archive.configs, held_chains(hosts[name].image_layers()))[0]
 
-        t0 = time.monotonic()
         sends = dict(zip(behind, interrupts.in_threads(lacked, behind, parallel)))
         packed = Packed(archive, every - set().union(*sends.values()))
         try:
             interrupts.in_threads(lambda name: _send(name, hosts[name], result[name], archive, packed, sends[name],
-                                                     every, missing[name], ids, progress, t0), behind, parallel)
+                                                     every, missing[name], ids, progress, started[name]), behind,
+                                   parallel)
         finally:
             packed.close()
     finally:

@@ -159,7 +159,7 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp,
     assert all(h["bytes_shipped"] > ASSET for h in out["hosts"]), out  # the app's layer at least
     assert {"plan", "build", "ship"} <= set(out["timings"]), out  # the steps done once for the fleet
     for h in out["hosts"]:  # each host's phases: what it runs, its images' arrival, then its release's own
-        assert {"observe", "ship", "start", "gate", "settle", "total"} <= set(h["timings"]), h
+        assert {"observe", "delivery", "start", "gate", "settle", "total"} <= set(h["timings"]), h
     assert app.serving(0) == app.serving(1) == "v1"
     for h in app.hosts.hosts:  # built here, not there: no build cache or buildx on the host was used
         assert h.docker("image", "ls", "-q", "--filter", f"reference={app.name}-web").stdout.strip()

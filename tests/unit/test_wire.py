@@ -6,23 +6,19 @@ import json
 import socket
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from immutdock.gateways.wire import Reply, Unsupported, Wire, demux, filters, segment
 
 
-@pytest.fixture
-def fake_engine(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]]:
-    """A unix socket that answers each connection with the next canned reply; the requests
-    it got are collected."""
+def _listening(tmp_path: Path, handle: Callable[[socket.socket], None]) -> tuple[str, socket.socket]:
+    """A unix socket whose every connection is handed to `handle` in a thread of its own."""
     path = str(tmp_path / "docker.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen()
-    replies: list[bytes] = []
-    got: list[bytes] = []
 
     def serve() -> None:
         while True:
@@ -30,21 +26,34 @@ def fake_engine(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(body) < length:
-                    body += conn.recv(65536)
-                got.append(head + b"\r\n\r\n" + body)
-                conn.sendall(replies.pop(0))
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"unix://{path}", replies, got
+    threading.Thread(target=serve, daemon=True).start()
+    return f"unix://{path}", server
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]]:
+    """A unix socket that answers each connection with the next canned reply; the requests
+    it got are collected."""
+    replies: list[bytes] = []
+    got: list[bytes] = []
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            got.append(head + b"\r\n\r\n" + body)
+            conn.sendall(replies.pop(0))
+
+    url, server = _listening(tmp_path, answer)
+    yield url, replies, got
     server.close()
 
 
@@ -110,15 +119,12 @@ def test_messages_and_helpers() -> None:
 def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, bytes]], list[socket.socket]]]:
     """A unix socket that answers every request on a connection until the client closes it,
     204 to all; (connection number, request line) for each request; the open connections."""
-    path = str(tmp_path / "docker.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen()
     got: list[tuple[int, bytes]] = []
     opened: list[socket.socket] = []
 
-    def answer(conn: socket.socket, number: int) -> None:
-        data = b""
+    def answer(conn: socket.socket) -> None:
+        opened.append(conn)
+        number, data = len(opened), b""
         with conn:
             while True:
                 while b"\r\n\r\n" not in data:
@@ -136,17 +142,8 @@ def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, byt
                 except OSError:
                     return
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            opened.append(conn)
-            threading.Thread(target=answer, args=(conn, len(opened)), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"unix://{path}", got, opened
+    url, server = _listening(tmp_path, answer)
+    yield url, got, opened
     server.close()
 
 
@@ -162,6 +159,9 @@ def test_reads_share_a_kept_connection_and_changes_get_their_own(keep_alive_engi
     opened[0].shutdown(socket.SHUT_RDWR)
     assert wire.request("GET", "/info").status == 204
     assert got[-1] == (3, b"GET /info HTTP/1.1") and [line for _n, line in got].count(b"GET /info HTTP/1.1") == 1
+    wire.close()  # the kept connection is closed: the next read opens a new one
+    wire.request("GET", "/info")
+    assert got[-1][0] == 4
 
 
 def test_a_change_is_never_sent_twice(keep_alive_engine, monkeypatch: pytest.MonkeyPatch) -> None:
