@@ -227,7 +227,9 @@ class DockerTunnel:
         none within ALIVE_WITHIN seconds, while nothing moved either, means the host stopped
         answering (paused, cut off, powered down): every connection to it is closed, so
         whatever waits on it fails at once instead of hanging. (A slow upload is no silence:
-        each chunk that leaves went into the host's SSH window, which only its sshd opens.)"""
+        past a channel's first window, each chunk that leaves went into window space only the
+        host's sshd opens. Small requests on a kept connection fit the first window: they
+        prove nothing.)"""
         while not self._closed and not self.stalled:
             time.sleep(ALIVE_EVERY)
             if time.monotonic() - self._moved < ALIVE_EVERY:
@@ -298,11 +300,16 @@ class DockerTunnel:
             local.close()
             return
 
+        window = chan.out_window_size  # what may be sent before the host's sshd opens more
+
         def up() -> None:  # here -> host
+            sent = 0
             try:
                 while data := local.recv(65536):
                     chan.sendall(data)
-                    self._moved = time.monotonic()
+                    sent += len(data)
+                    if sent > window:  # only the host could have let these bytes go: it answers
+                        self._moved = time.monotonic()
             except OSError:
                 pass
             finally:
