@@ -72,7 +72,7 @@ def run_checks() -> list[Check]:
 
     checks = [Check("immutdock", True, f"{__version__} (Python {sys.version.split()[0]})")]
     try:
-        data = Engine().client.version()
+        data = Engine().version()
         checks.append(judge("engine", f"{data.get('Version', '?')} (API {data.get('ApiVersion', '?')})"))
     except ImmutdockError as exc:
         checks.append(judge("engine", None, exc.message))

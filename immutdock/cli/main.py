@@ -20,12 +20,48 @@ from immutdock.cli.context import EPILOG, Ctx, common, fail
 from immutdock.errors import ConfigError, ImmutdockError
 
 
+# The options every command takes (context.common's), which may also come before the command.
+_FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key"}
+_VALUED = {"-f": "--file", "--file": "--file", "--profile": "--profile", "--target": "--target",
+           "--host": "--host", "--identity": "--identity"}
+
+
+def hoisted(argv: list[str], groups: set[str]) -> list[str]:
+    """`argv` with the options every command takes, given before the command (`immutdock
+    --json status`, as compose takes them), moved after it (after a group's subcommand:
+    `volumes ls`); `-f` becomes `--file` (the one that `logs -f` leaves to following). Anything
+    else before the command is left where it is, for click to judge."""
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if argv[i] in _FLAGS:
+            moved.append(argv[i])
+            i += 1
+        elif name in _VALUED and eq:
+            moved.append(f"{_VALUED[name]}={value}")
+            i += 1
+        elif name in _VALUED and i + 1 < len(argv):
+            moved += [_VALUED[name], argv[i + 1]]
+            i += 2
+        else:
+            break
+    if not moved or i == len(argv) or argv[i].startswith("-"):
+        return argv
+    head, rest = argv[i:i + 1], argv[i + 1:]
+    if head[0] in groups and rest and not rest[0].startswith("-"):
+        head, rest = head + rest[:1], rest[1:]
+    return head + moved + rest
+
+
 class _Main(click.Group):
     """click's own usage errors (unknown option, missing value, out of range) speak like every
-    other bad input: one line naming the problem and where the help is, JSON with --json, exit 2."""
+    other bad input: one line naming the problem and where the help is, JSON with --json, exit 2.
+    The options every command takes may come before the command too (`hoisted`)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = hoisted(list(sys.argv[1:] if args is None else args),
+                       {name for name, cmd in self.commands.items() if isinstance(cmd, click.Group)})
         try:
             return super().main(args=argv, prog_name=prog_name or "immutdock", standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -56,6 +92,10 @@ def main() -> None:
       immutdock release       # build, start, gate, switch, retire
       immutdock status        # live color and release, health, router
       immutdock rollback      # back to the previous release, no rebuild
+
+    \b
+    The options every command takes (-f, --json, --profile, --target, ...) go
+    after the command or before it: `immutdock --json status`.
     """
 
 
@@ -160,6 +200,25 @@ def doctor(as_json: bool) -> None:
             mark = click.style("ok  ", fg="green") if c.ok else click.style("FAIL", fg="red")
             click.echo(f"{mark} {c.name:<10} {c.found}" + (f"\n     fix: {c.fix}" if c.fix else ""))
     sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON on stdout (for CI).")
+def version(as_json: bool) -> None:
+    """Show the versions of immutdock and of what it drives: the Docker engine (DOCKER_HOST's),
+    the compose and buildx plugins.
+
+    A part that cannot be asked says why instead of a version. Exits 0 either way:
+    `immutdock doctor` judges whether the versions can release.
+    """
+    from immutdock.cli.doctor import run_checks
+
+    found = {c.name: c.found for c in run_checks() if not c.name.endswith("/")}
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        for name, text in found.items():
+            click.echo(f"{name:<10} {text}")
 
 
 for command in (deploy.plan, deploy.release, deploy.rollback, deploy.heal, inspect.status, inspect.history,

@@ -28,6 +28,10 @@ __all__ = ["ContainerState", "Engine", "Transfer"]
 class Engine(ImageCalls, ContainerCalls, EventCalls, HealthCalls, SwarmCalls):
     """One Docker engine (the local one, or wherever DOCKER_HOST points)."""
 
+    def version(self) -> Mapping[str, Any]:
+        """The engine's `/version` (Version, ApiVersion, ...)."""
+        return self._json("read the engine's version", "/version") or {}
+
     def ensure_volume(self, name: str, labels: Mapping[str, str], driver: str | None = None,
                       driver_opts: Mapping[str, str] | None = None) -> bool:
         """Create the volume once; True when it was created now. Never removes or changes one."""

@@ -71,3 +71,43 @@ def test_the_command_a_target_refusal_names_is_every_word_after_the_program() ->
     CliRunner().invoke(top, ["volumes", "ls"])
     CliRunner().invoke(top, ["release"])
     assert seen == ["volumes ls", "release"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--json", "status"], ["status", "--json"]),
+    (["-f", "app.yaml", "--target", "prod", "release", "--to", "x"], ["release", "--file", "app.yaml", "--target",
+                                                                       "prod", "--to", "x"]),
+    (["--file=app.yaml", "-v", "logs", "-f", "web"], ["logs", "--file=app.yaml", "-v", "-f", "web"]),
+    (["--json", "volumes", "ls"], ["volumes", "ls", "--json"]),
+    (["--profile", "debug", "--host", "ssh://a", "--identity", "k", "--accept-new-host-key", "plan"],
+     ["plan", "--profile", "debug", "--host", "ssh://a", "--identity", "k", "--accept-new-host-key"]),
+    (["status", "--json"], ["status", "--json"]),  # already after: as it was
+    (["--json", "--bogus", "status"], ["--json", "--bogus", "status"]),  # for click to refuse
+    (["--json"], ["--json"]),
+    (["--version"], ["--version"]),
+])
+def test_the_options_every_command_takes_may_come_before_it(argv: list[str], expected: list[str]) -> None:
+    from immutdock.cli.main import hoisted
+
+    assert hoisted(argv, {"volumes"}) == expected
+
+
+def test_options_before_the_command_work_as_after_it(tmp_path: Path) -> None:
+    before, after = _run(tmp_path, "--json", "status"), _run(tmp_path, "status", "--json")
+    assert (before.returncode, before.stdout) == (after.returncode, after.stdout) == (2, after.stdout)
+    assert json.loads(before.stdout)["error"].endswith("no compose file here")
+    # -f before `logs` is the file (logs' own -f follows); before a group, it reaches the subcommand.
+    for args in (("-f", "nope.yaml", "logs"), ("-f", "nope.yaml", "--json", "volumes", "ls")):
+        proc = _run(tmp_path, *args)
+        assert proc.returncode == 2 and "nope.yaml: no such compose file" in proc.stderr, (args, proc.stderr)
+    bogus = _run(tmp_path, "--json", "--bogus", "status")
+    assert bogus.returncode == 2 and "No such option" in bogus.stderr, bogus.stderr
+
+
+def test_version_says_why_an_engine_cannot_be_asked_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    proc = _run(tmp_path, "version", "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["immutdock"].startswith("0.") and "cannot reach the Docker engine" in found["engine"], found
+    assert "Connection aborted" not in found["engine"] and "urllib3" not in found["engine"], found
