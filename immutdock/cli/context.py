@@ -43,6 +43,12 @@ Exit codes: 0 ok, 1 failed (the previous release still serves), 2 bad input
 but a step after the switch failed, 130 interrupted (Ctrl-C or SIGTERM)."""
 
 
+def paint(text: str, color: str) -> str:
+    """`text` in `color` on a terminal (click leaves the colour out elsewhere), plain when
+    NO_COLOR is set to anything but "" (no-color.org) or the command was given --no-color."""
+    return text if os.environ.get("NO_COLOR") else click.style(text, fg=color)
+
+
 class Ctx:
     def __init__(self, file: Path | None, as_json: bool, verbose: bool, target: str | None = None,
                  hosts: tuple[str, ...] = (), identity: Path | None = None, accept_new: bool = False) -> None:
@@ -70,7 +76,7 @@ class Ctx:
             self.say(line)
 
     def warn(self, message: str) -> None:
-        click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
+        click.echo(paint(f"warning: {message}", "yellow"), err=True)
 
     @functools.cached_property
     def engine(self) -> Engine:  # made without a request
@@ -231,9 +237,12 @@ def _common(fn: F, file_flags: tuple[str, ...]) -> F:
                   help="SSH private key to log in with (besides ~/.ssh/config's IdentityFile and the agent).")
     @click.option("--accept-new-host-key", "accept_new", is_flag=True,
                   help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
+    @click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
     @functools.wraps(fn)
     def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], target: str | None,
-                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, **kwargs: Any) -> None:
+                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, no_color: bool, **kwargs: Any) -> None:
+        if no_color:
+            os.environ["NO_COLOR"] = "1"  # rich reads it too
         if profiles:
             os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
         ctx = Ctx(file, as_json, verbose, target, hosts, identity, accept_new)
@@ -276,7 +285,7 @@ def _deferred(exc: KeyboardInterrupt) -> bool:
     if what is None:
         return False
     interrupts.defer(exc)
-    click.echo(click.style(f"interrupt: finishing {what} first, then stopping", fg="yellow"), err=True)
+    click.echo(paint(f"interrupt: finishing {what} first, then stopping", "yellow"), err=True)
     return True
 
 
@@ -307,7 +316,7 @@ def fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:
     if ctx.as_json:
         click.echo(json.dumps({"outcome": "error", "exit_code": code, "error": exc.message, "hint": exc.hint,
                                "details": exc.details, **exc.data}, indent=2, default=str))
-    click.echo(click.style(f"error: {exc.one_line()}", fg="red"), err=True)
+    click.echo(paint(f"error: {exc.one_line()}", "red"), err=True)
     if exc.details:
         click.echo(exc.details.rstrip(), err=True)
     sys.exit(code)

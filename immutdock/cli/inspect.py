@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common
+from immutdock.cli.context import EPILOG, Ctx, common, paint
 
 if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet
@@ -53,7 +53,7 @@ def status(ctx: Ctx, reap: bool) -> None:
     problems = _status_emit(ctx, app, fleet, reports)
     if problems:
         where = "does not serve" if fleet.policy is None else f"on {fleet.name}"
-        click.echo(click.style(f"error: {app.name} {where}: {problems[0]}", fg="red"), err=True)
+        click.echo(paint(f"error: {app.name} {where}: {problems[0]}", "red"), err=True)
         sys.exit(1)
 
 

@@ -16,12 +16,12 @@ import click
 
 from immutdock import __version__
 from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
-from immutdock.cli.context import EPILOG, Ctx, common, fail
+from immutdock.cli.context import EPILOG, Ctx, common, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
 
 
 # The options every command takes (context.common's), which may also come before the command.
-_FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key"}
+_FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key", "--no-color"}
 _VALUED = {"-f": "--file", "--file": "--file", "--profile": "--profile", "--target": "--target",
            "--host": "--host", "--identity": "--identity"}
 
@@ -183,7 +183,8 @@ def _replace_file(path: Path, text: str) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout (for CI).")
-def doctor(as_json: bool) -> None:
+@click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
+def doctor(as_json: bool, no_color: bool) -> None:
     """Check that this machine can release: the engine, the compose and buildx plugins
     (each in a version immutdock can drive) and immutdock's own files.
 
@@ -192,12 +193,14 @@ def doctor(as_json: bool) -> None:
     """
     from immutdock.cli.doctor import run_checks
 
+    if no_color:
+        os.environ["NO_COLOR"] = "1"
     checks = run_checks()
     if as_json:
         click.echo(json.dumps([c.as_json() for c in checks], indent=2))
     else:
         for c in checks:
-            mark = click.style("ok  ", fg="green") if c.ok else click.style("FAIL", fg="red")
+            mark = paint("ok  ", "green") if c.ok else paint("FAIL", "red")
             click.echo(f"{mark} {c.name:<10} {c.found}" + (f"\n     fix: {c.fix}" if c.fix else ""))
     sys.exit(0 if all(c.ok for c in checks) else 1)
 

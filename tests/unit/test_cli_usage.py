@@ -111,3 +111,20 @@ def test_version_says_why_an_engine_cannot_be_asked_and_exits_0(tmp_path: Path, 
     found = json.loads(proc.stdout)
     assert found["immutdock"].startswith("0.") and "cannot reach the Docker engine" in found["engine"], found
     assert "Connection aborted" not in found["engine"] and "urllib3" not in found["engine"], found
+
+
+@pytest.mark.parametrize("how", ["NO_COLOR", "--no-color", "--no-color before"])
+def test_no_color_and_no_color_flag_print_no_colour_on_a_terminal(tmp_path: Path, how: str) -> None:
+    """On a terminal an error is red; NO_COLOR (no-color.org) or --no-color leave colour out."""
+    import os
+    import shlex
+
+    def on_a_pty(*args: str, env: dict[str, str] | None = None) -> str:
+        command = shlex.join([sys.executable, "-m", "immutdock", *args])
+        return subprocess.run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, **(env or {})}).stdout
+
+    assert "\x1b[31merror: " in on_a_pty("status")
+    plain = {"NO_COLOR": on_a_pty("status", env={"NO_COLOR": "1"}), "--no-color": on_a_pty("status", "--no-color"),
+             "--no-color before": on_a_pty("--no-color", "status")}[how]
+    assert "error: " in plain and "\x1b[" not in plain, plain
