@@ -238,11 +238,16 @@ def _common(fn: F, file_flags: tuple[str, ...]) -> F:
     @click.option("--accept-new-host-key", "accept_new", is_flag=True,
                   help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
     @click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
+    @click.option("-p", "--project-name", "project", metavar="NAME", default=None,
+                  help="The app's name, over the file's `name:` (as compose's -p or COMPOSE_PROJECT_NAME).")
     @functools.wraps(fn)
     def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], target: str | None,
-                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, no_color: bool, **kwargs: Any) -> None:
+                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, no_color: bool, project: str | None,
+                **kwargs: Any) -> None:
         if no_color:
             os.environ["NO_COLOR"] = "1"  # rich reads it too
+        if project is not None:
+            os.environ["COMPOSE_PROJECT_NAME"] = project  # what compose and the file's reading go by
         if profiles:
             os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
         ctx = Ctx(file, as_json, verbose, target, hosts, identity, accept_new)

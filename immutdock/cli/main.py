@@ -23,7 +23,7 @@ from immutdock.errors import ConfigError, ImmutdockError
 # The options every command takes (context.common's), which may also come before the command.
 _FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key", "--no-color"}
 _VALUED = {"-f": "--file", "--file": "--file", "--profile": "--profile", "--target": "--target",
-           "--host": "--host", "--identity": "--identity"}
+           "--host": "--host", "--identity": "--identity", "-p": "--project-name", "--project-name": "--project-name"}
 
 
 def hoisted(argv: list[str], groups: set[str]) -> list[str]:

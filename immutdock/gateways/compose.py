@@ -64,8 +64,11 @@ class ModelReading:
         out, err = _finish(self._proc)
         if self._proc.returncode != 0:
             lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-            raise ConfigError(self._path.name, lines[-1] if lines else "compose cannot read the file",
-                              "fix the compose file (compose's own check)")
+            message = lines[-1] if lines else "compose cannot read the file"
+            if "project name" in message and os.environ.get("COMPOSE_PROJECT_NAME"):
+                raise ConfigError("-p", message, "the name comes from -p/--project-name or COMPOSE_PROJECT_NAME: "
+                                  "lowercase letters, digits, '-' and '_', e.g. -p my-shop")
+            raise ConfigError(self._path.name, message, "fix the compose file (compose's own check)")
         return json.loads(out)
 
     def cancel(self) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from immutdock.cli.doctor import MINIMUM, parse_version
 
+from .support import free_port
+
 pytestmark = pytest.mark.engine
 
 
@@ -25,3 +27,22 @@ def test_version_names_the_engine_compose_and_buildx(engine: object, tmp_path: P
     text = subprocess.run([sys.executable, "-m", "immutdock", "version"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60).stdout
     assert text.splitlines()[1].split(None, 1) == ["engine", found["engine"]]
+
+
+def test_project_name_before_or_after_the_command_names_the_app(engine: object, tmp_path: Path,
+                                                                  app_name: str) -> None:
+    """-p/--project-name, as compose's: the app's name over the file's `name:`; a bad one is
+    refused naming -p (exit 2)."""
+    (tmp_path / "compose.yaml").write_text("name: filename\nservices:\n  web:\n    image: busybox:latest\n"
+                                           f"    command: [httpd, -f, -p, '8000']\n    ports: ['{free_port()}:8000']\n")
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "immutdock", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    assert "as filename-blue" in plan("plan").stdout
+    for args in (("-p", app_name, "plan"), ("plan", "--project-name", app_name)):
+        proc = plan(*args)
+        assert proc.returncode == 0 and f"start  r1 as {app_name}-blue" in proc.stdout, (args, proc.stdout, proc.stderr)
+    bad = plan("plan", "-p", "Bad_Name")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: -p: invalid project name"), bad.stderr
