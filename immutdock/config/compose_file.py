@@ -53,7 +53,25 @@ def find_compose_file(cwd: Path, explicit: Path | None = None) -> Path:
         if (cwd / name).is_file():
             return (cwd / name).absolute()
     raise ConfigError(str(cwd), "no compose file here",
-                      f"run in the app's folder or pass -f FILE (looked for {', '.join(COMPOSE_FILE_NAMES)})")
+                      f"run in the app's folder, pass -f FILE or set COMPOSE_FILE (looked for "
+                      f"{', '.join(COMPOSE_FILE_NAMES)})")
+
+
+def compose_files(cwd: Path, explicit: Path | None = None) -> list[Path]:
+    """The files of the app, as compose picks them: `explicit` (-f); else the files of
+    COMPOSE_FILE (separated by COMPOSE_PATH_SEPARATOR, ':' by default; relative to `cwd`); else
+    the file found in `cwd`, merged with its override file."""
+    listed = os.environ.get("COMPOSE_FILE", "") if explicit is None else ""
+    if listed:
+        names = [n for n in listed.split(os.environ.get("COMPOSE_PATH_SEPARATOR") or os.pathsep) if n.strip()]
+        try:
+            return [find_compose_file(cwd, Path(n)) for n in names]
+        except ConfigError as exc:
+            raise ConfigError("COMPOSE_FILE", exc.message, f"check the paths in COMPOSE_FILE ({listed})") from None
+    path = find_compose_file(cwd, explicit)
+    if explicit is not None:
+        return [path]
+    return [path] + [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
 
 
 def read_yaml(path: Path) -> Mapping[str, Any]:
@@ -350,10 +368,8 @@ def load(cwd: Path, explicit: Path | None = None, named: Callable[[str], None] |
     reading the engine meanwhile); the app's name is that one unless it holds a variable."""
     from immutdock.gateways import compose  # the compose CLI gateway
 
-    path = find_compose_file(cwd, explicit)
-    files = [path]
-    if explicit is None:  # like compose: a found file is merged with its override file
-        files += [path.parent / n for n in OVERRIDE_FILE_NAMES if (path.parent / n).is_file()][:1]
+    files = compose_files(cwd, explicit)
+    path = files[0]
     read = [bounds.read_compose(f) for f in files]  # within the limits, malformed YAML named, before compose runs
     raws = [raw for _text, raw in read]
     variables = {**read_dotenv(path.parent / ".env"), **os.environ}

@@ -764,3 +764,22 @@ def test_a_bad_volume_dump_is_refused_naming_the_key(tmp_path: Path, volumes: An
     with raises_config(path) as info:
         validate(full_model(tmp_path), _dumps(volumes), tmp_path)
     assert words in str(info.value)
+
+
+def test_compose_files_come_from_f_then_compose_file_then_the_folder(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from immutdock.config.compose_file import compose_files
+
+    for name in ("compose.yaml", "compose.override.yaml", "a.yaml", "b.yaml"):
+        (tmp_path / name).write_text("services: {}\n")
+    monkeypatch.delenv("COMPOSE_FILE", raising=False)
+    assert compose_files(tmp_path) == [tmp_path / "compose.yaml", tmp_path / "compose.override.yaml"]
+    monkeypatch.setenv("COMPOSE_FILE", "a.yaml:b.yaml")
+    assert compose_files(tmp_path) == [tmp_path / "a.yaml", tmp_path / "b.yaml"]  # no override file added
+    assert compose_files(tmp_path, Path("b.yaml")) == [tmp_path / "b.yaml"]  # -f wins
+    monkeypatch.setenv("COMPOSE_PATH_SEPARATOR", ",")
+    monkeypatch.setenv("COMPOSE_FILE", "b.yaml,a.yaml")
+    assert compose_files(tmp_path) == [tmp_path / "b.yaml", tmp_path / "a.yaml"]
+    monkeypatch.setenv("COMPOSE_FILE", "b.yaml,gone.yaml")
+    with pytest.raises(ConfigError, match="COMPOSE_FILE: gone.yaml: no such compose file"):
+        compose_files(tmp_path)

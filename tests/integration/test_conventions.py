@@ -1,8 +1,9 @@
-"""`immutdock version`: immutdock's version and those of the engine, compose and buildx it drives."""
+"""Compose's conventions and `immutdock version`: -p, COMPOSE_FILE, the versions of what immutdock drives."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,22 @@ def test_project_name_before_or_after_the_command_names_the_app(engine: object, 
         assert proc.returncode == 0 and f"start  r1 as {app_name}-blue" in proc.stdout, (args, proc.stdout, proc.stderr)
     bad = plan("plan", "-p", "Bad_Name")
     assert bad.returncode == 2 and bad.stderr.startswith("error: -p: invalid project name"), bad.stderr
+
+
+def test_compose_file_lists_the_files_of_the_app(engine: object, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """COMPOSE_FILE (with COMPOSE_PATH_SEPARATOR), as compose reads it: its files, merged."""
+    (tmp_path / "base.yaml").write_text("services:\n  web:\n    image: busybox:latest\n"
+                                        f"    command: [httpd, -f, -p, '8000']\n    ports: ['{free_port()}:8000']\n")
+    (tmp_path / "more.yaml").write_text("services:\n  worker:\n    image: busybox:latest\n    command: [sleep, '1000']\n")
+
+    def roles(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "immutdock", "plan", "--json"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+    for env in ({"COMPOSE_FILE": "base.yaml:more.yaml"},
+                {"COMPOSE_FILE": "base.yaml,more.yaml", "COMPOSE_PATH_SEPARATOR": ","}):
+        proc = roles(**env)
+        assert proc.returncode == 0, proc.stderr
+        assert [r["service"] for r in json.loads(proc.stdout)["roles"]] == ["web", "worker"], proc.stdout
+    missing = roles(COMPOSE_FILE="base.yaml:nope.yaml")
+    assert missing.returncode == 2 and "COMPOSE_FILE: nope.yaml: no such compose file" in missing.stderr, missing.stderr
