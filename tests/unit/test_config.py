@@ -12,6 +12,7 @@ import pytest
 from .helpers import (APP, anonymous_volume, bind, full_block, full_model, make_context, minimal_model,
                       named_volume, port, raises_config, validate)
 from immutdock.config import compose_file as config
+from immutdock.config import locate
 from immutdock.config.model import BuildSecret
 from immutdock.errors import ConfigError
 
@@ -30,7 +31,7 @@ ROUTER = {"router": {"service": "web", "port": 8000}}
 def test_find_compose_file_order(tmp_path: Path, present: list[str], expected: str) -> None:
     for name in present:
         (tmp_path / name).write_text("services: {}\n")
-    found = config.find_compose_file(tmp_path)
+    found = locate.find_compose_file(tmp_path)
     assert found == tmp_path / expected
     assert found.is_absolute()
 
@@ -38,14 +39,14 @@ def test_find_compose_file_order(tmp_path: Path, present: list[str], expected: s
 def test_find_compose_file_skips_a_directory_with_the_name(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").mkdir()
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
-    assert config.find_compose_file(tmp_path) == tmp_path / "docker-compose.yml"
+    assert locate.find_compose_file(tmp_path) == tmp_path / "docker-compose.yml"
 
 
 def test_find_compose_file_missing(tmp_path: Path) -> None:
     with raises_config(str(tmp_path)) as info:
-        config.find_compose_file(tmp_path)
+        locate.find_compose_file(tmp_path)
     assert "no compose file" in info.value.message
-    for name in config.COMPOSE_FILE_NAMES:
+    for name in locate.COMPOSE_FILE_NAMES:
         assert name in info.value.hint
 
 
@@ -53,7 +54,7 @@ def test_find_compose_file_explicit_relative_wins_over_defaults(tmp_path: Path) 
     (tmp_path / "compose.yaml").write_text("services: {}\n")
     (tmp_path / "deploy").mkdir()
     (tmp_path / "deploy" / "prod.yaml").write_text("services: {}\n")
-    found = config.find_compose_file(tmp_path, Path("deploy/prod.yaml"))
+    found = locate.find_compose_file(tmp_path, Path("deploy/prod.yaml"))
     assert found == tmp_path / "deploy" / "prod.yaml"
     assert found.is_absolute()
 
@@ -61,7 +62,7 @@ def test_find_compose_file_explicit_relative_wins_over_defaults(tmp_path: Path) 
 def test_find_compose_file_explicit_absolute(tmp_path: Path) -> None:
     other = tmp_path / "elsewhere.yml"
     other.write_text("services: {}\n")
-    assert config.find_compose_file(tmp_path / "sub", other) == other
+    assert locate.find_compose_file(tmp_path / "sub", other) == other
 
 
 @pytest.mark.parametrize("explicit", ["nope.yaml", "deploy"])
@@ -69,7 +70,7 @@ def test_find_compose_file_explicit_missing_or_a_directory(tmp_path: Path, expli
     (tmp_path / "deploy").mkdir()
     (tmp_path / "compose.yaml").write_text("services: {}\n")  # never a fallback for a bad -f
     with raises_config(explicit) as info:
-        config.find_compose_file(tmp_path, Path(explicit))
+        locate.find_compose_file(tmp_path, Path(explicit))
     assert "-f" in info.value.hint
 
 
@@ -768,7 +769,7 @@ def test_a_bad_volume_dump_is_refused_naming_the_key(tmp_path: Path, volumes: An
 
 def test_compose_files_come_from_f_then_compose_file_then_the_folder(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from immutdock.config.compose_file import compose_files
+    from immutdock.config.locate import compose_files
 
     for name in ("compose.yaml", "compose.override.yaml", "a.yaml", "b.yaml"):
         (tmp_path / name).write_text("services: {}\n")
