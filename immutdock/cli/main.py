@@ -62,6 +62,13 @@ class _Main(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         argv = hoisted(list(sys.argv[1:] if args is None else args),
                        {name for name, cmd in self.commands.items() if isinstance(cmd, click.Group)})
+        from immutdock.config.dockercontext import context_env
+
+        try:  # the engine of the docker CLI's current context, for every client (compose included)
+            if not {"--help", "-h", "--version"} & set(argv):
+                os.environ.update(context_env(os.environ))
+        except ImmutdockError as exc:
+            fail(Ctx(None, "--json" in argv, False), exc)
         try:
             return super().main(args=argv, prog_name=prog_name or "immutdock", standalone_mode=False, **extra)
         except click.ClickException as exc:

@@ -128,3 +128,35 @@ def test_no_color_and_no_color_flag_print_no_colour_on_a_terminal(tmp_path: Path
     plain = {"NO_COLOR": on_a_pty("status", env={"NO_COLOR": "1"}), "--no-color": on_a_pty("status", "--no-color"),
              "--no-color before": on_a_pty("--no-color", "status")}[how]
     assert "error: " in plain and "\x1b[" not in plain, plain
+
+
+def test_the_current_docker_context_names_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `docker` and compose: DOCKER_HOST, else the context DOCKER_CONTEXT or the CLI's
+    currentContext names; an unknown context is refused (exit 2)."""
+    import hashlib
+
+    config = tmp_path / "docker-config"
+    meta = config / "contexts" / "meta" / hashlib.sha256(b"elsewhere").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Name": "elsewhere", "Endpoints": {"docker": {
+        "Host": f"unix://{tmp_path}/elsewhere.sock", "SkipTLSVerify": False}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+    def engine(**env: str) -> str:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        proc = _run(tmp_path, "version", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["engine"]
+
+    assert f"{tmp_path}/elsewhere.sock" in engine(DOCKER_CONTEXT="elsewhere")
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    (config / "config.json").write_text(json.dumps({"currentContext": "elsewhere"}))
+    assert f"{tmp_path}/elsewhere.sock" in engine()
+    assert f"{tmp_path}/first.sock" in engine(DOCKER_HOST=f"unix://{tmp_path}/first.sock")  # DOCKER_HOST wins
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_CONTEXT", "nosuch")
+    refused = _run(tmp_path, "status")
+    assert refused.returncode == 2 and "the docker context 'nosuch' does not exist" in refused.stderr, refused.stderr
+    assert _run(tmp_path, "--help").returncode == 0  # the help never needs an engine
