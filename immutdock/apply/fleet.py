@@ -67,7 +67,6 @@ class FleetOutcome:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # the steps done once for every place
 
-
     @property
     def outcome(self) -> str:
         return "noop" if all(h.outcome == "noop" for h in self.hosts) else "ok"

@@ -209,6 +209,14 @@ def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":
     return future
 
 
+# The options `common` gives every command, by their names on the command line (flags; options
+# with a value -> their long name): `immutdock OPTIONS COMMAND` moves them after the command.
+COMMON_FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key", "--no-color"}
+COMMON_VALUED = {"-f": "--file", "--file": "--file", "--profile": "--profile", "--target": "--target",
+                 "--host": "--host", "--identity": "--identity", "-p": "--project-name",
+                 "--project-name": "--project-name"}
+
+
 def common(fn: F) -> F:
     """-f/--file, --json, --verbose and --profile on every command; errors become messages and exit codes."""
     return _common(fn, ("-f", "--file"))

@@ -16,14 +16,8 @@ import click
 
 from immutdock import __version__
 from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
-from immutdock.cli.context import EPILOG, Ctx, common, fail, paint
+from immutdock.cli.context import COMMON_FLAGS, COMMON_VALUED, EPILOG, Ctx, common, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
-
-
-# The options every command takes (context.common's), which may also come before the command.
-_FLAGS = {"--json", "-v", "--verbose", "--accept-new-host-key", "--no-color"}
-_VALUED = {"-f": "--file", "--file": "--file", "--profile": "--profile", "--target": "--target",
-           "--host": "--host", "--identity": "--identity", "-p": "--project-name", "--project-name": "--project-name"}
 
 
 def hoisted(argv: list[str], groups: set[str]) -> list[str]:
@@ -35,14 +29,14 @@ def hoisted(argv: list[str], groups: set[str]) -> list[str]:
     i = 0
     while i < len(argv):
         name, eq, value = argv[i].partition("=")
-        if argv[i] in _FLAGS:
+        if argv[i] in COMMON_FLAGS:
             moved.append(argv[i])
             i += 1
-        elif name in _VALUED and eq:
-            moved.append(f"{_VALUED[name]}={value}")
+        elif name in COMMON_VALUED and eq:
+            moved.append(f"{COMMON_VALUED[name]}={value}")
             i += 1
-        elif name in _VALUED and i + 1 < len(argv):
-            moved += [_VALUED[name], argv[i + 1]]
+        elif name in COMMON_VALUED and i + 1 < len(argv):
+            moved += [COMMON_VALUED[name], argv[i + 1]]
             i += 2
         else:
             break

@@ -160,3 +160,19 @@ def test_the_current_docker_context_names_the_engine(tmp_path: Path, monkeypatch
     refused = _run(tmp_path, "status")
     assert refused.returncode == 2 and "the docker context 'nosuch' does not exist" in refused.stderr, refused.stderr
     assert _run(tmp_path, "--help").returncode == 0  # the help never needs an engine
+
+
+def test_the_options_moved_before_a_command_are_those_common_gives_every_command() -> None:
+    import click
+
+    from immutdock.cli.context import COMMON_FLAGS, COMMON_VALUED, Ctx, common
+
+    @click.command()
+    @common
+    def some(ctx: Ctx) -> None:
+        pass
+
+    flags = {o for p in some.params if getattr(p, "is_flag", False) for o in p.opts}
+    valued = {o for p in some.params if not getattr(p, "is_flag", False) for o in p.opts}
+    assert (flags, valued) == (COMMON_FLAGS, set(COMMON_VALUED))
+    assert all(long in valued and long.startswith("--") for long in COMMON_VALUED.values())
