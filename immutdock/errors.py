@@ -45,6 +45,19 @@ class EngineError(ImmutdockError):
     exit_code = 1
 
 
+class Unavailable(EngineError):
+    """What the file names is not to be had on the target (its address taken by another
+    program, an image no registry gives): the file may be right, the target is not ready for it.
+    Found before anything changed; `path` names where the file says it."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{_printable(path)}: {_printable(message)}" if path else _printable(message),
+                         _printable(hint) if hint else hint)
+        self.path = path
+
+
 class BuildError(EngineError):
     """An image build failed."""
 

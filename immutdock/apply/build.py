@@ -11,9 +11,11 @@ from typing import Callable, Iterable, Mapping
 
 from immutdock import labels as L
 from immutdock.config.model import App, BuildSpec
-from immutdock.errors import ConfigError
+from immutdock.errors import ConfigError, Unavailable
 from immutdock.gateways.compose import Compose
 from immutdock.gateways.engine import Engine
+from immutdock.gateways.docker_api import _short
+from immutdock.gateways.engine_images import PULL_HINT, PullFailed
 from immutdock.identity.buildhash import BuildInputs, build_digest, recorded_inputs, tag_for
 from immutdock.identity.contexthash import hash_context
 from immutdock.identity.dockerfile import base_images
@@ -56,18 +58,22 @@ def build_inputs(spec: BuildSpec, engine: Engine, pull: bool = True) -> BuildInp
                        base_image_ids=base_ids, secrets_ids=tuple(sorted(s.id for s in spec.secrets)))
 
 
-def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, pull: bool = True) -> ImagePlan:
+def plan_image(service: str, repository: str, spec: BuildSpec, engine: Engine, pull: bool = True,
+               where: str | None = None) -> ImagePlan:
     """The image's tag from its content. Without `pull`, a base image the engine lacks leaves
-    the tag unknown ("pending"): the image is then planned as a build."""
+    the tag unknown ("pending"): the image is then planned as a build. `where`: the file's
+    key of the build (default services.<service>.build)."""
+    where = where or f"services.{service}.build"
     try:
         inputs = build_inputs(spec, engine, pull)
         digest = build_digest(inputs)
     except MissingBase as missing:
         return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
                          image_id=None, spec=spec, missing_base=str(missing))
+    except PullFailed as exc:
+        raise unobtainable(where, exc.ref, exc.why, base=True) from None
     except OSError as exc:
-        raise ConfigError(f"services.{service}.build", f"cannot read the build context: {exc}",
-                          "check the files' permissions") from None
+        raise ConfigError(where, f"cannot read the build context: {exc}", "check the files' permissions") from None
     except ValueError as exc:  # an invalid .dockerignore pattern
         raise ConfigError(f"services.{service}.build.context", f".dockerignore: {exc}",
                           "fix the pattern (Docker's own syntax)") from None
@@ -87,6 +93,25 @@ def plan_images(app_name: str, specs: Mapping[str, BuildSpec], engine: Engine, p
         return [f.result() for f in futures]
 
 
+def unobtainable(where: str, ref: str, why: str, base: bool = False) -> Unavailable:
+    """The error of an image the engine lacks and cannot pull, as release and plan both say it."""
+    return Unavailable(where, f"{'its base image' if base else 'image'} {ref} is not on the engine and cannot be "
+                              f"pulled ({why})", PULL_HINT)
+
+
+def check_obtainable(images: Iterable[ImagePlan], engine: Engine, router: ImagePlan | None = None,
+                     router_where: str = "x-immutdock.router") -> None:
+    """Each image (or base) the engine lacks, looked up in its registry without pulling: the
+    first that cannot be had raises the error its pull would (plan tells what release would)."""
+    wanted = [(i.own, f"services.{i.service}.{'image' if i.own.source else 'build'}") for i in images]
+    wanted += [(router, router_where)] if router is not None else []
+    for item, where in wanted:
+        if item.missing_base:
+            why = engine.registry_lookup(item.missing_base)
+            if why:
+                raise unobtainable(where, item.missing_base, _short(why), base=item.source is None)
+
+
 def pinned_tag(image_id: str) -> str:
     return PIN_PREFIX + image_id.rpartition(":")[2][:12]
 
@@ -104,14 +129,17 @@ def plan_pulled(service: str, repository: str, source: str, policy: str, engine:
     if_not_present, daily, ...) when the engine lacks it. Without `pull` (plan) a missing image
     is planned as a pull ("pending")."""
     said: Progress = lambda line: progress(f"{service}: {line}")
-    if pull and policy == "always":
-        engine.pull(source, said)
-    found = engine.image_id(source)
-    if found is None and policy == "never":
-        raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
-                          "load it (docker load -i FILE) or drop pull_policy so a release pulls it")
-    if found is None and pull:
-        found = engine.resolve_image(source, progress=said)  # raises when the pull does not bring it
+    try:
+        if pull and policy == "always":
+            engine.pull(source, said)
+        found = engine.image_id(source)
+        if found is None and policy == "never":
+            raise ConfigError(f"services.{service}.pull_policy", f"is never, and image {source} is not on the engine",
+                              "load it (docker load -i FILE) or drop pull_policy so a release pulls it")
+        if found is None and pull:
+            found = engine.resolve_image(source, progress=said)  # raises when the pull does not bring it
+    except PullFailed as exc:
+        raise unobtainable(f"services.{service}.image", exc.ref, exc.why) from None
     if found is None:
         return ImagePlan(service=service, repository=repository, tag="pending", content_hash="", cached=False,
                          image_id=None, spec=None, missing_base=source, source=source, pinned=pinned)

@@ -187,12 +187,14 @@ class Fleet:
         `observed`: as for `release`."""
         if self.builds_itself:
             return [self.deployer(self.targets[0]).plan(pull=False, observed=observed)[0]]
-        from immutdock.apply.build import plan_app_images
+        from immutdock.apply.build import check_obtainable, plan_app_images
         from immutdock.apply.release import Prepared
+        from immutdock.apply.release_router import ROUTER_BASE_KEY
 
         first = self._checked()
         images = plan_app_images(self.app, self.builder, False)
         prepared = Prepared(tuple(images), first._router_image_plan(pull=False))
+        check_obtainable(images, self.builder, prepared.router, ROUTER_BASE_KEY)
         return self.each(lambda t: self.deployer(t, prepared).plan(pull=False)[0])
 
     def rollback(self, to: str | None, archives: Mapping[str, Path] | None = None,

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import interrupts
-from immutdock.apply.build import ImagePlan, apply_images, plan_app_images
+from immutdock.apply.build import ImagePlan, apply_images, check_obtainable, plan_app_images
 from immutdock.apply.health import wait_ready
 from immutdock.apply.outcome import Live, Outcome, Prepared
 from immutdock.apply.release_records import RecordSteps
-from immutdock.apply.release_router import RouterSteps
+from immutdock.apply.release_router import ROUTER_BASE_KEY, RouterSteps
 from immutdock.apply.release_state import Reaped, StateSteps
 from immutdock.apply.steps import Steps, why_failed
 from immutdock.config.model import App
@@ -58,6 +58,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         self.same_number = same_number  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
+        self._published_checked = False  # the plan probed the router's addresses
 
 
     # -- images -----------------------------------------------------------------------------
@@ -76,9 +77,13 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             images = list(self.prepared.images) if self.prepared else plan_app_images(self.app, self.builder, pull,
                                                                                        self.say)
             router_plan, state = router_f.result(), state_f.result()
+        if not pull and self.prepared is None:  # what release would pull, looked up
+            check_obtainable(images, self.builder, router_plan, ROUTER_BASE_KEY)
         plan, _ = self._decide(images, router_plan, state)
         if not plan.noop:
             self._check_models(plan, state, self.router_image(router_plan))
+            # Not checked when this engine has no image to probe with yet: release builds the router's first.
+            self._published_checked = self._check_publish(state, router_plan)
         return plan, router_plan, state
 
     def _check_models(self, plan: ReleasePlan, state: AppState, router_image: str | None) -> None:
@@ -137,9 +142,19 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
                                timings={**timings, "total": time.monotonic() - t0})
             refs = image_refs(self.app, plan.images)
             try:
+                # The router's addresses are checked before the app's images are built: when
+                # the plan could not (no image to probe with), the router's image is built first.
+                router_first = (self.prepared is None and not self._published_checked and router_plan is not None
+                                and not router_plan.cached)
+                if router_first:
+                    before.run("build", lambda: self.build([], router_plan))
+                if not self._published_checked and not before.run("plan", lambda: self._check_publish(state,
+                                                                                                     router_plan)):
+                    image = self.router_image(router_plan)
+                    raise EngineError(f"the router's image {image} is not on {self.target.name}",
+                                      f"pull or load it there first (docker pull {image}, docker load -i FILE)")
                 if self.prepared is None:
-                    before.run("build", lambda: self.build(plan.images, router_plan))
-                before.run("plan", lambda: self._check_publish(state, self.router_image(router_plan)))
+                    before.run("build", lambda: self.build(plan.images, None if router_first else router_plan))
                 before.run("test", lambda: self._pre_release_test(refs, plan))
             except KeyboardInterrupt:
                 self._write_record(plan, "release", refs, "interrupted", None, {},
@@ -205,7 +220,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached and self.prepared is None:
                 before.run("build", lambda: self.build((), router_plan))
-            before.run("plan", lambda: self._check_publish(state, self.router_image(router_plan)))
+            before.run("plan", lambda: self._check_publish(state, router_plan))
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
                                     kind=kind, source=target.id, timings=timings)
             outcome.timings["total"] = time.monotonic() - t0
@@ -357,11 +372,11 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
 
     def _still_serving(self, plan: ReleasePlan) -> str:
         before = "the previous release is still serving" if plan.retire else "no earlier release was serving"
-        if not plan.stateful_changes:
+        if not plan.stateful_replaced:
             return before
-        names = ", ".join(plan.stateful_changes)
+        names = ", ".join(plan.stateful_replaced)
         return (f"{before}, but {names} already "
-                f"{'run' if len(plan.stateful_changes) > 1 else 'runs'} the new definition (changed first)")
+                f"{'run' if len(plan.stateful_replaced) > 1 else 'runs'} the new definition (changed first)")
 
 
     # -- lock and cleanup --------------------------------------------------------------------

@@ -15,8 +15,8 @@ from immutdock.apply.build import ImagePlan, plan_image
 from immutdock.apply.router import ROUTER_ENTRYPOINT, Router
 from immutdock.apply.settle import watch
 from immutdock.config import tls
-from immutdock.config.model import BuildSpec, address, frozen_mapping
-from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed
+from immutdock.config.model import BuildSpec, address, frozen_mapping, published_at
+from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed, Unavailable
 from immutdock.plan import haproxy, render
 from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.plan.state import ContainerState
@@ -28,6 +28,8 @@ from immutdock.apply.outcome import Parts
 
 
 ROUTER_START = 30  # seconds a router just made may take to answer its runtime API
+ROUTER_BASE = "debian:bookworm-slim"  # images/router's default BASE
+ROUTER_BASE_KEY = "x-immutdock.router.base"  # where the file names another
 
 
 class RouterSteps(Parts):
@@ -50,7 +52,7 @@ class RouterSteps(Parts):
             return self.prepared.router
         args = frozen_mapping({"BASE": router.base} if router.base else {})
         spec = BuildSpec(context=self.router_context, dockerfile=self.router_context / "Dockerfile", args=args)
-        return plan_image("router", "immutdock-router", spec, self.builder, pull)
+        return plan_image("router", "immutdock-router", spec, self.builder, pull, where=ROUTER_BASE_KEY)
 
     def router_image(self, plan: ImagePlan | None) -> str | None:
         router = self.app.settings.router
@@ -178,24 +180,44 @@ class RouterSteps(Parts):
             self._pem = tls.read_pem(router.tls, self.app.project_dir)
         return self._pem
 
-    def _check_publish(self, state: AppState, image: str | None) -> None:
-        """Refuse, before anything changes, a router address the engine cannot publish."""
+    def _probe_image(self, router_plan: ImagePlan | None) -> str | None:
+        """An image this engine has now to probe the router's addresses with: the router's own,
+        else the base it is built from; None when it has neither yet."""
         router = self.app.settings.router
-        assert router is not None and image is not None
+        assert router is not None
+        candidates = [router_plan.image] if router_plan is not None else []
+        candidates += [router.image] if router.image else [router.base or ROUTER_BASE]
+        return next((ref for ref in candidates if self.engine.image_id(ref)), None)
+
+    def _unheld(self, state: AppState) -> list[tuple[int, str, str, int]]:
+        """The router's addresses (route index, key, IP, port) the app's running router does not
+        hold already: those a release must be able to publish."""
+        router = self.app.settings.router
+        assert router is not None
         current = state.router
         running = current is not None and current.status == "running"
         held = self.target.switch.published(current) if current is not None and running else set()
-        for i, route in enumerate(router.routes):
-            for key, ip, port in (("publish", route.publish_ip, route.publish_port),
-                                  ("redirect", route.redirect_ip, route.redirect_port)):
-                if port is None or (ip, port) in held:
-                    continue  # none, or our own router holds it
-                problem = self.engine.publish_problem(image, ip, port, {L.APP: self.app.name, L.ROLE: "probe"})
-                if problem:
-                    where = f"routes[{i}].{key}" if len(router.routes) > 1 else key
-                    raise ConfigError(f"x-immutdock.router.{where}",
-                                      f"{address(ip, port)} cannot be published ({problem})",
-                                      "free that address or publish another, e.g. publish: \"127.0.0.1:8081\"")
+        return [(i, key, ip, port) for i, route in enumerate(router.routes)
+                for key, ip, port in (("publish", route.publish_ip, route.publish_port),
+                                      ("redirect", route.redirect_ip, route.redirect_port))
+                if port is not None and (ip, port) not in held]
+
+    def _check_publish(self, state: AppState, router_plan: ImagePlan | None) -> bool:
+        """Refuse, before anything changes, a router address the engine cannot publish (taken
+        by another program or container, or not an address of the host), naming where the file
+        says it. False when it could not be checked: no image to probe with on the engine yet."""
+        todo = self._unheld(state)
+        image = self._probe_image(router_plan) if todo else None
+        if todo and image is None:
+            return False
+        for i, key, ip, port in todo:
+            assert image is not None
+            problem = self.engine.publish_problem(image, ip, port, {L.APP: self.app.name, L.ROLE: "probe"})
+            if problem:
+                where, example = published_at(self.app, i, key)
+                raise Unavailable(where, f"the router cannot publish {address(ip, port)} ({problem})",
+                                  f"free that address, or publish another: {example}")
+        return True
 
     def _router(self) -> Router:
         found = self.target.switch.router(self.app.name)

@@ -68,8 +68,8 @@ class StateSteps(Parts):
         state_model = render.state_project(app, state_refs, redactor) if state_refs is not None else None
         if state_model is not None:
             state_model = self.target.colors.with_objects(state_model, redactor.salt)
-        if state_model is not None and plan.stateful_changes:
-            self.warn(f"stateful {', '.join(plan.stateful_changes)} changes first (recreated stop-first, before the "
+        if state_model is not None and plan.stateful_replaced:
+            self.warn(f"stateful {', '.join(plan.stateful_replaced)} changes first (recreated stop-first, before the "
                       "new color starts); a failed release leaves the new definition in place")
         for name in plan.stateful_removed if state_refs is not None else ():
             self.warn(f"stateful {name} is no longer in the file: its container is removed, its volumes are kept")
@@ -86,8 +86,8 @@ class StateSteps(Parts):
             found = self.target.colors.project_containers(render.project_name(app.name, "state"))
             if plan.stateful_changes or not _runs_as_defined(state_model, found):
                 self._up_state(state_model)
-            if plan.stateful_changes:  # from the stop of the old container to the new one up (and healthy)
-                self.say(f"stateful {', '.join(plan.stateful_changes)} replaced stop-first: a gap of at most "
+            if plan.stateful_replaced:  # from the stop of the old container to the new one up (and healthy)
+                self.say(f"stateful {', '.join(plan.stateful_replaced)} replaced stop-first: a gap of at most "
                          f"{time.monotonic() - t0:.1f} s")
             if state.recreating is not None and not plan.stateful_changes:  # finished by a compose that outlived it
                 recreate.drop(self.engine, app.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet, FleetOutcome
     from immutdock.apply.release import Deployer
     from immutdock.config.model import App
-    from immutdock.gateways.engine import Engine
     from immutdock.apply.release import Outcome
     from immutdock.plan.imageplan import ImagePlan
     from immutdock.plan.release import ReleasePlan
@@ -40,24 +39,23 @@ def plan(ctx: Ctx) -> None:
             _images_only(ctx, app, fleet, roles)
             return
         found = fleet.plan(observed=lambda: ctx.prefetched(app, observe, fleet.targets[0]))
-        lookups = _lookups(ctx, fleet.builder, found[0].images) if fleet.policy is None else {}
     ctx.emit_each(fleet, found, lambda p: {"roles": roles, **p.as_json(),
-                                           "images": [{**i.as_json(), **_found(i, lookups)} for i in p.images]},
-                  lambda p: _plan_lines(app, p, lookups) if fleet.policy is None else [_plan_line(app, p)],
+                                           "images": [{**i.as_json(), **_found(i)} for i in p.images]},
+                  lambda p: _plan_lines(app, p) if fleet.policy is None else [_plan_line(app, p)],
                   row=lambda p: p.as_json(), before={"roles": roles})
 
 
 def _images_only(ctx: Ctx, app: App, fleet: Fleet, roles: list[dict[str, Any]]) -> None:
     """plan of a file with no router: the images a build would make or reuse."""
-    from immutdock.apply.build import plan_app_images
+    from immutdock.apply.build import check_obtainable, plan_app_images
 
     images = plan_app_images(app, fleet.builder, pull=False)
-    lookups = _lookups(ctx, fleet.builder, images)
+    check_obtainable(images, fleet.builder)
     lines = [f"role   {r.line()}" for r in app.roles]
-    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app, lookups)}" for i in images]
+    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app)}" for i in images]
     lines.append("no service is routed, so `release` has nothing to switch: publish a port of a service that "
                  "runs blue/green, or set x-immutdock.router")
-    ctx.emit({"roles": roles, "images": [{**i.as_json(), **_found(i, lookups)} for i in images]},
+    ctx.emit({"roles": roles, "images": [{**i.as_json(), **_found(i)} for i in images]},
              lambda: [click.echo(line) for line in lines])
 
 
@@ -66,31 +64,34 @@ def _plan_line(app: App, p: ReleasePlan) -> str:
             f"start {p.release} as {app.name}-{p.color} ({p.reason})")
 
 
-def _plan_lines(app: App, p: ReleasePlan, lookups: Mapping[str, str | None]) -> list[str]:
+def _plan_lines(app: App, p: ReleasePlan) -> list[str]:
     lines = [f"role   {r.line()}" for r in app.roles]
-    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app, lookups)}" for i in p.images]
+    lines += [f"image  {i.service:<14} {i.image:<40} {_image_action(i, app)}" for i in p.images]
     if p.noop:
         return lines + [f"no-op: {p.reason}; {p.color} keeps serving {p.release}"]
     lines.append(f"start  {p.release} as {app.name}-{p.color} ({p.reason})")
     lines += [f"remove half-made {app.name}-{c}" for c in p.cleanup]
     if p.router:
         lines.append(f"router {app.name}-router {p.router}")
-    if p.stateful_changes:
-        lines.append(f"state  {', '.join(p.stateful_changes)} changes FIRST: recreated stop-first (a short outage "
-                     f"of {', '.join(p.stateful_changes)}) before the new color starts; if the release then "
-                     f"fails, {'they keep' if len(p.stateful_changes) > 1 else 'it keeps'} the new definition")
-    elif p.stateful:
+    if p.stateful_new:
+        lines.append(f"state  {', '.join(p.stateful_new)} created in {app.name}-state before the new color starts")
+    if p.stateful_replaced:
+        names = ", ".join(p.stateful_replaced)
+        lines.append(f"state  {names} changes FIRST: recreated stop-first (a short outage of {names}) before the new "
+                     f"color starts; if the release then fails, "
+                     f"{'they keep' if len(p.stateful_replaced) > 1 else 'it keeps'} the new definition")
+    elif p.stateful and not p.stateful_new:
         lines.append(f"state  {', '.join(p.stateful)} in {app.name}-state unchanged")
     lines += [f"state  {name} is no longer in the file: its container is removed, its volumes are kept"
               for name in p.stateful_removed]
     return lines + [f"switch traffic to {p.color}" + (f", drain and stop {p.retire}" if p.retire else "")]
 
 
-def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> str:
+def _image_action(i: ImagePlan, app: App) -> str:
     if i.bake is not None:
         binds = ", ".join(f"./{b.source} ({bounds.size_text(i.bake.sizes.get(b.target, 0))}) at {b.target}"
                           for b in i.bake.bakes)
-        own = _image_action(i.bake.base, app, lookups)
+        own = _image_action(i.bake.base, app)
         return f"{'reuse' if i.cached else 'bake'} its project binds {binds} into {i.bake.base.image} ({own})"
     if i.source is None:
         if i.missing_base:
@@ -98,8 +99,7 @@ def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> 
         return "reuse" if i.cached else "build"
     always = app.services[i.service].definition.get("pull_policy") == "always"
     if i.missing_base:
-        found = lookups.get(i.source)
-        return f"pull {i.source} (not on the engine" + (f"; CANNOT BE FOUND: {found})" if found else ")")
+        return f"pull {i.source} (not on the engine; its registry has it)"
     then = "; release pulls it again first (pull_policy: always)" if always else ""
     if not i.pinned:
         return f"reuse {i.source} as it is (stateful){then}"
@@ -107,20 +107,9 @@ def _image_action(i: ImagePlan, app: App, lookups: Mapping[str, str | None]) -> 
             else f"pin {i.source} ({i.image_id[:19]}) by its ID{then}")
 
 
-def _found(i: ImagePlan, lookups: Mapping[str, str | None]) -> dict[str, Any]:
-    """The registry lookup of a missing pulled image, for --json."""
-    return {"registry": lookups[i.own.source] or "found"} if i.own.source in lookups else {}
-
-
-def _lookups(ctx: Ctx, engine: Engine, images: Sequence[ImagePlan]) -> dict[str, str | None]:
-    """Each image-only service's image the engine lacks, looked up in its registry (nothing
-    pulled): None when found, else why not, also warned."""
-    found = {i.own.source: engine.registry_lookup(i.own.source) for i in images if i.own.source and i.own.missing_base}
-    for ref, why in found.items():
-        if why:
-            ctx.warn(f"image {ref} is not on the engine and cannot be found in its registry ({why}); "
-                     "fix the name, or load it (docker load -i FILE)")
-    return found
+def _found(i: ImagePlan) -> dict[str, Any]:
+    """A missing pulled image, found in its registry (plan stops at one that is not), for --json."""
+    return {"registry": "found"} if i.own.source and i.own.missing_base else {}
 
 
 @click.command(epilog=EPILOG)

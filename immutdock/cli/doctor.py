@@ -18,11 +18,16 @@ from immutdock.errors import ImmutdockError
 # `compose up --wait-timeout` (2.17), `buildx build --provenance` (0.10).
 MINIMUM = {"engine": (20, 10), "compose": (2, 17), "buildx": (0, 10)}
 FIX = {
-    "engine": "install Docker Engine (Debian: apt-get install docker.io, or bash .ci/engine) and start it; "
-              "DOCKER_HOST picks another engine",
-    "compose": "install the compose v2 plugin into /usr/local/lib/docker/cli-plugins (bash .ci/engine does)",
-    "buildx": "install the buildx plugin into /usr/local/lib/docker/cli-plugins (bash .ci/engine does)",
-    "files": "reinstall immutdock from a wheel built by `pip wheel .`, or from the source checkout",
+    "engine": "install Docker Engine 20.10 or newer (Debian and Ubuntu: sudo apt-get install docker.io, or Docker's "
+              "own docker-ce packages from download.docker.com) and start it (sudo systemctl start docker); "
+              "DOCKER_HOST or a docker context picks another engine",
+    "compose": "install the compose v2 plugin, 2.17 or newer (Debian and Ubuntu: sudo apt-get install "
+               "docker-compose-plugin from Docker's packages, or its release binary from "
+               "github.com/docker/compose/releases saved as /usr/local/lib/docker/cli-plugins/docker-compose)",
+    "buildx": "install the buildx plugin, 0.10 or newer (Debian and Ubuntu: sudo apt-get install docker-buildx-plugin "
+              "from Docker's packages, or its release binary from github.com/docker/buildx/releases saved as "
+              "/usr/local/lib/docker/cli-plugins/docker-buildx)",
+    "files": "reinstall immutdock (pipx reinstall immutdock, or pip install from a wheel built by `pip wheel .`)",
 }
 
 

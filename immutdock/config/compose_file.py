@@ -290,7 +290,8 @@ def _service(name: str, svc: Mapping[str, Any], services_raw: Mapping[str, Any],
     if build is None and not svc.get("image"):
         raise ConfigError(f"services.{name}", "has neither build: nor image:", "add one of them")
     return Service(name=name, build=build, image=svc.get("image"), stateful=stateful,
-                   definition=frozen_mapping(definition), bakes=baked)
+                   definition=frozen_mapping(definition), bakes=baked,
+                   ports=tuple(frozen_mapping(p) for p in svc.get("ports") or () if isinstance(p, Mapping)))
 
 
 def _marked(raw_block: Any) -> tuple[str, ...]:

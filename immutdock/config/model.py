@@ -208,6 +208,7 @@ class Service:
     # Its project binds, baked into its release image (immutdock.apply.bake); the definition
     # no longer mounts them.
     bakes: tuple[Bake, ...] = ()
+    ports: tuple[Mapping[str, Any], ...] = ()  # its ports: as the file says them (a routed one's go to the router)
 
 
 @dataclass(frozen=True)
@@ -242,3 +243,19 @@ class App:
         """The engine name of a named volume: stable `<app>_<volume>` unless the file sets one."""
         spec = self.volumes.get(key) or {}
         return str(spec.get("name") or f"{self.name}_{key}")
+
+
+def published_at(app: App, index: int, key: str) -> tuple[str, str]:
+    """Where the file says the address `key` ("publish" or "redirect") of the router's route
+    `index` is: (the path, an example of another address written there). A service's `ports:`
+    entry when it publishes that address (the router took it over), else the x-immutdock key."""
+    router = app.settings.router
+    assert router is not None
+    route = router.routes[index]
+    ip, port = (route.publish_ip, route.publish_port) if key == "publish" else (route.redirect_ip, route.redirect_port)
+    service = app.services.get(route.service)
+    for i, p in enumerate(service.ports if service else ()):
+        if isinstance(p, Mapping) and str(p.get("published") or "") == str(port) and str(p.get("host_ip") or "") == ip:
+            return f"services.{route.service}.ports[{i}]", f'"127.0.0.1:8081:{p.get("target")}"'
+    where = f"routes[{index}].{key}" if len(router.routes) > 1 else key
+    return f"x-immutdock.router.{where}", f'{key}: "127.0.0.1:8081"'

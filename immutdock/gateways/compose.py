@@ -34,7 +34,7 @@ def _plugin_argv(name: str, missing: str) -> list[str]:
             return [str(binary)]
     if shutil.which("docker"):
         return ["docker", name]
-    raise ConfigError("", missing, f"run bash .ci/engine, or install the {name} plugin")
+    raise ConfigError("", missing, f"install the docker {name} plugin (`immutdock doctor` says how)")
 
 
 def _compose_argv() -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
@@ -54,7 +55,7 @@ class DockerAPI:
     def _hint(self) -> str:
         if self.name != self.base_url:
             return f"check the SSH connection to {self.name} and that dockerd runs there"
-        return "start dockerd (bash .ci/engine does) or set DOCKER_HOST"
+        return "start the Docker engine (sudo systemctl start docker), or name another with DOCKER_HOST or a docker context"
 
     def _unreachable(self, what: str | None, exc: BaseException) -> EngineError:
         """The error for an engine that cannot be reached (while doing `what`)."""
@@ -136,9 +137,39 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return found
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+def _short(exc: BaseException | str) -> str:
+    """What went wrong, in words, on one line: the engine's own message of an API error
+    (never docker-py's "500 Server Error for http+docker://..."), the system's words for a
+    socket that failed (requests and urllib3 wrap them twice), without the engine's naming of
+    the endpoint it was setting up."""
+    if isinstance(exc, BaseException):
+        explanation = getattr(exc, "explanation", None)
+        cause = _os_error(exc)
+        text = str(explanation) if explanation else cause.strerror if cause is not None else str(exc)
+    else:
+        text = exc
+    lines = _ENDPOINT.sub("", text).strip().splitlines()
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
+# "driver failed programming external connectivity on endpoint NAME (ID): Error starting userland proxy: "
+_ENDPOINT = re.compile(r"driver failed programming external connectivity on endpoint \S+ \(\w+\): "
+                       r"(Error starting userland proxy: )?")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The system's error somewhere inside `exc` (its arguments, reason or cause), with words."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror:
+            return item
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return None
 
 
 class _DockerPyWire:

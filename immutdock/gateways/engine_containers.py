@@ -279,7 +279,7 @@ class ContainerCalls(DockerAPI):
                 api.start(cid)
                 return None
             except docker.errors.APIError as exc:
-                return _short(exc.explanation or exc)
+                return _short(exc)
 
     def run_check(self, image: str, argv: list[str], env: Mapping[str, str], labels: Mapping[str, str],
                   timeout: float = 60, files: Mapping[str, bytes] | None = None,

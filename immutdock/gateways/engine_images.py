@@ -14,6 +14,17 @@ from immutdock.errors import EngineError
 from immutdock.gateways.docker_api import DockerAPI, _json_lines, _short
 from immutdock.gateways.wire import Reply, filters, segment
 
+class PullFailed(EngineError):
+    """An image the engine lacks that it cannot pull: `why` in the engine's words."""
+
+    def __init__(self, ref: str, why: str) -> None:
+        super().__init__(f"image {ref} is not on the engine and cannot be pulled ({why})", PULL_HINT)
+        self.ref, self.why = ref, why
+
+
+PULL_HINT = "check the name and your access to its registry, or load it (docker load -i FILE)"
+
+
 @dataclass(frozen=True)
 class Transfer:
     """What a pull or push moved: bytes of the layers moved, those layers, and the layers
@@ -72,9 +83,7 @@ class ImageCalls(DockerAPI):
                     progress(f"pulling {ref}: {tally.finished}/{len(tally.status)} layers")
                     said = now
         except docker.errors.DockerException as exc:
-            raise EngineError(f"image {ref} is not on the engine and cannot be pulled ({_short(exc)})",
-                              "check the name and your access to its registry, or load it (docker load -i FILE)"
-                              ) from None
+            raise PullFailed(ref, _short(exc)) from None
         progress(f"pulled {ref}")
         return tally.transfer()
 

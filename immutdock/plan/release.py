@@ -45,17 +45,24 @@ class ReleasePlan:
     config_hash: str
     create_router: bool
     stateful: tuple[str, ...]
-    stateful_changes: tuple[str, ...] = ()  # recreated (stop-first) before the new color starts
+    stateful_changes: tuple[str, ...] = ()  # (re)created (stop-first) before the new color starts
+    stateful_new: tuple[str, ...] = ()  # of those, the ones with no container yet: created, nothing stops
     stateful_removed: tuple[str, ...] = ()  # stateful services the file no longer has: removed, volumes kept
     router: str = ""  # what happens to the router, in words ("" when nothing)
     profiles: tuple[str, ...] = ()  # the compose profiles of what starts (recorded with it)
+
+    @property
+    def stateful_replaced(self) -> tuple[str, ...]:
+        """The stateful services whose running or stopped container is replaced (stop-first)."""
+        return tuple(n for n in self.stateful_changes if n not in self.stateful_new)
 
     def as_json(self) -> dict[str, Any]:
         return {"app": self.app, "release": self.release, "noop": self.noop, "reason": self.reason,
                 "color": self.color, "retire": self.retire, "cleanup": list(self.cleanup),
                 "images": [i.as_json() for i in self.images], "config_hash": self.config_hash,
                 "create_router": self.create_router, "stateful": list(self.stateful),
-                "stateful_changes": list(self.stateful_changes), "stateful_removed": list(self.stateful_removed),
+                "stateful_changes": list(self.stateful_changes), "stateful_new": list(self.stateful_new),
+                "stateful_removed": list(self.stateful_removed),
                 "router": self.router}
 
 
@@ -152,6 +159,7 @@ def decide(app: App, images: Sequence[ImagePlan], state: AppState, new_hash: str
                        images=tuple(images), config_hash=new_hash,
                        create_router=state.router is None or state.router.status != "running",
                        stateful=stateful, stateful_changes=changes, stateful_removed=removed, router=router,
+                       stateful_new=tuple(n for n in changes if n not in {c.service for c in state.state}),
                        profiles=app.profiles)
 
 

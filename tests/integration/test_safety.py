@@ -272,11 +272,15 @@ def test_a_router_address_that_is_taken_is_refused_before_anything_changes(tiny,
         busy = taken.getsockname()[1]
         compose = (tiny.root / "compose.yaml").read_text()
         (tiny.root / "compose.yaml").write_text(compose.replace(f"127.0.0.1:{tiny.port}", f"127.0.0.1:{busy}"))
+        plan = run_cli(tiny.root, "plan")  # plan says what release will refuse, with its very line
         proc = run_cli(tiny.root, "release")  # a first release: nothing may be left behind
-        assert proc.returncode == 2, proc.stderr
-        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        assert len(errors) == 1 and "x-immutdock.router.publish" in errors[0], proc.stderr
+        assert (plan.returncode, proc.returncode) == (1, 1), (plan.stderr, proc.stderr)
+        errors = _errors(proc.stderr)
+        assert len(errors) == 1 and errors[0].startswith(
+            f"error: x-immutdock.router.publish: the router cannot publish 127.0.0.1:{busy} ("), proc.stderr
+        assert _errors(plan.stderr) == errors, plan.stderr
         assert [o for o in _objects(engine, tiny.name) if o[1] != "volume"] == []
+        assert engine.images.list(filters={"label": f"io.immutdock.app={tiny.name}"}) == [], "refused before building"
 
         (tiny.root / "compose.yaml").write_text(compose)
         assert run_cli(tiny.root, "release").returncode == 0
@@ -284,9 +288,47 @@ def test_a_router_address_that_is_taken_is_refused_before_anything_changes(tiny,
         tiny.set_version("v2")  # a live app moving to a taken address keeps serving where it is
         (tiny.root / "compose.yaml").write_text(compose.replace(f"127.0.0.1:{tiny.port}", f"127.0.0.1:{busy}"))
         proc = run_cli(tiny.root, "release")
-        assert proc.returncode == 2 and "x-immutdock.router.publish" in proc.stderr, proc.stderr
+        assert proc.returncode == 1 and "x-immutdock.router.publish" in proc.stderr, proc.stderr
         assert _objects(engine, tiny.name) == before
         assert tiny.visit() == "v1 1"
+
+
+def _errors(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+
+
+def test_a_taken_address_written_in_ports_is_named_there_by_plan_and_release(tmp_path: Path, engine,
+                                                                             app_name: str) -> None:
+    """An address the router took over from a service's `ports:` is named as that entry, the
+    key the user wrote; plan and release say the same line, and release builds nothing."""
+    import socket
+
+    root = tmp_path / "app"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "Dockerfile").write_text('FROM debian:bookworm-slim\nCMD ["sleep", "infinity"]\n')
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            (root / "compose.yaml").write_text(textwrap.dedent(f"""\
+                name: {app_name}
+                services:
+                  web:
+                    build: ./web
+                    ports: ["127.0.0.1:{busy}:8000"]
+                """))
+            plan, proc = run_cli(root, "plan"), run_cli(root, "release")
+            assert (plan.returncode, proc.returncode) == (1, 1), (plan.stderr, proc.stderr)
+            assert _errors(proc.stderr) == _errors(plan.stderr) == [
+                f"error: services.web.ports[0]: the router cannot publish 127.0.0.1:{busy} (listen tcp4 "
+                f"127.0.0.1:{busy}: bind: address already in use); free that address, or publish another: "
+                '"127.0.0.1:8081:8000"'], proc.stderr
+            assert "building" not in proc.stderr, proc.stderr
+            assert engine.images.list(filters={"label": f"io.immutdock.app={app_name}"}) == []
+            assert engine.containers.list(all=True, filters={"label": f"io.immutdock.app={app_name}"}) == []
+    finally:
+        cleanup(app_name)
 
 
 def test_an_address_taken_after_its_check_leaves_no_router_behind(tiny, engine) -> None:
@@ -356,12 +398,15 @@ def test_a_stopped_router_or_stateful_service_is_never_a_noop(tiny, engine) -> N
 
 
 def test_a_stateful_change_is_announced_and_named_when_the_release_fails(tiny, engine) -> None:
-    assert run_cli(tiny.root, "release").returncode == 0
+    first = run_cli(tiny.root, "plan")  # no database yet: it is created, nothing is recreated
+    assert f"state  db created in {tiny.name}-state" in first.stdout and "FIRST" not in first.stdout, first.stdout
+    proc = run_cli(tiny.root, "release")
+    assert proc.returncode == 0 and "changes first" not in proc.stderr, proc.stderr
     compose = (tiny.root / "compose.yaml").read_text()
     (tiny.root / "compose.yaml").write_text(
         compose.replace('volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    environment: {TUNING: "2"}'))
     plan = run_cli(tiny.root, "plan")
-    assert "db changes FIRST" in plan.stdout, plan.stdout
+    assert "db changes FIRST" in plan.stdout and "db created" not in plan.stdout, plan.stdout
     assert json_out(run_cli(tiny.root, "plan", "--json"))["stateful_changes"] == ["db"]
     tiny.break_health()
     proc = run_cli(tiny.root, "release")

@@ -91,6 +91,7 @@ def test_a_stateful_change_alone_is_a_release(app: App, images: list) -> None:
                       router=router_container(), live="blue", blue=(color_container("blue", "r1", NEW),))
     plan = decide(app, images, other, NEW, REDACTOR)
     assert not plan.noop and plan.stateful_changes == ("db",)
+    assert (plan.stateful_new, plan.stateful_replaced) == ((), ("db",)), "db has a container: replaced"
     assert plan.reason == "stateful db runs another definition"
 
 
@@ -103,6 +104,8 @@ def test_first_release(app: App, images: list) -> None:
     assert plan.create_router
     assert plan.stateful == ("db",)
     assert plan.stateful_changes == ("db",), "nothing runs yet: the first release creates db first"
+    assert (plan.stateful_new, plan.stateful_replaced) == (("db",), ()), "created, not recreated: no outage"
+    assert plan.as_json()["stateful_new"] == ["db"]
     assert plan.config_hash == NEW
     assert plan.images == tuple(images)
     assert plan.app == APP
