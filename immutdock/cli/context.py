@@ -43,6 +43,22 @@ Exit codes: 0 ok, 1 failed (the previous release still serves), 2 bad input
 but a step after the switch failed, 130 interrupted (Ctrl-C or SIGTERM)."""
 
 
+def exits(*codes: str) -> str:
+    """A command's epilog: the exit codes it gives ("N what"), with those every command gives,
+    in order; a command's own "2 ..." says more of bad input."""
+    said: dict[str, list[str]] = {"2": ["bad input (nothing changed)"], "130": ["interrupted (Ctrl-C or SIGTERM)"]}
+    for code in codes:
+        number, _, what = code.partition(" ")
+        said.setdefault(number, []).append(what)
+    order = sorted(said, key=lambda n: int(n) if n.isdecimal() else -1)
+    return "\b\nExit codes:\n" + "\n".join(f"  {n:<3} {'; '.join(said[n])}" for n in order)
+
+
+RELEASE_EXITS = exits("0 ok, or nothing to do", "1 failed: the previous release still serves",
+                      "3 another release holds the lock", "4 the new release serves, but a step after the switch failed")
+ENGINE = "the engine (or a host) cannot be asked"
+
+
 def paint(text: str, color: str) -> str:
     """`text` in `color` on a terminal (click leaves the colour out elsewhere), plain when
     NO_COLOR is set to anything but "" (no-color.org) or the command was given --no-color."""
@@ -227,7 +243,30 @@ def common_long_file(fn: F) -> F:
     return _common(fn, ("--file",))
 
 
-def _common(fn: F, file_flags: tuple[str, ...]) -> F:
+def common_here(fn: F) -> F:
+    """`common` for a command that works on this machine only (build, init): no SSH options."""
+    return _common(fn, ("-f", "--file"), places=False)
+
+
+def _places(fn: F) -> F:
+    """The options that name where a command runs: a target of the file's, or hosts over SSH."""
+    for option in reversed((
+            click.option("--target", "target", metavar="NAME", default=None,
+                         help="Run on the hosts of x-immutdock.targets.NAME over SSH (default: the local engine, "
+                              "or DOCKER_HOST)."),
+            click.option("--host", "hosts", multiple=True, metavar="ssh://USER@HOST[:PORT]",
+                         help="Run on this host over SSH, a one-off target (repeatable; a ~/.ssh/config alias "
+                              "works)."),
+            click.option("--identity", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                         help="SSH private key to log in with (besides ~/.ssh/config's IdentityFile and the agent)."),
+            click.option("--accept-new-host-key", "accept_new", is_flag=True,
+                         help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
+    )):
+        fn = option(fn)
+    return fn
+
+
+def _common(fn: F, file_flags: tuple[str, ...], places: bool = True) -> F:
     @click.option(*file_flags, "file", type=click.Path(path_type=Path), default=None,
                   help="Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or "
                        "docker-compose.yml in the current folder).")
@@ -236,22 +275,14 @@ def _common(fn: F, file_flags: tuple[str, ...]) -> F:
     @click.option("--profile", "profiles", multiple=True, metavar="NAME",
                   help="Activate a compose profile (repeatable; as compose's --profile or COMPOSE_PROFILES). "
                        "A release records its profiles; a rollback runs the recorded release's services.")
-    @click.option("--target", "target", metavar="NAME", default=None,
-                  help="Run on the hosts of x-immutdock.targets.NAME over SSH (default: the local engine, or "
-                       "DOCKER_HOST).")
-    @click.option("--host", "hosts", multiple=True, metavar="ssh://USER@HOST[:PORT]",
-                  help="Run on this host over SSH, a one-off target (repeatable; a ~/.ssh/config alias works).")
-    @click.option("--identity", type=click.Path(path_type=Path), default=None, metavar="FILE",
-                  help="SSH private key to log in with (besides ~/.ssh/config's IdentityFile and the agent).")
-    @click.option("--accept-new-host-key", "accept_new", is_flag=True,
-                  help="Record the key of a host not yet in known_hosts (a changed key is always refused).")
+    @(_places if places else lambda f: f)
     @click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
     @click.option("-p", "--project-name", "project", metavar="NAME", default=None,
                   help="The app's name, over the file's `name:` (as compose's -p or COMPOSE_PROJECT_NAME).")
     @functools.wraps(fn)
-    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], target: str | None,
-                hosts: tuple[str, ...], identity: Path | None, accept_new: bool, no_color: bool, project: str | None,
-                **kwargs: Any) -> None:
+    def wrapper(file: Path | None, as_json: bool, verbose: bool, profiles: tuple[str, ...], no_color: bool,
+                project: str | None, target: str | None = None, hosts: tuple[str, ...] = (),
+                identity: Path | None = None, accept_new: bool = False, **kwargs: Any) -> None:
         if no_color:
             os.environ["NO_COLOR"] = "1"  # rich reads it too
         if project is not None:

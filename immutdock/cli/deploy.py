@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common, place_folder
+from immutdock.cli.context import common, Ctx, ENGINE, exits, place_folder, RELEASE_EXITS
 from immutdock.config import bounds
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from immutdock.plan.release import ReleasePlan
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 a release would run, or be a no-op", "1 release would fail: an address the router cannot publish, an image that cannot be had; or " + ENGINE))
 @common
 def plan(ctx: Ctx) -> None:
     """Show what a release would do, changing nothing.
@@ -112,7 +112,7 @@ def _found(i: ImagePlan) -> dict[str, Any]:
     return {"registry": "found"} if i.own.source and i.own.missing_base else {}
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=RELEASE_EXITS)
 @common
 def release(ctx: Ctx) -> None:
     """Build, start the new color, gate it on health, switch traffic, retire the old.
@@ -144,7 +144,7 @@ def _emit_outcome(ctx: Ctx, fleet: Fleet, result: FleetOutcome, line: Callable[[
         ctx.emit(result.as_json(), lambda: click.echo(_hosts_text(result)))
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=RELEASE_EXITS)
 @click.option("--to", "to", default=None, metavar="RELEASE", help="Release id to go back to (e.g. r3).")
 @click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Where `prune --archive` wrote the release's images, loaded back when they are gone "
@@ -165,7 +165,7 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     _emit_outcome(ctx, fleet, result, lambda o: f"{o.message} at {o.url}")
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=RELEASE_EXITS)
 @click.option("--stateful", is_flag=True, help="Also replace drifted stateful services (stop-first: each is down "
                                                "until its fresh container is up; its volumes are kept).")
 @click.option("--strict", is_flag=True, help="Also replace the containers with runtime writes (what `drift "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common, writable
+from immutdock.cli.context import common, Ctx, exits, writable
 from immutdock import labels as L
 from immutdock.errors import ConfigError, LockHeld
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     Place = tuple[str | None, Volumes | None, Target]
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 removed, or nothing to remove", "1 a removal failed (what is left is named)", "2 another command holds the lock"))
 @click.option("--volumes", "with_volumes", is_flag=True,
               help="Also remove the app's named volumes (its data), each only after a fresh backup of it "
                    "into --backup-to was restored into a scratch volume and checked.")

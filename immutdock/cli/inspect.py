@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common, paint
+from immutdock.cli.context import common, Ctx, ENGINE, exits, paint
 
 if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from immutdock.targets.observe import AppState
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 the app serves", "1 it does not (no live color, or its router or live color is down); or " + ENGINE))
 @click.option("--reap", is_flag=True, help="Finish what an interrupted release left: a stateful recreate cut short, "
                                            "a color half-made or not retired (takes the lock; the next release does "
                                            "it too).")
@@ -142,7 +142,7 @@ def _status_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 ok", "1 " + ENGINE))
 @common
 def history(ctx: Ctx) -> None:
     """Every release and rollback: id, time, image tags, git revision, outcome.
@@ -178,7 +178,7 @@ def _history_lines(app: App, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-@click.command(name="drift", epilog=EPILOG)
+@click.command(name="drift", epilog=exits("0 no drift", "1 something drifted; or " + ENGINE))
 @click.option("--strict", is_flag=True, help="Runtime writes are drift too (exit 1): files added to a container's "
                                              "layer, outside its volumes, tmpfs and x-immutdock.drift.ignore.")
 @common
@@ -238,7 +238,7 @@ def _drift_lines(report: Mapping[str, Any]) -> list[str]:
     return head + [f.text() for f in found]
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 unlocked, or no lock was held", "1 " + ENGINE))
 @click.option("--force", is_flag=True, help="Remove the lock even though its holder still runs on this machine.")
 @common
 def unlock(ctx: Ctx, force: bool) -> None:
@@ -256,7 +256,7 @@ def unlock(ctx: Ctx, force: bool) -> None:
                   row=lambda x: {"held_by": x.describe() if x else None}, before={"app": app.name})
 
 
-@click.command(name="verify", epilog=EPILOG)
+@click.command(name="verify", epilog=exits("0 the checkout rebuilds what serves", "1 a content hash differs (with --strict, an image ID too); or " + ENGINE))
 @click.option("--release", "release_id", metavar="RELEASE", default=None,
               help="The release to compare with (default: the live one), e.g. r3.")
 @click.option("--cached", is_flag=True, help="Let the rebuild use the build cache (faster, and proves less: a "

@@ -16,7 +16,7 @@ import click
 
 from immutdock import __version__
 from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
-from immutdock.cli.context import COMMON_FLAGS, COMMON_VALUED, EPILOG, Ctx, common, fail, paint
+from immutdock.cli.context import common_here, COMMON_FLAGS, COMMON_VALUED, Ctx, ENGINE, EPILOG, exits, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
 
 
@@ -59,7 +59,7 @@ class _Main(click.Group):
         from immutdock.config.dockercontext import context_env
 
         try:  # the engine of the docker CLI's current context, for every client (compose included)
-            if not {"--help", "-h", "--version"} & set(argv):
+            if not {"--help", "-h", "--version"} & set(argv) and COMPLETE_VAR not in os.environ:
                 os.environ.update(context_env(os.environ))
         except ImmutdockError as exc:
             fail(Ctx(None, "--json" in argv, False), exc)
@@ -100,8 +100,8 @@ def main() -> None:
     """
 
 
-@main.command(epilog=EPILOG)
-@common
+@main.command(epilog=exits("0 built, or cached", "1 a build failed; or " + ENGINE))
+@common_here
 def build(ctx: Ctx) -> None:
     """Build every service's image, tagged by the hash of its inputs.
 
@@ -136,9 +136,9 @@ def build(ctx: Ctx) -> None:
     ctx.emit([i.as_json() for i in done], human)
 
 
-@main.command(epilog=EPILOG)
+@main.command(epilog=exits("0 written (or printed)", "2 the file has an x-immutdock block already"))
 @click.option("--print", "only_print", is_flag=True, help="Print the block instead of writing it.")
-@common
+@common_here
 def init(ctx: Ctx, only_print: bool) -> None:
     """Write the inferred x-immutdock block into the compose file, for review.
 
@@ -182,7 +182,8 @@ def _replace_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@main.command()
+@main.command(epilog=exits("0 everything is there, in a version immutdock can drive", "1 something is missing or too old "
+                                                                                   "(each says how to get it)"))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout (for CI).")
 @click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
 def doctor(as_json: bool, no_color: bool) -> None:
@@ -206,7 +207,7 @@ def doctor(as_json: bool, no_color: bool) -> None:
     sys.exit(0 if all(c.ok for c in checks) else 1)
 
 
-@main.command()
+@main.command(epilog=exits("0 the versions are printed, also when a part cannot be asked (it says why)"))
 @click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON on stdout (for CI).")
 def version(as_json: bool) -> None:
     """Show the versions of immutdock and of what it drives: the Docker engine (DOCKER_HOST's),
@@ -223,6 +224,27 @@ def version(as_json: bool) -> None:
     else:
         for name, text in found.items():
             click.echo(f"{name:<10} {text}")
+
+
+@main.command(epilog=exits("0 the script is printed"))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the script that completes immutdock's commands and options in SHELL.
+
+    \b
+    Load it from your shell's start-up file:
+      bash:  echo 'eval "$(immutdock completion bash)"' >> ~/.bashrc
+      zsh:   echo 'eval "$(immutdock completion zsh)"' >> ~/.zshrc
+      fish:  immutdock completion fish > ~/.config/fish/completions/immutdock.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    found = get_completion_class(shell)
+    assert found is not None  # click knows the three shells the choice allows
+    click.echo(found(main, {}, "immutdock", COMPLETE_VAR).source())
+
+
+COMPLETE_VAR = "_IMMUTDOCK_COMPLETE"  # the variable the scripts set to ask immutdock for completions
 
 
 for command in (deploy.plan, deploy.release, deploy.rollback, deploy.heal, inspect.status, inspect.history,

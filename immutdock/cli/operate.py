@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common, common_long_file
+from immutdock.cli.context import common, common_long_file, Ctx, ENGINE, exits
 from immutdock.errors import ConfigError, EngineError, Interrupted
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from immutdock.targets.base import Target
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 ok", "1 " + ENGINE))
 @common
 def ps(ctx: Ctx) -> None:
     """The app's containers: name, service, role (router, swapped, stateful, one-off), color
@@ -42,7 +42,7 @@ def ps(ctx: Ctx) -> None:
                   row=lambda rows: {"containers": rows}, before={"app": app.name})
 
 
-@click.command(name="ls", epilog=EPILOG)
+@click.command(name="ls", epilog=exits("0 ok", "1 " + ENGINE))
 @common
 def ls_command(ctx: Ctx) -> None:
     """Every app immutdock manages on the target (the local engine, or --target's places):
@@ -85,7 +85,7 @@ def ls_command(ctx: Ctx) -> None:
     ctx.emit_each(fleet, all_found, lambda rows: {"apps": rows}, lines, row=lambda rows: {"apps": rows})
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 ok (Ctrl-C ends a follow)", "1 a log could not be read; or " + ENGINE))
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming (Ctrl-C stops); a release's new containers "
                                                    "join when they start, the retired ones leave.")
@@ -173,7 +173,7 @@ def _tty(no_tty: bool) -> bool:
     return not no_tty and sys.stdin.isatty() and sys.stdout.isatty()
 
 
-@click.command(name="exec", epilog=EPILOG, context_settings={"ignore_unknown_options": True,
+@click.command(name="exec", epilog=exits("N the command's own exit code", "1 no container to run it in; or " + ENGINE), context_settings={"ignore_unknown_options": True,
                                                              "allow_interspersed_args": False})
 @click.argument("service", metavar="SERVICE")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="COMMAND [ARG]...")
@@ -211,7 +211,7 @@ def exec_command(ctx: Ctx, service: str, command: tuple[str, ...], index: int | 
     sys.exit(code)
 
 
-@click.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.command(epilog=exits("N the command's own exit code", "1 the container could not be made; or " + ENGINE), context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("service", metavar="SERVICE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[COMMAND [ARG]...]")
 @click.option("-T", "no_tty", is_flag=True, help="No TTY, even when stdin is a terminal.")

@@ -7,10 +7,10 @@ from typing import Any, Mapping
 
 import click
 
-from immutdock.cli.context import EPILOG, Ctx, common, host_folder, place_folder, writable
+from immutdock.cli.context import common, Ctx, ENGINE, exits, host_folder, place_folder, writable
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=exits("0 pruned, or nothing to prune", "1 failed; or " + ENGINE, "3 a release holds the lock"))
 @click.option("--keep", type=click.IntRange(min=2), default=None,
               help="Releases whose images stay (default: x-immutdock.keep).")
 @click.option("--archive", "archive", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",

@@ -34,10 +34,6 @@ DEFAULT_PUBLISH = "127.0.0.1:8080"
 _URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
 _URL_PATH_MAX = 1024
 
-# A health path is sent in HAProxy's `http-check send uri`: RFC 3986 path and query characters,
-# less those a configuration line or a shell would read (quotes, ';', '$', '\\', '#', spaces).
-_URL_PATH = re.compile(r"/[A-Za-z0-9\-._~/%!*+,=:@&?()]*")
-_URL_PATH_MAX = 1024
 # A host of a target (a name, an alias of ~/.ssh/config or an IP) and its user: no character a
 # shell, an ssh_config line or a URL would read as anything else.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")

@@ -38,6 +38,9 @@ def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, a
     immutdock = str(venv / "bin" / "immutdock")
     version = subprocess.run([immutdock, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and "immutdock, version" in version.stdout
+    doctor = subprocess.run([immutdock, "doctor"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert doctor.returncode == 0 and "FAIL" not in doctor.stdout, doctor.stdout + doctor.stderr
 
     app = TinyApp(tmp_path / "app", app_name).write()
     try:  # run far from the source checkout: only what the wheel carries can serve
@@ -53,25 +56,33 @@ def test_a_wheel_in_a_fresh_virtualenv_releases_an_app(tmp_path: Path, engine, a
         cleanup(app_name)
 
 
-def test_pipx_install_of_the_source_tree_releases_an_app(tmp_path: Path, engine, app_name: str) -> None:
-    """`pipx install .` from a clean checkout: pipx builds the package itself, in its own venv."""
+def _quick_start() -> str:
+    """The README's three lines for users (its "Quick start" shell block)."""
+    text = (ROOT / "README.md").read_text().split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    return text.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_three_lines_install_with_pipx_and_release_an_app(tmp_path: Path, engine, app_name: str) -> None:
+    """The README's quick start, run as written: `pipx install ./immutdock` of a clean checkout
+    (pipx builds the package itself, in its own venv), then `cd my-app` and `immutdock release`."""
+    lines = [line for line in _quick_start().splitlines() if line.strip()]
+    assert [line.split("#")[0].split() for line in lines] == [["pipx", "install", "./immutdock"], ["cd", "my-app"],
+                                                             ["immutdock", "release"]], lines
     tools = tmp_path / "tools"
     subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
     got = subprocess.run([str(tools / "bin" / "pip"), "install", "--quiet", "pipx"], capture_output=True, text=True)
     assert got.returncode == 0, got.stderr[-2000:]
-    checkout = tmp_path / "checkout"  # what a user clones (the committed tree): no build leftovers
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(checkout)], check=True)
-    env = {"PATH": f"{tools / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+    work = tmp_path / "work"
+    # immutdock's source as a user has it (the committed tree: no build leftovers), beside their app
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(work / "immutdock")], check=True)
+    app = TinyApp(work / "my-app", app_name).write()
+    env = {"PATH": f"{tools / 'bin'}:{tmp_path / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
            "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
-    install = subprocess.run([str(tools / "bin" / "pipx"), "install", "."], cwd=checkout, capture_output=True,
-                             text=True, env=env, timeout=600)
-    assert install.returncode == 0, install.stderr[-2000:]
-    immutdock = str(tmp_path / "bin" / "immutdock")
-    app = TinyApp(tmp_path / "app", app_name).write()
     try:
-        proc = subprocess.run([immutdock, "release"], cwd=app.root, capture_output=True, text=True, timeout=600,
-                              env={**env, "PATH": f"{tmp_path / 'bin'}:/usr/local/bin:/usr/bin:/bin"})
+        proc = subprocess.run(["bash", "-e", "-c", "\n".join(lines)], cwd=work, capture_output=True, text=True,
+                              env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"live on blue at {app.url}" in proc.stdout, proc.stdout
         assert app.visit() == "v1 1"
     finally:
         cleanup(app_name)

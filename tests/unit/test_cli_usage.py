@@ -176,3 +176,57 @@ def test_the_options_moved_before_a_command_are_those_common_gives_every_command
     valued = {o for p in some.params if not getattr(p, "is_flag", False) for o in p.opts}
     assert (flags, valued) == (COMMON_FLAGS, set(COMMON_VALUED))
     assert all(long in valued and long.startswith("--") for long in COMMON_VALUED.values())
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_each_shells_script(tmp_path: Path, shell: str) -> None:
+    proc = _run(tmp_path, "completion", shell)
+    assert proc.returncode == 0 and "_IMMUTDOCK_COMPLETE" in proc.stdout, proc.stderr
+    assert {"bash": "complete -o nosort -F _immutdock_completion immutdock", "zsh": "compdef _immutdock_completion immutdock",
+            "fish": "complete --no-files --command immutdock"}[shell] in proc.stdout, proc.stdout
+
+
+def test_bash_completes_commands_subcommands_and_options_with_the_script(tmp_path: Path) -> None:
+    """The script, loaded in bash, asks immutdock itself: commands, a group's subcommands, options."""
+    script = tmp_path / "immutdock.bash"
+    script.write_text(_run(tmp_path, "completion", "bash").stdout)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "immutdock").write_text(f'#!/bin/sh\nexec {sys.executable} -m immutdock "$@"\n')
+    (bin_dir / "immutdock").chmod(0o755)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        proc = subprocess.run(["bash", "-c", f'source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; '
+                               '_immutdock_completion immutdock; printf "%s\\n" "${COMPREPLY[@]}"'],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("immutdock", "rel") == ["release"]
+    assert set(complete("immutdock", "ro")) == {"rollback"}
+    assert complete("immutdock", "volumes", "ba") == ["backup"]
+    assert "--target" in complete("immutdock", "release", "--t")
+    assert "--target" not in complete("immutdock", "init", "--"), "init runs here only: no SSH options"
+
+
+@pytest.mark.parametrize("command, codes, places", [
+    (("release",), ["0", "1", "2", "3", "4", "130"], True),
+    (("plan",), ["0", "1", "2", "130"], True),
+    (("status",), ["0", "1", "2", "130"], True),
+    (("history",), ["0", "1", "2", "130"], True),
+    (("exec",), ["N", "1", "2", "130"], True),
+    (("volumes", "ls"), None, True),
+    (("init",), ["0", "2", "130"], False),
+    (("build",), ["0", "1", "2", "130"], False),
+])
+def test_each_command_lists_its_own_exit_codes_and_only_the_options_it_uses(
+        tmp_path: Path, command: tuple[str, ...], codes: list[str] | None, places: bool) -> None:
+    proc = _run(tmp_path, *command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    if codes is not None:
+        listed = proc.stdout.split("Exit codes:")[1].splitlines()[1:]
+        assert [line.split()[0] for line in listed if line.strip()] == codes, proc.stdout
+    for option in ("--target", "--host", "--identity", "--accept-new-host-key"):
+        assert (option in proc.stdout) == places, (option, proc.stdout)
