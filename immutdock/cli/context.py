@@ -59,6 +59,12 @@ RELEASE_EXITS = exits("0 ok, or nothing to do", "1 failed: the previous release 
 ENGINE = "the engine (or a host) cannot be asked"
 
 
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """`rows` (the first the header) as lines of aligned columns; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [("  ".join(f"{str(c):<{w}}" for c, w in zip(r, widths)) + "  " + str(r[-1])).rstrip() for r in rows]
+
+
 def paint(text: str, color: str) -> str:
     """`text` in `color` on a terminal (click leaves the colour out elsewhere), plain when
     NO_COLOR is set to anything but "" (no-color.org) or the command was given --no-color."""

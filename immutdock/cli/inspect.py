@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
-from immutdock.cli.context import common, Ctx, ENGINE, exits, paint
+from immutdock.cli.context import common, Ctx, ENGINE, exits, paint, table
 
 if TYPE_CHECKING:
     from immutdock.apply.fleet import Fleet
@@ -77,11 +77,11 @@ def _status_emit(ctx: Ctx, app: App, fleet: Fleet, reports: list[dict[str, Any]]
                         "brings every host to the file's release")
 
     def human() -> None:
-        click.echo(f"{'host':<36} {'live':<8} {'color':<6} {'router':<10} state")
-        for h in hosts:
-            click.echo(f"{h['host']:<36} {h['live_release'] or '-':<8} {h['live_color'] or '-':<6} "
-                       f"{h['router']['status']:<10} {'DRIFTED ' if h['host'] in apart else ''}"
-                       f"{h['problem'] or 'serving'}")
+        for line in table([["HOST", "LIVE", "COLOR", "ROUTER", "STATE"]]
+                          + [[h["host"], h["live_release"] or "-", h["live_color"] or "-", h["router"]["status"],
+                              ("DRIFTED " if h["host"] in apart else "") + (h["problem"] or "serving")]
+                             for h in hosts]):
+            click.echo(line)
 
     ctx.emit({"target": fleet.name, "hosts": hosts, "drift": apart, "problem": "; ".join(problems) or None}, human)
     for h in hosts:
@@ -129,8 +129,11 @@ def _status_text(report: dict[str, Any]) -> str:
              f"url           {report['url'] or '-'}",
              f"router        {report['router']['status']}"
              + (f", {report['router']['up']} server(s) up" if report['router'].get('up') is not None else "")]
-    for c in report["containers"]:
-        lines.append(f"  {c['role']:<6} {c['name']:<32} {c['status']:<8} {c['health'] or '-':<10} {c['image']}")
+    if report["containers"]:
+        lines.append("")
+        lines += table([["ROLE", "CONTAINER", "STATUS", "HEALTH", "IMAGE"]]
+                       + [[c["role"], c["name"], c["status"], c["health"] or "-", c["image"]]
+                          for c in report["containers"]])
     if report["in_progress"]:
         lines.append(f"in progress   {report['in_progress']}")
     for cut in report["interrupted"]:
@@ -167,15 +170,19 @@ def _revision(git: str | None) -> str:
 
 
 def _history_lines(app: App, rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{app.name} has no releases yet"] if not rows else []
+    """The records as an aligned table with a header; why a release failed in its last column."""
+    if not rows:
+        return [f"{app.name} has no releases yet"]
+    cells = [["RELEASE", "CREATED", "KIND", "OUTCOME", "GIT", "IMAGES", "WHY"]]
     for r in rows:
-        images = " ".join(sorted(r["images"].values()))
-        extra = f" -> {r['source']}" if r["source"] else ""
         outcome = "ok, pruned" if r["compacted"] else r["outcome"]
-        lines.append(f"{r['release']:<6} {r['created']:<26} {r['kind']}{extra:<8} {outcome:<12} "
-                     f"{_revision(r['git']):<25} {images}"
-                   + (f"  profiles: {','.join(r['profiles'])}" if r["profiles"] else ""))
-    return lines
+        kind = r["kind"] + (f" of {r['source']}" if r["source"] else "")
+        why = "" if r["outcome"] == "ok" else " ".join(str(r["message"] or "").split())
+        images = " ".join(sorted(r["images"].values())) or "-"
+        cells.append([r["release"], r["created"], kind, outcome, _revision(r["git"]),
+                      images + (f" (profiles: {','.join(r['profiles'])})" if r["profiles"] else ""), why or "-"])
+    return table(cells)
+
 
 
 @click.command(name="drift", epilog=exits("0 no drift", "1 something drifted; or " + ENGINE))
