@@ -21,6 +21,7 @@ from immutdock.identity.contexthash import hash_context
 from immutdock.identity.dockerfile import base_images
 from immutdock.apply.bake import bake_images, build_bake
 from immutdock.plan.imageplan import ImagePlan
+from immutdock.progress import Status
 
 Progress = Callable[[str], None]
 
@@ -128,7 +129,7 @@ def plan_pulled(service: str, repository: str, source: str, policy: str, engine:
     `pull_policy` says: `always` every time, `never` not at all, otherwise (missing,
     if_not_present, daily, ...) when the engine lacks it. Without `pull` (plan) a missing image
     is planned as a pull ("pending")."""
-    said: Progress = lambda line: progress(f"{service}: {line}")
+    said: Progress = lambda line: progress(_about(service, line))
     try:
         if pull and policy == "always":
             engine.pull(source, said)
@@ -209,7 +210,12 @@ def build_one(service: str, spec: BuildSpec, tag: str, labels: Mapping[str, str]
     for line in compose.build(spec.context, dockerfile=spec.dockerfile, tag=tag, labels=labels, args=spec.args,
                               target=spec.target, secrets=[f"id={s.id},{s.source}" for s in spec.secrets],
                               build_contexts=spec.additional_contexts, cache=cache):
-        progress(f"{service}: {line}")
+        progress(_about(service, line))
+
+
+def _about(service: str, text: str) -> Status:
+    """A line of an image's progress: the state of that image's row in a live view."""
+    return Status(f"image {service}", f"{service}: {text}")
 
 
 def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engine, compose: Compose,
@@ -221,42 +227,63 @@ def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engin
     base = apply_images(app_name, [item.bake.base], project_dir, engine, compose, progress)[0]
     item = dataclasses.replace(item, bake=dataclasses.replace(item.bake, base=base))
     if item.cached:
-        progress(f"{item.service}: {item.image} cached (its project binds baked)")
+        progress(_about(item.service, f"{item.image} cached (its project binds baked)"))
         return item
-    build_bake(item, oci_labels(app_name, item, project_dir), item.bake.baking, compose, progress)
+    build_bake(item, oci_labels(app_name, item, project_dir), item.bake.baking, compose,
+               lambda line: progress(_about(item.service, line.partition(": ")[2] or line)))
     return dataclasses.replace(item, image_id=engine.image_id(item.image))
+
+
+BUILDS_AT_ONCE = 3  # independent builds run together (BuildKit shares its cache between them)
 
 
 def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
                  compose: Compose, progress: Progress = lambda _l: None) -> list[ImagePlan]:
-    """Build what is not cached; an identical build of another service is tagged, not rebuilt."""
-    done: list[ImagePlan] = []
-    built_by_hash: dict[str, str] = {}
-    for item in plans:
+    """Build what is not cached, the independent builds together; an identical build of
+    another service is tagged, not rebuilt. Images with project binds are baked after."""
+    plans = list(plans)
+    done: dict[int, ImagePlan] = {}
+    firsts: dict[str, int] = {}  # content hash -> the plan that builds it
+    for i, item in enumerate(plans):
         if item.bake is not None:
-            done.append(_apply_bake(app_name, item, project_dir, engine, compose, progress))
             continue
         if item.cached:
             if item.spec is not None:
-                progress(f"{item.service}: {item.image} cached")
-            done.append(item)
-            continue
-        if item.source is not None:  # pulled while planned: pinned now
+                progress(_about(item.service, f"{item.image} cached"))
+            done[i] = item
+        elif item.source is not None:  # pulled while planned: pinned now
             assert item.image_id is not None, f"{item.source} was not pulled"
-            progress(f"{item.service}: {item.source} pinned as {item.image}")
+            progress(_about(item.service, f"{item.source} pinned as {item.image}"))
             engine.tag(item.image_id, item.repository, item.tag)
-            done.append(item)
-            continue
-        assert item.spec is not None
-        twin = built_by_hash.get(item.content_hash)
-        if twin is None:
-            progress(f"{item.service}: building {item.image}")
-            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+            done[i] = item
         else:
-            progress(f"{item.service}: same content as {twin}, tagging {item.image}")
-            engine.tag(twin, item.repository, item.tag)
-        image_id = engine.image_id(item.image)
-        built_by_hash[item.content_hash] = item.image
-        done.append(ImagePlan(service=item.service, repository=item.repository, tag=item.tag,
-                              content_hash=item.content_hash, cached=False, image_id=image_id, spec=item.spec))
-    return done
+            firsts.setdefault(item.content_hash, i)
+
+    def build(i: int) -> None:
+        item = plans[i]
+        assert item.spec is not None
+        progress(_about(item.service, f"building {item.image}"))
+        build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+        progress(_about(item.service, f"built {item.image}"))
+
+    builds = sorted(firsts.values())
+    if len(builds) > 1:
+        with ThreadPoolExecutor(max_workers=BUILDS_AT_ONCE, thread_name_prefix="build") as pool:
+            for future in [pool.submit(build, i) for i in builds]:
+                future.result()
+    elif builds:
+        build(builds[0])
+    for i, item in enumerate(plans):
+        if i in done or item.bake is not None:
+            continue
+        first = plans[firsts[item.content_hash]]
+        if first is not item:
+            progress(_about(item.service, f"same content as {first.service}, tagging {item.image}"))
+            engine.tag(first.image, item.repository, item.tag)
+        done[i] = ImagePlan(service=item.service, repository=item.repository, tag=item.tag,
+                            content_hash=item.content_hash, cached=False, image_id=engine.image_id(item.image),
+                            spec=item.spec)
+    for i, item in enumerate(plans):
+        if item.bake is not None:
+            done[i] = _apply_bake(app_name, item, project_dir, engine, compose, progress)
+    return [done[i] for i in range(len(plans))]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from immutdock import interrupts
+from immutdock.progress import Status
 from immutdock.config.model import App
 from immutdock.config.model import Target as Policy
 from immutdock.errors import EngineError, ImmutdockError, Interrupted, LockHeld
@@ -108,7 +109,7 @@ class Fleet:
 
         one = len(self.targets) == 1
         return Deployer(self.app, target,
-                        self.say if one else (lambda m, h=target.name: self.say(f"{h}: {m}")),
+                        self.say if one else (lambda m, h=target.name: self.say(about(h, m))),
                         self.warn if one else (lambda m, h=target.name: self.warn(f"{h}: {m}")),
                         builder=self.builder, prepared=prepared, hold_lock=hold_lock, number=number,
                         same_number=same_number)
@@ -311,6 +312,13 @@ class Fleet:
         if len(self.targets) == 1:
             return [fn(self.targets[0])]
         return interrupts.in_threads(fn, self.targets)
+
+
+def about(host: str, message: str) -> str:
+    """`message` of one host of several, prefixed with its name (a Status keeps its row, the host's own)."""
+    if isinstance(message, Status):
+        return Status(f"{message.topic} @{host}", f"{host}: {message}", message.quiet)
+    return f"{host}: {message}"
 
 
 def _timed(row: HostResult, phase: str, fn: Callable[[], Any]) -> Any:

@@ -27,6 +27,7 @@ from immutdock.apply.router import Router, Server
 from immutdock.gateways.engine import ContainerState
 from immutdock.gateways.engine_health import PASSED, TIMED_OUT, UNKNOWN
 from immutdock.plan.haproxy import backend_name
+from immutdock.progress import Status
 
 POLL = 0.1  # seconds between two looks at the engine and the router
 PROBE_EVERY = 0.25  # seconds between the starts of two runs of one container's own health check
@@ -101,7 +102,7 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
         elif s.passing:
             passing.add(s.ip)
         elif s.check_status:
-            checks[s.ip] = f"{s.status}, last check {s.check_status} {s.check_code or ''}".rstrip()
+            checks[s.ip] = check_words(s)
     waiting = tuple(c for c in routed if not set(c.ips) & passing)
     last = next((checks[ip] for c in waiting for ip in c.ips if ip in checks), "")
     return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
@@ -183,7 +184,7 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
     they switch together."""
     start = time.monotonic()
     deadline = start + timeout
-    last = ""
+    said: dict[str, str] = {}  # topic -> the line last said of it
     armed: dict[tuple[int, int], Mapping[str, str]] = {}  # (router, route) -> what it armed
     probes = Probes(engine)
     while True:
@@ -191,6 +192,7 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
         verdict, reason, culprit = container_verdict(containers, jobs)
         if verdict is False:
             return GateResult(False, reason, culprit, time.monotonic() - start)
+        routed_lines: dict[str, str] = {}  # a routed service's line: the first router not yet ready
         # Every router (a Swarm runs one on each routing node) checks every container itself.
         for k, member in enumerate(router.members if router is not None and routes else ()):
             # Arming starts as soon as servers resolve, while the containers still start.
@@ -200,15 +202,20 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
                 evidence = router_evidence([s for s in servers if s.route == i], armed.get((k, i), {}), routed)
                 member.arm(backend_name(color, i), list(evidence.to_arm))
                 armed[(k, i)] = evidence.armed
-                if verdict is True and (not routed or not evidence.ready):
+                ready = bool(routed) and evidence.ready
+                if not ready or service not in routed_lines:
+                    routed_lines[service] = _router_reason(service, evidence, routed) + ("" if ready else member.where)
+                if verdict is True and not ready:
                     verdict = None
                     culprit = evidence.waiting[0] if evidence.waiting else (routed[0] if routed else None)
                     reason = _router_reason(service, evidence, routed) + member.where
+        lines = gate_lines(containers, routed_lines) if containers else {"": reason}
+        for service, line in lines.items():
+            if said.get(service) != line:
+                tick(Status(f"gate {service}".rstrip(), f"health: {line}"))
+                said[service] = line
         if verdict is True:
             return GateResult(True, "healthy", None, time.monotonic() - start)
-        if reason != last:
-            tick(reason)
-            last = reason
         if time.monotonic() >= deadline:
             return GateResult(False, f"not healthy after {timeout:g}s: {reason}", culprit, time.monotonic() - start)
         time.sleep(POLL)
@@ -218,5 +225,48 @@ def _router_reason(service: str, evidence: RouterEvidence, routed: Sequence[Cont
     if not routed:
         return f"no running {service} container"
     passing = len(routed) - len(evidence.waiting)
-    note = f" ({evidence.last_check})" if evidence.last_check else ""
-    return f"router check of {service} passing on {passing}/{len(routed)}{note}"
+    waiting = f", waiting on {evidence.waiting[0].name}" if evidence.waiting else ""
+    note = f": {evidence.last_check}" if evidence.last_check and evidence.waiting else ""
+    return f"{service}: {passing}/{len(routed)} healthy in the router's check{waiting}{note}"
+
+
+# What each of HAProxy's check results means (its `check_status`), for the gate's lines.
+_CHECKS = {"L4OK": "it accepts connections", "L4CON": "the connection is refused", "L4TOUT": "the connection timed out",
+           "L6OK": "its TLS handshake works", "L6RSP": "its TLS handshake failed", "L6TOUT": "its TLS handshake timed out",
+           "L7RSP": "its answer is not HTTP", "L7TOUT": "no answer within the check's timeout",
+           "SOCKERR": "a socket error", "INI": "no check finished yet", "L7OKC": "an answer the check accepts"}
+
+
+def check_words(s: Server) -> str:
+    """The router's last check of `s` in words, e.g. "the check got HTTP 503", with how far a
+    server coming up is ("1 of 2 checks in a row passed")."""
+    if s.check_status in ("L7OK", "L7STS") and s.check_code is not None:
+        said = f"the check got HTTP {s.check_code}"
+    else:
+        said = _CHECKS.get(s.check_status, f"the check says {s.check_status}")
+    rising = s.status.split()[1] if s.status.startswith("DOWN ") and "/" in s.status else ""
+    if rising:
+        done, _, rise = rising.partition("/")
+        said += f" ({done} of {rise} checks in a row passed)"
+    return said
+
+
+def gate_lines(containers: Sequence[ContainerState], routed: Mapping[str, str]) -> dict[str, str]:
+    """One line per service of the new color (pure): how many of its containers are ready and
+    what it waits on; `routed`: the routed services' lines, which say what the router sees."""
+    lines: dict[str, str] = {}
+    by_service: dict[str, list[ContainerState]] = {}
+    for c in containers:
+        by_service.setdefault(c.service, []).append(c)
+    for service, found in by_service.items():
+        starting = [c for c in found if c.status != "running" and c.status != "exited" or c.health == "starting"]
+        if starting:
+            c = starting[0]
+            state = "its health check has not passed yet" if c.health == "starting" else c.status
+            lines[service] = (f"{service}: {len(found) - len(starting)}/{len(found)} ready, waiting on {c.name} "
+                              f"({state})")
+        elif service in routed:
+            lines[service] = routed[service]
+        else:
+            lines[service] = f"{service}: {len(found)}/{len(found)} ready"
+    return lines

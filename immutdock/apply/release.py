@@ -319,8 +319,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             steps.run("drain", lambda: self._drain(live.router, plan.retire, state))
             reached("retire")
             self.say(f"retiring {plan.retire}")
-            steps.together(("retire", lambda: self.target.colors.down(render.project_name(app.name, plan.retire)), None),
-                           relax)
+            steps.together(("retire", lambda: self._retire(str(plan.retire), state), None), relax)
         else:
             steps.run(relax[0], relax[1])
         live.retired = True
@@ -334,7 +333,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         plan, router_cfg = live.plan, self.app.settings.router
         assert router_cfg is not None
         gate = wait_ready(self.target.colors, live.project, live.router, plan.color, [r.service for r in router_cfg.routes],
-                          router_cfg.timeout, tick=lambda m: self.say(f"health: {m}"), jobs=model_jobs(model))
+                          router_cfg.timeout, tick=self.say, jobs=model_jobs(model))
         if not gate.ok:
             logs = self.target.colors.logs(gate.culprit, tail=20) if gate.culprit else ""
             failed = ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",

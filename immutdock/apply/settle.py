@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from immutdock import labels as L
+from immutdock.progress import Status
 from immutdock.apply.health import POLL
 from immutdock.apply.router import BackendStats, Router
 
@@ -101,7 +102,12 @@ def _look(colors: Colors, project: str, router: Router | None, color: str, route
     before = {c.id: c for c in colors.project_containers(project)}
     tick(f"watching {color} for {seconds:g}s, the old color kept ready")
     down_since: float | None = None  # since when a route has had no healthy server
+    said = int(seconds)
     while time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        if int(left) < said:
+            said = int(left)
+            tick(Status("settle", f"watching {color}: {left:.0f} s left, the old color kept ready", quiet=True))
         now = colors.project_containers(project)
         problem = container_problem(before, now, jobs)
         if problem is not None:
@@ -115,4 +121,5 @@ def _look(colors: Colors, project: str, router: Router | None, color: str, route
             return Settled(False, f"{found} for {ROUTER_GRACE:g} s", None, time.monotonic() - start)
         if ended.wait(POLL):  # an event wakes the next look at once
             ended.clear()
+    tick(Status("settle", f"{color} stayed up for {seconds:g} s", quiet=True))
     return Settled(True, "stayed up", None, time.monotonic() - start)

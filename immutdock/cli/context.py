@@ -1,6 +1,6 @@
 """What every command shares: its options (`common`), its context (`Ctx`: progress on
-stderr, the app, the places it runs on, its output), the signals that stop it, and how an
-error becomes a message and an exit code.
+stderr, the app, the places it runs on, its output), and how an error becomes a message and
+an exit code (signals.py: the signals that stop it; live.py: the live region).
 
 Exit codes: 0 success (or nothing to do), 1 the operation failed and the previous release
 is still serving, 2 bad input and nothing changed, 3 another release holds the lock."""
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Ty
 
 import click
 
-from immutdock.errors import ConfigError, ImmutdockError, Terminated
+from immutdock.cli import signals
+from immutdock.errors import ConfigError, ImmutdockError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -83,22 +84,64 @@ class Ctx:
         self.accept_new = accept_new
         self.started = time.monotonic()
         self._ahead: tuple[str, Future[Any]] | None = None  # (app name, what `load` prefetched for it)
-        self._bars: Any = None  # rich progress bars of image shipping, made on first use
-        self._bars_lock = threading.Lock()  # hosts in parallel each move their own bar
+        self._view: Any = None  # cli.live's LiveView (on a terminal) or Bars, made on first use
+        self._view_lock = threading.Lock()  # hosts in parallel each say their own progress
+
+    def _live(self) -> bool:
+        """Whether progress is a live region: stderr is a terminal, and no --json."""
+        return not self.as_json and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+    def _made(self, kind: str) -> Any:
+        from rich.console import Console
+
+        from immutdock.cli import live
+
+        with self._view_lock:
+            if self._view is None:
+                self._view = (live.LiveView if kind == "live" else live.Bars)(Console(stderr=True))
+            return self._view
 
     def say(self, message: str) -> None:
-        """Progress, on stderr (stdout carries only the result, e.g. the JSON)."""
-        click.echo(f"[{time.monotonic() - self.started:6.1f}s] {message}", err=True)
+        """Progress, on stderr (stdout carries only the result, e.g. the JSON): a line, or on a
+        terminal the new state of a row of the live region (a Status message)."""
+        from immutdock.cli.live import LiveView
+        from immutdock.progress import topic_of
+
+        line = f"[{time.monotonic() - self.started:6.1f}s] {message}"
+        topic = topic_of(message)
+        if topic is not None and self._live():
+            self._made("live").status(topic, message)
+            if not self.verbose:
+                return
+        if getattr(message, "quiet", False):
+            return  # a countdown: only a live region shows it
+        view = self._view
+        if isinstance(view, LiveView):
+            view.line(line)
+        else:
+            click.echo(line, err=True)
 
     def progress(self, line: str) -> None:
-        """Progress with BuildKit's output cut to its step headers, unless --verbose."""
+        """Progress with BuildKit's output cut to its step headers, unless --verbose (a live
+        region takes it all: an image's row shows its step's latest output)."""
+        from immutdock.progress import topic_of
+
+        if topic_of(line) is not None and self._live():
+            self.say(line)
+            return
         _service, sep, rest = line.partition(": ")
         build_noise = sep and (not rest.strip() or (rest.startswith("#") and not _STEP.match(rest)))
         if self.verbose or not build_noise:
             self.say(line)
 
     def warn(self, message: str) -> None:
-        click.echo(paint(f"warning: {message}", "yellow"), err=True)
+        from immutdock.cli.live import LiveView
+
+        view = self._view
+        if isinstance(view, LiveView):
+            view.line(paint(f"warning: {message}", "yellow"))
+        else:
+            click.echo(paint(f"warning: {message}", "yellow"), err=True)
 
     @functools.cached_property
     def engine(self) -> Engine:  # made without a request
@@ -184,28 +227,18 @@ class Ctx:
         self.bar(what, read, total, f"{size_text(sent)} sent" if sent >= 0 else "")
 
     def bar(self, what: str, done: int, total: int, note: str = "") -> None:
-        """A progress bar per `what`, in bytes (rich, on stderr; not with --json unless stderr
-        is a terminal). `stop_bars` ends them."""
+        """A progress bar per `what`, in bytes (on stderr: in the live region on a terminal;
+        not with --json unless stderr is a terminal). `stop_bars` ends them."""
         if self.as_json and not sys.stderr.isatty():
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-        with self._bars_lock:
-            if self._bars is None:
-                bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                TextColumn("{task.fields[sent]}"), console=Console(stderr=True), transient=False)
-                bars.start()
-                self._bars = (bars, {})
-            bars, tasks = self._bars
-            if what not in tasks:
-                tasks[what] = bars.add_task(what, total=total, sent="")
-        bars.update(tasks[what], completed=done, total=total or None, sent=note)
+        self._made("live" if self._live() else "bars").bar(what, done, total, note)
 
     def stop_bars(self) -> None:
-        if self._bars is not None:
-            self._bars[0].stop()
-            self._bars = None
+        """The live region or the bars stopped, what they show left on the terminal."""
+        with self._view_lock:
+            view, self._view = self._view, None
+        if view is not None:
+            view.stop()
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         if self.as_json:
@@ -296,69 +329,23 @@ def _common(fn: F, file_flags: tuple[str, ...], places: bool = True) -> F:
         if profiles:
             os.environ["COMPOSE_PROFILES"] = ",".join(profiles)
         ctx = Ctx(file, as_json, verbose, target, hosts, identity, accept_new)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        previous_int = signal.signal(signal.SIGINT, _on_sigint)
+        previous = signal.signal(signal.SIGTERM, signals.on_sigterm)
+        previous_int = signal.signal(signal.SIGINT, signals.on_sigint)
         try:
             fn(ctx, **kwargs)
         except ImmutdockError as exc:
+            ctx.stop_bars()
             if verbose:
                 traceback.print_exc()
             fail(ctx, exc)
         except KeyboardInterrupt:
+            ctx.stop_bars()
             fail(ctx, ImmutdockError("interrupted", None), code=130)
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _on_sigterm(_sig: int, _frame: Any) -> None:
-    """SIGTERM works like Ctrl-C: child processes (buildx, compose) are stopped, and the
-    command unwinds through the same undo, lock release and record as an interrupt; a step
-    that must not be cut in half (a stateful recreate, an undo) finishes first."""
-    if _deferred(Terminated()):
-        return
-    _stop_children()
-    raise Terminated()
-
-
-def _on_sigint(_sig: int, _frame: Any) -> None:
-    if not _deferred(KeyboardInterrupt()):
-        raise KeyboardInterrupt()
-
-
-def _deferred(exc: KeyboardInterrupt) -> bool:
-    from immutdock import interrupts
-
-    what = interrupts.section()
-    if what is None:
-        return False
-    interrupts.defer(exc)
-    click.echo(paint(f"interrupt: finishing {what} first, then stopping", "yellow"), err=True)
-    return True
-
-
-def _stop_children(grace: float = 5.0) -> None:
-    """SIGTERM to every child process (buildx, compose), then wait until each has exited, so
-    none outlives the command; one still running after `grace` seconds gets SIGKILL."""
-    from immutdock.gateways.procs import children, running
-
-    pids = children(os.getpid())
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            continue
-    deadline = time.monotonic() + grace
-    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in pids:
-        if running(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                continue
 
 
 def fail(ctx: Ctx, exc: ImmutdockError, code: int | None = None) -> None:

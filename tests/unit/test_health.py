@@ -128,7 +128,7 @@ def test_one_replica_without_a_passing_server_keeps_the_gate_closed() -> None:
     second = web("10.0.0.6", "web-2")
     ev = router_evidence([server("s1"), server("s2", "DOWN", "10.0.0.6:8000", "L7STS", 500)], armed, [web(), second])
     assert not ev.ready and ev.waiting == (second,)
-    assert ev.last_check == "DOWN, last check L7STS 500"
+    assert ev.last_check == "the check got HTTP 500", "in words, not HAProxy's L7STS"
 
 
 @pytest.mark.parametrize("status,check,code", [
@@ -289,3 +289,34 @@ def test_a_run_that_could_not_tell_is_no_evidence_and_is_tried_again_a_second_la
 ])
 def test_the_check_runs_what_the_engine_runs(config: dict, argv: tuple, timeout: float) -> None:
     assert probe_of(config) == (argv, timeout)
+
+
+def test_the_routers_checks_are_said_in_words() -> None:
+    from immutdock.apply.health import check_words
+
+    assert check_words(server("s", "DOWN 1/2", check="L7STS", code=503)) == \
+        "the check got HTTP 503 (1 of 2 checks in a row passed)"
+    assert check_words(server("s", "DOWN", check="L4CON", code=None)) == "the connection is refused"
+    assert check_words(server("s", "DOWN", check="L4TOUT", code=None)) == "the connection timed out"
+
+
+def test_the_gate_has_one_line_per_service() -> None:
+    from immutdock.apply.health import gate_lines
+
+    worker = container("app-green-worker-1", status="running", health="starting", service="worker")
+    lines = gate_lines([replace(web(), labels={**web().labels, "com.docker.compose.service": "web"}), worker], {"web": "web: 0/1 healthy in the router's check, waiting on web-1: the check "
+                                                "got HTTP 503"})
+    assert lines == {"web": "web: 0/1 healthy in the router's check, waiting on web-1: the check got HTTP 503",
+                     "worker": "worker: 0/1 ready, waiting on app-green-worker-1 (its health check has not passed yet)"}
+
+
+def test_the_gate_says_each_services_state_as_it_changes_each_line_a_status_of_that_service() -> None:
+    from immutdock.progress import topic_of
+
+    said: list[str] = []
+    place = Place(result=FAILED)
+    place.web = replace(place.web, labels={**place.web.labels, "com.docker.compose.service": "web"})
+    gate = wait_ready(place, "app-green", None, "green", [], 0.5, tick=said.append)  # type: ignore[arg-type]
+    assert not gate.ok
+    assert said == ["health: web: 0/1 ready, waiting on web-1 (its health check has not passed yet)"], said
+    assert topic_of(said[0]) == "gate web"
