@@ -92,3 +92,53 @@ def run_checks() -> list[Check]:
         except ImmutdockError as exc:
             checks.append(Check(f"{name}/", False, exc.message, FIX["files"]))
     return checks
+
+
+DISK_LEAST = 2 << 30  # bytes free where a host's engine keeps its images, below which a release may not fit
+# Run on the host (no value of a file in it): the free KiB of the engine's storage folder.
+_DISK = "df -Pk \"$(docker info --format '{{.DockerRootDir}}')\" | tail -n 1"
+
+
+def host_checks(hosts: list[str], identity: object = None, accept_new: bool = False) -> list[Check]:
+    """For each SSH host of a target: it is reached and its key known, its engine answers in a
+    version immutdock can drive, and its engine's storage has room (the only side effects:
+    logging in, reading the engine's version and `df`)."""
+    from immutdock.errors import ImmutdockError
+    from immutdock.gateways import ssh
+
+    checks: list[Check] = []
+    for text in hosts:
+        try:
+            spec = ssh.parse_host(text)
+            conn = ssh.connect(spec, identity, accept_new)  # type: ignore[arg-type]
+        except ImmutdockError as exc:
+            checks.append(Check(f"{text} ssh", False, exc.message, exc.hint or ""))
+            continue
+        try:
+            checks.append(Check(f"{text} ssh", True, f"logged in as {conn.user}, host key known"))
+            try:
+                found = judge("engine", ssh.check_docker(conn, spec))
+            except ImmutdockError as exc:
+                found = Check("engine", False, exc.message, exc.hint or "")
+            checks.append(Check(f"{text} engine", found.ok, found.found,
+                                found.fix.replace("install Docker Engine", "install Docker Engine there")))
+            checks.append(_disk(text, conn))
+        finally:
+            conn.close()
+    return checks
+
+
+def _disk(name: str, conn: object) -> Check:
+    from immutdock.targets.ship import size_text
+
+    result = conn.run(_DISK, hide=True, warn=True, in_stream=False)  # type: ignore[attr-defined]
+    fields = result.stdout.split() if result.exited == 0 else []
+    if len(fields) < 4 or not fields[3].isdecimal():
+        return Check(f"{name} disk", False, f"cannot read the free space of its engine's storage "
+                     f"({(result.stderr or result.stdout).strip()[-200:] or 'no answer'})", "check `df` there")
+    free = int(fields[3]) * 1024
+    said = f"{size_text(free)} free in {fields[5] if len(fields) > 5 else 'its engine storage'}"
+    if free < DISK_LEAST:
+        return Check(f"{name} disk", False, said + f" (less than {size_text(DISK_LEAST)})",
+                     "free space there (docker system prune; immutdock prune removes old release images)")
+    return Check(f"{name} disk", True, said)

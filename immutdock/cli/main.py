@@ -16,7 +16,7 @@ import click
 
 from immutdock import __version__
 from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
-from immutdock.cli.context import common_here, COMMON_FLAGS, COMMON_VALUED, Ctx, ENGINE, EPILOG, exits, fail, paint
+from immutdock.cli.context import common, common_here, COMMON_FLAGS, COMMON_VALUED, Ctx, ENGINE, EPILOG, exits, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
 
 
@@ -184,26 +184,33 @@ def _replace_file(path: Path, text: str) -> None:
 
 @main.command(epilog=exits("0 everything is there, in a version immutdock can drive", "1 something is missing or too old "
                                                                                    "(each says how to get it)"))
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout (for CI).")
-@click.option("--no-color", "no_color", is_flag=True, help="No colours in what is printed (as NO_COLOR=1 does).")
-def doctor(as_json: bool, no_color: bool) -> None:
+@common
+def doctor(ctx: Ctx) -> None:
     """Check that this machine can release: the engine, the compose and buildx plugins
     (each in a version immutdock can drive) and immutdock's own files.
 
-    Says what is missing and how to get it. Exits 0 when all is well, 1 otherwise;
-    needs no compose file.
+    With --target NAME (a target of the compose file) or --host, each of its SSH hosts too: it
+    is reached and its host key known, its engine answers in a version immutdock can drive, and
+    its engine's storage has room. Says what is missing and how to get it. Exits 0 when all is
+    well, 1 otherwise; needs a compose file only to read --target's hosts.
     """
-    from immutdock.cli.doctor import run_checks
+    from immutdock.cli.doctor import host_checks, run_checks
 
-    if no_color:
-        os.environ["NO_COLOR"] = "1"
     checks = run_checks()
-    if as_json:
+    if ctx.target_name or ctx.hosts:
+        policy = ctx.policy(ctx.load() if ctx.target_name else None)  # type: ignore[arg-type]
+        assert policy is not None
+        hosts = list(policy.swarm.nodes if policy.swarm is not None else policy.hosts)
+        if policy.swarm is not None and policy.swarm.manager not in hosts and policy.swarm.manager != "local":
+            hosts.insert(0, policy.swarm.manager)
+        checks += host_checks(hosts, ctx.identity, ctx.accept_new)
+    if ctx.as_json:
         click.echo(json.dumps([c.as_json() for c in checks], indent=2))
     else:
+        width = max(len(c.name) for c in checks)
         for c in checks:
             mark = paint("ok  ", "green") if c.ok else paint("FAIL", "red")
-            click.echo(f"{mark} {c.name:<10} {c.found}" + (f"\n     fix: {c.fix}" if c.fix else ""))
+            click.echo(f"{mark} {c.name:<{width}} {c.found}" + (f"\n     fix: {c.fix}" if c.fix else ""))
     sys.exit(0 if all(c.ok for c in checks) else 1)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from immutdock.errors import ConfigError, EngineError
 from immutdock.gateways import scratch
+from immutdock.gateways.docker_api import _short
 
 if TYPE_CHECKING:  # fabric (and paramiko) are imported when a host is reached
     from fabric import Connection
@@ -175,11 +176,6 @@ def _fingerprint(key: Any) -> str:
     import hashlib
 
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
 
 
 def check_docker(conn: "Connection", spec: HostSpec) -> str:
