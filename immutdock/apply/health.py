@@ -85,7 +85,7 @@ class RouterEvidence:
 
 
 def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
-                    routed: Sequence[ContainerState]) -> RouterEvidence:
+                    routed: Sequence[ContainerState], ask: str = "the check") -> RouterEvidence:
     """Pure. `servers` are the new color's backend servers; `armed` what earlier looks armed;
     `routed` the running containers of the routed service. A server counts only once armed at
     the address it has now (a server that went unresolved and came back is armed again)."""
@@ -102,7 +102,7 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
         elif s.passing:
             passing.add(s.ip)
         elif s.check_status:
-            checks[s.ip] = check_words(s)
+            checks[s.ip] = check_words(s, ask)
     waiting = tuple(c for c in routed if not set(c.ips) & passing)
     last = next((checks[ip] for c in waiting for ip in c.ips if ip in checks), "")
     return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
@@ -177,11 +177,11 @@ class Probes:
 
 def wait_ready(engine: ProjectContainers, project: str, router: Router | None, color: str, routes: Sequence[str],
                timeout: float, tick: Callable[[str], None] = lambda _m: None,
-               jobs: Collection[str] | None = None) -> GateResult:
+               jobs: Collection[str] | None = None, asks: Sequence[str] = ()) -> GateResult:
     """Wait until the color's containers are ready and, for each route (`routes[i]` is the
     service behind route i), the router's own checks pass at the address of every running
     container of that service, in every router (`router.members`). Every route must pass:
-    they switch together."""
+    they switch together. `asks`: what each route's check asks, in words (e.g. "GET /healthz")."""
     start = time.monotonic()
     deadline = start + timeout
     said: dict[str, str] = {}  # topic -> the line last said of it
@@ -199,7 +199,8 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
             servers = [s for s in member.stats().servers if s.backend == color]
             for i, service in enumerate(routes):
                 routed = [c for c in containers if c.service == service and c.status == "running"]
-                evidence = router_evidence([s for s in servers if s.route == i], armed.get((k, i), {}), routed)
+                evidence = router_evidence([s for s in servers if s.route == i], armed.get((k, i), {}), routed,
+                                           asks[i] if i < len(asks) else "the check")
                 member.arm(backend_name(color, i), list(evidence.to_arm))
                 armed[(k, i)] = evidence.armed
                 ready = bool(routed) and evidence.ready
@@ -237,11 +238,11 @@ _CHECKS = {"L4OK": "it accepts connections", "L4CON": "the connection is refused
            "SOCKERR": "a socket error", "INI": "no check finished yet", "L7OKC": "an answer the check accepts"}
 
 
-def check_words(s: Server) -> str:
-    """The router's last check of `s` in words, e.g. "the check got HTTP 503", with how far a
-    server coming up is ("1 of 2 checks in a row passed")."""
+def check_words(s: Server, ask: str = "the check") -> str:
+    """The router's last check of `s` in words, e.g. "GET /healthz got HTTP 503" (`ask`: what
+    the check asks), with how far a server coming up is ("1 of 2 checks in a row passed")."""
     if s.check_status in ("L7OK", "L7STS") and s.check_code is not None:
-        said = f"the check got HTTP {s.check_code}"
+        said = f"{ask} got HTTP {s.check_code}"
     else:
         said = _CHECKS.get(s.check_status, f"the check says {s.check_status}")
     rising = s.status.split()[1] if s.status.startswith("DOWN ") and "/" in s.status else ""

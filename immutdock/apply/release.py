@@ -333,7 +333,8 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         plan, router_cfg = live.plan, self.app.settings.router
         assert router_cfg is not None
         gate = wait_ready(self.target.colors, live.project, live.router, plan.color, [r.service for r in router_cfg.routes],
-                          router_cfg.timeout, tick=self.say, jobs=model_jobs(model))
+                          router_cfg.timeout, tick=self.say, jobs=model_jobs(model),
+                          asks=[f"GET {r.health.path}" if r.mode == "http" else "connecting" for r in router_cfg.routes])
         if not gate.ok:
             logs = self.target.colors.logs(gate.culprit, tail=20) if gate.culprit else ""
             failed = ReleaseFailed(f"{plan.release} failed its health gate: {gate.reason}",

@@ -56,12 +56,12 @@ class LiveView:
 
     def __init__(self, console: Any) -> None:
         from rich.live import Live
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self.console = console
         self._rows = Rows()
         self._lock = threading.Lock()
-        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                               TextColumn("{task.fields[note]}"), console=console)
         self._tasks: dict[str, Any] = {}
         self._live = Live(console=console, get_renderable=self._render, refresh_per_second=8, transient=False,
@@ -109,10 +109,10 @@ class Bars:
     """The transfers' bars where there is no live region (rich's own live display, on stderr)."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self._lock = threading.Lock()
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                   TextColumn("{task.fields[note]}"), console=console, transient=False)
         self._progress.start()
         self._tasks: dict[str, Any] = {}

@@ -294,8 +294,8 @@ def test_the_check_runs_what_the_engine_runs(config: dict, argv: tuple, timeout:
 def test_the_routers_checks_are_said_in_words() -> None:
     from immutdock.apply.health import check_words
 
-    assert check_words(server("s", "DOWN 1/2", check="L7STS", code=503)) == \
-        "the check got HTTP 503 (1 of 2 checks in a row passed)"
+    assert check_words(server("s", "DOWN 1/2", check="L7STS", code=503), "GET /healthz") == \
+        "GET /healthz got HTTP 503 (1 of 2 checks in a row passed)"
     assert check_words(server("s", "DOWN", check="L4CON", code=None)) == "the connection is refused"
     assert check_words(server("s", "DOWN", check="L4TOUT", code=None)) == "the connection timed out"
 
