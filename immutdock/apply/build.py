@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -237,6 +238,24 @@ def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engin
 BUILDS_AT_ONCE = 3  # independent builds run together (BuildKit shares its cache between them)
 
 
+def _together(items: list[int], build: Callable[[int], None], stop: threading.Event) -> None:
+    """build(i) for each item, BUILDS_AT_ONCE at a time; the first failure (or an interrupt)
+    sets `stop` and cancels what has not begun, once the builds that run have ended."""
+    if len(items) <= 1:
+        for i in items:
+            build(i)
+        return
+    pool = ThreadPoolExecutor(max_workers=BUILDS_AT_ONCE, thread_name_prefix="build")
+    try:
+        for future in [pool.submit(build, i) for i in items]:
+            future.result()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
                  compose: Compose, progress: Progress = lambda _l: None) -> list[ImagePlan]:
     """Build what is not cached, the independent builds together; an identical build of
@@ -259,20 +278,22 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
         else:
             firsts.setdefault(item.content_hash, i)
 
+    stop = threading.Event()  # set on a failure or an interrupt: no build that has not begun begins
+
     def build(i: int) -> None:
         item = plans[i]
         assert item.spec is not None
+        if stop.is_set():
+            return
         progress(_about(item.service, f"building {item.image}"))
-        build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+        try:
+            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+        except BaseException:
+            stop.set()  # before this thread takes the next build
+            raise
         progress(_about(item.service, f"built {item.image}"))
 
-    builds = sorted(firsts.values())
-    if len(builds) > 1:
-        with ThreadPoolExecutor(max_workers=BUILDS_AT_ONCE, thread_name_prefix="build") as pool:
-            for future in [pool.submit(build, i) for i in builds]:
-                future.result()
-    elif builds:
-        build(builds[0])
+    _together(sorted(firsts.values()), build, stop)
     for i, item in enumerate(plans):
         if i in done or item.bake is not None:
             continue

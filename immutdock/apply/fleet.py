@@ -102,7 +102,7 @@ class Fleet:
         return len(self.targets) == 1 and self.targets[0].images.builds_here
 
     def deployer(self, target: Target, prepared: Prepared | None = None, hold_lock: bool = False,
-                 number: int = 1, same_number: bool = False) -> Deployer:
+                 number: int = 1, same_number: bool = False, published: bool = False) -> Deployer:
         """A Deployer on `target`; the fleet holds the target's lock unless `hold_lock` (the
         Deployer takes it itself); `number`, `same_number`: see Deployer."""
         from immutdock.apply.release import Deployer
@@ -112,7 +112,7 @@ class Fleet:
                         self.say if one else (lambda m, h=target.name: self.say(about(h, m))),
                         self.warn if one else (lambda m, h=target.name: self.warn(f"{h}: {m}")),
                         builder=self.builder, prepared=prepared, hold_lock=hold_lock, number=number,
-                        same_number=same_number)
+                        same_number=same_number, published=published)
 
     def named(self, target: Target, message: str) -> str:
         """`message` about `target`, prefixed with its name unless it is the local engine alone."""
@@ -176,7 +176,9 @@ class Fleet:
                 t = time.monotonic()
                 self._deliver(result, refs, behind)
                 result.timings["ship"] = time.monotonic() - t
-                deployers = {t.name: self.deployer(t, prepared, number=number, same_number=bool(serving))
+                # (each host's router addresses were probed by its plan, under the fleet's lock)
+                deployers = {t.name: self.deployer(t, prepared, number=number, same_number=bool(serving),
+                                                   published=deployers[t.name].published_checked)
                              for t in self.targets}
             # Each host's release starts from the state its plan read (under the same lock).
             self._roll(result, behind, lambda name: deployers[name].release(observed=lambda: plans[name][2]))

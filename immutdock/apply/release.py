@@ -17,6 +17,7 @@ from immutdock.apply.build import ImagePlan, apply_images, check_obtainable, pla
 from immutdock.apply.health import wait_ready
 from immutdock.apply.outcome import Live, Outcome, Prepared
 from immutdock.apply.release_records import RecordSteps
+from immutdock.apply.release_retire import RetireSteps
 from immutdock.apply.release_router import ROUTER_BASE_KEY, RouterSteps
 from immutdock.apply.release_state import Reaped, StateSteps
 from immutdock.apply.steps import Steps, why_failed
@@ -37,14 +38,14 @@ Say = Callable[[str], None]
 __all__ = ["Deployer", "Outcome", "Prepared", "Reaped"]
 
 
-class Deployer(RouterSteps, StateSteps, RecordSteps):
+class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
     """Releases one app on one engine. The images are planned and built on `builder` (default:
     that engine), or handed over `prepared`; with `hold_lock` False the caller holds the lock
     (a fleet locks all its hosts first)."""
 
     def __init__(self, app: App, target: Target, say: Say, warn: Say, *,
                  builder: Engine | None = None, prepared: Prepared | None = None, hold_lock: bool = True,
-                 number: int = 1, same_number: bool = False) -> None:
+                 number: int = 1, same_number: bool = False, published: bool = False) -> None:
         self.app = app
         self.target = target
         self.engine = target.engine
@@ -58,17 +59,18 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         self.same_number = same_number  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
-        self._published_checked = False  # the plan probed the router's addresses
+        self.published_checked = published  # the router's addresses were probed (under the lock)
 
 
     # -- images -----------------------------------------------------------------------------
 
 
-    def plan(self, pull: bool = True, observed: Callable[[], AppState] | None = None,
+    def plan(self, pull: bool = True, observed: Callable[[], AppState] | None = None, probe: bool = True,
              ) -> tuple[ReleasePlan, ImagePlan | None, AppState]:
         """What a release would do. Without `pull` nothing is written to the engine: a missing
         base image leaves its image's tag pending (the release pulls it). `observed` gives the
-        app's state (default: observe it now)."""
+        app's state (default: observe it now). With `probe`, the router's addresses are checked
+        (release checks them under the lock instead: the router may change until then)."""
         self._require_router()
         self.certificate()  # a certificate that cannot be used stops here, before anything changes
         with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and reading the engine overlap
@@ -83,7 +85,8 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         if not plan.noop:
             self._check_models(plan, state, self.router_image(router_plan))
             # Not checked when this engine has no image to probe with yet: release builds the router's first.
-            self._published_checked = self._check_publish(state, router_plan)
+            if probe:
+                self.published_checked = self._check_publish(state, router_plan)
         return plan, router_plan, state
 
     def _check_models(self, plan: ReleasePlan, state: AppState, router_image: str | None) -> None:
@@ -114,7 +117,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         before = Steps(timings)  # the steps before anything changes: nothing to undo
-        plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed))
+        plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed, probe=False))
         running = state.router if state.router is not None and state.router.status == "running" else None
         router = self.target.switch.control(running) if plan.noop and running is not None else None
         serving = self._stale_certificate(router) if router is not None else None
@@ -142,17 +145,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
                                timings={**timings, "total": time.monotonic() - t0})
             refs = image_refs(self.app, plan.images)
             try:
-                # The router's addresses are checked before the app's images are built: when
-                # the plan could not (no image to probe with), the router's image is built first.
-                router_first = (self.prepared is None and not self._published_checked and router_plan is not None
-                                and not router_plan.cached)
-                if router_first:
-                    before.run("build", lambda: self.build([], router_plan))
-                if not self._published_checked and not before.run("plan", lambda: self._check_publish(state,
-                                                                                                     router_plan)):
-                    image = self.router_image(router_plan)
-                    raise EngineError(f"the router's image {image} is not on {self.target.name}",
-                                      f"pull or load it there first (docker pull {image}, docker load -i FILE)")
+                router_first = self._publish_checked(before, state, router_plan)
                 if self.prepared is None:
                     before.run("build", lambda: self.build(plan.images, None if router_first else router_plan))
                 before.run("test", lambda: self._pre_release_test(refs, plan))
@@ -220,7 +213,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps):
             router_plan = self._router_image_plan()
             if router_plan and not router_plan.cached and self.prepared is None:
                 before.run("build", lambda: self.build((), router_plan))
-            before.run("plan", lambda: self._check_publish(state, router_plan))
+            self._publish_checked(before, state, router_plan)
             outcome = self._go_live(plan, state, model, dict(target.images), self.router_image(router_plan),
                                     kind=kind, source=target.id, timings=timings)
             outcome.timings["total"] = time.monotonic() - t0

@@ -1,11 +1,11 @@
 """The router's part of a release (a mixin of immutdock.apply.release.Deployer): its image
 and configuration, started or reconfigured without a cut connection, its certificate, the
-addresses it publishes, the fallback during the watch, and the drain of the old color."""
+addresses it publishes (checked before anything is built), and the fallback during the watch.
+The old color's drain and retire: release_retire.py."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -15,13 +15,13 @@ from immutdock import labels as L
 from immutdock.apply.build import ImagePlan, plan_image
 from immutdock.apply.router import ROUTER_ENTRYPOINT, Router
 from immutdock.apply.settle import watch
+from immutdock.apply.steps import Steps
 from immutdock.config import tls
 from immutdock.config.model import BuildSpec, address, frozen_mapping, published_at
 from immutdock.errors import ConfigError, EngineError, ImmutdockError, ReleaseFailed, Unavailable
 from immutdock.plan import haproxy, render
 from immutdock.plan.release import ReleasePlan, model_jobs
 from immutdock.plan.state import ContainerState
-from immutdock.progress import Status
 from immutdock.targets import ledger
 from immutdock.targets.observe import AppState
 
@@ -221,6 +221,28 @@ class RouterSteps(Parts):
                                   f"free that address, or publish another: {example}")
         return True
 
+    def _publish_checked(self, before: Steps, state: AppState, router_plan: ImagePlan | None) -> bool:
+        """The router's addresses checked (under the lock: the router may change until then),
+        before the app's images are built: probed with the router's image or its base; when the
+        engine has neither, the router's image is built first (True: it was)."""
+        if self.published_checked:
+            return False
+        built = False
+        checked = before.run("plan", lambda: self._check_publish(state, router_plan))
+        if not checked and self.prepared is None and router_plan is not None and not router_plan.cached:
+            before.run("build", lambda: self.build([], router_plan))
+            built = True
+            checked = before.run("plan", lambda: self._check_publish(state, router_plan))
+        if not checked:
+            raise self._no_router_image(router_plan)
+        self.published_checked = True
+        return built
+
+    def _no_router_image(self, router_plan: ImagePlan | None) -> EngineError:
+        image = self.router_image(router_plan)
+        return EngineError(f"the router's image {image} is not on {self.target.name}",
+                           f"pull or load it there first (docker pull {image}, docker load -i FILE)")
+
     def _router(self) -> Router:
         found = self.target.switch.router(self.app.name)
         if found is None:
@@ -306,65 +328,6 @@ class RouterSteps(Parts):
                 router.configure(wanted)
         except ImmutdockError as exc:
             self.warn(f"the router still checks {live} as often as during its gate: {exc.message}")
-
-    def _retire(self, color: str, state: AppState) -> None:
-        """The old color stopped and removed (each container gets SIGTERM, then SIGKILL at the
-        end of its grace period). Meanwhile what still runs a second after its SIGTERM is said;
-        a container that ran until its grace period ended (it ignored SIGTERM) is warned of."""
-        project = render.project_name(self.app.name, color)
-        grace = {c.name: c.stop_timeout for c in state.colors.get(color, ())}
-        seen: dict[str, float] = {}  # container -> seconds after the stop began it was last seen running
-        done = threading.Event()
-        t0 = time.monotonic()
-
-        def look() -> None:
-            told = False
-            while not done.wait(0.5):
-                try:
-                    running = [c.name for c in self.target.colors.project_containers(project) if c.status == "running"]
-                except ImmutdockError:
-                    continue
-                waited = time.monotonic() - t0
-                seen.update((name, waited) for name in running)
-                if running and waited >= 1 and not done.is_set():
-                    most = max(grace.get(n, 10) for n in running)
-                    self.say(Status("retire", f"stopping {color}: {', '.join(running)} still running {waited:.0f} s "
-                                              f"after SIGTERM (SIGKILL at {most} s)", quiet=told))  # a log: the first
-                    told = True
-
-        watcher = threading.Thread(target=look, name=f"retire {color}", daemon=True)
-        watcher.start()
-        try:
-            self.target.colors.down(project)
-        finally:
-            done.set()
-            watcher.join(5)
-        self.say(Status("retire", f"retired {color} in {time.monotonic() - t0:.1f} s", quiet=True))
-        for name, waited in sorted(seen.items()):
-            limit = grace.get(name, 10)
-            if waited >= limit - 0.6:
-                self.warn(f"{name} ignored SIGTERM: it ran until its {limit} s grace period ended and was killed; "
-                          "let it exit on SIGTERM (or give it an init: `init: true`), and a retire takes "
-                          f"{limit} s less")
-
-    def _drain(self, router: Router, color: str, state: AppState) -> None:
-        """Wait for requests in flight on the old color, up to its longest stop grace period."""
-        limit = max([c.stop_timeout for c in state.colors.get(color, ())] or [10])
-        deadline = time.monotonic() + limit
-        said: int | None = None  # the whole seconds left when last said (once a second at most)
-        while time.monotonic() < deadline:
-            flight = router.stats().sessions.get(color, 0)
-            left = deadline - time.monotonic()
-            if flight == 0:
-                if said is not None:
-                    self.say(Status("drain", f"drained {color}: no request in flight", quiet=True))
-                return
-            if said != int(left):  # a log gets the first
-                self.say(Status("drain", f"draining {color}: {flight} request{'s' * (flight != 1)} in flight, "
-                                         f"{left:.0f} s of its {limit} s grace left", quiet=said is not None))
-                said = int(left)
-            time.sleep(0.1)
-        self.warn(f"{color} still had requests in flight after {limit}s; stopping it anyway")
 
 
 def _changed_settings(now: Mapping[str, str], backends: Mapping[str, Mapping[str, str]],

@@ -241,6 +241,7 @@ class Ctx:
             view.stop()
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
+        self.stop_bars()  # the result comes after what the region shows, never under it
         if self.as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
@@ -342,6 +343,7 @@ def _common(fn: F, file_flags: tuple[str, ...], places: bool = True) -> F:
             ctx.stop_bars()
             fail(ctx, ImmutdockError("interrupted", None), code=130)
         finally:
+            ctx.stop_bars()
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
 

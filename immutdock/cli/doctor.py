@@ -120,6 +120,8 @@ def host_checks(hosts: list[str], identity: object = None, accept_new: bool = Fa
                 found = judge("engine", ssh.check_docker(conn, spec))
             except ImmutdockError as exc:
                 found = Check("engine", False, exc.message, exc.hint or "")
+            except Exception as exc:  # noqa: BLE001 - the connection broke: the check fails, said
+                found = Check("engine", False, f"cannot ask its engine ({exc})", "check the SSH connection to it")
             checks.append(Check(f"{text} engine", found.ok, found.found,
                                 found.fix.replace("install Docker Engine", "install Docker Engine there")))
             checks.append(_disk(text, conn))
@@ -131,7 +133,11 @@ def host_checks(hosts: list[str], identity: object = None, accept_new: bool = Fa
 def _disk(name: str, conn: object) -> Check:
     from immutdock.targets.ship import size_text
 
-    result = conn.run(_DISK, hide=True, warn=True, in_stream=False)  # type: ignore[attr-defined]
+    try:
+        result = conn.run(_DISK, hide=True, warn=True, in_stream=False)  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the connection broke: the check fails, said
+        return Check(f"{name} disk", False, f"cannot read the free space of its engine's storage ({exc})",
+                     "check the SSH connection to it")
     fields = result.stdout.split() if result.exited == 0 else []
     if len(fields) < 4 or not fields[3].isdecimal():
         return Check(f"{name} disk", False, f"cannot read the free space of its engine's storage "

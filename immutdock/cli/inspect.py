@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from immutdock.targets.observe import AppState
 
 
-@click.command(epilog=exits("0 the app serves", "1 it does not (no live color, or its router or live color is down); or " + ENGINE))
+@click.command(epilog=exits("0 the app serves", "1 it does not (no live color, or its router or live color is down); or "
+                                                 + ENGINE, "3 with --reap: a release holds the lock"))
 @click.option("--reap", is_flag=True, help="Finish what an interrupted release left: a stateful recreate cut short, "
                                            "a color half-made or not retired (takes the lock; the next release does "
                                            "it too).")

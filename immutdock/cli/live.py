@@ -64,8 +64,9 @@ class LiveView:
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                               TextColumn("{task.fields[note]}"), console=console)
         self._tasks: dict[str, Any] = {}
+        # What else writes to stderr meanwhile (an interrupt's notice) is printed above the region.
         self._live = Live(console=console, get_renderable=self._render, refresh_per_second=8, transient=False,
-                          redirect_stdout=False, redirect_stderr=False)
+                          redirect_stdout=False, redirect_stderr=True)
         self._live.start()
 
     def _render(self) -> Any:
@@ -86,9 +87,8 @@ class LiveView:
         return Group(grid, self._bars) if self._tasks else grid
 
     def status(self, topic: str, text: str) -> None:
-        with self._lock:
+        with self._lock:  # drawn by the region's own refresh, 8 times a second
             self._rows.update(topic, text)
-        self._live.refresh()
 
     def line(self, text: str) -> None:
         """A line printed above the region (it stays in the terminal's scrollback)."""
@@ -99,7 +99,6 @@ class LiveView:
             if what not in self._tasks:
                 self._tasks[what] = self._bars.add_task(what, total=total or None, note=note)
         self._bars.update(self._tasks[what], completed=done, total=total or None, note=note)
-        self._live.refresh()
 
     def stop(self) -> None:
         self._live.stop()

@@ -23,9 +23,13 @@ def _walk(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]
 
 def _option(param: click.Parameter) -> str:
     names = ", ".join(f"`{n}`" for n in param.opts)
-    metavar = "" if getattr(param, "is_flag", False) else f" {param.metavar or param.name.upper()}" \
-        if param.metavar or not isinstance(param.type, click.Choice) else f" {param.type.get_metavar(param, None)}"
-    return f"- {names}{metavar.replace('|', '/')}: {' '.join((getattr(param, 'help', '') or '').split())}"
+    if getattr(param, "is_flag", False):
+        metavar = ""
+    elif isinstance(param.type, click.Choice) and not param.metavar:
+        metavar = " {" + "/".join(map(str, param.type.choices)) + "}"
+    else:
+        metavar = f" {param.metavar or (param.name or '').upper()}"
+    return f"- {names}{metavar}: {' '.join((getattr(param, 'help', '') or '').split())}"
 
 
 def commands_markdown() -> str:

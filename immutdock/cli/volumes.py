@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from immutdock.cli.context import Ctx, common, host_folder, writable
+from immutdock.cli.context import common, Ctx, exits, host_folder, writable
 from immutdock.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,10 +20,8 @@ if TYPE_CHECKING:
     from immutdock.config.model import App
 
 # -- volumes -----------------------------------------------------------------------------------
-VOLUMES_EPILOG = """\b
-Exit codes: 0 ok, 1 failed (also: a backup that does not hold what its
-manifest says), 2 bad input (nothing changed), 3 a release or another
-volumes command holds the app's lock, 130 interrupted (Ctrl-C or SIGTERM)."""
+VOLUMES_EPILOG = exits("0 ok", "1 failed (also: a backup that does not hold what its manifest says)",
+                       "3 a release or another volumes command holds the app's lock")
 
 
 @click.group(epilog=VOLUMES_EPILOG)

@@ -145,7 +145,8 @@ def _short(exc: BaseException | str) -> str:
     if isinstance(exc, BaseException):
         explanation = getattr(exc, "explanation", None)
         cause = _os_error(exc)
-        text = str(explanation) if explanation else cause.strerror if cause is not None else str(exc)
+        text = str(explanation) if explanation else (f"{cause.strerror}: {cause.filename}" if cause.filename else
+                                                     cause.strerror) if cause is not None else str(exc)
     else:
         text = exc
     lines = _ENDPOINT.sub("", text).strip().splitlines()
@@ -158,7 +159,8 @@ _ENDPOINT = re.compile(r"driver failed programming external connectivity on endp
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The system's error somewhere inside `exc` (its arguments, reason or cause), with words."""
+    """The system's error that requests and urllib3 wrap (in their arguments or `reason`), or
+    `exc` itself when it is one, with words."""
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo:
@@ -168,7 +170,8 @@ def _os_error(exc: BaseException) -> OSError | None:
         seen.add(id(item))
         if isinstance(item, OSError) and item.strerror:
             return item
-        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        if item is exc or type(item).__module__.split(".")[0] in ("requests", "urllib3"):
+            todo += [*item.args, getattr(item, "reason", None)]
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class PullFailed(EngineError):
         self.ref, self.why = ref, why
 
 
+_CREDENTIALS = re.compile(r"unauthorized|authentication required|access denied|denied: requested access|"
+                          r"no basic auth credentials", re.IGNORECASE)
 PULL_HINT = "check the name and your access to its registry, or load it (docker load -i FILE)"
 
 
@@ -109,10 +112,14 @@ class ImageCalls(DockerAPI):
         return tally.transfer()
 
     def registry_lookup(self, ref: str) -> str | None:
-        """Whether `ref`'s registry knows it, without pulling: None when it does, else why not."""
+        """Whether `ref`'s registry knows it, without pulling: None when it does, else why not.
+        A registry that wants credentials is not judged (None): the lookup sends none, and a
+        pull sends those of `docker login`."""
         reply = self._send(f"look up {ref} in its registry", "GET", f"/distribution/{segment(ref)}/json",
                            timeout=20.0)
-        return None if reply.status < 400 else reply.message
+        if reply.status < 400 or reply.status in (401, 403) or _CREDENTIALS.search(reply.message):
+            return None
+        return reply.message
 
     def tag(self, source: str, repository: str, tag: str) -> None:
         self._request(f"tag {source} as {repository}:{tag}", "POST", f"/images/{segment(source)}/tag",

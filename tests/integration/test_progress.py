@@ -53,8 +53,8 @@ def test_a_container_that_ignores_sigterm_is_named_when_it_is_retired(tiny: Tiny
     tiny.set_version("v2")
     proc = run_cli(tiny.root, "release")
     assert proc.returncode == 0, proc.stderr
-    assert f"warning: {tiny.name}-blue-web-1 ignored SIGTERM: it ran until its 2 s grace period ended" in proc.stderr, \
-        proc.stderr
+    assert f"warning: {tiny.name}-blue-web-1 ignored SIGTERM: the engine killed it when its 2 s grace period ended" \
+        in proc.stderr, proc.stderr
     assert "still running 1 s after SIGTERM (SIGKILL at 2 s)" in proc.stderr, proc.stderr
 
     compose.write_text(text)  # with an init, SIGTERM ends it at once: once no container without one is left

@@ -214,7 +214,7 @@ def test_bash_completes_commands_subcommands_and_options_with_the_script(tmp_pat
 @pytest.mark.parametrize("command, codes, places", [
     (("release",), ["0", "1", "2", "3", "4", "130"], True),
     (("plan",), ["0", "1", "2", "130"], True),
-    (("status",), ["0", "1", "2", "130"], True),
+    (("status",), ["0", "1", "2", "3", "130"], True),
     (("history",), ["0", "1", "2", "130"], True),
     (("exec",), ["N", "1", "2", "130"], True),
     (("volumes", "ls"), None, True),

@@ -60,3 +60,35 @@ def test_the_router_base_probed_is_the_router_images_default() -> None:
     """Before the router's image is built, a plan probes its addresses with its base image."""
     text = (folder("images") / "router" / "Dockerfile").read_text()
     assert f"ARG BASE={ROUTER_BASE}\n" in text
+
+
+def test_an_error_raised_while_another_was_handled_is_said_as_itself() -> None:
+    try:
+        try:
+            raise FileNotFoundError(2, "No such file or directory")
+        except FileNotFoundError:
+            raise ValueError("the real problem") from None
+    except ValueError as exc:
+        assert _short(exc) == "the real problem"
+    assert _short(FileNotFoundError(2, "No such file or directory", "/run/x.sock")) == \
+        "No such file or directory: /run/x.sock"
+
+
+def test_a_registry_that_wants_credentials_is_not_judged_by_the_lookup() -> None:
+    """The lookup sends no credentials; a pull sends those of `docker login`: plan does not
+    refuse a private image that release would pull."""
+    from immutdock.gateways.engine import Engine
+    from immutdock.gateways.wire import Reply
+
+    engine = Engine()
+    answers = {"private/app:1": Reply(401, {}, b'{"message": "unauthorized: authentication required"}'),
+               "hub/private:1": Reply(500, {}, b'{"message": "pull access denied for hub/private, repository does '
+                                               b'not exist or may require \'docker login\'"}'),
+               "nosuch.invalid/x:1": Reply(500, {}, b'{"message": "Get \\"https://nosuch.invalid/v2/\\": no such host"}'),
+               "busybox:latest": Reply(200, {}, b"{}")}
+    engine._send = lambda _what, _method, path, *_a, **_k: answers[  # type: ignore[method-assign]
+        path.removeprefix("/distribution/").removesuffix("/json")]
+    assert engine.registry_lookup("private/app:1") is None
+    assert engine.registry_lookup("hub/private:1") is None
+    assert engine.registry_lookup("busybox:latest") is None
+    assert engine.registry_lookup("nosuch.invalid/x:1") == 'Get "https://nosuch.invalid/v2/": no such host'
