@@ -87,7 +87,23 @@ class InFlight(threading.Thread):
         super().__init__(daemon=True)
         self.app, self.result = app, None
         self.start()
-        time.sleep(0.3)  # sent, and being answered
+        self._answering()
+
+    def _answering(self, limit: float = 15) -> None:
+        """Until a web container runs the request's `sleep 4` (it is being answered; on a
+        loaded machine sending it can take longer than any fixed pause)."""
+        import subprocess
+
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=io.immutdock.app={self.app.name}",
+                                  "--filter", "label=com.docker.compose.service=web"],
+                                 capture_output=True, text=True).stdout.split()
+            if any("sleep 4" in subprocess.run(["docker", "top", c], capture_output=True, text=True).stdout
+                   for c in ids):
+                return
+            time.sleep(0.05)
+        raise AssertionError("the slow request never reached a web container")
 
     def run(self) -> None:
         try:

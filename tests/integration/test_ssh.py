@@ -210,7 +210,7 @@ def test_two_hosts_get_the_release_and_only_the_layers_they_lack(app: RemoteApp,
     assert [h["outcome"] for h in json_out(back)["hosts"]] == ["ok", "ok"]
     assert app.serving(0) == app.serving(1) == "v1"
     text = app.cli("history", "--target", "both")
-    assert text.returncode == 0 and text.stdout.count("rollback -> r1") == 2, text.stdout
+    assert text.returncode == 0 and text.stdout.count("rollback of r1") == 2, text.stdout
 
 
     app.write("v3")
