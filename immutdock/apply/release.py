@@ -312,7 +312,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
             steps.run("drain", lambda: self._drain(live.router, plan.retire, state))
             reached("retire")
             self.say(f"retiring {plan.retire}")
-            steps.together(("retire", lambda: self._retire(str(plan.retire), state), None), relax)
+            steps.together(("retire", lambda: self._retire_old(str(plan.retire), state), None), relax)
         else:
             steps.run(relax[0], relax[1])
         live.retired = True

@@ -17,7 +17,7 @@ from immutdock.targets.observe import AppState
 
 
 class RetireSteps(Parts):
-    def _retire(self, color: str, state: AppState) -> None:
+    def _retire_old(self, color: str, state: AppState) -> None:
         """The old color stopped and removed (each container gets SIGTERM, then SIGKILL at the
         end of its grace period). Meanwhile the engine's events tell when each got its SIGTERM
         and ended: what still runs a second after its SIGTERM is said, and a container the

@@ -35,7 +35,7 @@ def test_a_release_on_a_terminal_has_a_live_region_and_piped_plain_lines(tiny: T
     assert shown.returncode == 0, shown.stdout
     out = shown.stdout
     assert "\x1b[" in out, "the region is redrawn in place"
-    for row in ("build web", "step ", "health web", "1/1 healthy in the router's check", "watch", "retire",
+    for row in ("build web", "health web", "1/1 healthy in the router's check", "watch", "retire",
                 "r2 is live on green"):
         assert row in out, (row, out[-3000:])
     assert tiny.visit().startswith("v2 ")

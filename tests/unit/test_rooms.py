@@ -27,3 +27,19 @@ def test_no_function_is_over_60_lines_but_templates() -> None:
                 if length > 60:
                     long[f"{where}:{node.name}"] = length
     assert long == {}, long
+
+
+def test_the_deployers_mixins_share_no_method_name() -> None:
+    """A method of one mixin of Deployer that another defines too is shadowed without a word."""
+    from immutdock.apply.release import Deployer
+
+    seen: dict[str, str] = {}
+    clashes = []
+    for part in Deployer.__mro__[1:]:
+        if part.__module__.startswith("immutdock.apply.release_"):
+            for name in vars(part):
+                if callable(vars(part)[name]) and not name.startswith("__"):
+                    if name in seen:
+                        clashes.append(f"{name}: {seen[name]} and {part.__name__}")
+                    seen[name] = part.__name__
+    assert clashes == []
