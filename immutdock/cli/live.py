@@ -56,14 +56,11 @@ class LiveView:
 
     def __init__(self, console: Any) -> None:
         from rich.live import Live
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self.console = console
         self._rows = Rows()
         self._lock = threading.Lock()
-        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                              TextColumn("{task.fields[note]}"), console=console)
-        self._tasks: dict[str, Any] = {}
+        self._bars = Bars(console, start=False)  # drawn inside the region
         # What else writes to stderr meanwhile (an interrupt's notice) is printed above the region.
         self._live = Live(console=console, get_renderable=self._render, refresh_per_second=8, transient=False,
                           redirect_stdout=False, redirect_stderr=True)
@@ -84,7 +81,7 @@ class LiveView:
         for what, text, done, total in rows:
             bar: Any = ProgressBar(total=total, completed=done or 0, width=12) if total else Text("")
             grid.add_row(Text(what, style="bold"), bar, Text(text))
-        return Group(grid, self._bars) if self._tasks else grid
+        return Group(grid, self._bars.progress) if self._bars.any else grid
 
     def status(self, topic: str, text: str) -> None:
         with self._lock:  # drawn by the region's own refresh, 8 times a second
@@ -95,32 +92,37 @@ class LiveView:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def bar(self, what: str, done: int, total: int, note: str = "") -> None:
-        with self._lock:
-            if what not in self._tasks:
-                self._tasks[what] = self._bars.add_task(what, total=total or None, note=note)
-        self._bars.update(self._tasks[what], completed=done, total=total or None, note=note)
+        self._bars.bar(what, done, total, note)
 
     def stop(self) -> None:
         self._live.stop()
 
 
 class Bars:
-    """The transfers' bars where there is no live region (rich's own live display, on stderr)."""
+    """The transfers' bars (what, a bar, bytes of the total, the rate, a note): on their own
+    (rich's live display, on stderr) where there is no live region, else drawn inside it."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, start: bool = True) -> None:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self._lock = threading.Lock()
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                  TextColumn("{task.fields[note]}"), console=console, transient=False)
-        self._progress.start()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                 TextColumn("{task.fields[note]}"), console=console, transient=False)
         self._tasks: dict[str, Any] = {}
+        self._started = start
+        if start:
+            self.progress.start()
+
+    @property
+    def any(self) -> bool:
+        return bool(self._tasks)
 
     def bar(self, what: str, done: int, total: int, note: str = "") -> None:
         with self._lock:
             if what not in self._tasks:
-                self._tasks[what] = self._progress.add_task(what, total=total or None, note=note)
-        self._progress.update(self._tasks[what], completed=done, total=total or None, note=note)
+                self._tasks[what] = self.progress.add_task(what, total=total or None, note=note)
+        self.progress.update(self._tasks[what], completed=done, total=total or None, note=note)
 
     def stop(self) -> None:
-        self._progress.stop()
+        if self._started:
+            self.progress.stop()

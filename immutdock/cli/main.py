@@ -195,15 +195,13 @@ def doctor(ctx: Ctx) -> None:
     well, 1 otherwise; needs a compose file only to read --target's hosts.
     """
     from immutdock.cli.doctor import host_checks, run_checks
+    from immutdock.targets.hosts import ssh_hosts
 
     checks = run_checks()
     if ctx.target_name or ctx.hosts:
         policy = ctx.policy(ctx.load() if ctx.target_name else None)  # type: ignore[arg-type]
         assert policy is not None
-        hosts = list(policy.swarm.nodes if policy.swarm is not None else policy.hosts)
-        if policy.swarm is not None and policy.swarm.manager not in hosts and policy.swarm.manager != "local":
-            hosts.insert(0, policy.swarm.manager)
-        checks += host_checks(hosts, ctx.identity, ctx.accept_new)
+        checks += host_checks(ssh_hosts(policy), ctx.identity, ctx.accept_new)
     if ctx.as_json:
         click.echo(json.dumps([c.as_json() for c in checks], indent=2))
     else:

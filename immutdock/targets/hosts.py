@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from immutdock.config.model import App
+from immutdock.config.model import LOCAL, App
 from immutdock.config.model import Target as Policy
 from immutdock.config.targets import ssh_host
 from immutdock.errors import ConfigError
@@ -115,6 +115,16 @@ def refuse_unready(target: Policy, command: str) -> None:
         raise ConfigError("--target", f"{target.name} is a Docker Swarm target: `immutdock {command}` does not "
                           f"run on a swarm yet (only {', '.join(sorted(SWARM_READY))} do)",
                           "run it against an engine or SSH hosts")
+
+
+def ssh_hosts(target: Policy) -> list[str]:
+    """Every host a target reaches over SSH: its hosts, or its swarm's manager and nodes."""
+    if target.swarm is None:
+        return list(target.hosts)
+    hosts = list(target.swarm.nodes)
+    if target.swarm.manager != LOCAL and target.swarm.manager not in hosts:
+        hosts.insert(0, target.swarm.manager)
+    return hosts
 
 
 def reaching(target: Policy) -> str:

@@ -74,3 +74,16 @@ def test_an_images_row_shows_its_steps_latest_output() -> None:
     rows.update("image web", "web: #6 3.214 Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]")
     assert rows.rows["image web"][1] == \
         "step 2/5: RUN apt-get update | Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]"
+
+
+def test_transfers_are_bars_in_the_live_region() -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    view = LiveView(Console(file=out, force_terminal=True, width=100, color_system=None))
+    try:
+        view.status("image web", "web: built app-web:1")
+        view.bar("ssh://h1: web layers", 512 * 1024, 1024 * 1024, "compressed")
+    finally:
+        view.stop()
+    assert "ssh://h1: web layers" in out.getvalue() and "0.5/1.0 MB" in out.getvalue(), out.getvalue()

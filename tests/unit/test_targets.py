@@ -304,3 +304,16 @@ def test_a_command_a_swarm_does_not_run_is_refused_and_the_volumes_commands_run_
     for command in ("volumes ls", "volumes backup", "volumes restore", "volumes verify", "release", "prune",
                     "ps", "ls", "logs", "exec", "run", "down"):
         refuse_unready(cluster, command)
+
+
+def test_the_ssh_hosts_of_a_target_are_its_hosts_or_its_swarms_manager_and_nodes() -> None:
+    """What `doctor --target` checks over SSH."""
+    from immutdock.targets.hosts import ssh_hosts
+
+    found = parse_settings({"targets": {
+        "prod": {"hosts": ["ssh://a@h1", "ssh://a@h2"]},
+        "swarm": {"swarm": {"manager": "ssh://a@m1", "nodes": ["ssh://a@w1"]}},
+        "here": {"swarm": {"manager": "local", "nodes": ["ssh://a@w1"]}}}}, set()).targets
+    assert ssh_hosts(found["prod"]) == ["ssh://a@h1", "ssh://a@h2"]
+    assert ssh_hosts(found["swarm"]) == ["ssh://a@m1", "ssh://a@w1"]
+    assert ssh_hosts(found["here"]) == ["ssh://a@w1"]
