@@ -29,7 +29,7 @@ from immutdock.gateways.engine_health import PASSED, TIMED_OUT, UNKNOWN
 from immutdock.plan.haproxy import backend_name
 from immutdock.progress import Status
 
-POLL = 0.1  # seconds between two looks at the engine and the router
+POLL = 0.05  # seconds between two looks at the engine and the router (the router checks a new server as often)
 PROBE_EVERY = 0.25  # seconds between the starts of two runs of one container's own health check
 PROBE_RETRY = 1.0  # seconds before another run, after one that could not tell
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 
 from immutdock import labels as L
 from immutdock.progress import Status
-from immutdock.apply.health import POLL
 from immutdock.apply.router import BackendStats, Router
 
 if TYPE_CHECKING:
     from immutdock.targets.base import Colors
 from immutdock.gateways.engine import ContainerState
 
+POLL = 0.1  # seconds between two looks at the engine and the router, when no event came first
 ROUTER_GRACE = 0.5  # seconds a route may have no healthy server (a check that timed out under load)
 _ENDS = ("die", "oom", "health_status: unhealthy")  # container events that end the watch at once
 

@@ -6,6 +6,7 @@ is still serving, 2 bad input and nothing changed, 3 another release holds the l
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -15,7 +16,6 @@ from typing import Any
 import click
 
 from immutdock import __version__
-from immutdock.cli import deploy, down, inspect, operate, upkeep, volumes
 from immutdock.cli.context import common, common_here, COMMON_FLAGS, COMMON_VALUED, Ctx, ENGINE, EPILOG, exits, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
 
@@ -48,14 +48,33 @@ def hoisted(argv: list[str], groups: set[str]) -> list[str]:
     return head + moved + rest
 
 
+# The commands that live by what they do, each imported only when it is asked for (a release
+# does not import the code of logs or volumes): name -> (module of immutdock.cli, attribute).
+ELSEWHERE = {"plan": ("deploy", "plan"), "release": ("deploy", "release"), "rollback": ("deploy", "rollback"),
+             "heal": ("deploy", "heal"), "status": ("inspect", "status"), "history": ("inspect", "history"),
+             "prune": ("upkeep", "prune"), "drift": ("inspect", "drift_command"), "unlock": ("inspect", "unlock"),
+             "verify": ("inspect", "verify_command"), "volumes": ("volumes", "volumes"), "ps": ("operate", "ps"),
+             "ls": ("operate", "ls_command"), "logs": ("operate", "logs"), "exec": ("operate", "exec_command"),
+             "run": ("operate", "run"), "down": ("down", "down")}
+GROUPS = {"volumes"}  # the commands that have commands of their own (`volumes ls`)
+
+
 class _Main(click.Group):
     """click's own usage errors (unknown option, missing value, out of range) speak like every
     other bad input: one line naming the problem and where the help is, JSON with --json, exit 2.
     The options every command takes may come before the command too (`hoisted`)."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *ELSEWHERE})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in ELSEWHERE:
+            module, attr = ELSEWHERE[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"immutdock.cli.{module}"), attr), cmd_name)
+        return self.commands.get(cmd_name)
+
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
-        argv = hoisted(list(sys.argv[1:] if args is None else args),
-                       {name for name, cmd in self.commands.items() if isinstance(cmd, click.Group)})
+        argv = hoisted(list(sys.argv[1:] if args is None else args), GROUPS)
         from immutdock.config.dockercontext import context_env
 
         try:  # the engine of the docker CLI's current context, for every client (compose included)
@@ -66,7 +85,7 @@ class _Main(click.Group):
         try:
             return super().main(args=argv, prog_name=prog_name or "immutdock", standalone_mode=False, **extra)
         except click.ClickException as exc:
-            named = next((a for a in argv if a in self.commands), None)
+            named = next((a for a in argv if a in self.commands or a in ELSEWHERE), None)
             where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx and exc.ctx.parent \
                 else " ".join(["immutdock"] + ([named] if named else []))
             message = " ".join(exc.format_message().split()).rstrip(".")
@@ -250,12 +269,6 @@ def completion(shell: str) -> None:
 
 
 COMPLETE_VAR = "_IMMUTDOCK_COMPLETE"  # the variable the scripts set to ask immutdock for completions
-
-
-for command in (deploy.plan, deploy.release, deploy.rollback, deploy.heal, inspect.status, inspect.history,
-                upkeep.prune, inspect.drift_command, inspect.unlock, inspect.verify_command, volumes.volumes,
-                operate.ps, operate.ls_command, operate.logs, operate.exec_command, operate.run, down.down):
-    main.add_command(command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,8 +14,10 @@ SHARED = {"-f", "--file", "--json", "-v", "--profile", "--target", "--host", "--
 
 
 def _walk(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
-    for name in sorted(group.commands):
-        cmd = group.commands[name]
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None
         yield f"{prefix} {name}", cmd
         if isinstance(cmd, click.Group):
             yield from _walk(cmd, f"{prefix} {name}")

@@ -34,9 +34,9 @@ COLOR_MAP = "/var/lib/router/color.map"  # one entry, "live <color>": every rout
 # FAST_CHECKS while a gate or a watch looks at them, every LIVE_CHECKS once their color is live
 # (an app does not feel it). Every STATE_CHECKS whatever INTER says while a server is down or
 # changing state (a new server, forced down by the gate, gets its `rise` passing checks that
-# fast), and at once after a connection to it failed (one that died is down in about 0.2 s).
+# fast), and at once after a connection to it failed (one that died is down in about 0.1 s).
 INTER = "inter"
-FAST_CHECKS, LIVE_CHECKS, STATE_CHECKS = "250ms", "2s", "100ms"
+FAST_CHECKS, LIVE_CHECKS, STATE_CHECKS = "250ms", "2s", "50ms"
 CHECKS = f"fastinter {STATE_CHECKS} downinter {STATE_CHECKS} observe layer4 error-limit 1 on-error fastinter"
 CHECK_TIMEOUT = "2s"  # a check may take that long to answer (a slow health endpoint is not down)
 

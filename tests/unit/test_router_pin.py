@@ -17,12 +17,12 @@ ROUTES = [{"service": "web", "port": 8000, "publish": "8080", "health": {"path":
           {"service": "cache", "port": 6081, "publish": "127.0.0.1:6081", "mode": "tcp"}]
 
 # Changed deliberately (README, "Upgrading"): each color's check interval is a setting (2 s once
-# live), a check may take 2 s, a server that is down or changing state is checked every 100 ms,
+# live), a check may take 2 s, a server that is down or changing state is checked every 50 ms,
 # the first line names plan/haproxy.py. An upgrade recreates each live router once.
 PINNED = {
-    "one http route": "sha256:dfb3a6fc5832a9ce56a54d89f6505e3cc95b2bab646e77fd9f045745326278f7",
-    "published elsewhere": "sha256:15042df593a3a0a47682fe70e4980de8008d654b21c95b23632ff76ffc04503e",
-    "an http and a tcp route": "sha256:f6f9789e328db461f06d1fe220c8e12e343bb991b1bd415b2fae8608df29032b",
+    "one http route": "sha256:f626860a7558802d017d41d08991fd513d670cd29dfe2519a58562c3c2eca13e",
+    "published elsewhere": "sha256:da53a2186a4afab6484709762654e27480216de40c23236798a85977f4d78d84",
+    "an http and a tcp route": "sha256:015d0c49e89afc4815a514c24dc8e9c1c99ef81b18651a6973d1adf35b7dc845",
 }
 
 

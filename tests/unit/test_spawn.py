@@ -4,6 +4,7 @@ runs) ends the compose config, compose up or buildx build it started, within a s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +26,11 @@ RUNNER = textwrap.dedent("""\
     import sys
     from pathlib import Path
     from immutdock.gateways import compose
-    folder, what = sys.argv[1], sys.argv[2]
+    from immutdock.gateways import spawn
+    folder, what, tie = sys.argv[1], sys.argv[2], sys.argv[3]
     compose._PLUGIN_DIRS = (folder,)
+    if tie == "python":  # as where util-linux's setpriv is not found
+        spawn._setpriv = lambda: None
     if what == "config":
         compose.normalized_model([Path(folder) / "compose.yaml"])
     elif what == "up":
@@ -44,14 +48,15 @@ def _fake_tools(folder: Path) -> None:
     (folder / "compose.yaml").write_text("services: {}\n")
 
 
+@pytest.mark.parametrize("tie", ["setpriv", "python"])
 @pytest.mark.parametrize("what", ["config", "up", "build"])
-def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: str) -> None:
+def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: str, tie: str) -> None:
     _fake_tools(tmp_path)
     pid_file = tmp_path / "pid"
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "FAKE_PID": str(pid_file), "PATH": f"{tmp_path}:{os.environ['PATH']}",
            "TMPDIR": str(tmp_path / "tmp")}
-    immutdock = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), what], env=env,
+    immutdock = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), what, tie], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -79,7 +84,31 @@ def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: 
             immutdock.stderr.close()
 
 
-def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
+@pytest.fixture(params=["setpriv", "python"])
+def tie(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way of tying a child: util-linux's setpriv, and the Python lines where it is not found."""
+    from immutdock.gateways import spawn
+
+    if request.param == "python":
+        monkeypatch.setattr(spawn, "_setpriv", lambda: None)
+    elif spawn._setpriv() is None:
+        pytest.skip("util-linux's setpriv (2.33 or later) is not on this machine")
+    return str(request.param)
+
+
+def test_setpriv_ties_a_child_where_it_is_found_and_python_where_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immutdock.gateways import spawn
+
+    found = shutil.which("setpriv")
+    argv = spawn.tied_argv(["true", "a b"])
+    if found:  # the machines this is tested on have it (util-linux)
+        assert argv == [spawn._setpriv(), "--pdeathsig", "KILL", "--", shutil.which("true"), "a b"]
+    monkeypatch.setattr(spawn, "_setpriv", lambda: None)
+    argv = spawn.tied_argv(["true", "a b"])
+    assert argv[:3] == [sys.executable, "-I", "-S"] and argv[-2:] == ["true", "a b"]
+
+
+def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path, tie: str) -> None:
     from immutdock.gateways import spawn
 
     done = spawn.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, text=True)
@@ -88,7 +117,7 @@ def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path) -> None:
     assert proc.communicate("in", timeout=10) == ("in", None) and proc.returncode == 0
 
 
-def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch, tie: str) -> None:
     """preexec_fn is unsafe in a process with threads (a lock held by another thread at the fork
     deadlocks the child); the tie is made by the child's own program instead."""
     from immutdock.gateways import spawn
@@ -106,7 +135,7 @@ def test_no_code_of_immutdock_runs_between_fork_and_exec(monkeypatch: pytest.Mon
     assert seen and all(k.get("preexec_fn") is None for k in seen), seen
 
 
-def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said() -> None:
+def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said(tie: str) -> None:
     from immutdock.gateways import spawn
 
     words = ["a b", "$(touch /tmp/never)", "'", ";", ""]
@@ -116,7 +145,7 @@ def test_a_tied_child_gets_its_arguments_as_given_and_a_missing_program_is_said(
         spawn.run(["immutdock-no-such-program"])
 
 
-def test_a_tied_child_gets_sigpipe_back_as_subprocess_gives_it() -> None:
+def test_a_tied_child_gets_sigpipe_back_as_subprocess_gives_it(tie: str) -> None:
     """Python ignores SIGPIPE at start-up; a program started through the tie must not inherit
     that (a `yes | head` kind of pipe ends it, as it does any program subprocess starts)."""
     from immutdock.gateways import spawn
