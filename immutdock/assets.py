@@ -13,11 +13,10 @@ from immutdock.errors import ImmutdockError
 
 def folder(name: str) -> Path:
     """`compose`, `images` or `volumes`: inside the installed package, else the source checkout's."""
-    here = Path(__file__).resolve().parent
-    packaged = here / name
+    packaged = Path(__file__).parent / name
     if packaged.is_dir():
         return packaged
-    source = here.parent / name  # immutdock/assets.py -> the checkout
+    source = Path(__file__).resolve().parent.parent / name  # immutdock/assets.py -> the checkout
     if source.is_dir():
         return source
     raise ImmutdockError(f"this installation of immutdock lacks its {name}/ folder",

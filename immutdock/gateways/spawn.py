@@ -4,10 +4,11 @@ On Linux each child asks the kernel, before it runs its program, for SIGKILL whe
 goes (prctl PR_SET_PDEATHSIG): a `kill -9` of immutdock, which runs no handler, still ends
 the compose or buildx it started, and nothing it was doing goes on unseen. The ask is made by
 the child's own first program, which then execs the real one: util-linux's `setpriv
---pdeathsig KILL` (about 1 ms) where it is found, else a few lines of Python (`python -I -S -c`,
-about 13 ms), which also end the child when immutdock had gone before the ask was made (with
-setpriv that leaves a gap of about a millisecond between fork and ask; the next release finds
-and retires whatever such a child made). No code runs between fork and exec in immutdock's own
+--pdeathsig KILL` (2.33 and later) where it is found, with /bin/sh after it to end the child
+when immutdock had gone before the ask was made (about 2 ms in all; the program's argv[0] is
+then its path), else a few lines of Python that do both (`python -I -S -c`, about 13 ms).
+Either way nothing of the program's arguments is read as code: the shell gets them as
+positional parameters of a constant script. No code runs between fork and exec in immutdock's own
 process (`preexec_fn` is not safe in a process with threads). The kernel sends the signal when the thread that started
 the child ends, so a child is waited for by the thread that started it (every caller here
 does). Only the child itself is tied: a program it starts in turn (the docker CLI's plugin,
@@ -43,14 +44,19 @@ _TIE = ("import os, signal, sys\n"
         "    sys.exit(127)\n")
 
 
+# Run by /bin/sh after setpriv made the ask: $1 is immutdock's PID, the rest the program and its arguments.
+_CHECK = '[ "$PPID" = "$1" ] || kill -9 $$; shift; exec "$@"'
+
+
 @functools.cache
 def _setpriv() -> str | None:
-    """util-linux's setpriv, if it is here and knows --pdeathsig (2.33 and later)."""
+    """util-linux's setpriv, if it is here, knows --pdeathsig (2.33 and later) and can run /bin/sh."""
     found = shutil.which("setpriv", path=os.defpath + ":/usr/bin:/bin:/usr/sbin:/sbin")
-    if found is None:
+    if found is None or not os.access("/bin/sh", os.X_OK):
         return None
     try:
-        done = subprocess.run([found, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=5)
+        done = subprocess.run([found, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", ":"], capture_output=True,
+                              timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return found if done.returncode == 0 else None
@@ -67,7 +73,8 @@ def tied_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
     if program is None:
         raise FileNotFoundError(2, "No such file or directory", argv[0])
     if setpriv := _setpriv():
-        return [setpriv, "--pdeathsig", "KILL", "--", program, *argv[1:]]
+        return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _CHECK, "sh", str(os.getpid()), program,
+                *argv[1:]]
     return [sys.executable, "-I", "-S", "-c", _TIE, str(os.getpid()), program, *argv]
 
 

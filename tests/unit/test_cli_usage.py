@@ -230,3 +230,17 @@ def test_each_command_lists_its_own_exit_codes_and_only_the_options_it_uses(
         assert [line.split()[0] for line in listed if line.strip()] == codes, proc.stdout
     for option in ("--target", "--host", "--identity", "--accept-new-host-key"):
         assert (option in proc.stdout) == places, (option, proc.stdout)
+
+
+def test_every_command_is_found_by_its_name_and_the_groups_are_known() -> None:
+    """Commands are imported only when asked for: each name of the list finds a command of that
+    name, and GROUPS (the argv hoisting's) is every one that has commands of its own."""
+    import click
+
+    from immutdock.cli.main import ELSEWHERE, GROUPS, main
+
+    ctx = click.Context(main)
+    found = {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
+    assert set(ELSEWHERE) <= set(found) and all(cmd is not None and cmd.name == name for name, cmd in found.items())
+    assert GROUPS == {name for name, cmd in found.items() if isinstance(cmd, click.Group)}
+    assert main.get_command(ctx, "no-such-command") is None

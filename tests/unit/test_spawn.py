@@ -51,6 +51,10 @@ def _fake_tools(folder: Path) -> None:
 @pytest.mark.parametrize("tie", ["setpriv", "python"])
 @pytest.mark.parametrize("what", ["config", "up", "build"])
 def test_a_kill_of_immutdock_kills_the_compose_it_started(tmp_path: Path, what: str, tie: str) -> None:
+    from immutdock.gateways import spawn
+
+    if tie == "setpriv" and spawn._setpriv() is None:
+        pytest.skip("util-linux's setpriv (2.33 or later) is not on this machine")
     _fake_tools(tmp_path)
     pid_file = tmp_path / "pid"
     (tmp_path / "tmp").mkdir()
@@ -99,13 +103,24 @@ def tie(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_setpriv_ties_a_child_where_it_is_found_and_python_where_not(monkeypatch: pytest.MonkeyPatch) -> None:
     from immutdock.gateways import spawn
 
-    found = shutil.which("setpriv")
     argv = spawn.tied_argv(["true", "a b"])
-    if found:  # the machines this is tested on have it (util-linux)
-        assert argv == [spawn._setpriv(), "--pdeathsig", "KILL", "--", shutil.which("true"), "a b"]
+    if spawn._setpriv():  # the machines this is tested on have it (util-linux)
+        assert argv[:4] == [spawn._setpriv(), "--pdeathsig", "KILL", "--"]
+        assert argv[-4:] == ["sh", str(os.getpid()), shutil.which("true"), "a b"]
     monkeypatch.setattr(spawn, "_setpriv", lambda: None)
     argv = spawn.tied_argv(["true", "a b"])
     assert argv[:3] == [sys.executable, "-I", "-S"] and argv[-2:] == ["true", "a b"]
+
+
+def test_a_child_whose_immutdock_is_gone_before_the_tie_ends_at_once(tie: str) -> None:
+    """The gap between fork and the ask: a child that finds another parent than the immutdock
+    that started it (it was reparented: immutdock died meanwhile) never runs its program."""
+    from immutdock.gateways import spawn
+
+    argv = spawn.tied_argv(["echo", "ran"])
+    argv[argv.index(str(os.getpid()))] = "1"  # as if immutdock were gone and init had taken the child
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert (done.returncode, done.stdout) == (-signal.SIGKILL, "")
 
 
 def test_the_tie_does_not_change_how_a_child_runs(tmp_path: Path, tie: str) -> None:
