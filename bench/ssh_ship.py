@@ -17,7 +17,9 @@ the test-host image (tests/hosts/Dockerfile, the one the tests use). One run:
    of ``app.py`` (built, not timed), to the local engine (where the app was released once
    before, not timed) and to the 3-host target. Bytes are immutdock's own count of compressed
    bytes sent (``bytes_shipped``), which the tests check against the layers' compressed sizes.
-   Each release's phases, per host, come from its ``--json`` (``timings``).
+   Each release's phases, per host, come from its ``--json`` (``timings``); the CPU each used, from
+   this script's children (immutdock with its compose, buildx and ssh) and from each test host's
+   cgroup (its sshd, dockerd and containerd; not the containers its engine runs).
 3. The naive side, the same app image after the change: ``docker save IMG | ssh HOST docker
    load`` to one host, then to three hosts one after the other (what a script does), timed;
    bytes are the size of the ``docker save`` archive, sent uncompressed per host.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +46,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -87,6 +91,37 @@ def immutdock(cwd: Path, hosts: SshHosts, *args: str) -> tuple[float, dict]:
 
 def _env() -> dict[str, str]:
     return dict(os.environ)
+
+
+def host_cpu(container: str) -> float | None:
+    """CPU seconds a test host's container has used so far (its sshd, dockerd, containerd: not the
+    containers its own engine runs, which have cgroups of their own), from its cgroup; None where
+    that cannot be read."""
+    cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        return int(Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage").read_text()) / 1e9  # cgroup v1
+    except (OSError, ValueError):
+        pass
+    try:
+        stat = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat").read_text()  # cgroup v2
+        return int(stat.split("usage_usec", 1)[1].split()[0]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_cpu() -> float:
+    """CPU seconds of this script's finished children (each immutdock, its compose, buildx, ssh)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cpu_row(label: str, hosts: list, run: Callable[[], Any]) -> tuple[tuple[str, float, list[float | None]], Any]:
+    """run(), and the CPU it cost: immutdock's process with its children, and each of `hosts`."""
+    before, mine = [host_cpu(h.container) for h in hosts], own_cpu()
+    result = run()
+    after = [host_cpu(h.container) for h in hosts]
+    return (label, own_cpu() - mine, [b if b is None or a is None else a - b for a, b in zip(after, before)]), result
 
 
 def naive(image: str, hosts: SshHosts, which: list[int]) -> tuple[float, int]:
@@ -151,10 +186,13 @@ def main() -> None:
             raise SystemExit("port 8080 is in use on this machine: the app's local release needs it")
         rows: list[tuple[str, float, int, list[str]]] = []
         phases: list[tuple[str, dict]] = []
+        cpu: list[tuple[str, float, list[float | None]]] = []
         for label, target in (("first release, 1 host", "one"), ("first release, 3 hosts", "three"),
                               ("re-release, unchanged, 3 hosts", "three")):
             print(f"{label} ...", file=sys.stderr)
-            took, out = immutdock(root, hosts, "release", "--target", target, "--json")
+            used, (took, out) = cpu_row(label, a[:1] if target == "one" else a[1:], lambda t=target: immutdock(
+                root, hosts, "release", "--target", t, "--json"))
+            cpu.append(used)
             rows.append((label, took, out["bytes_shipped"], [h["outcome"] for h in out["hosts"]]))
             phases.append((label, out))
         print("the local engine's first release (not timed) ...", file=sys.stderr)
@@ -165,7 +203,9 @@ def main() -> None:
         local, out = immutdock(root, hosts, "release", "--json")
         phases.append(("code change, local engine", out))
         print("one-line code change, 3 hosts ...", file=sys.stderr)
-        took, out = immutdock(root, hosts, "release", "--target", "three", "--json")
+        used, (took, out) = cpu_row("code change, 3 hosts", a[1:], lambda: immutdock(
+            root, hosts, "release", "--target", "three", "--json"))
+        cpu.append(used)
         phases.append(("code change, 3 hosts", out))
         rows.append(("code change, 3 hosts", took, out["bytes_shipped"], [h["outcome"] for h in out["hosts"]]))
         for h in a[1:]:
@@ -185,6 +225,10 @@ def main() -> None:
         print(f"{'naive, 3 hosts one after another':<34} {'':>12} {'':>14}   {naive3:>9.1f} {3 * size:>14,}")
         print(f"{'code change, local engine':<34} {local:>12.1f}")
         print_phases(phases)
+        print("\nCPU (s): immutdock (its process, compose, buildx, ssh), each host's engine (sshd, dockerd, containerd)")
+        for label, mine, theirs in cpu:
+            print(f"  {label:<34} immutdock {mine:>5.1f}   hosts " + "  ".join(
+                f"{c:.1f}" if c is not None else "-" for c in theirs))
         one, three = rows[0][1], rows[1][1]
         goals = [("3 hosts take < 1.5x one host", three < 1.5 * one, f"{three / one:.2f}x"),
                  ("unchanged re-release ships 0 bytes", rows[2][2] == 0, f"{rows[2][2]} bytes"),
