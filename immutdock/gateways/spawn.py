@@ -8,12 +8,12 @@ the child's own first program, which then execs the real one: util-linux's `setp
 when immutdock had gone before the ask was made (about 2 ms in all; the program's argv[0] is
 then its path), else a few lines of Python that do both (`python -I -S -c`, about 13 ms).
 Either way nothing of the program's arguments is read as code: the shell gets them as
-positional parameters of a constant script. No code runs between fork and exec in immutdock's own
-process (`preexec_fn` is not safe in a process with threads). The kernel sends the signal when the thread that started
-the child ends, so a child is waited for by the thread that started it (every caller here
-does). Only the child itself is tied: a program it starts in turn (the docker CLI's plugin,
-when compose or buildx is not found as a plugin binary) is not. Elsewhere children are
-started as they are."""
+positional parameters of a constant script. No code runs between fork and exec in immutdock's
+own process (`preexec_fn` is not safe in a process with threads). The kernel sends the signal
+when the thread that started the child ends, so a child is waited for by the thread that
+started it (every caller here does). Only the child itself is tied: a program it starts in
+turn (the docker CLI's plugin, when compose or buildx is not found as a plugin binary) is not.
+Elsewhere children are started as they are."""
 
 from __future__ import annotations
 
