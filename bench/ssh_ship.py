@@ -10,12 +10,12 @@ the test-host image (tests/hosts/Dockerfile, the one the tests use). One run:
 
 1. Four fresh test hosts (sshd + their own dockerd, no images): one for the 1-host target,
    three for the 3-host target (``parallel: 3``). A small Python app (FROM debian:bookworm-slim,
-   one ``app.py``) is built once here with ``immutdock build`` (not timed: both targets then
-   release the same, already built images).
+   one ``app.py``) is built once here with ``immutdock build`` and released once to the local
+   engine, which builds the router's image here (neither timed: both targets then release the
+   same, already built images).
 2. Timed, each a fresh ``immutdock release --json`` process: to the 1-host target; to the
    3-host target; to the 3-host target again with nothing changed; then, after a one-line change
-   of ``app.py`` (built, not timed), to the local engine (where the app was released once
-   before, not timed) and to the 3-host target. Bytes are immutdock's own count of compressed
+   of ``app.py`` (built, not timed), to the local engine and to the 3-host target. Bytes are immutdock's own count of compressed
    bytes sent (``bytes_shipped``), which the tests check against the layers' compressed sizes.
    Each release's phases, per host, come from its ``--json`` (``timings``); the CPU each used, from
    this script's children (immutdock with its compose, buildx and ssh) and from each test host's
@@ -184,6 +184,8 @@ def main() -> None:
         immutdock(root, hosts, "build", "--json")
         if subprocess.run(["sh", "-c", "ss -ltn | grep -q ':8080 '"]).returncode == 0:
             raise SystemExit("port 8080 is in use on this machine: the app's local release needs it")
+        print("the local engine's first release, which builds the router's image (not timed) ...", file=sys.stderr)
+        immutdock(root, hosts, "release", "--json")
         rows: list[tuple[str, float, int, list[str]]] = []
         phases: list[tuple[str, dict]] = []
         cpu: list[tuple[str, float, list[float | None]]] = []
@@ -195,8 +197,6 @@ def main() -> None:
             cpu.append(used)
             rows.append((label, took, out["bytes_shipped"], [h["outcome"] for h in out["hosts"]]))
             phases.append((label, out))
-        print("the local engine's first release (not timed) ...", file=sys.stderr)
-        immutdock(root, hosts, "release", "--json")
         (root / "web" / "app.py").write_text(APP.replace('VERSION = "v1"', 'VERSION = "v2"'))
         immutdock(root, hosts, "build", "--json")
         print("one-line code change, local engine ...", file=sys.stderr)
