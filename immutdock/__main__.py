@@ -1,3 +1,3 @@
-from immutdock.cli.main import main
+from immutdock.cli.entry import run
 
-main()
+run()
