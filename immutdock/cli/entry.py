@@ -5,7 +5,9 @@ clears every module and collects every object one by one: about 25 ms of a no-op
 0.2 s, and more on a busy machine. What that teardown would have done that matters still
 happens first: the exit handlers registered with `atexit` (logging's flush among them), then
 the standard streams are flushed. While a thread other than a daemon one still runs, the
-interpreter's usual exit waits for it, as it always has."""
+interpreter's usual exit waits for it, as it always has. A daemon thread is not waited for, nor
+a pool a daemon thread made (its workers are daemons too): the background reads a command starts
+(cli/context.py `_background`) are only reads, and a command that is done no longer needs them."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ waits for), and the process ended without the interpreter's teardown."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -20,7 +21,9 @@ def _program(tmp_path: Path, before: str, *args: str) -> subprocess.CompletedPro
     """A Python process that runs `before`, then the entry with `args` as the command line."""
     code = (f"import sys\n{before}\nsys.argv = ['immutdock', *{list(args)!r}]\n"
             "from immutdock.cli.entry import run\nrun()\nprint('not reached')\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's output buffered, as usual
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=env)
 
 
 def test_the_console_script_and_python_m_run_the_entry() -> None:
@@ -40,11 +43,12 @@ def test_exit_handlers_run_and_buffered_output_is_flushed_before_the_process_end
     """A handler registered with atexit runs, after the command, and what was printed without a
     newline into a pipe's buffer still comes out."""
     done = tmp_path / "handled"
-    before = (f"import atexit, pathlib\natexit.register(lambda: pathlib.Path({str(done)!r}).write_text('yes'))\n"
-              "sys.stdout.write('buffered, no newline')")
+    before = ("import atexit, pathlib\n"
+              f"atexit.register(lambda: (pathlib.Path({str(done)!r}).write_text('yes'), "
+              "sys.stdout.write('from the handler, no newline')))")
     proc = _program(tmp_path, before, "--version")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("buffered, no newline") and "version" in proc.stdout
+    assert proc.stdout.endswith("from the handler, no newline") and "version" in proc.stdout
     assert done.read_text() == "yes"
 
 
@@ -53,7 +57,10 @@ def test_a_thread_the_interpreter_waits_for_is_waited_for(tmp_path: Path) -> Non
     as the interpreter's own exit does, once that thread has finished."""
     done = tmp_path / "finished"
     before = ("import threading, time, pathlib\n"
-              f"threading.Thread(target=lambda: (time.sleep(0.5), pathlib.Path({str(done)!r}).write_text('yes'))).start()")
+              "import immutdock.cli.entry as entry\n"
+              "ran, command = threading.Event(), entry.main\n"
+              "entry.main = lambda: (command(), ran.set())[0]\n"  # the thread is still running after the command
+              f"threading.Thread(target=lambda: (ran.wait(), time.sleep(0.3), pathlib.Path({str(done)!r}).write_text('yes'))).start()")
     proc = _program(tmp_path, before, "--version")
     assert proc.returncode == 0, proc.stderr
     assert done.read_text() == "yes"
