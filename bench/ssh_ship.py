@@ -15,8 +15,9 @@ the test-host image (tests/hosts/Dockerfile, the one the tests use). One run:
    same, already built images).
 2. Timed, each a fresh ``immutdock release --json`` process: to the 1-host target; to the
    3-host target; to the 3-host target again with nothing changed; then, after a one-line change
-   of ``app.py`` (built, not timed), to the local engine and to the 3-host target. Bytes are immutdock's own count of compressed
-   bytes sent (``bytes_shipped``), which the tests check against the layers' compressed sizes.
+   of ``app.py`` (built, not timed), to the local engine and to the 3-host target. Bytes are
+   immutdock's own count of compressed bytes sent (``bytes_shipped``), which the tests check
+   against the layers' compressed sizes.
    Each release's phases, per host, come from its ``--json`` (``timings``); the CPU each used, from
    this script's children (immutdock with its compose, buildx and ssh) and from each test host's
    cgroup (its sshd, dockerd and containerd; not the containers its engine runs).
