@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import gzip
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -82,7 +81,7 @@ class _Tee(io.RawIOBase):
         interrupts.checkpoint()
         try:
             data = self.source.read(len(buffer))
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise EngineError(f"the engine's stream of the volume broke: {exc}", "try again") from None
         n = len(data)
         buffer[:n] = data

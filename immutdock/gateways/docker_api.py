@@ -5,7 +5,6 @@ are built on it."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import threading
@@ -99,7 +98,7 @@ class DockerAPI:
         interrupts.checkpoint()
         try:
             return self.wire.request(method, path, params, body, timeout)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._unreachable(what, exc) from None
 
     def _json(self, what: str, path: str, params: Mapping[str, Any] | None = None,
@@ -203,6 +202,28 @@ class _DockerPyWire:
         except requests.exceptions.RequestException as exc:
             raise ConnectionError(_short(exc)) from None
         try:
-            yield resp.status_code, resp.raw
+            yield resp.status_code, _Raw(resp.raw)
         finally:
             resp.close()
+
+
+class _Raw:
+    """urllib3's answer read as the wire's is: what breaks it is an OSError."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def read(self, amt: int | None = None) -> bytes:
+        return self._broken(lambda: self._raw.read(amt))
+
+    def readline(self) -> bytes:
+        return self._broken(self._raw.readline)
+
+    @staticmethod
+    def _broken(read: Callable[[], bytes]) -> bytes:
+        try:
+            return read()
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - urllib3's and http.client's own errors
+            raise ConnectionError(_short(exc)) from None

@@ -3,11 +3,9 @@ copies and throwaway probes, archives in and out."""
 
 from __future__ import annotations
 
-import http.client
 import io
 import posixpath
 import socket
-import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -316,7 +314,7 @@ class ContainerCalls(DockerAPI):
         opened = self.wire.stream("GET", f"/containers/{segment(cid)}/archive", {"path": path})
         try:  # only the request: what the caller does with the bytes fails as its own error
             status, answer = opened.__enter__()
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._unreachable(what, exc) from None
         try:
             if status >= 400:
@@ -333,7 +331,7 @@ class ContainerCalls(DockerAPI):
             with self.wire.stream("PUT", f"/containers/{segment(cid)}/archive", {"path": path},
                                   body=archive) as (status, answer):
                 text = answer.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._unreachable(what, exc) from None
         if status >= 400:
             raise EngineError(f"{what}: {Reply(status, {}, text).message}", "check the free disk space there")
@@ -342,6 +340,8 @@ class ContainerCalls(DockerAPI):
         """Write files (absolute path -> content, mode 0600) into a container, running or not,
         through the engine's archive API, so it works wherever the engine runs. Each file's
         folder must exist in the container; nothing else there is touched."""
+        import tarfile  # the only user here, beside docker-py's own import
+
         api = self.client.api
         for path, content in files.items():
             folder, name = posixpath.split(path)

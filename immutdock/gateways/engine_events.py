@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Mapping
@@ -31,7 +30,7 @@ class EventCalls(DockerAPI):
         with ExitStack() as stack:
             try:
                 status, lines = stack.enter_context(wire.watch("/events", {"filters": filters(**flt)}))
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 raise self._unreachable(what, exc) from None
             if status >= 400:
                 raise EngineError(f"{what}: the engine refused its events (HTTP {status})",

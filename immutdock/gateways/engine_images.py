@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +148,7 @@ class ImageCalls(DockerAPI):
                     raise EngineError(f"{what}: {Reply(status, {}, answer.read()).message}")
                 while chunk := answer.read(1 << 20):
                     into.write(chunk)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise self._unreachable(what, exc) from None
 
     def load_images(self, archive: Iterable[bytes]) -> None:
@@ -157,7 +156,7 @@ class ImageCalls(DockerAPI):
         try:
             with self.wire.stream("POST", "/images/load", {"quiet": "1"}, body=archive) as (status, answer):
                 text = answer.read().decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise EngineError(f"load images on {self.name}: the connection broke ({_short(exc)})",
                               self._hint) from None
         errors = [str((m.get("errorDetail") or {}).get("message") or m.get("error"))

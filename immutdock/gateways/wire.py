@@ -2,12 +2,11 @@
 
 Reading the engine is most of what `status`, `plan` and a no-op `release` do, and docker-py
 takes about 0.1 s to import (requests, urllib3): longer than all those reads. This wire talks
-to a unix socket or a plain TCP address; other addresses (ssh://, TLS) are `Unsupported` here
-and go through docker-py (engine.py picks)."""
+to a unix socket or a plain TCP address (HTTP/1.1 as http1.py speaks it); other addresses
+(ssh://, TLS) are `Unsupported` here and go through docker-py (engine.py picks)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
+from immutdock.gateways.http1 import Connection
+
 
 class Unsupported(Exception):
     """An engine address this wire does not speak (ssh://, TLS)."""
@@ -24,6 +25,7 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class Reply:
+    """The engine's answer to one request."""
     status: int
     headers: Mapping[str, str]  # lower-case names
     body: bytes
@@ -42,20 +44,15 @@ class Reply:
         return str(found.get("message") or text) if isinstance(found, dict) else text
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+def _unix(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Wire:
@@ -70,25 +67,25 @@ class Wire:
     def __init__(self, base_url: str) -> None:
         url = urlsplit(base_url)
         tls = os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH")
-        self._connect: Callable[[float], http.client.HTTPConnection]
+        self._connect: Callable[[float], Connection]
         if url.scheme == "unix" and url.path:
-            self._connect = lambda timeout: _UnixConnection(url.path, timeout)
+            self._connect = lambda timeout: Connection(lambda: _unix(url.path, timeout))
         elif url.scheme in ("tcp", "http") and url.hostname and not tls:
             host, port = url.hostname, url.port or 2375
-            self._connect = lambda timeout: http.client.HTTPConnection(host, port, timeout=timeout)
+            self._connect = lambda timeout: Connection(lambda: socket.create_connection((host, port), timeout))
         else:
             raise Unsupported(base_url)
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
 
-    def _kept(self, timeout: float) -> http.client.HTTPConnection | None:
+    def _kept(self, timeout: float) -> Connection | None:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is not None and conn.sock is not None:
             conn.sock.settimeout(timeout)
         return conn
 
-    def _keep(self, conn: http.client.HTTPConnection) -> None:
+    def _keep(self, conn: Connection) -> None:
         with self._lock:
             if len(self._idle) < self.KEEP:
                 self._idle.append(conn)
@@ -105,8 +102,8 @@ class Wire:
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
                 body: Any = None, timeout: float = 120.0) -> Reply:
         """`path` as the API documents it (unversioned: the engine's own API version);
-        `body` is sent as JSON. Raises OSError (or http.client.HTTPException) when the engine
-        cannot be reached or the connection breaks."""
+        `body` is sent as JSON. Raises OSError when the engine cannot be reached or the
+        connection breaks."""
         target = path + ("?" + urlencode(params, doseq=True) if params else "")
         headers = {"Host": "docker"}
         data = None
@@ -120,8 +117,8 @@ class Wire:
             try:
                 conn.request(method, target, body=data, headers=headers)
                 resp = conn.getresponse()
-                reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-            except ConnectionError:  # the peer closed it (RemoteDisconnected is one)
+                reply = Reply(resp.status, resp.headers, resp.read())
+            except ConnectionError:  # the peer closed it (http1.Closed is one)
                 conn.close()
                 if kept is None:
                     raise
@@ -145,7 +142,7 @@ class Wire:
         headers = {"Host": "docker", "Content-Type": "application/x-tar"} if body is not None else {"Host": "docker"}
         conn = self._connect(timeout)
         try:
-            conn.request(method, target, body=body, headers=headers, encode_chunked=body is not None)
+            conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
             yield resp.status, resp  # type: ignore[misc]
         finally:
@@ -158,8 +155,7 @@ class Wire:
         a read that waits for the next line in another thread."""
         target = path + ("?" + urlencode(params, doseq=True) if params else "")
         conn = self._connect(30.0)  # for the connection and the answer's headers
-        conn.connect()
-        sock = conn.sock
+        sock = conn.open()
         resp = None
         try:
             conn.request("GET", target, headers={"Host": "docker"})
@@ -182,9 +178,7 @@ class Wire:
         stream after them), to write to and read from raw. Raises OSError when the engine
         cannot be reached or refuses (with its message)."""
         data = json.dumps(body).encode()
-        conn = self._connect(timeout)
-        conn.connect()
-        sock = conn.sock
+        sock = self._connect(timeout).open()  # taken over: the Connection is not used again
         try:
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(data)}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode()
