@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Optional, Tuple
 
 from immutdock import labels as L
 from immutdock.config.model import App, BuildSpec
@@ -190,14 +191,21 @@ def git_revision(project_dir: Path) -> str | None:
     return revision if clean else revision + UNCOMMITTED
 
 
-def oci_labels(app_name: str, item: ImagePlan, project_dir: Path) -> dict[str, str]:
+Checkout = Tuple[str, Optional[str]]  # where the source is (git's remote origin, else the folder), its revision
+
+
+def checkout(project_dir: Path) -> Checkout:
+    """The project's source as its images' labels and its records name it."""
+    return _git(project_dir, "remote", "get-url", "origin") or str(project_dir), git_revision(project_dir)
+
+
+def oci_labels(app_name: str, item: ImagePlan, source: Checkout) -> dict[str, str]:
     found = {
         L.APP: app_name, L.ROLE: "image", L.SERVICE: item.service, L.CONTENT_HASH: item.content_hash,
         L.OCI_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        L.OCI_VERSION: item.tag,
-        L.OCI_SOURCE: _git(project_dir, "remote", "get-url", "origin") or str(project_dir),
+        L.OCI_VERSION: item.tag, L.OCI_SOURCE: source[0],
     }
-    revision = git_revision(project_dir)
+    revision = source[1]
     if revision:
         found[L.OCI_REVISION] = revision
     if item.inputs is not None:  # what `verify` compares a later checkout with (no arg value in clear)
@@ -220,17 +228,17 @@ def _about(service: str, text: str) -> Status:
 
 
 def _apply_bake(app_name: str, item: ImagePlan, project_dir: Path, engine: Engine, compose: Compose,
-                progress: Progress) -> ImagePlan:
+                progress: Progress, source: Callable[[], Checkout]) -> ImagePlan:
     """The service's own image first, then its project binds baked over it (unless cached)."""
     import dataclasses
 
     assert item.bake is not None
-    base = apply_images(app_name, [item.bake.base], project_dir, engine, compose, progress)[0]
+    base = apply_images(app_name, [item.bake.base], project_dir, engine, compose, progress, source)[0]
     item = dataclasses.replace(item, bake=dataclasses.replace(item.bake, base=base))
     if item.cached:
         progress(_about(item.service, f"{item.image} cached (its project binds baked)"))
         return item
-    build_bake(item, oci_labels(app_name, item, project_dir), item.bake.baking, compose,
+    build_bake(item, oci_labels(app_name, item, source()), item.bake.baking, compose,
                lambda line: progress(_about(item.service, line.partition(": ")[2] or line)))
     return dataclasses.replace(item, image_id=engine.image_id(item.image))
 
@@ -257,10 +265,14 @@ def _together(items: list[int], build: Callable[[int], None], stop: threading.Ev
 
 
 def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, engine: Engine,
-                 compose: Compose, progress: Progress = lambda _l: None) -> list[ImagePlan]:
+                 compose: Compose, progress: Progress = lambda _l: None,
+                 source: Callable[[], Checkout] | None = None) -> list[ImagePlan]:
     """Build what is not cached, the independent builds together; an identical build of
-    another service is tagged, not rebuilt. Images with project binds are baked after."""
+    another service is tagged, not rebuilt. Images with project binds are baked after. What
+    an image's labels say of the source is `source()` (default: read from `project_dir`
+    once, when something is built)."""
     plans = list(plans)
+    source = source or functools.cache(lambda: checkout(project_dir))
     done: dict[int, ImagePlan] = {}
     firsts: dict[str, int] = {}  # content hash -> the plan that builds it
     for i, item in enumerate(plans):
@@ -287,7 +299,7 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
             return
         progress(_about(item.service, f"building {item.image}"))
         try:
-            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, project_dir), compose, progress)
+            build_one(item.service, item.spec, item.image, oci_labels(app_name, item, source()), compose, progress)
         except BaseException:
             stop.set()  # before this thread takes the next build
             raise
@@ -306,5 +318,5 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
                             spec=item.spec)
     for i, item in enumerate(plans):
         if item.bake is not None:
-            done[i] = _apply_bake(app_name, item, project_dir, engine, compose, progress)
+            done[i] = _apply_bake(app_name, item, project_dir, engine, compose, progress, source)
     return [done[i] for i in range(len(plans))]

@@ -28,20 +28,21 @@ from immutdock.errors import EngineError, ImmutdockError, Interrupted, LockHeld
 from immutdock.gateways.engine import Engine
 from immutdock.gateways.files import Bar
 from immutdock.plan.release import ReleasePlan, image_refs
-from immutdock.targets import ledger, registry, ship
+from immutdock.targets import ledger
 from immutdock.targets.base import Images, Target
 from immutdock.targets.images import Delivery
 from immutdock.targets.observe import AppState
-from immutdock.targets.ship import size_text
 
 if TYPE_CHECKING:
     from immutdock.apply.release import Deployer, Outcome, Prepared
+    from immutdock.targets import registry, ship
 
 Say = Callable[[str], None]
 
 
 @dataclass
 class HostResult:
+    """What a command did on one host of a fleet."""
     host: str
     outcome: str = "not started"  # ok | noop | failed | interrupted | not started
     release: str | None = None
@@ -60,6 +61,7 @@ class HostResult:
 
 @dataclass
 class FleetOutcome:
+    """What a command did on every host of a target."""
     target: str
     kind: str
     hosts: list[HostResult] = field(default_factory=list)
@@ -250,6 +252,8 @@ class Fleet:
                 row.bytes, row.seconds = got.bytes, got.seconds
                 row.timings["delivery"] = got.seconds
                 if got.images:
+                    from immutdock.targets.ship import size_text  # a fleet that moved images has it imported
+
                     self.say(f"{row.host}: {moved.verb} {size_text(got.bytes)} ({got.layers_sent} layer(s) "
                              f"{'sent' if moved.verb == 'shipped' else 'pulled'}, {got.layers_skipped} already there)")
 

@@ -8,12 +8,14 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from immutdock.apply.build import ImagePlan
+from immutdock.apply.build import Checkout, ImagePlan
 from immutdock.apply.router import Router
 from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from immutdock.config.model import App
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
@@ -24,6 +26,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class Outcome:
+    """What a release, rollback or heal did: the command's result."""
     release: str
     color: str
     outcome: str  # ok | noop
@@ -82,3 +85,4 @@ class Parts:
     warn: Say
     _salt: str | None
     _pem: bytes | None
+    _checkout: "Future[Checkout] | None"

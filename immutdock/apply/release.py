@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import interrupts
-from immutdock.apply.build import ImagePlan, apply_images, check_obtainable, plan_app_images
+from immutdock.apply.build import Checkout, ImagePlan, apply_images, check_obtainable, plan_app_images
 from immutdock.apply.health import wait_ready
 from immutdock.apply.outcome import Live, Outcome, Prepared
 from immutdock.apply.release_records import RecordSteps
@@ -59,6 +59,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
         self.same_number = same_number  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
+        self._checkout: Future[Checkout] | None = None  # the project's git facts, read once (_source)
         self.published_checked = published  # the router's addresses were probed (under the lock)
 
 
@@ -117,6 +118,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         before = Steps(timings)  # the steps before anything changes: nothing to undo
+        self._read_source()  # git, beside the plan: the build's labels and the record name it
         plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed, probe=False))
         running = state.router if state.router is not None and state.router.status == "running" else None
         router = self.target.switch.control(running) if plan.noop and running is not None else None
@@ -169,7 +171,8 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
         # compose builds on the builder's engine: the Deployer's own compose when they are one
         compose = self.compose if self.builder is self.engine else Compose()
         try:
-            done = apply_images(self.app.name, images, self.app.project_dir, self.builder, compose, self.say)
+            done = apply_images(self.app.name, images, self.app.project_dir, self.builder, compose, self.say,
+                                self._source)
             if router_plan:
                 apply_images("immutdock", [router_plan], self.router_context, self.builder, compose, self.say)
         finally:

@@ -4,10 +4,11 @@ immutdock.identity.redact), and the pre-release test and hooks."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from immutdock.apply.build import git_revision
+from immutdock.apply.build import Checkout, checkout
 from immutdock.apply.operate import labelled_networks
 from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
@@ -68,7 +69,22 @@ class RecordSteps(Parts):
             found = next((r for r in (state.records if state else ()) if r.id == source), None)
             if found is not None:
                 return found.git
-        return git_revision(self.app.project_dir)
+        return self._source()[1]
+
+    def _read_source(self) -> None:
+        """Start reading the project's source and revision (git, two or three commands) in the
+        background, once per Deployer."""
+        if self._checkout is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git")
+            self._checkout = pool.submit(checkout, self.app.project_dir)
+            pool.shutdown(wait=False)
+
+    def _source(self) -> Checkout:
+        """The project's source and revision, as `_read_source` read them (read now if it was
+        not started)."""
+        self._read_source()
+        assert self._checkout is not None
+        return self._checkout.result()
 
     def _settle_interrupted(self, state: AppState, by: str) -> None:
         """Settle the records of releases killed around their switch: the one that serves is

@@ -12,7 +12,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from immutdock import interrupts
 from immutdock import labels as L
-from immutdock.apply import archive as archives
 from immutdock.errors import ConfigError, LockHeld, ReleaseFailed
 from immutdock.identity.redact import Redactor
 from immutdock.plan import render
@@ -208,6 +207,8 @@ class StateSteps(Parts):
         prune removed them (see archive.py); refused when they are gone."""
         missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]
         if (missing or not target.packed) and archive is not None:
+            from immutdock.apply import archive as archives  # a rollback from an archive alone reads one
+
             target = archives.restore(self.engine, self.app.name, target, archive, list(state.records), bar,
                                       self.say)
             missing = [ref for ref in target.images.values() if self.engine.image_id(ref) is None]

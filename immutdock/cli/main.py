@@ -18,6 +18,7 @@ import click
 from immutdock import __version__
 from immutdock.cli.context import common, common_here, COMMON_FLAGS, COMMON_VALUED, Ctx, ENGINE, EPILOG, exits, fail, paint
 from immutdock.errors import ConfigError, ImmutdockError
+from immutdock.gateways import spawn
 
 
 def hoisted(argv: list[str], groups: set[str]) -> list[str]:
@@ -79,6 +80,7 @@ class _Main(click.Group):
 
         try:  # the engine of the docker CLI's current context, for every client (compose included)
             if not {"--help", "-h", "--version"} & set(argv) and COMPLETE_VAR not in os.environ:
+                spawn.warm()  # children started later are tied to this process with what it finds
                 os.environ.update(context_env(os.environ))
         except ImmutdockError as exc:
             fail(Ctx(None, "--json" in argv, False), exc)

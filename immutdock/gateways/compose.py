@@ -21,6 +21,9 @@ from immutdock.errors import BuildError, ConfigError, EngineError
 from immutdock.gateways import procs, scratch, spawn
 from immutdock.identity.redact import externalized
 
+# libyaml's emitter where PyYAML has it: the same YAML as safe_dump's, about 4 times as fast.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 _PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
                 "/usr/lib/docker/cli-plugins", str(Path.home() / ".docker/cli-plugins"))
 
@@ -139,7 +142,7 @@ class Compose:
         compose (or the docker CLI, which reads ${...} the same way) the values."""
         placed, values = externalized(dict(model), self.hidden)
         path = self._workdir / f"{project}.yaml"
-        scratch.write(path, yaml.safe_dump(placed, sort_keys=False))
+        scratch.write(path, yaml.dump(placed, Dumper=_DUMPER, sort_keys=False))
         return path, {**os.environ, **({"DOCKER_HOST": self.host} if self.host else {}), **values}
 
     def _project(self, project: str, model: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:

@@ -17,11 +17,11 @@ Elsewhere children are started as they are."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from typing import Any
 
 # Run in the child: tie it to its parent (argv[1]), unless that parent is already gone, then
@@ -48,9 +48,27 @@ _TIE = ("import os, signal, sys\n"
 _CHECK = '[ "$PPID" = "$1" ] || kill -9 $$; shift; exec "$@"'
 
 
-@functools.cache
+_probed: list[str | None] = []  # the answer of _setpriv, once it is known
+_probing = threading.Lock()
+
+
+def warm() -> None:
+    """Look for setpriv in the background now (a process of its own), so the first child a
+    command starts does not wait for that look."""
+    if sys.platform.startswith("linux") and not _probed:
+        threading.Thread(target=_setpriv, name="setpriv probe", daemon=True).start()
+
+
 def _setpriv() -> str | None:
-    """util-linux's setpriv, if it is here, knows --pdeathsig (2.33 and later) and can run /bin/sh."""
+    """util-linux's setpriv, if it is here, knows --pdeathsig (2.33 and later) and can run
+    /bin/sh; looked for once per process."""
+    with _probing:
+        if not _probed:
+            _probed.append(_probe())
+        return _probed[0]
+
+
+def _probe() -> str | None:
     found = shutil.which("setpriv", path=os.defpath + ":/usr/bin:/bin:/usr/sbin:/sbin")
     if found is None or not os.access("/bin/sh", os.X_OK):
         return None

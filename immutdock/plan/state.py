@@ -14,6 +14,7 @@ ENDED = frozenset({"created", "exited", "dead"})  # a container's status when it
 
 @dataclass(frozen=True)
 class ContainerState:
+    """One container as the engine reports it."""
     id: str
     name: str
     labels: Mapping[str, str]
@@ -46,6 +47,7 @@ class ContainerState:
 
 @dataclass(frozen=True)
 class AppState:
+    """What runs of the app on a target, and what its records say."""
     app: str
     records: tuple[ledger.Record, ...]
     router: ContainerState | None

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from immutdock.targets import registry, ship
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # registry and ship are imported by the deliveries that use them (fleets only)
     from immutdock.gateways.engine import Engine
+    from immutdock.targets import registry, ship
 
 Say = Callable[[str], None]
 
@@ -34,6 +33,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class BuiltHere:
+    """Images built on the target's own engine: nothing to deliver."""
     builds_here: bool = True
 
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
@@ -43,22 +43,28 @@ class BuiltHere:
 
 @dataclass(frozen=True)
 class Shipped:
+    """Images built here and shipped to each host over SSH (no registry)."""
     builds_here: bool = False
 
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
                 progress: ship.Progress, say: Say) -> Delivery:
         say(f"shipping images to {len(to)} host(s) that may lack them")
+        from immutdock.targets import ship
+
         return Delivery("shipped", ship.ship(builder, dict(to), refs, progress))
 
 
 @dataclass(frozen=True)
 class ThroughRegistry:
+    """Images pushed to a registry, which each host pulls."""
     registry: str
     builds_here: bool = False
 
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
                 progress: ship.Progress, say: Say) -> Delivery:
         say(f"pushing images to {self.registry} for {len(to)} host(s) that may lack them")
+        from immutdock.targets import registry
+
         pushed, got = registry.through_registry(builder, dict(to), refs, self.registry, progress)
         if pushed.images:
             say(f"pushed {len(pushed.images)} image(s) to {self.registry} ({pushed.layers_pushed} layer(s) pushed, "

@@ -16,7 +16,6 @@ import getpass
 import io
 import os
 import socket
-import tarfile
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
@@ -31,6 +30,7 @@ _H = f"{L.PREFIX}.lock"
 
 @dataclass(frozen=True)
 class Holder:
+    """Who holds an app's release lock, and since when."""
     host: str
     pid: int
     user: str
@@ -76,6 +76,8 @@ def _my_labels(app: str, command: str) -> dict[str, str]:
 
 
 def _empty_image_tar() -> bytes:
+    import tarfile  # once per engine: its lock image is made once
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("immutdock-lock")

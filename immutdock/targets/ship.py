@@ -18,17 +18,19 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 from immutdock import interrupts
 from immutdock.errors import EngineError
 from immutdock.gateways import scratch
 from immutdock.gateways.engine import Engine
+
+if TYPE_CHECKING:
+    import tarfile
 
 # (what moves where, e.g. "shipping to HOST"; bytes sent so far (compressed; -1: not known),
 # bytes read so far, bytes to read)
@@ -39,6 +41,7 @@ BLOCK = 512  # a tar block
 
 @dataclass
 class Shipment:
+    """What was shipped to one host over SSH."""
     host: str
     images: list[str] = field(default_factory=list)  # what it lacked and now holds
     bytes: int = 0  # compressed bytes sent
@@ -98,6 +101,8 @@ class Archive:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 builder.save_images(refs, f)
+            import tarfile  # only a fleet's shipping reads an archive: not imported by every command
+
             with tarfile.open(self.path) as tar:
                 self.manifest = json.load(_member(tar, "manifest.json"))
                 self.configs = {str(e["Config"]): json.load(_member(tar, str(e["Config"]))) for e in self.manifest}

@@ -1,0 +1,134 @@
+"""What a command's start costs: the modules a release imports leave out what only other paths
+use (http.client with email and ssl, tarfile); setpriv is looked for once, beside the imports;
+git runs once per release, however many images it builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .helpers import image_plan
+from immutdock.apply import build as builds
+from immutdock.gateways import spawn
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE_PATH = ["cli.entry", "cli.deploy", "cli.live", "apply.release", "apply.fleet", "targets.hosts", "targets.observe",
+                "config.compose_file", "gateways.engine", "gateways.compose"]
+HEAVY = ["http.client", "email.parser", "ssl", "tarfile"]
+
+
+def test_a_release_imports_neither_http_client_nor_tarfile() -> None:
+    probe = ("import sys, json\n" + "".join(f"import immutdock.{m}\n" for m in RELEASE_PATH)
+             + f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+def test_setpriv_is_looked_for_once_and_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks: list[str] = []
+    looking = threading.Event()
+
+    def slow_probe() -> str:
+        looks.append(threading.current_thread().name)
+        looking.set()
+        time.sleep(0.2)
+        return "/usr/bin/setpriv"
+
+    monkeypatch.setattr(spawn, "_probed", [])
+    monkeypatch.setattr(spawn, "_probe", slow_probe)
+    spawn.warm()
+    assert looking.wait(5), "warm() started no look"
+    found: list[str | None] = []
+    askers = [threading.Thread(target=lambda: found.append(spawn._setpriv())) for _ in range(4)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(5)
+    assert found == ["/usr/bin/setpriv"] * 4
+    assert looks == ["setpriv probe"], "one look, in its own thread; the askers waited for it"
+    spawn.warm()  # known: nothing more is started
+    assert spawn._setpriv() == "/usr/bin/setpriv" and len(looks) == 1
+
+
+class _Engine:
+    def image_id(self, ref: str) -> str:
+        return "sha256:" + ref
+
+
+class _Compose:
+    def __init__(self) -> None:
+        self.labels: dict[str, dict[str, str]] = {}
+
+    def build(self, _context: Path, *, tag: str, labels: dict[str, str], **_kw: object):
+        self.labels[tag] = dict(labels)
+        yield f"#1 [1/1] FROM busybox for {tag}"
+
+
+def test_git_runs_once_for_every_image_a_build_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gits: list[list[str]] = []
+
+    def run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
+        gits.append(argv)
+        out = {"get-url": "https://example.com/shop.git\n", "rev-parse": "a" * 40 + "\n"}
+        return subprocess.CompletedProcess(argv, 0, next((v for k, v in out.items() if k in argv), ""), "")
+
+    monkeypatch.setattr(builds.subprocess, "run", run)
+    plans = [image_plan(name, digest, tmp_path) for name, digest in (("web", "aaa"), ("api", "bbb"), ("jobs", "ccc"))]
+    compose = _Compose()
+    builds.apply_images("shop", plans, tmp_path, _Engine(), compose)  # type: ignore[arg-type]
+    assert len(compose.labels) == 3
+    assert len(gits) == 3, [g[3:] for g in gits]  # remote get-url, rev-parse HEAD, status: once, not per image
+    for labels in compose.labels.values():
+        assert labels["org.opencontainers.image.source"] == "https://example.com/shop.git"
+        assert labels["org.opencontainers.image.revision"] == "a" * 40
+
+
+def test_the_project_files_compose_reads_are_the_models_own_values(tmp_path: Path) -> None:
+    """The files compose gets are written by libyaml where PyYAML has it: every value reads back
+    as it was (strings YAML would take for other types stay strings)."""
+    from immutdock.gateways import compose
+
+    assert compose._DUMPER is (yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper)
+    model = {"services": {"web": {
+        "image": "shop-web:1a2b", "command": ["sh", "-c", "echo 'a: b' && exit 0"],
+        "environment": {"A": "yes", "B": "1.0", "C": "null", "D": "~", "E": "0x1f", "F": "multi\nline\n", "G": "é ✓ 😀",
+                        "H": "$${NOT_A_VAR}", "I": "", "J": " padded ", "K": "#not a comment", "L": "on", "M": "1e3"},
+        "ports": ["127.0.0.1:8080:8000"], "healthcheck": {"interval": "1s", "retries": 3}, "init": True,
+        "labels": {"io.immutdock.release": "r12", "yes": "no", "n": "0o17", "t": "2026-12-07"}}}}
+    writer = compose.Compose()
+    try:
+        path, env = writer._file("shop-blue", model)
+        written = yaml.safe_load(path.read_text())
+        values = written["services"]["web"].pop("environment")  # each a variable of compose's environment
+        assert {k: env[v[2:-1]] for k, v in values.items()} == {  # a value's $$ is compose's escape of $
+            k: v.replace("$$", "$") for k, v in model["services"]["web"]["environment"].items()}
+        assert written == {"services": {"web": {k: v for k, v in model["services"]["web"].items()
+                                                if k != "environment"}}}
+    finally:
+        writer.close()
+
+
+def test_a_release_reads_the_checkout_once_beside_its_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the build's labels and the record name of the source is read once, in the background
+    (started with the plan), whoever asks first."""
+    from types import SimpleNamespace
+
+    from immutdock.apply import release_records
+
+    reads: list[tuple[Path, str]] = []
+    monkeypatch.setattr(release_records, "checkout",
+                        lambda folder: reads.append((folder, threading.current_thread().name)) or ("src", "rev"))
+    steps = release_records.RecordSteps.__new__(release_records.RecordSteps)
+    steps.app, steps._checkout = SimpleNamespace(project_dir=tmp_path), None  # type: ignore[assignment]
+    steps._read_source()
+    steps._read_source()
+    assert steps._source() == ("src", "rev") and steps._revision(None, None) == "rev"
+    assert [folder for folder, _thread in reads] == [tmp_path] and reads[0][1].startswith("git")
