@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import subprocess
 import threading
@@ -199,6 +198,18 @@ def checkout(project_dir: Path) -> Checkout:
     return _git(project_dir, "remote", "get-url", "origin") or str(project_dir), git_revision(project_dir)
 
 
+def checkout_once(project_dir: Path) -> Callable[[], Checkout]:
+    """`checkout(project_dir)`, read by the first caller (of any thread) and kept for the rest."""
+    lock, found = threading.Lock(), []
+
+    def read() -> Checkout:
+        with lock:
+            if not found:
+                found.append(checkout(project_dir))
+            return found[0]
+    return read
+
+
 def oci_labels(app_name: str, item: ImagePlan, source: Checkout) -> dict[str, str]:
     found = {
         L.APP: app_name, L.ROLE: "image", L.SERVICE: item.service, L.CONTENT_HASH: item.content_hash,
@@ -272,7 +283,7 @@ def apply_images(app_name: str, plans: Iterable[ImagePlan], project_dir: Path, e
     an image's labels say of the source is `source()` (default: read from `project_dir`
     once, when something is built)."""
     plans = list(plans)
-    source = source or functools.cache(lambda: checkout(project_dir))
+    source = source or checkout_once(project_dir)
     done: dict[int, ImagePlan] = {}
     firsts: dict[str, int] = {}  # content hash -> the plan that builds it
     for i, item in enumerate(plans):

@@ -118,7 +118,6 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         before = Steps(timings)  # the steps before anything changes: nothing to undo
-        self._read_source()  # git, beside the plan: the build's labels and the record name it
         plan, router_plan, state = before.run("plan", lambda: self.plan(observed=observed, probe=False))
         running = state.router if state.router is not None and state.router.status == "running" else None
         router = self.target.switch.control(running) if plan.noop and running is not None else None
@@ -136,6 +135,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
             return Outcome(release=plan.release, color=plan.color, outcome="noop", message=plan.reason,
                            images=image_refs(self.app, plan.images), url=self._url(),
                            timings={**timings, "total": time.monotonic() - t0})
+        self._read_source()  # git, beside the lock and the build: the images' labels and the record name it
         t = time.monotonic()
         with self._locked("release"):
             timings["lock"] = time.monotonic() - t

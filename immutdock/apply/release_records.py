@@ -4,7 +4,8 @@ immutdock.identity.redact), and the pre-release test and hooks."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
@@ -73,11 +74,18 @@ class RecordSteps(Parts):
 
     def _read_source(self) -> None:
         """Start reading the project's source and revision (git, two or three commands) in the
-        background, once per Deployer."""
+        background, once per Deployer. A daemon reads it: it only reads, and a command that
+        ends before it needs the answer does not wait for it."""
         if self._checkout is None:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git")
-            self._checkout = pool.submit(checkout, self.app.project_dir)
-            pool.shutdown(wait=False)
+            found: Future[Checkout] = Future()
+            self._checkout = found
+
+            def read() -> None:
+                try:
+                    found.set_result(checkout(self.app.project_dir))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever asks (_source)
+                    found.set_exception(exc)
+            threading.Thread(target=read, name="git", daemon=True).start()
 
     def _source(self) -> Checkout:
         """The project's source and revision, as `_read_source` read them (read now if it was

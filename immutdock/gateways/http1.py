@@ -11,6 +11,7 @@ not HTTP/1.x or that ended before its body did."""
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import BinaryIO, Callable, Iterable, Mapping
 
@@ -18,6 +19,7 @@ MAX_LINE = 65536
 MAX_HEADERS = 100
 _NO_BODY = (204, 304)
 _BODY_EXPECTED = ("POST", "PUT", "PATCH")  # sent with a Content-Length even when empty, as http.client does
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 
 
 class Closed(ConnectionResetError):
@@ -108,6 +110,8 @@ class Response:
         keep = self.headers.get("connection", "").lower()
         self.will_close = "close" in keep or (version == "HTTP/1.0" and "keep-alive" not in keep)
         self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        if self._chunked and "content-length" in self.headers:
+            self.will_close = True  # both: the chunks say where it ends, the connection is not trusted after
         self._chunk = 0  # bytes left in the current chunk (0: a size line comes next)
         self._left: int | None = None  # bytes left of a body of known length (None: chunked, or up to the close)
         length = self.headers.get("content-length", "").strip()
@@ -136,12 +140,12 @@ class Response:
     def _next_chunk(self) -> bool:
         """Start the next chunk; False at the last (empty) one, whose trailer is read."""
         line = _line(self._file, "chunk size")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadAnswer(f"the engine's chunked answer is malformed: {line[:40]!r}") from None
-        if size < 0:
-            raise BadAnswer("the engine's chunked answer is malformed")
+        if not line:
+            raise BadAnswer("the engine closed the connection before its answer ended")
+        digits = line.split(b";", 1)[0].rstrip(b"\r\n \t")
+        if not _CHUNK_SIZE.fullmatch(digits):
+            raise BadAnswer(f"the engine's chunked answer is malformed: {line[:40]!r}")
+        size = int(digits, 16)
         if size == 0:
             while _line(self._file, "trailer") not in (b"\r\n", b"\n", b""):
                 pass
@@ -177,8 +181,9 @@ class Response:
         return amt if self._left is None else min(amt, self._left)
 
     def read(self, amt: int | None = None) -> bytes:
-        """Up to `amt` bytes of the body (all that is left without one); b"" at its end."""
-        if amt is None:
+        """Up to `amt` bytes of the body (all that is left without one, or with a negative
+        one); b"" at its end."""
+        if amt is None or amt < 0:
             parts = []
             while piece := self.read(1 << 20):
                 parts.append(piece)

@@ -44,6 +44,12 @@ class Reply:
         return str(found.get("message") or text) if isinstance(found, dict) else text
 
 
+def _tcp(host: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request's last bytes (an exec's input) go at once
+    return sock
+
+
 def _unix(path: str, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -72,7 +78,7 @@ class Wire:
             self._connect = lambda timeout: Connection(lambda: _unix(url.path, timeout))
         elif url.scheme in ("tcp", "http") and url.hostname and not tls:
             host, port = url.hostname, url.port or 2375
-            self._connect = lambda timeout: Connection(lambda: socket.create_connection((host, port), timeout))
+            self._connect = lambda timeout: Connection(lambda: _tcp(host, port, timeout))
         else:
             raise Unsupported(base_url)
         self._idle: list[Connection] = []

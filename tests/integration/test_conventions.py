@@ -66,3 +66,26 @@ def test_compose_file_lists_the_files_of_the_app(engine: object, tmp_path: Path,
         assert [r["service"] for r in json.loads(proc.stdout)["roles"]] == ["web", "worker"], proc.stdout
     missing = roles(COMPOSE_FILE="base.yaml:nope.yaml")
     assert missing.returncode == 2 and "COMPOSE_FILE: nope.yaml: no such compose file" in missing.stderr, missing.stderr
+
+
+def test_compose_reads_the_project_files_strings_as_strings(engine: object) -> None:
+    """The files immutdock writes for compose (YAML 1.2) keep every string a string: `1e3` and
+    `0o17`, which PyYAML's YAML 1.1 leaves unquoted, are not read as 1000 and 15."""
+    from immutdock.gateways import compose
+    from immutdock.gateways.compose import _compose_argv
+
+    odd = ["0o17", "-0o7", "1e3", "1E-3", "+1.5e+3", ".5e1", "1.", "0x1f", "yes", "on", "1_000", "2026-12-07", ".inf"]
+    model = {"services": {"web": {"image": "busybox:latest", "command": ["echo", *odd],
+                                  "labels": {f"n{i}": v for i, v in enumerate(odd)}}}}
+    writer = compose.Compose()
+    try:
+        path, env = writer._file("numbers-blue", model)
+        read = subprocess.run(_compose_argv() + ["--file", str(path), "--project-name", "numbers-blue", "config",
+                                                 "--format", "json"], capture_output=True, text=True, env=env,
+                              timeout=60)
+    finally:
+        writer.close()
+    assert read.returncode == 0, read.stderr
+    web = json.loads(read.stdout)["services"]["web"]
+    assert web["command"] == ["echo", *odd]
+    assert web["labels"] == {f"n{i}": v for i, v in enumerate(odd)}

@@ -128,6 +128,9 @@ def test_a_connection_closed_before_an_answer_is_a_connection_error(peer: Peer) 
     b"HTTP/1.1 2x0 OK\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # cut short
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a chunk size that is not hex
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",  # closed before the last chunk
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY",  # no CRLF after the chunk
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",  # cut within a chunk
     b"HTTP/1.1 200 OK\r\nX: " + b"a" * (http1.MAX_LINE + 10) + b"\r\n\r\n",  # a header without end
@@ -145,3 +148,12 @@ def test_a_malformed_or_cut_answer_is_an_oserror(peer: Peer, answer: bytes) -> N
     finally:
         sender.join()
     assert issubclass(http1.BadAnswer, OSError) and not issubclass(http1.BadAnswer, ConnectionError)
+
+
+def test_an_answer_both_chunked_and_sized_is_read_by_its_chunks_and_not_kept(peer: Peer) -> None:
+    conn = peer.connection()
+    conn.request("GET", "/info", None, {})
+    peer.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3 \r\nabc\r\n0\r\n\r\n")
+    resp = conn.getresponse()
+    assert (resp.read(-1), resp.will_close) == (b"abc", True)  # a negative size reads the rest, as None does

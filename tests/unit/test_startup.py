@@ -91,27 +91,35 @@ def test_git_runs_once_for_every_image_a_build_labels(tmp_path: Path, monkeypatc
         assert labels["org.opencontainers.image.revision"] == "a" * 40
 
 
+# Strings YAML 1.1 (PyYAML) reads as strings and YAML 1.2 (compose) as numbers, and some both read as other types.
+NUMBER_LIKE = ["0o17", "-0o7", "1e3", "1E-3", "+1.5e+3", ".5e1", "1.", "12", "1.0", "0x1f", "yes", "on", "null", "~",
+               "1_000", "2026-12-07", ".inf"]
+
+
 def test_the_project_files_compose_reads_are_the_models_own_values(tmp_path: Path) -> None:
-    """The files compose gets are written by libyaml where PyYAML has it: every value reads back
-    as it was (strings YAML would take for other types stay strings)."""
+    """The files compose gets are written by libyaml where PyYAML has it, and every string that
+    YAML 1.1 or 1.2 could read as another type is quoted (compose reads YAML 1.2)."""
     from immutdock.gateways import compose
 
-    assert compose._DUMPER is (yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper)
+    assert issubclass(compose._Dumper, yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper)
     model = {"services": {"web": {
-        "image": "shop-web:1a2b", "command": ["sh", "-c", "echo 'a: b' && exit 0"],
-        "environment": {"A": "yes", "B": "1.0", "C": "null", "D": "~", "E": "0x1f", "F": "multi\nline\n", "G": "é ✓ 😀",
-                        "H": "$${NOT_A_VAR}", "I": "", "J": " padded ", "K": "#not a comment", "L": "on", "M": "1e3"},
+        "image": "shop-web:1a2b", "command": ["sh", "-c", "echo 'a: b' && exit 0", *NUMBER_LIKE],
+        "environment": {"A": "yes", "B": "1e3", "F": "multi\nline\n", "G": "é ✓ 😀", "H": "$${NOT_A_VAR}", "I": "",
+                        "J": " padded ", "K": "#not a comment"},
         "ports": ["127.0.0.1:8080:8000"], "healthcheck": {"interval": "1s", "retries": 3}, "init": True,
-        "labels": {"io.immutdock.release": "r12", "yes": "no", "n": "0o17", "t": "2026-12-07"}}}}
+        "labels": {"io.immutdock.release": "r12", **{f"n{i}": v for i, v in enumerate(NUMBER_LIKE)}}}}}
     writer = compose.Compose()
     try:
         path, env = writer._file("shop-blue", model)
-        written = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        written = yaml.safe_load(text)
         values = written["services"]["web"].pop("environment")  # each a variable of compose's environment
         assert {k: env[v[2:-1]] for k, v in values.items()} == {  # a value's $$ is compose's escape of $
             k: v.replace("$$", "$") for k, v in model["services"]["web"]["environment"].items()}
         assert written == {"services": {"web": {k: v for k, v in model["services"]["web"].items()
                                                 if k != "environment"}}}
+        for value in NUMBER_LIKE:
+            assert f"- '{value}'" in text and f": '{value}'" in text, value
     finally:
         writer.close()
 

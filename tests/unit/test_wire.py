@@ -116,10 +116,12 @@ def test_messages_and_helpers() -> None:
 
 
 @pytest.fixture
-def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, bytes]], list[socket.socket]]]:
+def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, bytes]], list[socket.socket], list[bytes]]]:
     """A unix socket that answers every request on a connection until the client closes it,
-    204 to all; (connection number, request line) for each request; the open connections."""
+    with the next canned answer, else 204; (connection number, request line) for each
+    request; the open connections; the canned answers."""
     got: list[tuple[int, bytes]] = []
+    canned: list[bytes] = []
     opened: list[socket.socket] = []
 
     def answer(conn: socket.socket) -> None:
@@ -138,17 +140,17 @@ def keep_alive_engine(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, byt
                 head, _, data = data.partition(b"\r\n\r\n")
                 got.append((number, head.split(b"\r\n")[0]))
                 try:
-                    conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    conn.sendall(canned.pop(0) if canned else b"HTTP/1.1 204 No Content\r\n\r\n")
                 except OSError:
                     return
 
     url, server = _listening(tmp_path, answer)
-    yield url, got, opened
+    yield url, got, opened, canned
     server.close()
 
 
 def test_reads_share_a_kept_connection_and_changes_get_their_own(keep_alive_engine) -> None:
-    url, got, opened = keep_alive_engine
+    url, got, opened, _ = keep_alive_engine
     wire = Wire(url)
     for _ in range(3):
         assert wire.request("GET", "/containers/json").status == 204
@@ -165,7 +167,7 @@ def test_reads_share_a_kept_connection_and_changes_get_their_own(keep_alive_engi
 
 
 def test_a_change_is_never_sent_twice(keep_alive_engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    url, got, _ = keep_alive_engine
+    url, got, _, _ = keep_alive_engine
     wire = Wire(url)
     wire.request("GET", "/info")
     calls = []
@@ -181,3 +183,14 @@ def test_a_change_is_never_sent_twice(keep_alive_engine, monkeypatch: pytest.Mon
     with pytest.raises(ConnectionResetError):
         wire.request("POST", "/containers/create", body={})
     assert len(calls) == 1  # no second connection: a POST whose answer was lost is not sent again
+
+
+def test_a_chunked_read_keeps_its_connection_and_a_closing_one_does_not(keep_alive_engine) -> None:
+    url, got, _, answers = keep_alive_engine
+    answers += [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+    wire = Wire(url)
+    assert [wire.request("GET", p).body for p in ("/containers/json", "/info", "/_ping")] == [b"[]", b"{}", b"ok"]
+    assert [n for n, _line in got] == [1, 1, 2]  # kept after the chunked answer; a new one after "close"
+    wire.close()
