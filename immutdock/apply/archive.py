@@ -28,6 +28,7 @@ FORMAT = 1
 @dataclass(frozen=True)
 class ArchiveManifest:
     """What an archive of a release holds, beside it."""
+
     app: str
     release: str
     archive: str  # file name, beside the manifest

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Tuple
+from typing import Callable, Iterable, Mapping
 
 from immutdock import labels as L
 from immutdock.config.model import App, BuildSpec
@@ -190,7 +190,7 @@ def git_revision(project_dir: Path) -> str | None:
     return revision if clean else revision + UNCOMMITTED
 
 
-Checkout = Tuple[str, Optional[str]]  # where the source is (git's remote origin, else the folder), its revision
+Checkout = tuple[str, str | None]  # where the source is (git's remote origin, else the folder), its revision
 
 
 def checkout(project_dir: Path) -> Checkout:

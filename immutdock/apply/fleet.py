@@ -43,6 +43,7 @@ Say = Callable[[str], None]
 @dataclass
 class HostResult:
     """What a command did on one host of a fleet."""
+
     host: str
     outcome: str = "not started"  # ok | noop | failed | interrupted | not started
     release: str | None = None
@@ -62,6 +63,7 @@ class HostResult:
 @dataclass
 class FleetOutcome:
     """What a command did on every host of a target."""
+
     target: str
     kind: str
     hosts: list[HostResult] = field(default_factory=list)

@@ -37,6 +37,7 @@ PROBE_RETRY = 1.0  # seconds before another run, after one that could not tell
 @dataclass(frozen=True)
 class GateResult:
     """How a health gate ended: passed, or why not and which container."""
+
     ok: bool
     reason: str
     culprit: ContainerState | None = None

@@ -27,6 +27,7 @@ Say = Callable[[str], None]
 @dataclass
 class Outcome:
     """What a release, rollback or heal did: the command's result."""
+
     release: str
     color: str
     outcome: str  # ok | noop

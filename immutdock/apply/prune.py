@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class PrunePlan:
     """The releases whose images a prune keeps, and the images it removes."""
+
     keep: tuple[str, ...]  # release ids whose images stay
     remove: tuple[str, ...]  # image references
     kept: tuple[str, ...] = field(default=(), compare=False)  # the image references that stay

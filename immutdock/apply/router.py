@@ -35,6 +35,7 @@ _CHECK = f"check inter {FAST_CHECKS} {CHECKS} rise 1 fall 3"
 @dataclass(frozen=True)
 class Server:
     """One server of the router's backends, as HAProxy's stats show it."""
+
     backend: str  # the color: blue | green
     name: str
     status: str  # UP | DOWN | MAINT (resolution) | "UP 1/2" (going down) | "DOWN 1/2" (going up) | ...
@@ -65,6 +66,7 @@ class Server:
 @dataclass(frozen=True)
 class BackendStats:
     """The router's servers and the requests in flight on each color."""
+
     servers: tuple[Server, ...]
     sessions: dict[str, int]  # backend -> current sessions (requests in flight)
     backups: tuple[Server, ...] = ()  # the fallback: the other color's servers in this color's backends

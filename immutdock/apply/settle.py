@@ -30,6 +30,7 @@ _ENDS = ("die", "oom", "health_status: unhealthy")  # container events that end 
 @dataclass(frozen=True)
 class Settled:
     """How the watch after a switch ended: held, or why not."""
+
     ok: bool
     reason: str = ""
     culprit: ContainerState | None = None

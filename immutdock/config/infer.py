@@ -62,6 +62,7 @@ DATABASE_PORTS = {
 @dataclass(frozen=True)
 class Role:
     """What a release does with a service, and why."""
+
     service: str
     role: str  # routed | stateful | swapped | job (a swapped service that runs once and exits)
     reason: str

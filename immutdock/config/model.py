@@ -79,6 +79,7 @@ class TLS:
 @dataclass(frozen=True)
 class Router:
     """The router's settings: its routes and how it is built and run."""
+
     routes: tuple[Route, ...]  # the first is the app's main address (its URL, the hooks' IMMUTDOCK_URL)
     image: str | None = None  # a prebuilt router image instead of building images/router
     base: str | None = None  # the base image images/router is built FROM (default debian:bookworm-slim)
@@ -116,6 +117,7 @@ class Router:
 @dataclass(frozen=True)
 class PreReleaseTest:
     """The command run in a one-off container of a service before the new color starts."""
+
     service: str
     command: tuple[str, ...]
 
@@ -164,6 +166,7 @@ DEFAULT_SETTLE = 5.0  # seconds the new color is watched after the switch, the o
 @dataclass(frozen=True)
 class Settings:
     """The x-immutdock block, validated (defaults filled in)."""
+
     router: Router | None = None
     stateful: tuple[str, ...] = ()
     keep: int = 5
@@ -188,6 +191,7 @@ class Settings:
 @dataclass(frozen=True)
 class BuildSecret:
     """A secret a build mounts (buildx --secret), never in a layer."""
+
     id: str
     source: str  # "src=/abs/file" or "env=VAR" (a buildx --secret spec without the id)
 
@@ -195,6 +199,7 @@ class BuildSecret:
 @dataclass(frozen=True)
 class BuildSpec:
     """How one service's image is built: compose's build section, resolved."""
+
     context: Path
     dockerfile: Path  # absolute
     args: Mapping[str, str] = field(default_factory=frozen_mapping)
@@ -206,6 +211,7 @@ class BuildSpec:
 @dataclass(frozen=True)
 class Service:
     """One service of the app, with its role in a release."""
+
     name: str
     build: BuildSpec | None
     image: str | None
@@ -220,6 +226,7 @@ class Service:
 @dataclass(frozen=True)
 class App:
     """The user's compose file as immutdock releases it: validated and frozen."""
+
     name: str
     compose_file: Path
     project_dir: Path

@@ -26,6 +26,7 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class Reply:
     """The engine's answer to one request."""
+
     status: int
     headers: Mapping[str, str]  # lower-case names
     body: bytes

@@ -117,6 +117,7 @@ def looked_for(values: Iterable[str]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Redactor:
     """Digests values (salted) before a record or label keeps them."""
+
     salt: str
     embedded: frozenset[str] = field(default_factory=frozenset, repr=False)  # secret values found in any string
 

@@ -35,6 +35,7 @@ def config_hash(app: App, refs: Mapping[str, str], redactor: Redactor) -> str:
 @dataclass(frozen=True)
 class ReleasePlan:
     """What a release will do: its id, the color it starts, the color it retires."""
+
     app: str
     release: str
     noop: bool

@@ -15,6 +15,7 @@ ENDED = frozenset({"created", "exited", "dead"})  # a container's status when it
 @dataclass(frozen=True)
 class ContainerState:
     """One container as the engine reports it."""
+
     id: str
     name: str
     labels: Mapping[str, str]
@@ -48,6 +49,7 @@ class ContainerState:
 @dataclass(frozen=True)
 class AppState:
     """What runs of the app on a target, and what its records say."""
+
     app: str
     records: tuple[ledger.Record, ...]
     router: ContainerState | None

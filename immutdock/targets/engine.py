@@ -27,6 +27,7 @@ from immutdock.targets.images import BuiltHere
 @dataclass
 class EngineRuntime:
     """One engine and the compose that drives it."""
+
     name: str
     engine: Engine
     compose: Compose
@@ -106,6 +107,7 @@ def engine_ledger(engine: Engine) -> StoredLedger:
 @dataclass(frozen=True)
 class RouterSwitch:
     """The router of an app on one engine, found and controlled."""
+
     engine: Engine
 
     def router(self, app: str) -> Router | None:

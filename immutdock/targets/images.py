@@ -34,6 +34,7 @@ class Delivery:
 @dataclass(frozen=True)
 class BuiltHere:
     """Images built on the target's own engine: nothing to deliver."""
+
     builds_here: bool = True
 
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
@@ -44,6 +45,7 @@ class BuiltHere:
 @dataclass(frozen=True)
 class Shipped:
     """Images built here and shipped to each host over SSH (no registry)."""
+
     builds_here: bool = False
 
     def deliver(self, builder: Engine, to: Mapping[str, Engine], refs: list[str],
@@ -57,6 +59,7 @@ class Shipped:
 @dataclass(frozen=True)
 class ThroughRegistry:
     """Images pushed to a registry, which each host pulls."""
+
     registry: str
     builds_here: bool = False
 

@@ -44,6 +44,7 @@ _R = f"{L.PREFIX}.record"
 @dataclass(frozen=True)
 class Record:
     """One release, rollback or heal as the target records it."""
+
     number: int
     kind: str  # release | rollback
     color: str

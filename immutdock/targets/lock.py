@@ -31,6 +31,7 @@ _H = f"{L.PREFIX}.lock"
 @dataclass(frozen=True)
 class Holder:
     """Who holds an app's release lock, and since when."""
+
     host: str
     pid: int
     user: str

@@ -49,6 +49,7 @@ def remote_ref(registry: str, ref: str) -> str:
 @dataclass
 class Pushed:
     """What was pushed to a registry for a fleet."""
+
     registry: str
     images: list[str] = field(default_factory=list)
     layers_pushed: int = 0

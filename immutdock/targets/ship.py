@@ -42,6 +42,7 @@ BLOCK = 512  # a tar block
 @dataclass
 class Shipment:
     """What was shipped to one host over SSH."""
+
     host: str
     images: list[str] = field(default_factory=list)  # what it lacked and now holds
     bytes: int = 0  # compressed bytes sent
