@@ -198,8 +198,10 @@ def checkout(project_dir: Path) -> Checkout:
     return _git(project_dir, "remote", "get-url", "origin") or str(project_dir), git_revision(project_dir)
 
 
-def checkout_once(project_dir: Path) -> Callable[[], Checkout]:
-    """`checkout(project_dir)`, read by the first caller (of any thread) and kept for the rest."""
+def checkout_once(project_dir: Path, now: bool = False) -> Callable[[], Checkout]:
+    """`checkout(project_dir)`, read once and kept: by the first caller (of any thread), or
+    with `now` at once by a daemon thread (it only reads: a command that ends before it needs
+    the answer does not wait for it)."""
     lock, found = threading.Lock(), []
 
     def read() -> Checkout:
@@ -207,6 +209,8 @@ def checkout_once(project_dir: Path) -> Callable[[], Checkout]:
             if not found:
                 found.append(checkout(project_dir))
             return found[0]
+    if now:
+        threading.Thread(target=read, name="git", daemon=True).start()
     return read
 
 

@@ -14,8 +14,6 @@ from immutdock.plan.release import ReleasePlan
 from immutdock.targets import ledger
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from immutdock.config.model import App
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
@@ -86,4 +84,4 @@ class Parts:
     warn: Say
     _salt: str | None
     _pem: bytes | None
-    _checkout: "Future[Checkout] | None"
+    _checkout: Callable[[], Checkout] | None

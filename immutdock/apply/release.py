@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -59,7 +59,7 @@ class Deployer(RouterSteps, StateSteps, RecordSteps, RetireSteps):
         self.same_number = same_number  # take `number` itself: other hosts of the fleet serve this file as it
         self._salt: str | None = None  # for an app with no record yet: one salt per run
         self._pem: bytes | None = None  # the router's certificate and key, read once
-        self._checkout: Future[Checkout] | None = None  # the project's git facts, read once (_source)
+        self._checkout: Callable[[], Checkout] | None = None  # the project's git facts, read once (_source)
         self.published_checked = published  # the router's addresses were probed (under the lock)
 
 

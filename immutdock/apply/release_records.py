@@ -4,12 +4,10 @@ immutdock.identity.redact), and the pre-release test and hooks."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from immutdock.apply.build import Checkout, checkout
+from immutdock.apply.build import Checkout, checkout_once
 from immutdock.apply.operate import labelled_networks
 from immutdock.config.model import PreReleaseTest
 from immutdock.errors import EngineError, ReleaseFailed
@@ -74,25 +72,16 @@ class RecordSteps(Parts):
 
     def _read_source(self) -> None:
         """Start reading the project's source and revision (git, two or three commands) in the
-        background, once per Deployer. A daemon reads it: it only reads, and a command that
-        ends before it needs the answer does not wait for it."""
+        background, once per Deployer."""
         if self._checkout is None:
-            found: Future[Checkout] = Future()
-            self._checkout = found
-
-            def read() -> None:
-                try:
-                    found.set_result(checkout(self.app.project_dir))
-                except BaseException as exc:  # noqa: BLE001 - handed to whoever asks (_source)
-                    found.set_exception(exc)
-            threading.Thread(target=read, name="git", daemon=True).start()
+            self._checkout = checkout_once(self.app.project_dir, now=True)
 
     def _source(self) -> Checkout:
         """The project's source and revision, as `_read_source` read them (read now if it was
         not started)."""
-        self._read_source()
-        assert self._checkout is not None
-        return self._checkout.result()
+        if self._checkout is None:
+            self._checkout = checkout_once(self.app.project_dir)
+        return self._checkout()
 
     def _settle_interrupted(self, state: AppState, by: str) -> None:
         """Settle the records of releases killed around their switch: the one that serves is

@@ -124,15 +124,16 @@ def test_the_project_files_compose_reads_are_the_models_own_values(tmp_path: Pat
         writer.close()
 
 
-def test_a_release_reads_the_checkout_once_beside_its_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_release_reads_the_checkout_once_in_the_background(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """What the build's labels and the record name of the source is read once, in the background
-    (started with the plan), whoever asks first."""
+    (started once the release is not a no-op), whoever asks first."""
     from types import SimpleNamespace
 
     from immutdock.apply import release_records
 
     reads: list[tuple[Path, str]] = []
-    monkeypatch.setattr(release_records, "checkout",
+    monkeypatch.setattr(builds, "checkout",
                         lambda folder: reads.append((folder, threading.current_thread().name)) or ("src", "rev"))
     steps = release_records.RecordSteps.__new__(release_records.RecordSteps)
     steps.app, steps._checkout = SimpleNamespace(project_dir=tmp_path), None  # type: ignore[assignment]
