@@ -70,6 +70,19 @@ class SshHost:
         return subprocess.run(["docker", "exec", self.container, "sh", "-c", script], capture_output=True,
                               text=True, check=True, timeout=120)
 
+    def pause(self, attempts: int = 10) -> None:
+        """The whole host frozen: it answers nothing and its connections stay open. The cgroup
+        freezer can fail to freeze a busy host in runc's time ("unable to freeze": processes keep
+        appearing), so the pause is tried again; a last failure says what the engine said."""
+        for _ in range(attempts):
+            done = subprocess.run(["docker", "pause", self.container], capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return
+            if "is already paused" in done.stderr:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"docker pause {self.container} failed {attempts} times: {done.stderr.strip()}")
+
     def host_key_line(self) -> str:
         key = self.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
         return f"{self.known_as} {key[0]} {key[1]}\n"

@@ -347,7 +347,7 @@ def test_a_host_that_stops_answering_fails_its_release_within_a_deadline(tmp_pat
         app.write("v2")
         release = Background(app.root, "release", "--target", "both", env=app.hosts.env)
         release.wait_for(f"{paused.alias}: health:", timeout=300)
-        subprocess.run(["docker", "pause", paused.container], check=True, capture_output=True)
+        paused.pause()
         t0 = time.monotonic()
         err = release.finish(180)
         took = time.monotonic() - t0
