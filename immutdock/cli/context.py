@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import json
 import os
 import re
@@ -149,21 +150,23 @@ class Ctx:
 
         return Engine()
 
-    def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False) -> App:
-        """The app, from its compose file. With `prefetch`, prefetch(engine, name) runs in the
-        background while compose reads the file (the engine's reads overlap compose's start-up),
-        for the name the file gives; `prefetched` hands its result over (not for a command on
-        SSH hosts: the local engine is not theirs). With `warn`, what the release leaves out of
-        the file is warned."""
+    def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False,
+             ahead: Sequence[str] = ()) -> App:
+        """The app, from its compose file. While compose reads it: prefetch(engine, name) runs in
+        the background (`prefetched` hands its result over; not for SSH hosts: the local engine is
+        not theirs), and the modules of _NEXT and `ahead` are imported (no import cycle: threads
+        may import side by side). With `warn`, what the release leaves out of the file is warned."""
         from immutdock.config import compose_file as config
 
-        def named(name: str) -> None:
-            if prefetch is not None and not self.target_name and not self.hosts:
+        def named(name: str | None) -> None:
+            if name is not None and prefetch is not None and not self.target_name and not self.hosts:
                 self._ahead = (name, _background(prefetch, self.engine, name))
-
-        from immutdock.identity.redact import hidden_values
+            for module in (*_NEXT, *ahead):
+                importlib.import_module(module)
 
         app = config.load(Path.cwd(), self.file, named=named)
+        from immutdock.identity.redact import hidden_values
+
         app = dataclasses.replace(app, secret_values=hidden_values(app))  # no record or file keeps one
         for warning in app.warnings if warn else ():
             self.warn(warning)
@@ -246,6 +249,11 @@ class Ctx:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             human()
+
+
+# What every command that loads an app imports next: its places (a Fleet), the secrets kept out of
+# records.
+_NEXT = ("immutdock.identity.redact", "immutdock.apply.fleet", "immutdock.targets.hosts")
 
 
 def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from immutdock.plan.imageplan import ImagePlan
     from immutdock.plan.release import ReleasePlan
 
+_DEPLOYER = ("immutdock.apply.release",)  # what plan, release, rollback and heal import next (ctx.load)
+
 
 @click.command(epilog=exits("0 a release would run, or be a no-op", "1 release would fail: an address the router cannot publish, an image that cannot be had; or " + ENGINE))
 @common
@@ -32,7 +34,7 @@ def plan(ctx: Ctx) -> None:
     """
     from immutdock.targets.observe import observe
 
-    app = ctx.load(prefetch=observe, warn=True)
+    app = ctx.load(prefetch=observe, warn=True, ahead=_DEPLOYER)
     roles = [r.as_json() for r in app.roles]
     with ctx.places(app) as fleet:
         if app.settings.router is None and fleet.builds_itself:
@@ -120,7 +122,7 @@ def release(ctx: Ctx) -> None:
     A no-op when content and config are unchanged. On any failure before the switch
     the new color is removed and the live release keeps serving (exit 1).
     """
-    app = ctx.load(prefetch=_observe, warn=True)
+    app = ctx.load(prefetch=_observe, warn=True, ahead=_DEPLOYER)
     with ctx.places(app) as fleet:
         result = fleet.release(observed=lambda: ctx.prefetched(app, _observe, fleet.targets[0]))
     _emit_outcome(ctx, fleet, result, lambda o: (
@@ -158,7 +160,7 @@ def rollback(ctx: Ctx, to: str | None, archive: Path | None) -> None:
     are left as they are. When a prune removed the release's images, --archive DIR
     (the folder of `prune --archive`) loads them back first, checksum checked.
     """
-    app = ctx.load()
+    app = ctx.load(ahead=_DEPLOYER)
     with ctx.places(app) as fleet:
         folders = {t.name: place_folder(fleet, archive, t) for t in fleet.targets} if archive is not None else None
         result = fleet.rollback(to, archives=folders, bar=ctx.bar)
@@ -183,7 +185,7 @@ def heal(ctx: Ctx, stateful: bool, strict: bool) -> None:
     `drift` (with --strict: `drift --strict`) finds nothing heal replaces. With --target, each
     host heals what drifted on it.
     """
-    app = ctx.load()
+    app = ctx.load(ahead=_DEPLOYER)
     with ctx.places(app) as fleet:
         rows = fleet.each(lambda t: _heal(ctx, fleet.deployer(t, hold_lock=True), app, stateful,
                                           f"{t.name}: " if len(fleet.targets) > 1 else "", strict))

@@ -169,10 +169,11 @@ def init(ctx: Ctx, only_print: bool) -> None:
     change to the file no longer moves them. Refuses (exit 2) when the file has a block.
     """
     from immutdock.config import compose_file as config, infer
+    from immutdock.config.settings import BLOCK
 
     app = ctx.load()
-    if config.BLOCK in config.read_yaml(app.compose_file):
-        raise ConfigError(config.BLOCK, f"{app.compose_file.name} already has an x-immutdock block",
+    if BLOCK in config.read_yaml(app.compose_file):
+        raise ConfigError(BLOCK, f"{app.compose_file.name} already has an x-immutdock block",
                           "edit it by hand; `immutdock plan` shows each service's role and why")
     text = infer.block_text(app.settings.router, app.roles)
     roles = {r.service: r.role for r in app.roles}

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from immutdock.config import bounds, tls
-from immutdock.config.model import App
+from immutdock.config import bounds
+
+if TYPE_CHECKING:
+    from immutdock.config.model import App
 
 _VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}"
                        r"|([A-Za-z_][A-Za-z0-9_]*))")
@@ -173,6 +175,8 @@ def after_compose(app: App) -> None:
             bounds.check_file(Path(str(file)), bounds.SECRET_BYTES, f"secrets.{key}.file", "secret file")
     router = app.settings.router
     if router is not None and router.tls is not None:
+        from immutdock.config import tls
+
         tls.check(router.tls, app.project_dir)
 
 

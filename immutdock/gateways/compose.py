@@ -20,7 +20,6 @@ import yaml
 from immutdock import interrupts
 from immutdock.errors import BuildError, ConfigError, EngineError
 from immutdock.gateways import procs, scratch, spawn
-from immutdock.identity.redact import externalized
 
 
 
@@ -151,6 +150,8 @@ class Compose:
     def _file(self, project: str, model: Mapping[str, Any]) -> tuple[Path, dict[str, str]]:
         """`model` written as `project`'s file (no value in it), and the environment that gives
         compose (or the docker CLI, which reads ${...} the same way) the values."""
+        from immutdock.identity.redact import externalized  # redact reads the config's model: not at the start
+
         placed, values = externalized(dict(model), self.hidden)
         path = self._workdir / f"{project}.yaml"
         scratch.write(path, yaml.dump(placed, Dumper=_Dumper, sort_keys=False))

@@ -12,7 +12,7 @@ import pytest
 
 from immutdock import labels as L
 from immutdock.apply.build import ImagePlan
-from immutdock.config import compose_file as config
+from immutdock.config.validate import validate as validate_model
 from immutdock.config.model import App, BuildSpec
 from immutdock.errors import ConfigError
 from immutdock.gateways.engine import ContainerState
@@ -125,7 +125,7 @@ def full_block() -> dict[str, Any]:
 
 
 def validate(model: Mapping[str, Any], block: Any, tmp_path: Path) -> App:
-    return config.validate(copy.deepcopy(dict(model)), copy.deepcopy(block), tmp_path / "compose.yaml")
+    return validate_model(copy.deepcopy(dict(model)), copy.deepcopy(block), tmp_path / "compose.yaml")
 
 
 def full_app(tmp_path: Path, block: Any = None) -> App:

@@ -12,6 +12,7 @@ import pytest
 from .helpers import (APP, anonymous_volume, bind, full_block, full_model, make_context, minimal_model,
                       named_volume, port, raises_config, validate)
 from immutdock.config import compose_file as config
+from immutdock.config.validate import validate as validate_model
 from immutdock.config import locate
 from immutdock.config.model import BuildSecret
 from immutdock.errors import ConfigError
@@ -206,7 +207,7 @@ def test_validate_additional_contexts(tmp_path: Path) -> None:
 
 def test_no_services(tmp_path: Path) -> None:
     with raises_config("services"):
-        config.validate({"name": APP, "services": {}}, None, tmp_path / "compose.yaml")
+        validate_model({"name": APP, "services": {}}, None, tmp_path / "compose.yaml")
 
 
 def test_service_without_build_or_image(tmp_path: Path) -> None:
@@ -594,7 +595,7 @@ def test_validate_does_not_mutate_its_input(tmp_path: Path) -> None:
     model = full_model(tmp_path)
     block = full_block()
     before = (copy.deepcopy(model), copy.deepcopy(block))
-    config.validate(model, block, tmp_path / "compose.yaml")
+    validate_model(model, block, tmp_path / "compose.yaml")
     assert (model, block) == before
 
 

@@ -1,9 +1,12 @@
 """What a command's start costs: the modules a release imports leave out what only other paths
-use (http.client with email and ssl, tarfile); setpriv is looked for once, beside the imports;
-git runs once per release, however many images it builds."""
+use (http.client with email and ssl, tarfile); compose reads the file while the modules that
+come next are imported (threads import side by side: the package has no import cycle); setpriv
+is looked for once, beside the imports; git runs once per release, however many images it
+builds."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -30,6 +33,89 @@ def test_a_release_imports_neither_http_client_nor_tarfile() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+# What compose's start overlaps: the file's checks and what a release imports next.
+NEXT = ["immutdock.config.model", "immutdock.config.validate", "immutdock.apply.fleet", "immutdock.targets.hosts",
+        "immutdock.apply.release"]
+OVERLAP_PROBE = """
+import json, os, sys
+from immutdock.cli import deploy
+from immutdock.cli.context import Ctx
+from immutdock.gateways import compose
+seen = {}
+
+class Reading:
+    def __call__(self):
+        seen["awaited"] = [m for m in NEXT if m in sys.modules]
+        return {"name": "demo", "services": {"web": {"image": "busybox:latest", "command": ["true"]}}}
+
+    def cancel(self):
+        pass
+
+def reading_model(files):
+    seen["started"] = [m for m in NEXT if m in sys.modules]
+    return Reading()
+
+compose.reading_model = reading_model
+os.chdir(sys.argv[1])
+app = Ctx(None, False, False).load(ahead=deploy._DEPLOYER)
+print(json.dumps({**seen, "app": app.name}))
+"""
+
+
+def test_compose_reads_the_file_while_its_checks_and_what_a_release_needs_are_imported(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text("name: demo\nservices:\n  web:\n    image: busybox:latest\n"
+                                           "    command: [\"true\"]\n")
+    done = subprocess.run([sys.executable, "-c", f"NEXT = {NEXT!r}\n" + OVERLAP_PROBE, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["app"] == "demo"
+    assert seen["started"] == [], "compose waited for modules it does not need"
+    assert seen["awaited"] == NEXT, "the checks and the release's modules were not imported while compose ran"
+
+
+def _imports(path: Path) -> list[str]:
+    """The modules a module imports when it is run (top level, TYPE_CHECKING blocks left out)."""
+    found: list[str] = []
+
+    def walk(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Try):
+                walk(node.body + [s for h in node.handlers for s in h.body] + node.orelse + node.finalbody)
+            elif isinstance(node, ast.Import):
+                found.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.extend([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+
+    walk(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_two_modules_import_each_other_so_threads_can_import_side_by_side() -> None:
+    """A cycle of top-level imports could deadlock two threads importing at once (a command's
+    prefetch imports while its main thread does); the cli package is imported before any thread."""
+    package = ROOT / "immutdock"
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in package.rglob("*.py")}
+    graph = {name: {m for m in _imports(path) if m in names and m != name and not name.startswith(m + ".")}
+             for name, path in names.items() if not name.startswith("immutdock.cli")}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise AssertionError(" -> ".join(trail[trail.index(name):] + [name]))
+        if name not in done and name in graph:
+            for dep in sorted(graph[name]):
+                visit(dep, trail + [name])
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert len(graph) > 80
 
 
 def test_setpriv_is_looked_for_once_and_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
