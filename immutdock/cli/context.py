@@ -73,6 +73,9 @@ def paint(text: str, color: str) -> str:
     return text if os.environ.get("NO_COLOR") else click.style(text, fg=color)
 
 
+PLACES = ("immutdock.apply.fleet", "immutdock.targets.hosts")  # what `Ctx.places` opens: `load` imports them ahead
+
+
 class Ctx:
     def __init__(self, file: Path | None, as_json: bool, verbose: bool, target: str | None = None,
                  hosts: tuple[str, ...] = (), identity: Path | None = None, accept_new: bool = False) -> None:
@@ -151,17 +154,18 @@ class Ctx:
         return Engine()
 
     def load(self, prefetch: Callable[[Any, str], Any] | None = None, warn: bool = False,
-             ahead: Sequence[str] = ()) -> App:
+             ahead: Sequence[str] = PLACES) -> App:
         """The app, from its compose file. While compose reads it: prefetch(engine, name) runs in
         the background (`prefetched` hands its result over; not for SSH hosts: the local engine is
-        not theirs), and the modules of _NEXT and `ahead` are imported (no import cycle: threads
-        may import side by side). With `warn`, what the release leaves out of the file is warned."""
+        not theirs), and the redactor and the modules `ahead` are imported (the package has no
+        import cycle, which two threads importing at once would fail on). With `warn`, what the
+        release leaves out of the file is warned."""
         from immutdock.config import compose_file as config
 
         def named(name: str | None) -> None:
             if name is not None and prefetch is not None and not self.target_name and not self.hosts:
                 self._ahead = (name, _background(prefetch, self.engine, name))
-            for module in (*_NEXT, *ahead):
+            for module in ("immutdock.identity.redact", *ahead):
                 importlib.import_module(module)
 
         app = config.load(Path.cwd(), self.file, named=named)
@@ -249,11 +253,6 @@ class Ctx:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             human()
-
-
-# What every command that loads an app imports next: its places (a Fleet), the secrets kept out of
-# records.
-_NEXT = ("immutdock.identity.redact", "immutdock.apply.fleet", "immutdock.targets.hosts")
 
 
 def _background(fn: Callable[..., Any], *args: Any) -> "Future[Any]":

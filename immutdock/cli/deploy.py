@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from immutdock.cli.context import common, Ctx, ENGINE, exits, place_folder, RELEASE_EXITS
+from immutdock.cli.context import common, Ctx, ENGINE, exits, place_folder, PLACES, RELEASE_EXITS
 from immutdock.config import bounds
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from immutdock.plan.imageplan import ImagePlan
     from immutdock.plan.release import ReleasePlan
 
-_DEPLOYER = ("immutdock.apply.release",)  # what plan, release, rollback and heal import next (ctx.load)
+_DEPLOYER = (*PLACES, "immutdock.apply.release")  # what plan, release, rollback and heal import next (ctx.load)
 
 
 @click.command(epilog=exits("0 a release would run, or be a no-op", "1 release would fail: an address the router cannot publish, an image that cannot be had; or " + ENGINE))

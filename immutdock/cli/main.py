@@ -137,7 +137,7 @@ def build(ctx: Ctx) -> None:
     from immutdock.gateways.compose import Compose
     from immutdock.gateways.engine import Engine
 
-    app = ctx.load()
+    app = ctx.load(ahead=())  # no Fleet: the local engine's own builder
     engine = Engine()
     specs = {s.name: s.build for s in app.services.values() if s.build}
     plans = bake_images(plan_images(app.name, specs, engine), app, engine)  # project binds baked over the images
@@ -171,7 +171,7 @@ def init(ctx: Ctx, only_print: bool) -> None:
     from immutdock.config import compose_file as config, infer
     from immutdock.config.settings import BLOCK
 
-    app = ctx.load()
+    app = ctx.load(ahead=())  # nothing is released: no Fleet
     if BLOCK in config.read_yaml(app.compose_file):
         raise ConfigError(BLOCK, f"{app.compose_file.name} already has an x-immutdock block",
                           "edit it by hand; `immutdock plan` shows each service's role and why")

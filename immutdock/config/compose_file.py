@@ -2,8 +2,8 @@
 
 Compose itself interprets the file (`docker compose config`: interpolation, `.env`,
 `extends`, short syntaxes); immutdock then checks what a blue/green release needs
-(`immutdock.config.validate`, imported while compose reads the files). All checks run before
-anything touches the engine."""
+(`immutdock.config.validate`, imported while compose reads the files). Nothing here changes the
+engine; a caller may read it meanwhile (see `load`)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from immutdock.config.model import App, BuildSecret, BuildSpec, Service, Setting
 from immutdock.config.settings import BLOCK, parse_settings
 from immutdock.errors import ConfigError
 
+
 def validate(model: Mapping[str, Any], raw_block: Any, compose_file: Path,
              inactive: Mapping[str, list[str]] | None = None, absolute: frozenset[str] = frozenset(),
              relative: frozenset[str] = frozenset()) -> App:

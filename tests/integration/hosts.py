@@ -74,14 +74,19 @@ class SshHost:
         """The whole host frozen: it answers nothing and its connections stay open. The cgroup
         freezer can fail to freeze a busy host in runc's time ("unable to freeze": processes keep
         appearing), so the pause is tried again; a last failure says what the engine said."""
-        for _ in range(attempts):
-            done = subprocess.run(["docker", "pause", self.container], capture_output=True, text=True, timeout=60)
-            if done.returncode == 0:
+        said = ""
+        for _ in range(max(1, attempts)):
+            try:
+                done = subprocess.run(["docker", "pause", self.container], capture_output=True, text=True,
+                                      timeout=60)
+            except subprocess.TimeoutExpired:
+                said = "docker pause did not answer within 60 s"
+                continue
+            if done.returncode == 0 or "is already paused" in done.stderr:
                 return
-            if "is already paused" in done.stderr:
-                return
+            said = done.stderr.strip()
             time.sleep(0.5)
-        raise AssertionError(f"docker pause {self.container} failed {attempts} times: {done.stderr.strip()}")
+        raise AssertionError(f"docker pause {self.container} failed {max(1, attempts)} times: {said}")
 
     def host_key_line(self) -> str:
         key = self.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 GROUPS = {
-    "config": ["config.compose_file", "config.settings", "config.model", "config.infer", "config.bounds",
+    "config": ["config.compose_file", "config.validate", "config.settings", "config.model", "config.infer", "config.bounds",
                "config.projectfiles", "config.tls", "labels", "errors"],
     "identity": ["identity.buildhash", "identity.contexthash", "identity.dockerfile", "identity.dockerignore",
                  "identity.redact"],

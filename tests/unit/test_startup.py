@@ -23,7 +23,7 @@ from immutdock.gateways import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE_PATH = ["cli.entry", "cli.deploy", "cli.live", "apply.release", "apply.fleet", "targets.hosts", "targets.observe",
-                "config.compose_file", "gateways.engine", "gateways.compose"]
+                "config.compose_file", "config.validate", "gateways.engine", "gateways.compose"]
 HEAVY = ["http.client", "email.parser", "ssl", "tarfile"]
 
 
@@ -36,10 +36,10 @@ def test_a_release_imports_neither_http_client_nor_tarfile() -> None:
 
 
 # What compose's start overlaps: the file's checks and what a release imports next.
-NEXT = ["immutdock.config.model", "immutdock.config.validate", "immutdock.apply.fleet", "immutdock.targets.hosts",
-        "immutdock.apply.release"]
+NEXT = ["immutdock.config.model", "immutdock.config.validate", "immutdock.identity.redact", "immutdock.apply.fleet",
+        "immutdock.targets.hosts", "immutdock.apply.release"]
 OVERLAP_PROBE = """
-import json, os, sys
+import importlib, json, os, sys, threading
 from immutdock.cli import deploy
 from immutdock.cli.context import Ctx
 from immutdock.gateways import compose
@@ -57,10 +57,15 @@ def reading_model(files):
     seen["started"] = [m for m in NEXT if m in sys.modules]
     return Reading()
 
+def prefetch(engine, name):  # as the commands' prefetch does: imports in its own thread meanwhile
+    importlib.import_module("immutdock.targets.observe")
+    return [name, threading.current_thread() is not threading.main_thread()]
+
 compose.reading_model = reading_model
 os.chdir(sys.argv[1])
-app = Ctx(None, False, False).load(ahead=deploy._DEPLOYER)
-print(json.dumps({**seen, "app": app.name}))
+ctx = Ctx(None, False, False)
+app = ctx.load(prefetch=prefetch, ahead=deploy._DEPLOYER)
+print(json.dumps({**seen, "app": app.name, "prefetched": ctx._ahead[1].result(timeout=30)}))
 """
 
 
@@ -71,37 +76,82 @@ def test_compose_reads_the_file_while_its_checks_and_what_a_release_needs_are_im
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
-    assert seen["app"] == "demo"
+    assert seen["app"] == "demo" and seen["prefetched"] == ["demo", True]
     assert seen["started"] == [], "compose waited for modules it does not need"
     assert seen["awaited"] == NEXT, "the checks and the release's modules were not imported while compose ran"
 
 
+@pytest.mark.parametrize("argv, ahead", [
+    (["plan"], ["immutdock.apply.fleet", "immutdock.targets.hosts", "immutdock.apply.release"]),
+    (["release"], ["immutdock.apply.fleet", "immutdock.targets.hosts", "immutdock.apply.release"]),
+    (["rollback"], ["immutdock.apply.fleet", "immutdock.targets.hosts", "immutdock.apply.release"]),
+    (["heal"], ["immutdock.apply.fleet", "immutdock.targets.hosts", "immutdock.apply.release"]),
+    (["status"], ["immutdock.apply.fleet", "immutdock.targets.hosts"]),
+    (["build"], []),
+    (["init"], []),
+])
+def test_each_command_imports_ahead_what_it_uses_next(argv: list[str], ahead: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from immutdock.cli.context import PLACES, Ctx
+    from immutdock.cli.main import main
+    from immutdock.errors import ConfigError
+
+    asked: list[list[str]] = []
+
+    def load(_self: Ctx, prefetch: object = None, warn: bool = False, ahead: tuple[str, ...] = PLACES) -> None:
+        asked.append(list(ahead))
+        raise ConfigError("compose.yaml", "not read in this test", "none")
+
+    monkeypatch.setattr(Ctx, "load", load)
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 2, done.output
+    assert asked == [ahead]
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
 def _imports(path: Path) -> list[str]:
-    """The modules a module imports when it is run (top level, TYPE_CHECKING blocks left out)."""
-    found: list[str] = []
+    """The modules a module imports when it is run: every import outside function bodies (and
+    outside `if TYPE_CHECKING:`), relative ones resolved; a module also needs its packages."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
 
-    def walk(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            if isinstance(node, ast.Try):
-                walk(node.body + [s for h in node.handlers for s in h.body] + node.orelse + node.finalbody)
-            elif isinstance(node, ast.Import):
-                found.extend(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                found.extend([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+    def absolute(node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = package.split(".")[:len(package.split(".")) - node.level + 1]
+        return ".".join(base + ([node.module] if node.module else []))
 
-    walk(ast.parse(path.read_text()).body)
+    def walk(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for child in node.orelse:
+                walk(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = absolute(node)
+            found.extend([base] + [f"{base}.{a.name}" for a in node.names])
+        for child in ast.iter_child_nodes(node):
+            walk(child)
+
+    walk(ast.parse(path.read_text()))
     return found
 
 
 def test_no_two_modules_import_each_other_so_threads_can_import_side_by_side() -> None:
-    """A cycle of top-level imports could deadlock two threads importing at once (a command's
-    prefetch imports while its main thread does); the cli package is imported before any thread."""
-    package = ROOT / "immutdock"
-    names = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-             for p in package.rglob("*.py")}
-    graph = {name: {m for m in _imports(path) if m in names and m != name and not name.startswith(m + ".")}
+    """A cycle of imports (a package's own __init__ importing its modules counts) could fail two
+    threads importing at once (a command's prefetch imports while its main thread does); the cli
+    package is imported before any thread starts."""
+    names = {_module_name(p): p for p in (ROOT / "immutdock").rglob("*.py")}
+    graph = {name: {m for m in _imports(path) if m in names and m != name}
              for name, path in names.items() if not name.startswith("immutdock.cli")}
     done: set[str] = set()
 
@@ -115,7 +165,7 @@ def test_no_two_modules_import_each_other_so_threads_can_import_side_by_side() -
 
     for name in sorted(graph):
         visit(name, [])
-    assert len(graph) > 80
+    assert len(graph) > 80 and "immutdock.config" in graph["immutdock.config.validate"]
 
 
 def test_setpriv_is_looked_for_once_and_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
