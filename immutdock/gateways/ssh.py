@@ -328,7 +328,10 @@ class DockerTunnel:
             except OSError:
                 pass
             sender.join(timeout=5)
-            chan.close()
+            try:
+                chan.close()
+            except (OSError, EOFError):  # the SSH connection went first (closed, or the host stopped answering)
+                pass
             local.close()
             self._release(slot)
 
