@@ -4,8 +4,10 @@ Ctrl-C while hosts are released in threads stops each of them once, at its next 
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -76,7 +78,19 @@ def _host(log: list[str], name: str, started: threading.Barrier | None = None, s
         raise
 
 
-def test_a_ctrl_c_stops_every_thread_once_and_is_raised_when_all_have_undone() -> None:
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a command started in the foreground. A process a
+    script starts in the background (`cmd &`) inherits SIGINT ignored, and interrupt_main then does
+    nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_stops_every_thread_once_and_is_raised_when_all_have_undone(sigint_raises: None) -> None:
     log: list[str] = []
     started = threading.Barrier(3)
 
