@@ -8,6 +8,11 @@
   answers HTTP), a connection made on a TCP route.
   HAProxy marks a server UP as soon as its name resolves, before any check ran; the gate
   forces each new server down first ("arms" it), so that state is never taken for health.
+  The new color's servers are held in maintenance (Router.hold) until their container runs:
+  a container's name resolves while the engine still starts it, and a check sent then would
+  go out before its interface answers ARP (the kernel asks again only a second later). The
+  gate admits each held server once its container runs (forced down: armed), and every one
+  left held when it passes (none of a color that goes live stays held).
 
 A container whose engine still says "starting" counts as healthy once its own health check,
 run in it the way the engine runs it (engine_health.py), passed: the engine's first check
@@ -80,23 +85,33 @@ class RouterEvidence:
     armed: Mapping[str, str]  # server name -> address, once `to_arm` is armed: the next look's input
     waiting: tuple[ContainerState, ...]  # routed containers without a passing server at their address
     last_check: str = ""  # what the router's last check of a waiting container said, e.g. "L7STS 500"
+    to_admit: tuple[str, ...] = ()  # held servers at the address of a running container: to admit (armed)
 
     @property
     def ready(self) -> bool:
-        return not self.to_arm and not self.waiting
+        return not self.to_arm and not self.to_admit and not self.waiting
 
 
 def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
                     routed: Sequence[ContainerState], ask: str = "the check") -> RouterEvidence:
     """Pure. `servers` are the new color's backend servers; `armed` what earlier looks armed;
     `routed` the running containers of the routed service. A server counts only once armed at
-    the address it has now (a server that went unresolved and came back is armed again)."""
+    the address it has now (a server that went unresolved and came back is armed again). A
+    held server is admitted (and so armed) once a running container has its address; until
+    then it is left held, unchecked."""
     now: dict[str, str] = {}
     to_arm: list[str] = []
+    to_admit: list[str] = []
     passing: set[str] = set()
     checks: dict[str, str] = {}
+    running = {ip for c in routed for ip in c.ips}
     for s in servers:
         if not s.resolved or not s.address:
+            continue
+        if s.held:
+            if s.ip in running:
+                to_admit.append(s.name)
+                now[s.name] = s.address
             continue
         now[s.name] = s.address
         if armed.get(s.name) != s.address:
@@ -107,7 +122,7 @@ def router_evidence(servers: Sequence[Server], armed: Mapping[str, str],
             checks[s.ip] = check_words(s, ask)
     waiting = tuple(c for c in routed if not set(c.ips) & passing)
     last = next((checks[ip] for c in waiting for ip in c.ips if ip in checks), "")
-    return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last)
+    return RouterEvidence(to_arm=tuple(to_arm), armed=now, waiting=waiting, last_check=last, to_admit=tuple(to_admit))
 
 
 class Prober(Protocol):
@@ -188,6 +203,7 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
     deadline = start + timeout
     said: dict[str, str] = {}  # topic -> the line last said of it
     armed: dict[tuple[int, int], Mapping[str, str]] = {}  # (router, route) -> what it armed
+    held: dict[tuple[int, int], list[str]] = {}  # (router, route) -> its servers still held, in the last look
     probes = Probes(engine)
     while True:
         containers = probes.seen(engine.project_containers(project))
@@ -204,7 +220,10 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
                 evidence = router_evidence([s for s in servers if s.route == i], armed.get((k, i), {}), routed,
                                            asks[i] if i < len(asks) else "the check")
                 member.arm(backend_name(color, i), list(evidence.to_arm))
+                member.admit(backend_name(color, i), list(evidence.to_admit))
                 armed[(k, i)] = evidence.armed
+                held[(k, i)] = [s.name for s in servers if s.route == i and s.status.startswith("MAINT")
+                                and s.name not in evidence.to_admit]
                 ready = bool(routed) and evidence.ready
                 if not ready or service not in routed_lines:
                     routed_lines[service] = _router_reason(service, evidence, routed) + ("" if ready else member.where)
@@ -218,6 +237,9 @@ def wait_ready(engine: ProjectContainers, project: str, router: Router | None, c
                 tick(Status(f"gate {service}".rstrip(), f"health: {line}"))
                 said[service] = line
         if verdict is True:
+            members = router.members if router is not None else ()
+            for (k, i), names in held.items():  # none stays held in a color that goes live
+                members[k].admit(backend_name(color, i), names)
             return GateResult(True, "healthy", None, time.monotonic() - start)
         if time.monotonic() >= deadline:
             return GateResult(False, f"not healthy after {timeout:g}s: {reason}", culprit, time.monotonic() - start)

@@ -72,6 +72,9 @@ class RouterSteps(Parts):
             while True:
                 try:
                     router.stats()
+                    # Most often held since the last release (_relax_checks); a reload or a new router
+                    # let them go. Racing compose, which takes longer to make the container.
+                    router.hold(self._backends(plan.color))
                     return router
                 except EngineError as exc:
                     if time.monotonic() > deadline:
@@ -319,7 +322,9 @@ class RouterSteps(Parts):
         """From now on the router checks the `live` color's servers every LIVE_CHECKS (its gate
         and watch are over) and the other color's every FAST_CHECKS (ready for the next gate):
         a seamless reload, none when that is so already. One that fails is warned of: the
-        checks stay as they were, and the next release sets them."""
+        checks stay as they were, and the next release sets them. Then the other color's
+        servers are held until the next release's gate admits each (Router.hold): a reload
+        lets them go."""
         assert router is not None
         try:
             now = router.settings()
@@ -328,6 +333,17 @@ class RouterSteps(Parts):
                 router.configure(wanted)
         except ImmutdockError as exc:
             self.warn(f"the router still checks {live} as often as during its gate: {exc.message}")
+            return
+        idle = render.COLORS[1 - render.COLORS.index(live)]
+        try:
+            router.hold(self._backends(idle))
+        except ImmutdockError as exc:  # the next release holds them itself, racing its compose
+            self.warn(f"the router could not hold {idle}'s servers for the next release: {exc.message}")
+
+    def _backends(self, color: str) -> list[str]:
+        """The router's backends of `color`, one per route."""
+        routes = self.app.settings.router.routes if self.app.settings.router else ()
+        return [haproxy.backend_name(color, i) for i in range(len(routes))]
 
 
 def _changed_settings(now: Mapping[str, str], backends: Mapping[str, Mapping[str, str]],

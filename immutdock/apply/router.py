@@ -11,7 +11,7 @@ import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from immutdock.errors import EngineError
 from immutdock.gateways.docker_exec import ExecSession
@@ -27,6 +27,7 @@ T = TypeVar("T")
 FALLBACK = "fb"  # the prefix of a fallback server's name: fb<token>_<the old color's server>
 _FALLBACK_NAME = re.compile(rf"{FALLBACK}[0-9a-z]+_s[0-9]+")
 _ADDRESS = re.compile(r"[0-9.]+:[0-9]+|\[[0-9a-fA-F:.]+\]:[0-9]+")  # IP:PORT, as HAProxy's stat gives it
+_SLOT = re.compile(r"s[0-9]+")  # a server slot of a color's backend (haproxy.haproxy_config's server-template)
 # A fallback server's checks: as often as haproxy.haproxy_config checks every server; one slow
 # check under load does not take it down (it is the old color's: down only when that one is).
 _CHECK = f"check inter {FAST_CHECKS} {CHECKS} rise 1 fall 3"
@@ -48,6 +49,11 @@ class Server:
     @property
     def resolved(self) -> bool:
         return "resolution" not in self.status.lower()
+
+    @property
+    def held(self) -> bool:
+        """In maintenance by an admin command (Router.hold), with an address: not checked."""
+        return self.status == "MAINT"
 
     @property
     def ip(self) -> str:
@@ -208,6 +214,30 @@ class Router:
         if servers:
             self._ctl("arm", backend, *servers)
 
+    def hold(self, backends: Sequence[str]) -> None:
+        """Hold every server slot of `backends` in maintenance: HAProxy gives it the address its
+        name resolves to but neither checks it nor sends it a request, until `admit`. A new
+        container's name resolves while the engine still starts it: a check sent then goes out
+        before its interface answers ARP, and the kernel asks again only a second later."""
+        slots = [f"{backend_name(s.backend, s.route)}/{s.name}" for s in self.stats().servers
+                 if backend_name(s.backend, s.route) in backends and _SLOT.fullmatch(s.name)]
+        self._commands([f"set server {slot} state maint" for slot in slots])
+
+    def admit(self, backend: str, servers: Sequence[str]) -> None:
+        """Let held servers of `backend` out of maintenance, forced down: only `rise` passing
+        checks bring one up (leaving maintenance alone would make it UP before any check)."""
+        self._commands([f"set server {backend}/{s} {what}" for s in servers if _SLOT.fullmatch(s)
+                        for what in ("state ready", "health down")])
+
+    def _commands(self, commands: Sequence[str]) -> None:
+        """Commands to HAProxy's runtime API, in one line; one it refused is raised."""
+        if not commands:
+            return
+        answer = self._api("; ".join(commands)).strip()
+        if answer:
+            raise EngineError(f"HAProxy refused a server state change ({commands[0]}, ...): {answer[-200:]}",
+                              "check the router with `docker logs` on its container")
+
     def stats(self) -> BackendStats:
         return parse_stat(self._ctl("stat"))
 
@@ -288,6 +318,12 @@ class RouterSet(Router):
 
     def arm(self, backend: str, servers: list[str]) -> None:
         raise NotImplementedError("arm each of `members`: their server slots are their own")
+
+    def admit(self, backend: str, servers: Sequence[str]) -> None:
+        raise NotImplementedError("admit on each of `members`: their server slots are their own")
+
+    def hold(self, backends: Sequence[str]) -> None:
+        self._each(lambda r: r.hold(backends))
 
     def stats(self) -> BackendStats:
         found = self._each(lambda r: r.stats())

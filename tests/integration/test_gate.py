@@ -63,3 +63,32 @@ def test_a_check_the_engine_runs_every_60s_gates_a_release_in_seconds(debian_app
     assert proc.returncode == 1, proc.stderr
     assert "not healthy after 15s" in proc.stderr and "starting" in proc.stderr, proc.stderr
     assert get(f"http://127.0.0.1:{port}", "/version")[1].strip() == "v1"
+
+
+def _held(engine, name: str) -> dict[str, set[bool]]:
+    """Per color, whether its server slots are held in maintenance by an admin command (HAProxy's
+    `show servers state`: bit 0x1 of srv_admin_state), in the app's router."""
+    [router] = engine.containers.list(filters={"label": [f"io.immutdock.app={name}", "io.immutdock.role=router"]})
+    code, out = router.exec_run(["sh", "-c", 'echo "show servers state" | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock'])
+    assert code == 0, out
+    held: dict[str, set[bool]] = {}
+    for line in out.decode().splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[1] in ("blue", "green") and fields[3].startswith("s"):
+            held.setdefault(fields[1], set()).add(bool(int(fields[6]) & 1))
+    return held
+
+
+def test_between_releases_the_idle_colors_servers_are_held_and_the_live_colors_are_not(
+        debian_app: tuple[Path, str, int], engine) -> None:
+    """A new container's name resolves while the engine still starts it: the router must not
+    check it before it runs (its first ARP request would go unanswered, and the kernel asks
+    again only a second later). A held slot in the live color would take no request."""
+    root, name, port = debian_app
+    for version, live, idle in (("v1", "blue", "green"), ("v2", "green", "blue")):
+        _write(root, name, port, version)
+        proc = run_cli(root, "release", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json_out(proc)["color"] == live
+        assert _held(engine, name) == {live: {False}, idle: {True}}
+        assert get(f"http://127.0.0.1:{port}", "/version")[1].strip() == version

@@ -46,6 +46,7 @@ class World:
         self.broken: set[str] = set()  # projects whose containers exit as they start
         self.checked: list[str] = []  # the projects Colors.check was asked about
         self.markers: dict[str, Any] = {}  # the engine's markers (a stateful recreate's)
+        self.held: dict[str, set[str]] = {}  # the router's backend -> its slots held (Router.hold)
 
     def fail(self, operation: str, exc: BaseException | None = None) -> None:
         self.failing[operation] = exc or EngineError(f"{operation} failed on {self.name}")
@@ -265,13 +266,30 @@ class FakeRouter:
         self.world.live = color
 
     def stats(self) -> BackendStats:
-        servers = [Server(backend=color, name=f"s{i}", status="UP", sessions=0, address=f"{c.ips[0]}:8000",
-                          check_status="L7OK", check_code=200)
-                   for color in ("blue", "green") for i, c in enumerate(self.world.project_containers(f"{APP}-{color}"))]
+        """Two slots per color: one for each of its containers, the others unresolved."""
+        servers = []
+        for color in ("blue", "green"):
+            found = self.world.project_containers(f"{APP}-{color}")
+            for i in range(2):
+                held = f"s{i}" in self.world.held.get(color, ())
+                if i < len(found):
+                    servers.append(Server(backend=color, name=f"s{i}", status="MAINT" if held else "UP", sessions=0,
+                                          address=f"{found[i].ips[0]}:8000", check_status="" if held else "L7OK",
+                                          check_code=None if held else 200))
+                else:
+                    servers.append(Server(backend=color, name=f"s{i}", status="MAINT (resolution)", sessions=0,
+                                          address=""))
         return BackendStats(servers=tuple(servers), sessions={})
 
     def arm(self, backend: str, servers: list[str]) -> None:
         pass
+
+    def hold(self, backends: list[str]) -> None:
+        for backend in backends:
+            self.world.held[backend] = {"s0", "s1"}
+
+    def admit(self, backend: str, servers: list[str]) -> None:
+        self.world.held[backend] = self.world.held.get(backend, set()) - set(servers)
 
     def fallback_on(self, color: str, token: str) -> int:
         return 0
@@ -354,6 +372,16 @@ def test_what_the_target_refuses_stops_the_release_at_plan_before_anything_chang
     assert world.checked == [f"{APP}-router", f"{APP}-router", f"{APP}-blue"] and world.serving == "r1"
     assert deployer(app, world, tmp_path, "t1").release().outcome == "noop"
     assert len(world.checked) == 3
+
+
+def test_the_idle_colors_servers_are_held_between_releases_and_none_of_the_live_colors(tmp_path: Path) -> None:
+    """Held, HAProxy does not check a server before the gate lets it in once its container
+    runs; a held slot in the live color would take no request when its name resolves anew."""
+    app, world = small_app(tmp_path), World()
+    deployer(app, world, tmp_path, "t1").release()
+    assert world.live == "blue" and world.held == {"blue": set(), "green": {"s0", "s1"}}
+    deployer(app, world, tmp_path, "t2").release()
+    assert world.live == "green" and world.held == {"blue": {"s0", "s1"}, "green": set()}
 
 
 def released(tmp_path: Path, world: World | None = None) -> tuple[App, World]:

@@ -28,6 +28,7 @@ class Member:
     sessions: int = 0
     fails: bool = False
     armed: list[list[str]] = field(default_factory=list)
+    held: list[list[str]] = field(default_factory=list)
     where: str = ""
 
     def __post_init__(self) -> None:
@@ -57,6 +58,12 @@ class Member:
         if servers:
             self.armed.append(servers)
 
+    def admit(self, backend: str, servers: list[str]) -> None:
+        pass
+
+    def hold(self, backends: list[str]) -> None:
+        self.held.append(list(backends))
+
 
 def test_a_switch_reaches_every_router_and_one_that_fails_is_raised_after_all_were_tried() -> None:
     members = [Member("n1"), Member("n2", fails=True), Member("n3")]
@@ -75,6 +82,14 @@ def test_requests_in_flight_add_up_over_the_routers() -> None:
     assert routers.stats().sessions == {"blue": 5}
     with pytest.raises(NotImplementedError):
         routers.arm("green", ["s1"])  # slot names are each router's own
+    with pytest.raises(NotImplementedError):
+        routers.admit("green", ["s1"])
+
+
+def test_every_router_holds_the_new_colors_servers() -> None:
+    members = [Member("n1"), Member("n2")]
+    RouterSet(members).hold(["green", "green_r1"])  # type: ignore[arg-type]
+    assert [m.held for m in members] == [[["green", "green_r1"]]] * 2
 
 
 class Project:
