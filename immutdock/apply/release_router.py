@@ -72,18 +72,23 @@ class RouterSteps(Parts):
             while True:
                 try:
                     router.stats()
-                    # Most often held since the last release (_relax_checks); a reload or a new router
-                    # let them go. Racing compose, which takes longer to make the container.
-                    router.hold(self._backends(plan.color))
-                    return router
+                    break
                 except EngineError as exc:
                     if time.monotonic() > deadline:
                         raise EngineError(f"the router did not answer within {ROUTER_START} s: {exc.message}",
                                           "see `docker logs` of the router container") from None
                     time.sleep(0.05)
+            # Most often held since the last release (_relax_checks); a reload or a new router let
+            # them go. Racing compose, which takes longer to make the container; a slot that
+            # resolved already was checked already: held now, it would need its `rise` checks again.
+            try:
+                router.hold(self._backends(plan.color), unresolved_only=True)
+            except ImmutdockError as exc:  # the gate arms the servers as they resolve, as without a hold
+                self.warn(f"the router could not hold {plan.color}'s servers until they run: {exc.message}")
         except BaseException:  # the open shell is closed on any way out but the answer
             router.close()
             raise
+        return router
 
     def _ensure_router(self, state: AppState, image: str, live: str, color: str,
                        backend: Mapping[str, str]) -> Router | None:

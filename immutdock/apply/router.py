@@ -214,13 +214,15 @@ class Router:
         if servers:
             self._ctl("arm", backend, *servers)
 
-    def hold(self, backends: Sequence[str]) -> None:
-        """Hold every server slot of `backends` in maintenance: HAProxy gives it the address its
-        name resolves to but neither checks it nor sends it a request, until `admit`. A new
-        container's name resolves while the engine still starts it: a check sent then goes out
-        before its interface answers ARP, and the kernel asks again only a second later."""
+    def hold(self, backends: Sequence[str], unresolved_only: bool = False) -> None:
+        """Hold every server slot of `backends` (`unresolved_only`: those no name resolves to
+        yet) in maintenance: HAProxy gives it the address its name resolves to but neither
+        checks it nor sends it a request, until `admit`. A new container's name resolves while
+        the engine still starts it: a check sent then goes out before its interface answers
+        ARP, and the kernel asks again only a second later."""
         slots = [f"{backend_name(s.backend, s.route)}/{s.name}" for s in self.stats().servers
-                 if backend_name(s.backend, s.route) in backends and _SLOT.fullmatch(s.name)]
+                 if backend_name(s.backend, s.route) in backends and _SLOT.fullmatch(s.name)
+                 and not (unresolved_only and s.resolved)]
         self._commands([f"set server {slot} state maint" for slot in slots])
 
     def admit(self, backend: str, servers: Sequence[str]) -> None:
@@ -322,8 +324,8 @@ class RouterSet(Router):
     def admit(self, backend: str, servers: Sequence[str]) -> None:
         raise NotImplementedError("admit on each of `members`: their server slots are their own")
 
-    def hold(self, backends: Sequence[str]) -> None:
-        self._each(lambda r: r.hold(backends))
+    def hold(self, backends: Sequence[str], unresolved_only: bool = False) -> None:
+        self._each(lambda r: r.hold(backends, unresolved_only))
 
     def stats(self) -> BackendStats:
         found = self._each(lambda r: r.stats())

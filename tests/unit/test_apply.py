@@ -284,7 +284,9 @@ class FakeRouter:
     def arm(self, backend: str, servers: list[str]) -> None:
         pass
 
-    def hold(self, backends: list[str]) -> None:
+    def hold(self, backends: list[str], unresolved_only: bool = False) -> None:
+        if "hold" in self.world.failing:
+            raise self.world.failing.pop("hold")
         for backend in backends:
             self.world.held[backend] = {"s0", "s1"}
 
@@ -382,6 +384,15 @@ def test_the_idle_colors_servers_are_held_between_releases_and_none_of_the_live_
     assert world.live == "blue" and world.held == {"blue": set(), "green": {"s0", "s1"}}
     deployer(app, world, tmp_path, "t2").release()
     assert world.live == "green" and world.held == {"blue": {"s0", "s1"}, "green": set()}
+
+
+def test_a_hold_the_router_refuses_is_warned_of_and_the_release_goes_on(tmp_path: Path) -> None:
+    app, world = small_app(tmp_path), World()
+    said: list[str] = []
+    world.fail("hold")  # the router step's: the gate arms the servers as they resolve
+    Deployer(app, world.target(), said.append, said.append, builder=FakeEngine(world),  # type: ignore[arg-type]
+             prepared=prepared(tmp_path, "t1")).release()
+    assert world.live == "blue" and any("could not hold blue's servers" in line for line in said), said
 
 
 def released(tmp_path: Path, world: World | None = None) -> tuple[App, World]:

@@ -44,9 +44,10 @@ class Router:
 
     where = ""
 
-    def __init__(self) -> None:
-        self.held = {"s1", "s2"}
+    def __init__(self, held: tuple[str, ...] = ("s1", "s2")) -> None:
+        self.held = set(held)
         self.admitted: list[tuple[str, tuple[str, ...]]] = []
+        self.armed: list[str] = []
         self.looks = 0
 
     @property
@@ -60,7 +61,7 @@ class Router:
         return BackendStats(servers=(s1, s2), sessions={})
 
     def arm(self, backend: str, servers: list[str]) -> None:
-        assert not servers, "an admitted server is armed by its admission"
+        self.armed += servers
 
     def admit(self, backend: str, servers: list[str]) -> None:
         if servers:
@@ -89,5 +90,22 @@ def test_the_gate_admits_a_held_server_only_once_its_container_runs_and_the_rest
     assert gate.ok, gate.reason
     # Held through the three looks that found the container still being started, admitted at
     # the first that found it running; s2, held and never resolved, admitted when the gate passed.
-    assert router.admitted == [("green", ("s1",)), ("green", ("s2",))]
+    assert router.admitted == [("green", ("s1",)), ("green", ("s2",))] and router.armed == []
     assert place.looks == 5
+
+
+class Routers:
+    """Two routers on two nodes (a Swarm's): their slots are their own."""
+
+    where = ""
+
+    def __init__(self, *members: Router) -> None:
+        self.members = members
+
+
+def test_each_router_admits_its_own_held_slots() -> None:
+    held, free = Router(), Router(held=("s2",))  # on the second node the name resolved before the hold
+    gate = wait_ready(Place(starting=0), "app-green", Routers(held, free), "green", ["web"], 5)  # type: ignore[arg-type]
+    assert gate.ok, gate.reason
+    assert held.admitted == [("green", ("s1",)), ("green", ("s2",))] and held.armed == []
+    assert free.admitted == [("green", ("s2",))] and free.armed == ["s1"]

@@ -61,7 +61,7 @@ class Member:
     def admit(self, backend: str, servers: list[str]) -> None:
         pass
 
-    def hold(self, backends: list[str]) -> None:
+    def hold(self, backends: list[str], unresolved_only: bool = False) -> None:
         self.held.append(list(backends))
 
 

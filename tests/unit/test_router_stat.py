@@ -159,3 +159,25 @@ def test_a_fallback_haproxy_refuses_is_an_error() -> None:
                     check_code=200))
     with pytest.raises(EngineError, match="refused the fallback server green/fbr2_s1"):
         Refusing(stat).fallback_on("green", "r2")
+
+
+def test_a_hold_puts_every_slot_of_the_backends_in_maintenance_and_an_admission_forces_it_down_after() -> None:
+    stat = dump(
+        row(pxname="blue", svname="s1", status="UP", bck=0, addr="172.20.0.3:8000", check_status="L7OK"),
+        row(pxname="green", svname="s1", status="UP", bck=0, addr="172.20.0.9:8000", check_status="L7OK"),
+        row(pxname="green", svname="s2", status="MAINT (resolution)", bck=0, addr=""),
+        row(pxname="green_r1", svname="s1", status="MAINT (resolution)", bck=0, addr=""),
+        row(pxname="green", svname="fbr3_s1", status="UP", bck=1, addr="172.20.0.3:8000"),  # a fallback
+    )
+    router = _Scripted(stat)
+    router.hold(["green", "green_r1"])
+    router.hold(["green"], unresolved_only=True)  # one a name resolves to was checked already
+    router.admit("green", ["s1", "s2"])
+    router.admit("green", [])  # nothing to send
+    assert router.sent == [
+        "set server green/s1 state maint; set server green/s2 state maint; set server green_r1/s1 state maint",
+        "set server green/s2 state maint",
+        # Out of maintenance first, then down: the other way round it would be UP before any check.
+        "set server green/s1 state ready; set server green/s1 health down; "
+        "set server green/s2 state ready; set server green/s2 health down",
+    ]
