@@ -35,8 +35,11 @@ COLOR_MAP = "/var/lib/router/color.map"  # one entry, "live <color>": every rout
 # (an app does not feel it). Every STATE_CHECKS whatever INTER says while a server is down or
 # changing state (a new server, forced down by the gate, gets its `rise` passing checks that
 # fast), and at once after a connection to it failed (one that died is down in about 0.1 s).
+# Between releases the idle color's servers are held (Router.hold): not checked, but its check
+# task still wakes every INTER, and the first check of a server the gate admits comes at the next
+# wake: FAST_CHECKS bounds how long after its admission that is.
 INTER = "inter"
-FAST_CHECKS, LIVE_CHECKS, STATE_CHECKS = "250ms", "2s", "50ms"
+FAST_CHECKS, LIVE_CHECKS, STATE_CHECKS = "50ms", "2s", "50ms"
 CHECKS = f"fastinter {STATE_CHECKS} downinter {STATE_CHECKS} observe layer4 error-limit 1 on-error fastinter"
 CHECK_TIMEOUT = "2s"  # a check may take that long to answer (a slow health endpoint is not down)
 

@@ -620,7 +620,7 @@ def test_stateful_services_that_run_as_defined_are_left_alone_and_others_are_bro
     assert set(world.projects[f"{APP}-state"]["services"]) == {"db"}
 
 
-def test_once_its_gate_and_watch_are_over_the_live_color_is_checked_every_2s_the_other_every_250ms(
+def test_once_its_gate_and_watch_are_over_the_live_color_is_checked_every_2s_the_other_every_50ms(
         tmp_path: Path) -> None:
     app, world = small_app(tmp_path), World()
 
@@ -629,6 +629,6 @@ def test_once_its_gate_and_watch_are_over_the_live_color_is_checked_every_2s_the
         return env["IMMUTDOCK_BLUE_INTER"], env["IMMUTDOCK_GREEN_INTER"]
 
     deployer(app, world, tmp_path, "t1").release()
-    assert inter() == ("2s", "250ms")
+    assert inter() == ("2s", "50ms")
     second = deployer(app, world, tmp_path, "t2").release()
-    assert inter() == ("250ms", "2s") and "checks" in second.timings
+    assert inter() == ("50ms", "2s") and "checks" in second.timings

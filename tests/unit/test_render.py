@@ -272,7 +272,7 @@ def test_router_project(tmp_path: Path) -> None:
         "IMMUTDOCK_BLUE_TIMEOUT": "75", "IMMUTDOCK_GREEN_HEALTH_PATH": "/healthz", "IMMUTDOCK_GREEN_PORT": "8000",
         "IMMUTDOCK_GREEN_RISE": "2", "IMMUTDOCK_GREEN_TIMEOUT": "75", "IMMUTDOCK_CLIENT_TIMEOUT": "75",
         "IMMUTDOCK_HARD_STOP": "80", "IMMUTDOCK_LIVE": "green", "IMMUTDOCK_BLUE_SLOTS": "16",
-        "IMMUTDOCK_GREEN_SLOTS": "16", "IMMUTDOCK_BLUE_INTER": "250ms", "IMMUTDOCK_GREEN_INTER": "250ms"}
+        "IMMUTDOCK_GREEN_SLOTS": "16", "IMMUTDOCK_BLUE_INTER": "50ms", "IMMUTDOCK_GREEN_INTER": "50ms"}
     assert svc["ports"] == ["127.0.0.1:8080:8080"]
     assert svc["labels"] == {L.APP: APP, L.ROLE: "router"}
     assert svc["networks"] == {"edge": {}}
@@ -397,10 +397,10 @@ def test_stateful_aliases_are_answered_on_the_edge_network(tmp_path: Path) -> No
     assert set(svc["networks"]) == {EDGE}
 
 
-def test_the_live_colors_servers_are_checked_every_2s_and_the_others_every_250ms() -> None:
+def test_the_live_colors_servers_are_checked_every_2s_and_the_others_every_50ms() -> None:
     backends = {c: {"port": "8000", "health_path": "/", "rise": "2", "health_status": "200-399", "timeout": "60"}
                 for c in render.COLORS}
     env = render.router_env(backends, "green")
-    assert (env["IMMUTDOCK_GREEN_INTER"], env["IMMUTDOCK_BLUE_INTER"]) == ("2s", "250ms")
-    assert render.router_env(backends)["IMMUTDOCK_GREEN_INTER"] == "250ms"  # no color live yet: both gated
+    assert (env["IMMUTDOCK_GREEN_INTER"], env["IMMUTDOCK_BLUE_INTER"]) == ("2s", "50ms")
+    assert render.router_env(backends)["IMMUTDOCK_GREEN_INTER"] == "50ms"  # no color live yet: both gated
     assert render.parse_router_env(env) == backends  # the rate is the router's, never a setting of the file
